@@ -1,0 +1,186 @@
+"""Load a LeViT or MobileViT checkpoint from any supported ecosystem.
+
+``load(path)`` reads the file safely, recognises the layout (timm, timm-conv, official,
+cvnets, hf) and the variant from key names and tensor shapes, maps the weights to
+vitdeploy's model and records the preprocessing the checkpoint's source expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CheckpointError
+from ..models import VARIANTS, create_model, variant_info
+from ..preprocessing import LEVIT, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing
+from .layouts import LAYOUTS, detect_layout, to_canonical
+from .reader import RawCheckpoint, read_checkpoint, sha256_of
+
+__all__ = ["Checkpoint", "load", "detect_layout", "detect_variant", "preprocessing_for", "LAYOUTS"]
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, weights in) and where it came from."""
+
+    model: object  # torch.nn.Module
+    variant: str
+    family: str
+    layout: str
+    preprocessing: Preprocessing
+    num_classes: int
+    path: Path
+    weights_file: Path
+    wrapper: str | None = None
+    other_entries: list[str] = field(default_factory=list)
+    labels: list[str] | None = None
+    variant_detected: bool = True
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return variant_info(self.variant).input_size
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def sha256(self) -> str:
+        return sha256_of(self.weights_file)
+
+    def describe(self) -> dict:
+        """JSON-able summary (what ``vitdeploy inspect`` prints)."""
+        return {
+            "path": str(self.path),
+            "family": self.family,
+            "variant": self.variant,
+            "variant_source": "detected" if self.variant_detected else "--variant",
+            "layout": self.layout,
+            "wrapper": self.wrapper,
+            "other_entries": self.other_entries,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "num_classes": self.num_classes,
+            "input_size": list(self.input_size),
+            "preprocessing": self.preprocessing.to_dict(),
+            "labels": len(self.labels) if self.labels else None,
+        }
+
+
+def preprocessing_for(family: str, layout: str) -> Preprocessing:
+    """The input convention of a checkpoint source."""
+    if family == "levit":
+        return LEVIT
+    return MOBILEVIT_RGB if layout == "timm" else MOBILEVIT_BGR
+
+
+def load(path: str | Path, variant: str | None = None, prefer_ema: bool = False) -> Checkpoint:
+    """Load a checkpoint file or HF directory into a vitdeploy model (eval mode)."""
+    raw = read_checkpoint(path, prefer_ema=prefer_ema)
+    layout, family = detect_layout(raw.state_dict)
+    sd = to_canonical(raw.state_dict, layout)
+    num_classes = _num_classes(sd, family)
+    if variant is not None:
+        info = variant_info(variant)
+        if info.family != family:
+            raise CheckpointError(f"{raw.path}: --variant {info.name} is a {info.family} model but this is a {family} "
+                                  f"checkpoint ({layout} layout)")
+        name, detected = info.name, False
+    else:
+        name, detected = detect_variant(sd, family), True
+    model = create_model(name, num_classes=num_classes)
+    _load_strict(model, sd, raw.path, name, layout)
+    return Checkpoint(model=model.eval(), variant=name, family=family, layout=layout,
+                      preprocessing=preprocessing_for(family, layout), num_classes=num_classes, path=raw.path,
+                      weights_file=raw.file, wrapper=raw.wrapper, other_entries=raw.other_entries,
+                      labels=_hf_labels(raw, num_classes), variant_detected=detected)
+
+
+def _num_classes(sd: dict, family: str) -> int:
+    key = "head.linear.weight" if family == "levit" else "head.fc.weight"
+    if key not in sd:
+        raise CheckpointError(f"{family} checkpoint has no classifier weight ('{key}' after mapping); "
+                              "backbone-only checkpoints are not supported")
+    return int(sd[key].shape[0])
+
+
+def detect_variant(sd: dict, family: str) -> str:
+    """The variant whose architecture matches the canonical state dict's shapes."""
+    from ..models import levit, mobilevit
+
+    signature = _levit_signature(sd) if family == "levit" else _mobilevit_signature(sd)
+    configs = levit.CONFIGS if family == "levit" else mobilevit.CONFIGS
+    for name, cfg in configs.items():
+        if _config_signature(cfg, family) == signature:
+            return name
+    raise CheckpointError(f"{family} checkpoint matches no known variant (found {signature}); "
+                          f"known: {', '.join(v for v in VARIANTS if v.startswith(family))}")
+
+
+def _config_signature(cfg, family: str) -> dict:
+    if family == "levit":
+        return {"embed_dim": list(cfg.embed_dim), "depth": list(cfg.depth), "num_heads": list(cfg.num_heads),
+                "key_dim": cfg.key_dim}
+    return {"channels": list(cfg.channels), "transformer_dims": list(cfg.transformer_dims),
+            "transformer_depths": list(cfg.transformer_depths), "num_features": cfg.num_features}
+
+
+def _levit_signature(sd: dict) -> dict:
+    import re
+
+    def count(pattern: str) -> int:
+        return len({m.group(1) for k in sd if (m := re.match(pattern, k))})
+
+    try:
+        dims = [int(sd[f"stages.{s}.blocks.0.attn.proj.ln.linear.weight"].shape[0]) for s in range(3)]
+        heads = [int(sd[f"stages.{s}.blocks.0.attn.attention_biases"].shape[0]) for s in range(3)]
+        qkv = sd["stages.0.blocks.0.attn.qkv.linear.weight"].shape[0]
+    except KeyError as e:
+        raise CheckpointError(f"LeViT checkpoint lacks {e.args[0]} (after mapping to timm names)") from None
+    # qkv width = heads * (2 * key_dim + attn_ratio(2) * key_dim)
+    key_dim = int(qkv) // (heads[0] * 4)
+    depth = [count(rf"stages\.{s}\.blocks\.(\d+)\.") for s in range(3)]
+    return {"embed_dim": dims, "depth": depth, "num_heads": heads, "key_dim": key_dim}
+
+
+def _mobilevit_signature(sd: dict) -> dict:
+    import re
+
+    try:
+        channels = [int(sd[f"stages.{s}.0.conv3_1x1.conv.weight"].shape[0]) for s in range(5)]
+        dims = [int(sd[f"stages.{s}.1.conv_1x1.weight"].shape[0]) for s in (2, 3, 4)]
+        features = int(sd["final_conv.conv.weight"].shape[0])
+    except KeyError as e:
+        raise CheckpointError(f"MobileViT checkpoint lacks {e.args[0]} (after mapping to timm names)") from None
+    depths = [len({m.group(1) for k in sd if (m := re.match(rf"stages\.{s}\.1\.transformer\.(\d+)\.", k))})
+              for s in (2, 3, 4)]
+    return {"channels": channels, "transformer_dims": dims, "transformer_depths": depths, "num_features": features}
+
+
+def _load_strict(model, sd: dict, path: Path, variant: str, layout: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:3])}"
+                         f"{' ...' if len(unexpected) > 3 else ''}")
+        raise CheckpointError(f"{path}: does not fit {variant} ({layout} layout): {'; '.join(parts)}")
+    for k, v in expected.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{path}: '{k}' has shape {tuple(sd[k].shape)}, {variant} needs {tuple(v.shape)}")
+        if not sd[k].dtype.is_floating_point and v.dtype.is_floating_point:
+            raise CheckpointError(f"{path}: '{k}' holds {sd[k].dtype} values, expected floating point")
+    model.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in sd.items()}, strict=True)
+
+
+def _hf_labels(raw: RawCheckpoint, num_classes: int) -> list[str] | None:
+    cfg = raw.hf_config or {}
+    id2label = cfg.get("id2label")
+    if not isinstance(id2label, dict) or len(id2label) != num_classes:
+        return None
+    try:
+        return [str(id2label.get(str(i), id2label.get(i))) for i in range(num_classes)]
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,145 @@
+"""Read a checkpoint file or HF model directory into a flat state dict, safely.
+
+Checkpoints are untrusted: pickles are opened with ``torch.load(weights_only=True)``,
+which refuses any object that is not a tensor, a container or a plain value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+# Wrappers seen in training checkpoints, in order of preference.
+_MODEL_KEYS = ("model", "state_dict", "model_state_dict", "net", "network")
+_EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
+_PREFIXES = ("module.", "_orig_mod.", "model.")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+@dataclass
+class RawCheckpoint:
+    """A flat ``name -> tensor`` dict plus what was learnt while unwrapping it."""
+
+    state_dict: dict
+    path: Path
+    file: Path  # the weights file actually read
+    wrapper: str | None = None  # e.g. "model", "model_ema"
+    other_entries: list[str] = field(default_factory=list)  # optimizer, epoch, args, ...
+    hf_config: dict | None = None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_checkpoint(path: str | Path, prefer_ema: bool = False) -> RawCheckpoint:
+    """Read ``.pth/.pt/.bin/.ckpt/.safetensors`` files or an HF model directory."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    hf_config = None
+    weights = path
+    if path.is_dir():
+        weights, hf_config = _hf_directory_files(path)
+    if weights.stat().st_size == 0:
+        raise CheckpointError(f"{weights}: empty file")
+    obj = _read_safetensors(weights) if weights.suffix == ".safetensors" else _read_pickle(weights)
+    sd, wrapper, others = _unwrap(obj, weights, prefer_ema)
+    return RawCheckpoint(_strip_prefixes(sd), path, weights, wrapper, others, hf_config)
+
+
+def _hf_directory_files(directory: Path) -> tuple[Path, dict | None]:
+    config = None
+    cfg_path = directory / "config.json"
+    if cfg_path.exists():
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{cfg_path}: unreadable config.json ({e})") from None
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / name).exists():
+            return directory / name, config
+    if (directory / "model.safetensors.index.json").exists():
+        raise CheckpointError(f"{directory}: sharded checkpoints are not supported (these models fit in one file)")
+    candidates = sorted(p for p in directory.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if len(candidates) == 1:
+        return candidates[0], config
+    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin in this directory")
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(e)})") from None
+
+
+def _read_pickle(path: Path) -> object:
+    import argparse
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        # argparse.Namespace holds the training args in facebookresearch/LeViT checkpoints; it is inert data.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = _first_line(e)
+        if "Unsupported global" in msg or "weights_only" in msg.lower():
+            raise CheckpointError(
+                f"{path}: contains Python objects other than tensors; refusing to unpickle it "
+                f"(save model.state_dict() or use safetensors)") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else e.__class__.__name__)[:200]
+
+
+def _is_tensor_dict(obj: object) -> bool:
+    import torch
+
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _unwrap(obj: object, path: Path, prefer_ema: bool) -> tuple[dict, str | None, list[str]]:
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), found {type(obj).__name__}")
+    if _is_tensor_dict(obj):
+        return obj, None, []
+    order = _EMA_KEYS + _MODEL_KEYS if prefer_ema else _MODEL_KEYS + _EMA_KEYS
+    for key in order:
+        inner = obj.get(key)
+        if _is_tensor_dict(inner):
+            return inner, key, sorted(str(k) for k in obj if k != key)
+    tensors = [k for k, v in obj.items() if _is_tensor_dict(v)]
+    hint = f" (nested tensor dicts under: {', '.join(map(str, tensors))})" if tensors else ""
+    raise CheckpointError(
+        f"{path}: no state dict found; top-level keys are {', '.join(map(str, list(obj)[:8]))}{hint}")
+
+
+def _strip_prefixes(sd: dict) -> dict:
+    import torch
+
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    for prefix in _PREFIXES:
+        # "model." is only a wrapper prefix when every key has it (HF keys never all start with it).
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd

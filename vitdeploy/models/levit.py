@@ -1,0 +1,251 @@
+"""LeViT (Graham et al., 2021) in inference form.
+
+Numerically the same network as facebookresearch/LeViT, timm's ``levit_*`` and HF
+transformers' ``Levit*``; state-dict names are timm's (linear mode). Differences that
+matter for deployment:
+
+* the attention bias table is expanded to a dense (heads, Nq, Nk) buffer whenever the
+  model enters eval mode or loads weights, so an exported graph holds a constant and
+  no gather;
+* distillation: inference returns ``(head(x) + head_dist(x)) / 2``, like all three sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import ConvNorm, LinearNorm, NormLinear
+
+
+@dataclass(frozen=True)
+class LevitConfig:
+    embed_dim: tuple[int, int, int]
+    key_dim: int
+    num_heads: tuple[int, int, int]
+    depth: tuple[int, int, int]
+    img_size: int = 224
+    attn_ratio: float = 2.0
+    mlp_ratio: float = 2.0
+    num_classes: int = 1000
+
+
+CONFIGS = {
+    "levit_128s": LevitConfig((128, 256, 384), 16, (4, 6, 8), (2, 3, 4)),
+    "levit_128": LevitConfig((128, 256, 384), 16, (4, 8, 12), (4, 4, 4)),
+    "levit_192": LevitConfig((192, 288, 384), 32, (3, 5, 6), (4, 4, 4)),
+    "levit_256": LevitConfig((256, 384, 512), 32, (4, 6, 8), (4, 4, 4)),
+    "levit_384": LevitConfig((384, 512, 768), 32, (6, 9, 12), (4, 4, 4)),
+}
+
+
+def relative_position_index(resolution: int, stride: int = 1) -> torch.Tensor:
+    """(Nq, Nk) index into a per-head bias row: |dy| * resolution + |dx| between query and key positions."""
+    k = torch.arange(resolution)
+    q = torch.arange(0, resolution, stride)
+    k_pos = torch.stack(torch.meshgrid(k, k, indexing="ij")).flatten(1)
+    q_pos = torch.stack(torch.meshgrid(q, q, indexing="ij")).flatten(1)
+    rel = (q_pos[:, :, None] - k_pos[:, None, :]).abs()
+    return rel[0] * resolution + rel[1]
+
+
+class _BiasedAttentionBase(nn.Module):
+    """Holds the learnt per-head bias rows and their dense expansion for inference."""
+
+    def _init_bias(self, num_heads: int, resolution: int, stride: int) -> None:
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
+        idx = relative_position_index(resolution, stride)
+        self.register_buffer("attention_bias_idxs", idx, persistent=False)
+        self.register_buffer("attention_bias", torch.zeros(num_heads, *idx.shape), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh_attention_bias())
+
+    @torch.no_grad()
+    def refresh_attention_bias(self) -> None:
+        """Expand the bias rows into the dense table used at inference (call after editing weights)."""
+        self.attention_bias.copy_(self.attention_biases[:, self.attention_bias_idxs])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not mode:
+            self.refresh_attention_bias()
+        return self
+
+    def _bias(self) -> torch.Tensor:
+        if self.training:  # keeps gradients flowing into attention_biases
+            return self.attention_biases[:, self.attention_bias_idxs]
+        return self.attention_bias
+
+
+class Attention(_BiasedAttentionBase):
+    def __init__(self, dim: int, key_dim: int, num_heads: int, attn_ratio: float, resolution: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.val_dim = int(attn_ratio * key_dim)
+        self.val_attn_dim = self.val_dim * num_heads
+        self.scale = key_dim ** -0.5
+        self.qkv = LinearNorm(dim, self.val_attn_dim + 2 * key_dim * num_heads)
+        self.proj = nn.Sequential()
+        self.proj.add_module("act", nn.Hardswish())
+        self.proj.add_module("ln", LinearNorm(self.val_attn_dim, dim))
+        self._init_bias(num_heads, resolution, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, N, self.num_heads, -1).split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        q = q.permute(0, 2, 1, 3)
+        k = k.permute(0, 2, 3, 1)
+        v = v.permute(0, 2, 1, 3)
+        attn = (q @ k) * self.scale + self._bias()
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, self.val_attn_dim)
+        return self.proj(x)
+
+
+class Subsample(nn.Module):
+    """Keep every ``stride``-th token in both spatial directions."""
+
+    def __init__(self, stride: int, resolution: int):
+        super().__init__()
+        self.stride = stride
+        self.resolution = resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, C = x.shape
+        x = x.view(B, self.resolution, self.resolution, C)[:, :: self.stride, :: self.stride]
+        return x.reshape(B, -1, C)
+
+
+class AttentionDownsample(_BiasedAttentionBase):
+    def __init__(self, in_dim: int, out_dim: int, key_dim: int, num_heads: int, attn_ratio: float,
+                 resolution: int, stride: int = 2):
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.val_dim = int(attn_ratio * key_dim)
+        self.val_attn_dim = self.val_dim * num_heads
+        self.scale = key_dim ** -0.5
+        self.kv = LinearNorm(in_dim, self.val_attn_dim + key_dim * num_heads)
+        self.q = nn.Sequential()
+        self.q.add_module("down", Subsample(stride, resolution))
+        self.q.add_module("ln", LinearNorm(in_dim, key_dim * num_heads))
+        self.proj = nn.Sequential()
+        self.proj.add_module("act", nn.Hardswish())
+        self.proj.add_module("ln", LinearNorm(self.val_attn_dim, out_dim))
+        self._init_bias(num_heads, resolution, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        k, v = self.kv(x).view(B, N, self.num_heads, -1).split([self.key_dim, self.val_dim], dim=3)
+        k = k.permute(0, 2, 3, 1)
+        v = v.permute(0, 2, 1, 3)
+        q = self.q(x).view(B, -1, self.num_heads, self.key_dim).permute(0, 2, 1, 3)
+        attn = (q @ k) * self.scale + self._bias()
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, -1, self.val_attn_dim)
+        return self.proj(x)
+
+
+class LevitMlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, out_dim: int | None = None):
+        super().__init__()
+        self.ln1 = LinearNorm(dim, hidden)
+        self.act = nn.Hardswish()
+        self.ln2 = LinearNorm(hidden, out_dim or dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln2(self.act(self.ln1(x)))
+
+
+class LevitBlock(nn.Module):
+    def __init__(self, dim: int, key_dim: int, num_heads: int, attn_ratio: float, mlp_ratio: float, resolution: int):
+        super().__init__()
+        self.attn = Attention(dim, key_dim, num_heads, attn_ratio, resolution)
+        self.mlp = LevitMlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.mlp(x)
+
+
+class LevitDownsample(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, key_dim: int, resolution: int):
+        super().__init__()
+        self.attn_downsample = AttentionDownsample(in_dim, out_dim, key_dim, in_dim // key_dim, 4.0, resolution)
+        self.mlp = LevitMlp(out_dim, out_dim * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attn_downsample(x)
+        return x + self.mlp(x)
+
+
+class LevitStage(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, key_dim: int, depth: int, num_heads: int, attn_ratio: float,
+                 mlp_ratio: float, resolution: int, downsample: bool):
+        super().__init__()
+        if downsample:
+            self.downsample = LevitDownsample(in_dim, out_dim, key_dim, resolution)
+            resolution = (resolution - 1) // 2 + 1
+        else:
+            self.downsample = nn.Identity()
+        self.resolution = resolution
+        self.blocks = nn.Sequential(*[
+            LevitBlock(out_dim, key_dim, num_heads, attn_ratio, mlp_ratio, resolution) for _ in range(depth)
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class Stem16(nn.Module):
+    """Four 3x3 stride-2 convolutions with hardswish between them: 224 -> 14x14 tokens."""
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
+        c = out_chs
+        self.conv1 = ConvNorm(in_chs, c // 8, 3, 2, 1)
+        self.act1 = nn.Hardswish()
+        self.conv2 = ConvNorm(c // 8, c // 4, 3, 2, 1)
+        self.act2 = nn.Hardswish()
+        self.conv3 = ConvNorm(c // 4, c // 2, 3, 2, 1)
+        self.act3 = nn.Hardswish()
+        self.conv4 = ConvNorm(c // 2, c, 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.conv1(x))
+        x = self.act2(self.conv2(x))
+        x = self.act3(self.conv3(x))
+        return self.conv4(x)
+
+
+class Levit(nn.Module):
+    """LeViT classifier with distillation head: NCHW images -> (B, num_classes) logits."""
+
+    family = "levit"
+
+    def __init__(self, cfg: LevitConfig):
+        super().__init__()
+        self.cfg = cfg
+        dims = cfg.embed_dim
+        self.stem = Stem16(3, dims[0])
+        resolution = cfg.img_size // 16
+        stages = []
+        in_dim = dims[0]
+        for i in range(3):
+            stage = LevitStage(in_dim, dims[i], cfg.key_dim, cfg.depth[i], cfg.num_heads[i], cfg.attn_ratio,
+                               cfg.mlp_ratio, resolution, downsample=i > 0)
+            resolution = stage.resolution
+            in_dim = dims[i]
+            stages.append(stage)
+        self.stages = nn.Sequential(*stages)
+        self.num_features = dims[-1]
+        self.head = NormLinear(dims[-1], cfg.num_classes)
+        self.head_dist = NormLinear(dims[-1], cfg.num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        return self.stages(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x).mean(1)
+        return (self.head(x) + self.head_dist(x)) / 2

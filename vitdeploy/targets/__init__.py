@@ -1,0 +1,1 @@
+"""Export targets: each module turns a PyTorch model into a deployable artifact."""
