@@ -1,0 +1,127 @@
+"""One interface over everything vitdeploy can run: checkpoints (PyTorch eager) and
+artifacts (.tflite through LiteRT, .mlpackage through Core ML or the MIL interpreter).
+
+Every runner takes the same input: a float32 NCHW batch preprocessed the way the
+source checkpoint expects (``predict_nchw``), and converts it to its own input
+convention inside. That makes logits from different runners directly comparable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VitdeployError
+from .preprocessing import Preprocessing
+
+ARTIFACT_SUFFIXES = (".tflite", ".mlpackage")
+
+
+class Runner:
+    """Base: ``predict_nchw(x) -> (N, classes) float32 logits``."""
+
+    kind = "abstract"
+    path: Path
+    preprocessing: Preprocessing
+    input_size: tuple[int, int, int]
+    labels: list[str] | None = None
+    variant: str | None = None
+
+    def predict_nchw(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "variant": self.variant,
+                "input_size": list(self.input_size), "preprocessing": self.preprocessing.to_dict()}
+
+
+class TorchRunner(Runner):
+    """A checkpoint run in PyTorch eager mode (the reference)."""
+
+    kind = "checkpoint"
+
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model
+        self.path = checkpoint.path
+        self.preprocessing = checkpoint.preprocessing
+        self.input_size = checkpoint.input_size
+        self.labels = checkpoint.labels
+        self.variant = checkpoint.variant
+
+    def predict_nchw(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+def is_artifact(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in ARTIFACT_SUFFIXES
+
+
+def open_runner(path: str | Path, *, variant: str | None = None, threads: int = 2, runtime: str = "auto") -> Runner:
+    """A runner for a checkpoint or an artifact, chosen by what ``path`` is."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return _open_tflite(path, threads)
+    if suffix == ".mlpackage":
+        return _open_coreml(path, runtime)
+    from . import checkpoints
+
+    return TorchRunner(checkpoints.load(path, variant=variant))
+
+
+def _open_tflite(path: Path, threads: int) -> Runner:
+    if not path.is_file():
+        raise VitdeployError(f"{path}: no such file")
+    try:
+        from .runtimes.tflite import TFLiteRunner
+    except ImportError as e:
+        raise VitdeployError(f"running .tflite needs ai-edge-litert: pip install 'vitdeploy[tflite]' ({e})") from None
+    return TFLiteRunner(path, threads=threads)
+
+
+def _open_coreml(path: Path, runtime: str) -> Runner:
+    if not path.is_dir():
+        raise VitdeployError(f"{path}: not an .mlpackage directory")
+    try:
+        from .runtimes.coreml import CoreMLRunner
+    except ImportError as e:
+        raise VitdeployError(f"running .mlpackage needs coremltools: pip install 'vitdeploy[coreml]' ({e})") from None
+    return CoreMLRunner(path, runtime=runtime)
+
+
+def read_inputs(paths: list[str | Path], runner: Runner) -> np.ndarray:
+    """Image files (preprocessed as the runner's source expects) or one .npy NCHW float32 batch, as is."""
+    from .preprocessing import load_images
+
+    if not paths:
+        raise VitdeployError("no input given: pass image files or one .npy NCHW batch")
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise VitdeployError(f"{p}: no such file")
+    npys = [p for p in paths if p.suffix.lower() == ".npy"]
+    if npys:
+        if len(paths) != 1:
+            raise VitdeployError("a .npy input must be the only input (one NCHW batch)")
+        return _read_npy(npys[0], runner.input_size)
+    return load_images(paths, runner.preprocessing)
+
+
+def _read_npy(path: Path, input_size: tuple[int, int, int]) -> np.ndarray:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise VitdeployError(f"{path}: not a readable .npy array ({e})") from None
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_size):
+        raise VitdeployError(f"{path}: expected a float NCHW batch of shape (N, {', '.join(map(str, input_size))}), "
+                             f"got {tuple(x.shape)}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise VitdeployError(f"{path}: expected float32 values (already preprocessed), got {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
