@@ -49,8 +49,6 @@ def count_params(model) -> int:
 
 def fold_batchnorm(model) -> FoldReport:
     """Fold every BatchNorm into its Conv/Linear neighbour, in place (eval mode). Returns what was folded."""
-    from . import fold_bn  # noqa: F401  (registers the passes)
-
     model.eval()
     report = FoldReport(batchnorm_before=count_batchnorm(model), params_before=count_params(model))
     for name in ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear"):
@@ -58,3 +56,6 @@ def fold_batchnorm(model) -> FoldReport:
     report.batchnorm_after = count_batchnorm(model)
     report.params_after = count_params(model)
     return report
+
+
+from . import fold_bn  # noqa: E402,F401  (registers the BatchNorm passes)

@@ -28,12 +28,12 @@ def _with_bias(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn
     """A copy of ``layer`` (Conv2d or Linear) carrying the given weight and a bias."""
     if isinstance(layer, nn.Conv2d):
         new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, layer.groups, bias=True)
+                        layer.dilation, layer.groups, bias=True, dtype=layer.weight.dtype)
     else:
-        new = nn.Linear(layer.in_features, layer.out_features, bias=True)
+        new = nn.Linear(layer.in_features, layer.out_features, bias=True, dtype=layer.weight.dtype)
     with torch.no_grad():
-        new.weight.copy_(weight.float())
-        new.bias.copy_(bias.float())
+        new.weight.copy_(weight)
+        new.bias.copy_(bias)
     return new
 
 

@@ -1,0 +1,88 @@
+"""BN folding: each pass alone, then all of them on every variant."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vitdeploy.models import VARIANTS, create_model
+from vitdeploy.models.layers import ConvNorm, LinearNorm, NormLinear
+from vitdeploy.passes import PASSES, count_batchnorm, fold_batchnorm
+from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR
+from vitdeploy.sample_images import natural_images
+from vitdeploy.synthetic import seeded_model
+
+
+def _random_bn(bn, g):
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5, generator=g)
+        bn.running_var.uniform_(0.2, 2.0, generator=g)
+        bn.weight.uniform_(0.5, 1.5, generator=g)
+        bn.bias.normal_(0, 0.5, generator=g)
+
+
+@pytest.mark.parametrize("pass_name,layer,make_input", [
+    ("fold_conv_bn", lambda: ConvNorm(8, 16, 3, 2, 1), lambda: torch.randn(2, 8, 9, 9)),
+    ("fold_conv_bn", lambda: ConvNorm(8, 8, 3, 1, 1, groups=8), lambda: torch.randn(2, 8, 9, 9)),
+    ("fold_linear_bn", lambda: LinearNorm(12, 20), lambda: torch.randn(2, 5, 12)),
+    ("fold_bn_linear", lambda: NormLinear(12, 20), lambda: torch.randn(4, 12)),
+])
+def test_each_pass_alone_is_exact(pass_name, layer, make_input):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    module = nn.Sequential(layer()).double().eval()
+    _random_bn(module[0].bn, g)
+    x = make_input().double()
+    with torch.no_grad():
+        ref = module(x)
+        assert PASSES[pass_name](module) == 1
+        got = module(x)
+    assert count_batchnorm(module) == 0
+    assert torch.allclose(got, ref, rtol=0, atol=1e-12 * ref.abs().max().item())
+    # the other passes leave it alone
+    assert all(PASSES[p](module) == 0 for p in PASSES)
+
+
+def _slow_unless_small(variants):
+    return [v if v in ("levit_128s", "mobilevit_xxs") else pytest.param(v, marks=pytest.mark.slow) for v in variants]
+
+
+@pytest.mark.parametrize("variant", _slow_unless_small(list(VARIANTS)))
+def test_fold_batchnorm_whole_model(variant):
+    model = seeded_model(variant)
+    info = VARIANTS[variant]
+    pre = LEVIT if info.family == "levit" else MOBILEVIT_BGR
+    x = torch.from_numpy(pre.normalize(natural_images(8, info.img_size, seed=3)))
+    folded = copy.deepcopy(model)
+    report = fold_batchnorm(folded)
+    assert report.batchnorm_before > 0 and report.batchnorm_after == 0 and count_batchnorm(folded) == 0
+    assert report.total_folded == report.batchnorm_before
+    assert report.params_after < report.params_before
+    with torch.no_grad():
+        ref, got = model(x).numpy(), folded(x).numpy()
+        # The algebra is exact: in float64 folded and unfolded agree to rounding.
+        truth = copy.deepcopy(model).double()(x.double()).numpy()
+        f64 = copy.deepcopy(model).double()
+        fold_batchnorm(f64)
+        assert _rel(f64(x.double()).numpy(), truth) < 1e-12
+    # In float32 both models carry the network's own rounding noise (about 5e-6 for the
+    # LeViT stand-ins); the fold must add no more than that much again.
+    noise = _rel(ref, truth)
+    assert _rel(got, truth) <= 2 * noise + 1e-6, (_rel(got, truth), noise)
+    assert _rel(got, ref) < (1e-5 if info.family == "mobilevit" else 2e-5), _rel(got, ref)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    """Relative L2 error of a against b."""
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_folded_model_has_no_batchnorm_in_state_dict():
+    model = create_model("levit_128s")
+    fold_batchnorm(model)
+    assert not [k for k in model.state_dict() if ".bn." in k]
