@@ -88,13 +88,15 @@ def _read_safetensors(path: Path) -> dict:
 def _read_pickle(path: Path) -> object:
     import argparse
     import pickle
+    import warnings
     import zipfile
 
     import torch
 
     try:
         # argparse.Namespace holds the training args in facebookresearch/LeViT checkpoints; it is inert data.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notices are noise to a user
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = _first_line(e)

@@ -23,7 +23,8 @@ from typing import Iterable, Sequence
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.devices.protocol import (
-    ANDROID_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
+    ANDROID_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id, read_tensor,
+    write_tensor,
 )
 
 HARNESS_PACKAGE = "com.vitdeploy.harness"
@@ -33,14 +34,16 @@ REMOTE_ROOT = "/data/local/tmp/vitdeploy"
 # The harness writes into its own app-specific external dir: apps may read
 # /data/local/tmp but not write there, and `adb pull` can read this dir.
 OUTPUT_ROOT = f"/sdcard/Android/data/{HARNESS_PACKAGE}/files/vitdeploy"
-PROPS = ("ro.product.model", "ro.product.device", "ro.product.manufacturer", "ro.soc.model",
-         "ro.build.version.release", "ro.build.version.sdk")
-_LOST = re.compile(r"device '?[^']*'? not found|device offline|no devices/emulators found|device still authorizing|"
+_LOST = re.compile(r"device '[^']*' not found|device offline|no devices/emulators found|device still authorizing|"
                    r"error: closed|protocol fault|connection reset", re.I)
 
 
 class DeviceLost(VitdeployError):
     """The phone disappeared from adb while we were using it."""
+
+
+class AdbTimeout(VitdeployError):
+    """An adb command did not finish in time."""
 
 
 class Adb:
@@ -58,7 +61,7 @@ class Adb:
         other.env = self.env
         return other
 
-    def run(self, args: Sequence[str], *, timeout: float, what: str, input_ok: bool = False) -> subprocess.CompletedProcess:
+    def run(self, args: Sequence[str], *, timeout: float, what: str) -> subprocess.CompletedProcess:
         """Run `adb [-s SERIAL] ARGS`; raise one-line errors for a missing adb, timeouts, lost devices."""
         argv = [self.adb] + (["-s", self.serial] if self.serial else []) + list(args)
         try:
@@ -83,10 +86,6 @@ class Adb:
     def shell(self, argv: Sequence[str], *, timeout: float, what: str) -> subprocess.CompletedProcess:
         """Run one command on the device; each argument is quoted for the device shell."""
         return self.run(["shell", shlex.join(argv)], timeout=timeout, what=what)
-
-
-class AdbTimeout(VitdeployError):
-    """An adb command did not finish in time."""
 
 
 def _last_line(text: str) -> str:
@@ -146,16 +145,22 @@ def list_connected_android(adb: str = "adb", *, server_socket: str | None = None
 
 
 def device_props(adb: Adb, timeout: float = 15) -> dict:
-    """Read model, codename, SoC and Android version with one getprop call per property."""
-    info = {}
-    for prop in PROPS:
-        p = adb.shell(["getprop", prop], timeout=timeout, what=f"getprop {prop}")
-        info[prop.split(".", 1)[1].replace(".", "_")] = p.stdout.strip() if p.returncode == 0 else ""
+    """Model, codename, SoC and Android version from one `getprop` listing."""
+    p = adb.shell(["getprop"], timeout=timeout, what="getprop")
+    if p.returncode != 0:
+        raise VitdeployError(f"getprop failed on {adb.serial}: {_last_line(p.stderr or p.stdout)}")
+    props = parse_getprop(p.stdout)
     return {
-        "model": info["product_model"] or None, "device": info["product_device"] or None,
-        "manufacturer": info["product_manufacturer"] or None, "soc": info["soc_model"] or None,
-        "android_version": info["build_version_release"] or None, "sdk": info["build_version_sdk"] or None,
+        "model": props.get("ro.product.model") or None, "device": props.get("ro.product.device") or None,
+        "manufacturer": props.get("ro.product.manufacturer") or None, "soc": props.get("ro.soc.model") or None,
+        "android_version": props.get("ro.build.version.release") or None,
+        "sdk": props.get("ro.build.version.sdk") or None,
     }
+
+
+def parse_getprop(text: str) -> dict:
+    """Parse `getprop` output lines like `[ro.product.model]: [Pixel 7]`."""
+    return dict(re.findall(r"^\[([^\]]+)\]: \[(.*)\]\s*$", text, re.M))
 
 
 def _catalog_name(d: dict) -> str | None:
@@ -237,7 +242,7 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
 
     The returned dict has "serial", "device" (props + what the harness reports),
     "request" and "result" (protocol JSON), "configs" (one dict per config with
-    its "output" arrays) and "output" (first output of the first config that ran).
+    its "outputs" arrays) and "output" (first output of the first config that ran).
     """
     import numpy as np
 
@@ -250,25 +255,26 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
     if bad:
         raise VitdeployError(f"unknown Android delegate {bad[0]!r}; choose from {', '.join(ANDROID_COMPUTE_UNITS)}")
 
-    client = Adb(adb, server_socket=server_socket)
-    chosen = choose_device(list_connected_android(adb, server_socket=server_socket), serial, device)
-    dev = client.for_serial(chosen["serial"])
-    ensure_harness(dev, harness_apks)
-
     arrays = [np.ascontiguousarray(input_array if input_array is not None else default_input(model_path),
                                    dtype=np.float32)]
     request_id = new_request_id()
     remote_dir = str(PurePosixPath(remote_root) / request_id)
     output_dir = f"{OUTPUT_ROOT}/{request_id}"
+    try:  # a bad runs/threads value fails here, before any adb call
+        request = HarnessRequest(platform="android", model=model_path.name,
+                                 inputs=[TensorFile(f"input{i}.bin", list(a.shape) or [1]) for i, a in enumerate(arrays)],
+                                 compute_units=list(delegates), runs=runs, warmup=warmup, threads=list(threads),
+                                 request_id=request_id, output_dir=output_dir)
+    except ProtocolError as e:
+        raise VitdeployError(str(e).replace("harness request: ", "")) from None
+
+    client = Adb(adb, server_socket=server_socket)
+    chosen = choose_device(list_connected_android(adb, server_socket=server_socket), serial, device)
+    dev = client.for_serial(chosen["serial"])
+    ensure_harness(dev, harness_apks)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-") as tmp:
         tmp = Path(tmp)
-        inputs = [write_tensor(tmp / f"input{i}.bin", a) for i, a in enumerate(arrays)]
-        try:
-            request = HarnessRequest(platform="android", model=model_path.name, inputs=inputs,
-                                     compute_units=list(delegates), runs=runs, warmup=warmup, threads=list(threads),
-                                     request_id=request_id, output_dir=output_dir)
-        except ProtocolError as e:
-            raise VitdeployError(str(e).replace("harness request: ", "")) from None
+        inputs = [write_tensor(tmp / t.file, a) for t, a in zip(request.inputs, arrays)]
         (tmp / "request.json").write_text(request.dumps())
         try:
             _push(dev, model_path, f"{remote_dir}/{model_path.name}", timeout_s)
@@ -289,7 +295,7 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
         "platform": "android", "serial": dev.serial, "catalog": chosen.get("catalog"),
         "device": {**{k: chosen.get(k) for k in ("model", "device", "manufacturer", "soc", "android_version")},
                    **result.device},
-        "request": request.to_json(), "result": result.to_json(), "configs": configs, "output": ok[0]["output"][0],
+        "request": request.to_json(), "result": result.to_json(), "configs": configs, "output": ok[0]["outputs"][0],
     }
 
 
@@ -319,6 +325,10 @@ def run_instrumentation(adb: Adb, remote_request: str, timeout: float) -> str:
         if not _still_attached(adb):
             raise DeviceLost(f"device {adb.serial} disconnected during the harness run")
         raise VitdeployError(f"the harness run ended without a status on {adb.serial}: {_last_line(text)}")
+    if "FAILURES!!!" in text:
+        cause = re.search(r"^(?:java|kotlin|org\.json)\.[\w.$]+(?:Exception|Error): (.*)$", text, re.M)
+        raise VitdeployError(f"the harness rejected the request on {adb.serial}: "
+                             f"{cause.group(1).strip() if cause else _last_line(text)}")
     if "shortMsg=" in text:
         msg = re.search(r"shortMsg=(.*)", text).group(1).strip()
         raise VitdeployError(f"the harness crashed on {adb.serial}: {msg} (see `adb logcat`)")
@@ -362,11 +372,11 @@ def _config_dicts(result: HarnessResult, local: Path) -> list[dict]:
             "name": c.name, "compute_unit": c.compute_unit, "threads": c.threads, "status": c.status,
             "error": c.error, "load_ms": c.load_ms, "init_ms": c.init_ms, "first_inference_ms": c.first_inference_ms,
             "latencies_ms": c.latencies_ms, "median_ms": float(np.median(c.latencies_ms)) if c.latencies_ms else None,
-            "peak_memory_kb": c.peak_memory_kb, "output": [],
+            "peak_memory_kb": c.peak_memory_kb, "outputs": [],
         }
         if c.ok:
             try:
-                d["output"] = [read_tensor(local, t) for t in c.outputs]
+                d["outputs"] = [read_tensor(local, t) for t in c.outputs]
             except ProtocolError as e:
                 raise VitdeployError(f"bad output from the harness: {e}") from None
         out.append(d)

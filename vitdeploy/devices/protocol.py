@@ -122,7 +122,7 @@ class HarnessRequest:
         ok_model = isinstance(self.model, str) and bool(_FILE_NAME.match(self.model)) and self.model not in (".", "..")
         _require(ok_model, w, f"'model' must be a bare file name next to request.json, got {self.model!r}")
         suffix = ".tflite" if self.platform == "android" else ".mlpackage"
-        _require(self.model.endswith(suffix), w, f"a {self.platform} model must be a {suffix} file, got {self.model!r}")
+        _require(self.model.endswith(suffix), w, f"the {self.platform} harness needs a {suffix} model, got {self.model!r}")
         _require(_is_int(self.runs) and self.runs >= 1, w, f"'runs' must be an integer >= 1, got {self.runs!r}")
         _require(_is_int(self.warmup) and self.warmup >= 0, w, f"'warmup' must be an integer >= 0, got {self.warmup!r}")
         _require(isinstance(self.threads, list) and bool(self.threads) and all(_is_int(t) and 1 <= t <= 64 for t in self.threads),
@@ -131,7 +131,8 @@ class HarnessRequest:
         units = self.compute_units
         _require(isinstance(units, list) and bool(units), w, "'compute_units' must be a non-empty list")
         bad = [u for u in units if u not in allowed]
-        _require(not bad, w, f"unknown {self.platform} compute unit {bad[0]!r}; choose from {', '.join(allowed)}")
+        if bad:
+            raise ProtocolError(f"{w}: unknown {self.platform} compute unit {bad[0]!r}; choose from {', '.join(allowed)}")
         _require(len(set(units)) == len(units), w, "'compute_units' lists a unit twice")
         _require(isinstance(self.inputs, list) and bool(self.inputs), w, "'inputs' must list at least one tensor")
         for i, t in enumerate(self.inputs):
@@ -157,7 +158,8 @@ class HarnessRequest:
         known = {"protocol", "version", "request_id", "platform", "model", "inputs", "runs", "warmup",
                  "threads", "compute_units", "output_dir"}
         extra = sorted(set(d) - known)
-        _require(not extra, w, f"unknown field {extra[0]!r}")
+        if extra:
+            raise ProtocolError(f"{w}: unknown field {extra[0]!r}")
         for key in ("protocol", "version", "platform", "model", "inputs", "compute_units"):
             _require(key in d, w, f"missing field {key!r}")
         inputs = d["inputs"]

@@ -1,0 +1,213 @@
+"""The phones vitdeploy knows by name, and how to resolve what a user types.
+
+Identifiers are what the OS reports: iOS ProductType (`ideviceinfo -k
+ProductType`, devicectl hardwareProperties.productType) and Android
+ro.product.device codenames. Regional variants that ship different SoCs
+(Galaxy S24: Exynos 2400 vs Snapdragon 8 Gen 3) list one codename per SoC.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import asdict, dataclass, field
+
+from vitdeploy.errors import VitdeployError
+
+COREML_UNITS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
+ANDROID_DELEGATES = ("xnnpack", "cpu", "gpu", "nnapi")
+# Core ML runs int8 x int8 matmuls/convs natively on the ANE from A17 Pro and M4 on;
+# older Neural Engines dequantize W8A8 weights and compute in fp16.
+W8A8_ANE_CHIPS = ("A17 Pro", "A18", "A18 Pro", "A19", "A19 Pro", "M4")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str                      # what users type: iphone12, pixel7, galaxy-s24
+    platform: str                  # ios | android | host
+    marketing_name: str
+    identifiers: tuple[str, ...]   # iOS ProductType or Android ro.product.device codenames
+    soc: str
+    gpu: str | None = None
+    npu: str | None = None         # Neural Engine / NPU, None when the phone has none
+    neural_engine_cores: int | None = None
+    ram_gb: float | None = None
+    compute_units: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+
+    @property
+    def w8a8_ane(self) -> bool:
+        """True when Core ML can keep int8 activations on the Neural Engine (A17 Pro / M4 and later)."""
+        return self.platform == "ios" and self.soc.replace(" Bionic", "") in W8A8_ANE_CHIPS
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["identifiers"] = list(self.identifiers)
+        d["compute_units"] = list(self.compute_units)
+        d["aliases"] = list(self.aliases)
+        d["w8a8_ane"] = self.w8a8_ane
+        return d
+
+
+def _iphone(name, marketing, product_type, soc, ram_gb, aliases=()):
+    return DeviceSpec(name=name, platform="ios", marketing_name=marketing, identifiers=(product_type,), soc=soc,
+                      gpu=f"Apple {soc.replace(' Bionic', '')} GPU", npu="Apple Neural Engine (16-core)",
+                      neural_engine_cores=16, ram_gb=ram_gb, compute_units=COREML_UNITS, aliases=aliases)
+
+
+def _android(name, marketing, codenames, soc, gpu, npu, ram_gb, aliases=(), notes=""):
+    return DeviceSpec(name=name, platform="android", marketing_name=marketing, identifiers=tuple(codenames), soc=soc,
+                      gpu=gpu, npu=npu, ram_gb=ram_gb, compute_units=ANDROID_DELEGATES, aliases=aliases, notes=notes)
+
+
+_TENSOR_NPU = "Google TPU (reached through NNAPI only)"
+_HEXAGON = "Qualcomm Hexagon NPU (reached through NNAPI)"
+
+CATALOG: tuple[DeviceSpec, ...] = (
+    _iphone("iphone12mini", "iPhone 12 mini", "iPhone13,1", "A14 Bionic", 4),
+    _iphone("iphone12", "iPhone 12", "iPhone13,2", "A14 Bionic", 4),
+    _iphone("iphone12pro", "iPhone 12 Pro", "iPhone13,3", "A14 Bionic", 6),
+    _iphone("iphone12promax", "iPhone 12 Pro Max", "iPhone13,4", "A14 Bionic", 6),
+    _iphone("iphone13mini", "iPhone 13 mini", "iPhone14,4", "A15 Bionic", 4),
+    _iphone("iphone13", "iPhone 13", "iPhone14,5", "A15 Bionic", 4),
+    _iphone("iphone13pro", "iPhone 13 Pro", "iPhone14,2", "A15 Bionic", 6),
+    _iphone("iphone13promax", "iPhone 13 Pro Max", "iPhone14,3", "A15 Bionic", 6),
+    _iphone("iphone14", "iPhone 14", "iPhone14,7", "A15 Bionic", 6),
+    _iphone("iphone14plus", "iPhone 14 Plus", "iPhone14,8", "A15 Bionic", 6),
+    _iphone("iphone14pro", "iPhone 14 Pro", "iPhone15,2", "A16 Bionic", 6),
+    _iphone("iphone14promax", "iPhone 14 Pro Max", "iPhone15,3", "A16 Bionic", 6),
+    _iphone("iphone15", "iPhone 15", "iPhone15,4", "A16 Bionic", 6),
+    _iphone("iphone15plus", "iPhone 15 Plus", "iPhone15,5", "A16 Bionic", 6),
+    _iphone("iphone15pro", "iPhone 15 Pro", "iPhone16,1", "A17 Pro", 8),
+    _iphone("iphone15promax", "iPhone 15 Pro Max", "iPhone16,2", "A17 Pro", 8),
+    _iphone("iphone16pro", "iPhone 16 Pro", "iPhone17,1", "A18 Pro", 8),
+    _iphone("iphone16promax", "iPhone 16 Pro Max", "iPhone17,2", "A18 Pro", 8),
+    _iphone("iphone16", "iPhone 16", "iPhone17,3", "A18", 8),
+    _iphone("iphone16plus", "iPhone 16 Plus", "iPhone17,4", "A18", 8),
+    _iphone("iphone16e", "iPhone 16e", "iPhone17,5", "A18", 8),
+    _android("pixel6", "Pixel 6", ["oriole"], "Google Tensor", "Mali-G78 MP20", _TENSOR_NPU, 8),
+    _android("pixel6pro", "Pixel 6 Pro", ["raven"], "Google Tensor", "Mali-G78 MP20", _TENSOR_NPU, 12),
+    _android("pixel6a", "Pixel 6a", ["bluejay"], "Google Tensor", "Mali-G78 MP20", _TENSOR_NPU, 6),
+    _android("pixel7", "Pixel 7", ["panther"], "Google Tensor G2", "Mali-G710 MP7", _TENSOR_NPU, 8),
+    _android("pixel7pro", "Pixel 7 Pro", ["cheetah"], "Google Tensor G2", "Mali-G710 MP7", _TENSOR_NPU, 12),
+    _android("pixel7a", "Pixel 7a", ["lynx"], "Google Tensor G2", "Mali-G710 MP7", _TENSOR_NPU, 8),
+    _android("pixel8", "Pixel 8", ["shiba"], "Google Tensor G3", "Immortalis-G715s MC10", _TENSOR_NPU, 8),
+    _android("pixel8pro", "Pixel 8 Pro", ["husky"], "Google Tensor G3", "Immortalis-G715s MC10", _TENSOR_NPU, 12),
+    _android("pixel8a", "Pixel 8a", ["akita"], "Google Tensor G3", "Immortalis-G715s MC10", _TENSOR_NPU, 8),
+    _android("pixel9", "Pixel 9", ["tokay"], "Google Tensor G4", "Mali-G715 MC7", _TENSOR_NPU, 12),
+    _android("pixel9pro", "Pixel 9 Pro", ["caiman"], "Google Tensor G4", "Mali-G715 MC7", _TENSOR_NPU, 16),
+    _android("pixel9proxl", "Pixel 9 Pro XL", ["komodo"], "Google Tensor G4", "Mali-G715 MC7", _TENSOR_NPU, 16),
+    _android("galaxy-s23", "Galaxy S23", ["dm1q"], "Snapdragon 8 Gen 2 for Galaxy", "Adreno 740", _HEXAGON, 8,
+             aliases=("s23",)),
+    _android("galaxy-s23-ultra", "Galaxy S23 Ultra", ["dm3q"], "Snapdragon 8 Gen 2 for Galaxy", "Adreno 740",
+             _HEXAGON, 8, aliases=("s23ultra",)),
+    _android("galaxy-s24", "Galaxy S24", ["e1s", "e1q"], "Exynos 2400 (e1s) / Snapdragon 8 Gen 3 for Galaxy (e1q)",
+             "Xclipse 940 (e1s) / Adreno 750 (e1q)", "Samsung NPU (e1s) / Qualcomm Hexagon NPU (e1q), through NNAPI",
+             8, aliases=("s24",), notes="The SoC depends on the region; `vitdeploy devices` shows which one is attached."),
+    _android("galaxy-s24-ultra", "Galaxy S24 Ultra", ["e3q"], "Snapdragon 8 Gen 3 for Galaxy", "Adreno 750",
+             _HEXAGON, 12, aliases=("s24ultra",)),
+    _android("galaxy-s25", "Galaxy S25", ["pa1q"], "Snapdragon 8 Elite for Galaxy", "Adreno 830", _HEXAGON, 12,
+             aliases=("s25",)),
+    DeviceSpec(name="host", platform="host", marketing_name="This computer", identifiers=(), soc="host CPU",
+               compute_units=("xnnpack", "cpu"), aliases=("local",),
+               notes="Runs the .tflite with the host LiteRT runtime; `vitdeploy devices` shows the CPU."),
+)
+
+_BY_NAME = {spec.name: spec for spec in CATALOG}
+
+
+def _norm(name: str) -> str:
+    """iPhone 12, iphone-12 and IPHONE_12 all mean iphone12; galaxy-s23 keeps its dashes."""
+    s = name.strip().lower()
+    s = re.sub(r"^(samsung|google)[\s_-]+", "", s)
+    return re.sub(r"[\s_\-]+", "", s)
+
+
+_NORMALIZED: dict[str, DeviceSpec] = {}
+for _spec in CATALOG:
+    for _key in (_spec.name, _spec.marketing_name, *_spec.aliases):
+        _NORMALIZED[_norm(_key)] = _spec
+
+
+def catalog_names() -> list[str]:
+    return [spec.name for spec in CATALOG]
+
+
+def lookup(name: str) -> DeviceSpec | None:
+    """The catalog entry for a name as users type it, or None."""
+    return _NORMALIZED.get(_norm(name))
+
+
+def get_device(name: str) -> DeviceSpec:
+    """The catalog entry for `name`, or a one-line error with a suggestion."""
+    spec = lookup(name)
+    if spec is None:
+        raise VitdeployError(unknown_device_message(name))
+    return spec
+
+
+def unknown_device_message(name: str, serials: list[str] = ()) -> str:
+    candidates = {key: spec.name for key, spec in _NORMALIZED.items()}
+    candidates.update({s.lower(): s for s in serials})  # serials compare case-blind, print as they are
+    close = difflib.get_close_matches(_norm(name), list(candidates), n=1, cutoff=0.6)
+    hint = f" (did you mean {candidates[close[0]]}?)" if close else ""
+    return (f"unknown device {name!r}{hint}; known: {', '.join(catalog_names())}, "
+            "or the serial/UDID of a connected phone (`vitdeploy devices`)")
+
+
+def match_android(codename: str | None, model: str | None = None) -> DeviceSpec | None:
+    """The entry for an attached Android phone, by ro.product.device, else by model name."""
+    for spec in CATALOG:
+        if spec.platform == "android" and codename and codename in spec.identifiers:
+            return spec
+    if model:
+        spec = lookup(model)
+        if spec and spec.platform == "android":
+            return spec
+    return None
+
+
+def match_ios(product_type: str | None) -> DeviceSpec | None:
+    for spec in CATALOG:
+        if spec.platform == "ios" and product_type in spec.identifiers:
+            return spec
+    return None
+
+
+@dataclass
+class ResolvedDevice:
+    """What --device named: a catalog entry, a connected phone, or both."""
+
+    platform: str
+    spec: DeviceSpec | None = None
+    serial: str | None = None          # adb serial or iOS UDID when a specific phone was named
+    connected: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.spec else (self.serial or "?")
+
+
+def resolve_device(name_or_serial: str, connected: list[dict] | None = None) -> ResolvedDevice:
+    """Resolve a catalog name (pixel7, iphone12, host) or a connected serial/UDID.
+
+    `connected` is the device list from discovery (list_connected_android/ios);
+    when None it is discovered only if the name is not in the catalog.
+    """
+    if not isinstance(name_or_serial, str) or not name_or_serial.strip():
+        raise VitdeployError("--device needs a name such as pixel7, iphone12 or host, or a serial")
+    spec = lookup(name_or_serial)
+    if spec is not None:
+        return ResolvedDevice(platform=spec.platform, spec=spec)
+    if connected is None:
+        from vitdeploy.devices import discover_connected
+
+        connected = discover_connected()
+    for d in connected:
+        if name_or_serial in (d.get("serial"), d.get("udid")):
+            entry = lookup(d["catalog"]) if d.get("catalog") else None
+            return ResolvedDevice(platform=d["platform"], spec=entry, serial=d.get("serial") or d.get("udid"),
+                                  connected=d)
+    serials = [d.get("serial") or d.get("udid") for d in connected if d.get("serial") or d.get("udid")]
+    raise VitdeployError(unknown_device_message(name_or_serial, serials))

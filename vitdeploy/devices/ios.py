@@ -1,0 +1,291 @@
+"""Profile an .mlpackage on an iPhone through Xcode: the command contract and its driver.
+
+The plan (docs/harness.md#ios): build the harness for testing, install the
+host app so its data container exists, copy request.json + input + the
+.mlpackage files into Documents/vitdeploy/<id>/ with devicectl, run the
+XCTest with the request path in TEST_RUNNER_VITDEPLOY_REQUEST (xcodebuild
+passes TEST_RUNNER_-prefixed variables to the test process without the
+prefix), then copy result.json and the output tensors back.
+Discovery works anywhere libimobiledevice does; profiling needs macOS + Xcode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from vitdeploy.errors import VitdeployError
+from vitdeploy.devices.protocol import (
+    IOS_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
+)
+
+BUNDLE_ID = "com.vitdeploy.harness"
+SCHEME = "VitdeployHarness"
+TEST_ID = "VitdeployHarnessTests/HarnessBenchmarkTests/testRunRequest"
+PROJECT = Path(__file__).resolve().parents[2] / "ios_harness" / "VitdeployHarness.xcodeproj"
+REMOTE_ROOT = "Documents/vitdeploy"
+REQUEST_ENV = "VITDEPLOY_REQUEST"
+
+
+# -- discovery ---------------------------------------------------------------------------
+
+def _run_tool(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+
+
+def list_connected_ios(*, notes: list | None = None, platform: str = sys.platform) -> list[dict]:
+    """iPhones attached: devicectl on macOS, libimobiledevice elsewhere; [] and a note on failure."""
+    notes = notes if notes is not None else []
+    if platform == "darwin" and shutil.which("xcrun"):
+        return _list_devicectl(notes)
+    if not shutil.which("idevice_id"):
+        notes.append("ios: idevice_id not found (Debian/Ubuntu: apt-get install libimobiledevice-utils usbmuxd)")
+        return []
+    p = _run_tool(["idevice_id", "-l"])
+    if p is None or p.returncode != 0:
+        why = (p.stderr or p.stdout).strip().splitlines()[-1] if p and (p.stderr or p.stdout).strip() else "timed out"
+        notes.append(f"ios: idevice_id -l failed ({why}); is usbmuxd running?")
+        return []
+    devices = []
+    for udid in [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]:
+        info = {"udid": udid, "platform": "ios", "state": "device"}
+        for key, field_name in (("ProductType", "product_type"), ("ProductVersion", "ios_version"),
+                                ("DeviceName", "name")):
+            q = _run_tool(["ideviceinfo", "-u", udid, "-k", key])
+            info[field_name] = q.stdout.strip() if q is not None and q.returncode == 0 else None
+        devices.append(_with_catalog(info))
+    return devices
+
+
+def _list_devicectl(notes: list) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "devices.json"
+        p = _run_tool(["xcrun", "devicectl", "list", "devices", "-j", str(out)], timeout=60)
+        if p is None or p.returncode != 0 or not out.is_file():
+            notes.append("ios: `xcrun devicectl list devices` failed (Xcode 15 or later is needed)")
+            return []
+        try:
+            return parse_devicectl_devices(json.loads(out.read_text()))
+        except (ValueError, KeyError, TypeError):
+            notes.append("ios: could not read devicectl's device list")
+            return []
+
+
+def parse_devicectl_devices(doc: dict) -> list[dict]:
+    """Turn `devicectl list devices -j` JSON into the same dicts libimobiledevice discovery gives."""
+    devices = []
+    for d in doc.get("result", {}).get("devices", []):
+        hw = d.get("hardwareProperties", {})
+        props = d.get("deviceProperties", {})
+        conn = d.get("connectionProperties", {})
+        if hw.get("platform") not in (None, "iOS"):
+            continue
+        # The tunnel opens on demand, so "disconnected" is normal for a usable phone;
+        # "unavailable" means it is not reachable at all.
+        pairing, tunnel = conn.get("pairingState"), conn.get("tunnelState")
+        state = "device"
+        if pairing not in (None, "paired"):
+            state = pairing
+        elif tunnel == "unavailable":
+            state = "unavailable"
+        devices.append(_with_catalog({
+            "udid": hw.get("udid") or d.get("identifier"), "platform": "ios", "state": state,
+            "product_type": hw.get("productType"), "ios_version": props.get("osVersionNumber"),
+            "name": props.get("name"),
+        }))
+    return devices
+
+
+def _with_catalog(info: dict) -> dict:
+    from vitdeploy.devices.catalog import match_ios
+
+    spec = match_ios(info.get("product_type"))
+    info["catalog"] = spec.name if spec else None
+    info["model"] = spec.marketing_name if spec else info.get("product_type")
+    return info
+
+
+# -- the command contract ----------------------------------------------------------------
+
+@dataclass
+class Step:
+    """One command of the plan; `env` holds only the variables added to the environment."""
+
+    what: str
+    argv: list[str]
+    env: dict = field(default_factory=dict)
+    timeout: float = 600
+
+
+def _mlpackage_files(model: Path) -> list[Path]:
+    return sorted(p.relative_to(model) for p in model.rglob("*") if p.is_file())
+
+
+def plan_ios(*, udid: str, request: HarnessRequest, local_dir: Path, model_path: Path, out_dir: Path,
+             derived_data: Path, team: str | None = None, project: Path = PROJECT,
+             timeout_s: float = 1800) -> tuple[list[Step], list[Step]]:
+    """The exact commands before and after the harness writes its result.
+
+    Returns (run_steps, fetch_steps_for_result_json); output tensors are fetched
+    with `copy_from` once result.json names them.
+    """
+    remote = f"{REMOTE_ROOT}/{request.request_id}"
+    common = ["-project", str(project), "-scheme", SCHEME, "-destination", f"id={udid}",
+              "-derivedDataPath", str(derived_data)]
+    signing = ["-allowProvisioningUpdates"] + ([f"DEVELOPMENT_TEAM={team}"] if team else [])
+    app = derived_data / "Build" / "Products" / "Debug-iphoneos" / f"{SCHEME}.app"
+    steps = [
+        Step("build the harness", ["xcodebuild", "build-for-testing", *common, *signing], timeout=1800),
+        Step("install the harness app", ["xcrun", "devicectl", "device", "install", "app", "--device", udid, str(app)]),
+    ]
+    uploads = [(local_dir / "request.json", "request.json")]
+    uploads += [(local_dir / t.file, t.file) for t in request.inputs]
+    uploads += [(model_path / rel, f"{request.model}/{rel.as_posix()}") for rel in _mlpackage_files(model_path)]
+    for src, rel in uploads:
+        steps.append(Step(f"copy {rel} to the phone", copy_to(udid, src, f"{remote}/{rel}")))
+    steps.append(Step("run the harness", [
+        "xcodebuild", "test-without-building", *common, f"-only-testing:{TEST_ID}",
+        "-resultBundlePath", str(out_dir / f"{request.request_id}.xcresult"),
+    ], env={f"TEST_RUNNER_{REQUEST_ENV}": f"{remote}/request.json"}, timeout=timeout_s))
+    fetch = [Step("copy result.json from the phone", copy_from(udid, f"{remote}/result.json", out_dir / "result.json"))]
+    return steps, fetch
+
+
+def copy_to(udid: str, local: Path, remote: str) -> list[str]:
+    return ["xcrun", "devicectl", "device", "copy", "to", "--device", udid, "--domain-type", "appDataContainer",
+            "--domain-identifier", BUNDLE_ID, "--source", str(local), "--destination", remote]
+
+
+def copy_from(udid: str, remote: str, local: Path) -> list[str]:
+    return ["xcrun", "devicectl", "device", "copy", "from", "--device", udid, "--domain-type", "appDataContainer",
+            "--domain-identifier", BUNDLE_ID, "--source", remote, "--destination", str(local)]
+
+
+# -- the driver --------------------------------------------------------------------------
+
+Runner = Callable[[Step], subprocess.CompletedProcess]
+
+
+def _run_step(step: Step) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(step.argv, capture_output=True, text=True, errors="replace", timeout=step.timeout,
+                              stdin=subprocess.DEVNULL, env={**os.environ, **step.env})
+    except FileNotFoundError:
+        raise VitdeployError(f"{step.argv[0]} not found: profiling on iPhone needs macOS with Xcode") from None
+    except subprocess.TimeoutExpired:
+        raise VitdeployError(f"{step.what} timed out after {step.timeout:g} s") from None
+
+
+def _check(step: Step, runner: Runner) -> None:
+    p = runner(step)
+    if p.returncode != 0:
+        lines = [ln for ln in (p.stderr or p.stdout or "").strip().splitlines() if ln.strip()]
+        hint = " (set a signing team with --team / VITDEPLOY_IOS_TEAM)" if "signing" in " ".join(lines).lower() else ""
+        raise VitdeployError(f"{step.what} failed: {lines[-1].strip() if lines else 'exit ' + str(p.returncode)}{hint}")
+
+
+def profile_ios(model_path, *, udid: str | None = None, device: str | None = None, runs: int = 50,
+                warmup: int = 5, compute_units: Sequence[str] = IOS_COMPUTE_UNITS, input_array=None,
+                input_shape: Sequence[int] | None = None, timeout_s: float = 1800, team: str | None = None,
+                project: Path = PROJECT, work_dir: Path | None = None, platform: str = sys.platform,
+                runner: Runner = _run_step) -> dict:
+    """Time an .mlpackage on an iPhone for each Core ML compute unit; returns timings and outputs."""
+    import numpy as np
+
+    if platform != "darwin":
+        raise VitdeployError("profiling on iPhone needs macOS with Xcode (this is "
+                             f"{'Linux' if platform.startswith('linux') else platform}); run it on a Mac")
+    model_path = Path(model_path)
+    if model_path.suffix != ".mlpackage" or not model_path.is_dir():
+        raise VitdeployError(f"iPhone profiling needs an .mlpackage directory, got {model_path}")
+    if input_array is None:
+        input_shape = input_shape or mlpackage_input_shape(model_path)
+        input_array = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(np.float32)
+    chosen = _choose_ios(list_connected_ios(platform=platform), udid, device)
+    team = team or os.environ.get("VITDEPLOY_IOS_TEAM")
+    work = Path(work_dir or tempfile.mkdtemp(prefix="vitdeploy-ios-"))
+    local_dir, out_dir = work / "request", work / "out"
+    local_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = [write_tensor(local_dir / "input0.bin", np.ascontiguousarray(input_array, dtype=np.float32))]
+    try:
+        request = HarnessRequest(platform="ios", model=model_path.name, inputs=inputs, compute_units=list(compute_units),
+                                 runs=runs, warmup=warmup, threads=[1], request_id=new_request_id())
+    except ProtocolError as e:
+        raise VitdeployError(str(e).replace("harness request: ", "")) from None
+    (local_dir / "request.json").write_text(request.dumps())
+    steps, fetch = plan_ios(udid=chosen["udid"], request=request, local_dir=local_dir, model_path=model_path,
+                            out_dir=out_dir, derived_data=work / "DerivedData", team=team, project=project,
+                            timeout_s=timeout_s)
+    for step in steps + fetch:
+        _check(step, runner)
+    try:
+        result = HarnessResult.loads((out_dir / "result.json").read_text(), request)
+    except (OSError, ProtocolError) as e:
+        raise VitdeployError(f"bad result from the iOS harness: {e}") from None
+    remote = f"{REMOTE_ROOT}/{request.request_id}"
+    configs = []
+    for c in result.configs:
+        outs = []
+        if c.ok:
+            for t in c.outputs:
+                _check(Step(f"copy {t.file} from the phone", copy_from(chosen["udid"], f"{remote}/{t.file}",
+                                                                         out_dir / t.file)), runner)
+                outs.append(read_tensor(out_dir, t))
+        configs.append({"name": c.name, "compute_unit": c.compute_unit, "status": c.status, "error": c.error,
+                        "load_ms": c.load_ms, "init_ms": c.init_ms, "first_inference_ms": c.first_inference_ms,
+                        "latencies_ms": c.latencies_ms,
+                        "median_ms": float(np.median(c.latencies_ms)) if c.latencies_ms else None,
+                        "peak_memory_kb": c.peak_memory_kb, "outputs": outs,
+                        "op_placement": [vars(o) for o in c.op_placement] if c.op_placement else None})
+    ok = [c for c in configs if c["status"] == "ok"]
+    if not ok:
+        why = result.error or "; ".join(f"{c['name']}: {c['error']}" for c in configs)
+        raise VitdeployError(f"the harness could not run {model_path.name} on {chosen['udid']}: {why}")
+    return {"platform": "ios", "serial": chosen["udid"], "catalog": chosen.get("catalog"),
+            "device": {**chosen, **result.device}, "request": request.to_json(), "result": result.to_json(),
+            "configs": configs, "output": ok[0]["outputs"][0]}
+
+
+def mlpackage_input_shape(model_path: Path) -> list[int]:
+    """The first input's shape from the .mlpackage spec (coremltools, no model load)."""
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise VitdeployError("pass an input array (or install coremltools to read the input shape)") from None
+    spec = ct.models.MLModel(str(model_path), skip_model_load=True).get_spec()
+    inputs = spec.description.input
+    if not inputs or inputs[0].type.WhichOneof("Type") != "multiArrayType":
+        raise VitdeployError(f"{model_path.name}: the harness feeds float32 multi-array inputs; this model's "
+                             "first input is not one")
+    return [int(d) for d in inputs[0].type.multiArrayType.shape]
+
+
+def _choose_ios(devices: list[dict], udid: str | None, device: str | None) -> dict:
+    listing = ", ".join(f"{d['udid']} ({d.get('model')})" for d in devices)
+    if udid:
+        for d in devices:
+            if d["udid"] == udid:
+                if d.get("state") != "device":
+                    raise VitdeployError(f"iPhone {udid} is {d.get('state')}: unlock it and trust this Mac")
+                return d
+        raise VitdeployError(f"no iPhone with UDID {udid}; attached: {listing or 'none'}")
+    if not devices:
+        raise VitdeployError("no iPhone connected: plug it in, unlock it and trust this Mac (check `xcrun devicectl list devices`)")
+    matches = [d for d in devices if (device is None or d.get("catalog") == device) and d.get("state") == "device"]
+    if not matches:
+        raise VitdeployError(f"no connected {device}; attached: {listing}")
+    if len(matches) > 1:
+        raise VitdeployError(f"{len(matches)} iPhones attached ({listing}): pick one by UDID")
+    return matches[0]

@@ -1,0 +1,332 @@
+"""Quantize float .tflite models with ai-edge-quantizer (no TensorFlow needed).
+
+* :func:`quantize_fp16` -- float16 weights (``float_casting``), float compute.
+* :func:`quantize_dynamic` -- recipe ``dynamic_wi8_afp32``: int8 weights, activations
+  quantized on the fly by the kernels.
+* :func:`quantize_int8` -- recipe ``static_wi8_ai8`` (full-integer, calibrated), route chosen by
+  measured accuracy on held-out natural images (mean logits cosine vs the float model):
+
+  1. calibrate twice -- moving-average ranges (the quantizer's default, trims rare peaks) and
+     full min/max ranges -- and keep whichever int8 model scores better;
+  2. while the cosine is below ``min_cosine``, greedily keep in float the candidate that helps
+     most: a TFLite op type (``SOFTMAX``, ``LOGISTIC``...) or every op lowered from one PyTorch
+     module class (``LayerNorm``, ``SiLU``, ``Attention``: their pieces only help together);
+  3. stop when a round gains less than ``min_gain`` and say so in ``warnings``.
+
+  Why float rather than int16 activations (``static_wi8_ai16``)? XNNPACK has no int16 kernels:
+  int16 ops run on TFLite's reference kernels (MobileViT-XXS: ~300 ms vs ~17 ms float on this
+  host), while float ops stay in XNNPACK next to the int8 ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConversionError
+
+# Op types in the order they are usually fragile under int8 in ViTs/MobileViTs: tried first on ties.
+FRAGILE_FIRST = ("LOGISTIC", "SOFTMAX", "HARD_SWISH", "GELU", "MEAN", "RSQRT", "SQUARED_DIFFERENCE", "SUB",
+                 "MUL", "ADD", "BATCH_MATMUL", "DIV", "SUM", "TANH", "CONCATENATION")
+# Layout-only ops: their int8 version copies values, so float fallback cannot help accuracy.
+_LAYOUT_OPS = {"RESHAPE", "TRANSPOSE", "SLICE", "STRIDED_SLICE", "PAD", "PADV2", "SPLIT", "PACK", "UNPACK",
+               "GATHER", "GATHER_ND", "BROADCAST_TO", "SPACE_TO_DEPTH", "MIRROR_PAD"}
+_SKIP_IN_REPORT = {"QUANTIZE", "DEQUANTIZE"}
+# Activation-range statistics tried for calibration (see _calibrate).
+CALIBRATION_STATISTICS = ("moving_average", "min_max")
+# After the first sweep over all op types, later greedy rounds only retry this many best candidates.
+_RETRY_TOP = 5
+
+
+def quantize_fp16(float_model: bytes) -> bytes:
+    """float16 weights for FC/conv layers (dequantized at load time; ~half the size)."""
+    from ai_edge_quantizer import algorithm_manager, quantizer
+
+    q = quantizer.Quantizer(bytearray(float_model))
+    q.add_weight_only_config(".*", "*", num_bits=16,
+                             algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+    return _run_quantizer(q, None, "fp16")
+
+
+def quantize_dynamic(float_model: bytes) -> bytes:
+    """Dynamic-range quantization: int8 per-channel weights, float activations."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    q = quantizer.Quantizer(bytearray(float_model))
+    q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    return _run_quantizer(q, None, "dynamic")
+
+
+def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, int8_io: bool = False,
+                  min_cosine: float = 0.99, min_gain: float = 0.002, max_rounds: int = 4,
+                  progress: Callable[[str], None] | None = None, calib_source: str = "",
+                  input_range: tuple[float, float] | None = None, threads: int = 2) -> tuple[bytes, dict]:
+    """Full-integer static int8 with accuracy-driven float fallback; returns (model bytes, report).
+
+    ``calib_inputs`` / ``eval_inputs``: batches in the float model's input convention; the eval
+    images must not be calibration images. The criterion is the mean per-image cosine of the
+    logits against the float model; the report also has the minimum and top-1 agreement.
+    Candidates for float fallback are op types (``SOFTMAX``) and PyTorch module classes found in
+    the tensor names (``LayerNorm``: all ops a LayerNorm lowered to, which only help together).
+    A round keeps the candidate that helps most; the search stops at ``min_cosine``, after
+    ``max_rounds``, or when the best candidate gains less than ``min_gain`` (then the error is
+    spread over the whole network and no fallback is worth its latency).
+    ``input_range``: the input's true value range (``(0, 255)`` for pixel inputs) instead of the
+    range seen in calibration, so bright pixels that calibration missed do not clip.
+    """
+    from ..runtimes.tflite import run_tflite
+
+    say = progress or (lambda _msg: None)
+    reference = run_tflite(float_model, eval_inputs, threads=threads)
+    groups = fallback_candidates(float_model)
+    ranges = {}
+    for statistic in CALIBRATION_STATISTICS:
+        say(f"calibrating int8 on {len(calib_inputs)} images ({statistic} ranges)")
+        ranges[statistic] = _calibrate(float_model, calib_inputs, threads, statistic)
+        if input_range is not None:
+            _set_input_range(ranges[statistic], float_model, *input_range)
+
+    def attempt(chosen: list[str], statistic: str) -> tuple[bytes, dict]:
+        model = _static_int8(float_model, ranges[statistic], [groups[name] for name in chosen], int8_io)
+        return model, logits_agreement(run_tflite(model, eval_inputs, threads=threads), reference)
+
+    first = {statistic: attempt([], statistic) for statistic in CALIBRATION_STATISTICS}
+    statistic = max(CALIBRATION_STATISTICS, key=lambda st: first[st][1]["cosine_mean"])
+    chosen: list[str] = []
+    model, score = first[statistic]
+    say(f"full int8: logits cosine {score['cosine_mean']:.4f} vs float ({statistic} ranges)")
+    history = [{"float_ops": [], **score,
+                "by_statistic": {st: first[st][1]["cosine_mean"] for st in CALIBRATION_STATISTICS}}]
+    candidates = list(groups)
+    for _ in range(max_rounds):
+        if score["cosine_mean"] >= min_cosine or not candidates:
+            break
+        say(f"cosine {score['cosine_mean']:.4f} < {min_cosine}: trying float fallback for {len(candidates)} candidates")
+        trials = {name: attempt(chosen + [name], statistic) for name in candidates}
+        ranked = sorted(candidates, key=lambda name: -trials[name][1]["cosine_mean"])
+        best = ranked[0]
+        gain = trials[best][1]["cosine_mean"] - score["cosine_mean"]
+        history.append({"tried": {name: trials[name][1]["cosine_mean"] for name in ranked},
+                        "best": best, "gain": round(gain, 6)})
+        if gain < min_gain:
+            say(f"no float fallback gains {min_gain} cosine (best: {best}, {gain:+.4f}); stopping")
+            break
+        chosen = chosen + [best]
+        model, score = trials[best]
+        history.append({"float_ops": list(chosen), **score})
+        say(f"keeping {best} in float: cosine {score['cosine_mean']:.4f}")
+        candidates = ranked[1:_RETRY_TOP + 1]  # later rounds retry only the most promising
+    warnings = []
+    if score["cosine_mean"] < min_cosine:
+        warnings.append(f"int8 logits cosine {score['cosine_mean']:.4f} is below {min_cosine} "
+                        f"(float fallback: {', '.join(chosen) or 'none helped'}); consider --quantize dynamic")
+    report = {
+        "recipe": "static_wi8_ai8",
+        "calibration": {"images": int(len(calib_inputs)), "source": calib_source, "ranges": statistic},
+        "eval_images": int(len(eval_inputs)),
+        "criterion": f"mean logits cosine vs float >= {min_cosine}",
+        "cosine_before": history[0]["cosine_mean"],
+        "cosine_after": score["cosine_mean"],
+        "cosine_min_after": score["cosine_min"],
+        "top1_agreement_after": score["top1_agreement"],
+        "float_fallback_ops": chosen,
+        "float_fallback_detail": {name: groups[name].describe() for name in chosen},
+        "float_op_counts": float_op_counts(model),
+        "int8_io": int8_io,
+        "search": history,
+        "warnings": warnings,
+    }
+    return model, report
+
+
+@dataclass(frozen=True)
+class FallbackGroup:
+    """Ops that can be kept float together: one op type, or every op lowered from one module class."""
+
+    name: str
+    kind: str  # "op_type" | "module"
+    pattern: str  # op type name, or a regex over op output tensor names
+    op_counts: tuple  # ((op type, count), ...) the group covers in the float model
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "pattern": self.pattern, "ops": dict(self.op_counts)}
+
+
+def fallback_candidates(float_model: bytes) -> dict[str, FallbackGroup]:
+    """Op types and module classes (from litert-torch's tensor names) whose float fallback may help.
+
+    Layout-only ops are left out: their int8 version only moves values.
+    """
+    from ai_edge_quantizer import qtyping
+
+    supported = {name.value for name in qtyping.TFLOperationName} - {"*", "INPUT", "OUTPUT"}
+    by_type: Counter = Counter()
+    by_module: dict[str, Counter] = {}
+    for op_type, tensor_name in _ops_with_output_names(float_model):
+        if op_type not in supported or op_type in _LAYOUT_OPS:
+            continue
+        by_type[op_type] += 1
+        for module in _leaf_module_classes(tensor_name):
+            by_module.setdefault(module, Counter())[op_type] += 1
+    order = {op: i for i, op in enumerate(FRAGILE_FIRST)}
+    groups = {op: FallbackGroup(op, "op_type", op, ((op, n),))
+              for op, n in sorted(by_type.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))}
+    for module, counts in sorted(by_module.items()):
+        if module in groups or len(counts) == 0:
+            continue
+        groups[module] = FallbackGroup(module, "module", rf"\.{re.escape(module)}_[^/;]*;",
+                                       tuple(sorted(counts.items())))
+    return groups
+
+
+def _leaf_module_classes(tensor_name: str) -> set[str]:
+    """``.../torch.nn.modules.normalization.LayerNorm_norm2;3`` -> {"LayerNorm"} (fused names: several)."""
+    classes = set()
+    for part in tensor_name.split(";"):
+        last = part.rsplit("/", 1)[-1].rsplit(".", 1)[-1]  # "LayerNorm_norm2" = class + "_" + attribute
+        if "_" in last:
+            classes.add(last.split("_", 1)[0])
+    return {c for c in classes if c.isidentifier()}
+
+
+def _ops_with_output_names(model: bytes) -> list[tuple[str, str]]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(model))
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], names.get(int(op["outputs"][0]), "")) for op in interpreter._get_ops_details()
+            if len(op["outputs"])]
+
+
+def logits_agreement(logits: np.ndarray, reference: np.ndarray) -> dict:
+    """Per-image cosine (mean and min) and top-1 agreement of ``logits`` against ``reference``."""
+    a = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
+    b = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return {"cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6),
+            "top1_agreement": round(float((a.argmax(1) == b.argmax(1)).mean()), 4)}
+
+
+def op_types(model: bytes) -> Counter:
+    """How many ops of each TFLite type the model has."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(model))
+    return Counter(op["op_name"] for op in interpreter._get_ops_details())  # the public API has no op list
+
+
+def float_op_counts(model: bytes) -> dict[str, int]:
+    """Op types that compute in float in ``model`` (float32/16 output), QUANTIZE/DEQUANTIZE excluded."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(model))
+    counts: Counter = Counter()
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in _SKIP_IN_REPORT or not len(op["outputs"]):
+            continue
+        dtype = interpreter._get_tensor_details(int(op["outputs"][0]), 0)["dtype"]
+        if np.dtype(dtype).kind == "f":
+            counts[op["op_name"]] += 1
+    return dict(sorted(counts.items()))
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _signature(model: bytes) -> tuple[str, str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_content=bytes(model)).get_signature_list()
+    if len(signatures) != 1:
+        raise ConversionError(f"int8 calibration needs one signature, the model has {list(signatures)}")
+    key, sig = next(iter(signatures.items()))
+    if len(sig["inputs"]) != 1:
+        raise ConversionError(f"int8 calibration needs one input, signature '{key}' has {sig['inputs']}")
+    return key, sig["inputs"][0]
+
+
+def _calibrate(float_model: bytes, calib_inputs: np.ndarray, threads: int, statistic: str) -> dict:
+    """Activation ranges over the calibration set.
+
+    ``statistic``: ``moving_average`` (the quantizer's default: trims rare peaks) or ``min_max``
+    (the full range: nothing seen in calibration clips). Which is better depends on the model, so
+    :func:`quantize_int8` measures both.
+    """
+    from ai_edge_quantizer import calibrator, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    key, input_name = _signature(float_model)
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    update = qsv_utils.min_max_update if statistic == "min_max" else qsv_utils.moving_average_update
+    samples = [{input_name: np.asarray(x[None], dtype=np.float32)} for x in calib_inputs]
+    try:
+        with _quiet():
+            # Quantizer.calibrate() has no way to choose the statistic; its Calibrator does.
+            calib = calibrator.Calibrator(bytearray(float_model), num_threads=threads, qsv_update_func=update)
+            calib.calibrate({key: samples}, manager)
+            return calib.get_model_qsvs()
+    except Exception as e:
+        raise ConversionError(f"int8 calibration failed: {type(e).__name__}: {_first_line(e)}") from e
+
+
+def _set_input_range(qsvs: dict, float_model: bytes, low: float, high: float) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    name = Interpreter(model_content=bytes(float_model)).get_input_details()[0]["name"]
+    if name in qsvs:
+        qsvs[name] = {"min": np.full_like(qsvs[name]["min"], low), "max": np.full_like(qsvs[name]["max"], high)}
+
+
+def _static_int8(float_model: bytes, qsvs: dict, float_groups: list[FallbackGroup], int8_io: bool) -> bytes:
+    from ai_edge_quantizer import algorithm_manager, quantizer, recipe
+
+    no_quantize = algorithm_manager.AlgorithmName.NO_QUANTIZE
+    q = quantizer.Quantizer(bytearray(float_model))
+    q.load_quantization_recipe(recipe.static_wi8_ai8())
+    # INPUT/OUTPUT are the quantizer's virtual ops for the graph's inputs and outputs: excluding
+    # them keeps a float interface (QUANTIZE/DEQUANTIZE ops are inserted inside the graph).
+    # Later recipe entries win, so these override the ".*" int8 default.
+    for group in float_groups:
+        if group.kind == "module":
+            q.update_quantization_recipe(group.pattern, "*", algorithm_key=no_quantize)
+        else:
+            q.update_quantization_recipe(".*", group.pattern, algorithm_key=no_quantize)
+    for op in [] if int8_io else ["INPUT", "OUTPUT"]:
+        q.update_quantization_recipe(".*", op, algorithm_key=no_quantize)
+    return _run_quantizer(q, qsvs, "int8")
+
+
+def _run_quantizer(q, qsvs: dict | None, what: str) -> bytes:
+    try:
+        with _quiet():
+            result = q.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
+    except Exception as e:
+        raise ConversionError(f"{what} quantization failed: {type(e).__name__}: {_first_line(e)}") from e
+    return bytes(result.quantized_model)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Mute the quantizer's tqdm bars, Python warnings and absl logs (we report through ``progress``)."""
+    import io
+    import warnings
+
+    logging.disable(logging.WARNING)
+    try:
+        # tqdm writes to sys.stderr (and reads TQDM_DISABLE only at import, so the env var is no use).
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _first_line(e: BaseException) -> str:
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), "")[:300]

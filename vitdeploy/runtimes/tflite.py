@@ -1,0 +1,155 @@
+"""Run .tflite classifiers on the host with LiteRT (ai-edge-litert; XNNPACK is its default CPU delegate).
+
+:class:`TFLiteRunner` reads the ``vitdeploy`` JSON metadata that
+:func:`vitdeploy.targets.tflite.convert_tflite` stores in the file (a model-level ``Metadata``
+entry named ``vitdeploy``) to learn the input layout and the checkpoint's preprocessing, so callers
+can always pass what a PyTorch checkpoint takes (:meth:`TFLiteRunner.predict_nchw`) or plain RGB
+pixels (:meth:`TFLiteRunner.predict_pixels`), whichever convention the file was converted with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VitdeployError
+from ..preprocessing import Preprocessing
+
+LAYOUT_PIXELS = "NHWC-pixels"
+LAYOUT_RAW = "NCHW-raw"
+
+
+class TFLiteRunner:
+    """One LiteRT interpreter (XNNPACK, ``threads`` CPU threads) for a converted classifier."""
+
+    def __init__(self, path, *, threads: int = 2, model_content: bytes | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from ..targets.tflite import read_tflite_metadata
+
+        if model_content is None:
+            path = Path(path)
+            if not path.is_file():
+                raise VitdeployError(f"{path}: no such .tflite file")
+            model_content = path.read_bytes()
+        self.path = None if path is None else Path(path)
+        stored = read_tflite_metadata(model_content)
+        try:
+            self.interpreter = Interpreter(model_content=bytes(model_content), num_threads=int(threads))
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise VitdeployError(f"{path or 'model'}: LiteRT cannot load it ({str(e).strip().splitlines()[0]})") from None
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise VitdeployError(f"{path or 'model'}: expected one input and one output, "
+                                 f"found {len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0], outputs[0]
+        self.labels: list[str] | None = stored["labels"]
+        self.config: dict = stored["vitdeploy"] or {}
+        self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
+                              if "preprocessing" in self.config else None)
+        self.input_spec = self._describe_input()
+        self.threads = int(threads)
+        # A defined input so run_once() works straight away (timing does not care about values).
+        self.interpreter.set_tensor(self._input["index"], np.zeros(self._input["shape"], self._input["dtype"]))
+
+    def _describe_input(self) -> dict:
+        shape = [int(v) for v in self._input["shape"]]
+        spec = dict(self.config.get("input") or {})
+        if not spec:  # a file we did not write: guess the layout from the shape
+            spec = {"name": self._input["name"], "channel_order": "RGB",
+                    "layout": LAYOUT_RAW if len(shape) == 4 and shape[1] == 3 else LAYOUT_PIXELS}
+        scale, zero_point = self._input["quantization"]
+        spec.update(shape=shape, dtype=np.dtype(self._input["dtype"]).name,
+                    tensor_name=self._input["name"],
+                    quantization={"scale": float(scale), "zero_point": int(zero_point)} if scale else None)
+        return spec
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._output["shape"][-1])
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict_nchw(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``(N, classes)`` for a preprocessed float32 NCHW batch, as the PyTorch checkpoint takes it."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        height, width = self._image_hw()
+        if x.ndim != 4 or x.shape[1:] != (3, height, width):
+            raise VitdeployError(f"expected a (N, 3, {height}, {width}) batch, got {x.shape}")
+        if self.input_spec["layout"] == LAYOUT_RAW:
+            return self._run_batch(x)
+        return self._run_batch(self._pixels_from_nchw(x))
+
+    def predict_pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """Logits ``(N, classes)`` for RGB pixels (uint8 or float 0..255), NHWC or a single HWC image."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim == 3:
+            rgb = rgb[None]
+        height, width = self._image_hw()
+        if rgb.ndim != 4 or rgb.shape[1:] != (height, width, 3):
+            raise VitdeployError(f"expected RGB images of shape (N, {height}, {width}, 3), got {rgb.shape}")
+        if self.input_spec["layout"] == LAYOUT_PIXELS:
+            return self._run_batch(rgb.astype(np.float32))
+        return self._run_batch(self._require_preprocessing().normalize(rgb))
+
+    def run_once(self) -> None:
+        """One inference on the input already set (for latency measurement)."""
+        self.interpreter.invoke()
+
+    # ------------------------------------------------------------------ internals
+
+    def _image_hw(self) -> tuple[int, int]:
+        shape = self.input_spec["shape"]
+        return (shape[2], shape[3]) if self.input_spec["layout"] == LAYOUT_RAW else (shape[1], shape[2])
+
+    def _require_preprocessing(self) -> Preprocessing:
+        if self.preprocessing is None:
+            raise VitdeployError(f"{self.path or 'model'}: no vitdeploy metadata, so its preprocessing is unknown; "
+                                 "convert it with vitdeploy")
+        return self.preprocessing
+
+    def _pixels_from_nchw(self, x: np.ndarray) -> np.ndarray:
+        """Undo the checkpoint's preprocessing: ``pixel = (x - b) / a`` per channel, back to RGB NHWC."""
+        pre = self._require_preprocessing()
+        a, b = pre.pixel_affine()
+        pixels = (x - b[None, :, None, None]) / a[None, :, None, None]
+        if pre.channel_order == "BGR":
+            pixels = pixels[:, ::-1]
+        return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1), dtype=np.float32)
+
+    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Run a batch in the model's own input convention; loops when the model has batch size 1."""
+        model_batch = int(self._input["shape"][0])
+        outputs = []
+        for start in range(0, len(batch), model_batch):
+            chunk = batch[start:start + model_batch]
+            if len(chunk) != model_batch:  # a fixed batch > 1 that does not divide N: pad
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], model_batch - len(chunk), 0)])
+            self.interpreter.set_tensor(self._input["index"], self._quantize_input(chunk))
+            self.interpreter.invoke()
+            outputs.append(self._dequantize_output(self.interpreter.get_tensor(self._output["index"])))
+        return np.concatenate(outputs)[:len(batch)].astype(np.float32, copy=False)
+
+    def _quantize_input(self, x: np.ndarray) -> np.ndarray:
+        dtype = np.dtype(self._input["dtype"])
+        scale, zero_point = self._input["quantization"]
+        if dtype.kind == "f":
+            return np.ascontiguousarray(x, dtype=dtype)
+        info = np.iinfo(dtype)
+        q = np.round(x / scale) + zero_point
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        scale, zero_point = self._output["quantization"]
+        if np.dtype(y.dtype).kind == "f":
+            return y.astype(np.float32).copy()
+        return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def run_tflite(model_content: bytes, inputs: np.ndarray, *, threads: int = 2) -> np.ndarray:
+    """Logits for a batch already in the model's input convention (float; quantized I/O handled)."""
+    return TFLiteRunner(None, threads=threads, model_content=model_content)._run_batch(np.asarray(inputs))

@@ -1,0 +1,110 @@
+"""Host latency measurement: LiteRT (.tflite) and PyTorch eager, with the same statistics.
+
+All times are wall-clock milliseconds from ``time.perf_counter``. ``first_ms`` is the very first
+call (cold caches, lazy init: what an app sees once); it counts as one of the ``warmup`` calls,
+and none of the warmup calls is in ``runs_ms``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def measure_latency(run: Callable[[], object], *, runs: int, warmup: int, progress: bool = False) -> dict:
+    """Time ``run()``: ``{"first_ms", "runs_ms", "min_ms", "median_ms", "p90_ms", "mean_ms", "std_ms"}``."""
+    if runs < 1:
+        from ..errors import VitdeployError
+
+        raise VitdeployError(f"runs must be at least 1, got {runs}")
+    first_ms = _time_ms(run)
+    for _ in range(max(0, warmup - 1)):
+        run()
+    runs_ms = []
+    with _progress_bar(runs, progress) as bar:
+        for _ in range(runs):
+            runs_ms.append(_time_ms(run))
+            bar.update(1)
+    return {"first_ms": round(first_ms, 3), "runs_ms": [round(t, 3) for t in runs_ms], **summarize(runs_ms)}
+
+
+def summarize(runs_ms: list[float]) -> dict:
+    """min / median / p90 (linear interpolation) / mean / population std, rounded to microseconds."""
+    ordered = sorted(runs_ms)
+    p90 = _percentile(ordered, 0.9)
+    stats = {"min_ms": ordered[0], "median_ms": statistics.median(ordered), "p90_ms": p90,
+             "mean_ms": statistics.fmean(ordered), "std_ms": statistics.pstdev(ordered)}
+    return {k: round(v, 3) for k, v in stats.items()}
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _time_ms(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1000.0
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def _progress_bar(total: int, wanted: bool):
+    """click's progress bar on an interactive terminal only (never in logs, pipes or CI)."""
+    if not (wanted and sys.stderr.isatty()):
+        return _NoBar()
+    import click
+
+    return click.progressbar(length=total, label="timing", file=sys.stderr)
+
+
+def profile_tflite(path, *, threads: int, runs: int, warmup: int, progress: bool = False) -> dict:
+    """Latency of a .tflite on this host (LiteRT + XNNPACK) plus ``load_ms`` (interpreter + allocate)."""
+    from .tflite import TFLiteRunner
+
+    start = time.perf_counter()
+    runner = TFLiteRunner(Path(path), threads=threads)
+    load_ms = (time.perf_counter() - start) * 1000.0
+    result = measure_latency(runner.run_once, runs=runs, warmup=warmup, progress=progress)
+    return {"load_ms": round(load_ms, 3), **result, "threads": threads, "runtime": _litert_version()}
+
+
+def profile_torch(model, input_size, *, threads: int, runs: int, warmup: int, progress: bool = False) -> dict:
+    """Latency of PyTorch eager on this host, batch 1, ``threads`` intra-op threads; same keys."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        x = torch.randn(1, *tuple(input_size))
+        model.eval()
+        with torch.inference_mode():
+            result = measure_latency(lambda: model(x), runs=runs, warmup=warmup, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+    # load_ms 0: the module is already in memory; the key keeps one schema for both runtimes.
+    return {"load_ms": 0.0, **result, "threads": threads, "runtime": f"torch {torch.__version__} eager"}
+
+
+def _litert_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ai-edge-litert {version('ai-edge-litert')} (XNNPACK)"
+    except PackageNotFoundError:
+        return "ai-edge-litert (XNNPACK)"
