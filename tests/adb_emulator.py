@@ -25,7 +25,6 @@ import resource
 import shlex
 import socket
 import socketserver
-import stat as stat_mod
 import struct
 import threading
 import time
@@ -49,6 +48,7 @@ class EmulatedDevice:
     packages: set = field(default_factory=set)
     faults: dict = field(default_factory=dict)
     online: bool = True
+    state: str = "device"  # or "unauthorized" / "offline", as `adb devices` shows them
     transport_id: int = 1
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -59,6 +59,8 @@ class EmulatedDevice:
 
     def listing_l(self) -> str:
         p = self.props
+        if self.state != "device":
+            return f"{self.serial:<22} {self.state} transport_id:{self.transport_id}"
         return (f"{self.serial:<22} device product:{p.get('ro.product.name', 'emu')} "
                 f"model:{p.get('ro.product.model', 'Emulator').replace(' ', '_')} "
                 f"device:{p.get('ro.product.device', 'emu')} transport_id:{self.transport_id}")
@@ -76,7 +78,8 @@ def pixel7(serial: str, root: Path) -> EmulatedDevice:
 class AdbEmulator:
     """Start with `with AdbEmulator() as emu:`; `emu.env` is the environment for the adb client."""
 
-    def __init__(self) -> None:
+    def __init__(self, features: str = FEATURES) -> None:
+        self.features = features  # drop shell_v2/stat_v2 to emulate an old device
         self.devices: dict[str, EmulatedDevice] = {}
         self.log: list[str] = []  # every smart-socket service requested, in order
         self._lock = threading.Lock()
@@ -194,15 +197,23 @@ class _Connection:
             self.okay("%04x" % ADB_SERVER_VERSION)
         elif service in ("host:devices", "host:devices-l"):
             long = service.endswith("-l")
-            lines = [d.listing_l() if long else f"{d.serial}\tdevice" for d in emu.online()]
+            lines = [d.listing_l() if long else f"{d.serial}\t{d.state}" for d in emu.online()]
             self.okay("".join(line + "\n" for line in lines))
         elif service in ("host:features", "host:host-features"):
-            self.okay(FEATURES)
+            self.okay(emu.features)
         elif service.startswith(("host-serial:", "host:transport:", "host:tport:serial:", "host-transport-id:")):
             serial, rest = self.split_serial(service)
             device = emu.devices.get(serial)
             if device is None or not device.online:
                 self.fail(f"device '{serial}' not found")
+                return False
+            if device.state == "unauthorized":
+                self.fail("device unauthorized.\nThis adb server's $ADB_VENDOR_KEYS is not set\n"
+                          "Try 'adb kill-server' if that seems wrong.\n"
+                          "Otherwise check for a confirmation dialog on your device.")
+                return False
+            if device.state != "device":
+                self.fail("device offline")
                 return False
             if rest is None:  # a transport switch
                 self.device = device
@@ -220,7 +231,7 @@ class _Connection:
                 self.fail("more than one device/emulator")
                 return False
             if service.endswith("features"):
-                self.okay(FEATURES)
+                self.okay(emu.features)
                 return False
             if service == "host:get-serialno":
                 self.okay(online[0].serial)
@@ -249,7 +260,7 @@ class _Connection:
 
     def device_host_service(self, device: EmulatedDevice, rest: str) -> bool:
         if rest == "features":
-            self.okay(FEATURES)
+            self.okay(self.emu.features)
         elif rest == "get-state":
             self.okay("device")
         elif rest == "get-serialno":
@@ -623,6 +634,7 @@ class Sync:
             if ident == b"QUIT":
                 return
             path = self.conn.recv_exact(n).decode()
+            self.conn.emu.record(f"sync:{ident.decode(errors='replace')} {path}")
             if ident == b"STAT":
                 self.stat_v1(path)
             elif ident in (b"STA2", b"LST2"):
@@ -670,7 +682,7 @@ class Sync:
                 self.fail(f"unexpected {ident!r} during SEND")
                 return
         if hp.is_dir():
-            self.fail(f"couldn't create file: Is a directory")
+            self.fail("couldn't create file: Is a directory")
             return
         hp.parent.mkdir(parents=True, exist_ok=True)  # adbd creates missing parents too
         hp.write_bytes(b"".join(chunks))
@@ -695,7 +707,3 @@ class Sync:
                 self.conn.sock.sendall(b"DENT" + struct.pack("<IIII", st.st_mode, st.st_size & 0xFFFFFFFF,
                                                              int(st.st_mtime), len(name)) + name)
         self.conn.sock.sendall(b"DONE" + struct.pack("<IIII", 0, 0, 0, 0))
-
-
-def is_dir_mode(mode: int) -> bool:
-    return stat_mod.S_ISDIR(mode)

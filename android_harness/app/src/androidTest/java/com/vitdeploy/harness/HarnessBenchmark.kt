@@ -1,0 +1,310 @@
+package com.vitdeploy.harness
+
+import android.os.Build
+import android.os.Debug
+import android.os.SystemClock
+import android.util.Log
+import androidx.test.ext.junit.runners.AndroidJUnit4
+import androidx.test.platform.app.InstrumentationRegistry
+import org.json.JSONArray
+import org.json.JSONObject
+import org.junit.Assert.assertNotNull
+import org.junit.Test
+import org.junit.runner.RunWith
+import org.tensorflow.lite.DataType
+import org.tensorflow.lite.Delegate
+import org.tensorflow.lite.Interpreter
+import org.tensorflow.lite.TensorFlowLite
+import org.tensorflow.lite.gpu.CompatibilityList
+import org.tensorflow.lite.gpu.GpuDelegate
+import org.tensorflow.lite.nnapi.NnApiDelegate
+import java.io.File
+import java.io.RandomAccessFile
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+import java.nio.MappedByteBuffer
+import java.nio.channels.FileChannel
+
+private const val TAG = "VitdeployHarness"
+private const val PROTOCOL = "vitdeploy-harness"
+private const val VERSION = 1
+
+/**
+ * Runs one vitdeploy harness request (docs/harness-protocol.md):
+ *
+ *   adb shell am instrument -w -r -e request /data/local/tmp/vitdeploy/<id>/request.json \
+ *       com.vitdeploy.harness.test/androidx.test.runner.AndroidJUnitRunner
+ *
+ * The test fails only when the request itself is unusable; a configuration that
+ * cannot run (no GPU, NNAPI rejects an op) is reported in result.json instead.
+ */
+@RunWith(AndroidJUnit4::class)
+class HarnessBenchmark {
+
+    @Test
+    fun run() {
+        val requestPath = InstrumentationRegistry.getArguments().getString("request")
+        assertNotNull("missing instrumentation argument 'request' (-e request PATH)", requestPath)
+        val requestFile = File(requestPath!!)
+        val request = Request.parse(requestFile)
+        // Creates /sdcard/Android/data/<pkg>/files so the output dir below can be made without permissions.
+        InstrumentationRegistry.getInstrumentation().targetContext.getExternalFilesDir(null)
+        val outDir = request.outputDir?.let { File(it) } ?: requestFile.parentFile!!
+        check(outDir.isDirectory || outDir.mkdirs()) { "cannot create output dir $outDir" }
+
+        val configs = JSONArray()
+        for (config in request.configs()) {
+            Log.i(TAG, "running ${config.name}")
+            configs.put(runConfig(request, config, requestFile.parentFile!!, outDir))
+        }
+        val result = JSONObject()
+            .put("protocol", PROTOCOL)
+            .put("version", VERSION)
+            .put("request_id", request.requestId)
+            .put("status", "ok")
+            .put("error", JSONObject.NULL)
+            .put("device", deviceInfo())
+            .put("configs", configs)
+        // Write then rename, so the host never pulls a half-written result.
+        val tmp = File(outDir, "result.json.tmp")
+        tmp.writeText(result.toString(2))
+        check(tmp.renameTo(File(outDir, "result.json"))) { "cannot write ${outDir}/result.json" }
+        Log.i(TAG, "wrote ${outDir}/result.json")
+    }
+
+    private fun runConfig(request: Request, config: Config, inDir: File, outDir: File): JSONObject {
+        val json = JSONObject()
+            .put("name", config.name)
+            .put("compute_unit", config.computeUnit)
+            .put("threads", config.threads ?: JSONObject.NULL)
+        val delegates = mutableListOf<Delegate>()
+        var interpreter: Interpreter? = null
+        try {
+            val pinError = config.threads?.let { CpuAffinity.pin(CpuAffinity.fastestCpus(it)) }
+            if (pinError != null) Log.w(TAG, pinError)
+            resetPeakRss()
+
+            val t0 = SystemClock.elapsedRealtimeNanos()
+            val model = mapModel(File(inDir, request.model))
+            val t1 = SystemClock.elapsedRealtimeNanos()
+            val options = interpreterOptions(config, delegates)
+            val interp = Interpreter(model, options).also { interpreter = it }
+            interp.allocateTensors()
+            val t2 = SystemClock.elapsedRealtimeNanos()
+
+            val inputs = loadInputs(interp, request, inDir)
+            val outputs = HashMap<Int, Any>()
+            for (i in 0 until interp.outputTensorCount) {
+                outputs[i] = ByteBuffer.allocateDirect(interp.getOutputTensor(i).numBytes())
+                    .order(ByteOrder.nativeOrder())
+            }
+            val first = timedRun(interp, inputs, outputs)
+            repeat(request.warmup) { timedRun(interp, inputs, outputs) }
+            val latencies = JSONArray()
+            repeat(request.runs) { latencies.put(timedRun(interp, inputs, outputs)) }
+
+            json.put("status", "ok")
+                .put("error", JSONObject.NULL)
+                .put("load_ms", (t1 - t0) / 1e6)
+                .put("init_ms", (t2 - t1) / 1e6)
+                .put("first_inference_ms", first)
+                .put("latencies_ms", latencies)
+                .put("peak_memory_kb", peakRssKb() ?: JSONObject.NULL)
+                .put("outputs", writeOutputs(interp, outputs, config.name, outDir))
+                .put("op_placement", JSONObject.NULL)
+        } catch (e: Throwable) {
+            // One broken config must not hide the others: report it and go on.
+            Log.e(TAG, "${config.name} failed", e)
+            json.put("status", "error")
+                .put("error", "${e.javaClass.simpleName}: ${e.message?.lineSequence()?.firstOrNull() ?: "no message"}")
+                .put("latencies_ms", JSONArray())
+                .put("outputs", JSONArray())
+                .put("op_placement", JSONObject.NULL)
+        } finally {
+            interpreter?.close()
+            delegates.forEach { it.close() }
+            CpuAffinity.unpin()
+        }
+        return json
+    }
+
+    private fun interpreterOptions(config: Config, delegates: MutableList<Delegate>): Interpreter.Options {
+        val options = Interpreter.Options()
+        when (config.computeUnit) {
+            "xnnpack" -> options.setUseXNNPACK(true).setNumThreads(config.threads!!)
+            "cpu" -> options.setUseXNNPACK(false).setNumThreads(config.threads!!)
+            "gpu" -> {
+                val compat = CompatibilityList()
+                check(compat.isDelegateSupportedOnThisDevice) { "GPU delegate is not supported on this device" }
+                val gpu = GpuDelegate(compat.bestOptionsForThisDevice)
+                delegates += gpu
+                options.addDelegate(gpu).setUseXNNPACK(false)
+            }
+            "nnapi" -> {
+                check(Build.VERSION.SDK_INT >= 27) { "NNAPI needs Android 8.1 or later" }
+                // nnapi-reference is NNAPI's own CPU fallback: excluding it makes a
+                // model the accelerators can't run fail instead of silently timing the CPU.
+                val nnapi = NnApiDelegate(NnApiDelegate.Options().setUseNnapiCpu(false))
+                delegates += nnapi
+                options.addDelegate(nnapi).setUseXNNPACK(false)
+            }
+            else -> error("unknown compute unit ${config.computeUnit}")
+        }
+        return options
+    }
+
+    private fun mapModel(file: File): MappedByteBuffer =
+        RandomAccessFile(file, "r").use { raf ->
+            raf.channel.map(FileChannel.MapMode.READ_ONLY, 0, raf.length()).also { it.load() }
+        }
+
+    private fun loadInputs(interpreter: Interpreter, request: Request, dir: File): Array<Any> {
+        check(interpreter.inputTensorCount == request.inputs.size) {
+            "model has ${interpreter.inputTensorCount} inputs, the request gives ${request.inputs.size}"
+        }
+        return Array(request.inputs.size) { i ->
+            val spec = request.inputs[i]
+            val tensor = interpreter.getInputTensor(i)
+            check(tensor.dataType() == DataType.FLOAT32) {
+                "input $i is ${tensor.dataType()}; the harness feeds float32 inputs"
+            }
+            check(tensor.shape().toList() == spec.shape) {
+                "input $i has shape ${tensor.shape().toList()}, the request gives ${spec.shape}"
+            }
+            val bytes = File(dir, spec.file).readBytes()
+            check(bytes.size == tensor.numBytes()) { "${spec.file} has ${bytes.size} bytes, expected ${tensor.numBytes()}" }
+            // Raw little-endian float32, as the protocol says; native order is little-endian on every Android ABI.
+            ByteBuffer.allocateDirect(bytes.size).order(ByteOrder.LITTLE_ENDIAN).put(bytes).also { it.rewind() }
+        }
+    }
+
+    private fun timedRun(interpreter: Interpreter, inputs: Array<Any>, outputs: Map<Int, Any>): Double {
+        inputs.forEach { (it as ByteBuffer).rewind() }
+        outputs.values.forEach { (it as ByteBuffer).rewind() }
+        val start = SystemClock.elapsedRealtimeNanos()
+        interpreter.runForMultipleInputsOutputs(inputs, outputs)
+        return (SystemClock.elapsedRealtimeNanos() - start) / 1e6
+    }
+
+    private fun writeOutputs(interpreter: Interpreter, outputs: Map<Int, Any>, name: String, dir: File): JSONArray {
+        val files = JSONArray()
+        for (i in 0 until interpreter.outputTensorCount) {
+            val tensor = interpreter.getOutputTensor(i)
+            val buf = outputs.getValue(i) as ByteBuffer
+            buf.rewind()
+            val bytes = ByteArray(buf.remaining())
+            buf.get(bytes)
+            val file = "$name.output$i.bin"
+            File(dir, file).writeBytes(bytes)
+            files.put(JSONObject()
+                .put("file", file)
+                .put("shape", JSONArray(tensor.shape().toList()))
+                .put("dtype", dtypeName(tensor.dataType())))
+        }
+        return files
+    }
+
+    private fun dtypeName(t: DataType): String = when (t) {
+        DataType.FLOAT32 -> "float32"
+        DataType.INT32 -> "int32"
+        DataType.INT64 -> "int64"
+        DataType.INT8 -> "int8"
+        DataType.UINT8 -> "uint8"
+        DataType.BOOL -> "bool"
+        else -> error("output type $t is not in the protocol")
+    }
+
+    /** Reset the kernel's peak-RSS counter (VmHWM) so each config reports its own peak. */
+    private fun resetPeakRss() {
+        runCatching { File("/proc/self/clear_refs").writeText("5") }
+    }
+
+    /** Peak resident set size of this process (VmHWM); falls back to the current total PSS. */
+    private fun peakRssKb(): Int? {
+        val hwm = runCatching {
+            File("/proc/self/status").readLines().firstOrNull { it.startsWith("VmHWM:") }
+                ?.split(Regex("\\s+"))?.getOrNull(1)?.toInt()
+        }.getOrNull()
+        if (hwm != null) return hwm
+        val info = Debug.MemoryInfo()
+        Debug.getMemoryInfo(info)
+        return info.totalPss.takeIf { it > 0 }
+    }
+
+    private fun deviceInfo(): JSONObject {
+        val freqs = CpuAffinity.maxFrequenciesKhz()
+        return JSONObject()
+            .put("platform", "android")
+            .put("manufacturer", Build.MANUFACTURER)
+            .put("model", Build.MODEL)
+            .put("device", Build.DEVICE)
+            .put("soc", if (Build.VERSION.SDK_INT >= 31) Build.SOC_MODEL else Build.HARDWARE)
+            .put("os_version", Build.VERSION.RELEASE)
+            .put("sdk", Build.VERSION.SDK_INT)
+            .put("abi", Build.SUPPORTED_ABIS.firstOrNull() ?: JSONObject.NULL)
+            .put("runtime", "LiteRT ${TensorFlowLite.runtimeVersion()} (Interpreter API)")
+            .put("cpu_max_freq_khz", JSONArray(freqs))
+            .put("gpu_delegate_supported", runCatching { CompatibilityList().isDelegateSupportedOnThisDevice }
+                .getOrDefault(false))
+    }
+}
+
+/** One tensor file of the request: raw little-endian bytes plus shape. */
+data class TensorSpec(val file: String, val shape: List<Int>, val dtype: String)
+
+/** One configuration to time; `threads` is null for delegates that ignore it. */
+data class Config(val name: String, val computeUnit: String, val threads: Int?)
+
+/** The request JSON (docs/harness-protocol.md), validated as strictly as the host does. */
+data class Request(
+    val requestId: String,
+    val model: String,
+    val inputs: List<TensorSpec>,
+    val runs: Int,
+    val warmup: Int,
+    val threads: List<Int>,
+    val computeUnits: List<String>,
+    val outputDir: String?
+) {
+    /** Same expansion as vitdeploy.devices.protocol.expand_configs. */
+    fun configs(): List<Config> = computeUnits.flatMap { unit ->
+        if (unit == "xnnpack" || unit == "cpu") threads.map { Config("$unit-${it}t", unit, it) }
+        else listOf(Config(unit, unit, null))
+    }
+
+    companion object {
+        private val UNITS = setOf("xnnpack", "cpu", "gpu", "nnapi")
+
+        fun parse(file: File): Request {
+            check(file.isFile) { "request file $file not found (is it readable by the app?)" }
+            val j = JSONObject(file.readText())
+            check(j.optString("protocol") == PROTOCOL) { "not a $PROTOCOL request" }
+            check(j.optInt("version") == VERSION) { "unsupported protocol version ${j.opt("version")}" }
+            check(j.optString("platform") == "android") { "request is for platform ${j.opt("platform")}" }
+            val units = j.getJSONArray("compute_units").strings()
+            units.firstOrNull { it !in UNITS }?.let { error("unknown compute unit $it") }
+            val inputs = j.getJSONArray("inputs").let { arr ->
+                (0 until arr.length()).map { i ->
+                    val t = arr.getJSONObject(i)
+                    check(t.optString("dtype", "float32") == "float32") { "inputs must be float32" }
+                    TensorSpec(t.getString("file"), t.getJSONArray("shape").ints(), "float32")
+                }
+            }
+            val model = j.getString("model")
+            check(!model.contains('/')) { "model must be a bare file name" }
+            return Request(
+                requestId = j.getString("request_id"),
+                model = model,
+                inputs = inputs,
+                runs = j.optInt("runs", 50).also { check(it >= 1) { "runs must be >= 1" } },
+                warmup = j.optInt("warmup", 5).also { check(it >= 0) { "warmup must be >= 0" } },
+                threads = j.optJSONArray("threads")?.ints() ?: listOf(1, 4),
+                computeUnits = units,
+                outputDir = if (j.isNull("output_dir")) null else j.getString("output_dir")
+            )
+        }
+
+        private fun JSONArray.strings(): List<String> = (0 until length()).map { getString(it) }
+        private fun JSONArray.ints(): List<Int> = (0 until length()).map { getInt(it) }
+    }
+}

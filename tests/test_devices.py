@@ -1,0 +1,688 @@
+"""Devices: catalog, discovery parsing, the harness protocol, the iOS command contract,
+and the Android flow end to end with the real adb client against tests/adb_emulator.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitdeploy.devices import catalog, host_info, list_devices, resolve_device
+from vitdeploy.devices import android, ios
+from vitdeploy.devices.android import DeviceLost, parse_adb_devices, profile_android
+from vitdeploy.devices.protocol import (
+    HarnessRequest, HarnessResult, ProtocolError, TensorFile, expand_configs, read_tensor, write_tensor,
+)
+from vitdeploy.errors import VitdeployError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from adb_emulator import AdbEmulator, EmulatedDevice, pixel7  # noqa: E402
+
+ADB = shutil.which("adb")
+needs_adb = pytest.mark.skipif(ADB is None, reason="adb client not installed (apt-get install adb)")
+
+
+# -- catalog ---------------------------------------------------------------------------
+
+def test_catalog_hardware_identifiers():
+    iphone12 = catalog.get_device("iphone12")
+    assert (iphone12.platform, iphone12.identifiers, iphone12.soc, iphone12.neural_engine_cores) == (
+        "ios", ("iPhone13,2",), "A14 Bionic", 16)
+    assert iphone12.compute_units == ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
+    pixel = catalog.get_device("pixel7")
+    assert (pixel.platform, pixel.identifiers, pixel.soc) == ("android", ("panther",), "Google Tensor G2")
+    assert {"xnnpack", "gpu", "nnapi"} <= set(pixel.compute_units)
+    assert catalog.get_device("iphone14pro").identifiers == ("iPhone15,2",)
+    assert catalog.get_device("iphone15pro").identifiers == ("iPhone16,1",)
+    assert catalog.get_device("iphone16pro").identifiers == ("iPhone17,1",)
+    assert catalog.get_device("host").platform == "host"
+
+
+def test_w8a8_on_ane_only_from_a17_pro():
+    assert not catalog.get_device("iphone12").w8a8_ane
+    assert not catalog.get_device("iphone14pro").w8a8_ane  # A16
+    assert not catalog.get_device("iphone15").w8a8_ane  # A16 too
+    assert catalog.get_device("iphone15pro").w8a8_ane  # A17 Pro
+    assert catalog.get_device("iphone16").w8a8_ane  # A18
+    assert not catalog.get_device("pixel8").w8a8_ane
+
+
+@pytest.mark.parametrize("typed,name", [("iPhone 12", "iphone12"), ("IPHONE_13", "iphone13"),
+                                        ("Pixel-7", "pixel7"), ("galaxy s24", "galaxy-s24"),
+                                        ("Samsung Galaxy S23", "galaxy-s23"), ("s23", "galaxy-s23")])
+def test_lookup_normalizes_what_users_type(typed, name):
+    assert catalog.lookup(typed).name == name
+
+
+def test_unknown_device_suggests_the_closest_name():
+    with pytest.raises(VitdeployError, match=r"unknown device 'pixle7' \(did you mean pixel7\?\)") as e:
+        resolve_device("pixle7", connected=[])
+    assert e.value.exit_code == 2
+    assert "\n" not in str(e.value)
+    with pytest.raises(VitdeployError, match="did you mean iphone12"):
+        catalog.get_device("ipone 12")
+
+
+def test_resolve_device_matches_a_connected_serial():
+    connected = [{"platform": "android", "serial": "28151FDH2000AB", "catalog": "pixel7", "state": "device"},
+                 {"platform": "ios", "udid": "00008101-000A1B2C3D4E001E", "catalog": "iphone12"}]
+    r = resolve_device("28151FDH2000AB", connected=connected)
+    assert (r.platform, r.serial, r.spec.name) == ("android", "28151FDH2000AB", "pixel7")
+    r = resolve_device("00008101-000A1B2C3D4E001E", connected=connected)
+    assert (r.platform, r.spec.soc) == ("ios", "A14 Bionic")
+    assert resolve_device("pixel7", connected=connected).serial is None  # a name, not a phone
+    with pytest.raises(VitdeployError, match="did you mean 28151FDH2000AB"):
+        resolve_device("28151FDH2000A", connected=connected)
+
+
+def test_match_connected_hardware_to_catalog():
+    assert catalog.match_android("panther").name == "pixel7"
+    assert catalog.match_android("e1q").name == catalog.match_android("e1s").name == "galaxy-s24"
+    assert catalog.match_android("unknowncodename", "Pixel 8").name == "pixel8"
+    assert catalog.match_android("unknowncodename", "Moto G") is None
+    assert catalog.match_ios("iPhone13,2").name == "iphone12"
+
+
+def test_host_info_and_list_devices_are_json(monkeypatch):
+    info = host_info()
+    assert info["logical_cores"] >= 1 and isinstance(info["isa_flags"], list)
+    # An adb server address where nothing listens: discovery must note it, not crash or fork a server.
+    monkeypatch.setenv("ADB_SERVER_SOCKET", "tcp:127.0.0.1:1")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    out = list_devices(adb=ADB or "adb")
+    json.dumps(out)
+    assert out["android"] == [] and out["ios"] == []
+    assert any(n.startswith("android:") for n in out["notes"]) and any(n.startswith("ios:") for n in out["notes"])
+    assert {"iphone12", "pixel7", "host"} <= {c["name"] for c in out["catalog"]}
+
+
+# -- adb devices -l parsing ------------------------------------------------------------
+
+def test_parse_adb_devices_l():
+    text = (
+        "* daemon not running; starting now at tcp:5037\n* daemon started successfully\n"
+        "List of devices attached\n"
+        "28151FDH2000AB         device usb:1-1.2 product:panther model:Pixel_7 device:panther transport_id:3\n"
+        "192.168.1.20:5555      device product:e1sxxx model:SM_S921B device:e1s transport_id:4\n"
+        "R5CT1234567            unauthorized usb:1-1.3 transport_id:5\n"
+        "0123456789ABCDEF       no permissions (missing udev rules? user is in the plugdev group); see "
+        "[http://developer.android.com/tools/device.html] usb:1-4 transport_id:6\n"
+        "emulator-5554          offline transport_id:7\n\n"
+    )
+    devs = parse_adb_devices(text)
+    assert [d["serial"] for d in devs] == ["28151FDH2000AB", "192.168.1.20:5555", "R5CT1234567",
+                                           "0123456789ABCDEF", "emulator-5554"]
+    assert devs[0] == {"serial": "28151FDH2000AB", "state": "device", "usb": "1-1.2", "product": "panther",
+                       "model": "Pixel 7", "device": "panther", "transport_id": "3"}
+    assert devs[1]["device"] == "e1s"
+    assert devs[2]["state"] == "unauthorized"
+    assert devs[3]["state"].startswith("no permissions") and devs[3]["usb"] == "1-4"
+    assert devs[4]["state"] == "offline"
+    assert parse_adb_devices("List of devices attached\nABC\tdevice\n") == [{"serial": "ABC", "state": "device"}]
+
+
+def test_parse_getprop():
+    text = "[ro.product.model]: [Pixel 7]\n[ro.soc.model]: [Tensor G2]\n[ro.empty]: []\n[ro.multi]: [a\n"
+    assert android.parse_getprop(text) == {"ro.product.model": "Pixel 7", "ro.soc.model": "Tensor G2", "ro.empty": ""}
+
+
+def test_choose_device_errors():
+    with pytest.raises(VitdeployError, match="no Android device connected"):
+        android.choose_device([])
+    two = [{"serial": "A", "state": "device", "model": "Pixel 7", "catalog": "pixel7"},
+           {"serial": "B", "state": "device", "model": "Pixel 8", "catalog": "pixel8"}]
+    with pytest.raises(VitdeployError, match=r"2 Android devices attached \(A \(Pixel 7\), B \(Pixel 8\)\)"):
+        android.choose_device(two)
+    assert android.choose_device(two, device="pixel8")["serial"] == "B"
+    with pytest.raises(VitdeployError, match="unlock it"):
+        android.choose_device([{"serial": "C", "state": "unauthorized"}], serial="C")
+
+
+# -- protocol --------------------------------------------------------------------------
+
+def _request(**kw) -> HarnessRequest:
+    base = dict(platform="android", model="m.tflite", inputs=[TensorFile("input0.bin", [1, 3, 8, 8])],
+                compute_units=["xnnpack", "gpu"], runs=3, warmup=1, threads=[1, 4], request_id="r1")
+    base.update(kw)
+    return HarnessRequest(**base)
+
+
+def test_request_round_trip_and_configs():
+    req = _request()
+    again = HarnessRequest.loads(req.dumps())
+    assert again == req
+    assert [c["name"] for c in req.configs()] == ["xnnpack-1t", "xnnpack-4t", "gpu"]
+    assert [c["name"] for c in expand_configs("ios", ["cpuOnly", "all"], [1, 4])] == ["cpuOnly", "all"]
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(compute_units=["tpu"]), "unknown android compute unit 'tpu'; choose from xnnpack, cpu, gpu, nnapi"),
+    (dict(runs=0), "'runs' must be an integer >= 1"),
+    (dict(model="../m.tflite"), "'model' must be a bare file name"),
+    (dict(model="m.mlpackage"), "the android harness needs a .tflite model"),
+    (dict(threads=[]), "'threads' must be a non-empty list"),
+    (dict(request_id="a b"), "'request_id' must be 1-64 chars"),
+    (dict(platform="ios", model="m.mlpackage", compute_units=["gpu"]), "unknown ios compute unit 'gpu'"),
+])
+def test_request_validation_is_one_line(kw, msg):
+    with pytest.raises(ProtocolError) as e:
+        _request(**kw)
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_request_json_errors():
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        HarnessRequest.loads("{")
+    d = _request().to_json()
+    d["speed"] = "fast"
+    with pytest.raises(ProtocolError, match="unknown field 'speed'"):
+        HarnessRequest.from_json(d)
+    d = _request().to_json()
+    d["inputs"][0]["shape"] = [1, 0]
+    with pytest.raises(ProtocolError, match=r"inputs\[0\]: 'shape' must be a list of positive integers"):
+        HarnessRequest.from_json(d)
+
+
+def _result(req, **cfg_over) -> dict:
+    configs = []
+    for c in req.configs():
+        cfg = {**c, "status": "ok", "error": None, "load_ms": 1.0, "init_ms": 2.0, "first_inference_ms": 3.0,
+               "latencies_ms": [1.0] * req.runs, "peak_memory_kb": 100,
+               "outputs": [{"file": f"{c['name']}.output0.bin", "shape": [1, 10], "dtype": "float32"}],
+               "op_placement": None}
+        cfg.update(cfg_over)
+        configs.append(cfg)
+    return {"protocol": "vitdeploy-harness", "version": 1, "request_id": req.request_id, "status": "ok",
+            "error": None, "device": {"platform": "android"}, "configs": configs}
+
+
+def test_result_validation():
+    req = _request()
+    res = HarnessResult.from_json(_result(req), req)
+    assert [c.name for c in res.ok_configs] == ["xnnpack-1t", "xnnpack-4t", "gpu"]
+    with pytest.raises(ProtocolError, match=r"configs\[0\] \(xnnpack-1t\): expected 3 latencies"):
+        HarnessResult.from_json(_result(req, latencies_ms=[1.0]), req)
+    with pytest.raises(ProtocolError, match="status 'error' must say why"):
+        HarnessResult.from_json(_result(req, status="error"), req)
+    bad = _result(req)
+    bad["request_id"] = "other"
+    with pytest.raises(ProtocolError, match="answers request 'other', expected 'r1'"):
+        HarnessResult.from_json(bad, req)
+    ops = [{"index": 0, "op": "ios17.conv", "device": "neuralEngine", "supported": ["cpu", "neuralEngine"],
+            "cost": 0.4}]
+    ios_req = _request(platform="ios", model="m.mlpackage", compute_units=["all"], threads=[1])
+    assert HarnessResult.from_json(_result(ios_req, op_placement=ops), ios_req).configs[0].op_placement[0].cost == 0.4
+    with pytest.raises(ProtocolError, match="'device' must be one of"):
+        HarnessResult.from_json(_result(ios_req, op_placement=[{**ops[0], "device": "ane"}]), ios_req)
+
+
+def test_tensor_files_are_raw_little_endian(tmp_path):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = write_tensor(tmp_path / "x.bin", a)
+    assert (t.shape, t.dtype) == ([2, 3], "float32")
+    assert (tmp_path / "x.bin").read_bytes() == a.astype("<f4").tobytes()
+    np.testing.assert_array_equal(read_tensor(tmp_path, t), a)
+    (tmp_path / "x.bin").write_bytes(b"\0" * 8)
+    with pytest.raises(ProtocolError, match="has 8 bytes, shape \\[2, 3\\] float32 needs 24"):
+        read_tensor(tmp_path, t)
+
+
+# -- iOS command contract ----------------------------------------------------------------
+
+def test_ios_plan_contract(tmp_path):
+    pkg = tmp_path / "Le ViT.mlpackage"
+    (pkg / "Data" / "com.apple.CoreML" / "weights").mkdir(parents=True)
+    (pkg / "Manifest.json").write_text("{}")
+    (pkg / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"m")
+    (pkg / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"w")
+    req = HarnessRequest(platform="ios", model=pkg.name, inputs=[TensorFile("input0.bin", [1, 3, 224, 224])],
+                         compute_units=["cpuOnly", "all"], runs=10, warmup=2, threads=[1], request_id="r42")
+    local, out, dd, proj = tmp_path / "req", tmp_path / "out", tmp_path / "DD", Path("/p/VitdeployHarness.xcodeproj")
+    steps, fetch = ios.plan_ios(udid="UDID1", request=req, local_dir=local, model_path=pkg, out_dir=out,
+                                derived_data=dd, team="ABCDE12345", project=proj)
+    common = ["-project", str(proj), "-scheme", "VitdeployHarness", "-destination", "id=UDID1",
+              "-derivedDataPath", str(dd)]
+    copy = ["xcrun", "devicectl", "device", "copy", "to", "--device", "UDID1", "--domain-type", "appDataContainer",
+            "--domain-identifier", "com.vitdeploy.harness"]
+    remote = "Documents/vitdeploy/r42"
+    assert [s.argv for s in steps] == [
+        ["xcodebuild", "build-for-testing", *common, "-allowProvisioningUpdates", "DEVELOPMENT_TEAM=ABCDE12345"],
+        ["xcrun", "devicectl", "device", "install", "app", "--device", "UDID1",
+         str(dd / "Build/Products/Debug-iphoneos/VitdeployHarness.app")],
+        [*copy, "--source", str(local / "request.json"), "--destination", f"{remote}/request.json"],
+        [*copy, "--source", str(local / "input0.bin"), "--destination", f"{remote}/input0.bin"],
+        [*copy, "--source", str(pkg / "Data/com.apple.CoreML/model.mlmodel"),
+         "--destination", f"{remote}/Le ViT.mlpackage/Data/com.apple.CoreML/model.mlmodel"],
+        [*copy, "--source", str(pkg / "Data/com.apple.CoreML/weights/weight.bin"),
+         "--destination", f"{remote}/Le ViT.mlpackage/Data/com.apple.CoreML/weights/weight.bin"],
+        [*copy, "--source", str(pkg / "Manifest.json"), "--destination", f"{remote}/Le ViT.mlpackage/Manifest.json"],
+        ["xcodebuild", "test-without-building", *common,
+         "-only-testing:VitdeployHarnessTests/HarnessBenchmarkTests/testRunRequest",
+         "-resultBundlePath", str(out / "r42.xcresult")],
+    ]
+    assert steps[-1].env == {"TEST_RUNNER_VITDEPLOY_REQUEST": f"{remote}/request.json"}
+    assert all(not s.env for s in steps[:-1])
+    assert [s.argv for s in fetch] == [[
+        "xcrun", "devicectl", "device", "copy", "from", "--device", "UDID1", "--domain-type", "appDataContainer",
+        "--domain-identifier", "com.vitdeploy.harness", "--source", f"{remote}/result.json",
+        "--destination", str(out / "result.json")]]
+
+
+def test_profile_ios_needs_macos(tmp_path):
+    with pytest.raises(VitdeployError, match="profiling on iPhone needs macOS with Xcode"):
+        ios.profile_ios(tmp_path / "m.mlpackage", platform="linux")
+
+
+def test_profile_ios_drives_the_plan_and_reads_the_result(tmp_path, monkeypatch):
+    """Everything but the phone: the recorded commands run through a runner that plays the harness."""
+    pkg = tmp_path / "m.mlpackage"
+    pkg.mkdir()
+    (pkg / "Manifest.json").write_text("{}")
+    monkeypatch.setattr(ios, "list_connected_ios", lambda **kw: [
+        {"udid": "U1", "platform": "ios", "catalog": "iphone12", "model": "iPhone 12", "state": "device"}])
+    ran, expected = [], np.linspace(0, 1, 10, dtype=np.float32).reshape(1, 10)
+
+    def runner(step):
+        ran.append(step.argv[:5])
+        if step.argv[:5] == ["xcrun", "devicectl", "device", "copy", "from"]:
+            dest = Path(step.argv[-1])
+            if dest.name == "result.json":
+                req = HarnessRequest.loads((tmp_path / "w" / "request" / "request.json").read_text())
+                doc = _result(req)
+                doc["configs"][1].update(status="error", error="ANE compile failed", outputs=[], latencies_ms=[])
+                dest.write_text(json.dumps(doc))
+            else:
+                write_tensor(dest, expected)
+        return __import__("subprocess").CompletedProcess(step.argv, 0, "", "")
+
+    out = ios.profile_ios(pkg, input_array=np.zeros((1, 3, 4, 4), np.float32), runs=3, warmup=1,
+                          compute_units=["cpuOnly", "cpuAndNeuralEngine"], work_dir=tmp_path / "w",
+                          platform="darwin", runner=runner)
+    np.testing.assert_array_equal(out["output"], expected)
+    assert [c["status"] for c in out["configs"]] == ["ok", "error"]
+    assert ran[0][:2] == ["xcodebuild", "build-for-testing"]
+    assert ["xcodebuild", "test-without-building"] in [r[:2] for r in ran]
+
+
+def test_parse_devicectl_devices():
+    doc = {"result": {"devices": [{
+        "identifier": "A1B2", "connectionProperties": {"tunnelState": "connected"},
+        "deviceProperties": {"name": "Test iPhone", "osVersionNumber": "18.1"},
+        "hardwareProperties": {"platform": "iOS", "productType": "iPhone16,1", "udid": "00008130-0011"}}]}}
+    (d,) = ios.parse_devicectl_devices(doc)
+    assert (d["udid"], d["catalog"], d["ios_version"], d["state"]) == ("00008130-0011", "iphone15pro", "18.1", "device")
+
+
+# -- Android end to end: the real adb client against the emulator ------------------------
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory) -> Path:
+    """A small conv + linear classifier converted with litert-torch (about 10 s, once per session)."""
+    torch = pytest.importorskip("torch")
+    litert_torch = pytest.importorskip("litert_torch")
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.fc = torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.tflite"
+    litert_torch.convert(Tiny().eval(), (torch.randn(1, 3, 16, 16),)).export(str(path))
+    return path
+
+
+def _local_reference(model: Path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(model), num_threads=1)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"])
+
+
+@pytest.fixture
+def emu(tmp_path):
+    if ADB is None:
+        pytest.skip("adb client not installed (apt-get install adb)")
+    with AdbEmulator() as e:
+        yield e
+    assert "host:kill" not in e.log  # the client must never try to replace the server
+
+
+def _x() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+
+
+def _profile(emu, model, **kw):
+    kw = {"runs": 3, "warmup": 1, "threads": [1, 2], "delegates": ["xnnpack", "gpu"], "input_array": _x(),
+          "timeout_s": 60, "adb": ADB, "server_socket": emu.socket_spec, **kw}
+    return profile_android(model, **kw)
+
+
+@needs_adb
+def test_android_end_to_end(emu, tiny_tflite, tmp_path):
+    dev = emu.add(pixel7("EMU7A", tmp_path / "dev"))
+    out = _profile(emu, tiny_tflite, serial="EMU7A")
+    np.testing.assert_allclose(out["output"], _local_reference(tiny_tflite, _x()), rtol=1e-5, atol=1e-6)
+    assert out["serial"] == "EMU7A" and out["catalog"] == "pixel7"
+    assert out["device"]["soc"] == "Tensor G2" and out["device"]["model"] == "Pixel 7"
+    names = [(c["name"], c["status"]) for c in out["configs"]]
+    assert names == [("xnnpack-1t", "ok"), ("xnnpack-2t", "ok"), ("gpu", "error")]
+    ok = out["configs"][0]
+    assert len(ok["latencies_ms"]) == 3 and ok["first_inference_ms"] > 0 and ok["peak_memory_kb"] > 0
+    assert "gpu delegate is not available" in out["configs"][2]["error"] and out["configs"][2]["outputs"] == []
+    np.testing.assert_allclose(out["configs"][1]["outputs"][0], out["output"], rtol=1e-5, atol=1e-6)
+    # The real client pushed over sync:, ran the instrumentation over shell v2, and cleaned up.
+    assert "sync:" in emu.log
+    assert any(s.startswith("shell,v2") and "am instrument -w -r -e request" in s for s in emu.log)
+    assert not any((dev.root / "data/local/tmp/vitdeploy").iterdir())
+    assert not any((dev.root / f"sdcard/Android/data/{android.HARNESS_PACKAGE}/files/vitdeploy").iterdir())
+
+
+@needs_adb
+def test_android_model_path_with_spaces_and_quotes(emu, tiny_tflite, tmp_path):
+    dev = emu.add(pixel7("EMU7B", tmp_path / "dev"))
+    odd_dir = tmp_path / "my models" / "it's \"quoted\""
+    odd_dir.mkdir(parents=True)
+    model = odd_dir / "le vit's \"best\" $(reboot).tflite"
+    shutil.copy(tiny_tflite, model)
+    out = _profile(emu, model, remote_root="/data/local/tmp/vit deploy's", keep_remote=True, delegates=["xnnpack"])
+    np.testing.assert_allclose(out["output"], _local_reference(tiny_tflite, _x()), rtol=1e-5, atol=1e-6)
+    rid = out["request"]["request_id"]
+    pushed = dev.root / "data/local/tmp/vit deploy's" / rid
+    assert any(s.startswith(f"sync:SEND /data/local/tmp/vit deploy's/{rid}/{model.name},") for s in emu.log)
+    assert (pushed / model.name).read_bytes() == model.read_bytes()
+
+
+@needs_adb
+def test_android_two_devices_need_a_serial(emu, tiny_tflite, tmp_path):
+    emu.add(pixel7("EMU7C", tmp_path / "c"))
+    emu.add(pixel7("EMU7D", tmp_path / "d"))
+    with pytest.raises(VitdeployError, match=r"2 Android devices attached \(EMU7C \(Pixel 7\), EMU7D \(Pixel 7\)\)"):
+        _profile(emu, tiny_tflite)
+    with pytest.raises(VitdeployError, match="several pixel7 phones attached"):
+        _profile(emu, tiny_tflite, device="pixel7")
+    assert _profile(emu, tiny_tflite, serial="EMU7D", delegates=["xnnpack"])["serial"] == "EMU7D"
+
+
+@needs_adb
+def test_android_no_device(emu, tiny_tflite):
+    with pytest.raises(VitdeployError, match="no Android device connected"):
+        _profile(emu, tiny_tflite)
+
+
+@needs_adb
+def test_android_harness_missing_then_installed(emu, tiny_tflite, tmp_path):
+    dev = emu.add(pixel7("EMU7E", tmp_path / "dev"))
+    dev.packages.clear()
+    with pytest.raises(VitdeployError, match="harness app not installed on EMU7E"):
+        _profile(emu, tiny_tflite)
+    apks = []
+    for name in ("app-debug.apk", "app-debug-androidTest.apk"):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            z.writestr("AndroidManifest.xml", b"\x03\x00\x08\x00")
+        apks.append(tmp_path / name)
+    out = _profile(emu, tiny_tflite, harness_apks=apks, delegates=["xnnpack"])
+    assert out["configs"][0]["status"] == "ok"
+    assert sum(s.startswith("exec:cmd package 'install' '-r' '-g'") for s in emu.log) == 2
+
+
+@needs_adb
+def test_android_instrumentation_not_found(emu, tiny_tflite, tmp_path):
+    emu.add(pixel7("EMU7F", tmp_path / "dev")).faults["instrumentation_missing"] = True
+    with pytest.raises(VitdeployError, match="harness instrumentation .*AndroidJUnitRunner not found on EMU7F"):
+        _profile(emu, tiny_tflite)
+
+
+@needs_adb
+def test_android_device_lost_mid_run(emu, tiny_tflite, tmp_path):
+    emu.add(pixel7("EMU7G", tmp_path / "dev")).faults["drop_during_instrument"] = True
+    with pytest.raises(DeviceLost, match="device EMU7G disconnected during the harness run"):
+        _profile(emu, tiny_tflite)
+
+
+@needs_adb
+def test_android_timeout_stops_the_harness(emu, tiny_tflite, tmp_path):
+    emu.add(pixel7("EMU7H", tmp_path / "dev")).faults["instrument_delay_s"] = 30
+    with pytest.raises(VitdeployError, match="the harness run on EMU7H timed out after 2 s"):
+        _profile(emu, tiny_tflite, timeout_s=2)
+    assert any("am force-stop com.vitdeploy.harness" in s for s in emu.log)
+
+
+@needs_adb
+def test_android_model_that_cannot_run(emu, tmp_path):
+    emu.add(pixel7("EMU7I", tmp_path / "dev"))
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"this is not a flatbuffer" * 10)
+    with pytest.raises(VitdeployError, match=r"the harness could not run broken.tflite on EMU7I: xnnpack-1t: "):
+        _profile(emu, bad, input_array=np.zeros((1, 3, 16, 16), np.float32))
+
+
+@needs_adb
+def test_android_bad_arguments_fail_before_touching_the_phone(emu, tiny_tflite, tmp_path):
+    emu.add(pixel7("EMU7J", tmp_path / "dev"))
+    with pytest.raises(VitdeployError, match="unknown Android delegate 'coreml'"):
+        _profile(emu, tiny_tflite, delegates=["coreml"])
+    with pytest.raises(VitdeployError, match="model not found"):
+        _profile(emu, tmp_path / "nope.tflite")
+    with pytest.raises(VitdeployError, match="'runs' must be an integer >= 1, got 0"):
+        _profile(emu, tiny_tflite, runs=0)
+    assert emu.log == []
+
+
+def test_emulator_device_serial_listing(tmp_path):
+    d = EmulatedDevice(serial="X", root=tmp_path, props={"ro.product.model": "Pixel 7"})
+    assert parse_adb_devices(d.listing_l())[0]["model"] == "Pixel 7"
+
+
+@needs_adb
+def test_android_harness_rejecting_the_request(emu, tmp_path):
+    emu.add(pixel7("EMU7K", tmp_path / "dev"))
+    adb = android.Adb(ADB, server_socket=emu.socket_spec).for_serial("EMU7K")
+    with pytest.raises(VitdeployError, match="the harness rejected the request on EMU7K: request file "
+                                             "/data/local/tmp/vitdeploy/x y/request.json not found"):
+        android.run_instrumentation(adb, "/data/local/tmp/vitdeploy/x y/request.json", timeout=30)
+
+
+# -- the harness projects agree with the host code --------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parse_openstep(text: str):
+    """Parse an old-style (OpenStep) plist such as project.pbxproj."""
+    import re
+
+    tokens = re.findall(r'/\*.*?\*/|//[^\n]*|"(?:[^"\\]|\\.)*"|[{}()=;,]|[^\s{}()=;,"]+', text, re.S)
+    tokens = [t for t in tokens if not t.startswith(("/*", "//"))]
+    pos = 0
+
+    def value():
+        nonlocal pos
+        tok = tokens[pos]
+        pos += 1
+        if tok == "{":
+            d = {}
+            while tokens[pos] != "}":
+                key = value()
+                assert tokens[pos] == "=", f"expected = after {key!r}"
+                pos += 1
+                d[key] = value()
+                assert tokens[pos] == ";", f"expected ; after {key!r}"
+                pos += 1
+            pos += 1
+            return d
+        if tok == "(":
+            items = []
+            while tokens[pos] != ")":
+                items.append(value())
+                if tokens[pos] == ",":
+                    pos += 1
+            pos += 1
+            return items
+        return tok[1:-1].encode().decode("unicode_escape") if tok.startswith('"') else tok
+
+    doc = value()
+    assert pos == len(tokens), "trailing tokens after the root dictionary"
+    return doc
+
+
+def _ids_in(obj):
+    import re
+
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _ids_in(k)
+            yield from _ids_in(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _ids_in(v)
+    elif isinstance(obj, str) and re.fullmatch(r"[0-9A-F]{24}", obj):
+        yield obj
+
+
+def test_xcode_project_is_consistent():
+    proj_dir = ROOT / "ios_harness" / "VitdeployHarness.xcodeproj"
+    doc = _parse_openstep((proj_dir / "project.pbxproj").read_text())
+    objects = doc["objects"]
+    assert doc["rootObject"] in objects
+    dangling = {i for i in _ids_in(objects) if i not in objects}
+    assert not dangling, f"references to missing objects: {dangling}"
+    assert all("isa" in o for o in objects.values())
+    # Every file reference resolves to a file on disk through its group's path.
+    parent = {}
+    for oid, o in objects.items():
+        for child in o.get("children", []):
+            parent[child] = oid
+    for oid, o in objects.items():
+        if o["isa"] == "PBXFileReference" and o["sourceTree"] == "<group>":
+            group = objects[parent[oid]]
+            assert (ROOT / "ios_harness" / group.get("path", "") / o["path"]).is_file(), o["path"]
+    # Every Swift file is compiled by exactly one target.
+    compiled = [objects[objects[b]["fileRef"]]["path"] for o in objects.values() if o["isa"] == "PBXSourcesBuildPhase"
+                for b in o["files"]]
+    on_disk = sorted(p.name for p in (ROOT / "ios_harness").rglob("*.swift"))
+    assert sorted(compiled) == on_disk
+    targets = {o["name"]: (oid, o) for oid, o in objects.items() if o["isa"] == "PBXNativeTarget"}
+    assert set(targets) == {"VitdeployHarness", "VitdeployHarnessTests"}
+    settings = {}
+    for name, (_, t) in targets.items():
+        cfgs = [objects[c]["buildSettings"] for c in objects[t["buildConfigurationList"]]["buildConfigurations"]]
+        settings[name] = cfgs[0]
+    assert settings["VitdeployHarness"]["PRODUCT_BUNDLE_IDENTIFIER"] == ios.BUNDLE_ID
+    assert "VitdeployHarness.app" in settings["VitdeployHarnessTests"]["TEST_HOST"]
+    # The shared scheme ios.py names, pointing at these targets.
+    scheme = (proj_dir / "xcshareddata" / "xcschemes" / f"{ios.SCHEME}.xcscheme").read_text()
+    __import__("xml.etree.ElementTree").etree.ElementTree.fromstring(scheme)  # well-formed XML
+    for name, (oid, _) in targets.items():
+        assert f'BlueprintIdentifier = "{oid}"' in scheme and f'BlueprintName = "{name}"' in scheme
+    # The test ios.py runs exists, and reads the variable ios.py sets.
+    bundle, cls, method = ios.TEST_ID.split("/")
+    swift = (ROOT / "ios_harness" / bundle / f"{cls}.swift").read_text()
+    assert f"class {cls}: XCTestCase" in swift and f"func {method}()" in swift
+    assert f'environment["{ios.REQUEST_ENV}"]' in swift
+
+
+def test_gradle_project_matches_android_py():
+    import re
+
+    app = (ROOT / "android_harness" / "app" / "build.gradle.kts").read_text()
+    assert re.search(rf'applicationId = "{re.escape(android.HARNESS_PACKAGE)}"', app)
+    assert re.search(rf'testApplicationId = "{re.escape(android.TEST_PACKAGE)}"', app)
+    assert android.RUNNER.endswith("/" + re.search(r'testInstrumentationRunner = "([^"]+)"', app).group(1))
+    assert 'implementation("com.google.ai.edge.litert:litert:$litert")' in app
+    kt = (ROOT / "android_harness/app/src/androidTest/java/com/vitdeploy/harness/HarnessBenchmark.kt").read_text()
+    assert 'getString("request")' in kt and "class HarnessBenchmark" in kt
+    # The harness writes where android.py pulls from: its own external files dir.
+    assert android.OUTPUT_ROOT.startswith(f"/sdcard/Android/data/{android.HARNESS_PACKAGE}/files/")
+    assert "getExternalFilesDir(null)" in kt
+    import xml.etree.ElementTree as ET
+
+    manifest = ET.parse(ROOT / "android_harness/app/src/main/AndroidManifest.xml").getroot()
+    ns = "{http://schemas.android.com/apk/res/android}"
+    assert [a.get(ns + "name") for a in manifest.iter("activity")] == [".MainActivity"]
+    for f in ("settings.gradle.kts", "build.gradle.kts", "gradle/wrapper/gradle-wrapper.properties",
+              "app/src/main/AndroidManifest.xml", "app/src/main/cpp/CMakeLists.txt"):
+        assert (ROOT / "android_harness" / f).is_file(), f
+
+
+@needs_adb
+def test_list_devices_through_the_real_client(emu, tiny_tflite, tmp_path):
+    emu.add(pixel7("EMU7L", tmp_path / "a"))
+    locked = emu.add(pixel7("EMU7M", tmp_path / "b"))
+    locked.state = "unauthorized"
+    out = list_devices(adb=ADB, server_socket=emu.socket_spec)
+    json.dumps(out)
+    by_serial = {d["serial"]: d for d in out["android"]}
+    assert by_serial["EMU7L"]["catalog"] == "pixel7" and by_serial["EMU7L"]["soc"] == "Tensor G2"
+    assert by_serial["EMU7L"]["android_version"] == "14"
+    assert by_serial["EMU7M"]["state"] == "unauthorized" and "soc" not in by_serial["EMU7M"]
+    # An unauthorized phone is named, not silently skipped.
+    with pytest.raises(VitdeployError, match="device EMU7M is unauthorized; unlock it"):
+        _profile(emu, tiny_tflite, serial="EMU7M")
+    assert _profile(emu, tiny_tflite, delegates=["xnnpack"])["serial"] == "EMU7L"  # the only usable one
+
+
+@needs_adb
+def test_profile_on_device_dispatches_names_and_serials(emu, tiny_tflite, tmp_path):
+    from vitdeploy.devices import format_devices, profile_on_device
+
+    emu.add(pixel7("EMU7N", tmp_path / "dev"))
+    kw = dict(runs=2, warmup=0, threads=[1], compute_units=["xnnpack"], input_array=_x(), adb=ADB,
+              server_socket=emu.socket_spec)
+    assert profile_on_device(tiny_tflite, "pixel7", **kw)["serial"] == "EMU7N"
+    assert profile_on_device(tiny_tflite, "EMU7N", **kw)["catalog"] == "pixel7"
+    with pytest.raises(VitdeployError, match="no connected pixel8; attached: EMU7N"):
+        profile_on_device(tiny_tflite, "pixel8", **kw)
+    with pytest.raises(VitdeployError, match="--device host is this computer"):
+        profile_on_device(tiny_tflite, "host", **kw)
+    with pytest.raises(VitdeployError, match=r"unknown device 'EMU7X' \(did you mean EMU7N\?\)"):
+        profile_on_device(tiny_tflite, "EMU7X", **kw)
+    text = format_devices(list_devices(adb=ADB, server_socket=emu.socket_spec))
+    assert "EMU7N" in text and "Pixel 7 (Tensor G2), OS 14  -> --device pixel7" in text
+    assert "iphone15pro" in text and "W8A8 on ANE" in text
+
+
+def test_devicectl_states():
+    def doc(conn):
+        return {"result": {"devices": [{"identifier": "X", "connectionProperties": conn, "deviceProperties": {},
+                                        "hardwareProperties": {"platform": "iOS", "productType": "iPhone13,2",
+                                                               "udid": "U"}}]}}
+
+    assert ios.parse_devicectl_devices(doc({"pairingState": "paired", "tunnelState": "disconnected"}))[0]["state"] == "device"
+    assert ios.parse_devicectl_devices(doc({"pairingState": "unpaired"}))[0]["state"] == "unpaired"
+    assert ios.parse_devicectl_devices(doc({"pairingState": "paired", "tunnelState": "unavailable"}))[0]["state"] == "unavailable"
+    with pytest.raises(VitdeployError, match="iPhone U is unpaired"):
+        ios._choose_ios(ios.parse_devicectl_devices(doc({"pairingState": "unpaired"})), "U", None)
+
+
+def test_mlpackage_input_shape(tmp_path):
+    torch = pytest.importorskip("torch")
+    ct = pytest.importorskip("coremltools")
+    traced = torch.jit.trace(torch.nn.Conv2d(3, 4, 3).eval(), torch.randn(1, 3, 8, 8))
+    model = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(1, 3, 8, 8))], convert_to="mlprogram",
+                       minimum_deployment_target=ct.target.iOS16)
+    model.save(str(tmp_path / "m.mlpackage"))
+    assert ios.mlpackage_input_shape(tmp_path / "m.mlpackage") == [1, 3, 8, 8]
+
+
+@needs_adb
+def test_android_old_device_without_shell_v2(tiny_tflite, tmp_path):
+    """Without shell_v2/stat_v2 the client falls back to shell: and STAT; the flow must not care."""
+    with AdbEmulator(features="cmd") as emu:
+        emu.add(pixel7("EMU7O", tmp_path / "dev"))
+        out = _profile(emu, tiny_tflite, delegates=["xnnpack"])
+        np.testing.assert_allclose(out["output"], _local_reference(tiny_tflite, _x()), rtol=1e-5, atol=1e-6)
+        assert any(s.startswith("shell:am instrument") for s in emu.log)
+        assert any(s.startswith("sync:STAT ") for s in emu.log) and not any("STA2" in s for s in emu.log)
