@@ -114,6 +114,118 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 
 
 @main.command()
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@click.option("--target", type=click.Choice(["coreml", "tflite"]), required=True, help="Artifact format.")
+@click.option("-o", "--out", type=click.Path(path_type=str), help="Output path (default: <checkpoint>_<mode>.<ext>).")
+@click.option("--quantize", default="none", show_default=True,
+              help="tflite: none|fp16|dynamic|int8; coreml: none|w8|w8a8.")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
+              help="Core ML compute precision.")
+@click.option("--calib", "calib_dir", type=click.Path(path_type=str),
+              help="Directory of calibration images (int8/w8a8; default: built-in natural images).")
+@click.option("--labels", "labels_file", type=click.Path(path_type=str), help="Class labels, one per line.")
+@click.option("--raw-input", is_flag=True, help="Keep a float NCHW tensor input instead of an image input.")
+@click.option("--int8-io", is_flag=True, help="tflite int8: int8 input/output tensors instead of float.")
+@click.option("--deployment-target", type=click.Choice(["iOS16", "iOS17", "iOS18"]),
+              help="Core ML: minimum iOS (default: the lowest that supports what was asked).")
+@click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu_gpu", "cpu_ne"]), default="all",
+              show_default=True, help="Core ML: the model's default compute units.")
+@click.option("--variant", help="Override variant detection.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def convert(checkpoint: str, target: str, out: str | None, quantize: str, precision: str, calib_dir: str | None,
+            labels_file: str | None, raw_input: bool, int8_io: bool, deployment_target: str | None,
+            compute_units: str, variant: str | None, as_json: bool) -> None:
+    """Convert CHECKPOINT to a Core ML .mlpackage or a .tflite (BatchNorm folded first)."""
+    from .convert import convert as run_convert
+
+    say = None if as_json else (lambda msg: click.echo(msg, err=True))
+    report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
+                         labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
+                         deployment_target=deployment_target, compute_units=compute_units, variant=variant,
+                         progress=say)
+    if as_json:
+        _echo_json(report)
+        return
+    mb = report.get("size_bytes", 0) / 1e6
+    click.echo(f"{report['path']}  {report['variant']} -> {target} ({report.get('quantize', 'none')}), {mb:.1f} MB, "
+               f"{report['bn_folding']['total_folded']} BatchNorm folded, {report['total_seconds']:.1f} s")
+    if report.get("float_fallback_ops"):
+        click.echo(f"kept in float: {', '.join(report['float_fallback_ops'])}")
+    for w in report.get("warnings", []):
+        click.echo(f"warning: {w}", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--device", default="host", show_default=True,
+              help="host, a catalog name (pixel7, iphone12, ...) or a serial/UDID (see `vitdeploy devices`).")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1, None))
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0, None))
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None), help="Host CPU threads.")
+@click.option("--device-threads", default="1,4", show_default=True, help="Android CPU thread counts to try.")
+@click.option("--compute-units", help="Comma list: Android xnnpack,gpu,nnapi; iOS cpuOnly,cpuAndGPU,"
+                                      "cpuAndNeuralEngine,all (default: all the device has).")
+@click.option("--harness-apk", "harness_apks", multiple=True, type=click.Path(path_type=str),
+              help="Prebuilt Android harness APK(s) to install (app and test APK).")
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Seconds before a device run is abandoned.")
+@click.option("--variant", help="Override variant detection (checkpoints).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def profile(model: str, device: str, runs: int, warmup: int, threads: int, device_threads: str,
+            compute_units: str | None, harness_apks: tuple[str, ...], timeout_s: float, variant: str | None,
+            as_json: bool) -> None:
+    """Latency of MODEL (checkpoint or artifact) on the host or a phone: load, first run, min/median/p90/mean/std."""
+    from .profile import profile as run_profile
+
+    try:
+        dthreads = tuple(int(t) for t in device_threads.split(",") if t.strip())
+    except ValueError:
+        raise VitdeployError(f"--device-threads takes comma-separated integers, got '{device_threads}'") from None
+    units = tuple(u.strip() for u in compute_units.split(",") if u.strip()) if compute_units else None
+    result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
+                         progress=not as_json, compute_units=units, device_threads=dthreads,
+                         harness_apks=harness_apks, timeout_s=timeout_s)
+    if as_json:
+        _echo_json(result)
+        return
+    _print_profile(result)
+
+
+def _print_profile(r: dict) -> None:
+    if r.get("device") == "host":
+        click.echo(f"{r['model']} on host ({r.get('runtime', r['kind'])}, {r.get('threads')} threads, "
+                   f"{r['runs']} runs)")
+        click.echo(f"  load {r['load_ms']:.1f} ms, first {r['first_ms']:.2f} ms")
+        click.echo(f"  min {r['min_ms']:.2f}  median {r['median_ms']:.2f}  p90 {r['p90_ms']:.2f}  "
+                   f"mean {r['mean_ms']:.2f}  std {r['std_ms']:.2f}  (ms)")
+        return
+    parity = {p["config"]: p for p in r.get("parity", [])}
+    click.echo(f"{r['model']} on {r.get('serial') or r.get('device')}")
+    click.echo(f"  {'config':<24} {'median ms':>10} {'min ms':>8} {'cosine':>9} {'top-1':>6}")
+    for c in r.get("configs", []):
+        lat = sorted(c.get("latencies_ms") or [])
+        p = parity.get(c.get("name"), {})
+        med = f"{c['median_ms']:.2f}" if c.get("median_ms") is not None else "-"
+        mn = f"{lat[0]:.2f}" if lat else "-"
+        cos = f"{p['cosine']:.5f}" if "cosine" in p else "-"
+        top = ("yes" if p.get("top1_match") else "NO") if "top1_match" in p else "-"
+        click.echo(f"  {c.get('name', '?'):<24} {med:>10} {mn:>8} {cos:>9} {top:>6}"
+                   + (f"  ({c.get('error') or c.get('status')})" if not lat else ""))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def devices(as_json: bool) -> None:
+    """List the host, connected Android and iOS devices, and the device catalog."""
+    from .devices import format_devices, list_devices
+
+    listing = list_devices()
+    if as_json:
+        _echo_json(listing)
+    else:
+        click.echo(format_devices(listing))
+
+
+@main.command()
 @click.argument("checkpoints", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--out", "out_dir", default="out/demo", show_default=True, type=click.Path(path_type=str),
               help="Where the demo writes checkpoints, artifacts and its report.")

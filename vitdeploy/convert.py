@@ -1,0 +1,109 @@
+"""``vitdeploy convert``: checkpoint -> BN-folded model -> Core ML or TFLite artifact."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VitdeployError
+
+TARGETS = ("coreml", "tflite")
+TFLITE_QUANT = ("none", "fp16", "dynamic", "int8")
+COREML_QUANT = ("none", "w8", "w8a8")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:
+    """``<checkpoint stem>_<mode>.tflite|.mlpackage`` in the current directory."""
+    stem = Path(checkpoint).name
+    for suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
+        stem = stem.removesuffix(suffix)
+    if target == "tflite":
+        mode = "fp32" if quantize == "none" else quantize
+        return Path(f"{stem}_{mode}.tflite")
+    mode = precision if quantize == "none" else f"{precision}_{quantize}"
+    return Path(f"{stem}_{mode}.mlpackage")
+
+
+def read_labels(path: str | Path | None, num_classes: int) -> list[str] | None:
+    """One label per line; the count must match the classifier."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise VitdeployError(f"{p}: labels file not found")
+    labels = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(labels) != num_classes:
+        raise VitdeployError(f"{p}: {len(labels)} labels, but the model has {num_classes} classes")
+    return labels
+
+
+def read_calibration_images(directory: str | Path | None, preprocessing, limit: int = 64) -> np.ndarray | None:
+    """uint8 NHWC RGB pixels of the images in ``directory`` (resized and cropped as the source expects)."""
+    if directory is None:
+        return None
+    from .preprocessing import load_image_rgb
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise VitdeployError(f"{d}: --calib must be a directory of images")
+    files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise VitdeployError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)}) found for calibration")
+    return np.stack([load_image_rgb(p, preprocessing) for p in files])
+
+
+def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = None, quantize: str = "none",
+            precision: str = "fp16", calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
+            raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
+            compute_units: str = "all", variant: str | None = None, progress=None) -> dict:
+    """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report."""
+    from . import __version__, checkpoints
+    from .passes import fold_batchnorm
+
+    if target not in TARGETS:
+        raise VitdeployError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
+    allowed = TFLITE_QUANT if target == "tflite" else COREML_QUANT
+    if quantize not in allowed:
+        raise VitdeployError(f"--quantize {quantize} is not available for {target}; choose one of {', '.join(allowed)}")
+    t0 = time.perf_counter()
+    ckpt = checkpoints.load(checkpoint, variant=variant)
+    labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
+    calib = read_calibration_images(calib_dir, ckpt.preprocessing)
+    model = copy.deepcopy(ckpt.model)
+    folding = fold_batchnorm(model)
+    out = Path(out) if out else default_output(checkpoint, target, quantize, precision)
+    metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
+                "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
+    if target == "tflite":
+        result = _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, progress)
+    else:
+        result = _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target,
+                                 compute_units, metadata, progress)
+    return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
+            "bn_folding": folding.to_dict(), "total_seconds": round(time.perf_counter() - t0, 2), **result}
+
+
+def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, progress) -> dict:
+    from .targets.tflite import convert_tflite
+
+    conv = convert_tflite(model, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out,
+                          quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io,
+                          metadata=metadata, progress=progress)
+    return conv.to_dict()
+
+
+def _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target, compute_units,
+                    metadata, progress) -> dict:
+    try:
+        from .targets.coreml import convert_coreml
+    except ImportError as e:
+        raise VitdeployError(f"Core ML conversion needs coremltools: pip install 'vitdeploy[coreml]' ({e})") from None
+    conv = convert_coreml(model, variant=ckpt.variant, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing,
+                          out=out, precision=precision, quantize=quantize, calib=calib,
+                          deployment_target=deployment_target, compute_units=compute_units, labels=labels,
+                          raw_input=raw_input, metadata=metadata, progress=progress)
+    return conv.to_dict()

@@ -1,0 +1,126 @@
+"""``vitdeploy profile``: latency on the host (LiteRT or PyTorch eager) or on a device through its harness."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VitdeployError
+
+
+def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: int = 5, threads: int = 2,
+            variant: str | None = None, progress: bool = False, compute_units: tuple[str, ...] | None = None,
+            device_threads: tuple[int, ...] = (1, 4), harness_apks: tuple[str, ...] = (), timeout_s: float = 600,
+            adb: str = "adb", server_socket: str | None = None) -> dict:
+    """Latency statistics of a checkpoint or artifact on ``device`` (``host``, a catalog name, a serial/UDID)."""
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise VitdeployError("--runs and --threads must be >= 1, --warmup >= 0")
+    path = Path(model)
+    if device == "host":
+        return _profile_host(path, runs=runs, warmup=warmup, threads=threads, variant=variant, progress=progress)
+    return _profile_device(path, device, runs=runs, warmup=warmup, compute_units=compute_units,
+                           threads=device_threads, harness_apks=harness_apks, timeout_s=timeout_s, adb=adb,
+                           server_socket=server_socket)
+
+
+def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> dict:
+    from .devices import host_info
+    from .runtimes.timing import profile_tflite, profile_torch
+
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        if not path.is_file():
+            raise VitdeployError(f"{path}: no such file")
+        stats = profile_tflite(path, threads=threads, runs=runs, warmup=warmup, progress=progress)
+        kind = "tflite"
+    elif suffix == ".mlpackage":
+        if platform.system() != "Darwin":
+            raise VitdeployError("Core ML latency needs macOS or an iPhone (--device iphone12 ...); on Linux "
+                                 "vitdeploy's MIL interpreter checks numerics but is not a latency reference")
+        stats = _profile_coreml_mac(path, runs=runs, warmup=warmup, progress=progress)
+        kind = "coreml"
+    else:
+        from . import checkpoints
+
+        start = time.perf_counter()
+        ckpt = checkpoints.load(path, variant=variant)
+        load_ms = (time.perf_counter() - start) * 1000
+        stats = profile_torch(ckpt.model, ckpt.input_size, threads=threads, runs=runs, warmup=warmup,
+                              progress=progress)
+        stats["load_ms"] = round(load_ms, 3)
+        kind = "checkpoint"
+    return {"model": str(path), "kind": kind, "device": "host", "host": host_info(), "runs": runs, "warmup": warmup,
+            **stats}
+
+
+def _profile_coreml_mac(path: Path, *, runs, warmup, progress) -> dict:  # pragma: no cover - macOS only
+    import coremltools as ct
+
+    from .runtimes.timing import measure_latency
+
+    start = time.perf_counter()
+    model = ct.models.MLModel(str(path))
+    load_ms = (time.perf_counter() - start) * 1000
+    spec = model.get_spec()
+    feed = {}
+    for inp in spec.description.input:
+        if inp.type.WhichOneof("Type") == "imageType":
+            from PIL import Image
+
+            it = inp.type.imageType
+            feed[inp.name] = Image.fromarray(np.zeros((it.height, it.width, 3), np.uint8))
+        else:
+            shape = tuple(inp.type.multiArrayType.shape)
+            feed[inp.name] = np.zeros(shape, np.float32)
+    stats = measure_latency(lambda: model.predict(feed), runs=runs, warmup=warmup, progress=progress)
+    return {"load_ms": round(load_ms, 3), **stats, "runtime": f"Core ML (coremltools {ct.__version__})"}
+
+
+def _profile_device(path: Path, device: str, *, runs, warmup, compute_units, threads, harness_apks, timeout_s, adb,
+                    server_socket) -> dict:
+    """Run the harness on a phone, then check its output against the same artifact on the host."""
+    from .devices import profile_on_device
+    from .runners import open_runner
+
+    if not path.exists():
+        raise VitdeployError(f"{path}: no such file or directory")
+    if path.suffix.lower() not in (".tflite", ".mlpackage"):
+        raise VitdeployError(f"{path}: profile on a device takes a .tflite or .mlpackage artifact")
+    from .sample_images import natural_images
+
+    runner = open_runner(path)
+    rgb = natural_images(1, runner.input_size[1], seed=42)
+    result = profile_on_device(path, device, runs=runs, warmup=warmup, threads=threads, compute_units=compute_units,
+                               input_array=_device_input(runner, rgb), timeout_s=timeout_s,
+                               harness_apks=harness_apks, adb=adb, server_socket=server_socket)
+    reference = np.asarray(runner.predict_nchw(runner.preprocessing.normalize(rgb)), dtype=np.float32).reshape(-1)
+    result["parity"] = _parity_per_config(result, reference)
+    return result
+
+
+def _device_input(runner, rgb: np.ndarray) -> np.ndarray:
+    """The tensor the artifact itself takes for RGB pixels ``rgb``: the pixels, or the preprocessed NCHW tensor."""
+    from .runtimes.tflite import LAYOUT_RAW
+
+    spec = getattr(runner, "input_spec", None) or {}
+    if spec.get("layout") == LAYOUT_RAW:
+        return runner.preprocessing.normalize(rgb)
+    return rgb.astype(np.float32)
+
+
+def _parity_per_config(result: dict, reference: np.ndarray) -> list[dict]:
+    rows = []
+    for config in result.get("configs", []):
+        outputs = config.get("outputs") or []
+        if not outputs:
+            rows.append({"config": config.get("name"), "error": config.get("error") or config.get("status")})
+            continue
+        got = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
+        cos = float(got @ reference / (np.linalg.norm(got) * np.linalg.norm(reference) + 1e-30))
+        rows.append({"config": config.get("name"), "cosine": cos,
+                     "max_abs_error": float(np.abs(got - reference).max()),
+                     "top1_match": bool(got.argmax() == reference.argmax())})
+    return rows
