@@ -81,7 +81,26 @@ def _open_tflite(path: Path, threads: int) -> Runner:
         from .runtimes.tflite import TFLiteRunner
     except ImportError as e:
         raise VitdeployError(f"running .tflite needs ai-edge-litert: pip install 'vitdeploy[tflite]' ({e})") from None
-    return TFLiteRunner(path, threads=threads)
+    return _as_runner(TFLiteRunner(path, threads=threads), "tflite")
+
+
+def _as_runner(runner, kind: str):
+    """Fill in the Runner attributes a runtime class does not carry itself (input size, variant, kind)."""
+    config = getattr(runner, "config", {}) or {}
+    if not hasattr(runner, "input_size"):
+        spec = runner.input_spec
+        shape = spec["shape"]
+        h, w = (shape[2], shape[3]) if spec.get("layout") == "NCHW-raw" else (shape[1], shape[2])
+        runner.input_size = (3, int(h), int(w))
+    if not hasattr(runner, "variant"):
+        runner.variant = (config.get("user") or {}).get("variant")
+    runner.kind = kind
+    if runner.preprocessing is None:
+        raise VitdeployError(f"{runner.path}: not written by vitdeploy (no preprocessing metadata); "
+                             "convert the checkpoint with `vitdeploy convert`")
+    if not hasattr(runner, "describe"):
+        runner.describe = lambda: Runner.describe(runner)
+    return runner
 
 
 def _open_coreml(path: Path, runtime: str) -> Runner:

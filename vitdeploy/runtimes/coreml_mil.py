@@ -907,7 +907,7 @@ def _grid(in_size: int, out_size: int, mode: str) -> np.ndarray:
     elif mode == "ASYMMETRIC":
         grid = i * in_size / out_size
     else:
-        raise ValueError(mode)
+        raise ValueError(f"unknown sampling_mode '{mode}'")
     return np.clip(grid, 0.0, in_size - 1)
 
 
@@ -1310,6 +1310,8 @@ def _image_to_tensor(pixels, spec: dict, name: str) -> np.ndarray:
     """RGB pixels (HxWx3 or NxHxWx3, 0..255) -> the tensor Core ML builds from the image buffer."""
     arr = np.asarray(pixels, dtype=np.float32)
     if spec["color_layout"] in ("GRAYSCALE", "GRAYSCALE_FLOAT16"):
+        if arr.ndim >= 3 and arr.shape[-1] == 3:
+            raise VitdeployError(f"grayscale image input '{name}' expects HxW or HxWx1 pixels, got shape {arr.shape}")
         if arr.ndim >= 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
         arr = arr[..., None]
@@ -1319,7 +1321,8 @@ def _image_to_tensor(pixels, spec: dict, name: str) -> np.ndarray:
         arr = arr[..., ::-1]
     if arr.ndim == 3:
         arr = arr[None]
-    if arr.shape[1:3] != (spec["height"], spec["width"]):
+    fixed_size = spec["height"] > 0 and spec["width"] > 0  # 0 when the model takes flexible sizes
+    if fixed_size and arr.shape[1:3] != (spec["height"], spec["width"]):
         raise VitdeployError(
             f"image input '{name}' expects {spec['height']}x{spec['width']} pixels, got {arr.shape[1]}x{arr.shape[2]}"
         )
