@@ -116,11 +116,11 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=str))
 @click.option("--target", type=click.Choice(["coreml", "tflite"]), required=True, help="Artifact format.")
+@click.option("--recipe", type=click.Path(path_type=str),
+              help="A recipes/*.yaml: fixes the variant and the default precision/quantization.")
 @click.option("-o", "--out", type=click.Path(path_type=str), help="Output path (default: <checkpoint>_<mode>.<ext>).")
-@click.option("--quantize", default="none", show_default=True,
-              help="tflite: none|fp16|dynamic|int8; coreml: none|w8|w8a8.")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
-              help="Core ML compute precision.")
+@click.option("--quantize", help="tflite: none|fp16|dynamic|int8; coreml: none|w8|w8a8  [default: none]")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), help="Core ML compute precision  [default: fp16]")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=str),
               help="Directory of calibration images (int8/w8a8; default: built-in natural images).")
 @click.option("--labels", "labels_file", type=click.Path(path_type=str), help="Class labels, one per line.")
@@ -132,12 +132,22 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
               show_default=True, help="Core ML: the model's default compute units.")
 @click.option("--variant", help="Override variant detection.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
-def convert(checkpoint: str, target: str, out: str | None, quantize: str, precision: str, calib_dir: str | None,
-            labels_file: str | None, raw_input: bool, int8_io: bool, deployment_target: str | None,
-            compute_units: str, variant: str | None, as_json: bool) -> None:
+def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, quantize: str | None,
+            precision: str | None, calib_dir: str | None, labels_file: str | None, raw_input: bool, int8_io: bool,
+            deployment_target: str | None, compute_units: str, variant: str | None, as_json: bool) -> None:
     """Convert CHECKPOINT to a Core ML .mlpackage or a .tflite (BatchNorm folded first)."""
     from .convert import convert as run_convert
 
+    if recipe:
+        from .recipes import load_recipe
+
+        r = load_recipe(recipe)
+        if variant and variant != r.variant:
+            raise VitdeployError(f"--variant {variant} contradicts the recipe's variant {r.variant}")
+        variant = r.variant
+        default_precision, default_quantize = r.default_mode(target)
+        precision, quantize = precision or default_precision, quantize or default_quantize
+    precision, quantize = precision or "fp16", quantize or "none"
     say = None if as_json else (lambda msg: click.echo(msg, err=True))
     report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
@@ -210,6 +220,35 @@ def _print_profile(r: dict) -> None:
         top = ("yes" if p.get("top1_match") else "NO") if "top1_match" in p else "-"
         click.echo(f"  {c.get('name', '?'):<24} {med:>10} {mn:>8} {cos:>9} {top:>6}"
                    + (f"  ({c.get('error') or c.get('status')})" if not lat else ""))
+
+
+@main.command()
+@click.option("--recipes", "recipes_dir", default="recipes", show_default=True, type=click.Path(path_type=str),
+              help="Directory of recipe YAML files.")
+@click.option("--checkpoints", "checkpoints_dir", required=True, type=click.Path(path_type=str),
+              help="Directory holding a checkpoint per variant (matched by detection).")
+@click.option("-o", "--out", "out_dir", default="out/build", show_default=True, type=click.Path(path_type=str))
+@click.option("--target", "targets", multiple=True, type=click.Choice(["coreml", "tflite"]), help="Limit targets.")
+@click.option("--variant", "variants", multiple=True, help="Limit variants.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[str, ...], variants: tuple[str, ...],
+          as_json: bool) -> None:
+    """Convert the whole matrix (variants x targets x precisions), check parity and host latency, summarise."""
+    from .recipes import build as run_build
+    from .recipes import format_build_table
+
+    def on_cell(row: dict) -> None:
+        if not as_json:
+            mode = row["quantize"] if row["target"] == "tflite" else f"{row['precision']}/{row['quantize']}"
+            click.echo(f"[{row['status']:>6}] {row['variant']} {row['target']} {mode} ({row['seconds']} s)", err=True)
+
+    summary = run_build(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants, on_cell=on_cell)
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(format_build_table(summary))
+    if summary["failed"]:
+        raise CheckFailed(f"{summary['failed']} of {len(summary['cells'])} cells failed")
 
 
 @main.command()

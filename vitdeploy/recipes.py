@@ -1,0 +1,180 @@
+"""Recipes: one YAML per variant saying how to build and check it; ``build`` runs a whole matrix."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import VitdeployError
+
+_REQUIRED = ("variant", "family", "input_size", "preprocessing", "targets", "parity")
+
+
+@dataclass
+class Recipe:
+    path: Path
+    variant: str
+    family: str
+    input_size: tuple[int, int, int]
+    preprocessing: dict
+    targets: dict  # target -> {"quantize": [...], "precision": [...], "default": ...}
+    parity: dict  # precision class -> tolerance overrides
+    architecture: dict = field(default_factory=dict)
+
+    def cells(self) -> list[tuple[str, str, str]]:
+        """(target, precision, quantize) for every artifact the recipe asks for."""
+        out = []
+        for target, spec in self.targets.items():
+            if target == "tflite":
+                out += [("tflite", "fp32", q) for q in spec.get("quantize", ["none"])]
+            elif target == "coreml":
+                for precision in spec.get("precision", ["fp16"]):
+                    out += [("coreml", precision, q) for q in spec.get("quantize", ["none"])]
+        return out
+
+    def default_mode(self, target: str) -> tuple[str, str]:
+        """(precision, quantize) the recipe uses when the command line does not say."""
+        default = (self.targets.get(target) or {}).get("default", "none")
+        if isinstance(default, dict):
+            return default.get("precision", "fp16"), default.get("quantize", "none")
+        return "fp16", default
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe YAML file."""
+    import yaml
+
+    from .models import variant_info
+
+    p = Path(path)
+    if not p.is_file():
+        raise VitdeployError(f"{p}: recipe not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise VitdeployError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise VitdeployError(f"{p}: a recipe is a YAML mapping")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise VitdeployError(f"{p}: recipe lacks {', '.join(missing)}")
+    info = variant_info(str(data["variant"]))
+    if data["family"] != info.family or tuple(data["input_size"]) != info.input_size:
+        raise VitdeployError(f"{p}: family/input_size disagree with variant {info.name} "
+                             f"({info.family}, {list(info.input_size)})")
+    unknown = set(data["targets"]) - {"tflite", "coreml"}
+    if unknown:
+        raise VitdeployError(f"{p}: unknown target(s) {', '.join(sorted(unknown))}")
+    return Recipe(path=p, variant=info.name, family=info.family, input_size=info.input_size,
+                  preprocessing=data["preprocessing"], targets=data["targets"], parity=data["parity"],
+                  architecture=data.get("architecture") or {})
+
+
+def load_recipes(directory: str | Path) -> list[Recipe]:
+    d = Path(directory)
+    files = sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml"))
+    if not files:
+        raise VitdeployError(f"{d}: no recipe files (*.yaml)")
+    return [load_recipe(f) for f in files]
+
+
+def precision_class(precision: str, quantize: str) -> str:
+    """Which parity tolerance preset an artifact falls under."""
+    if quantize in ("int8", "w8a8", "dynamic", "w8"):
+        return "int8"
+    if quantize == "fp16" or precision == "fp16":
+        return "fp16"
+    return "fp32"
+
+
+def find_checkpoints(directory: str | Path) -> dict[str, Path]:
+    """variant -> checkpoint file, by loading each candidate (files that are not checkpoints are skipped)."""
+    from . import checkpoints
+    from .checkpoints.reader import WEIGHT_SUFFIXES
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise VitdeployError(f"{d}: --checkpoints must be a directory")
+    found: dict[str, Path] = {}
+    candidates = sorted(p for p in d.iterdir() if p.suffix in WEIGHT_SUFFIXES or (p / "config.json").exists())
+    for p in candidates:
+        try:
+            found.setdefault(checkpoints.load(p).variant, p)
+        except VitdeployError:
+            continue
+    return found
+
+
+def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | Path, *, targets: tuple[str, ...] = (),
+          variants: tuple[str, ...] = (), parity_images: int = 16, latency_runs: int = 20, threads: int = 2,
+          on_cell: Callable[[dict], None] | None = None) -> dict:
+    """Convert every (variant x target x mode) the recipes ask for; check parity and host latency; never stop early."""
+    from .convert import convert
+
+    recipes = [r for r in load_recipes(recipes_dir) if not variants or r.variant in variants]
+    ckpts = find_checkpoints(checkpoints_dir)
+    out = Path(out_dir)
+    rows = []
+    for recipe in recipes:
+        cells = [c for c in recipe.cells() if not targets or c[0] in targets]
+        for target, precision, quantize in cells:
+            row = {"variant": recipe.variant, "target": target, "precision": precision, "quantize": quantize}
+            start = time.perf_counter()
+            try:
+                ckpt = ckpts.get(recipe.variant)
+                if ckpt is None:
+                    raise VitdeployError(f"no checkpoint for {recipe.variant} in {checkpoints_dir}")
+                ext = "tflite" if target == "tflite" else "mlpackage"
+                mode = quantize if target == "tflite" else f"{precision}_{quantize}"
+                artifact = out / recipe.variant / f"{recipe.variant}_{mode}.{ext}"
+                report = convert(ckpt, target, out=artifact, quantize=quantize, precision=precision,
+                                 variant=recipe.variant)
+                row.update(status="ok", path=str(artifact), size_mb=round(report.get("size_bytes", 0) / 1e6, 2),
+                           convert_s=report.get("seconds"))
+                row.update(_check_parity(artifact, ckpt, recipe, precision, quantize, parity_images))
+                if target == "tflite":
+                    row["host_median_ms"] = _host_latency(artifact, latency_runs, threads)
+            except (VitdeployError, RuntimeError, ValueError, OSError) as e:
+                row.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            rows.append(row)
+            if on_cell:
+                on_cell(row)
+    return {"out_dir": str(out), "cells": rows, "failed": sum(r["status"] != "ok" for r in rows)}
+
+
+def _check_parity(artifact: Path, ckpt: Path, recipe: Recipe, precision: str, quantize: str, n_images: int) -> dict:
+    from .parity import run_parity
+
+    tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
+    result = run_parity(artifact, ckpt, n_images=n_images, tolerances=tolerances)
+    d = result.to_dict()
+    metrics = d.get("metrics", {})
+    return {"parity": "pass" if result.passed else "FAIL", "cosine_min": metrics.get("cosine_min"),
+            "top1_agreement": metrics.get("top1_agreement"),
+            "parity_failures": [f if isinstance(f, str) else f.get("message", str(f)) for f in d.get("failures", [])]}
+
+
+def _host_latency(artifact: Path, runs: int, threads: int) -> float:
+    from .runtimes.timing import profile_tflite
+
+    return profile_tflite(artifact, threads=threads, runs=runs, warmup=3)["median_ms"]
+
+
+def format_build_table(summary: dict) -> str:
+    head = f"{'variant':<14} {'target':<7} {'mode':<13} {'status':<7} {'MB':>6} {'conv s':>7} {'parity':>6} " \
+           f"{'cos min':>9} {'top-1':>6} {'host ms':>8}"
+    lines = [head, "-" * len(head)]
+    for r in summary["cells"]:
+        mode = r["quantize"] if r["target"] == "tflite" else f"{r['precision']}/{r['quantize']}"
+        fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
+        lines.append(f"{r['variant']:<14} {r['target']:<7} {mode:<13} {r['status']:<7} {fmt(r.get('size_mb'), '{:.1f}'):>6} "
+                     f"{fmt(r.get('convert_s'), '{:.1f}'):>7} {r.get('parity', '-'):>6} "
+                     f"{fmt(r.get('cosine_min'), '{:.6f}'):>9} {fmt(r.get('top1_agreement'), '{:.0%}'):>6} "
+                     f"{fmt(r.get('host_median_ms'), '{:.2f}'):>8}")
+        if r["status"] != "ok":
+            lines.append(f"    error: {r.get('error')}")
+    lines.append(f"{len(summary['cells'])} cells, {summary['failed']} failed")
+    return "\n".join(lines)
