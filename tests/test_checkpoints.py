@@ -213,3 +213,18 @@ def test_hf_labels_are_read_from_config(tmp_path):
     model.save_pretrained(tmp_path / "hf")
     ckpt = checkpoints.load(tmp_path / "hf")
     assert ckpt.labels[:2] == ["thing0", "thing1"]
+
+
+def test_hf_levit_without_distillation_head(tmp_path):
+    import transformers
+
+    teacher = hf_model("levit_128s")
+    plain = transformers.LevitForImageClassification(teacher.config).eval()
+    missing = plain.load_state_dict(teacher.state_dict(), strict=False)
+    assert not missing.missing_keys
+    plain.save_pretrained(tmp_path / "hf")
+    ckpt = checkpoints.load(tmp_path / "hf")
+    assert ckpt.labels is None  # HF's placeholder LABEL_i names are dropped
+    x = _inputs("levit_128s", 1)
+    with torch.no_grad():
+        assert _rel(ckpt.model(x).numpy(), plain(pixel_values=x).logits.numpy()) < 1e-5

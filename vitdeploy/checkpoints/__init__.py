@@ -181,6 +181,8 @@ def _hf_labels(raw: RawCheckpoint, num_classes: int) -> list[str] | None:
     if not isinstance(id2label, dict) or len(id2label) != num_classes:
         return None
     try:
-        return [str(id2label.get(str(i), id2label.get(i))) for i in range(num_classes)]
+        labels = [str(id2label.get(str(i), id2label.get(i))) for i in range(num_classes)]
     except (TypeError, ValueError):
         return None
+    # transformers writes LABEL_0, LABEL_1, ... when no labels were given: not worth showing.
+    return None if all(label == f"LABEL_{i}" for i, label in enumerate(labels)) else labels
