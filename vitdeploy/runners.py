@@ -100,7 +100,16 @@ def _as_runner(runner, kind: str):
                              "convert the checkpoint with `vitdeploy convert`")
     if not hasattr(runner, "describe"):
         runner.describe = lambda: Runner.describe(runner)
+    if kind == "tflite" and not hasattr(runner, "op_counts"):
+        runner.op_counts = lambda: tflite_op_counts(runner.interpreter)
     return runner
+
+
+def tflite_op_counts(interpreter) -> dict[str, int]:
+    """Op type -> count in a LiteRT interpreter's graph."""
+    from collections import Counter
+
+    return dict(Counter(op["op_name"] for op in interpreter._get_ops_details()).most_common())
 
 
 def _open_coreml(path: Path, runtime: str) -> Runner:
