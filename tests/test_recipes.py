@@ -48,3 +48,12 @@ def test_bad_recipe(tmp_path):
     (tmp_path / "z.yaml").write_text("variant: [unclosed")
     with pytest.raises(VitdeployError, match="not valid YAML"):
         load_recipe(tmp_path / "z.yaml")
+
+
+def test_recipe_tolerances_are_known_parity_metrics():
+    from vitdeploy.parity.tolerances import KEYS, PRESETS
+
+    for r in load_recipes(RECIPES):
+        assert set(r.parity) <= set(PRESETS)
+        for overrides in r.parity.values():
+            assert set(overrides) <= set(KEYS), overrides

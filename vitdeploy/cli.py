@@ -251,6 +251,32 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
         raise CheckFailed(f"{summary['failed']} of {len(summary['cells'])} cells failed")
 
 
+@main.command("package")
+@click.argument("artifact", type=click.Path(path_type=str))
+@click.option("--platform", type=click.Choice(["ios", "android"]),
+              help="Default: from the artifact (.mlpackage -> ios, .tflite -> android).")
+@click.option("--into", type=click.Path(path_type=str),
+              help="App project: the folder with the .xcodeproj, or an Android project/app module.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=str),
+              help="Just write the files (and a README.md) into this folder.")
+@click.option("--force", is_flag=True, help="Replace existing files that differ.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes the helper returns.")
+@click.option("--package", "android_package", help="Kotlin package of the helper with -o (android).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def package_cmd(artifact: str, platform: str | None, into: str | None, out: str | None, force: bool, top_k: int,
+                android_package: str | None, as_json: bool) -> None:
+    """Put a converted model into an iOS or Android app, with labels and a generated Swift/Kotlin helper."""
+    from pathlib import Path
+
+    from .package import infer_platform, package
+
+    if bool(into) == bool(out):
+        raise VitdeployError("give exactly one of --into APP_DIR or -o DIR")
+    r = package(Path(artifact), platform=platform or infer_platform(Path(artifact)), into=Path(into) if into else None,
+                out=Path(out) if out else None, force=force, top_k=top_k, android_package=android_package)
+    click.echo(json.dumps(r.to_dict(), indent=2, default=str) if as_json else "\n".join(r.lines()))
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def devices(as_json: bool) -> None:
@@ -268,12 +294,13 @@ def devices(as_json: bool) -> None:
 @click.argument("checkpoints", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--out", "out_dir", default="out/demo", show_default=True, type=click.Path(path_type=str),
               help="Where the demo writes checkpoints, artifacts and its report.")
+@click.option("--quick", is_flag=True, help="Float artifacts only (skips int8/w8): about half the time.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
-def demo(checkpoints: tuple[str, ...], out_dir: str, as_json: bool) -> None:
+def demo(checkpoints: tuple[str, ...], out_dir: str, quick: bool, as_json: bool) -> None:
     """The main job end to end on built-in seeded MobileViT-XS and LeViT-128S (or the given CHECKPOINTS)."""
     from .demo import run_demo
 
-    summary = run_demo(list(checkpoints), out_dir, echo=None if as_json else click.echo)
+    summary = run_demo(list(checkpoints), out_dir, echo=None if as_json else click.echo, quick=quick)
     if as_json:
         _echo_json(summary)
 

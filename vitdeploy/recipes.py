@@ -150,11 +150,8 @@ def _check_parity(artifact: Path, ckpt: Path, recipe: Recipe, precision: str, qu
 
     tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
     result = run_parity(artifact, ckpt, n_images=n_images, tolerances=tolerances)
-    d = result.to_dict()
-    metrics = d.get("metrics", {})
-    return {"parity": "pass" if result.passed else "FAIL", "cosine_min": metrics.get("cosine_min"),
-            "top1_agreement": metrics.get("top1_agreement"),
-            "parity_failures": [f if isinstance(f, str) else f.get("message", str(f)) for f in d.get("failures", [])]}
+    return {"parity": "pass" if result.passed else "FAIL", "cosine_min": result.natural.get("cosine_min"),
+            "top1_agreement": result.natural.get("top1"), "parity_failures": [str(f) for f in result.failures]}
 
 
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:

@@ -1,0 +1,927 @@
+"""``vitdeploy package``: files land where each platform expects, projects stay consistent.
+
+Fast tests work on copies of the bundled harness projects (pbxproj editing, app detection,
+errors). Slow tests (``--runslow``) convert real models: a MobileViT-XXS .tflite (~30-60 s) and a
+tiny Core ML .mlpackage, package them into copies of ``android_harness/`` and ``ios_harness/``,
+and compile *and run* the generated Kotlin helper on the JVM against small Java stand-ins of the
+Android / LiteRT APIs it uses (skipped when kotlinc or javac is missing). The Swift helper cannot
+be compiled on Linux; its structure is checked instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitdeploy.errors import VitdeployError
+from vitdeploy.package import (
+    KOTLIN_HELPER,
+    SWIFT_HELPER,
+    add_files_to_pbxproj,
+    dangling_references,
+    find_android_app,
+    find_xcode_project,
+    infer_platform,
+    kotlin_helper,
+    package,
+    parse_pbxproj,
+    swift_helper,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+ANDROID_HARNESS = REPO / "android_harness"
+IOS_HARNESS = REPO / "ios_harness"
+LABELS = [f"label {i}" for i in range(1000)]
+TINY_LABELS = ["cat", "dog", "bird", "fish", "frog"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _ids_consistent(text: str) -> list[str]:
+    """Independent of the package's parser: every 24-hex ID used is defined as an object."""
+    defined = set(re.findall(r"^\s*([0-9A-F]{24})(?:\s*/\*.*?\*/)?\s*=\s*\{", text, re.M))
+    used = set(re.findall(r"\b([0-9A-F]{24})\b", text))
+    return sorted(used - defined)
+
+
+def _one_line_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and message
+    assert excinfo.value.exit_code == 2
+    return message
+
+
+SYNCHRONIZED_PBXPROJ = """// !$*UTF8*$!
+{
+	archiveVersion = 1;
+	classes = {
+	};
+	objectVersion = 77;
+	objects = {
+
+/* Begin PBXFileReference section */
+		AA0000000000000000000013 /* MyApp.app */ = {isa = PBXFileReference; explicitFileType = wrapper.application; includeInIndex = 0; path = MyApp.app; sourceTree = BUILT_PRODUCTS_DIR; };
+/* End PBXFileReference section */
+
+/* Begin PBXFileSystemSynchronizedRootGroup section */
+		AA0000000000000000000004 /* MyApp */ = {
+			isa = PBXFileSystemSynchronizedRootGroup;
+			path = MyApp;
+			sourceTree = "<group>";
+		};
+/* End PBXFileSystemSynchronizedRootGroup section */
+
+/* Begin PBXGroup section */
+		AA0000000000000000000002 = {
+			isa = PBXGroup;
+			children = (
+				AA0000000000000000000004 /* MyApp */,
+				AA0000000000000000000003 /* Products */,
+			);
+			sourceTree = "<group>";
+		};
+		AA0000000000000000000003 /* Products */ = {
+			isa = PBXGroup;
+			children = (
+				AA0000000000000000000013 /* MyApp.app */,
+			);
+			name = Products;
+			sourceTree = "<group>";
+		};
+/* End PBXGroup section */
+
+/* Begin PBXNativeTarget section */
+		AA0000000000000000000040 /* MyApp */ = {
+			isa = PBXNativeTarget;
+			buildConfigurationList = AA0000000000000000000071;
+			buildPhases = (
+				AA0000000000000000000030 /* Sources */,
+			);
+			fileSystemSynchronizedGroups = (
+				AA0000000000000000000004 /* MyApp */,
+			);
+			name = MyApp;
+			productName = MyApp;
+			productReference = AA0000000000000000000013 /* MyApp.app */;
+			productType = "com.apple.product-type.application";
+		};
+/* End PBXNativeTarget section */
+
+/* Begin PBXProject section */
+		AA0000000000000000000001 /* Project object */ = {
+			isa = PBXProject;
+			buildConfigurationList = AA0000000000000000000070;
+			mainGroup = AA0000000000000000000002;
+			productRefGroup = AA0000000000000000000003 /* Products */;
+			projectDirPath = "";
+			projectRoot = "";
+			targets = (
+				AA0000000000000000000040 /* MyApp */,
+			);
+		};
+/* End PBXProject section */
+
+/* Begin PBXSourcesBuildPhase section */
+		AA0000000000000000000030 /* Sources */ = {
+			isa = PBXSourcesBuildPhase;
+			buildActionMask = 2147483647;
+			files = (
+			);
+			runOnlyForDeploymentPostprocessing = 0;
+		};
+/* End PBXSourcesBuildPhase section */
+
+/* Begin XCBuildConfiguration section */
+		AA0000000000000000000060 /* Debug */ = {
+			isa = XCBuildConfiguration;
+			buildSettings = {
+				SDKROOT = iphoneos;
+			};
+			name = Debug;
+		};
+/* End XCBuildConfiguration section */
+
+/* Begin XCConfigurationList section */
+		AA0000000000000000000070 = {
+			isa = XCConfigurationList;
+			buildConfigurations = (
+				AA0000000000000000000060 /* Debug */,
+			);
+		};
+		AA0000000000000000000071 = {
+			isa = XCConfigurationList;
+			buildConfigurations = (
+				AA0000000000000000000060 /* Debug */,
+			);
+		};
+/* End XCConfigurationList section */
+	};
+	rootObject = AA0000000000000000000001 /* Project object */;
+}
+"""
+
+
+def _synchronized_app(tmp_path: Path) -> Path:
+    app = tmp_path / "MyApp"
+    (app / "MyApp.xcodeproj").mkdir(parents=True)
+    (app / "MyApp.xcodeproj" / "project.pbxproj").write_text(SYNCHRONIZED_PBXPROJ)
+    (app / "MyApp").mkdir()
+    (app / "MyApp" / "MyAppApp.swift").write_text("import SwiftUI\n")
+    return app
+
+
+# ----------------------------------------------------------------------------- fast: Xcode projects
+
+
+def test_harness_pbxproj_parses_and_is_consistent():
+    text = (IOS_HARNESS / "VitdeployHarness.xcodeproj" / "project.pbxproj").read_text()
+    pbx = parse_pbxproj(text)
+    assert pbx["objects"][pbx["rootObject"]]["isa"] == "PBXProject"
+    assert dangling_references(pbx) == [] and _ids_consistent(text) == []
+    # The checker is not vacuous: a reference to an undefined object is reported by both.
+    broken = text.replace("0A0000000000000000000010 /* VitdeployHarnessApp.swift */,",
+                          "0A00000000000000000000FF /* gone.swift */,")
+    assert dangling_references(parse_pbxproj(broken)) == ["0A00000000000000000000FF"]
+    assert _ids_consistent(broken) == ["0A00000000000000000000FF"]
+    with pytest.raises(ValueError):
+        parse_pbxproj(text.replace("isa = PBXGroup;", "isa = PBXGroup", 1))
+
+
+def test_find_xcode_project_in_harness(tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    found = find_xcode_project(app)
+    assert found["target_name"] == "VitdeployHarness"  # the app, not the test bundle
+    assert found["source_dir"] == app / "VitdeployHarness"
+    assert found["synchronized"] is False
+    assert find_xcode_project(app / "VitdeployHarness.xcodeproj")["source_dir"] == app / "VitdeployHarness"
+
+
+def test_add_files_to_pbxproj_groups_and_phases(tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    found = find_xcode_project(app)
+    files = [("Net.mlpackage", "model"), ("Net_labels.txt", "resource"), (SWIFT_HELPER, "source")]
+    text = add_files_to_pbxproj(found["pbx_text"], found["target_id"], found["group_id"], files)
+    assert _ids_consistent(text) == []
+    objects = parse_pbxproj(text)["objects"]
+    group = objects[found["group_id"]]
+    refs = {objects[c]["path"]: c for c in group["children"]}
+    assert set(refs) == {"VitdeployHarnessApp.swift", "Net.mlpackage", "Net_labels.txt", SWIFT_HELPER}
+    assert objects[refs["Net.mlpackage"]]["lastKnownFileType"] == "folder.mlpackage"
+    assert objects[refs[SWIFT_HELPER]]["lastKnownFileType"] == "sourcecode.swift"
+
+    def phase_refs(target_id, isa):
+        phase = next(objects[p] for p in objects[target_id]["buildPhases"] if objects[p]["isa"] == isa)
+        return {objects[b]["fileRef"] for b in phase["files"]}
+
+    app_target, test_target = parse_pbxproj(text)["objects"][parse_pbxproj(text)["rootObject"]]["targets"]
+    # Core ML models compile (Sources) so Xcode generates the class; labels are a resource.
+    assert {refs["Net.mlpackage"], refs[SWIFT_HELPER]} <= phase_refs(app_target, "PBXSourcesBuildPhase")
+    assert refs["Net_labels.txt"] in phase_refs(app_target, "PBXResourcesBuildPhase")
+    assert refs["Net_labels.txt"] not in phase_refs(app_target, "PBXSourcesBuildPhase")
+    # Nothing leaks into the unit-test target.
+    assert not {refs["Net.mlpackage"], refs[SWIFT_HELPER]} & phase_refs(test_target, "PBXSourcesBuildPhase")
+    # Adding the same files again changes nothing.
+    assert add_files_to_pbxproj(text, found["target_id"], found["group_id"], files) == text
+
+
+def test_add_files_creates_missing_resources_phase_and_quotes_names(tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    found = find_xcode_project(app)
+    pbx_text = found["pbx_text"]
+    # Drop the app target's (empty) Resources phase: the edit must create one.
+    pbx_text = pbx_text.replace("\t\t\t\t0A0000000000000000000032 /* Resources */,\n", "", 1)
+    start = pbx_text.index("\t\t0A0000000000000000000032 /* Resources */ = {")
+    end = pbx_text.index("};\n", start) + 3
+    pbx_text = pbx_text[:start] + pbx_text[end:]
+    assert _ids_consistent(pbx_text) == []
+    text = add_files_to_pbxproj(pbx_text, found["target_id"], found["group_id"], [("my labels.txt", "resource")])
+    assert _ids_consistent(text) == []
+    assert 'path = "my labels.txt";' in text
+    objects = parse_pbxproj(text)["objects"]
+    phases = [objects[p]["isa"] for p in objects[found["target_id"]]["buildPhases"]]
+    assert phases.count("PBXResourcesBuildPhase") == 1
+
+
+def test_synchronized_folder_project_detected(tmp_path):
+    app = _synchronized_app(tmp_path)
+    found = find_xcode_project(app)
+    assert found["synchronized"] is True and found["source_dir"] == app / "MyApp"
+
+
+def test_ios_not_an_app_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VitdeployError) as e:
+        find_xcode_project(tmp_path / "empty")
+    assert "no *.xcodeproj" in _one_line_error(e)
+
+
+# ----------------------------------------------------------------------------- fast: Android projects
+
+
+def test_find_android_app_in_harness(tmp_path):
+    root = _copy(ANDROID_HARNESS, tmp_path)
+    for where in (root, root / "app"):
+        app = find_android_app(where)
+        assert app["module_dir"] == root / "app"
+        assert app["package"] == "com.vitdeploy.harness"
+        assert app["source_dir"] == root / "app/src/main/java/com/vitdeploy/harness"
+        assert app["no_compress"] and app["litert"]
+
+
+def test_find_android_app_groovy_manifest_package_and_missing_no_compress(tmp_path):
+    module = tmp_path / "proj" / "mobile"
+    (module / "src/main/kotlin/org/example/cam").mkdir(parents=True)
+    (module / "build.gradle").write_text("plugins { id 'com.android.application' }\n"
+                                         "android {\n  // noCompress 'tflite' is only a comment here\n}\n")
+    (module / "src/main/AndroidManifest.xml").write_text('<manifest package="org.example.cam"/>\n')
+    app = find_android_app(tmp_path / "proj")
+    assert app["package"] == "org.example.cam"
+    assert app["source_dir"] == module / "src/main/kotlin/org/example/cam"  # existing kotlin/ dir preferred
+    assert not app["no_compress"] and not app["litert"]
+
+
+def test_android_not_an_app_folder(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "build.gradle.kts").write_text("plugins { id(\"com.android.library\") }\n")
+    with pytest.raises(VitdeployError) as e:
+        find_android_app(tmp_path)
+    assert "not an Android app" in _one_line_error(e)
+
+
+# ----------------------------------------------------------------------------- fast: argument errors
+
+
+def test_bad_arguments_give_one_line_errors(tmp_path):
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(b"\0" * 64)
+    mlpackage = tmp_path / "m.mlpackage"
+    mlpackage.mkdir()
+    (mlpackage / "Manifest.json").write_text("{}")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    cases = [
+        (dict(artifact=tflite, platform="ios", out=tmp_path / "o"), "TFLite model"),
+        (dict(artifact=mlpackage, platform="android", out=tmp_path / "o"), "Core ML model"),
+        (dict(artifact=text, platform="android", out=tmp_path / "o"), "not a .tflite"),
+        (dict(artifact=text, platform="ios", out=tmp_path / "o"), "not a Core ML .mlpackage"),
+        (dict(artifact=tmp_path / "missing.tflite", platform="android", out=tmp_path / "o"), "no such file"),
+        (dict(artifact=tflite, platform="android"), "exactly one of"),
+        (dict(artifact=tflite, platform="android", into=tmp_path, out=tmp_path / "o"), "exactly one of"),
+        (dict(artifact=tflite, platform="windows", out=tmp_path / "o"), "unknown platform"),
+        (dict(artifact=tflite, platform="android", out=tmp_path / "o", top_k=0), "top-k"),
+    ]
+    for kwargs, expected in cases:
+        artifact = kwargs.pop("artifact")
+        with pytest.raises(VitdeployError) as e:
+            package(artifact, **kwargs)
+        assert expected in _one_line_error(e), (kwargs, str(e.value))
+    assert not (tmp_path / "o").exists()
+
+
+def test_infer_platform():
+    assert infer_platform("a/m.mlpackage") == "ios" and infer_platform("m.TFLITE") == "android"
+    with pytest.raises(VitdeployError):
+        infer_platform("model.onnx")
+
+
+def test_garbage_tflite_is_rejected(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    bad = tmp_path / "m.tflite"
+    bad.write_bytes(b"not a flatbuffer at all" * 10)
+    with pytest.raises(VitdeployError) as e:
+        package(bad, platform="android", out=tmp_path / "o")
+    assert "not a readable" in _one_line_error(e)
+    assert not (tmp_path / "o").exists()
+
+
+def test_kotlin_helper_rejects_bad_package_name():
+    info = {"width": 8, "height": 8, "num_classes": 2, "preprocessing": None}
+    with pytest.raises(VitdeployError):
+        kotlin_helper(info, package_name="com.example.1bad", model_asset="m.tflite", labels_asset=None, top_k=5)
+    source = kotlin_helper(info, package_name="com.example.ok", model_asset='we"ird$.tflite',
+                           labels_asset=None, top_k=3)
+    assert 'const val MODEL_ASSET = "we\\"ird\\$.tflite"' in source
+    assert "val LABELS_ASSET: String? = null" in source and "@@" not in source
+
+
+def test_existing_reference_without_target_membership_gets_a_build_file(tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    found = find_xcode_project(app)
+    files = [(SWIFT_HELPER, "source")]
+    text = add_files_to_pbxproj(found["pbx_text"], found["target_id"], found["group_id"], files)
+    # The user unticks the target: the build-file line goes, the file reference stays.
+    unticked = "\n".join(line for line in text.splitlines()
+                          if f"{SWIFT_HELPER} in Sources" not in line) + "\n"
+    assert _ids_consistent(unticked) == []
+    again = add_files_to_pbxproj(unticked, found["target_id"], found["group_id"], files)
+    assert _ids_consistent(again) == []
+    assert again.count(f"/* {SWIFT_HELPER} */ = {{isa = PBXFileReference") == 1  # no second reference
+    assert again.count(f"{SWIFT_HELPER} in Sources */ = {{isa = PBXBuildFile") == 1
+
+
+def test_model_named_like_the_helper_is_refused(tmp_path):
+    model = tmp_path / "VitdeployClassifier.mlpackage"
+    model.mkdir()
+    (model / "Manifest.json").write_text("{}")
+    with pytest.raises(VitdeployError) as e:
+        package(model, platform="ios", out=tmp_path / "o")
+    assert "clashes" in _one_line_error(e)
+
+
+SWIFT_INFO = {"input_name": "image", "width": 256, "height": 224, "color_layout": "BGR", "classifier": False,
+              "logits_output": "logits", "labels": None, "precision": "fp32",
+              "preprocessing": {"resize": 288, "crop": 256}}
+
+
+def test_swift_helper_structure():
+    swift = swift_helper(SWIFT_INFO, model_name="MobileViT_XXS", labels_resource="MobileViT_XXS_labels.txt", top_k=4)
+    assert "@@" not in swift
+    assert 'public static let modelName = "MobileViT_XXS"' in swift
+    assert 'bundle.url(forResource: VitdeployClassifier.modelName, withExtension: "mlmodelc")' in swift
+    assert 'public static let inputName = "image"' in swift
+    assert "public static let inputWidth = 256" in swift and "public static let inputHeight = 224" in swift
+    assert "public static let cropFraction: Double = 0.8888888888888888" in swift
+    assert "computeUnits: MLComputeUnits = .cpuAndGPU" in swift  # fp32 models stay off the Neural Engine
+    assert "public static let defaultTopK = 4" in swift
+    no_labels = swift_helper(dict(SWIFT_INFO, precision="fp16"), model_name="M", labels_resource=None, top_k=5)
+    assert "public static let labelsResource: String? = nil" in no_labels
+    assert "computeUnits: MLComputeUnits = .all" in no_labels
+
+
+def test_swift_helper_parses_as_swift():
+    """Syntax check with the tree-sitter Swift grammar (pip install tree-sitter tree-sitter-swift)."""
+    tree_sitter = pytest.importorskip("tree_sitter")
+    tree_sitter_swift = pytest.importorskip("tree_sitter_swift")
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_swift.language()))
+
+    def errors(source: str) -> list:
+        found, stack = [], [parser.parse(source.encode()).root_node]
+        while stack:
+            node = stack.pop()
+            if node.type == "ERROR" or node.is_missing:
+                found.append((node.start_point, source.encode()[node.start_byte:node.end_byte][:60]))
+            stack.extend(node.children)
+        return found
+
+    for info, labels in ((SWIFT_INFO, "M_labels.txt"), (dict(SWIFT_INFO, classifier=True, logits_output=None), None)):
+        assert errors(swift_helper(info, model_name="M", labels_resource=labels, top_k=5)) == []
+    assert errors("let x = = 3\nfunc f( {\n") != []  # the check can fail
+
+
+# ----------------------------------------------------------------------------- slow: real artifacts
+
+
+@pytest.fixture(scope="module")
+def tflite_model(tmp_path_factory):
+    pytest.importorskip("litert_torch")
+    from vitdeploy.checkpoints import preprocessing_for
+    from vitdeploy.passes import fold_batchnorm
+    from vitdeploy.synthetic import seeded_model
+    from vitdeploy.targets.tflite import convert_tflite
+
+    model = seeded_model("mobilevit_xxs")
+    fold_batchnorm(model)
+    out = tmp_path_factory.mktemp("tflite") / "mobilevit_xxs.tflite"
+    convert_tflite(model, input_size=(3, 256, 256), preprocessing=preprocessing_for("mobilevit", "hf"),
+                   out=out, labels=LABELS)
+    return out
+
+
+def _tiny_torch_model():
+    import torch
+
+    torch.manual_seed(0)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+            self.fc = torch.nn.Linear(8, len(TINY_LABELS))
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    return Tiny().eval()
+
+
+@pytest.fixture(scope="module")
+def mlpackages(tmp_path_factory):
+    """{"labels": classifier .mlpackage with labels, "logits": logits-only .mlpackage}.
+
+    Made with vitdeploy's convert_coreml when it works, else straight from coremltools
+    (torch.export + ct.convert, ImageType input ``image``) -- the packager must handle both.
+    """
+    ct = pytest.importorskip("coremltools")
+    import torch
+
+    from vitdeploy.checkpoints import preprocessing_for
+    from vitdeploy.errors import ConversionError
+
+    folder = tmp_path_factory.mktemp("coreml")
+    result = {}
+    try:
+        from vitdeploy.targets.coreml import convert_coreml
+
+        for key, labels in (("labels", TINY_LABELS), ("logits", None)):
+            out = folder / f"Tiny_{key}.mlpackage"
+            convert_coreml(_tiny_torch_model(), input_size=(3, 64, 64), preprocessing=preprocessing_for("levit", "timm"),
+                           out=out, labels=labels, count_before=False)
+            result[key] = out
+        result["source"] = "convert_coreml"
+    except (ImportError, ConversionError):
+        exported = torch.export.export(_tiny_torch_model(), (torch.rand(1, 3, 64, 64),)).run_decompositions({})
+        image = ct.ImageType(name="image", shape=(1, 3, 64, 64), scale=1 / 255, bias=[0, 0, 0],
+                             color_layout=ct.colorlayout.RGB)
+        common = dict(inputs=[image], convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
+        classifier = ct.convert(exported, classifier_config=ct.ClassifierConfig(TINY_LABELS), **common)
+        # The metadata convert_coreml writes (user_defined_metadata "vitdeploy" JSON + flat keys).
+        config = {"format": 1, "labels": TINY_LABELS, "preprocessing": preprocessing_for("levit", "timm").to_dict(),
+                  "precision": "fp16"}
+        classifier.user_defined_metadata.update({"vitdeploy": json.dumps(config), "precision": "fp16"})
+        classifier.save(str(folder / "Tiny_labels.mlpackage"))
+        plain = ct.convert(exported, outputs=[ct.TensorType(name="logits")], **common)
+        plain.save(str(folder / "Tiny_logits.mlpackage"))
+        result = {"labels": folder / "Tiny_labels.mlpackage", "logits": folder / "Tiny_logits.mlpackage",
+                  "source": "coremltools"}
+    return result
+
+
+def _written(report) -> dict[str, int]:
+    return {Path(w["path"]).name: w["bytes"] for w in report.written}
+
+
+@pytest.mark.slow
+def test_android_into_harness_copy(tflite_model, tmp_path):
+    from vitdeploy.targets.tflite import read_tflite_metadata
+
+    root = _copy(ANDROID_HARNESS, tmp_path)
+    build_before = (root / "app/build.gradle.kts").read_text()
+    report = package(tflite_model, platform="android", into=root, top_k=3)
+    assets = root / "app/src/main/assets"
+    helper = root / "app/src/main/java/com/vitdeploy/harness" / KOTLIN_HELPER
+    assert (assets / tflite_model.name).read_bytes() == tflite_model.read_bytes()
+    assert read_tflite_metadata(assets / tflite_model.name)["labels"] == LABELS  # metadata + labels kept
+    assert (assets / "labels.txt").read_text().splitlines() == LABELS
+    source = helper.read_text()
+    assert source.startswith("// Generated") and "package com.vitdeploy.harness\n" in source
+    assert "const val INPUT_WIDTH = 256" in source and "const val INPUT_HEIGHT = 256" in source
+    assert "const val NUM_CLASSES = 1000" in source and "const val TOP_K = 3" in source
+    assert "const val CROP_FRACTION = 0.8888889f" in source  # MobileViT: crop 256 of 288
+    assert "@@" not in source
+    assert _written(report) == {tflite_model.name: tflite_model.stat().st_size,
+                                "labels.txt": (assets / "labels.txt").stat().st_size,
+                                KOTLIN_HELPER: helper.stat().st_size}
+    assert report.warnings == []  # the harness keeps .tflite uncompressed and depends on LiteRT
+    assert (root / "app/build.gradle.kts").read_text() == build_before
+    assert not list(assets.glob(".*"))  # no temporary files left behind
+
+    # Same again: identical files are skipped, nothing is rewritten.
+    again = package(tflite_model, platform="android", into=root, top_k=3)
+    assert again.written == [] and len(again.skipped) == 3
+    # A different helper (top_k) must not overwrite without force; nothing at all is written then.
+    helper.write_text(source + "// my edit\n")
+    with pytest.raises(VitdeployError) as e:
+        package(tflite_model, platform="android", into=root, top_k=5)
+    assert KOTLIN_HELPER in _one_line_error(e) and "--force" in str(e.value)
+    assert helper.read_text().endswith("// my edit\n")
+    forced = package(tflite_model, platform="android", into=root, top_k=5, force=True)
+    assert _written(forced) == {KOTLIN_HELPER: helper.stat().st_size}
+    assert "const val TOP_K = 5" in helper.read_text()
+
+
+@pytest.mark.slow
+def test_android_reports_missing_no_compress(tflite_model, tmp_path):
+    root = _copy(ANDROID_HARNESS, tmp_path)
+    build = root / "app/build.gradle.kts"
+    text = build.read_text()
+    stripped = re.sub(r"\n    // \.tflite files must stay.*?\n    androidResources \{\n.*?\n    \}\n", "\n", text, flags=re.S)
+    assert "noCompress" not in stripped
+    build.write_text(stripped)
+    report = package(tflite_model, platform="android", into=root)
+    assert any('androidResources { noCompress += "tflite" }' in w for w in report.warnings)
+    assert build.read_text() == stripped  # the user's build file is reported on, never rewritten
+
+
+@pytest.mark.slow
+def test_android_out_mode(tflite_model, tmp_path):
+    out = tmp_path / "bundle"
+    report = package(tflite_model, platform="android", out=out, android_package="org.example.cam")
+    assert set(_written(report)) == {tflite_model.name, "labels.txt", KOTLIN_HELPER, "README.md"}
+    assert "package org.example.cam\n" in (out / KOTLIN_HELPER).read_text()
+    readme = (out / "README.md").read_text()
+    assert 'noCompress += "tflite"' in readme and "app/src/main/assets/" + tflite_model.name in readme
+    with pytest.raises(VitdeployError):
+        package(tflite_model, platform="android", out=out, android_package="org.other")
+
+
+@pytest.mark.slow
+def test_android_into_plain_module_with_groovy_build(tflite_model, tmp_path):
+    module = tmp_path / "cam"
+    (module / "src/main").mkdir(parents=True)
+    (module / "build.gradle").write_text("plugins { id 'com.android.application' }\nandroid { namespace 'org.example.cam' }\n")
+    (module / "src/main/AndroidManifest.xml").write_text("<manifest/>\n")
+    report = package(tflite_model, platform="android", into=module)
+    assert (module / "src/main/java/org/example/cam" / KOTLIN_HELPER).is_file()
+    assert any("noCompress 'tflite'" in w for w in report.warnings)
+    assert any("com.google.ai.edge.litert:litert" in w for w in report.warnings)
+
+
+# --- the Kotlin helper on the JVM ------------------------------------------------------------
+
+JAVA_STUBS = {
+    "android/content/Context.java": """
+        package android.content;
+        import android.content.res.AssetManager;
+        public class Context {
+            private final AssetManager assets;
+            public Context(AssetManager assets) { this.assets = assets; }
+            public AssetManager getAssets() { return assets; }
+        }""",
+    "android/content/res/AssetManager.java": """
+        package android.content.res;
+        import java.io.*;
+        public final class AssetManager {
+            private final File root; private final boolean compressed;
+            public AssetManager(File root, boolean compressed) { this.root = root; this.compressed = compressed; }
+            public AssetFileDescriptor openFd(String name) throws IOException {
+                if (compressed) throw new FileNotFoundException("This file can not be opened as a file descriptor; it is probably compressed");
+                File f = new File(root, name);
+                if (!f.isFile()) throw new FileNotFoundException(name);
+                return new AssetFileDescriptor(f);
+            }
+            public InputStream open(String name) throws IOException { return new FileInputStream(new File(root, name)); }
+        }""",
+    "android/content/res/AssetFileDescriptor.java": """
+        package android.content.res;
+        import java.io.*;
+        public class AssetFileDescriptor implements Closeable {
+            private final RandomAccessFile file; private final long length;
+            AssetFileDescriptor(File f) throws IOException { file = new RandomAccessFile(f, "r"); length = f.length(); }
+            public FileDescriptor getFileDescriptor() {
+                try { return file.getFD(); } catch (IOException e) { throw new RuntimeException(e); }
+            }
+            public long getStartOffset() { return 0; }
+            public long getDeclaredLength() { return length; }
+            public void close() throws IOException { file.close(); }
+        }""",
+    "android/os/Build.java": """
+        package android.os;
+        public class Build { public static class VERSION { public static final int SDK_INT = 34; } }""",
+    "android/graphics/Bitmap.java": """
+        package android.graphics;
+        public final class Bitmap {
+            public enum Config { ALPHA_8, RGB_565, ARGB_8888, HARDWARE }
+            private final int width, height; private final int[] argb; private final Config config;
+            private Bitmap(int w, int h, int[] argb, Config c) { width = w; height = h; this.argb = argb; config = c; }
+            public static Bitmap createBitmap(int[] colors, int width, int height, Config config) {
+                return new Bitmap(width, height, colors.clone(), config);
+            }
+            public static Bitmap createBitmap(Bitmap src, int x, int y, int w, int h) {
+                if (x < 0 || y < 0 || x + w > src.width || y + h > src.height) throw new IllegalArgumentException("crop outside");
+                int[] out = new int[w * h];
+                for (int r = 0; r < h; r++) for (int c = 0; c < w; c++) out[r * w + c] = src.argb[(y + r) * src.width + x + c];
+                return new Bitmap(w, h, out, src.config);
+            }
+            /** Nearest-neighbour stand-in for Android's filtered scaling (test_package replicates it). */
+            public static Bitmap createScaledBitmap(Bitmap src, int w, int h, boolean filter) {
+                int[] out = new int[w * h];
+                for (int r = 0; r < h; r++) for (int c = 0; c < w; c++) {
+                    int sr = Math.min(src.height - 1, (int) ((r + 0.5) * src.height / h));
+                    int sc = Math.min(src.width - 1, (int) ((c + 0.5) * src.width / w));
+                    out[r * w + c] = src.argb[sr * src.width + sc];
+                }
+                return new Bitmap(w, h, out, src.config);
+            }
+            public int getWidth() { return width; }
+            public int getHeight() { return height; }
+            public Config getConfig() { return config; }
+            public Bitmap copy(Config c, boolean mutable) { return new Bitmap(width, height, argb.clone(), c); }
+            public void getPixels(int[] pixels, int offset, int stride, int x, int y, int w, int h) {
+                for (int r = 0; r < h; r++) for (int c = 0; c < w; c++) pixels[offset + r * stride + c] = argb[(y + r) * width + x + c];
+            }
+        }""",
+    "org/tensorflow/lite/DataType.java": """
+        package org.tensorflow.lite;
+        public enum DataType { FLOAT32, INT32, UINT8, INT64, STRING, BOOL, INT16, INT8 }""",
+    "org/tensorflow/lite/Tensor.java": """
+        package org.tensorflow.lite;
+        public interface Tensor {
+            DataType dataType(); int numBytes(); int[] shape(); QuantizationParams quantizationParams();
+            class QuantizationParams {
+                private final float scale; private final int zeroPoint;
+                public QuantizationParams(float scale, int zeroPoint) { this.scale = scale; this.zeroPoint = zeroPoint; }
+                public float getScale() { return scale; }
+                public int getZeroPoint() { return zeroPoint; }
+            }
+        }""",
+    "org/tensorflow/lite/Interpreter.java": """
+        package org.tensorflow.lite;
+        import java.io.*;
+        import java.nio.ByteBuffer;
+        import java.nio.file.*;
+        /** Records what the helper feeds it and answers with logits prepared by the test. */
+        public final class Interpreter implements AutoCloseable {
+            public static class Options { int threads; public Options setNumThreads(int n) { threads = n; return this; } }
+            private final Path dir = Paths.get(System.getProperty("stub.dir"));
+            public Interpreter(ByteBuffer model, Options options) {
+                byte[] head = new byte[8];
+                model.duplicate().get(head);
+                if (head[4] != 'T' || head[5] != 'F' || head[6] != 'L' || head[7] != '3') throw new IllegalArgumentException("not a tflite model");
+                write("model_bytes.txt", (Integer.toString(model.capacity()) + " " + options.threads).getBytes());
+            }
+            private Tensor spec(String file) {
+                final String[] f;
+                try { f = new String(Files.readAllBytes(dir.resolve(file))).trim().split(" "); } catch (IOException e) { throw new UncheckedIOException(e); }
+                final DataType type = DataType.valueOf(f[0]);
+                final int[] shape = new int[f.length - 3];
+                int n = 1;
+                for (int i = 0; i < shape.length; i++) { shape[i] = Integer.parseInt(f[i + 1]); n *= shape[i]; }
+                final int bytes = n * (type == DataType.FLOAT32 ? 4 : 1);
+                final Tensor.QuantizationParams q = new Tensor.QuantizationParams(Float.parseFloat(f[f.length - 2]), Integer.parseInt(f[f.length - 1]));
+                return new Tensor() {
+                    public DataType dataType() { return type; }
+                    public int numBytes() { return bytes; }
+                    public int[] shape() { return shape.clone(); }
+                    public QuantizationParams quantizationParams() { return q; }
+                };
+            }
+            public Tensor getInputTensor(int i) { return spec("input_spec.txt"); }
+            public Tensor getOutputTensor(int i) { return spec("output_spec.txt"); }
+            public void run(Object input, Object output) {
+                ByteBuffer in = ((ByteBuffer) input).duplicate();
+                byte[] data = new byte[in.remaining()];
+                in.get(data);
+                write("input.bin", data);
+                try { ((ByteBuffer) output).put(Files.readAllBytes(dir.resolve("output.bin"))); } catch (IOException e) { throw new UncheckedIOException(e); }
+            }
+            public void close() {}
+            private void write(String name, byte[] data) {
+                try { Files.write(dir.resolve(name), data); } catch (IOException e) { throw new UncheckedIOException(e); }
+            }
+        }""",
+}
+
+KOTLIN_DRIVER = """
+import android.content.Context
+import android.content.res.AssetManager
+import android.graphics.Bitmap
+import com.vitdeploy.harness.VitdeployClassifier
+import java.io.File
+
+fun main(args: Array<String>) {
+    val dir = File(args[0])
+    val lines = File(dir, "image.txt").readLines()
+    val size = lines[0].split(" ")
+    val pixels = lines[1].split(" ").map { it.toLong().toInt() }.toIntArray()
+    val bitmap = Bitmap.createBitmap(pixels, size[0].toInt(), size[1].toInt(), Bitmap.Config.ARGB_8888)
+    val classifier = VitdeployClassifier(Context(AssetManager(File(args[1]), args[2] == "compressed")))
+    val top = classifier.classify(bitmap, 3)
+    classifier.close()
+    File(dir, "result.txt").writeText(top.joinToString("\\n") { "${it.index}\\t${it.label}\\t${it.probability}" })
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kotlin_build(tflite_model, tmp_path_factory):
+    """The generated helper + driver compiled against the Java stand-ins; returns a run function."""
+    for tool in ("kotlinc", "javac", "java"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (apt-get install -y kotlin default-jdk-headless)")
+    work = tmp_path_factory.mktemp("kotlin")
+    root = _copy(ANDROID_HARNESS, work)
+    package(tflite_model, platform="android", into=root, top_k=3)
+    stubs = work / "stubs"
+    for rel, source in JAVA_STUBS.items():
+        (stubs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stubs / rel).write_text(textwrap.dedent(source).strip() + "\n")
+    classes = work / "classes"
+    subprocess.run(["javac", "-d", str(classes), *map(str, stubs.rglob("*.java"))], check=True,
+                   capture_output=True, text=True)
+    (work / "Driver.kt").write_text(KOTLIN_DRIVER)
+    jar = work / "helper.jar"
+    helper = root / "app/src/main/java/com/vitdeploy/harness" / KOTLIN_HELPER
+    built = subprocess.run(["kotlinc", str(helper), str(work / "Driver.kt"), "-cp", str(classes),
+                            "-include-runtime", "-d", str(jar)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    warnings = [line for line in built.stderr.splitlines() if KOTLIN_HELPER in line and "warning" in line]
+    assert warnings == [], warnings
+    assets = root / "app/src/main/assets"
+
+    def run(case: Path, compressed: bool) -> list[tuple[int, str, float]]:
+        done = subprocess.run(["java", f"-Dstub.dir={case}", "-cp", f"{jar}:{classes}", "DriverKt", str(case),
+                               str(assets), "compressed" if compressed else "mapped"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = [line.split("\t") for line in (case / "result.txt").read_text().splitlines()]
+        return [(int(i), label, float(p)) for i, label, p in rows]
+
+    return run, tflite_model
+
+
+def _expected_crop(rgb: np.ndarray, size: int, fraction: float) -> np.ndarray:
+    """Replicates the helper's centreCrop geometry (float32 math) with the stub's nearest scaling."""
+    h, w = rgb.shape[:2]
+    scale = np.float32(size) / (np.float32(min(w, h)) * np.float32(fraction))
+    sw = max(size, int(np.floor(np.float32(w) * scale + np.float32(0.5))))
+    sh = max(size, int(np.floor(np.float32(h) * scale + np.float32(0.5))))
+    rows = np.minimum(h - 1, ((np.arange(sh) + 0.5) * h / sh).astype(int))
+    cols = np.minimum(w - 1, ((np.arange(sw) + 0.5) * w / sw).astype(int))
+    scaled = rgb[rows][:, cols]
+    top, left = (sh - size) // 2, (sw - size) // 2
+    return scaled[top:top + size, left:left + size]
+
+
+def _write_case(case: Path, rgb: np.ndarray, input_spec: str, output_spec: str, output: bytes) -> None:
+    case.mkdir()
+    h, w = rgb.shape[:2]
+    argb = (0xFF << 24) | (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    (case / "image.txt").write_text(f"{w} {h}\n" + " ".join(str(int(v)) for v in argb.ravel()) + "\n")
+    (case / "input_spec.txt").write_text(input_spec)
+    (case / "output_spec.txt").write_text(output_spec)
+    (case / "output.bin").write_bytes(output)
+
+
+def _softmax_top(logits: np.ndarray, k: int) -> list[tuple[int, float]]:
+    z = np.exp(logits.astype(np.float64) - logits.max())
+    p = z / z.sum()
+    order = sorted(range(len(p)), key=lambda i: (-p[i], i))[:k]
+    return [(i, float(p[i])) for i in order]
+
+
+@pytest.mark.slow
+def test_kotlin_helper_runs_float_model(kotlin_build, tmp_path):
+    """Mapped asset, float32 input: the helper feeds exactly the cropped RGB pixels, NHWC."""
+    from vitdeploy.runtimes.tflite import TFLiteRunner
+
+    run, tflite_model = kotlin_build
+    rgb = np.random.default_rng(0).integers(0, 256, size=(300, 410, 3), dtype=np.uint8)
+    expected_input = _expected_crop(rgb, 256, 256 / 288)
+    logits = TFLiteRunner(tflite_model).predict_pixels(expected_input)[0]
+    case = tmp_path / "float"
+    _write_case(case, rgb, "FLOAT32 1 256 256 3 0 0", "FLOAT32 1 1000 0 0", logits.astype("<f4").tobytes())
+    top = run(case, compressed=False)
+    fed = np.frombuffer((case / "input.bin").read_bytes(), dtype="<f4").reshape(256, 256, 3)
+    np.testing.assert_array_equal(fed, expected_input.astype(np.float32))
+    assert (case / "model_bytes.txt").read_text() == f"{tflite_model.stat().st_size} 4"  # whole file mapped
+    want = _softmax_top(logits, 3)
+    assert [i for i, _, _ in top] == [i for i, _ in want]
+    assert [label for _, label, _ in top] == [LABELS[i] for i, _ in want]
+    np.testing.assert_allclose([p for _, _, p in top], [p for _, p in want], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_kotlin_helper_runs_int8_io_compressed(kotlin_build, tmp_path):
+    """Compressed asset (copied, not mapped) and an int8-I/O interface: quantize in, dequantize out."""
+    run, tflite_model = kotlin_build
+    rgb = np.random.default_rng(1).integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
+    scale_in, zp_in, scale_out, zp_out = 1.0, -128, 0.05, 3
+    quantized_logits = np.random.default_rng(2).integers(-128, 128, size=1000).astype(np.int8)
+    case = tmp_path / "int8"
+    _write_case(case, rgb, f"INT8 1 256 256 3 {scale_in} {zp_in}", f"INT8 1 1000 {scale_out} {zp_out}",
+                quantized_logits.tobytes())
+    top = run(case, compressed=True)
+    fed = np.frombuffer((case / "input.bin").read_bytes(), dtype=np.int8).reshape(256, 256, 3)
+    expected = np.clip(_expected_crop(rgb, 256, 256 / 288).astype(np.int64) + zp_in, -128, 127)
+    np.testing.assert_array_equal(fed, expected.astype(np.int8))
+    assert (case / "model_bytes.txt").read_text() == f"{tflite_model.stat().st_size} 4"
+    want = _softmax_top((quantized_logits.astype(np.float64) - zp_out) * scale_out, 3)
+    assert [i for i, _, _ in top] == [i for i, _ in want]
+    np.testing.assert_allclose([p for _, _, p in top], [p for _, p in want], rtol=1e-5)
+
+
+# --- iOS with real .mlpackage files -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ios_into_harness_copy(mlpackages, tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    model = mlpackages["labels"]
+    report = package(model, platform="ios", into=app)
+    src = app / "VitdeployHarness"
+    assert (src / model.name / "Manifest.json").is_file()
+    assert (src / "Tiny_labels_labels.txt").read_text().splitlines() == TINY_LABELS
+    swift = (src / SWIFT_HELPER).read_text()
+    assert report.project_edit == "pbxproj"
+    assert report.project["target_name"] == "VitdeployHarness" and "pbx_text" not in report.project
+    json.dumps(report.to_dict())  # JSON-able for --json output
+    names = set(_written(report))
+    assert names == {model.name, "Tiny_labels_labels.txt", SWIFT_HELPER, "project.pbxproj"}
+
+    pbx_text = (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text()
+    assert _ids_consistent(pbx_text) == [] and dangling_references(parse_pbxproj(pbx_text)) == []
+    objects = parse_pbxproj(pbx_text)["objects"]
+    paths = {o.get("path") for o in objects.values() if o.get("isa") == "PBXFileReference"}
+    assert {model.name, "Tiny_labels_labels.txt", SWIFT_HELPER} <= paths
+    # Swift helper: structure (it cannot be compiled on Linux).
+    assert 'public static let modelName = "Tiny_labels"' in swift
+    assert 'public static let inputName = "image"' in swift
+    assert "public static let inputWidth = 64" in swift and "public static let inputHeight = 64" in swift
+    assert 'public static let labelsResource: String? = "Tiny_labels_labels.txt"' in swift
+    assert "public static let isClassifier = true" in swift
+    assert "public static let cropFraction: Double = 0.875" in swift  # LeViT preprocessing: crop 224 of 256
+    assert "computeUnits: MLComputeUnits = .all" in swift  # float16 model
+    assert "func classify(_ pixelBuffer: CVPixelBuffer" in swift and "VNCoreMLRequest" in swift
+    assert "configuration.computeUnits = computeUnits" in swift and "@@" not in swift
+    assert swift.count("{") == swift.count("}") and swift.count("(") == swift.count(")")
+    # No second copy on re-run, no overwrite of a user's change without force.
+    again = package(model, platform="ios", into=app)
+    assert again.written == [] and again.project_edit == "none"
+    assert (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text() == pbx_text
+    (src / SWIFT_HELPER).write_text(swift.replace("defaultTopK = 5", "defaultTopK = 2"))
+    with pytest.raises(VitdeployError) as e:
+        package(model, platform="ios", into=app)
+    assert SWIFT_HELPER in _one_line_error(e)
+    forced = package(model, platform="ios", into=app, force=True)
+    assert set(_written(forced)) == {SWIFT_HELPER}
+    assert (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text() == pbx_text
+
+
+@pytest.mark.slow
+def test_ios_logits_model_out_mode(mlpackages, tmp_path):
+    model = mlpackages["logits"]
+    report = package(model, platform="ios", out=tmp_path / "out", top_k=3)
+    names = set(_written(report))
+    labels_file = "Tiny_logits_labels.txt"
+    assert names == {model.name, SWIFT_HELPER, "README.md"}  # no labels in the model: no labels file
+    assert not (tmp_path / "out" / labels_file).exists()
+    assert any("no labels" in w for w in report.warnings)
+    swift = (tmp_path / "out" / SWIFT_HELPER).read_text()
+    assert "public static let isClassifier = false" in swift
+    assert 'public static let logitsOutput = "logits"' in swift and "softmax" in swift
+    assert "public static let defaultTopK = 3" in swift
+    assert "Tiny_logits.mlpackage" in (tmp_path / "out" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_ios_synchronized_folder_drops_files(mlpackages, tmp_path):
+    app = _synchronized_app(tmp_path)
+    before = (app / "MyApp.xcodeproj/project.pbxproj").read_text()
+    report = package(mlpackages["labels"], platform="ios", into=app)
+    assert report.project_edit == "synchronized-folder"
+    assert (app / "MyApp" / SWIFT_HELPER).is_file() and (app / "MyApp" / mlpackages["labels"].name).is_dir()
+    assert (app / "MyApp.xcodeproj/project.pbxproj").read_text() == before
+    assert "project.pbxproj" not in _written(report)
+
+
+@pytest.mark.slow
+def test_ios_model_name_must_be_an_identifier(mlpackages, tmp_path):
+    renamed = tmp_path / "my-model.mlpackage"
+    shutil.copytree(mlpackages["labels"], renamed)
+    with pytest.raises(VitdeployError) as e:
+        package(renamed, platform="ios", out=tmp_path / "o")
+    assert "not a valid identifier" in _one_line_error(e)
