@@ -134,6 +134,15 @@ def test_timm_mobilevit_is_rgb_and_cvnets_is_bgr(tmp_path):
     cvnets = checkpoints.load(_write(to_cvnets(model), tmp_path / "c.pt"))
     assert timm.preprocessing.channel_order == "RGB" and cvnets.preprocessing.channel_order == "BGR"
     assert (timm.preprocessing.crop, cvnets.preprocessing.resize) == (256, 288)
+    assert (timm.preprocessing.resize, timm.preprocessing.interpolation) == (284, "bicubic")  # timm crop_pct 0.9
+
+
+def test_levit_resize_follows_source(tmp_path):
+    model = create_model("levit_128s")
+    timm = checkpoints.load(_write(model.state_dict(), tmp_path / "t.safetensors"))
+    official = checkpoints.load(_write(to_official(model), tmp_path / "o.pth", "model"))
+    assert (timm.preprocessing.resize, official.preprocessing.resize) == (248, 256)
+    assert timm.preprocessing.mean == official.preprocessing.mean
 
 
 def test_variant_override_and_mismatch(tmp_path):

@@ -7,9 +7,14 @@ Exit codes: 0 ok, 1 a check failed, 2 bad input or usage.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
+
+# The converters' C++ runtimes log INFO lines to stderr; users want vitdeploy's own lines only.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GLOG_minloglevel", "2")
 
 from . import __version__
 from .errors import CheckFailed, VitdeployError

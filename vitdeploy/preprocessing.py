@@ -66,8 +66,11 @@ LEVIT = Preprocessing("RGB", 1 / 255, IMAGENET_MEAN, IMAGENET_STD, 256, 224, "bi
                       "LeViT (official/timm/HF): RGB, ImageNet mean/std")
 MOBILEVIT_BGR = Preprocessing("BGR", 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 288, 256, "bilinear",
                               "MobileViT ml-cvnets / HF weights: BGR in 0..1")
-MOBILEVIT_RGB = Preprocessing("RGB", 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 288, 256, "bilinear",
-                              "MobileViT timm: RGB in 0..1")
+# timm evaluates with crop_pct 0.9: the shorter side is resized to crop / 0.9 (bicubic).
+MOBILEVIT_RGB = Preprocessing("RGB", 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 284, 256, "bicubic",
+                              "MobileViT timm: RGB in 0..1, timm eval resize (crop_pct 0.9)")
+LEVIT_TIMM = Preprocessing("RGB", 1 / 255, IMAGENET_MEAN, IMAGENET_STD, 248, 224, "bicubic",
+                           "LeViT timm: RGB, ImageNet mean/std, timm eval resize (crop_pct 0.9)")
 
 
 def load_image_rgb(path: str | Path, pre: Preprocessing) -> np.ndarray:

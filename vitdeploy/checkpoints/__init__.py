@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from ..models import VARIANTS, create_model, variant_info
-from ..preprocessing import LEVIT, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing
+from ..preprocessing import LEVIT, LEVIT_TIMM, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing
 from .layouts import LAYOUTS, detect_layout, to_canonical
 from .reader import RawCheckpoint, read_checkpoint, sha256_of
 
@@ -66,9 +66,9 @@ class Checkpoint:
 
 
 def preprocessing_for(family: str, layout: str) -> Preprocessing:
-    """The input convention of a checkpoint source."""
+    """The input convention of a checkpoint source (timm checkpoints: timm's own evaluation resize)."""
     if family == "levit":
-        return LEVIT
+        return LEVIT_TIMM if layout in ("timm", "timm-conv") else LEVIT
     return MOBILEVIT_RGB if layout == "timm" else MOBILEVIT_BGR
 
 
