@@ -37,6 +37,9 @@ FRAGILE_FIRST = ("LOGISTIC", "SOFTMAX", "HARD_SWISH", "GELU", "MEAN", "RSQRT", "
 # Layout-only ops: their int8 version copies values, so float fallback cannot help accuracy.
 _LAYOUT_OPS = {"RESHAPE", "TRANSPOSE", "SLICE", "STRIDED_SLICE", "PAD", "PADV2", "SPLIT", "PACK", "UNPACK",
                "GATHER", "GATHER_ND", "BROADCAST_TO", "SPACE_TO_DEPTH", "MIRROR_PAD"}
+# Ops that hold the weights: int8 exists for them (size, speed), so they are never fallback
+# candidates; when they are what breaks accuracy, dynamic-range quantization is the right mode.
+_WEIGHT_OPS = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP"}
 _SKIP_IN_REPORT = {"QUANTIZE", "DEQUANTIZE"}
 # Activation-range statistics tried for calibration (see _calibrate).
 CALIBRATION_STATISTICS = ("moving_average", "min_max")
@@ -161,7 +164,8 @@ class FallbackGroup:
 def fallback_candidates(float_model: bytes) -> dict[str, FallbackGroup]:
     """Op types and module classes (from litert-torch's tensor names) whose float fallback may help.
 
-    Layout-only ops are left out: their int8 version only moves values.
+    Layout-only ops are left out (their int8 version only moves values), and so are the weight
+    layers (conv, fully connected) and any module group containing them.
     """
     from ai_edge_quantizer import qtyping
 
@@ -171,14 +175,16 @@ def fallback_candidates(float_model: bytes) -> dict[str, FallbackGroup]:
     for op_type, tensor_name in _ops_with_output_names(float_model):
         if op_type not in supported or op_type in _LAYOUT_OPS:
             continue
-        by_type[op_type] += 1
+        if op_type not in _WEIGHT_OPS:
+            by_type[op_type] += 1
         for module in _leaf_module_classes(tensor_name):
             by_module.setdefault(module, Counter())[op_type] += 1
     order = {op: i for i, op in enumerate(FRAGILE_FIRST)}
     groups = {op: FallbackGroup(op, "op_type", op, ((op, n),))
               for op, n in sorted(by_type.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))}
     for module, counts in sorted(by_module.items()):
-        if module in groups or len(counts) == 0:
+        same_as_op_type = len(counts) == 1 and by_type.get(next(iter(counts))) == sum(counts.values())
+        if module in groups or not counts or _WEIGHT_OPS & set(counts) or same_as_op_type:
             continue
         groups[module] = FallbackGroup(module, "module", rf"\.{re.escape(module)}_[^/;]*;",
                                        tuple(sorted(counts.items())))
@@ -192,7 +198,7 @@ def _leaf_module_classes(tensor_name: str) -> set[str]:
         last = part.rsplit("/", 1)[-1].rsplit(".", 1)[-1]  # "LayerNorm_norm2" = class + "_" + attribute
         if "_" in last:
             classes.add(last.split("_", 1)[0])
-    return {c for c in classes if c.isidentifier()}
+    return {c for c in classes if c.isidentifier() and c[0].isupper()}  # class names, not "serving_default"
 
 
 def _ops_with_output_names(model: bytes) -> list[tuple[str, str]]:

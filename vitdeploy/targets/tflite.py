@@ -354,7 +354,7 @@ def add_metadata(model_bytes: bytes, *, config: dict, preprocessing: Preprocessi
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     entries = {
         TFLITE_METADATA: _model_metadata_flatbuffer(config, preprocessing, labels, name),
-        VITDEPLOY_METADATA: json.dumps(config, sort_keys=True).encode(),
+        VITDEPLOY_METADATA: json.dumps(config, sort_keys=True, default=str).encode(),
     }
     kept = [m for m in (model.metadata or []) if _decode(m.name) not in entries]
     for key, blob in entries.items():
