@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,13 +139,25 @@ def test_usage_error_is_exit_2():
     assert run("no-such-command").exit_code == 2
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    result = run("demo", "-o", tmp_path, "--json")
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path, mobilevit_cvnets):
+    result = run("demo", mobilevit_cvnets[0], "-o", tmp_path, "--quick", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
-    variants = [m["variant"] for m in summary["models"]]
-    assert variants == ["mobilevit_xs", "levit_128s"]
-    for m in summary["models"]:
-        assert m["bn_folding"]["batchnorm_after"] == 0
-        assert m["folded_max_rel_diff"] < 1e-4
-        assert len(set(m["top1_classes"])) > 3  # the stand-in models tell images apart
+    (model,) = summary["models"]
+    assert model["variant"] == "mobilevit_xxs" and model["layout"] == "cvnets"
+    assert model["bn_folding"]["batchnorm_after"] == 0 and model["folded_max_rel_diff"] < 1e-4
+    assert len(set(model["top1_classes"])) > 3  # the stand-in model tells images apart
+    tflite = next(a for a in model["artifacts"] if a["target"] == "tflite")
+    assert tflite["status"] == "ok" and tflite["parity"] == "pass"
+    assert (tmp_path / "mobilevit_xxs").is_dir() and (tmp_path / "summary.json").is_file()
+    assert Path(tflite["report"]).is_file()
+    assert model["latency"]["tflite fp32"]["median_ms"] > 0
+
+
+def test_demo_defaults_write_seeded_checkpoints(tmp_path):
+    from vitdeploy.demo import run_demo
+
+    summary = run_demo([], tmp_path, echo=None, convert=False)
+    assert [m["variant"] for m in summary["models"]] == ["mobilevit_xs", "levit_128s"]
+    assert all(m["bn_folding"]["batchnorm_after"] == 0 for m in summary["models"])
