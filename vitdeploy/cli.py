@@ -184,10 +184,11 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
               help="Prebuilt Android harness APK(s) to install (app and test APK).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Seconds before a device run is abandoned.")
 @click.option("--variant", help="Override variant detection (checkpoints).")
+@click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def profile(model: str, device: str, runs: int, warmup: int, threads: int, device_threads: str,
             compute_units: str | None, harness_apks: tuple[str, ...], timeout_s: float, variant: str | None,
-            as_json: bool) -> None:
+            report_dir: str | None, as_json: bool) -> None:
     """Latency of MODEL (checkpoint or artifact) on the host or a phone: load, first run, min/median/p90/mean/std."""
     from .profile import profile as run_profile
 
@@ -199,10 +200,27 @@ def profile(model: str, device: str, runs: int, warmup: int, threads: int, devic
     result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
                          progress=not as_json, compute_units=units, device_threads=dthreads,
                          harness_apks=harness_apks, timeout_s=timeout_s)
+    if report_dir:
+        from .reports import write_report
+
+        write_report(report_dir, kind="profile", data=_profile_report_data(result))
     if as_json:
         _echo_json(result)
         return
     _print_profile(result)
+
+
+def _profile_report_data(result: dict) -> dict:
+    """Device runs report one latency list per config; the report plots the first that ran."""
+    if "runs_ms" in result:
+        return result
+    ran = next((c for c in result.get("configs", []) if c.get("latencies_ms")), None)
+    data = {k: v for k, v in result.items() if k not in ("configs", "request", "result", "output")}
+    data["configs"] = [{k: v for k, v in c.items() if k != "outputs"} for c in result.get("configs", [])]
+    if ran:
+        data["runs_ms"] = ran["latencies_ms"]
+        data["median_ms"] = ran.get("median_ms")
+    return data
 
 
 def _print_profile(r: dict) -> None:
@@ -254,6 +272,80 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
         click.echo(format_build_table(summary))
     if summary["failed"]:
         raise CheckFailed(f"{summary['failed']} of {len(summary['cells'])} cells failed")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=str))
+@click.option("--checkpoint", required=True, type=click.Path(path_type=str), help="The PyTorch reference checkpoint.")
+@click.option("--images", "images_dir", type=click.Path(path_type=str),
+              help="Directory of images (default: the built-in natural-image set).")
+@click.option("--n-images", default=16, show_default=True, type=click.IntRange(1, None))
+@click.option("--n-random", default=4, show_default=True, type=click.IntRange(0, None),
+              help="Seeded random tensors, reported separately.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Tolerance preset (default: read from the artifact).")
+@click.option("--tol", "tolerances", multiple=True, metavar="KEY=VALUE",
+              help="Override one tolerance, e.g. --tol cosine_min=0.995 (repeatable; VALUE 'none' disables).")
+@click.option("--localize", "do_localize", is_flag=True, help="Also find the block where divergence starts.")
+@click.option("--variant", help="Override variant detection for the checkpoint.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None))
+@click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto", show_default=True)
+@click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int, n_random: int,
+           precision: str | None, tolerances: tuple[str, ...], do_localize: bool, variant: str | None, threads: int,
+           runtime: str, report_dir: str | None, as_json: bool) -> None:
+    """Check ARTIFACT against the PyTorch CHECKPOINT; exit 1 naming the metric that failed."""
+    from .parity import localize, parse_overrides, run_parity
+
+    result = run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images if not images_dir else None,
+                        n_random=n_random, tolerances=parse_overrides(tolerances) or None, threads=threads,
+                        precision=precision, variant=variant, runtime=runtime)
+    data = result.to_dict()
+    if do_localize:
+        loc = localize(artifact, checkpoint, images_dir=images_dir, variant=variant, precision=result.precision)
+        data["localization"] = loc.to_dict()
+    if report_dir:
+        from .reports import write_report
+
+        write_report(report_dir, kind="parity", data=data)
+    if as_json:
+        _echo_json(data)
+    else:
+        click.echo(result.summary())
+        if do_localize:
+            click.echo(loc.table())
+        if report_dir:
+            click.echo(f"report: {report_dir}/report.html")
+    if not result.passed:
+        raise CheckFailed("; ".join(f.describe() for f in result.failures))
+
+
+@main.command("eval")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=str),
+              help="ImageFolder layout: one subfolder per class (sorted order = class index), or labels.txt.")
+@click.option("--limit-per-class", type=click.IntRange(1, None), help="Evaluate at most this many images per class.")
+@click.option("--variant", help="Override variant detection for checkpoints.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None))
+@click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto", show_default=True)
+@click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None, variant: str | None, threads: int,
+             runtime: str, report_dir: str | None, as_json: bool) -> None:
+    """Top-1/top-5 accuracy of MODELS (checkpoints and artifacts) side by side on a labelled image set."""
+    from .parity import evaluate
+
+    result = evaluate(list(models), data_dir, threads=threads, limit_per_class=limit_per_class, variant=variant,
+                      runtime=runtime)
+    if report_dir:
+        from .reports import write_report
+
+        write_report(report_dir, kind="eval", data=result.to_dict())
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        click.echo(result.table())
 
 
 @main.command("package")

@@ -151,7 +151,7 @@ def _check_parity(artifact: Path, ckpt: Path, recipe: Recipe, precision: str, qu
     tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
     result = run_parity(artifact, ckpt, n_images=n_images, tolerances=tolerances)
     return {"parity": "pass" if result.passed else "FAIL", "cosine_min": result.natural.get("cosine_min"),
-            "top1_agreement": result.natural.get("top1"), "parity_failures": [str(f) for f in result.failures]}
+            "top1_agreement": result.natural.get("top1"), "parity_failures": [f.describe() for f in result.failures]}
 
 
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:
