@@ -87,3 +87,29 @@ def test_convert_bad_options(converted, tmp_path):
         result = CliRunner().invoke(main, ["convert", str(ckpt), *map(str, extra), "-o", str(out)])
         assert result.exit_code == 2 and message in result.output, result.output
         assert not out.exists()
+
+
+def test_profile_on_emulated_pixel7_through_the_cli(converted, tmp_path, monkeypatch):
+    """`vitdeploy profile M.tflite --device pixel7`: real adb client, emulated phone, on-device parity, report."""
+    import shutil
+
+    from adb_emulator import AdbEmulator, pixel7
+
+    if shutil.which("adb") is None:
+        pytest.skip("adb client not installed (apt-get install adb)")
+    _, out, _ = converted
+    with AdbEmulator() as emu:
+        emu.add(pixel7("EMU7CLI", tmp_path / "dev"))
+        monkeypatch.setenv("ADB_SERVER_SOCKET", emu.socket_spec)
+        result = run("profile", out, "--device", "pixel7", "--runs", "3", "--warmup", "1", "--device-threads", "1",
+                     "--compute-units", "xnnpack,gpu", "--report", tmp_path / "report", "--json")
+        assert result.exit_code == 0, result.output
+        r = json.loads(result.output)
+        assert r["serial"] == "EMU7CLI"
+        (cpu,) = [p for p in r["parity"] if "cosine" in p]
+        assert cpu["cosine"] > 0.99999 and cpu["top1_match"]  # the phone's output equals the host's
+        assert any(p.get("error") for p in r["parity"])  # no GPU on the emulated phone: reported, not fatal
+        assert (tmp_path / "report" / "report.html").is_file()
+        text = run("profile", out, "--device", "EMU7CLI", "--runs", "2", "--warmup", "0", "--device-threads", "1",
+                   "--compute-units", "xnnpack")
+        assert text.exit_code == 0 and "xnnpack-1t" in text.output

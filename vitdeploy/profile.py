@@ -98,6 +98,7 @@ def _profile_device(path: Path, device: str, *, runs, warmup, compute_units, thr
                                harness_apks=harness_apks, adb=adb, server_socket=server_socket)
     reference = np.asarray(runner.predict_nchw(runner.preprocessing.normalize(rgb)), dtype=np.float32).reshape(-1)
     result["parity"] = _parity_per_config(result, reference)
+    result["model"] = str(path)
     return result
 
 

@@ -1,0 +1,521 @@
+"""Layer-wise localization: where does an artifact start to diverge from its checkpoint?
+
+Reference intermediates come from forward hooks on the PyTorch model's blocks
+(LeViT: ``stem``, ``stages.i.downsample``, ``stages.i.blocks.j``; MobileViT: ``stem``,
+``stages.i.j``, ``final_conv``). Artifact intermediates:
+
+* TFLite: a LiteRT interpreter with ``experimental_preserve_all_tensors=True`` and no XNNPACK
+  delegate (a delegate fuses the graph into one node whose insides are not kept), every op's
+  output read after ``invoke`` (int8 tensors dequantized with their scale/zero point).
+* Core ML: the MIL interpreter's ``predict(..., keep=True)`` values, in program order.
+
+Mapping artifact tensors to blocks:
+
+* **by name** -- litert-torch keeps the PyTorch module scope of every op in the tensor name
+  (``.../Sequential_stages/LevitStage_2/Sequential_blocks/LevitBlock_1;...``, each segment
+  ``<class>_<attribute>``); the module path is recovered from it and the block's output is the
+  last tensor, in execution order, produced inside the block whose size fits the block's output.
+  Names that spell the path with separators (``stages_2_blocks_1_...``, as MIL value names from
+  ``torch.export`` graphs can) are matched too.
+* **by shape** (fallback, blocks with no named tensor) -- the tensors after the previous block's
+  match whose element count equals the block output's, under each layout that fits (same
+  shape, NHWC for NCHW, (C, N) for (N, C) tokens), the best cosine to the reference wins.
+  Caveat: a corrupted block whose residual passes its input through may be matched to that
+  (uncorrupted) input, which shifts the blame one block later.
+
+Per block: relative L2 and cosine between the reference output and the artifact tensor.
+``first_divergent`` is the first block whose relative L2 exceeds the divergence threshold
+(the precision preset's ``rel_l2_max``), ``jumps`` the blocks where the error grows the most
+relative to the block before (errors under 5 % of the threshold -- the precision's own rounding
+noise -- count as that floor). The logits row compares the artifact's real output.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VitdeployError
+
+# Block relative L2 below this is "no error" when computing jump ratios (float32 noise).
+_NOISE_FLOOR = 1e-6
+
+
+# ----------------------------------------------------------------------------- reference side
+
+
+def block_names(model) -> list[str]:
+    """The blocks whose outputs localization compares, in the model's module order."""
+    import torch
+
+    names = dict(model.named_modules())
+    family = getattr(model, "family", None)
+    out: list[str] = []
+    if family == "levit":
+        out.append("stem")
+        for i, stage in enumerate(model.stages):
+            if not isinstance(stage.downsample, torch.nn.Identity):
+                out.append(f"stages.{i}.downsample")
+            out += [f"stages.{i}.blocks.{j}" for j in range(len(stage.blocks))]
+    elif family == "mobilevit":
+        out.append("stem")
+        for i, stage in enumerate(model.stages):
+            out += [f"stages.{i}.{j}" for j in range(len(stage))]
+        out.append("final_conv")
+    else:  # any other network: its top-level children
+        out = [n for n, _ in model.named_children()]
+    return [n for n in out if n in names]
+
+
+def reference_intermediates(model, x: np.ndarray, blocks: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({block: output (N, ...) float32}, logits) from forward hooks, blocks in execution order."""
+    import torch
+
+    modules = dict(model.named_modules())
+    captured: dict[str, np.ndarray] = {}
+    handles = []
+
+    def hook(name):
+        def fn(_module, _inputs, output):
+            if isinstance(output, torch.Tensor):
+                captured[name] = output.detach().float().numpy().copy()
+        return fn
+
+    for name in blocks:
+        handles.append(modules[name].register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            logits = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    finally:
+        for h in handles:
+            h.remove()
+    if not isinstance(logits, torch.Tensor):
+        logits = getattr(logits, "logits", logits[0])
+    return captured, logits.numpy()
+
+
+# ----------------------------------------------------------------------------- artifact side
+
+
+@dataclass
+class ArtifactTensors:
+    """Per-sample intermediate values of an artifact, in execution order."""
+
+    names: list[str]
+    values: list[np.ndarray]  # each (N, *shape_without_batch) float32, N = images
+    kind: str
+    logits: np.ndarray | None = None  # (N, classes): the model's own output
+
+
+def _tflite_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) -> ArtifactTensors:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from ..targets.tflite import read_tflite_metadata
+
+    import warnings as _w
+
+    config = read_tflite_metadata(path).get("vitdeploy") or {}
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")  # "preserve_all_tensors is for debugging": that is what this is
+        interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    shape = [int(v) for v in inp["shape"]]
+    layout = (config.get("input") or {}).get("layout")
+    if layout is None:
+        layout = "NCHW-raw" if len(shape) == 4 and shape[1] == 3 else "NHWC-pixels"
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    order: list[int] = []
+    seen = set()
+    for op in interpreter._get_ops_details():  # execution order; the public API has no op list
+        if op.get("op_name") == "DELEGATE":
+            continue
+        for idx in op["outputs"]:
+            if idx >= 0 and idx not in seen and idx in details:
+                seen.add(idx)
+                order.append(idx)
+    per_sample: dict[int, list[np.ndarray]] = {i: [] for i in order}
+    out_detail = interpreter.get_output_details()[0]
+    outputs = []
+    for image in rgb:
+        if layout == "NCHW-raw":
+            feed = pre.normalize(image[None])
+        else:
+            feed = image[None].astype(np.float32)
+        dtype = np.dtype(inp["dtype"])
+        if dtype.kind != "f":
+            scale, zero = inp["quantization"]
+            info = np.iinfo(dtype)
+            feed = np.clip(np.round(feed / scale) + zero, info.min, info.max)
+        interpreter.set_tensor(inp["index"], feed.astype(dtype))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out_detail["index"])
+        if np.dtype(y.dtype).kind in "iu":
+            scale, zero = out_detail["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        outputs.append(np.asarray(y, dtype=np.float32).reshape(-1))
+        for idx in order:
+            t = details[idx]
+            if int(np.prod(t["shape"])) not in wanted_sizes:
+                continue
+            try:
+                value = interpreter.get_tensor(idx)
+            except ValueError:  # a tensor the runtime did not keep
+                continue
+            if np.dtype(value.dtype).kind in "iu":
+                scale, zero = t["quantization"]
+                if not scale:
+                    continue  # integer index tensors, not activations
+                value = (value.astype(np.float32) - zero) * scale
+            elif np.dtype(value.dtype).kind != "f":
+                continue
+            per_sample[idx].append(np.asarray(value, dtype=np.float32).reshape(-1))
+    names, values = [], []
+    for idx in order:
+        if len(per_sample[idx]) == len(rgb):
+            names.append(details[idx]["name"])
+            values.append(np.stack(per_sample[idx]))
+    return ArtifactTensors(names, values, "tflite", np.stack(outputs))
+
+
+def _coreml_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) -> ArtifactTensors:
+    from ..runtimes.coreml_mil import MILInterpreter
+
+    interp = MILInterpreter.load(path)
+    if len(interp.input_names) != 1:
+        raise VitdeployError(f"{path}: localization needs a single-input model, found {interp.input_names}")
+    name = interp.input_names[0]
+    spec = interp.input_specs[name]
+    collected: dict[str, list[np.ndarray]] = {}
+    order: list[str] = []
+    outputs = []
+    for image in rgb:
+        if spec.get("kind") == "image":
+            feed = image
+        else:
+            feed = pre.normalize(image[None])
+            shape = spec.get("shape")
+            if shape and len(shape) == 3:
+                feed = feed[0]
+        result = interp.predict({name: feed}, keep=True)
+        out = result.get("logits")
+        if out is None:  # the first float output with one value per class
+            out = next((v for v in result.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                        and v.ndim >= 1), None)
+        if out is not None:
+            outputs.append(np.asarray(out, dtype=np.float32).reshape(-1))
+        for key, value in interp.last_intermediates.items():
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "f" or arr.size not in wanted_sizes:
+                continue
+            if key not in collected:
+                collected[key] = []
+                order.append(key)
+            collected[key].append(arr.astype(np.float32).reshape(-1))
+    names = [k for k in order if len(collected[k]) == len(rgb)]
+    logits = np.stack(outputs) if len(outputs) == len(rgb) else None
+    return ArtifactTensors(names, [np.stack(collected[k]) for k in names], "coreml", logits)
+
+
+# ----------------------------------------------------------------------------- name mapping
+
+
+def _scope_paths(tensor_name: str) -> list[list[str]]:
+    """Module attribute paths encoded in a litert-torch tensor name (one per ';'-joined location)."""
+    paths = []
+    for part in tensor_name.split(";"):
+        if "/" not in part:
+            continue
+        attrs = []
+        for segment in part.split("/"):
+            last = segment.rsplit(".", 1)[-1]  # drop the module path of the class
+            cls, sep, attr = last.partition("_")
+            while cls == "" and sep:  # private class names (_Foo_attr)
+                cls, sep, attr = attr.partition("_")
+            attrs.append(attr if sep else "")
+        paths.append(attrs)
+    return paths
+
+
+def _module_path(attrs: list[str], known: set[str]) -> str | None:
+    """The longest suffix of ``attrs`` (after the converter's wrappers) that is a module of the model."""
+    for start in range(len(attrs)):
+        path = ".".join(a for a in attrs[start:] if a)
+        if path in known:
+            return path
+    return None
+
+
+def _block_of(path: str, blocks: list[str]) -> str | None:
+    best = None
+    for b in blocks:
+        if path == b or path.startswith(b + "."):
+            if best is None or len(b) > len(best):
+                best = b
+    return best
+
+
+def _token_block(name: str, blocks: list[str]) -> str | None:
+    """Blocks spelled inside a flat name (``stages_2_blocks_1_attn``), the deepest that matches."""
+    tokens = [t for t in re.split(r"[^A-Za-z0-9]+", name) if t]
+    best = None
+    for b in blocks:
+        bt = b.split(".")
+        for i in range(len(tokens) - len(bt) + 1):
+            if tokens[i:i + len(bt)] == bt:
+                if best is None or len(b) > len(best):
+                    best = b
+                break
+    return best
+
+
+def _name_blocks(names: list[str], blocks: list[str], known: set[str]) -> list[str | None]:
+    out = []
+    for name in names:
+        block = None
+        for attrs in _scope_paths(name):
+            path = _module_path(attrs, known)
+            if path is not None:
+                block = _block_of(path, blocks)
+                if block is not None:
+                    break
+        if block is None and "/" not in name:
+            block = _token_block(name, blocks)
+        out.append(block)
+    return out
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def _layouts(ref_shape: tuple[int, ...]) -> list[tuple[str, callable]]:
+    """Ways an artifact tensor (flattened per sample) may hold a reference output of ``ref_shape``."""
+    out = [("same", lambda v: v)]
+    if len(ref_shape) == 3:  # (C, H, W) held as (H, W, C)
+        c, h, w = ref_shape
+        out.append(("NHWC", lambda v: v.reshape(len(v), h, w, c).transpose(0, 3, 1, 2).reshape(len(v), -1)))
+    if len(ref_shape) == 2:  # tokens (N, C) held as (C, N)
+        n, c = ref_shape
+        out.append(("transposed", lambda v: v.reshape(len(v), c, n).transpose(0, 2, 1).reshape(len(v), -1)))
+    return out
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    value = float(a @ b / max(na * nb, 1e-30))
+    return value if math.isfinite(value) else -1.0
+
+
+def _best_layout(value: np.ndarray, ref: np.ndarray) -> tuple[str, np.ndarray, float]:
+    best = None
+    for name, fn in _layouts(ref.shape[1:]):
+        v = fn(value)
+        cos = _cosine(v, ref.reshape(len(ref), -1))
+        if best is None or cos > best[2]:
+            best = (name, v, cos)
+    return best
+
+
+# ----------------------------------------------------------------------------- result
+
+
+@dataclass
+class LocalizationResult:
+    artifact: str
+    checkpoint: str
+    precision: str
+    threshold: float  # rel L2 above which a block counts as divergent
+    blocks: list[dict]  # block, rel_l2, cosine, cosine_min, max_abs, tensor, match, layout
+    first_divergent: str | None
+    jumps: list[dict]  # [{"block", "ratio", "rel_l2", "previous_rel_l2"}], largest first
+    logits: dict  # rel_l2 / cosine of the final logits on the same images
+    n_images: int
+    mapping: dict  # {"by_name": k, "by_shape": k, "unmatched": k}
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"kind": "localization", "artifact": self.artifact, "checkpoint": self.checkpoint,
+                "precision": self.precision, "threshold": self.threshold, "blocks": self.blocks,
+                "first_divergent": self.first_divergent, "jumps": self.jumps, "logits": self.logits,
+                "n_images": self.n_images, "mapping": self.mapping, "warnings": self.warnings,
+                "seconds": self.seconds}
+
+    def table(self) -> str:
+        """A text table: block, relative L2, cosine, how the tensor was found; divergent rows marked."""
+        rows = [("block", "rel L2", "cosine", "match", "")]
+        for b in self.blocks:
+            mark = ""
+            if b["block"] == self.first_divergent:
+                mark = "<- diverges here"
+            elif self.jumps and b["block"] == self.jumps[0]["block"]:
+                mark = "<- largest jump"
+            if b["rel_l2"] is None:
+                rows.append((b["block"], "-", "-", "unmatched", mark))
+            else:
+                rows.append((b["block"], f"{b['rel_l2']:.3e}", f"{b['cosine']:.6f}",
+                             f"{b['match']}/{b['layout']}", mark))
+        rows.append(("logits", f"{self.logits['rel_l2']:.3e}", f"{self.logits['cosine']:.6f}", "output", ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths[:4]))
+        verdict = (f"divergence starts at {self.first_divergent} (rel L2 above {self.threshold:g})"
+                   if self.first_divergent else f"no block above rel L2 {self.threshold:g}")
+        if self.jumps:
+            verdict += "; largest jumps: " + ", ".join(f"{j['block']} (x{j['ratio']:.3g})" for j in self.jumps)
+        return "\n".join(lines + [verdict])
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | Path | None = None,
+             n_images: int = 4, seed: int = 0, variant: str | None = None, by: str = "auto",
+             precision: str | None = None, threshold: float | None = None, n_jumps: int = 3) -> LocalizationResult:
+    """Per-block error of ``artifact`` against ``checkpoint``; names where the divergence starts.
+
+    ``by``: ``auto`` (names where the converter kept module paths, shapes for the rest),
+    ``names`` (names only) or ``shapes`` (ignore names). ``threshold``: block rel L2 counted as
+    divergent (default: the precision preset's ``rel_l2_max``).
+    """
+    from .. import checkpoints
+    from ..preprocessing import load_image_rgb
+    from ..sample_images import natural_images
+    from .run import artifact_precision, list_images
+    from .tolerances import resolve
+
+    started = time.perf_counter()
+    artifact, checkpoint = Path(artifact), Path(checkpoint)
+    if by not in ("auto", "names", "shapes"):
+        raise VitdeployError(f"unknown mapping '{by}'; choose auto, names or shapes")
+    if n_images < 1:
+        raise VitdeployError("n_images must be >= 1")
+    suffix = artifact.suffix.lower()
+    if suffix not in (".tflite", ".mlpackage"):
+        raise VitdeployError(f"{artifact}: localization takes a .tflite or .mlpackage artifact")
+    if not artifact.exists():
+        raise VitdeployError(f"{artifact}: no such file or directory")
+    ckpt = checkpoints.load(checkpoint, variant=variant)
+    model, pre = ckpt.model.eval(), ckpt.preprocessing
+    size = ckpt.input_size[1]
+    if images_dir is not None:
+        rgb = np.stack([load_image_rgb(p, pre) for p in list_images(images_dir, n_images)])
+    else:
+        rgb = natural_images(n_images, size, seed=seed)
+    if precision is None:
+        precision, _ = artifact_precision(artifact)
+    if threshold is None:
+        threshold = resolve(precision)["rel_l2_max"] or 1e-3
+
+    blocks = block_names(model)
+    ref, ref_logits = reference_intermediates(model, pre.normalize(rgb), blocks)
+    blocks = [b for b in blocks if b in ref]
+    sizes = {int(np.prod(ref[b].shape[1:])) for b in blocks} | {int(ref_logits.shape[1])}
+    if suffix == ".tflite":
+        tensors = _tflite_tensors(artifact, rgb, pre, sizes)
+    else:
+        tensors = _coreml_tensors(artifact, rgb, pre, sizes)
+    if not tensors.names:
+        raise VitdeployError(f"{artifact}: the runtime kept no intermediate tensors")
+
+    known = {n for n, _ in model.named_modules() if n}
+    owners = _name_blocks(tensors.names, blocks, known) if by != "shapes" else [None] * len(tensors.names)
+    rows, position = [], -1
+    counts = {"by_name": 0, "by_shape": 0, "unmatched": 0}
+    for block in blocks:
+        r = ref[block]
+        n_el = int(np.prod(r.shape[1:]))
+        match = None
+        named = [i for i, o in enumerate(owners) if o == block and tensors.values[i].shape[1] == n_el]
+        if named:
+            i = named[-1]
+            layout, v, cos = _best_layout(tensors.values[i], r)
+            match = (i, "name", layout, v)
+        elif by != "names":
+            best = None
+            for i in range(position + 1, len(tensors.names)):
+                if tensors.values[i].shape[1] != n_el:
+                    continue
+                layout, v, cos = _best_layout(tensors.values[i], r)
+                if best is None or cos >= best[0]:
+                    best = (cos, i, layout, v)
+            if best is not None:
+                match = (best[1], "shape", best[2], best[3])
+        if match is None:
+            counts["unmatched"] += 1
+            rows.append({"block": block, "shape": list(r.shape[1:]), "rel_l2": None, "cosine": None,
+                         "cosine_min": None, "max_abs": None, "tensor": None, "match": None, "layout": None})
+            continue
+        i, how, layout, v = match
+        counts["by_name" if how == "name" else "by_shape"] += 1
+        position = max(position, i)
+        rows.append(_block_row(block, r, v, tensors.names[i], how, layout))
+
+    got_logits = tensors.logits
+    if got_logits is not None and got_logits.shape != ref_logits.shape:
+        got_logits = None
+    from . import metrics as M
+
+    logits = ({"rel_l2": M.rel_l2(ref_logits, got_logits), "cosine": float(M.cosine_per_sample(ref_logits,
+                                                                                                 got_logits).min())}
+              if got_logits is not None else {"rel_l2": float("nan"), "cosine": float("nan")})
+    first = next((b["block"] for b in rows if b["rel_l2"] is not None and b["rel_l2"] > threshold), None)
+    warnings = []
+    if first is None and math.isfinite(logits["rel_l2"]) and logits["rel_l2"] > threshold:
+        first = "head"  # every block agrees, the output does not: pooling/classifier (or output handling)
+        warnings.append("every block is within the threshold but the logits are not: the divergence is after "
+                        "the last block (pooling, classifier head or output conversion)")
+    if counts["unmatched"]:
+        warnings.append(f"{counts['unmatched']} block(s) had no artifact tensor of a fitting size")
+    if by == "auto" and counts["by_name"] == 0:
+        warnings.append("the artifact's tensor names carry no module paths: blocks were matched by shape and "
+                        "correlation only")
+    return LocalizationResult(
+        artifact=str(artifact), checkpoint=str(checkpoint), precision=precision, threshold=float(threshold),
+        blocks=rows, first_divergent=first, jumps=_jumps(rows, n_jumps, float(threshold)), logits=logits, n_images=len(rgb),
+        mapping=counts, warnings=warnings, seconds=round(time.perf_counter() - started, 3))
+
+
+def _block_row(block: str, ref: np.ndarray, got: np.ndarray, tensor: str, how: str, layout: str) -> dict:
+    r = ref.reshape(len(ref), -1).astype(np.float64)
+    g = got.astype(np.float64)
+    err = np.linalg.norm(g - r)
+    rel = float(err / max(np.linalg.norm(r), 1e-30)) if math.isfinite(err) else float("inf")
+    cos_each = [_cosine(g[k], r[k]) for k in range(len(r))]
+    return {"block": block, "shape": list(ref.shape[1:]), "rel_l2": rel, "cosine": float(np.mean(cos_each)),
+            "cosine_min": float(np.min(cos_each)),
+            "max_abs": float(np.abs(g - r).max()) if np.isfinite(g).all() else float("inf"),
+            "tensor": tensor if len(tensor) <= 300 else tensor[:140] + " ... " + tensor[-140:],
+            "match": how, "layout": layout}
+
+
+def _jumps(rows: list[dict], n: int, threshold: float) -> list[dict]:
+    """Blocks where the relative error grows most over the previous matched block.
+
+    Errors below a floor (5 % of the divergence threshold: the precision's own rounding noise,
+    e.g. fp16's first-block 1e-3) count as the floor, so rounding noise is not a "jump".
+    """
+    floor = max(_NOISE_FLOOR, 0.05 * threshold)
+    out = []
+    previous = floor
+    for row in rows:
+        if row["rel_l2"] is None:
+            continue
+        current = max(row["rel_l2"], floor)
+        ratio = current / previous if math.isfinite(current) else float("inf")
+        out.append({"block": row["block"], "ratio": float(ratio), "rel_l2": row["rel_l2"],
+                    "previous_rel_l2": float(previous)})
+        previous = current
+    out = [j for j in out if j["ratio"] > 1.0]
+    out.sort(key=lambda j: -j["ratio"])
+    return out[:n]

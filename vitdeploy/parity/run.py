@@ -1,0 +1,321 @@
+"""The parity gate: an artifact against its source checkpoint run in PyTorch.
+
+Inputs come in two clearly separated sets:
+
+* **natural** -- the user's images (``images_dir``, preprocessed with the *checkpoint's*
+  preprocessing) or vitdeploy's built-in natural photographs. Every gated metric, including
+  top-1/top-5 agreement, is measured here.
+* **random** -- seeded uniform random pixels (0..255, then the same preprocessing), i.e. in-range
+  noise images. Their numeric error is reported; nothing is gated on them unless a
+  ``random_*`` tolerance is set (noise is far from the data an int8 model was calibrated on).
+
+Both runners take the same float32 NCHW batch (see :mod:`vitdeploy.runners`), so the artifact's
+own input convention (pixels in the graph, BGR flips) is part of what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckFailed, VitdeployError
+from . import metrics as M
+from .tolerances import PRESETS, Failure, check, resolve
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class ParityResult:
+    artifact: str
+    checkpoint: str
+    precision: str
+    precision_source: str
+    tolerances: dict
+    natural: dict  # metrics.compare() on the natural images
+    random: dict | None  # metrics.compare() on the random tensors (None when n_random == 0)
+    per_image: dict  # metrics.per_sample() on the natural images + "names"
+    histogram: dict  # metrics.error_histogram() of |logit error| on the natural images
+    random_histogram: dict | None
+    inputs: dict  # {"natural": {"source", "count", "names"}, "random": {"count", "seed"}}
+    failures: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    artifact_info: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "parity",
+            "passed": self.passed,
+            "artifact": self.artifact,
+            "checkpoint": self.checkpoint,
+            "precision": self.precision,
+            "precision_source": self.precision_source,
+            "tolerances": self.tolerances,
+            "failures": [f.to_dict() for f in self.failures],
+            "metrics": {"natural": self.natural, "random": self.random},
+            "per_image": self.per_image,
+            "histogram": self.histogram,
+            "random_histogram": self.random_histogram,
+            "inputs": self.inputs,
+            "warnings": self.warnings,
+            "seconds": self.seconds,
+            "artifact_info": self.artifact_info,
+        }
+
+    def summary(self) -> str:
+        """A few human-readable lines (what the CLI prints)."""
+        n = self.natural
+        lines = [f"parity {'PASSED' if self.passed else 'FAILED'}: {self.artifact} vs {self.checkpoint} "
+                 f"(preset {self.precision}, from {self.precision_source})",
+                 f"  natural images ({self.inputs['natural']['count']}, {self.inputs['natural']['source']}): "
+                 f"cosine min {n['cosine_min']:.6f} mean {n['cosine_mean']:.6f}, rel L2 {n['rel_l2']:.3e}, "
+                 f"max abs {n['max_abs']:.3e}, SNR {n['snr_db']:.1f} dB, top-1 {n['top1']:.1%}, top-5 {n['top5']:.1%}"]
+        if self.random:
+            r = self.random
+            lines.append(f"  random tensors ({self.inputs['random']['count']}, reported only): cosine min "
+                         f"{r['cosine_min']:.6f}, rel L2 {r['rel_l2']:.3e}, max abs {r['max_abs']:.3e}")
+        lines += [f"  FAIL {f.describe()}" for f in self.failures]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def raise_if_failed(self) -> None:
+        """:class:`CheckFailed` (exit 1) naming every metric that missed."""
+        if self.failures:
+            raise CheckFailed("parity: " + "; ".join(f.describe() for f in self.failures))
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def artifact_precision(path: str | Path) -> tuple[str, str]:
+    """(preset name, where it was read from) for a .tflite or .mlpackage; checkpoints are fp32."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return _tflite_precision(path)
+    if suffix == ".mlpackage":
+        return _coreml_precision(path)
+    return "fp32", "checkpoint (PyTorch float32)"
+
+
+def _tflite_precision(path: Path) -> tuple[str, str]:
+    from ..targets.tflite import read_tflite_metadata
+
+    stored = read_tflite_metadata(path)
+    config = stored.get("vitdeploy") or {}
+    mode = config.get("quantize")
+    if mode:
+        preset = {"none": "fp32", "fp16": "fp16", "dynamic": "int8", "int8": "int8"}.get(mode)
+        if preset:
+            return preset, f"vitdeploy metadata (quantize={mode})"
+    # A file vitdeploy did not write: look at the tensor types.
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    dtypes = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    if dtypes & {"int8", "uint8", "int16"}:
+        return "int8", f"tensor types ({', '.join(sorted(dtypes))})"
+    if "float16" in dtypes:
+        return "fp16", f"tensor types ({', '.join(sorted(dtypes))})"
+    return "fp32", f"tensor types ({', '.join(sorted(dtypes))})"
+
+
+_COREML_QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense",
+                     "dequantize", "quantize", "constexpr_sparse_to_dense")
+
+
+def _coreml_precision(path: Path) -> tuple[str, str]:
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    user = dict(model.get_spec().description.metadata.userDefined)
+    for key in ("vitdeploy", "vitdeploy.config", "com.vitdeploy"):
+        if key in user:
+            try:
+                config = json.loads(user[key])
+            except ValueError:
+                continue
+            quant = str(config.get("quantize") or "none")
+            precision = str(config.get("precision") or "").lower()
+            if quant not in ("none", ""):
+                return "int8", f"vitdeploy metadata (quantize={quant})"
+            if precision in PRESETS:
+                return precision, f"vitdeploy metadata (precision={precision})"
+    for key in ("precision", "vitdeploy.precision"):
+        if user.get(key, "").lower() in PRESETS:
+            return user[key].lower(), f"metadata {key}={user[key]}"
+    # Read the ML Program itself: quantized weights, or values typed fp16.
+    from ..runtimes.coreml_mil import _load_program, _main_function
+
+    _, prog = _load_program(path)
+    ops = list(_main_function(prog).operations)
+    types = set()
+    for op in ops:
+        if op.op_type in _COREML_QUANT_OPS:
+            return "int8", f"ML Program ops ({op.op_type})"
+        for out in op.outputs:
+            try:
+                types.add(out.dtype.__name__)
+            except AttributeError:
+                pass
+    if any("fp16" in t for t in types):
+        return "fp16", "ML Program value types (fp16)"
+    return "fp32", "ML Program value types (fp32)"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
+    d = Path(directory)
+    if not d.is_dir():
+        raise VitdeployError(f"{d}: not a directory of images")
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise VitdeployError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    return files[:limit] if limit else files
+
+
+def natural_inputs(pre, input_size, *, images_dir=None, n_images: int | None = 16, seed: int = 0):
+    """(NCHW float32 batch, source description, names)."""
+    from ..preprocessing import load_images
+    from ..sample_images import natural_images
+
+    if images_dir is not None:
+        files = list_images(images_dir, n_images)
+        x = load_images(files, pre)
+        if tuple(x.shape[1:]) != tuple(input_size):  # a crop that does not fit the model
+            raise VitdeployError(f"preprocessed images have shape {tuple(x.shape[1:])}, the model takes "
+                                 f"{tuple(input_size)}")
+        return x, str(images_dir), [str(p) for p in files]
+    n = 16 if n_images is None else int(n_images)
+    rgb = natural_images(n, int(input_size[1]), seed=seed)
+    return pre.normalize(rgb), "built-in natural images", [f"natural_{i:03d}" for i in range(n)]
+
+
+def random_inputs(pre, input_size, n: int, seed: int) -> np.ndarray:
+    """Seeded uniform random pixels (0..255) preprocessed like the images: in-range noise."""
+    rng = np.random.default_rng(seed + 7919)
+    _, h, w = (int(v) for v in input_size)
+    pixels = rng.uniform(0.0, 255.0, size=(n, h, w, 3)).astype(np.float32)
+    return pre.normalize(pixels)
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+def _runner_input_size(runner) -> tuple[int, int, int]:
+    size = getattr(runner, "input_size", None)
+    if size is not None:
+        return tuple(int(v) for v in size)
+    spec = getattr(runner, "input_spec", None) or {}
+    shape = spec.get("shape")
+    if shape and len(shape) == 4:
+        return (3, shape[2], shape[3]) if spec.get("layout") == "NCHW-raw" else (3, shape[1], shape[2])
+    raise VitdeployError(f"{getattr(runner, 'path', '?')}: cannot tell the artifact's input size")
+
+
+def _predict(runner, x: np.ndarray, what: str) -> np.ndarray:
+    try:
+        y = runner.predict_nchw(x)
+    except VitdeployError:
+        raise
+    except Exception as e:  # a runtime error is a finding about the artifact, reported as such
+        raise VitdeployError(f"{what} failed to run: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}") from None
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape[0] != len(x):
+        raise VitdeployError(f"{what} returned shape {y.shape}, expected ({len(x)}, classes)")
+    return y.astype(np.float32, copy=False)
+
+
+def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | Path | None = None,
+               n_images: int | None = 16, n_random: int = 4, seed: int = 0, tolerances: dict | None = None,
+               threads: int = 2, precision: str | None = None, variant: str | None = None,
+               runtime: str = "auto") -> ParityResult:
+    """Compare ``artifact`` (.tflite, .mlpackage, or another checkpoint) with ``checkpoint`` in PyTorch.
+
+    ``precision`` (``fp32``/``fp16``/``int8``) overrides the preset read from the artifact;
+    ``tolerances`` overrides single keys (see :mod:`vitdeploy.parity.tolerances`).
+    Raises :class:`VitdeployError` for bad input; a failed check is ``result.passed == False``.
+    """
+    from ..runners import TorchRunner, is_artifact, open_runner
+
+    started = time.perf_counter()
+    artifact, checkpoint = Path(artifact), Path(checkpoint)
+    if n_random < 0 or (n_images is not None and n_images < 1):
+        raise VitdeployError("n_images must be >= 1 and n_random >= 0")
+    if not artifact.exists():
+        raise VitdeployError(f"{artifact}: no such file or directory")
+    if is_artifact(checkpoint):
+        raise VitdeployError(f"{checkpoint}: the reference must be a PyTorch checkpoint, not an artifact")
+    reference = open_runner(checkpoint, variant=variant)
+    if not isinstance(reference, TorchRunner):  # pragma: no cover - open_runner returns one for checkpoints
+        raise VitdeployError(f"{checkpoint}: not a checkpoint")
+    if precision is None:
+        precision, precision_source = artifact_precision(artifact)
+    else:
+        precision_source = "given"
+    tol = resolve(precision, tolerances)
+    runner = open_runner(artifact, variant=variant, threads=threads, runtime=runtime)
+    ref_size = tuple(reference.input_size)
+    got_size = _runner_input_size(runner)
+    if got_size != ref_size:
+        raise VitdeployError(f"{artifact} takes input {got_size} but {checkpoint} ({reference.variant}) takes "
+                             f"{ref_size}: not converted from this checkpoint")
+    pre = reference.preprocessing
+    warnings: list[str] = []
+    art_pre = getattr(runner, "preprocessing", None)
+    if art_pre is not None and art_pre != pre:
+        warnings.append(f"the artifact records preprocessing '{art_pre.describe()}' but the checkpoint expects "
+                        f"'{pre.describe()}'")
+
+    x_nat, source, names = natural_inputs(pre, ref_size, images_dir=images_dir, n_images=n_images, seed=seed)
+    ref_nat = _predict(reference, x_nat, "the checkpoint")
+    got_nat = _predict(runner, x_nat, "the artifact")
+    if ref_nat.shape != got_nat.shape:
+        raise VitdeployError(f"{artifact} outputs {got_nat.shape[1]} classes, {checkpoint} {ref_nat.shape[1]}: "
+                             "not converted from this checkpoint")
+    natural = M.compare(ref_nat, got_nat)
+    per_image = dict(M.per_sample(ref_nat, got_nat), names=names)
+    distinct = len(set(per_image["top1_ref"]))
+    if len(names) > 1 and distinct == 1:
+        warnings.append("every natural image has the same top-1 class in the reference: top-1 agreement is "
+                        "weak evidence here")
+
+    random = random_hist = None
+    if n_random:
+        x_rand = random_inputs(pre, ref_size, n_random, seed)
+        ref_rand = _predict(reference, x_rand, "the checkpoint")
+        got_rand = _predict(runner, x_rand, "the artifact")
+        random = M.compare(ref_rand, got_rand)
+        random_hist = M.error_histogram(ref_rand, got_rand)
+
+    measured = {"natural": natural, "random": random}
+    failures = check(measured, tol)
+    info = {}
+    try:
+        info = runner.describe() if hasattr(runner, "describe") else {}
+    except Exception:  # describe() is informational only
+        info = {}
+    return ParityResult(
+        artifact=str(artifact), checkpoint=str(checkpoint), precision=precision, precision_source=precision_source,
+        tolerances=tol, natural=natural, random=random, per_image=per_image,
+        histogram=M.error_histogram(ref_nat, got_nat), random_histogram=random_hist,
+        inputs={"natural": {"source": source, "count": len(names), "names": names,
+                            "distinct_top1": distinct},
+                "random": {"count": int(n_random), "seed": int(seed), "kind": "uniform pixels 0..255, preprocessed"}},
+        failures=failures, warnings=warnings, seconds=round(time.perf_counter() - started, 3),
+        artifact_info=_jsonable(info))
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
