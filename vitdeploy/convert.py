@@ -74,17 +74,19 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
     calib = read_calibration_images(calib_dir, ckpt.preprocessing)
     model = copy.deepcopy(ckpt.model)
-    folding = fold_batchnorm(model)
     out = Path(out) if out else default_output(checkpoint, target, quantize, precision)
     metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
                 "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
     if target == "tflite":
+        folding = fold_batchnorm(model).to_dict()
         result = _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, progress)
     else:
+        # convert_coreml folds its own copy, so its before/after op counts show what folding removed.
         result = _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target,
                                  compute_units, metadata, progress)
+        folding = result.pop("bn_folding")
     return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
-            "bn_folding": folding.to_dict(), "total_seconds": round(time.perf_counter() - t0, 2), **result}
+            "bn_folding": folding, "total_seconds": round(time.perf_counter() - t0, 2), **result}
 
 
 def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, progress) -> dict:

@@ -1,0 +1,651 @@
+"""PyTorch image classifier -> Core ML ML Program (.mlpackage), optionally weight/activation quantized.
+
+Route: deepcopy of the model -> BatchNorm folded (:func:`vitdeploy.passes.fold_batchnorm`; a no-op
+when the caller already folded) -> small graph rewrites that only change float rounding (see
+:func:`restructure_for_coreml`) -> ``torch.export`` -> ``ct.convert(convert_to="mlprogram")``
+-> optional ``w8`` / ``w8a8`` (:mod:`vitdeploy.quantization.coreml`) -> metadata -> written aside
+and renamed into place, so ``out`` never holds a half-written package.
+
+Input convention of the produced model
+--------------------------------------
+* Default: one ``ImageType`` input ``image`` (1x3xHxW, colour layout = the checkpoint's channel
+  order, so an app passes a camera ``CVPixelBuffer`` and nothing else). Core ML ImageType has one
+  scalar ``scale`` and a per-channel ``bias``: we set ``scale`` = the source's pixel scale (1/255)
+  and ``bias = -mean``, then -- only when the std differs between channels (LeViT's ImageNet
+  std) -- one per-channel multiply by ``1/std`` at the start of the graph. That is the source's
+  ``(pixel * scale - mean) / std`` exactly up to float rounding (checked by the tests).
+* ``raw_input=True``: one float32 ``TensorType`` ``pixel_values`` (1x3xHxW), already preprocessed
+  exactly as the PyTorch checkpoint expects.
+
+Outputs
+-------
+* Without labels: ``logits`` (1 x classes).
+* With labels (``ct.ClassifierConfig``): ``classLabel`` (top label), ``probabilities`` (label ->
+  softmax probability) **and** ``logits``, so runners and parity checks keep the raw logits.
+
+Metadata
+--------
+``author``, ``short_description``, ``version`` and ``user_defined_metadata``: flat keys
+(``source_checkpoint``, ``source_sha256``, ``variant``, ``preprocessing`` (JSON),
+``vitdeploy_version``, ``quantization``, ...) for Xcode's model viewer, plus ``vitdeploy``: one JSON
+object (:data:`METADATA_KEY`) with everything :class:`vitdeploy.runtimes.coreml.CoreMLRunner`
+needs to rebuild the input convention (input spec, preprocessing, labels, outputs).
+
+Heavy libraries (torch, coremltools) are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings as _warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConversionError, VitdeployError
+from ..preprocessing import Preprocessing
+
+PRECISIONS = ("fp16", "fp32")
+QUANTIZE_MODES = ("none", "w8", "w8a8")
+DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
+COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
+# Lowest iOS whose Core ML runs what each quantization mode emits (w8a8: quantize/dequantize ops).
+MIN_TARGET_FOR_QUANTIZE = {"none": "iOS16", "w8": "iOS16", "w8a8": "iOS17"}
+IMAGE_INPUT = "image"
+RAW_INPUT = "pixel_values"
+LOGITS_OUTPUT = "logits"
+LABEL_OUTPUT = "classLabel"
+PROBS_OUTPUT = "probabilities"
+LAYOUT_IMAGE = "image"
+LAYOUT_RAW = "NCHW-raw"
+METADATA_KEY = "vitdeploy"  # user_defined_metadata key of our JSON config
+METADATA_FORMAT = 1
+MAX_RANK = 5  # Core ML rejects rank > 5; the ANE wants <= 4
+
+
+@dataclass
+class CoreMLConversion:
+    """What :func:`convert_coreml` produced (JSON-able through :meth:`to_dict`).
+
+    ``op_counts_before``: op type -> count of the model *as passed in*, converted with coremltools'
+    default pipeline but none of vitdeploy's passes (no BatchNorm folding, no restructuring).
+    Pass the unfolded model to see what folding buys. ``op_counts_after``: the written artifact.
+    """
+
+    path: Path
+    size_bytes: int
+    seconds: float
+    precision: str
+    quantize: str
+    deployment_target: str
+    compute_units: str
+    input: dict
+    outputs: list[str]
+    op_counts_before: dict[str, int] | None
+    op_counts_after: dict[str, int]
+    max_tensor_rank: int
+    graph_checks: dict = field(default_factory=dict)
+    bn_folding: dict = field(default_factory=dict)
+    rewrites: dict = field(default_factory=dict)
+    quant_report: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, int, int],
+                   preprocessing: Preprocessing, out: Path, precision: str = "fp16", quantize: str = "none",
+                   calib: np.ndarray | None = None, deployment_target: str | None = None,
+                   compute_units: str = "all", labels: list[str] | None = None, raw_input: bool = False,
+                   metadata: dict | None = None, progress: Callable[[str], None] | None = None,
+                   count_before: bool = True, restructure: bool = True) -> CoreMLConversion:
+    """Convert ``model`` (NCHW float -> logits) to an ML Program .mlpackage at ``out``.
+
+    The caller's model is never modified: a deepcopy is BatchNorm-folded and restructured.
+    ``precision``: Core ML compute precision (``fp16`` or ``fp32``). ``quantize``: ``none``, ``w8``
+    (int8 per-channel symmetric weights) or ``w8a8`` (plus int8 activations calibrated on ``calib``,
+    uint8 NHWC RGB pixels; default the built-in natural images -- see
+    :mod:`vitdeploy.quantization.coreml`). ``deployment_target`` defaults to the lowest iOS that
+    runs what was asked (iOS16; iOS17 for w8a8). ``count_before=False`` skips the extra conversion
+    that measures ``op_counts_before``; ``restructure=False`` skips the op-cutting rewrites.
+    """
+    say = progress or (lambda _msg: None)
+    out = Path(out)
+    _, height, width = _check_arguments(input_size, preprocessing, precision, quantize, compute_units, labels, calib)
+    target = _resolve_deployment_target(deployment_target, quantize)
+    started = time.perf_counter()
+    warnings: list[str] = []
+
+    before = None
+    if count_before:
+        say("counting ops of the unmodified model (coremltools default pipeline)")
+        unmodified = _graph_module(_as_eval_copy(model), preprocessing, raw_input, classifier=bool(labels))
+        before = _count_ops(_convert_mil(_export(unmodified, height, width, "torch.export (unmodified model)"),
+                                         height, width, preprocessing, raw_input, target, precision))
+
+    say("folding BatchNorm and restructuring for Core ML")
+    prepared, folding, rewrites = prepare_model(model, restructure=restructure)
+    wrapped = _graph_module(prepared, preprocessing, raw_input, classifier=bool(labels))
+    exported = _export(wrapped, height, width, "torch.export")
+
+    say(f"converting with coremltools ({precision}, {target})")
+    mlmodel = _convert(exported, height, width, preprocessing, raw_input, target, precision, compute_units, labels)
+
+    quant_report: dict = {}
+    if quantize != "none":
+        from ..quantization.coreml import quantize_coreml
+
+        say(f"quantizing ({quantize})")
+        mlmodel, quant_report = quantize_coreml(mlmodel, quantize, input_name=_input_name(raw_input),
+                                                preprocessing=preprocessing, input_size=(3, height, width),
+                                                raw_input=raw_input, calib=calib, progress=say)
+        warnings += quant_report.pop("warnings", [])
+
+    counts, max_rank = _program_stats(mlmodel)
+    checks = _graph_checks(counts, max_rank, variant)
+    warnings += checks.pop("warnings")
+
+    input_spec = _input_spec(height, width, preprocessing, raw_input)
+    outputs = [LABEL_OUTPUT, PROBS_OUTPUT, LOGITS_OUTPUT] if labels else [LOGITS_OUTPUT]
+    _set_metadata(mlmodel, variant=variant, input_spec=input_spec, preprocessing=preprocessing, precision=precision,
+                  quantize=quantize, target=target, labels=labels, outputs=outputs, user=metadata or {},
+                  quant_report=quant_report)
+    say(f"writing {out}")
+    _save_atomically(mlmodel, out)
+    seconds = time.perf_counter() - started
+    size = _dir_size(out)
+    say(f"wrote {out} ({size / 1e6:.1f} MB) in {seconds:.1f} s")
+    return CoreMLConversion(path=out, size_bytes=size, seconds=round(seconds, 2), precision=precision,
+                            quantize=quantize, deployment_target=target, compute_units=compute_units,
+                            input=input_spec, outputs=outputs, op_counts_before=before, op_counts_after=counts,
+                            max_tensor_rank=max_rank, graph_checks=checks, bn_folding=folding, rewrites=rewrites,
+                            quant_report=quant_report, warnings=warnings)
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _check_arguments(input_size, preprocessing, precision, quantize, compute_units, labels, calib):
+    if precision not in PRECISIONS:
+        raise VitdeployError(f"unknown Core ML precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if quantize not in QUANTIZE_MODES:
+        raise VitdeployError(f"unknown Core ML quantization '{quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
+    if compute_units not in COMPUTE_UNITS:
+        raise VitdeployError(f"unknown compute units '{compute_units}'; choose one of {', '.join(COMPUTE_UNITS)}")
+    if len(tuple(input_size)) != 3 or int(input_size[0]) != 3:
+        raise VitdeployError(f"input size must be (3, H, W), got {tuple(input_size)}")
+    if preprocessing.channel_order not in ("RGB", "BGR"):
+        raise VitdeployError(f"channel order must be RGB or BGR, got {preprocessing.channel_order!r}")
+    _, height, width = (int(v) for v in input_size)
+    if calib is not None:
+        calib = np.asarray(calib)
+        if calib.ndim != 4 or calib.shape[1:] != (height, width, 3) or len(calib) == 0:
+            raise VitdeployError(f"calibration images must be (n, {height}, {width}, 3) RGB pixels, "
+                                 f"got shape {calib.shape}")
+    if labels is not None and (len(labels) == 0 or len(set(map(str, labels))) != len(labels)):
+        raise VitdeployError("labels must be a non-empty list of distinct names")
+    return 3, height, width
+
+
+def _resolve_deployment_target(requested: str | None, quantize: str) -> str:
+    needed = MIN_TARGET_FOR_QUANTIZE[quantize]
+    if requested is None:
+        return needed
+    if requested not in DEPLOYMENT_TARGETS:
+        raise VitdeployError(f"unknown deployment target '{requested}'; choose one of {', '.join(DEPLOYMENT_TARGETS)}")
+    if DEPLOYMENT_TARGETS.index(requested) < DEPLOYMENT_TARGETS.index(needed):
+        raise VitdeployError(f"--quantize {quantize} needs deployment target {needed} or later, got {requested}")
+    return requested
+
+
+def _input_name(raw_input: bool) -> str:
+    return RAW_INPUT if raw_input else IMAGE_INPUT
+
+
+def _input_spec(height: int, width: int, pre: Preprocessing, raw_input: bool) -> dict:
+    if raw_input:
+        return {"name": RAW_INPUT, "shape": [1, 3, height, width], "dtype": "float32", "layout": LAYOUT_RAW,
+                "channel_order": pre.channel_order}
+    scale, bias, channel_mul = image_affine(pre)
+    return {"name": IMAGE_INPUT, "shape": [1, 3, height, width], "dtype": "image", "layout": LAYOUT_IMAGE,
+            "channel_order": pre.channel_order, "color_layout": pre.channel_order, "image_scale": scale,
+            "image_bias": bias, "in_graph_channel_multiplier": channel_mul}
+
+
+# ----------------------------------------------------------------------------- model preparation
+
+
+def prepare_model(model, *, restructure: bool = True):
+    """A BatchNorm-folded, Core ML-restructured deepcopy of ``model``; returns (model, folding, rewrites)."""
+    from ..passes import fold_batchnorm
+
+    prepared = copy.deepcopy(model).eval()
+    folding = fold_batchnorm(prepared).to_dict()
+    rewrites: dict[str, int] = {}
+    if restructure:
+        prepared, rewrites = restructure_for_coreml(prepared)
+    return prepared, folding, rewrites
+
+
+def restructure_for_coreml(model):
+    """Rewrites that cut Core ML ops and change nothing beyond float rounding (model must be BN-folded).
+
+    * ``hardswish``: coremltools lowers ``nn.Hardswish`` to thresholded_relu + sigmoid_hard + mul;
+      ``x * hardsigmoid(x)`` is the same function (hardsigmoid is exactly 0 below -3) in two ops.
+    * attention ``scale``: folded into the query projection's weights and bias (one ``mul`` on every
+      attention map fewer; exact for LeViT-128S's 1/4, one float rounding otherwise).
+    * LeViT's two classifier heads averaged into one linear layer: ``(h(x) + h_dist(x)) / 2`` ->
+      ``linear(x, (W + W_d) / 2, (b + b_d) / 2)`` (two ops fewer, one rounding of the weights).
+    Returns (model, {rewrite: count}).
+    """
+    import torch
+    from torch import nn
+
+    counts = {"hardswish": 0, "attention_scale": 0, "merged_heads": 0}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Hardswish):
+                setattr(parent, name, _TwoOpHardswish())
+                counts["hardswish"] += 1
+    with torch.no_grad():
+        for module in model.modules():
+            if _fold_attention_scale(module):
+                counts["attention_scale"] += 1
+    if getattr(model, "family", None) == "levit" and _heads_foldable(model):
+        model = _MergedHeadLevit(model)
+        counts["merged_heads"] = 1
+    return model, counts
+
+
+@functools.lru_cache(maxsize=None)
+def _two_op_hardswish_cls():
+    from torch import nn
+    from torch.nn import functional as F
+
+    class TwoOpHardswish(nn.Module):
+        """hardswish(x) = x * hardsigmoid(x): Core ML sigmoid_hard + mul."""
+
+        def forward(self, x):
+            return x * F.hardsigmoid(x)
+
+    return TwoOpHardswish
+
+
+def _TwoOpHardswish():  # noqa: N802 - a factory standing in for a class defined lazily (torch import)
+    return _two_op_hardswish_cls()()
+
+
+def _fold_attention_scale(module) -> bool:
+    """Multiply the query rows of the q projection by ``module.scale`` and set the scale to 1."""
+    from ..models import levit, mobilevit
+
+    scale = float(getattr(module, "scale", 1.0))
+    if scale == 1.0:
+        return False
+    if isinstance(module, levit.Attention):
+        layer = module.qkv.linear
+        per_head = 2 * module.key_dim + module.val_dim
+        rows = [h * per_head + i for h in range(module.num_heads) for i in range(module.key_dim)]
+    elif isinstance(module, levit.AttentionDownsample):
+        layer = module.q.ln.linear
+        rows = list(range(layer.out_features))
+    elif isinstance(module, mobilevit.MultiHeadAttention):
+        layer = module.qkv
+        rows = list(range(module.num_heads * module.head_dim))
+    else:
+        return False
+    if layer.bias is None or _has_batchnorm_after(module):
+        return False  # unfolded BN after the projection would undo the scaling
+    layer.weight[rows] *= scale
+    layer.bias[rows] *= scale
+    module.scale = 1.0
+    return True
+
+
+def _has_batchnorm_after(module) -> bool:
+    from torch import nn
+
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def _heads_foldable(model) -> bool:
+    from torch import nn
+
+    heads = (getattr(model, "head", None), getattr(model, "head_dist", None))
+    return all(h is not None and isinstance(getattr(h, "bn", None), nn.Identity) for h in heads)
+
+
+def _MergedHeadLevit(model):  # noqa: N802 - factory for a lazily defined nn.Module
+    import torch
+    from torch import nn
+
+    class MergedHeadLevit(nn.Module):
+        """LeViT with head and head_dist averaged into one linear layer (model BN-folded)."""
+
+        family = "levit"
+
+        def __init__(self, levit_model):
+            super().__init__()
+            self.levit = levit_model
+            h, d = levit_model.head.linear, levit_model.head_dist.linear
+            with torch.no_grad():
+                weight = (h.weight.double() + d.weight.double()) / 2
+                bias = (h.bias.double() + d.bias.double()) / 2
+            self.head = nn.Linear(h.in_features, h.out_features)
+            with torch.no_grad():
+                self.head.weight.copy_(weight)
+                self.head.bias.copy_(bias)
+
+        def forward(self, x):
+            return self.head(self.levit.forward_features(x).mean(1))
+
+    return MergedHeadLevit(model).eval()
+
+
+def image_affine(pre: Preprocessing) -> tuple[float, list[float], list[float] | None]:
+    """(ImageType scale, ImageType bias, in-graph per-channel multiplier or None), channels in pre's order.
+
+    x = (pixel * scale - mean) / std. With one std for all channels everything fits ImageType
+    (scale/std, -mean/std); otherwise ImageType does ``pixel * scale - mean`` and one in-graph
+    multiply by ``1/std`` finishes the job.
+    """
+    std = [float(s) for s in pre.std]
+    mean = [float(m) for m in pre.mean]
+    if len(set(std)) == 1:
+        return float(pre.scale / std[0]), [-m / std[0] for m in mean], None
+    return float(pre.scale), [-m for m in mean], [1.0 / s for s in std]
+
+
+def _graph_module(model, pre: Preprocessing, raw_input: bool, classifier: bool):
+    """What gets exported: [per-channel 1/std multiply] -> model -> [softmax, logits]."""
+    import torch
+    from torch import nn
+
+    _, _, channel_mul = image_affine(pre)
+    multiplier = None if raw_input or channel_mul is None else torch.tensor(channel_mul).reshape(1, 3, 1, 1)
+
+    class CoreMLGraph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            if multiplier is not None:
+                self.register_buffer("input_multiplier", multiplier)
+            self.input_multiplier_set = multiplier is not None
+
+        def forward(self, x):
+            if self.input_multiplier_set:
+                x = x * self.input_multiplier
+            logits = self.model(x)
+            if classifier:
+                return logits.softmax(dim=-1), logits
+            return logits
+
+    return CoreMLGraph().eval()
+
+
+def _as_eval_copy(model):
+    """The caller's model as passed (a copy in eval mode), for the 'before' count."""
+    return copy.deepcopy(model).eval()
+
+
+# ----------------------------------------------------------------------------- export and conversion
+
+
+def _export(module, height: int, width: int, stage: str):
+    import torch
+
+    example = (torch.zeros(1, 3, height, width),)
+    try:
+        with torch.no_grad(), _quiet():
+            return torch.export.export(module, example).run_decompositions({})
+    except Exception as e:  # noqa: BLE001 - any exporter failure becomes one clear line
+        raise ConversionError(f"{stage} failed: {_one_line(e)}") from e
+
+
+def _ct_inputs(height: int, width: int, pre: Preprocessing, raw_input: bool):
+    import coremltools as ct
+
+    if raw_input:
+        return [ct.TensorType(name=RAW_INPUT, shape=(1, 3, height, width), dtype=np.float32)]
+    scale, bias, _ = image_affine(pre)
+    layout = ct.colorlayout.BGR if pre.channel_order == "BGR" else ct.colorlayout.RGB
+    return [ct.ImageType(name=IMAGE_INPUT, shape=(1, 3, height, width), scale=scale, bias=bias,
+                         color_layout=layout)]
+
+
+def _ct_target(target: str):
+    import coremltools as ct
+
+    return getattr(ct.target, target)
+
+
+def _ct_precision(precision: str):
+    import coremltools as ct
+
+    return ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+
+
+def _convert(exported, height, width, pre, raw_input, target, precision, compute_units, labels):
+    import coremltools as ct
+
+    common = dict(minimum_deployment_target=_ct_target(target), compute_precision=_ct_precision(precision),
+                  compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]))
+    inputs = _ct_inputs(height, width, pre, raw_input)
+    if not labels:
+        with _quiet(), _converter_errors("coremltools conversion"):
+            return ct.convert(exported, inputs=inputs, outputs=[ct.TensorType(name=LOGITS_OUTPUT)],
+                              convert_to="mlprogram", skip_model_load=True, **common)
+    return _convert_classifier(exported, inputs, labels, common)
+
+
+def _convert_classifier(exported, inputs, labels, common):
+    """Classifier with an extra ``logits`` output.
+
+    coremltools 9 cannot add its classify op to a program with two named outputs in one
+    ``ct.convert`` (the output types list stays one short: IndexError), so: convert to MIL with
+    ``probabilities`` and ``logits`` named, forget the output types, convert that program with
+    the ClassifierConfig, and rename classify's ``classLabel_probs`` output to ``probabilities``.
+    """
+    import coremltools as ct
+
+    with _quiet(), _converter_errors("coremltools conversion"):
+        prog = ct.convert(exported, inputs=inputs,
+                          outputs=[ct.TensorType(name=PROBS_OUTPUT), ct.TensorType(name=LOGITS_OUTPUT)],
+                          convert_to="milinternal", minimum_deployment_target=common["minimum_deployment_target"],
+                          compute_precision=common["compute_precision"])
+        prog.functions["main"].output_types = None
+        config = ct.ClassifierConfig([str(label) for label in labels], predicted_feature_name=LABEL_OUTPUT,
+                                     predicted_probabilities_output=PROBS_OUTPUT)
+        mlmodel = ct.convert(prog, convert_to="mlprogram", classifier_config=config, skip_model_load=True, **common)
+        spec = mlmodel.get_spec()
+        ct.utils.rename_feature(spec, f"{LABEL_OUTPUT}_probs", PROBS_OUTPUT)
+        return ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+
+
+def _convert_mil(exported, height, width, pre, raw_input, target, precision):
+    """The optimised MIL program only (no serialization): for counting ops."""
+    import coremltools as ct
+
+    with _quiet(), _converter_errors("coremltools conversion (unmodified model)"):
+        return ct.convert(exported, inputs=_ct_inputs(height, width, pre, raw_input), convert_to="milinternal",
+                          minimum_deployment_target=_ct_target(target), compute_precision=_ct_precision(precision))
+
+
+@contextlib.contextmanager
+def _converter_errors(stage: str):
+    try:
+        yield
+    except VitdeployError:
+        raise
+    except Exception as e:  # noqa: BLE001 - converter internals raise anything; report one line
+        raise ConversionError(f"{stage} failed: {_one_line(e)}") from e
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence coremltools' progress bars and its 'untested torch version' chatter."""
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with _warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            _warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or e.__class__.__name__
+    return f"{e.__class__.__name__}: {text[:400]}"
+
+
+# ----------------------------------------------------------------------------- graph statistics
+
+
+def _main_function(mlmodel_or_prog):
+    prog = getattr(mlmodel_or_prog, "_mil_program", None) or mlmodel_or_prog
+    return prog.functions["main"]
+
+
+def _count_ops(mlmodel_or_prog) -> dict[str, int]:
+    function = _main_function(mlmodel_or_prog)
+    return dict(sorted(Counter(op.op_type for op in function.operations if op.op_type != "const").items()))
+
+
+def _program_stats(mlmodel) -> tuple[dict[str, int], int]:
+    """(op counts without consts, largest rank of any non-const value) of a converted model."""
+    prog = getattr(mlmodel, "_mil_program", None)
+    if prog is None:  # a model rebuilt by a compression pass: read the program back from the spec
+        prog = load_program(mlmodel)
+    function = prog.functions["main"]
+    ranks = [len(v.shape) for v in function.inputs.values()]
+    for op in function.operations:
+        if op.op_type == "const":
+            continue
+        ranks += [len(v.shape) for v in op.outputs if getattr(v, "shape", None) is not None]
+    return _count_ops(prog), max(ranks, default=0)
+
+
+def load_program(mlmodel):
+    """The pymil Program of an (unloaded) MLModel, read from its spec and weights."""
+    from coremltools.converters.mil.frontend.milproto.load import load
+
+    spec = mlmodel.get_spec()
+    return load(spec, spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
+
+
+def _graph_checks(counts: dict[str, int], max_rank: int, variant: str | None) -> dict:
+    """ANE-friendliness: no BatchNorm left, no gather (LeViT's bias is a dense constant), rank <= 5."""
+    if max_rank > MAX_RANK:
+        raise ConversionError(f"the converted graph has a rank-{max_rank} tensor; Core ML supports rank <= {MAX_RANK}")
+    warnings = []
+    batch_norm, gather = counts.get("batch_norm", 0), counts.get("gather", 0) + counts.get("gather_nd", 0)
+    if batch_norm:
+        warnings.append(f"{batch_norm} batch_norm op(s) left after folding")
+    if gather:
+        warnings.append(f"{gather} gather op(s) in the graph (expected none: attention biases are dense)")
+    if max_rank > 4:
+        warnings.append(f"rank-{max_rank} tensors: the Neural Engine prefers rank <= 4")
+    return {"batch_norm": batch_norm, "gather": gather, "max_rank": max_rank, "rank_ok": max_rank <= 4,
+            "total_ops": sum(counts.values()), "variant": variant, "warnings": warnings}
+
+
+# ----------------------------------------------------------------------------- metadata and writing
+
+
+def _set_metadata(mlmodel, *, variant, input_spec, preprocessing, precision, quantize, target, labels, outputs, user,
+                  quant_report) -> None:
+    from .. import __version__
+
+    user = {k: v for k, v in (user or {}).items()}
+    name = user.get("source_checkpoint") or user.get("name") or variant or "model"
+    config = {
+        "format": METADATA_FORMAT,
+        "variant": variant,
+        "input": input_spec,
+        "preprocessing": preprocessing.to_dict(),
+        "outputs": outputs,
+        "logits_output": LOGITS_OUTPUT,
+        "precision": precision,
+        "quantize": quantize,
+        "deployment_target": target,
+        "labels": [str(label) for label in labels] if labels else None,
+        "quant_report": {k: v for k, v in quant_report.items() if isinstance(v, (int, float, str, bool))},
+        "user": user,
+    }
+    mlmodel.author = "vitdeploy"
+    mlmodel.version = str(__version__)
+    mlmodel.short_description = (f"{variant or 'image classifier'} from {name} ({precision}, "
+                                 f"quantize {quantize}); input: {_describe_input(input_spec, preprocessing)}")
+    flat = {
+        "source_checkpoint": str(user.get("source_checkpoint", "")),
+        "source_sha256": str(user.get("source_sha256", "")),
+        "variant": str(variant or ""),
+        "preprocessing": json.dumps(preprocessing.to_dict()),
+        "vitdeploy_version": str(__version__),
+        "quantization": quantize,
+        "precision": precision,
+        METADATA_KEY: json.dumps(config),
+    }
+    for key, value in user.items():
+        if key not in flat and isinstance(value, (str, int, float, bool)):
+            flat[str(key)] = str(value)
+    mlmodel.user_defined_metadata.update(flat)
+    _describe_features(mlmodel, input_spec, preprocessing, bool(labels))
+
+
+def _describe_input(input_spec: dict, pre: Preprocessing) -> str:
+    if input_spec["layout"] == LAYOUT_RAW:
+        return f"float NCHW preprocessed as the source expects ({pre.describe()})"
+    return f"{input_spec['color_layout']} image, normalization inside the model"
+
+
+def _describe_features(mlmodel, input_spec: dict, pre: Preprocessing, classifier: bool) -> None:
+    outputs = {LOGITS_OUTPUT: "raw class scores (logits)"}
+    if classifier:
+        outputs[PROBS_OUTPUT] = "softmax probability per label"
+        outputs[LABEL_OUTPUT] = "most likely label"
+    # A feature missing from the description is not worth failing the conversion for.
+    with contextlib.suppress(Exception):
+        mlmodel.input_description[input_spec["name"]] = _describe_input(input_spec, pre)
+    for name, text in outputs.items():
+        with contextlib.suppress(Exception):
+            mlmodel.output_description[name] = text
+
+
+def _save_atomically(mlmodel, out: Path) -> None:
+    """Save next to ``out`` and rename into place; on any failure nothing appears at ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        staged = work / out.name
+        with _quiet(), _converter_errors("saving the .mlpackage"):
+            mlmodel.save(str(staged))
+        if out.exists() or out.is_symlink():
+            old = work / "previous"
+            os.replace(out, old)  # atomic on one filesystem; the old package is removed with ``work``
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _dir_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
