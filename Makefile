@@ -30,6 +30,7 @@ demo: install
 	$(VENV)/bin/vitdeploy demo
 
 bench: install
+	$(PY) -m pip install -q $(CONSTRAINTS) -e '.[test,bench]'
 	$(PY) bench/run.py
 
 clean:
