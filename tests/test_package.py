@@ -478,7 +478,7 @@ def mlpackages(tmp_path_factory):
 
         for key, labels in (("labels", TINY_LABELS), ("logits", None)):
             out = folder / f"Tiny_{key}.mlpackage"
-            convert_coreml(_tiny_torch_model(), input_size=(3, 64, 64), preprocessing=preprocessing_for("levit", "timm"),
+            convert_coreml(_tiny_torch_model(), input_size=(3, 64, 64), preprocessing=preprocessing_for("levit", "official"),
                            out=out, labels=labels, count_before=False)
             result[key] = out
         result["source"] = "convert_coreml"
@@ -489,7 +489,7 @@ def mlpackages(tmp_path_factory):
         common = dict(inputs=[image], convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
         classifier = ct.convert(exported, classifier_config=ct.ClassifierConfig(TINY_LABELS), **common)
         # The metadata convert_coreml writes (user_defined_metadata "vitdeploy" JSON + flat keys).
-        config = {"format": 1, "labels": TINY_LABELS, "preprocessing": preprocessing_for("levit", "timm").to_dict(),
+        config = {"format": 1, "labels": TINY_LABELS, "preprocessing": preprocessing_for("levit", "official").to_dict(),
                   "precision": "fp16"}
         classifier.user_defined_metadata.update({"vitdeploy": json.dumps(config), "precision": "fp16"})
         classifier.save(str(folder / "Tiny_labels.mlpackage"))
