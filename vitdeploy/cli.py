@@ -182,13 +182,15 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
                                       "cpuAndNeuralEngine,all (default: all the device has).")
 @click.option("--harness-apk", "harness_apks", multiple=True, type=click.Path(path_type=str),
               help="Prebuilt Android harness APK(s) to install (app and test APK).")
+@click.option("--build-harness", is_flag=True,
+              help="Build android_harness/ with Gradle first (needs an Android SDK) and install it.")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Seconds before a device run is abandoned.")
 @click.option("--variant", help="Override variant detection (checkpoints).")
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def profile(model: str, device: str, runs: int, warmup: int, threads: int, device_threads: str,
-            compute_units: str | None, harness_apks: tuple[str, ...], timeout_s: float, variant: str | None,
-            report_dir: str | None, as_json: bool) -> None:
+            compute_units: str | None, harness_apks: tuple[str, ...], build_harness: bool, timeout_s: float,
+            variant: str | None, report_dir: str | None, as_json: bool) -> None:
     """Latency of MODEL (checkpoint or artifact) on the host or a phone: load, first run, min/median/p90/mean/std."""
     from .profile import profile as run_profile
 
@@ -199,7 +201,7 @@ def profile(model: str, device: str, runs: int, warmup: int, threads: int, devic
     units = tuple(u.strip() for u in compute_units.split(",") if u.strip()) if compute_units else None
     result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
                          progress=not as_json, compute_units=units, device_threads=dthreads,
-                         harness_apks=harness_apks, timeout_s=timeout_s)
+                         harness_apks=harness_apks, timeout_s=timeout_s, build_harness=build_harness)
     if report_dir:
         from .reports import write_report
 

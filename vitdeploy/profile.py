@@ -14,13 +14,19 @@ from .errors import VitdeployError
 def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: int = 5, threads: int = 2,
             variant: str | None = None, progress: bool = False, compute_units: tuple[str, ...] | None = None,
             device_threads: tuple[int, ...] = (1, 4), harness_apks: tuple[str, ...] = (), timeout_s: float = 600,
-            adb: str = "adb", server_socket: str | None = None) -> dict:
+            adb: str = "adb", server_socket: str | None = None, build_harness: bool = False) -> dict:
     """Latency statistics of a checkpoint or artifact on ``device`` (``host``, a catalog name, a serial/UDID)."""
     if runs < 1 or warmup < 0 or threads < 1:
         raise VitdeployError("--runs and --threads must be >= 1, --warmup >= 0")
     path = Path(model)
     if device == "host":
         return _profile_host(path, runs=runs, warmup=warmup, threads=threads, variant=variant, progress=progress)
+    if path.suffix.lower() == ".tflite" and not harness_apks:
+        from .devices import harness_build
+
+        # --build-harness builds android_harness/ with Gradle (needs an SDK); otherwise reuse an earlier build.
+        built = harness_build.build_harness() if build_harness else harness_build.prebuilt_apks()
+        harness_apks = tuple(str(a) for a in built or ())
     return _profile_device(path, device, runs=runs, warmup=warmup, compute_units=compute_units,
                            threads=device_threads, harness_apks=harness_apks, timeout_s=timeout_s, adb=adb,
                            server_socket=server_socket)
