@@ -63,8 +63,8 @@ def predict(model: str | Path, inputs: list[str | Path], *, variant: str | None 
     return Prediction(logits=logits, labels=runner.labels, inputs=names)
 
 
-def save_array(path: str | Path, array: np.ndarray) -> Path:
-    """Write a .npy atomically (temp file, then rename), so a failure never leaves half a file."""
+def write_atomically(path: str | Path, write) -> Path:
+    """Call ``write(binary_file)`` on a temp file beside ``path``, then rename: never half a file at ``path``."""
     import os
     import tempfile
 
@@ -73,27 +73,19 @@ def save_array(path: str | Path, array: np.ndarray) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_array(path: str | Path, array: np.ndarray) -> Path:
+    """Write a .npy atomically."""
+    return write_atomically(path, lambda f: np.save(f, array))
 
 
 def save_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a UTF-8 text file atomically."""
+    return write_atomically(path, lambda f: f.write(text.encode("utf-8")))
