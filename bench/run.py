@@ -151,37 +151,10 @@ def xnnpack_int8(variant: str, fp32_path: Path, keep_float: list[str], out: Path
 
 
 def tflite_op_census(path) -> dict:
-    """Op types of a .tflite, which of them XNNPACK did *not* take, and the number of XNNPACK partitions.
+    """Op types of a .tflite, which of them XNNPACK did *not* take, and the number of XNNPACK partitions."""
+    from vitdeploy.runtimes.tflite import delegation_census
 
-    After ``allocate_tensors`` the interpreter lists the original nodes plus one ``DELEGATE`` node per
-    XNNPACK partition; a node is delegated when it lies between a partition's outputs and its inputs
-    (walked backwards through producers). Everything else runs on TFLite's built-in kernels and
-    splits the graph.
-    """
-    from collections import Counter
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
-    ops = it._get_ops_details()  # the public API has no op list
-    producer = {int(t): o["index"] for o in ops if o["op_name"] != "DELEGATE" for t in o["outputs"]}
-    covered: set = set()
-    for d in (o for o in ops if o["op_name"] == "DELEGATE"):
-        stop, todo, seen = {int(t) for t in d["inputs"]}, [int(t) for t in d["outputs"]], set()
-        while todo:
-            t = todo.pop()
-            if t in seen or t in stop or t not in producer:
-                continue
-            seen.add(t)
-            i = producer[t]
-            if i not in covered:
-                covered.add(i)
-                todo += [int(x) for x in ops[i]["inputs"] if int(x) >= 0]
-    real = [o for o in ops if o["op_name"] != "DELEGATE"]
-    return {"ops": dict(Counter(o["op_name"] for o in real).most_common()),
-            "not_delegated": dict(Counter(o["op_name"] for o in real if o["index"] not in covered).most_common()),
-            "partitions": sum(o["op_name"] == "DELEGATE" for o in ops)}
+    return delegation_census(path)
 
 
 def suite_accuracy() -> dict | None:

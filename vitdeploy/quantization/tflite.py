@@ -69,7 +69,8 @@ def quantize_dynamic(float_model: bytes) -> bytes:
 def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, int8_io: bool = False,
                   min_cosine: float = 0.99, min_gain: float = 0.002, max_rounds: int = 4,
                   progress: Callable[[str], None] | None = None, calib_source: str = "",
-                  input_range: tuple[float, float] | None = None, threads: int = 2) -> tuple[bytes, dict]:
+                  input_range: tuple[float, float] | None = None, threads: int = 2,
+                  keep_undelegated_float: bool = True) -> tuple[bytes, dict]:
     """Full-integer static int8 with accuracy-driven float fallback; returns (model bytes, report).
 
     ``calib_inputs`` / ``eval_inputs``: batches in the float model's input convention; the eval
@@ -80,6 +81,9 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
     A round keeps the candidate that helps most; the search stops at ``min_cosine``, after
     ``max_rounds``, or when the best candidate gains less than ``min_gain`` (then the error is
     spread over the whole network and no fallback is worth its latency).
+    ``keep_undelegated_float``: first keep in float the op types XNNPACK cannot run in int8
+    (see :func:`_keep_undelegated_in_float`), so the int8 model is one fast XNNPACK graph
+    rather than dozens of partitions stitched by TFLite's slow built-in kernels.
     ``input_range``: the input's true value range (``(0, 255)`` for pixel inputs) instead of the
     range seen in calibration, so bright pixels that calibration missed do not clip.
     """
@@ -101,12 +105,17 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
 
     first = {statistic: attempt([], statistic) for statistic in CALIBRATION_STATISTICS}
     statistic = max(CALIBRATION_STATISTICS, key=lambda st: first[st][1]["cosine_mean"])
-    chosen: list[str] = []
     model, score = first[statistic]
     say(f"full int8: logits cosine {score['cosine_mean']:.4f} vs float ({statistic} ranges)")
     history = [{"float_ops": [], **score,
                 "by_statistic": {st: first[st][1]["cosine_mean"] for st in CALIBRATION_STATISTICS}}]
-    candidates = list(groups)
+    speed = {"enabled": keep_undelegated_float}
+    chosen: list[str] = []
+    if keep_undelegated_float:
+        chosen, model, score, speed = _keep_undelegated_in_float(
+            model, score, lambda ops: attempt(ops, statistic), groups, min_cosine, min_gain, say)
+        history.append({"float_ops": list(chosen), **score, "reason": "xnnpack"})
+    candidates = [name for name in groups if name not in chosen]
     for _ in range(max_rounds):
         if score["cosine_mean"] >= min_cosine or not candidates:
             break
@@ -139,6 +148,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         "cosine_min_after": score["cosine_min"],
         "top1_agreement_after": score["top1_agreement"],
         "float_fallback_ops": chosen,
+        "float_for_speed": speed.get("kept_float", []),
+        "xnnpack": speed,
         "float_fallback_detail": {name: groups[name].describe() for name in chosen},
         "float_op_counts": float_op_counts(model),
         "int8_io": int8_io,
@@ -146,6 +157,54 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         "warnings": warnings,
     }
     return model, report
+
+
+def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, groups: dict, min_cosine: float,
+                               noise: float, say: Callable[[str], None]) -> tuple[list[str], bytes, dict, dict]:
+    """Keep float the op types XNNPACK leaves to TFLite's built-in kernels in the full int8 model.
+
+    XNNPACK has no int8 HARD_SWISH, BATCH_MATMUL, SOFTMAX or the LayerNorm pieces (RSQRT,
+    SQUARED_DIFFERENCE...), so a full int8 ViT runs as 60-90 partitions and is slower than float;
+    in float XNNPACK takes them. The float set is accepted only if it costs no accuracy below
+    ``min(min_cosine, full int8 cosine) - noise``; when all of them together do (ai-edge-quantizer
+    mis-ranges some float/int8 boundaries, e.g. a float SOFTMAX next to a float BATCH_MATMUL in
+    LeViT), each leave-one-out subset is tried. Among acceptable sets the one leaving the fewest
+    ops outside XNNPACK wins, ties by cosine.
+    """
+    from ..runtimes.tflite import delegation_census
+
+    census = delegation_census(model)
+    slow = [op for op in census["not_delegated"] if op in groups and groups[op].kind == "op_type"]
+    record = {"enabled": True, "int8_not_delegated": census["not_delegated"], "int8_partitions": census["partitions"],
+              "kept_float": [], "tried": {}}
+    if not slow:
+        return [], model, score, record
+    say(f"XNNPACK leaves {sum(census['not_delegated'].values())} int8 ops to built-in kernels "
+        f"({', '.join(slow)}): trying them in float")
+    trials = {}
+    target = min(min_cosine, score["cosine_mean"]) - noise
+
+    def run(subset: tuple) -> None:
+        q_model, q_score = attempt(list(subset))
+        left = delegation_census(q_model)["not_delegated"]
+        trials[subset] = (q_model, q_score, sum(left.values()), left)
+        record["tried"][",".join(subset)] = {"cosine_mean": q_score["cosine_mean"], "not_delegated": sum(left.values())}
+
+    run(tuple(slow))
+    if trials[tuple(slow)][1]["cosine_mean"] < target and len(slow) > 1:
+        for drop in slow:
+            run(tuple(op for op in slow if op != drop))
+    ok = [s for s, t in trials.items() if t[1]["cosine_mean"] >= target]
+    if not ok:
+        say(f"keeping {', '.join(slow)} in float costs accuracy; left int8")
+        return [], model, score, record
+    best = min(ok, key=lambda s: (trials[s][2], -trials[s][1]["cosine_mean"]))
+    q_model, q_score, _, left = trials[best]
+    record.update(kept_float=list(best), not_delegated_after=left,
+                  partitions_after=delegation_census(q_model)["partitions"])
+    say(f"keeping {', '.join(best)} in float for XNNPACK: cosine {q_score['cosine_mean']:.4f}, "
+        f"{sum(left.values())} ops left outside XNNPACK")
+    return list(best), q_model, q_score, record
 
 
 @dataclass(frozen=True)

@@ -153,3 +153,42 @@ class TFLiteRunner:
 def run_tflite(model_content: bytes, inputs: np.ndarray, *, threads: int = 2) -> np.ndarray:
     """Logits for a batch already in the model's input convention (float; quantized I/O handled)."""
     return TFLiteRunner(None, threads=threads, model_content=model_content)._run_batch(np.asarray(inputs))
+
+
+def delegation_census(model, *, threads: int = 1) -> dict:
+    """Which ops XNNPACK takes: op counts by type, the ones it leaves out, and its partition count.
+
+    ``model``: .tflite bytes or a path. After ``allocate_tensors`` the interpreter lists the
+    original nodes plus one ``DELEGATE`` node per XNNPACK partition; a node is delegated when it
+    lies between a partition's outputs and its inputs (walked back through producers). Every
+    other node runs on TFLite's built-in kernels and splits the graph, which is what makes an
+    int8 model with unsupported int8 ops slower than its float original.
+    """
+    from collections import Counter
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, (bytes, bytearray)):
+        interpreter = Interpreter(model_content=bytes(model), num_threads=threads)
+    else:
+        interpreter = Interpreter(model_path=str(model), num_threads=threads)
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()  # the public API has no op list
+    producer = {int(t): op["index"] for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    delegated: set = set()
+    for partition in (op for op in ops if op["op_name"] == "DELEGATE"):
+        boundary = {int(t) for t in partition["inputs"]}
+        todo, seen = [int(t) for t in partition["outputs"]], set()
+        while todo:
+            tensor = todo.pop()
+            if tensor in seen or tensor in boundary or tensor not in producer:
+                continue
+            seen.add(tensor)
+            index = producer[tensor]
+            if index not in delegated:
+                delegated.add(index)
+                todo += [int(t) for t in ops[index]["inputs"] if int(t) >= 0]
+    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    return {"ops": dict(Counter(op["op_name"] for op in nodes).most_common()),
+            "not_delegated": dict(Counter(op["op_name"] for op in nodes if op["index"] not in delegated).most_common()),
+            "partitions": sum(op["op_name"] == "DELEGATE" for op in ops)}
