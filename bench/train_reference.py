@@ -68,11 +68,14 @@ def write_digits(root: Path, size: int = 64, test_fraction: float = 0.3, seed: i
 
 
 def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batch: int = 32, lr: float = 2e-3,
-          seed: int = 0) -> dict:
+          seed: int = 0, train_size: int | None = None) -> dict:
     """Train ``variant`` (10 classes) from scratch for ``steps`` AdamW steps; save a timm-layout checkpoint.
 
     A fixed step count (not a wall-clock budget) so the result does not depend on how busy the
     shared machine is: linear warmup over the first 10 % of steps, then cosine decay.
+    ``train_size``: train MobileViT at this square resolution instead of its native one (it is
+    resolution-agnostic and ml-cvnets itself trains multi-scale); LeViT's attention biases are
+    tied to its resolution, so it always trains at 224.
     """
     import numpy as np
     import torch
@@ -87,6 +90,10 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
     torch.manual_seed(seed)
     info = variant_info(variant)
     pre = preprocessing_for(info.family, "timm")  # the layout the checkpoint is saved in
+    if train_size and info.family == "mobilevit":
+        import dataclasses
+
+        pre = dataclasses.replace(pre, crop=train_size, resize=round(train_size * pre.resize / pre.crop))
     ds = read_image_folder(data / "train")
     pixels = np.stack([load_image_rgb(p, pre) for p in ds.files])  # uint8, exactly as eval reads them
     targets = torch.from_numpy(ds.targets)
@@ -119,7 +126,7 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
-    return {"variant": variant, "steps": steps, "batch": batch, "epochs": round(steps * batch / len(pixels), 2),
+    return {"variant": variant, "steps": steps, "batch": batch, "train_size": pre.crop, "epochs": round(steps * batch / len(pixels), 2),
             "wall_seconds": round(time.perf_counter() - wall, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
             "final_loss": round(float(np.mean(losses[-5:])), 4),
             "final_train_acc": round(float(np.mean(correct[-10:])), 3), "train_images": len(pixels),
@@ -161,6 +168,10 @@ def main() -> None:
     parser.add_argument("--limit-per-class", type=int, default=None,
                         help="evaluate on at most this many held-out images per class (default: all ~54)")
     parser.add_argument("--coreml", action="store_true", help="also convert and evaluate Core ML (MIL interpreter)")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="MobileViT training resolution (default: native 256; evaluation is always native)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train and evaluate the checkpoint only (no artifacts; `vitdeploy build` converts them)")
     args = parser.parse_args()
 
     from vitdeploy.parity import evaluate
@@ -178,8 +189,9 @@ def main() -> None:
         entry = results["models"].get(variant, {})
         if args.retrain or not ckpt.is_file():
             print(f"training {variant} ({args.steps} steps)", flush=True)
-            entry["training"] = train(variant, data, ckpt, steps=args.steps, threads=args.threads)
-        artifacts = convert_all(ckpt, data, CACHE / "artifacts", args.coreml)
+            entry["training"] = train(variant, data, ckpt, steps=args.steps, threads=args.threads,
+                                      train_size=args.train_size)
+        artifacts = [] if args.train_only else convert_all(ckpt, data, CACHE / "artifacts", args.coreml)
         res = evaluate([ckpt, *artifacts], data / "test", threads=args.threads, batch_size=32,
                        limit_per_class=args.limit_per_class)
         print(res.table(), flush=True)

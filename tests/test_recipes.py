@@ -57,3 +57,67 @@ def test_recipe_tolerances_are_known_parity_metrics():
         assert set(r.parity) <= set(PRESETS)
         for overrides in r.parity.values():
             assert set(overrides) <= set(KEYS), overrides
+
+
+@pytest.mark.slow
+def test_build_converts_checks_and_continues_past_a_failed_cell(tmp_path):
+    """`vitdeploy build` on a two-recipe matrix: a real LeViT cell, and a MobileViT one with no checkpoint."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vitdeploy.cli import main
+    from vitdeploy.synthetic import write_seeded_checkpoint
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    text = (RECIPES / "levit_128s.yaml").read_text()
+    text = text.replace("quantize: [none, fp16, dynamic, int8]", "quantize: [none]")
+    (recipes / "levit_128s.yaml").write_text(text)
+    (recipes / "mobilevit_xxs.yaml").write_text((RECIPES / "mobilevit_xxs.yaml").read_text())
+    ckpts = tmp_path / "ckpts"
+    write_seeded_checkpoint("levit_128s", ckpts / "mine.safetensors")
+    (ckpts / "notes.txt").write_text("not a checkpoint")  # ignored, not fatal
+    images = tmp_path / "images"
+    from PIL import Image
+
+    from vitdeploy.sample_images import natural_images
+
+    for cls, batch in enumerate((natural_images(3, 256, seed=5), natural_images(3, 256, seed=6))):
+        (images / f"c{cls}").mkdir(parents=True)
+        for i, img in enumerate(batch):
+            Image.fromarray(img).save(images / f"c{cls}" / f"{i}.png")
+
+    result = CliRunner().invoke(main, ["build", "--recipes", str(recipes), "--checkpoints", str(ckpts), "-o",
+                                       str(tmp_path / "out"), "--target", "tflite", "--images", str(images),
+                                       "--n-images", "4", "--json"])
+    assert result.exit_code == 1, result.output  # one cell failed: the build says so
+    summary = json.loads(result.stdout)
+    cells = {(c["variant"], c["quantize"]): c for c in summary["cells"]}
+    assert set(cells) == {("levit_128s", "none"), *(("mobilevit_xxs", q) for q in ("none", "fp16", "dynamic", "int8"))}
+    good = cells[("levit_128s", "none")]
+    assert good["status"] == "ok" and good["parity"] == "pass", good
+    assert Path(good["path"]).is_file() and good["size_mb"] > 1 and good["host_median_ms"] > 0
+    assert good["cosine_min"] > 0.99999 and good["top1_agreement"] == 1.0 and good["max_abs"] < 1e-3
+    for q in ("none", "fp16", "dynamic", "int8"):
+        bad = cells[("mobilevit_xxs", q)]
+        assert bad["status"] == "failed" and "no checkpoint for mobilevit_xxs" in bad["error"]
+    assert summary["failed"] == 4
+
+    from vitdeploy.recipes import format_build_table
+
+    table = format_build_table(summary)
+    assert "levit_128s" in table and "max abs" in table and "5 cells, 4 failed" in table
+
+
+def test_list_images_spreads_a_limited_sample_over_all_classes(tmp_path):
+    from vitdeploy.parity.run import list_images
+
+    for cls in "abcd":
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            (tmp_path / cls / f"{i}.png").write_bytes(b"")
+    picked = list_images(tmp_path, 8)
+    assert len(picked) == 8 and {p.parent.name for p in picked} == set("abcd")
+    assert picked == sorted(picked)
+    assert len(list_images(tmp_path)) == 40 and len(list_images(tmp_path, 100)) == 40

@@ -255,9 +255,15 @@ def _print_profile(r: dict) -> None:
 @click.option("-o", "--out", "out_dir", default="out/build", show_default=True, type=click.Path(path_type=str))
 @click.option("--target", "targets", multiple=True, type=click.Choice(["coreml", "tflite"]), help="Limit targets.")
 @click.option("--variant", "variants", multiple=True, help="Limit variants.")
+@click.option("--images", "images_dir", type=click.Path(path_type=str),
+              help="Parity images (default: the built-in natural-image set).")
+@click.option("--n-images", default=16, show_default=True, type=click.IntRange(1, None),
+              help="Parity images per cell (spread evenly over --images).")
+@click.option("--calib", "calib_dir", type=click.Path(path_type=str),
+              help="Calibration images for int8/w8a8 cells (default: built-in natural images).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[str, ...], variants: tuple[str, ...],
-          as_json: bool) -> None:
+          images_dir: str | None, n_images: int, calib_dir: str | None, as_json: bool) -> None:
     """Convert the whole matrix (variants x targets x precisions), check parity and host latency, summarise."""
     from .recipes import build as run_build
     from .recipes import format_build_table
@@ -267,7 +273,8 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
             mode = row["quantize"] if row["target"] == "tflite" else f"{row['precision']}/{row['quantize']}"
             click.echo(f"[{row['status']:>6}] {row['variant']} {row['target']} {mode} ({row['seconds']} s)", err=True)
 
-    summary = run_build(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants, on_cell=on_cell)
+    summary = run_build(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants,
+                        images_dir=images_dir, parity_images=n_images, calib_dir=calib_dir, on_cell=on_cell)
     if as_json:
         _echo_json(summary)
     else:

@@ -109,8 +109,13 @@ def find_checkpoints(directory: str | Path) -> dict[str, Path]:
 
 def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | Path, *, targets: tuple[str, ...] = (),
           variants: tuple[str, ...] = (), parity_images: int = 16, latency_runs: int = 20, threads: int = 2,
+          images_dir: str | Path | None = None, calib_dir: str | Path | None = None,
           on_cell: Callable[[dict], None] | None = None) -> dict:
-    """Convert every (variant x target x mode) the recipes ask for; check parity and host latency; never stop early."""
+    """Convert every (variant x target x mode) the recipes ask for; check parity and host latency; never stop early.
+
+    ``images_dir``: parity images (default: the built-in natural-image set); ``calib_dir``:
+    calibration images for int8/w8a8 cells (default: the built-in set).
+    """
     from .convert import convert
 
     recipes = [r for r in load_recipes(recipes_dir) if not variants or r.variant in variants]
@@ -129,11 +134,12 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
                 ext = "tflite" if target == "tflite" else "mlpackage"
                 mode = quantize if target == "tflite" else f"{precision}_{quantize}"
                 artifact = out / recipe.variant / f"{recipe.variant}_{mode}.{ext}"
+                calib = calib_dir if quantize in ("int8", "w8a8") else None
                 report = convert(ckpt, target, out=artifact, quantize=quantize, precision=precision,
-                                 variant=recipe.variant)
+                                 variant=recipe.variant, calib_dir=calib)
                 row.update(status="ok", path=str(artifact), size_mb=round(report.get("size_bytes", 0) / 1e6, 2),
                            convert_s=report.get("seconds"))
-                row.update(_check_parity(artifact, ckpt, recipe, precision, quantize, parity_images))
+                row.update(_check_parity(artifact, ckpt, recipe, precision, quantize, parity_images, images_dir))
                 if target == "tflite":
                     row["host_median_ms"] = _host_latency(artifact, latency_runs, threads)
             except (VitdeployError, RuntimeError, ValueError, OSError) as e:
@@ -145,13 +151,17 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
     return {"out_dir": str(out), "cells": rows, "failed": sum(r["status"] != "ok" for r in rows)}
 
 
-def _check_parity(artifact: Path, ckpt: Path, recipe: Recipe, precision: str, quantize: str, n_images: int) -> dict:
+def _check_parity(artifact: Path, ckpt: Path, recipe: Recipe, precision: str, quantize: str, n_images: int,
+                  images_dir: str | Path | None) -> dict:
     from .parity import run_parity
 
     tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
-    result = run_parity(artifact, ckpt, n_images=n_images, tolerances=tolerances)
-    return {"parity": "pass" if result.passed else "FAIL", "cosine_min": result.natural.get("cosine_min"),
-            "top1_agreement": result.natural.get("top1"), "parity_failures": [f.describe() for f in result.failures]}
+    result = run_parity(artifact, ckpt, images_dir=images_dir, n_images=n_images, tolerances=tolerances)
+    natural = result.natural
+    return {"parity": "pass" if result.passed else "FAIL", "cosine_min": natural.get("cosine_min"),
+            "cosine_mean": natural.get("cosine_mean"), "max_abs": natural.get("max_abs"),
+            "rel_max_abs": natural["max_abs"] / natural["ref_abs_max"] if natural.get("ref_abs_max") else None,
+            "top1_agreement": natural.get("top1"), "parity_failures": [f.describe() for f in result.failures]}
 
 
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:
@@ -162,14 +172,15 @@ def _host_latency(artifact: Path, runs: int, threads: int) -> float:
 
 def format_build_table(summary: dict) -> str:
     head = f"{'variant':<14} {'target':<7} {'mode':<13} {'status':<7} {'MB':>6} {'conv s':>7} {'parity':>6} " \
-           f"{'cos min':>9} {'top-1':>6} {'host ms':>8}"
+           f"{'cos min':>9} {'max abs':>8} {'top-1':>6} {'host ms':>8}"
     lines = [head, "-" * len(head)]
     for r in summary["cells"]:
         mode = r["quantize"] if r["target"] == "tflite" else f"{r['precision']}/{r['quantize']}"
         fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
         lines.append(f"{r['variant']:<14} {r['target']:<7} {mode:<13} {r['status']:<7} {fmt(r.get('size_mb'), '{:.1f}'):>6} "
                      f"{fmt(r.get('convert_s'), '{:.1f}'):>7} {r.get('parity', '-'):>6} "
-                     f"{fmt(r.get('cosine_min'), '{:.6f}'):>9} {fmt(r.get('top1_agreement'), '{:.0%}'):>6} "
+                     f"{fmt(r.get('cosine_min'), '{:.6f}'):>9} {fmt(r.get('max_abs'), '{:.2e}'):>8} "
+                     f"{fmt(r.get('top1_agreement'), '{:.0%}'):>6} "
                      f"{fmt(r.get('host_median_ms'), '{:.2f}'):>8}")
         if r["status"] != "ok":
             lines.append(f"    error: {r.get('error')}")
