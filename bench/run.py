@@ -526,6 +526,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render_only:
         R = json.loads((CACHE / "results.json").read_text())
+        R["accuracy"] = suite_accuracy()
         R["goals"], R["findings"] = goals(R), findings(R)
         args.out.write_text(render(R))
         return

@@ -159,6 +159,24 @@ def convert_all(ckpt: Path, data: Path, out_dir: Path, coreml: bool) -> list[Pat
     return artifacts
 
 
+def write_suite_accuracy(results: dict) -> Path:
+    """``bench/.cache/reference_accuracy.json``: the rows docs/benchmarks.md's accuracy section shows."""
+    rows = []
+    for variant, entry in results["models"].items():
+        acc = entry.get("accuracy") or []
+        base = next((a for a in acc if a["model"].endswith(".safetensors")), None)
+        training = entry.get("training") or {}
+        for a in acc:
+            rows.append({"variant": variant, "model": a["model"], "top-1 %": round(100 * a["top1"], 2),
+                         "drop vs checkpoint (pts)": round(100 * (base["top1"] - a["top1"]), 2) if base else None,
+                         "top-5 %": round(100 * a["top5"], 2), "images": a["n"],
+                         "training": f"{training.get('steps', '?')} steps, {training.get('epochs', '?')} epochs, "
+                                     f"{training.get('train_size', 'native')} px"})
+    out = CACHE.parent / "reference_accuracy.json"
+    out.write_text(json.dumps({"data": results["data"], "rows": rows}, indent=1))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=["levit_128s", "mobilevit_xxs"])
@@ -202,6 +220,7 @@ def main() -> None:
             m["name"] = Path(m["model"]).name
             all_rows.append(m)
         previous.write_text(json.dumps(results, indent=2))
+    write_suite_accuracy(results)
     dataset = {"root": str(data / "test"), "images": all_rows[0]["n"] if all_rows else 0, "classes": 10,
                "labels_file": None}
     paths = write_report(CACHE / "report", kind="eval", data={"kind": "eval", "dataset": dataset, "models": all_rows},

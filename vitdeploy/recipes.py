@@ -139,6 +139,8 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
                                  variant=recipe.variant, calib_dir=calib)
                 row.update(status="ok", path=str(artifact), size_mb=round(report.get("size_bytes", 0) / 1e6, 2),
                            convert_s=report.get("seconds"))
+                if report.get("float_fallback_ops"):
+                    row["float_fallback"] = report["float_fallback_ops"]
                 row.update(_check_parity(artifact, ckpt, recipe, precision, quantize, parity_images, images_dir))
                 if target == "tflite":
                     row["host_median_ms"] = _host_latency(artifact, latency_runs, threads)
@@ -184,5 +186,7 @@ def format_build_table(summary: dict) -> str:
                      f"{fmt(r.get('host_median_ms'), '{:.2f}'):>8}")
         if r["status"] != "ok":
             lines.append(f"    error: {r.get('error')}")
+        elif r.get("float_fallback"):
+            lines.append(f"    kept in float: {', '.join(r['float_fallback'])}")
     lines.append(f"{len(summary['cells'])} cells, {summary['failed']} failed")
     return "\n".join(lines)
