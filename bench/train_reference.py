@@ -150,7 +150,7 @@ def convert_all(ckpt: Path, data: Path, out_dir: Path, coreml: bool) -> list[Pat
         except ImportError as e:
             print(f"  Core ML skipped: {e}")
         else:
-            for precision, quant in (("fp16", "none"), ("fp16", "w8")):
+            for precision, quant in (("fp16", "none"), ("fp16", "w8"), ("fp16", "w8a8")):
                 out = out_dir / f"{ckpt.stem}_{precision}{'' if quant == 'none' else '_' + quant}.mlpackage"
                 if not out.exists():
                     convert(ckpt, "coreml", out=out, precision=precision, quantize=quant,

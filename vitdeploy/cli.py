@@ -16,6 +16,21 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+
+def _quiet_third_party_noise() -> None:
+    """Silence import-time chatter of libraries the converters pull in (not vitdeploy's own messages):
+    torchao's "Failed to load ..._C_cutlass_90a.so" (CUDA kernels on a CPU build), torch's pytree and
+    LeafSpec deprecation notices raised from inside torch.export."""
+    import logging
+    import warnings
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(copyreg|torch\.|torchao|litert_torch)")
+
+
+_quiet_third_party_noise()
+
 from . import __version__
 from .errors import CheckFailed, VitdeployError
 
