@@ -296,7 +296,7 @@ def test_int8_report_is_measured_and_model_is_integer(artifacts, levit):
     measured = cosines(runner.predict_pixels(heldout), TFLiteRunner(float_conv.path).predict_pixels(heldout))
     assert measured.mean() == pytest.approx(report["cosine_after"], abs=1e-5)
     # Keeping ops float for XNNPACK may cost accuracy only while the target is still met.
-    assert report["cosine_after"] >= min(0.99, report["cosine_before"]) - 1e-9
+    assert report["cosine_min_after"] >= min(0.99, report["cosine_min_before"]) - 0.002 - 1e-9
     # Integer compute is real: int8 ops exist, QUANTIZE/DEQUANTIZE sit at the float edges, and
     # whatever the route kept float is float in the file.
     ops = op_types(conv.path.read_bytes())
@@ -307,8 +307,8 @@ def test_int8_report_is_measured_and_model_is_integer(artifacts, levit):
         for op, n in report["float_fallback_detail"][name]["ops"].items():
             assert report["float_op_counts"].get(op, 0) >= n
     # The verdict matches the numbers: a warning exactly when the target was missed.
-    assert bool(conv.warnings) == (report["cosine_after"] < 0.99)
-    if report["cosine_after"] < 0.99:
+    assert bool(conv.warnings) == (report["cosine_min_after"] < 0.99)
+    if report["cosine_min_after"] < 0.99:
         assert len(report["search"]) > 1  # the fallback search ran
 
 
@@ -326,10 +326,10 @@ def test_int8_float_fallback_keeps_chosen_ops_float_and_helps(artifacts, mobilev
     assert {"LOGISTIC", "SOFTMAX", "SiLU", "LayerNorm"} <= set(groups)  # SiLU/attention/LN pieces are candidates
     model, report = quantize_int8(float_model, calib_inputs=calib, eval_inputs=heldout, min_cosine=0.9999,
                                   min_gain=0.0, max_rounds=1, keep_undelegated_float=False)
-    assert report["cosine_before"] < 0.9999
+    assert report["cosine_min_before"] < 0.9999
     chosen = report["float_fallback_ops"]
     assert len(chosen) == 1 and report["search"][1]["best"] == chosen[0]
-    assert report["cosine_after"] >= report["cosine_before"]
+    assert report["cosine_min_after"] >= report["cosine_min_before"]
     # Everything the chosen group covers really computes in float in the returned model.
     counts = float_op_counts(model)
     for op, n in groups[chosen[0]].op_counts:

@@ -21,7 +21,7 @@ DEFAULT_VARIANTS = ("mobilevit_xs", "levit_128s")
 STAND_IN_NOTE = ("\nnote: the default checkpoints are seeded random stand-ins (no weights can be downloaded here). "
                  "Their pooled features barely differ between images, so the classifier amplifies fp16/int8 rounding "
                  "10-100x; a low-precision parity FAIL above says that, not that the artifact is broken. Trained "
-                 "weights pass (docs/benchmarks.md, 'Trained models'); run `vitdeploy demo YOUR_CHECKPOINT...`.")
+                 "weights pass (docs/build-matrix.md); run `vitdeploy demo YOUR_CHECKPOINT...`.")
 
 
 ARTIFACTS = (  # (target, precision, quantize, in quick mode)
