@@ -309,7 +309,8 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
 @click.option("--checkpoint", required=True, type=click.Path(path_type=str), help="The PyTorch reference checkpoint.")
 @click.option("--images", "images_dir", type=click.Path(path_type=str),
               help="Directory of images (default: the built-in natural-image set).")
-@click.option("--n-images", default=16, show_default=True, type=click.IntRange(1, None))
+@click.option("--n-images", type=click.IntRange(1, None),
+              help="How many images (default: 16 built-in, or every image under --images; spread evenly).")
 @click.option("--n-random", default=4, show_default=True, type=click.IntRange(0, None),
               help="Seeded random tensors, reported separately.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
@@ -322,13 +323,13 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
 @click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto", show_default=True)
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int, n_random: int,
+def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int | None, n_random: int,
            precision: str | None, tolerances: tuple[str, ...], do_localize: bool, variant: str | None, threads: int,
            runtime: str, report_dir: str | None, as_json: bool) -> None:
     """Check ARTIFACT against the PyTorch CHECKPOINT; exit 1 naming the metric that failed."""
     from .parity import localize, parse_overrides, run_parity
 
-    result = run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images if not images_dir else None,
+    result = run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images,
                         n_random=n_random, tolerances=parse_overrides(tolerances) or None, threads=threads,
                         precision=precision, variant=variant, runtime=runtime)
     data = result.to_dict()
