@@ -95,11 +95,18 @@ def page(variants) -> str:
              "Host latency: LiteRT XNNPACK, 2 threads, median of 20 runs, measured while other jobs ran on this "
              "2-core machine (indicative only; docs/benchmarks.md has the careful side-by-side figures).", "",
              "| variant | training | held-out digits top-1 (fp32 checkpoint) |", "|---|---|---|"]
+    built = {c["variant"] for c in cells}
     for v in variants:
         base, training = accuracy.get(v, (None, {}))
         if base:
-            lines.append(f"| {v} | {training.get('steps', '?')} AdamW steps, batch 32, "
-                         f"{training.get('train_size', 'native')} px | {100 * base['top1']:.1f} % ({base['n']} images) |")
+            size = training.get("train_size", "native")
+            recal = ", BatchNorm statistics re-estimated at native size" if training.get("bn_recalibrated_at_native") \
+                else ""
+            lines.append(f"| {v} | {training.get('steps', '?')} AdamW steps, batch 32, {size} px{recal} | "
+                         f"{100 * base['top1']:.1f} % ({base['n']} images) |")
+        elif v in built:
+            lines.append(f"| {v} | **not trained** (out of CPU time): seeded random stand-in "
+                         "(`vitdeploy.synthetic`), so its fp16/int8 rows say nothing about the converter | – |")
     lines += ["", render(cells), ""]
     failed = [c for c in cells if c.get("parity") == "FAIL" or c["status"] != "ok"]
     lines += [f"{len(cells)} cells, {sum(c.get('parity') == 'pass' for c in cells)} pass parity, "
