@@ -1,7 +1,7 @@
 """The full recipe matrix on trained checkpoints -> docs/build-matrix.md.
 
     .venv/bin/python bench/train_reference.py --variants ... --train-only   # the trained checkpoints first
-    .venv/bin/python bench/build_matrix.py [--variants v1,v2] [--render-only]
+    .venv/bin/python bench/build_matrix.py [--variants v1,v2] [--render-only | --latency]
 
 For each variant with a trained checkpoint in ``bench/.cache/train_reference/`` (digits, see
 bench/train_reference.py): ``vitdeploy build --variant V --json`` (every recipe cell: TFLite
@@ -68,6 +68,63 @@ def w8a8_cell(variant: str) -> dict | None:
             "size_mb": round(conv["size_bytes"] / 1e6, 2), "convert_s": seconds}
 
 
+def quiet_latency(out: Path, threads: int = 2, rounds: int = 30) -> dict:
+    """Interleaved host latency of each variant's TFLite cells (run on a quiet machine).
+
+    Every round invokes fp32, fp16, dynamic and int8 once each, so load changes hit all modes
+    alike; the int8 speed-up is the median of the per-round fp32/int8 ratios.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    results = {}
+    for vdir in sorted(p for p in out.iterdir() if p.is_dir()):
+        interpreters = {}
+        for mode in ("none", "fp16", "dynamic", "int8"):
+            path = vdir / f"{vdir.name}_{mode}.tflite"
+            if not path.is_file():
+                continue
+            it = Interpreter(model_path=str(path), num_threads=threads)
+            it.allocate_tensors()
+            d = it.get_input_details()[0]
+            it.set_tensor(d["index"], np.random.default_rng(0).uniform(0, 255, d["shape"]).astype(d["dtype"]))
+            for _ in range(3):
+                it.invoke()
+            interpreters[mode] = it
+        times = {mode: [] for mode in interpreters}
+        for _ in range(rounds):
+            for mode, it in interpreters.items():
+                started = time.perf_counter()
+                it.invoke()
+                times[mode].append((time.perf_counter() - started) * 1000)
+        entry = {"median_ms": {m: round(float(np.median(t)), 3) for m, t in times.items()}, "threads": threads,
+                 "rounds": rounds}
+        if "int8" in times and "none" in times:
+            entry["int8_speedup"] = round(float(np.median(np.array(times["none"]) / np.array(times["int8"]))), 3)
+        results[vdir.name] = entry
+        print(vdir.name, entry, flush=True)
+    (CACHE / "latency.json").write_text(json.dumps({"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                                    "load": round(__import__("os").getloadavg()[0], 2),
+                                                    "variants": results}, indent=1))
+    return results
+
+
+def latency_lines() -> list[str]:
+    path = CACHE / "latency.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    lines = [f"## Host latency, quiet and interleaved ({data['measured']}, load {data['load']})", "",
+             "`bench/build_matrix.py --latency`: LiteRT XNNPACK, 2 threads, each round runs every mode once; "
+             "medians of 30 rounds; int8 speed-up = median of per-round fp32/int8 ratios.", "",
+             "| variant | fp32 ms | fp16 ms | dynamic ms | int8 ms | int8 speed-up over fp32 |", "|---|---|---|---|---|---|"]
+    for v, e in data["variants"].items():
+        m = e["median_ms"]
+        lines.append(f"| {v} | {m.get('none', '–')} | {m.get('fp16', '–')} | {m.get('dynamic', '–')} | "
+                     f"{m.get('int8', '–')} | {e.get('int8_speedup', '–')}x |")
+    return lines + [""]
+
+
 def page(variants) -> str:
     cells = []
     for v in variants:
@@ -111,6 +168,7 @@ def page(variants) -> str:
     failed = [c for c in cells if c.get("parity") == "FAIL" or c["status"] != "ok"]
     lines += [f"{len(cells)} cells, {sum(c.get('parity') == 'pass' for c in cells)} pass parity, "
               f"{len(failed)} fail or did not build.", ""]
+    lines += latency_lines()
     return "\n".join(lines)
 
 
@@ -119,10 +177,14 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "build_matrix")
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--latency", action="store_true",
+                        help="only measure the built TFLite cells' host latency (quiet machine), then render")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     CACHE.mkdir(parents=True, exist_ok=True)
-    if not args.render_only:
+    if args.latency:
+        quiet_latency(args.out)
+    elif not args.render_only:
         for v in variants:
             if not (CKPTS / f"{v}_digits.safetensors").is_file():
                 print(f"{v}: no trained checkpoint; run bench/train_reference.py --variants {v} --train-only first")
