@@ -161,3 +161,17 @@ def test_demo_defaults_write_seeded_checkpoints(tmp_path):
     summary = run_demo([], tmp_path, echo=None, convert=False)
     assert [m["variant"] for m in summary["models"]] == ["mobilevit_xs", "levit_128s"]
     assert all(m["bn_folding"]["batchnorm_after"] == 0 for m in summary["models"])
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="on macOS coremltools' native-runtime messages are real")
+def test_cli_mutes_known_third_party_noise_but_not_real_warnings(caplog):
+    import logging
+
+    import vitdeploy.cli  # noqa: F401 -- installs the filters
+
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("coremltools").warning("Failed to load _MLModelProxy: No module named 'x'")
+        logging.getLogger("coremltools").warning("Torch version 2.13.0+cpu has not been tested with coremltools.")
+        logging.getLogger("torchao").warning("Failed to load /x/_C_cutlass_90a.abi3.so")
+        logging.getLogger("coremltools").warning("Tuple detected at graph output")
+    assert [r.getMessage() for r in caplog.records] == ["Tuple detected at graph output"]

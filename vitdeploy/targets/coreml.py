@@ -54,6 +54,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import check_image_arguments
 from ..errors import ConversionError, VitdeployError
 from ..preprocessing import Preprocessing
 
@@ -187,19 +188,10 @@ def _check_arguments(input_size, preprocessing, precision, quantize, compute_uni
         raise VitdeployError(f"unknown Core ML quantization '{quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
     if compute_units not in COMPUTE_UNITS:
         raise VitdeployError(f"unknown compute units '{compute_units}'; choose one of {', '.join(COMPUTE_UNITS)}")
-    if len(tuple(input_size)) != 3 or int(input_size[0]) != 3:
-        raise VitdeployError(f"input size must be (3, H, W), got {tuple(input_size)}")
-    if preprocessing.channel_order not in ("RGB", "BGR"):
-        raise VitdeployError(f"channel order must be RGB or BGR, got {preprocessing.channel_order!r}")
-    _, height, width = (int(v) for v in input_size)
-    if calib is not None:
-        calib = np.asarray(calib)
-        if calib.ndim != 4 or calib.shape[1:] != (height, width, 3) or len(calib) == 0:
-            raise VitdeployError(f"calibration images must be (n, {height}, {width}, 3) RGB pixels, "
-                                 f"got shape {calib.shape}")
+    size = check_image_arguments(input_size, preprocessing, calib)
     if labels is not None and (len(labels) == 0 or len(set(map(str, labels))) != len(labels)):
         raise VitdeployError("labels must be a non-empty list of distinct names")
-    return 3, height, width
+    return size
 
 
 def _resolve_deployment_target(requested: str | None, quantize: str) -> str:

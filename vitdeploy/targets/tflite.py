@@ -43,6 +43,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import check_image_arguments
 from ..errors import ConversionError, VitdeployError
 from ..preprocessing import Preprocessing
 
@@ -144,19 +145,10 @@ def _check_arguments(input_size, preprocessing, quantize, int8_io, calib, labels
         raise VitdeployError(f"unknown quantization '{quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
     if int8_io and quantize != "int8":
         raise VitdeployError("int8 input/output needs --quantize int8")
-    if len(tuple(input_size)) != 3 or int(input_size[0]) != 3:
-        raise VitdeployError(f"input size must be (3, H, W), got {tuple(input_size)}")
-    if preprocessing.channel_order not in ("RGB", "BGR"):
-        raise VitdeployError(f"channel order must be RGB or BGR, got {preprocessing.channel_order!r}")
-    _, height, width = (int(v) for v in input_size)
-    if calib is not None:
-        calib = np.asarray(calib)
-        if calib.ndim != 4 or calib.shape[1:] != (height, width, 3) or len(calib) == 0:
-            raise VitdeployError(f"calibration images must be (n, {height}, {width}, 3) RGB pixels, "
-                                 f"got shape {calib.shape}")
+    size = check_image_arguments(input_size, preprocessing, calib)
     if labels is not None and any("\n" in str(label) for label in labels):
         raise VitdeployError("labels must not contain newlines")
-    return 3, height, width
+    return size
 
 
 def _input_spec(channels: int, height: int, width: int, pre: Preprocessing, raw_input: bool) -> dict:
