@@ -64,21 +64,7 @@ def suite_skeleton(variant: str, conversions: list[dict], threads, rounds: int, 
     qbytes = quantize_int8(fbytes, [shape], path.with_name(path.stem + "-int8.tflite"))
     arts = artifacts_for(variant, conversions)
     engines = {}
-    whatif = None
-    if arts.get("vitdeploy tflite int8") and arts.get("vitdeploy tflite fp32"):
-        from vitdeploy.quantization.tflite import _LAYOUT_OPS
-
-        nd = tflite_op_census(arts["vitdeploy tflite int8"])["not_delegated"]
-        keep = sorted(op for op in nd if op not in _LAYOUT_OPS)
-        try:
-            whatif = xnnpack_int8(variant, arts["vitdeploy tflite fp32"], keep,
-                                  PEAK_CACHE / f"whatif-int8-{variant}-{'-'.join(keep)}.tflite")
-            whatif["census"] = tflite_op_census(whatif["path"])
-            arts = dict(arts, **{"int8, XNNPACK-unsupported ops float (what-if)": Path(whatif["path"])})
-        except Exception as e:  # noqa: BLE001
-            whatif = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-    names = ("vitdeploy tflite fp32", "vitdeploy tflite int8", "direct tflite fp32",
-             "int8, XNNPACK-unsupported ops float (what-if)")
+    names = ("vitdeploy tflite fp32", "vitdeploy tflite int8", "direct tflite fp32")
     for t in threads:
         engines[("skeleton fp32", t)] = Interp(fbytes, t)
         if qbytes:
@@ -87,7 +73,7 @@ def suite_skeleton(variant: str, conversions: list[dict], threads, rounds: int, 
             if arts.get(name):
                 engines[(name, t)] = _tflite_engine(arts[name], t, not name.startswith("direct"), variant)
     stats = interleaved(engines, rounds=rounds, block=block)
-    out = {"variant": variant, "layers": n_layers, "skeleton_flops": flops, "by_threads": {}, "whatif": whatif}
+    out = {"variant": variant, "layers": n_layers, "skeleton_flops": flops, "by_threads": {}}
     for t in threads:
         s = stats[("skeleton fp32", t)]["median_ms"]
         row = {"skeleton_ms": s, "skeleton_gflops": round(flops / s / 1e6, 1)}
@@ -102,52 +88,6 @@ def suite_skeleton(variant: str, conversions: list[dict], threads, rounds: int, 
                 row[name + " speed-up over fp32"] = paired_ratio(stats, ("vitdeploy tflite fp32", t), (name, t))
         out["by_threads"][str(t)] = row
     return out
-
-
-def xnnpack_int8(variant: str, fp32_path: Path, keep_float: list[str], out: Path, threads: int = 2) -> dict:
-    """What-if: vitdeploy's int8 recipe, but the op types XNNPACK cannot run in int8 kept float.
-
-    Uses vitdeploy's own calibration images (32 built-in natural images, moving-average ranges, input
-    range 0..255) and ai-edge-quantizer, so only the set of float ops differs from ``vitdeploy convert
-    --quantize int8``. Returns ``{"path", "keep_float", "cosine", "tried"}`` (mean logits cosine vs
-    the fp32 file on vitdeploy's 16 held-out images).
-    """
-    import numpy as np
-
-    from vitdeploy.quantization.tflite import (FallbackGroup, _calibrate, _set_input_range, _static_int8,
-                                               logits_agreement)
-    from vitdeploy.runtimes.tflite import run_tflite
-    from vitdeploy.targets.tflite import natural_images_hw
-
-    from conversion import input_shape
-    from vitdeploy.targets.tflite import N_CALIB, N_HELDOUT
-
-    fbytes = Path(fp32_path).read_bytes()
-    _, _, h, w = input_shape(variant)
-    images = natural_images_hw(N_CALIB + N_HELDOUT, h, w, seed=0).astype(np.float32)  # vitdeploy's split
-    calib, held = images[:N_CALIB], images[N_CALIB:]
-    reference = run_tflite(fbytes, held, threads=threads)
-    ranges = _calibrate(fbytes, calib, threads, "moving_average")
-    _set_input_range(ranges, fbytes, 0.0, 255.0)
-
-    def attempt(keep):
-        model = _static_int8(fbytes, ranges, [FallbackGroup(op, "op_type", op, ((op, 0),)) for op in keep],
-                             int8_io=False)
-        return logits_agreement(run_tflite(model, held, threads=threads), reference)["cosine_mean"], model, keep
-
-    # All of them float first; if that loses accuracy (ai-edge-quantizer mis-ranges some float/int8
-    # boundaries, e.g. a float SOFTMAX next to another float op type), drop one type at a time.
-    best = attempt(list(keep_float))
-    tried = {",".join(best[2]): round(best[0], 5)}
-    if best[0] < 0.99 and len(keep_float) > 1:
-        for drop in keep_float:
-            trial = attempt([op for op in keep_float if op != drop])
-            tried[",".join(trial[2])] = round(trial[0], 5)
-            if trial[0] > best[0]:
-                best = trial
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(best[1])
-    return {"path": str(out), "keep_float": best[2], "cosine": round(best[0], 5), "tried": tried}
 
 
 def tflite_op_census(path) -> dict:
@@ -224,7 +164,7 @@ def render(R: dict) -> str:  # noqa: C901 - one linear report
           "* Per-op attribution: ai-edge-litert's Python interpreter has no op profiler and no pip package ships "
           "TFLite's `benchmark_model` (ai-edge-litert 2.3 has `tools/benchmark_litert_model.py`, whole-model "
           "timing only). So time is attributed by (a) which ops XNNPACK takes (delegate census) and (b) timing "
-          "sub-graphs: each model's Linear/Conv *skeleton*, and an int8 what-if with the non-delegated ops float.",
+          "sub-graphs: each model's Linear/Conv *skeleton*.",
           ""]
     L += ["Models: the same weights for every path — HF transformers' own LeViT/MobileViT classes with seeded "
           "random weights (BatchNorm statistics randomised, no denormal activations), saved once with "
@@ -237,9 +177,10 @@ def render(R: dict) -> str:  # noqa: C901 - one linear report
     # goals -------------------------------------------------------------------------------
     G = R.get("goals")
     if G:
-        L += ["## Goals", "", "| goal | result | detail |", "|---|---|---|"]
+        L += ["## Goals", "", "| goal | result | detail | why (when missed; from this run's measurements) |",
+              "|---|---|---|---|"]
         for g in G:
-            L.append(f"| {g['goal']} | **{g['status']}** | {g['detail']} |")
+            L.append(f"| {g['goal']} | **{g['status']}** | {g['detail']} | {g.get('why') or ''} |")
         L += [""]
 
     # findings ----------------------------------------------------------------------------
@@ -333,22 +274,6 @@ def render(R: dict) -> str:  # noqa: C901 - one linear report
                          f"{share('vitdeploy tflite fp32 / skeleton')} | {_fmt(row.get('skeleton_int8_ms'), 2)} "
                          f"({_fmt(row.get('skeleton_int8_speedup'), 2)}x) | {_fmt(row.get('vitdeploy tflite int8'), 2)} | "
                          f"{share('vitdeploy tflite int8 / skeleton')} |")
-        L += ["", "What-if, int8 with the ops XNNPACK cannot run in int8 kept float (vitdeploy's calibration and "
-              "quantizer, only the float set differs; `bench/run.py: xnnpack_int8`):", "",
-              "| variant | threads | kept float | logits cosine vs fp32 | XNNPACK partitions | vitdeploy int8 speed-up "
-              "| what-if speed-up | float sets tried (cosine) |", "|---|---|---|---|---|---|---|---|"]
-        for v, s in SK.items():
-            w = s.get("whatif") or {}
-            if "error" in w:
-                L.append(f"| {v} | – | error: {w['error']} | | | | | |")
-                continue
-            if not w:
-                continue
-            for t, row in s["by_threads"].items():
-                L.append(f"| {v} | {t} | {', '.join(w['keep_float'])} | {w['cosine']} | {w['census']['partitions']} | "
-                         f"{_fmt(row.get('vitdeploy tflite int8 speed-up over fp32'), 2)}x | "
-                         f"{_fmt(row.get('int8, XNNPACK-unsupported ops float (what-if) speed-up over fp32'), 2)}x | "
-                         + "; ".join(f"{k or 'none'}: {c}" for k, c in (w.get("tried") or {}).items()) + " |")
         L += [""]
 
     # conversion --------------------------------------------------------------------------
@@ -473,6 +398,48 @@ def _pct_peak(R, v, t):
     return 100 * fl / (row["median_ms"] / 1000) / 1e9 / pk
 
 
+def _why_direct(R: dict) -> str:
+    """Why vitdeploy's .tflite can be slower than the direct one: the op census difference."""
+    parts = []
+    for v, ops in (R.get("tflite_ops") or {}).items():
+        a, b = (ops.get("vitdeploy") or {}).get("ops") or {}, (ops.get("direct") or {}).get("ops") or {}
+        if a and b:
+            diff = {k: a.get(k, 0) - b.get(k, 0) for k in set(a) | set(b) if a.get(k, 0) != b.get(k, 0)}
+            parts.append(f"{v}: " + (", ".join(f"{k} {n:+d}" for k, n in sorted(diff.items())) or "same ops"))
+    return ("both files are litert-torch graphs of the same network with BatchNorm folded (the converter folds "
+            "HF's eval-mode BN itself), so XNNPACK does the same GEMM/conv work; op differences (vitdeploy minus "
+            "direct) " + "; ".join(parts) + ". Ratios within ~3 % of 1 are inside this machine's run-to-run noise")
+
+
+def _why_int8(R: dict, slow: list) -> str:
+    """Why int8 misses 1.5x for a variant: what stays outside XNNPACK and what the int8 search kept float."""
+    parts = []
+    for v in sorted({v for v, _, _ in slow}):
+        ops = (R.get("tflite_ops") or {}).get(v) or {}
+        q = ops.get("int8") or {}
+        nd = q.get("not_delegated") or {}
+        kept = ops.get("int8_float_fallback") or []
+        parts.append(f"{v}: {sum(nd.values())} ops outside XNNPACK ({_ops_str(nd) if nd else 'none'}), "
+                     f"{q.get('partitions', '?')} partitions; float fallback for accuracy: {', '.join(kept) or 'none'}")
+    return ("float islands inside an int8 graph cost QUANTIZE/DEQUANTIZE pairs and partitions, and the ops that "
+            "stay int8 are a small share of the time where attention/elementwise work dominates: " + "; ".join(parts))
+
+
+def _why_peak(R: dict) -> str:
+    """Why fp32 is below 75 % of peak: the skeleton's share and its own efficiency."""
+    parts = []
+    peak = ((R.get("peak") or {}).get("peak") or {}).get("fp32@1")
+    for v, s in (R.get("skeleton") or {}).items():
+        row = (s.get("by_threads") or {}).get("1") or {}
+        if row.get("vitdeploy tflite fp32"):
+            parts.append(f"{v} 1 thr: Linear/Conv work {100 * row['skeleton_ms'] / row['vitdeploy tflite fp32']:.0f} % "
+                         f"of the time at {row['skeleton_gflops']:.0f} GFLOP/s"
+                         + (f" ({100 * row['skeleton_gflops'] / peak:.0f} % of the 1-thread peak)" if peak else ""))
+    return ("a model's FLOPs are its Linear/Conv layers, but small per-layer GEMMs (LeViT's 16-196 tokens, "
+            "MobileViT's depthwise convs) run below the large-GEMM peak, and the remaining time goes to ops with "
+            "few FLOPs (attention matmuls/softmax, norms, activations, reshapes): " + "; ".join(parts))
+
+
 def goals(R: dict) -> list[dict]:
     out = []
     LAT = R.get("latency") or {}
@@ -484,6 +451,7 @@ def goals(R: dict) -> list[dict]:
         if slower and all(r >= 0.97 for _, _, r in slower):
             status = "MISSED (within 3 % noise)"
         out.append({"goal": "vitdeploy .tflite never slower than the direct path", "status": status,
+                    "why": _why_direct(R) if slower else "",
                     "detail": (f"direct/vitdeploy from {worst[2]:.2f} ({worst[0]}, {worst[1]} thr) to "
                                f"{max(r for _, _, r in rat):.2f}; slower cases: "
                                + (", ".join(f"{v} {t}thr {r:.2f}" for v, t, r in slower) or "none"))
@@ -491,13 +459,13 @@ def goals(R: dict) -> list[dict]:
         sp = [(v, t, r) for v, res in LAT.items() for t, r in res["int8_speedup"].items() if r is not None]
         miss = [(v, t, r) for v, t, r in sp if r < 1.5]
         out.append({"goal": "int8 >= 1.5x faster than fp32", "status": "met" if sp and not miss else
-                    ("MISSED" if miss else "not measured"),
+                    ("MISSED" if miss else "not measured"), "why": _why_int8(R, miss) if miss else "",
                     "detail": ("speed-ups " + ", ".join(f"{v} {t}thr {r:.2f}x" for v, t, r in sp)) if sp else ""})
         pp = [(v, t, _pct_peak(R, v, t)) for v, res in LAT.items() for t in res["int8_speedup"]]
         pp = [x for x in pp if x[2] is not None]
         miss = [x for x in pp if x[2] < 75]
         out.append({"goal": "fp32 >= 75 % of peak", "status": "met" if pp and not miss else
-                    ("MISSED" if miss else "not measured"),
+                    ("MISSED" if miss else "not measured"), "why": _why_peak(R) if miss else "",
                     "detail": ", ".join(f"{v} {t}thr {p:.0f} %" for v, t, p in pp)})
     CM = R.get("coreml") or {}
     lev = {v: c for v, c in CM.items() if v.startswith("levit") and "goal_met" in c}
@@ -626,18 +594,12 @@ def findings(R: dict) -> list[str]:
     """Short measured statements for the report (numbers filled in from this run)."""
     import statistics as st
 
-    out = ["2-thread figures are the least reliable: during the full run another user's process kept one of the two "
-           "cores busy (load average ~3), so a second worker thread often waits for a core — PyTorch eager's "
-           "OpenMP barriers suffer most (tens of x), XNNPACK and ONNX Runtime less. 1-thread figures are the "
-           "reference. Unresolved: the peak graphs do not scale from 1 to 2 threads (~108 fp32 / ~430 int8 GFLOP/s "
-           "both, also in a re-run at load 1.5), while an earlier measurement saw ~218 fp32 with 2 threads; so "
-           "2-thread '% of peak' above 100 % means the 2-thread peak is understated, not that models beat it.",
-           "int8 is slower than fp32 here because of XNNPACK coverage, not quantization itself: see the int8 "
-           "census (ops XNNPACK does not run in int8 fall back to TFLite's built-in kernels and split the graph "
-           "into 59-91 partitions) and the what-if below (the same int8 recipe with those ops kept float).",
-           "Since this run, `vitdeploy convert --quantize int8` keeps exactly those ops float itself (what the what-if "
-           "measured); the int8 rows here predate that. Quiet interleaved int8-vs-fp32 figures of the new route, on "
-           "trained checkpoints: docs/build-matrix.md (last section)."]
+    out = []
+    load = max(R.get("load_start") or 0, R.get("load_end") or 0)
+    if load > 1.5:
+        out.append(f"The machine was busy (load average up to {load:.1f} on 2 cores): 2-thread figures are the least "
+                   "reliable, since a second worker thread often waits for a core (PyTorch eager's OpenMP barriers "
+                   "suffer most); 1-thread figures are the reference.")
     LAT, SK, P = R.get("latency") or {}, R.get("skeleton") or {}, (R.get("peak") or {}).get("peak", {})
     OPS, CM = R.get("tflite_ops") or {}, R.get("coreml") or {}
     if LAT:
@@ -688,14 +650,9 @@ def findings(R: dict) -> list[str]:
                            f"{100 - share:.0f} % goes to ops that do few FLOPs (attention BATCH_MATMUL/SOFTMAX, "
                            "norms, activations, reshapes/transposes/slices).")
             if row.get("skeleton_int8_speedup") and row.get("vitdeploy tflite int8 speed-up over fp32"):
-                w = s.get("whatif") or {}
-                wi = row.get("int8, XNNPACK-unsupported ops float (what-if) speed-up over fp32")
                 out.append(f"{v}, {t} thread(s), int8: the Linear/Conv skeleton alone is "
                            f"{row['skeleton_int8_speedup']:.2f}x faster in int8, vitdeploy's int8 model only "
-                           f"{row['vitdeploy tflite int8 speed-up over fp32']:.2f}x"
-                           + (f"; keeping {', '.join(w['keep_float'])} in float (XNNPACK's fp32 kernels) gives "
-                              f"{wi:.2f}x at logits cosine {w['cosine']} vs fp32" if wi and w.get("keep_float") else "")
-                           + ".")
+                           f"{row['vitdeploy tflite int8 speed-up over fp32']:.2f}x.")
     if P.get("fp32@2") and P.get("int8@2"):
         out.append(f"Peak: int8 {P['int8@2']:.0f} vs fp32 {P['fp32@2']:.0f} GOP/s with 2 threads "
                    f"({P['int8@2'] / P['fp32@2']:.1f}x; AVX-512 VNNI), 1 thread {P.get('int8@1', 0):.0f} vs "
