@@ -1,7 +1,7 @@
 """The full recipe matrix on trained checkpoints -> docs/build-matrix.md.
 
     .venv/bin/python bench/train_reference.py --variants ... --train-only   # the trained checkpoints first
-    .venv/bin/python bench/build_matrix.py [--variants v1,v2] [--render-only | --latency | --wide V:CELL]
+    .venv/bin/python bench/build_matrix.py [--variants v1,v2] [--target tflite] [--render-only | --latency | --wide V:CELL]
 
 For each variant with a trained checkpoint in ``bench/.cache/train_reference/`` (digits, see
 bench/train_reference.py): ``vitdeploy build --variant V --json`` (every recipe cell: TFLite
@@ -32,11 +32,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_table import render  # noqa: E402
 
 
-def run_variant(variant: str, out: Path) -> None:
+def run_variant(variant: str, out: Path, target: str | None = None) -> None:
+    """Build every cell of ``variant`` (or only ``target``'s cells, replacing those in the cached build)."""
     ckpt = CKPTS / f"{variant}_digits.safetensors"
     build = subprocess.run([*CLI, "build", "--checkpoints", str(CKPTS), "--variant", variant, "-o", str(out),
-                            "--json"], capture_output=True, text=True)
-    (CACHE / f"build_{variant}.json").write_text(build.stdout)
+                            "--json", *(["--target", target] if target else [])], capture_output=True, text=True)
+    cached = CACHE / f"build_{variant}.json"
+    if target and cached.is_file() and cached.read_text().strip():
+        if not build.stdout.strip():
+            print(f"{variant}: build failed: {build.stderr.strip()[-300:]}")
+            return
+        new, old_build = json.loads(build.stdout), json.loads(cached.read_text())
+        kept = [c for c in old_build["cells"] if c["target"] != target]
+        cells = new["cells"] + kept if target == "tflite" else kept + new["cells"]  # TFLite rows first
+        cached.write_text(json.dumps({**old_build, "cells": cells}, indent=1))
+        return
+    cached.write_text(build.stdout)
+    if target:
+        return
     artifact = out / variant / f"{variant}_fp16_w8a8.mlpackage"
     started = time.perf_counter()
     conv = subprocess.run([*CLI, "convert", str(ckpt), "--target", "coreml", "--quantize", "w8a8", "-o", str(artifact),
@@ -212,6 +225,8 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--latency", action="store_true",
                         help="only measure the built TFLite cells' host latency (quiet machine), then render")
+    parser.add_argument("--target", choices=["tflite", "coreml"],
+                        help="rebuild only this target's cells (the other cells stay as cached)")
     parser.add_argument("--wide", metavar="VARIANT:CELL",
                         help="only run parity of one built cell (e.g. mobilevit_xs:fp16_w8) on --n-images images")
     parser.add_argument("--n-images", type=int, default=200)
@@ -229,7 +244,7 @@ def main() -> None:
                 print(f"{v}: no trained checkpoint; run bench/train_reference.py --variants {v} --train-only first")
                 continue
             print(f"{v}: building", flush=True)
-            run_variant(v, args.out)
+            run_variant(v, args.out, args.target)
     DOC.write_text(page(variants))
     print(f"wrote {DOC}")
 

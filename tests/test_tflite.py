@@ -364,6 +364,27 @@ def test_int8_keeps_in_float_what_xnnpack_cannot_run_in_int8(artifacts, levit_ca
     assert conv.quant_report["float_for_speed"] == xnn["kept_float"]
 
 
+@pytest.mark.slow
+def test_layout_ops_are_fallback_candidates_tried_with_the_xnnpack_set(artifacts, levit_calm):
+    """Layout ops between float compute ops cost accuracy in int8 (trained LeViT-192: cosine 0.63 vs
+    0.985), so they are candidates -- after every compute op type -- and the XNNPACK float set is
+    also tried with them; whichever set is kept, its every op type computes in float."""
+    from vitdeploy.quantization.tflite import _LAYOUT_OPS, fallback_candidates, float_op_counts
+
+    float_model = levit_calm.convert(artifacts).path.read_bytes()
+    op_groups = [name for name, g in fallback_candidates(float_model).items() if g.kind == "op_type"]
+    layout = [name for name in op_groups if name in _LAYOUT_OPS]
+    assert {"RESHAPE", "TRANSPOSE"} <= set(layout)
+    assert op_groups[-len(layout):] == layout  # compute op types are tried first
+    conv = levit_calm.convert(artifacts, quantize="int8")
+    tried = conv.quant_report["xnnpack"]["tried"]
+    assert any(set(layout) & set(key.split(",")) for key in tried), tried
+    floats = float_op_counts(conv.path.read_bytes())
+    for op in conv.float_fallback_ops:
+        if op in _LAYOUT_OPS:
+            assert floats.get(op), (op, floats)
+
+
 # ----------------------------------------------------------------------------- metadata
 
 
