@@ -412,17 +412,20 @@ def _why_direct(R: dict) -> str:
 
 
 def _why_int8(R: dict, slow: list) -> str:
-    """Why int8 misses 1.5x for a variant: what stays outside XNNPACK and what the int8 search kept float."""
+    """Why int8 misses 1.5x for a variant: float/int8 boundaries, XNNPACK coverage, float fallback."""
     parts = []
     for v in sorted({v for v, _, _ in slow}):
         ops = (R.get("tflite_ops") or {}).get(v) or {}
         q = ops.get("int8") or {}
-        nd = q.get("not_delegated") or {}
+        counts, nd = q.get("ops") or {}, q.get("not_delegated") or {}
+        boundaries = counts.get("QUANTIZE", 0) + counts.get("DEQUANTIZE", 0)
         kept = ops.get("int8_float_fallback") or []
-        parts.append(f"{v}: {sum(nd.values())} ops outside XNNPACK ({_ops_str(nd) if nd else 'none'}), "
-                     f"{q.get('partitions', '?')} partitions; float fallback for accuracy: {', '.join(kept) or 'none'}")
-    return ("float islands inside an int8 graph cost QUANTIZE/DEQUANTIZE pairs and partitions, and the ops that "
-            "stay int8 are a small share of the time where attention/elementwise work dominates: " + "; ".join(parts))
+        parts.append(f"{v}: {boundaries} of its {sum(counts.values())} ops are QUANTIZE/DEQUANTIZE at float/int8 "
+                     f"boundaries; {sum(nd.values())} ops outside XNNPACK, {q.get('partitions', '?')} partition(s); "
+                     f"kept float: {', '.join(kept) or 'none'}")
+    return ("int8 speeds up only the Linear/Conv work (see the skeleton rows); every op kept float for accuracy or "
+            "XNNPACK coverage adds a QUANTIZE/DEQUANTIZE pair, which costs most in small, elementwise-heavy "
+            "models: " + "; ".join(parts))
 
 
 def _why_peak(R: dict) -> str:
