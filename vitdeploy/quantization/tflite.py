@@ -174,8 +174,8 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     in float XNNPACK takes them. The set is tried alone and with the model's layout ops float too
     (see ``_LAYOUT_OPS``). It is accepted only if its cosine stays above
     ``min(min_cosine, c) - max(noise, (1 - c) / 4)`` with ``c`` the full int8 cosine; when neither
-    passes, each leave-one-out subset (with the layout ops) is tried. Among acceptable sets the one leaving the fewest ops outside
-    XNNPACK wins, ties by cosine.
+    passes, each leave-one-out subset (with the layout ops) is tried. Among acceptable sets the one
+    leaving the fewest ops outside XNNPACK wins, ties by cosine.
     """
     from ..runtimes.tflite import delegation_census
 
@@ -261,10 +261,8 @@ def fallback_candidates(float_model: bytes) -> dict[str, FallbackGroup]:
             by_type[op_type] += 1
         for module in _leaf_module_classes(tensor_name):
             by_module.setdefault(module, Counter())[op_type] += 1
-    order = {op: i for i, op in enumerate(FRAGILE_FIRST)}
-    rank = lambda op: (op in _LAYOUT_OPS, order.get(op, len(order)), op)  # noqa: E731
-    groups = {op: FallbackGroup(op, "op_type", op, ((op, n),)) for op, n in sorted(by_type.items(),
-                                                                                   key=lambda kv: rank(kv[0]))}
+    groups = {op: FallbackGroup(op, "op_type", op, ((op, n),))
+              for op, n in sorted(by_type.items(), key=lambda kv: _try_order(kv[0]))}
     for module, counts in sorted(by_module.items()):
         same_as_op_type = len(counts) == 1 and by_type.get(next(iter(counts))) == sum(counts.values())
         if module in groups or not counts or _WEIGHT_OPS & set(counts) or same_as_op_type \
@@ -273,6 +271,12 @@ def fallback_candidates(float_model: bytes) -> dict[str, FallbackGroup]:
         groups[module] = FallbackGroup(module, "module", rf"\.{re.escape(module)}_[^/;]*;",
                                        tuple(sorted(counts.items())))
     return groups
+
+
+def _try_order(op_type: str) -> tuple:
+    """Sort key: compute op types before layout ops, the usually fragile ones first."""
+    order = FRAGILE_FIRST.index(op_type) if op_type in FRAGILE_FIRST else len(FRAGILE_FIRST)
+    return op_type in _LAYOUT_OPS, order, op_type
 
 
 def _leaf_module_classes(tensor_name: str) -> set[str]:
