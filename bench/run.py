@@ -211,6 +211,8 @@ def render(R: dict) -> str:  # noqa: C901 - one linear report
               "Median of all timed calls; *vs fp32* = median over interleaved rounds of (engine / vitdeploy fp32), "
               ">1 means slower than vitdeploy's fp32 .tflite. GFLOP/s = model FLOPs / median time; "
               "*% peak* = that / the fp32 (int8) peak at the same thread count.", ""]
+        if (Path(DOC).parent / LATENCY_PLOT).is_file():
+            L += [f"![latency of each engine relative to vitdeploy's fp32 .tflite]({LATENCY_PLOT})", ""]
         L += ["| variant | GFLOP | engine | threads | median ms | min ms | p90 ms | vs fp32 | GFLOP/s | % peak |",
               "|---|---|---|---|---|---|---|---|---|---|"]
         for v, res in LAT.items():
@@ -398,6 +400,40 @@ def _pct_peak(R, v, t):
     return 100 * fl / (row["median_ms"] / 1000) / 1e9 / pk
 
 
+LATENCY_PLOT = "benchmarks-latency.svg"  # written beside docs/benchmarks.md
+
+
+def write_latency_plot(R: dict, path: Path) -> Path | None:
+    """Grouped bars: each engine's median latency / vitdeploy fp32's, per variant, 1 and 2 threads."""
+    LAT = R.get("latency") or {}
+    if not LAT:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    engines = ["vitdeploy tflite int8", "direct tflite fp32", "onnxruntime (HF export)", "pytorch eager (HF)"]
+    variants = list(LAT)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, threads in zip(axes, (1, 2)):
+        width = 0.8 / len(engines)
+        for i, engine in enumerate(engines):
+            ratios = [next((r["vs_vitdeploy_fp32"] for r in LAT[v]["rows"] if r["engine"] == engine
+                            and r["threads"] == threads and r["vs_vitdeploy_fp32"]), float("nan")) for v in variants]
+            ax.bar([k + (i - (len(engines) - 1) / 2) * width for k in range(len(variants))], ratios, width, label=engine)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(variants)), [v.replace("mobilevit", "mvit") for v in variants], rotation=30)
+        ax.set_title(f"{threads} thread(s)")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("latency / vitdeploy fp32 .tflite (log; < 1 = faster)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=len(engines), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.savefig(path, format="svg", metadata={"Date": None})  # no timestamp: re-renders diff cleanly
+    plt.close(fig)
+    return path
+
+
 def _why_direct(R: dict) -> str:
     """Why vitdeploy's .tflite can be slower than the direct one: the op census difference."""
     parts = []
@@ -501,6 +537,7 @@ def main() -> None:
         R = json.loads((CACHE / "results.json").read_text())
         R["accuracy"] = suite_accuracy()
         R["goals"], R["findings"] = goals(R), findings(R)
+        write_latency_plot(R, args.out.parent / LATENCY_PLOT)
         args.out.write_text(render(R))
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -523,6 +560,7 @@ def main() -> None:
         R["findings"] = findings(R)
         (CACHE / "results.json").write_text(json.dumps(R, indent=1, default=str))
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_latency_plot(R, args.out.parent / LATENCY_PLOT)
         args.out.write_text(render(R))
 
     from conversion import DEFAULT_JOBS, run_conversions
