@@ -190,6 +190,43 @@ def test_summarize_known_values():
     assert stats["p90_ms"] == pytest.approx(7.6)  # linear interpolation between 4 and 10
 
 
+def test_given_calibration_images_also_judge_the_int8_search():
+    """With --calib images the search judges on held-out images from the user's domain, never on
+    images it calibrated on; with few given images (or none) the built-in natural images judge."""
+    from vitdeploy.targets.tflite import MIN_GIVEN_FOR_HELDOUT, N_HELDOUT, split_calibration
+
+    given = np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+    calib, held, source = split_calibration(given, 8, 8)
+    assert len(calib) == 15 and len(held) == 5 and "5 more held out" in source
+    assert not set(calib[:, 0, 0, 0]) & set(held[:, 0, 0, 0])  # disjoint
+    assert sorted([*calib[:, 0, 0, 0], *held[:, 0, 0, 0]]) == list(range(20))  # nothing lost
+    few = given[: MIN_GIVEN_FOR_HELDOUT - 1]
+    calib, held, source = split_calibration(few, 8, 8)
+    assert len(calib) == len(few) and len(held) == N_HELDOUT and "built-in" in source
+    calib, held, source = split_calibration(None, 8, 8)
+    assert held.shape == (N_HELDOUT, 8, 8, 3) and source == "built-in natural images"
+
+
+def test_read_calibration_images_spreads_over_class_folders(tmp_path):
+    from PIL import Image
+
+    from vitdeploy.convert import read_calibration_images
+    from vitdeploy.errors import VitdeployError
+    from vitdeploy.preprocessing import LEVIT
+
+    for c in range(4):  # 4 classes x 10 images, class c has pixel value 60*c
+        (tmp_path / str(c)).mkdir()
+        for i in range(10):
+            Image.fromarray(np.full((8, 8, 3), 60 * c, np.uint8)).save(tmp_path / str(c) / f"{i}.png")
+    pixels = read_calibration_images(tmp_path, LEVIT, limit=8)
+    assert len(pixels) == 8 and sorted({int(v) for v in pixels[:, 0, 0, 0]}) == [0, 60, 120, 180]
+    with pytest.raises(VitdeployError, match="--calib must be a directory"):
+        read_calibration_images(tmp_path / "0" / "0.png", LEVIT)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VitdeployError, match="no images .* for calibration"):
+        read_calibration_images(tmp_path / "empty", LEVIT)
+
+
 def test_measure_latency_rejects_zero_runs():
     with pytest.raises(VitdeployError):
         measure_latency(lambda: None, runs=0, warmup=0)

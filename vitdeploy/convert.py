@@ -13,7 +13,6 @@ from .errors import VitdeployError
 TARGETS = ("coreml", "tflite")
 TFLITE_QUANT = ("none", "fp16", "dynamic", "int8")
 COREML_QUANT = ("none", "w8", "w8a8")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:
@@ -42,17 +41,19 @@ def read_labels(path: str | Path | None, num_classes: int) -> list[str] | None:
 
 
 def read_calibration_images(directory: str | Path | None, preprocessing, limit: int = 64) -> np.ndarray | None:
-    """uint8 NHWC RGB pixels of the images in ``directory`` (resized and cropped as the source expects)."""
+    """uint8 NHWC RGB pixels of up to ``limit`` images in ``directory``, spread evenly over its sorted
+    files (every class folder of an ImageFolder tree contributes), resized and cropped as the source expects."""
     if directory is None:
         return None
-    from .preprocessing import load_image_rgb
+    from .preprocessing import list_images, load_image_rgb
 
     d = Path(directory)
     if not d.is_dir():
         raise VitdeployError(f"{d}: --calib must be a directory of images")
-    files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    if not files:
-        raise VitdeployError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)}) found for calibration")
+    try:
+        files = list_images(d, limit)
+    except VitdeployError as e:
+        raise VitdeployError(f"{e} for calibration") from None
     return np.stack([load_image_rgb(p, preprocessing) for p in files])
 
 

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -71,6 +72,22 @@ MOBILEVIT_RGB = Preprocessing("RGB", 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 
                               "MobileViT timm: RGB in 0..1, timm eval resize (crop_pct 0.9)")
 LEVIT_TIMM = Preprocessing("RGB", 1 / 255, IMAGENET_MEAN, IMAGENET_STD, 248, 224, "bicubic",
                            "LeViT timm: RGB, ImageNet mean/std, timm eval resize (crop_pct 0.9)")
+
+
+def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``directory`` (recursive, sorted); at most ``limit``, spread evenly."""
+    from .errors import VitdeployError
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise VitdeployError(f"{d}: not a directory of images")
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise VitdeployError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    if limit and limit < len(files):
+        # Evenly spread over the sorted list, so an ImageFolder tree gives every class a share.
+        files = [files[i * len(files) // limit] for i in range(limit)]
+    return files
 
 
 def load_image_rgb(path: str | Path, pre: Preprocessing) -> np.ndarray:

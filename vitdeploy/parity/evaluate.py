@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VitdeployError
-from .run import IMAGE_SUFFIXES
+from ..preprocessing import IMAGE_SUFFIXES
 
 
 @dataclass

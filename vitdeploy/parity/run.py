@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckFailed, VitdeployError
+from ..preprocessing import IMAGE_SUFFIXES, list_images  # noqa: F401  (list_images: part of this module's API)
 from . import metrics as M
 from .tolerances import PRESETS, Failure, check, resolve
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -173,20 +173,6 @@ def _coreml_precision(path: Path) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``directory`` (recursive, sorted); at most ``limit``, spread evenly."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise VitdeployError(f"{d}: not a directory of images")
-    files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise VitdeployError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-    if limit and limit < len(files):
-        # Evenly spread over the sorted list, so an ImageFolder tree gives every class a share.
-        files = [files[i * len(files) // limit] for i in range(limit)]
-    return files
 
 
 def natural_inputs(pre, input_size, *, images_dir=None, n_images: int | None = 16, seed: int = 0):

@@ -57,6 +57,7 @@ METADATA_PARSER_VERSION = "1.0.0"  # we only use fields that exist since metadat
 # Built-in image split: the first N_CALIB images calibrate int8, the rest only measure accuracy.
 N_CALIB = 32
 N_HELDOUT = 16
+MIN_GIVEN_FOR_HELDOUT = 16  # --calib images: from this many on, a quarter are held out to judge int8
 
 
 @dataclass
@@ -321,17 +322,33 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
     if mode == "dynamic":
         return q.quantize_dynamic(float_model), {"recipe": "dynamic_wi8_afp32"}
     height, width = _image_hw(input_spec)
-    builtin = natural_images_hw(N_CALIB + N_HELDOUT, height, width, seed=0)
-    calib_pixels = builtin[:N_CALIB] if calib is None else np.asarray(calib)
-    heldout_pixels = builtin[N_CALIB:]  # random crops: never among the calibration images
+    calib_pixels, heldout_pixels, source = split_calibration(calib, height, width)
     return q.quantize_int8(
         float_model,
         calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, pre),
         eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre),
         int8_io=int8_io, progress=say,
         input_range=(0.0, 255.0) if input_spec["layout"] == LAYOUT_PIXELS else None,
-        calib_source="built-in natural images" if calib is None else f"{len(calib_pixels)} given images",
+        calib_source=source,
     )
+
+
+def split_calibration(calib, height: int, width: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(calibration pixels, held-out pixels the int8 search judges on, description).
+
+    Built-in natural images by default. Given images (``--calib``) are the user's domain, so the
+    search judges on them too: every fourth is held out (never calibrated on) when at least
+    ``MIN_GIVEN_FOR_HELDOUT`` are given; with fewer, all calibrate and the built-in images judge.
+    """
+    builtin = natural_images_hw(N_CALIB + N_HELDOUT, height, width, seed=0)
+    if calib is None:
+        return builtin[:N_CALIB], builtin[N_CALIB:], "built-in natural images"
+    given = np.asarray(calib)
+    if len(given) < MIN_GIVEN_FOR_HELDOUT:
+        return given, builtin[N_CALIB:], f"{len(given)} given images (judged on built-in natural images)"
+    held = np.zeros(len(given), dtype=bool)
+    held[3::4] = True
+    return given[~held], given[held], f"{int((~held).sum())} given images ({int(held.sum())} more held out to judge)"
 
 
 # ----------------------------------------------------------------------------- metadata
