@@ -413,6 +413,7 @@ def write_latency_plot(R: dict, path: Path) -> Path | None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    plt.rcParams["svg.hashsalt"] = "vitdeploy"  # stable element ids: re-renders of the same data diff cleanly
     engines = ["vitdeploy tflite int8", "direct tflite fp32", "onnxruntime (HF export)", "pytorch eager (HF)"]
     variants = list(LAT)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
