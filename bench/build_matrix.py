@@ -45,7 +45,8 @@ def run_variant(variant: str, out: Path, target: str | None = None) -> None:
         new, old_build = json.loads(build.stdout), json.loads(cached.read_text())
         kept = [c for c in old_build["cells"] if c["target"] != target]
         cells = new["cells"] + kept if target == "tflite" else kept + new["cells"]  # TFLite rows first
-        cached.write_text(json.dumps({**old_build, "cells": cells}, indent=1))
+        failed = sum(c.get("parity") == "FAIL" or c["status"] != "ok" for c in cells)  # not the stale count
+        cached.write_text(json.dumps({**old_build, "cells": cells, "failed": failed}, indent=1))
         return
     cached.write_text(build.stdout)
     if target:

@@ -211,8 +211,8 @@ def render(R: dict) -> str:  # noqa: C901 - one linear report
               "Median of all timed calls; *vs fp32* = median over interleaved rounds of (engine / vitdeploy fp32), "
               ">1 means slower than vitdeploy's fp32 .tflite. GFLOP/s = model FLOPs / median time; "
               "*% peak* = that / the fp32 (int8) peak at the same thread count.", ""]
-        if (Path(DOC).parent / LATENCY_PLOT).is_file():
-            L += [f"![latency of each engine relative to vitdeploy's fp32 .tflite]({LATENCY_PLOT})", ""]
+        # write_latency_plot puts it beside the page whenever there are latency results
+        L += [f"![latency of each engine relative to vitdeploy's fp32 .tflite]({LATENCY_PLOT})", ""]
         L += ["| variant | GFLOP | engine | threads | median ms | min ms | p90 ms | vs fp32 | GFLOP/s | % peak |",
               "|---|---|---|---|---|---|---|---|---|---|"]
         for v, res in LAT.items():

@@ -340,11 +340,11 @@ def split_calibration(calib, height: int, width: int) -> tuple[np.ndarray, np.nd
     search judges on them too: every fourth is held out (never calibrated on) when at least
     ``MIN_GIVEN_FOR_HELDOUT`` are given; with fewer, all calibrate and the built-in images judge.
     """
-    builtin = natural_images_hw(N_CALIB + N_HELDOUT, height, width, seed=0)
-    if calib is None:
-        return builtin[:N_CALIB], builtin[N_CALIB:], "built-in natural images"
-    given = np.asarray(calib)
-    if len(given) < MIN_GIVEN_FOR_HELDOUT:
+    given = None if calib is None else np.asarray(calib)
+    if given is None or len(given) < MIN_GIVEN_FOR_HELDOUT:
+        builtin = natural_images_hw(N_CALIB + N_HELDOUT, height, width, seed=0)
+        if given is None:
+            return builtin[:N_CALIB], builtin[N_CALIB:], "built-in natural images"
         return given, builtin[N_CALIB:], f"{len(given)} given images (judged on built-in natural images)"
     held = np.zeros(len(given), dtype=bool)
     held[3::4] = True
