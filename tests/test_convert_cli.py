@@ -81,6 +81,8 @@ def test_convert_bad_options(converted, tmp_path):
         (["--target", "tflite", "--quantize", "w8"], "not available for tflite"),
         (["--target", "tflite", "--labels", tmp_path / "none.txt"], "labels file not found"),
         (["--target", "tflite", "--calib", tmp_path], "no images"),
+        (["--target", "tflite", "--quantize", "dynamic", "--int8-finetune", "5"], "needs --target tflite --quantize int8"),
+        (["--target", "coreml", "--quantize", "w8a8", "--int8-finetune", "5"], "needs --target tflite --quantize int8"),
     ]
     for extra, message in cases:
         out = tmp_path / "x.tflite"

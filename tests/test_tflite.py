@@ -492,6 +492,28 @@ def test_int8_io_model_takes_int8_and_runner_handles_it(tmp_path, tiny):
     assert np.abs(logits - expected).max() < 0.25 * np.abs(expected).max()
 
 
+@pytest.mark.slow
+def test_int8_finetune_is_reported_and_judged_against_the_original_float_model(tmp_path, tiny):
+    from vitdeploy.runtimes.tflite import TFLiteRunner
+    from vitdeploy.targets.tflite import convert_tflite
+
+    calib = natural_images(20, 32, seed=5)  # >= 16 given: every fourth is held out to judge
+    float_conv = convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=tmp_path / "f.tflite")
+    conv = convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=tmp_path / "ft.tflite",
+                          quantize="int8", calib=calib, int8_finetune=4)
+    report = conv.quant_report
+    assert report["finetune"]["steps"] == 4 and report["finetune"]["images"] == 15
+    assert report["finetune"]["sim_before"] is not None and report["finetune"]["sim_after"] is not None
+    # The search's numbers are against the original model's float export, not the fine-tuned one.
+    heldout = calib[3::4]
+    measured = cosines(TFLiteRunner(conv.path).predict_pixels(heldout),
+                       TFLiteRunner(float_conv.path).predict_pixels(heldout))
+    assert measured.mean() == pytest.approx(report["cosine_after"], abs=1e-5)
+    with pytest.raises(VitdeployError, match="needs --quantize int8"):
+        convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=tmp_path / "x.tflite",
+                       quantize="fp16", int8_finetune=4)
+
+
 # ----------------------------------------------------------------------------- failures
 
 

@@ -60,8 +60,12 @@ def read_calibration_images(directory: str | Path | None, preprocessing, limit: 
 def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = None, quantize: str = "none",
             precision: str = "fp16", calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
-            compute_units: str = "all", variant: str | None = None, progress=None) -> dict:
-    """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report."""
+            compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0, progress=None) -> dict:
+    """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report.
+
+    ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning on the
+    calibration images before quantizing (:mod:`vitdeploy.quantization.finetune`).
+    """
     from . import __version__, checkpoints
     from .passes import fold_batchnorm
 
@@ -70,6 +74,8 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     allowed = TFLITE_QUANT if target == "tflite" else COREML_QUANT
     if quantize not in allowed:
         raise VitdeployError(f"--quantize {quantize} is not available for {target}; choose one of {', '.join(allowed)}")
+    if int8_finetune and (target, quantize) != ("tflite", "int8"):
+        raise VitdeployError("--int8-finetune needs --target tflite --quantize int8")
     t0 = time.perf_counter()
     ckpt = checkpoints.load(checkpoint, variant=variant)
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
@@ -80,7 +86,8 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
                 "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
     if target == "tflite":
         folding = fold_batchnorm(model).to_dict()
-        result = _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, progress)
+        result = _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
+                                 int8_finetune, progress)
     else:
         # convert_coreml folds its own copy, so its before/after op counts show what folding removed.
         result = _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target,
@@ -90,12 +97,13 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
             "bn_folding": folding, "total_seconds": round(time.perf_counter() - t0, 2), **result}
 
 
-def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, progress) -> dict:
+def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, int8_finetune,
+                    progress) -> dict:
     from .targets.tflite import convert_tflite
 
     conv = convert_tflite(model, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out,
                           quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io,
-                          metadata=metadata, progress=progress)
+                          metadata=metadata, int8_finetune=int8_finetune, progress=progress)
     return conv.to_dict()
 
 

@@ -73,7 +73,7 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
                   min_cosine: float = 0.99, min_gain: float = 0.002, max_rounds: int = 4,
                   progress: Callable[[str], None] | None = None, calib_source: str = "",
                   input_range: tuple[float, float] | None = None, threads: int = 2,
-                  keep_undelegated_float: bool = True) -> tuple[bytes, dict]:
+                  keep_undelegated_float: bool = True, reference_model: bytes | None = None) -> tuple[bytes, dict]:
     """Full-integer static int8 with accuracy-driven float fallback; returns (model bytes, report).
 
     ``calib_inputs`` / ``eval_inputs``: batches in the float model's input convention; the eval
@@ -90,11 +90,13 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
     rather than dozens of partitions stitched by TFLite's slow built-in kernels.
     ``input_range``: the input's true value range (``(0, 255)`` for pixel inputs) instead of the
     range seen in calibration, so bright pixels that calibration missed do not clip.
+    ``reference_model``: the float model int8 is judged against when ``float_model`` is not it
+    (a copy fine-tuned for int8, see :mod:`vitdeploy.quantization.finetune`).
     """
     from ..runtimes.tflite import run_tflite
 
     say = progress or (lambda _msg: None)
-    reference = run_tflite(float_model, eval_inputs, threads=threads)
+    reference = run_tflite(reference_model or float_model, eval_inputs, threads=threads)
     groups = fallback_candidates(float_model)
     ranges = {}
     for statistic in CALIBRATION_STATISTICS:

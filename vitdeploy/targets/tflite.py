@@ -82,19 +82,23 @@ class TFLiteConversion:
 def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
                    quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
                    raw_input: bool = False, int8_io: bool = False, metadata: dict | None = None,
-                   progress: Callable[[str], None] | None = None) -> TFLiteConversion:
+                   int8_finetune: int = 0, progress: Callable[[str], None] | None = None) -> TFLiteConversion:
     """Convert ``model`` (NCHW float -> logits) to a .tflite file at ``out``.
 
     ``quantize``: ``none`` (float32), ``fp16`` (float16 weights), ``dynamic`` (int8 weights, float
     activations) or ``int8`` (full-integer static, calibrated on ``calib`` -- uint8 NHWC RGB pixels,
     default: built-in natural images -- with the ops that break accuracy kept float automatically,
     see :func:`vitdeploy.quantization.tflite.quantize_int8`). ``int8_io`` makes an int8 model take
-    and return int8 tensors; otherwise every model keeps float input/output.
+    and return int8 tensors; otherwise every model keeps float input/output. ``int8_finetune``:
+    that many steps of quantization-aware fine-tuning on the calibration images before int8
+    (:func:`vitdeploy.quantization.finetune.finetune_for_int8`); the int8 model is still judged
+    against ``model``'s own float export.
     The file appears at ``out`` only when everything succeeded (written aside, then renamed).
     """
     say = progress or (lambda _msg: None)
     out = Path(out)
     channels, height, width = _check_arguments(input_size, preprocessing, quantize, int8_io, calib, labels)
+    _check_finetune(int8_finetune, quantize)
     started = time.perf_counter()
     warnings: list[str] = []
     input_spec = _input_spec(channels, height, width, preprocessing, raw_input)
@@ -110,7 +114,8 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
             final = float_model
         else:
             say(f"quantizing ({quantize})")
-            final, quant_report = _quantize(float_model, quantize, input_spec, preprocessing, calib, int8_io, say)
+            final, quant_report = _quantize(float_model, quantize, input_spec, preprocessing, calib, int8_io, say,
+                                            finetune=(model, int8_finetune, Path(work)))
             float_fallback = list(quant_report.get("float_fallback_ops", []))
             warnings += quant_report.pop("warnings", [])
         if quantize == "int8" and int8_io:
@@ -139,6 +144,13 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
 
 
 # ----------------------------------------------------------------------------- arguments
+
+
+def _check_finetune(steps, quantize: str) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise VitdeployError(f"--int8-finetune takes a number of steps >= 0, not {steps!r}")
+    if steps and quantize != "int8":
+        raise VitdeployError("--int8-finetune needs --quantize int8")
 
 
 def _check_arguments(input_size, preprocessing, quantize, int8_io, calib, labels) -> tuple[int, int, int]:
@@ -314,7 +326,7 @@ def model_inputs_from_pixels(pixels: np.ndarray, input_spec: dict, pre: Preproce
 
 
 def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessing, calib, int8_io: bool,
-              say: Callable[[str], None]) -> tuple[bytes, dict]:
+              say: Callable[[str], None], finetune: tuple = (None, 0, None)) -> tuple[bytes, dict]:
     from ..quantization import tflite as q
 
     if mode == "fp16":
@@ -323,14 +335,33 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
         return q.quantize_dynamic(float_model), {"recipe": "dynamic_wi8_afp32"}
     height, width = _image_hw(input_spec)
     calib_pixels, heldout_pixels, source = split_calibration(calib, height, width)
-    return q.quantize_int8(
-        float_model,
+    torch_model, steps, work = finetune
+    to_quantize, finetune_report = float_model, None
+    if steps:
+        to_quantize, finetune_report = _finetuned_float(torch_model, steps, calib_pixels, heldout_pixels, input_spec,
+                                                        pre, work, say)
+    model, report = q.quantize_int8(
+        to_quantize, reference_model=float_model,
         calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, pre),
         eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre),
         int8_io=int8_io, progress=say,
         input_range=(0.0, 255.0) if input_spec["layout"] == LAYOUT_PIXELS else None,
         calib_source=source,
     )
+    if finetune_report is not None:
+        report["finetune"] = finetune_report
+    return model, report
+
+
+def _finetuned_float(model, steps: int, calib_pixels, heldout_pixels, input_spec: dict, pre: Preprocessing,
+                     work: Path, say: Callable[[str], None]) -> tuple[bytes, dict]:
+    """Fine-tune ``model`` for int8 on the calibration images and export it as a float .tflite."""
+    from ..quantization.finetune import finetune_for_int8
+
+    say(f"fine-tuning for int8 ({steps} steps on {len(calib_pixels)} images)")
+    tuned, report = finetune_for_int8(model, pre.normalize(calib_pixels), steps=steps,
+                                      eval_images=pre.normalize(heldout_pixels), progress=say)
+    return _export_float(tuned, input_spec, pre, work / "finetuned.tflite"), report
 
 
 def split_calibration(calib, height: int, width: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -1,0 +1,213 @@
+"""Quantization-aware fine-tuning for full int8: adapt the float weights so per-tensor int8 loses less.
+
+Why: float fallback cannot rescue a network whose int8 error is everywhere. MobileViT's SiLU does
+not bound activations, so after BatchNorm folding a few channels of a tensor reach +-100 or more
+while most stay within a few units, and TFLite's one int8 scale per tensor leaves those channels a
+handful of levels (docs/troubleshooting.md, "int8 accuracy loss"). Fine-tuning with the rounding
+in the loop lets the weights move to where int8 hurts less.
+
+How: a copy of the (BatchNorm-folded) model is fitted to the original's logits -- distillation,
+no labels -- on the calibration images with random crops, flips and mixing, while int8 is
+simulated in its forward pass: per-output-channel symmetric int8 weights for every ``Conv2d`` /
+``Linear`` (what ai-edge-quantizer does) and per-tensor asymmetric int8 on their inputs and outputs
+and on every activation and LayerNorm output, with ranges as moving averages of batch min/max (the
+TFLite calibration's default). Gradients pass the rounding straight through and stop at clipped
+values. Attention's matmuls and softmax stay float in the simulation: the int8 route keeps them
+float for XNNPACK anyway. The result is a plain float model; the usual int8 conversion (calibration,
+float-fallback search) runs on it, judged against the *original* float model.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+# Adam learning rate: large enough to move in a few hundred steps, small enough that the
+# distillation loss falls monotonically on trained MobileViT-XXS (1e-5 barely moves it).
+DEFAULT_LR = 1e-4
+DEFAULT_BATCH = 8
+_RANGE_MOMENTUM = 0.9
+
+
+@dataclass
+class _ActivationQuant:
+    """Per-tensor asymmetric int8 fake quantization with moving-average min/max ranges."""
+
+    lo: object = None
+    hi: object = None
+    observe: bool = True
+
+    def __call__(self, x):
+        import torch
+
+        if self.observe:
+            lo, hi = x.detach().amin(), x.detach().amax()
+            if self.lo is None:
+                self.lo, self.hi = lo, hi
+            else:
+                self.lo = _RANGE_MOMENTUM * self.lo + (1 - _RANGE_MOMENTUM) * lo
+                self.hi = _RANGE_MOMENTUM * self.hi + (1 - _RANGE_MOMENTUM) * hi
+        return fake_quant_tensor(x, torch.clamp(self.lo, max=0.0), torch.clamp(self.hi, min=0.0))
+
+
+def fake_quant_tensor(x, lo, hi):
+    """``x`` rounded to the 256-level grid spanning [lo, hi] (zero exactly representable), clipped.
+
+    Straight-through gradient inside the range, zero outside it.
+    """
+    import torch
+
+    scale = torch.clamp((hi - lo) / 255.0, min=1e-12)
+    zero_point = torch.round(-lo / scale)
+    clipped = torch.clamp(x, lo, hi)
+    q = (torch.clamp(torch.round(clipped / scale) + zero_point, 0, 255) - zero_point) * scale
+    return clipped + (q - clipped).detach()
+
+
+def fake_quant_weight(w):
+    """Per-output-channel symmetric int8 (levels -127..127) with a straight-through gradient."""
+    import torch
+
+    dims = tuple(range(1, w.dim()))
+    scale = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-12) / 127.0
+    q = torch.clamp(torch.round(w / scale), -127, 127) * scale
+    return w + (q - w).detach()
+
+
+class Int8Simulation:
+    """Attach int8 simulation to a model in place (hooks + weight parametrizations); ``detach`` undoes it."""
+
+    def __init__(self, model):
+        import torch
+        from torch import nn
+        from torch.nn.utils import parametrize
+
+        class _WeightQuant(nn.Module):
+            def forward(self, w):
+                return fake_quant_weight(w)
+
+        self.model = model
+        self.ranges: list[_ActivationQuant] = []
+        self._handles = []
+        self._parametrized = []
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                parametrize.register_parametrization(module, "weight", _WeightQuant())
+                self._parametrized.append(module)
+                self._quantize_input(module)
+                self._quantize_output(module)
+            elif isinstance(module, (nn.SiLU, nn.Hardswish, nn.GELU, nn.ReLU, nn.LayerNorm)):
+                self._quantize_output(module)
+        self._torch = torch
+
+    def _quantize_input(self, module) -> None:
+        q = _ActivationQuant()
+        self.ranges.append(q)
+        self._handles.append(module.register_forward_pre_hook(lambda _m, args: (q(args[0]), *args[1:])))
+
+    def _quantize_output(self, module) -> None:
+        q = _ActivationQuant()
+        self.ranges.append(q)
+        self._handles.append(module.register_forward_hook(lambda _m, _args, out: q(out)))
+
+    def observe(self, flag: bool) -> None:
+        """Whether forward passes update the activation ranges (training) or only use them."""
+        for q in self.ranges:
+            q.observe = flag
+
+    def detach(self):
+        """Remove the simulation, keeping the current float weights; returns the model."""
+        from torch.nn.utils import parametrize
+
+        for handle in self._handles:
+            handle.remove()
+        for module in self._parametrized:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        self._handles, self._parametrized = [], []
+        return self.model
+
+
+def finetune_for_int8(model, images: np.ndarray, *, steps: int, eval_images: np.ndarray | None = None,
+                      lr: float = DEFAULT_LR, batch: int = DEFAULT_BATCH, seed: int = 0, threads: int = 2,
+                      progress: Callable[[str], None] | None = None) -> tuple[object, dict]:
+    """A copy of ``model`` fine-tuned for ``steps`` Adam steps to match ``model``'s logits under simulated int8.
+
+    ``images``: training batch in the model's input convention (NCHW float); ``eval_images``
+    (never trained on) measure the simulated int8's logits cosine before and after. Returns the
+    float model (``model`` is untouched) and a JSON-able report.
+    """
+    import torch
+
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    say = progress or (lambda _msg: None)
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    teacher = copy.deepcopy(model).eval()
+    student = copy.deepcopy(model).eval()  # eval: the BatchNorm-free folded model has no train-mode behaviour to keep
+    sim = Int8Simulation(student)
+    train_x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    eval_x = None if eval_images is None else torch.as_tensor(np.asarray(eval_images, dtype=np.float32))
+    with torch.no_grad():
+        sim.observe(True)
+        student(train_x[: max(batch, 32)])  # initial ranges from plain images
+    report = {"steps": int(steps), "lr": lr, "batch": batch, "images": int(len(train_x)),
+              "sim_before": _sim_agreement(sim, student, teacher, eval_x)}
+    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    started = time.perf_counter()
+    for step in range(steps):
+        x = augment(train_x[torch.randint(0, len(train_x), (batch,), generator=generator)], generator)
+        with torch.no_grad():
+            target = teacher(x)
+        sim.observe(True)
+        loss = torch.nn.functional.mse_loss(student(x), target) / target.var().clamp_min(1e-12)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 10 == 0 or step + 1 == steps:
+            say(f"int8 fine-tuning step {step + 1}/{steps}: loss {np.mean(losses[-10:]):.4f}")
+    report["sim_after"] = _sim_agreement(sim, student, teacher, eval_x)
+    report["loss_first10"] = round(float(np.mean(losses[:10])), 5)
+    report["loss_last10"] = round(float(np.mean(losses[-10:])), 5)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return sim.detach(), report
+
+
+def augment(x, generator):
+    """Random crops (60-100 % of the side, resized back), horizontal flips and 0-50 % mixing of two images."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    crops = []
+    for i in range(n):
+        side = float(torch.empty(1).uniform_(0.6, 1.0, generator=generator))
+        ch, cw = max(1, int(h * side)), max(1, int(w * side))
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+        crop = F.interpolate(x[i:i + 1, :, top:top + ch, left:left + cw], size=(h, w), mode="bilinear",
+                             align_corners=False)
+        crops.append(crop.flip(-1) if float(torch.rand(1, generator=generator)) < 0.5 else crop)
+    out = torch.cat(crops)
+    mix = torch.rand(n, 1, 1, 1, generator=generator) * 0.5
+    return (1 - mix) * out + mix * out[torch.randperm(n, generator=generator)]
+
+
+def _sim_agreement(sim: Int8Simulation, student, teacher, x) -> dict | None:
+    """Simulated int8's logits cosine (worst, mean) and top-1 agreement against the float model."""
+    import torch
+
+    if x is None:
+        return None
+    from .tflite import logits_agreement
+
+    sim.observe(False)
+    with torch.no_grad():
+        return logits_agreement(student(x).numpy(), teacher(x).numpy())
