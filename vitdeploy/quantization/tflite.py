@@ -143,7 +143,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
     warnings = []
     if _criterion(score) < min_cosine:
         warnings.append(f"int8 logits cosine (worst image) {_criterion(score):.4f} is below {min_cosine} "
-                        f"(float fallback: {', '.join(chosen) or 'none helped'}); consider --quantize dynamic or fp16 "
+                        f"(float fallback: {', '.join(chosen) or 'none helped'}); consider --quantize dynamic or fp16"
+                        f"{'' if reference_model else ', or --int8-finetune with --calib images of your domain'} "
                         "(docs/troubleshooting.md, \"int8 accuracy loss\")")
     report = {
         "recipe": "static_wi8_ai8",
