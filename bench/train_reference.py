@@ -1,7 +1,7 @@
 """Trained reference models: LeViT-128S and MobileViT-XXS on scikit-learn's bundled digits.
 
     .venv/bin/python bench/train_reference.py [--variants levit_128s mobilevit_xxs] [--steps 60]
-                                              [--retrain] [--coreml] [--threads 2]
+                                              [--retrain] [--coreml] [--int8-finetune STEPS] [--threads 2]
 
 No pretrained weights can be downloaded here, and random stand-ins say little about how much
 accuracy quantization really costs. This trains both families *at their native resolution*
@@ -168,15 +168,18 @@ def recalibrate_batchnorm(model, variant: str, data: Path, threads: int, batch: 
     model.eval()
 
 
-def convert_all(ckpt: Path, data: Path, out_dir: Path, coreml: bool) -> list[Path]:
+def convert_all(ckpt: Path, data: Path, out_dir: Path, coreml: bool, int8_finetune: int = 0) -> list[Path]:
     from vitdeploy.convert import convert
 
     artifacts = []
-    for mode in MODES:
-        out = out_dir / f"{ckpt.stem}_{'fp32' if mode == 'none' else mode}.tflite"
+    tflite_modes = [(mode, 0) for mode in MODES] + ([("int8", int8_finetune)] if int8_finetune else [])
+    for mode, steps in tflite_modes:
+        name = "fp32" if mode == "none" else mode + (f"_ft{steps}" if steps else "")
+        out = out_dir / f"{ckpt.stem}_{name}.tflite"
         if not out.is_file() or out.stat().st_mtime < ckpt.stat().st_mtime:
             t = time.perf_counter()
-            convert(ckpt, "tflite", out=out, quantize=mode, calib_dir=data / "calib" if mode == "int8" else None)
+            convert(ckpt, "tflite", out=out, quantize=mode, calib_dir=data / "calib" if mode == "int8" else None,
+                    int8_finetune=steps)
             print(f"  converted {out.name} in {time.perf_counter() - t:.0f}s", flush=True)
         artifacts.append(out)
     if coreml:
@@ -225,6 +228,8 @@ def main() -> None:
                         help="MobileViT training resolution (default: native 256; evaluation is always native)")
     parser.add_argument("--recalibrate-bn", action="store_true",
                         help="only re-estimate BatchNorm statistics of existing checkpoints at native resolution")
+    parser.add_argument("--int8-finetune", type=int, default=0, metavar="STEPS",
+                        help="also convert TFLite int8 with this many steps of int8 fine-tuning (`_int8_ftSTEPS`)")
     parser.add_argument("--train-only", action="store_true",
                         help="train and evaluate the checkpoint only (no artifacts; `vitdeploy build` converts them)")
     args = parser.parse_args()
@@ -256,7 +261,8 @@ def main() -> None:
             print(f"training {variant} ({args.steps} steps)", flush=True)
             entry["training"] = train(variant, data, ckpt, steps=args.steps, threads=args.threads,
                                       train_size=args.train_size)
-        artifacts = [] if args.train_only else convert_all(ckpt, data, CACHE / "artifacts", args.coreml)
+        artifacts = [] if args.train_only else convert_all(ckpt, data, CACHE / "artifacts", args.coreml,
+                                                                args.int8_finetune)
         res = evaluate([ckpt, *artifacts], data / "test", threads=args.threads, batch_size=32,
                        limit_per_class=args.limit_per_class)
         print(res.table(), flush=True)
