@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints-linux-x86_64.txt
 
 # The full suite, slow conversions included (what CI runs).
 test: install
-	$(PY) -m pytest -q --runslow
+	$(PY) -m pytest -q --runslow --durations=15
 
 # Seconds, not minutes: everything not marked slow.
 test-fast: install

@@ -73,10 +73,13 @@ def test_simulation_changes_outputs_and_detach_restores_the_plain_model():
 def test_finetuning_reduces_the_simulated_int8_error_and_leaves_the_input_model_alone():
     model = outlier_net()
     original = {k: v.clone() for k, v in model.state_dict().items()}
+    threads, rng_state = torch.get_num_threads(), torch.get_rng_state()
     tuned, report = finetune_for_int8(model, images(64, seed=2), eval_images=images(32, seed=3), steps=80, lr=1e-3,
                                       threads=1)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())
     assert tuned is not model
+    # No global torch state leaks to the caller (a thread count changed here once broke a later test).
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng_state)
     assert report["loss_last10"] < 0.7 * report["loss_first10"]
     before, after = report["sim_before"], report["sim_after"]
     assert before["cosine_mean"] < 0.9  # the starved channels really cost accuracy

@@ -73,7 +73,10 @@ def test_fold_batchnorm_whole_model(variant):
     # LeViT stand-ins); the fold must add no more than that much again.
     noise = _rel(ref, truth)
     assert _rel(got, truth) <= 2 * noise + 1e-6, (_rel(got, truth), noise)
-    assert _rel(got, ref) < (1e-5 if info.family == "mobilevit" else 2e-5), _rel(got, ref)
+    # Two independent float32 roundings of the same function differ by up to about twice that noise
+    # (MobileViT-S on this machine: noise 1.1e-5, folded vs unfolded 1.4e-5; a fixed 1e-5 bound
+    # was below the network's own rounding). A wrong fold is off by 1e-4 or more.
+    assert _rel(got, ref) <= 2 * noise + 1e-6 and _rel(got, ref) < 5e-5, (_rel(got, ref), noise)
     assert (got.argmax(1) == ref.argmax(1)).all()
 
 

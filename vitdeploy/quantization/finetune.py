@@ -142,9 +142,17 @@ def finetune_for_int8(model, images: np.ndarray, *, steps: int, eval_images: np.
 
     if steps < 1:
         raise ValueError("steps must be >= 1")
-    say = progress or (lambda _msg: None)
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
+    try:
+        return _finetune(model, images, steps, eval_images, lr, batch, seed, progress or (lambda _msg: None))
+    finally:
+        torch.set_num_threads(previous_threads)  # a library call must not change the caller's torch
+
+
+def _finetune(model, images, steps, eval_images, lr, batch, seed, say) -> tuple[object, dict]:
+    import torch
+
     teacher = copy.deepcopy(model).eval()
     student = copy.deepcopy(model).eval()  # eval: the BatchNorm-free folded model has no train-mode behaviour to keep
     sim = Int8Simulation(student)
