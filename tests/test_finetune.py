@@ -93,3 +93,13 @@ def test_finetuning_reduces_the_simulated_int8_error_and_leaves_the_input_model_
 def test_finetune_rejects_zero_steps():
     with pytest.raises(ValueError, match="steps"):
         finetune_for_int8(outlier_net(), images(4, seed=0), steps=0)
+
+
+def test_missed_int8_target_warning_suggests_finetuning_only_when_not_done():
+    from vitdeploy.quantization.tflite import missed_target_warning
+
+    plain = missed_target_warning(0.8123, 0.99, ["SOFTMAX"], finetuned=False)
+    tuned = missed_target_warning(0.8123, 0.99, [], finetuned=True)
+    assert "0.8123 is below 0.99" in plain and "SOFTMAX" in plain and "--int8-finetune" in plain
+    assert "--int8-finetune" not in tuned and "none helped" in tuned and "dynamic or fp16" in tuned
+    assert "\n" not in plain

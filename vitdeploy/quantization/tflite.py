@@ -142,10 +142,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         candidates = ranked[1:_RETRY_TOP + 1]  # later rounds retry only the most promising
     warnings = []
     if _criterion(score) < min_cosine:
-        warnings.append(f"int8 logits cosine (worst image) {_criterion(score):.4f} is below {min_cosine} "
-                        f"(float fallback: {', '.join(chosen) or 'none helped'}); consider --quantize dynamic or fp16"
-                        f"{'' if reference_model else ', or --int8-finetune with --calib images of your domain'} "
-                        "(docs/troubleshooting.md, \"int8 accuracy loss\")")
+        warnings.append(missed_target_warning(_criterion(score), min_cosine, chosen,
+                                              finetuned=reference_model is not None))
     report = {
         "recipe": "static_wi8_ai8",
         "calibration": {"images": int(len(calib_inputs)), "source": calib_source, "ranges": statistic},
@@ -221,6 +219,16 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     say(f"keeping {', '.join(best)} in float for XNNPACK: cosine {_describe(q_score)}, "
         f"{sum(left.values())} ops left outside XNNPACK")
     return list(best), q_model, q_score, record
+
+
+def missed_target_warning(cosine: float, min_cosine: float, float_ops: list[str], *, finetuned: bool) -> str:
+    """The one-line warning for an int8 model below the target, with what to try next."""
+    advice = "consider --quantize dynamic or fp16"
+    if not finetuned:
+        advice += ", or --int8-finetune with --calib images of your domain"
+    return (f"int8 logits cosine (worst image) {cosine:.4f} is below {min_cosine} "
+            f"(float fallback: {', '.join(float_ops) or 'none helped'}); {advice} "
+            "(docs/troubleshooting.md, \"int8 accuracy loss\")")
 
 
 def _criterion(score: dict) -> float:

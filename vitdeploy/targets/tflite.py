@@ -341,7 +341,7 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
         to_quantize, finetune_report = _finetuned_float(torch_model, steps, calib_pixels, heldout_pixels, input_spec,
                                                         pre, work, say)
     model, report = q.quantize_int8(
-        to_quantize, reference_model=float_model,
+        to_quantize, reference_model=float_model if steps else None,
         calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, pre),
         eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre),
         int8_io=int8_io, progress=say,
