@@ -83,6 +83,7 @@ def test_convert_bad_options(converted, tmp_path):
         (["--target", "tflite", "--calib", tmp_path], "no images"),
         (["--target", "tflite", "--quantize", "dynamic", "--int8-finetune", "5"], "needs --target tflite --quantize int8"),
         (["--target", "coreml", "--quantize", "w8a8", "--int8-finetune", "5"], "needs --target tflite --quantize int8"),
+        (["--target", "tflite", "--quantize", "fp16", "--no-int16"], "--no-int16 needs --target tflite --quantize int8"),
     ]
     for extra, message in cases:
         out = tmp_path / "x.tflite"

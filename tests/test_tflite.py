@@ -343,8 +343,9 @@ def test_int8_report_is_measured_and_model_is_integer(artifacts, levit):
     for name in conv.float_fallback_ops:
         for op, n in report["float_fallback_detail"][name]["ops"].items():
             assert report["float_op_counts"].get(op, 0) >= n
-    # The verdict matches the numbers: a warning exactly when the target was missed.
-    assert bool(conv.warnings) == (report["cosine_min_after"] < 0.99)
+    # The verdict matches the numbers: a warning exactly when the target was missed or int16
+    # activations (slower) were needed to meet it.
+    assert bool(conv.warnings) == (report["cosine_min_after"] < 0.99 or report["activations"] == "int16")
     if report["cosine_min_after"] < 0.99:
         assert len(report["search"]) > 1  # the fallback search ran
 
@@ -362,7 +363,7 @@ def test_int8_float_fallback_keeps_chosen_ops_float_and_helps(artifacts, mobilev
     groups = fallback_candidates(float_model)
     assert {"LOGISTIC", "SOFTMAX", "SiLU", "LayerNorm"} <= set(groups)  # SiLU/attention/LN pieces are candidates
     model, report = quantize_int8(float_model, calib_inputs=calib, eval_inputs=heldout, min_cosine=0.9999,
-                                  min_gain=0.0, max_rounds=1, keep_undelegated_float=False)
+                                  min_gain=0.0, max_rounds=1, keep_undelegated_float=False, int16_fallback=False)
     assert report["cosine_min_before"] < 0.9999
     chosen = report["float_fallback_ops"]
     assert len(chosen) == 1 and report["search"][1]["best"] == chosen[0]
@@ -512,6 +513,47 @@ def test_int8_finetune_is_reported_and_judged_against_the_original_float_model(t
     with pytest.raises(VitdeployError, match="needs --quantize int8"):
         convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=tmp_path / "x.tflite",
                        quantize="fp16", int8_finetune=4)
+
+
+def outlier_channel_net():
+    """A conv net whose int8 error no float fallback can fix: one conv channel 30x the others
+    (as SiLU channels at +-100-180 in trained MobileViT) sets the per-tensor int8 range of the conv
+    output, so the small channels that carry the logits round to zero; int16 keeps them."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(3)
+    conv = nn.Conv2d(3, 8, 3, stride=4, padding=1)
+    head = nn.Linear(8, 5)
+    with torch.no_grad():
+        conv.weight[0].mul_(30.0)
+        conv.bias[0].mul_(30.0)
+        head.weight[:, 0].div_(30.0)
+    return nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
+
+
+@pytest.mark.slow
+def test_int16_activations_rescue_what_int8_and_float_fallback_cannot(tmp_path):
+    from vitdeploy.quantization.tflite import int16_op_counts
+    from vitdeploy.runtimes.tflite import TFLiteRunner
+    from vitdeploy.targets.tflite import convert_tflite
+
+    net = outlier_channel_net()
+    calib = natural_images(20, 32, seed=5)
+    common = dict(input_size=(3, 32, 32), preprocessing=LEVIT, quantize="int8", calib=calib)
+    conv = convert_tflite(net, out=tmp_path / "a16.tflite", **common)
+    report = conv.quant_report
+    assert report["activations"] == "int16" and report["recipe"] == "static_wi8_ai16"
+    assert report["int16"]["int8_score"]["cosine_min"] < 0.99 <= report["cosine_min_after"]
+    assert report["int16_op_counts"].get("CONV_2D", 0) >= 1  # really int16 in the file
+    assert any("int16" in w for w in conv.warnings)  # the speed cost is said
+    # The reported cosine is the file's own, against the float model on the held-out images.
+    x = LEVIT.normalize(calib[3::4])
+    assert cosines(TFLiteRunner(conv.path).predict_nchw(x), torch_logits(net, x)).min() >= 0.99
+
+    kept8 = convert_tflite(net, out=tmp_path / "a8.tflite", int16_fallback=False, **common)
+    assert kept8.quant_report["activations"] == "int8" and not int16_op_counts(kept8.path.read_bytes())
+    assert kept8.quant_report["cosine_min_after"] < 0.99 and kept8.warnings
 
 
 # ----------------------------------------------------------------------------- failures

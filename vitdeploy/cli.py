@@ -155,6 +155,9 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--int8-finetune", type=click.IntRange(min=0), default=0, metavar="STEPS",
               help="tflite int8: quantization-aware fine-tuning steps on the --calib images first "
                    "(distillation, no labels; for MobileViT). 0 = off.")
+@click.option("--no-int16", "no_int16", is_flag=True,
+              help="tflite int8: keep int8 activations even when only int16 ones reach the accuracy target "
+                   "(int16 runs without XNNPACK, slower).")
 @click.option("--deployment-target", type=click.Choice(["iOS16", "iOS17", "iOS18"]),
               help="Core ML: minimum iOS (default: the lowest that supports what was asked).")
 @click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu_gpu", "cpu_ne"]), default="all",
@@ -163,8 +166,8 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, quantize: str | None,
             precision: str | None, calib_dir: str | None, labels_file: str | None, raw_input: bool, int8_io: bool,
-            int8_finetune: int, deployment_target: str | None, compute_units: str, variant: str | None,
-            as_json: bool) -> None:
+            int8_finetune: int, no_int16: bool, deployment_target: str | None, compute_units: str,
+            variant: str | None, as_json: bool) -> None:
     """Convert CHECKPOINT to a Core ML .mlpackage or a .tflite (BatchNorm folded first)."""
     from .convert import convert as run_convert
 
@@ -182,7 +185,7 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
     report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
                          deployment_target=deployment_target, compute_units=compute_units, variant=variant,
-                         int8_finetune=int8_finetune, progress=say)
+                         int8_finetune=int8_finetune, int16_fallback=not no_int16, progress=say)
     if as_json:
         _echo_json(report)
         return
@@ -191,6 +194,8 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
                f"{report['bn_folding']['total_folded']} BatchNorm folded, {report['total_seconds']:.1f} s")
     if report.get("float_fallback_ops"):
         click.echo(f"kept in float: {', '.join(report['float_fallback_ops'])}")
+    if report.get("quant_report", {}).get("activations") == "int16":
+        click.echo("activations: int16 (int8 weights)")
     for w in report.get("warnings", []):
         click.echo(f"warning: {w}", err=True)
 

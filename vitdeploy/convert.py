@@ -60,11 +60,14 @@ def read_calibration_images(directory: str | Path | None, preprocessing, limit: 
 def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = None, quantize: str = "none",
             precision: str = "fp16", calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
-            compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0, progress=None) -> dict:
+            compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,
+            int16_fallback: bool = True, progress=None) -> dict:
     """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report.
 
     ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning on the
     calibration images before quantizing (:mod:`vitdeploy.quantization.finetune`).
+    ``int16_fallback`` (TFLite int8 only): allow int16 activations when int8 ones miss the
+    accuracy target; ``False`` keeps int8 activations whatever the accuracy.
     """
     from . import __version__, checkpoints
     from .passes import fold_batchnorm
@@ -76,6 +79,8 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
         raise VitdeployError(f"--quantize {quantize} is not available for {target}; choose one of {', '.join(allowed)}")
     if int8_finetune and (target, quantize) != ("tflite", "int8"):
         raise VitdeployError("--int8-finetune needs --target tflite --quantize int8")
+    if not int16_fallback and (target, quantize) != ("tflite", "int8"):
+        raise VitdeployError("--no-int16 needs --target tflite --quantize int8")
     t0 = time.perf_counter()
     ckpt = checkpoints.load(checkpoint, variant=variant)
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
@@ -87,7 +92,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     if target == "tflite":
         folding = fold_batchnorm(model).to_dict()
         result = _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
-                                 int8_finetune, progress)
+                                 int8_finetune, int16_fallback, progress)
     else:
         # convert_coreml folds its own copy, so its before/after op counts show what folding removed.
         result = _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target,
@@ -98,12 +103,13 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
 
 
 def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, int8_finetune,
-                    progress) -> dict:
+                    int16_fallback, progress) -> dict:
     from .targets.tflite import convert_tflite
 
     conv = convert_tflite(model, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out,
                           quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io,
-                          metadata=metadata, int8_finetune=int8_finetune, progress=progress)
+                          metadata=metadata, int8_finetune=int8_finetune, int16_fallback=int16_fallback,
+                          progress=progress)
     return conv.to_dict()
 
 

@@ -11,11 +11,15 @@
   2. while the cosine is below ``min_cosine``, greedily keep in float the candidate that helps
      most: a TFLite op type (``SOFTMAX``, ``LOGISTIC``...) or every op lowered from one PyTorch
      module class (``LayerNorm``, ``SiLU``, ``Attention``: their pieces only help together);
-  3. stop when a round gains less than ``min_gain`` and say so in ``warnings``.
+  3. stop when a round gains less than ``min_gain`` and say so in ``warnings``;
+  4. still below ``min_cosine``: int16 activations with int8 weights (``static_wi8_ai16``, TFLite's
+     "16x8" full-integer mode) for every op int8 had, kept when they reach the target or gain.
 
-  Why float rather than int16 activations (``static_wi8_ai16``)? XNNPACK has no int16 kernels:
-  int16 ops run on TFLite's reference kernels (MobileViT-XXS: ~300 ms vs ~17 ms float on this
-  host), while float ops stay in XNNPACK next to the int8 ones.
+  Float fallback comes first because XNNPACK has no int16 kernels: int16 ops run on TFLite's
+  built-in reference kernels (trained MobileViT-XXS: ~470 ms vs ~70 ms int8 per image on this
+  host), while float ops stay in XNNPACK next to the int8 ones. int16 is for models whose int8
+  error is spread over the whole network (MobileViT: a few SiLU channels at +-100-180 set every
+  per-tensor range), where no float fallback short of everything helps.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
@@ -73,7 +78,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
                   min_cosine: float = 0.99, min_gain: float = 0.002, max_rounds: int = 4,
                   progress: Callable[[str], None] | None = None, calib_source: str = "",
                   input_range: tuple[float, float] | None = None, threads: int = 2,
-                  keep_undelegated_float: bool = True, reference_model: bytes | None = None) -> tuple[bytes, dict]:
+                  keep_undelegated_float: bool = True, reference_model: bytes | None = None,
+                  int16_fallback: bool = True) -> tuple[bytes, dict]:
     """Full-integer static int8 with accuracy-driven float fallback; returns (model bytes, report).
 
     ``calib_inputs`` / ``eval_inputs``: batches in the float model's input convention; the eval
@@ -92,6 +98,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
     range seen in calibration, so bright pixels that calibration missed do not clip.
     ``reference_model``: the float model int8 is judged against when ``float_model`` is not it
     (a copy fine-tuned for int8, see :mod:`vitdeploy.quantization.finetune`).
+    ``int16_fallback``: when the float-fallback search ends below ``min_cosine``, try int16
+    activations (see the module docstring); not with ``int8_io`` (its I/O would be int16).
     """
     from ..runtimes.tflite import run_tflite
 
@@ -105,9 +113,12 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         if input_range is not None:
             _set_input_range(ranges[statistic], float_model, *input_range)
 
-    def attempt(chosen: list[str], statistic: str) -> tuple[bytes, dict]:
-        model = _static_int8(float_model, ranges[statistic], [groups[name] for name in chosen], int8_io)
-        return model, logits_agreement(run_tflite(model, eval_inputs, threads=threads), reference)
+    def attempt(chosen: list[str], statistic: str, activation_bits: int = 8) -> tuple[bytes, dict]:
+        model = _static_int8(float_model, ranges[statistic], [groups[name] for name in chosen], int8_io,
+                             activation_bits)
+        started = time.perf_counter()
+        score = logits_agreement(run_tflite(model, eval_inputs, threads=threads), reference)
+        return model, {**score, "ms_per_image": round(1e3 * (time.perf_counter() - started) / len(eval_inputs), 1)}
 
     first = {statistic: attempt([], statistic) for statistic in CALIBRATION_STATISTICS}
     statistic = max(CALIBRATION_STATISTICS, key=lambda st: _criterion(first[st][1]))
@@ -140,12 +151,22 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         history.append({"float_ops": list(chosen), **score})
         say(f"keeping {best} in float: cosine {_describe(score)}")
         candidates = ranked[1:_RETRY_TOP + 1]  # later rounds retry only the most promising
+    int16 = {"enabled": int16_fallback and not int8_io, "used": False}
+    if int16["enabled"] and _criterion(score) < min_cosine:
+        model, score, int16 = _try_int16_activations(model, score, lambda: attempt(chosen, statistic, 16),
+                                                     min_cosine, min_gain, say)
+        history.append({"activations": "int16", "float_ops": list(chosen), **int16["score"]})
     warnings = []
+    if int16["used"]:
+        warnings.append(int16_warning(int16))
     if _criterion(score) < min_cosine:
         warnings.append(missed_target_warning(_criterion(score), min_cosine, chosen,
-                                              finetuned=reference_model is not None))
+                                              finetuned=reference_model is not None,
+                                              int16_tried=int16["enabled"]))
     report = {
-        "recipe": "static_wi8_ai8",
+        "recipe": "static_wi8_ai16" if int16["used"] else "static_wi8_ai8",
+        "activations": "int16" if int16["used"] else "int8",
+        "int16": int16,
         "calibration": {"images": int(len(calib_inputs)), "source": calib_source, "ranges": statistic},
         "eval_images": int(len(eval_inputs)),
         "criterion": f"logits cosine vs float >= {min_cosine} on every held-out image",
@@ -159,6 +180,7 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         "xnnpack": speed,
         "float_fallback_detail": {name: groups[name].describe() for name in chosen},
         "float_op_counts": float_op_counts(model),
+        "int16_op_counts": int16_op_counts(model),
         "int8_io": int8_io,
         "search": history,
         "warnings": warnings,
@@ -221,13 +243,43 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     return list(best), q_model, q_score, record
 
 
-def missed_target_warning(cosine: float, min_cosine: float, float_ops: list[str], *, finetuned: bool) -> str:
+def _try_int16_activations(model: bytes, score: dict, attempt16: Callable, min_cosine: float, min_gain: float,
+                           say: Callable[[str], None]) -> tuple[bytes, dict, dict]:
+    """int16 activations for every op int8 had (same ranges, same float ops); kept when they reach
+    ``min_cosine`` or gain at least ``min_gain`` over int8. Returns (model, score, record)."""
+    say(f"cosine {_describe(score)} < {min_cosine} with int8 activations: trying int16 activations")
+    model16, score16 = attempt16()
+    gain = _criterion(score16) - _criterion(score)
+    used = _criterion(score16) >= min_cosine or gain >= min_gain
+    record = {"enabled": True, "used": used, "score": score16, "int8_score": score, "gain": round(gain, 6),
+              "ms_per_image": score16["ms_per_image"], "int8_ms_per_image": score["ms_per_image"]}
+    if not used:
+        say(f"int16 activations: cosine {_describe(score16)}, no better; kept int8")
+        return model, score, record
+    say(f"int16 activations: cosine {_describe(score16)} (int8: {_describe(score)})")
+    return model16, score16, record
+
+
+def int16_warning(record: dict) -> str:
+    """The one-line note for a model that needed int16 activations: what it costs in speed."""
+    return (f"int8 activations reached logits cosine {_criterion(record['int8_score']):.4f} only, so activations "
+            f"are int16 (16x8): {_criterion(record['score']):.4f}; TFLite runs int16 ops on its reference "
+            f"kernels, not XNNPACK ({record['ms_per_image']:.0f} vs {record['int8_ms_per_image']:.0f} ms/image "
+            "for int8 while measuring here); --no-int16 keeps int8 activations, --quantize dynamic or fp16 "
+            "keep XNNPACK speed (docs/troubleshooting.md, \"int8 accuracy loss\")")
+
+
+def missed_target_warning(cosine: float, min_cosine: float, float_ops: list[str], *, finetuned: bool,
+                          int16_tried: bool = False) -> str:
     """The one-line warning for an int8 model below the target, with what to try next."""
     advice = "consider --quantize dynamic or fp16"
     if not finetuned:
         advice += ", or --int8-finetune with --calib images of your domain"
+    tried = f"float fallback: {', '.join(float_ops) or 'none helped'}"
+    if int16_tried:
+        tried += "; int16 activations tried"
     return (f"int8 logits cosine (worst image) {cosine:.4f} is below {min_cosine} "
-            f"(float fallback: {', '.join(float_ops) or 'none helped'}); {advice} "
+            f"({tried}); {advice} "
             "(docs/troubleshooting.md, \"int8 accuracy loss\")")
 
 
@@ -328,6 +380,15 @@ def op_types(model: bytes) -> Counter:
 
 def float_op_counts(model: bytes) -> dict[str, int]:
     """Op types that compute in float in ``model`` (float32/16 output), QUANTIZE/DEQUANTIZE excluded."""
+    return _op_counts_by_output(model, lambda dtype: dtype.kind == "f")
+
+
+def int16_op_counts(model: bytes) -> dict[str, int]:
+    """Op types with int16 outputs (int16 activations) in ``model``, QUANTIZE/DEQUANTIZE excluded."""
+    return _op_counts_by_output(model, lambda dtype: dtype == np.int16)
+
+
+def _op_counts_by_output(model: bytes, keep: Callable[[np.dtype], bool]) -> dict[str, int]:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=bytes(model))
@@ -335,8 +396,7 @@ def float_op_counts(model: bytes) -> dict[str, int]:
     for op in interpreter._get_ops_details():
         if op["op_name"] in _SKIP_IN_REPORT or not len(op["outputs"]):
             continue
-        dtype = interpreter._get_tensor_details(int(op["outputs"][0]), 0)["dtype"]
-        if np.dtype(dtype).kind == "f":
+        if keep(np.dtype(interpreter._get_tensor_details(int(op["outputs"][0]), 0)["dtype"])):
             counts[op["op_name"]] += 1
     return dict(sorted(counts.items()))
 
@@ -389,12 +449,13 @@ def _set_input_range(qsvs: dict, float_model: bytes, low: float, high: float) ->
         qsvs[name] = {"min": np.full_like(qsvs[name]["min"], low), "max": np.full_like(qsvs[name]["max"], high)}
 
 
-def _static_int8(float_model: bytes, qsvs: dict, float_groups: list[FallbackGroup], int8_io: bool) -> bytes:
+def _static_int8(float_model: bytes, qsvs: dict, float_groups: list[FallbackGroup], int8_io: bool,
+                 activation_bits: int = 8) -> bytes:
     from ai_edge_quantizer import algorithm_manager, quantizer, recipe
 
     no_quantize = algorithm_manager.AlgorithmName.NO_QUANTIZE
     q = quantizer.Quantizer(bytearray(float_model))
-    q.load_quantization_recipe(recipe.static_wi8_ai8())
+    q.load_quantization_recipe(recipe.static_wi8_ai16() if activation_bits == 16 else recipe.static_wi8_ai8())
     # INPUT/OUTPUT are the quantizer's virtual ops for the graph's inputs and outputs: excluding
     # them keeps a float interface (QUANTIZE/DEQUANTIZE ops are inserted inside the graph).
     # Later recipe entries win, so these override the ".*" int8 default.

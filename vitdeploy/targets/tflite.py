@@ -82,7 +82,8 @@ class TFLiteConversion:
 def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
                    quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
                    raw_input: bool = False, int8_io: bool = False, metadata: dict | None = None,
-                   int8_finetune: int = 0, progress: Callable[[str], None] | None = None) -> TFLiteConversion:
+                   int8_finetune: int = 0, int16_fallback: bool = True,
+                   progress: Callable[[str], None] | None = None) -> TFLiteConversion:
     """Convert ``model`` (NCHW float -> logits) to a .tflite file at ``out``.
 
     ``quantize``: ``none`` (float32), ``fp16`` (float16 weights), ``dynamic`` (int8 weights, float
@@ -92,7 +93,8 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
     and return int8 tensors; otherwise every model keeps float input/output. ``int8_finetune``:
     that many steps of quantization-aware fine-tuning on the calibration images before int8
     (:func:`vitdeploy.quantization.finetune.finetune_for_int8`); the int8 model is still judged
-    against ``model``'s own float export.
+    against ``model``'s own float export. ``int16_fallback``: when int8 activations (with float
+    fallback) stay below the accuracy target, try int16 activations (slower: no XNNPACK).
     The file appears at ``out`` only when everything succeeded (written aside, then renamed).
     """
     say = progress or (lambda _msg: None)
@@ -115,7 +117,8 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
         else:
             say(f"quantizing ({quantize})")
             final, quant_report = _quantize(float_model, quantize, input_spec, preprocessing, calib, int8_io, say,
-                                            finetune=(model, int8_finetune, Path(work)))
+                                            finetune=(model, int8_finetune, Path(work)),
+                                            int16_fallback=int16_fallback)
             float_fallback = list(quant_report.get("float_fallback_ops", []))
             warnings += quant_report.pop("warnings", [])
         if quantize == "int8" and int8_io:
@@ -130,6 +133,7 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
             "quantize": quantize,
             "int8_io": bool(quantize == "int8" and int8_io),
             "float_fallback_ops": float_fallback,
+            "activations": quant_report.get("activations"),
             "has_labels": bool(labels),
             "user": metadata or {},
         }
@@ -326,7 +330,8 @@ def model_inputs_from_pixels(pixels: np.ndarray, input_spec: dict, pre: Preproce
 
 
 def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessing, calib, int8_io: bool,
-              say: Callable[[str], None], finetune: tuple = (None, 0, None)) -> tuple[bytes, dict]:
+              say: Callable[[str], None], finetune: tuple = (None, 0, None),
+              int16_fallback: bool = True) -> tuple[bytes, dict]:
     from ..quantization import tflite as q
 
     if mode == "fp16":
@@ -346,7 +351,7 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
         eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre),
         int8_io=int8_io, progress=say,
         input_range=(0.0, 255.0) if input_spec["layout"] == LAYOUT_PIXELS else None,
-        calib_source=source,
+        calib_source=source, int16_fallback=int16_fallback,
     )
     if finetune_report is not None:
         report["finetune"] = finetune_report
