@@ -14,7 +14,8 @@ from pathlib import Path
 
 def mode(cell: dict) -> str:
     if cell["target"] == "tflite":
-        return {"none": "fp32"}.get(cell["quantize"], cell["quantize"])
+        name = {"none": "fp32"}.get(cell["quantize"], cell["quantize"])
+        return name + (" (int16 activations)" if cell.get("activations") == "int16" else "")
     return cell["precision"] + ("" if cell["quantize"] == "none" else f" {cell['quantize']}")
 
 

@@ -121,3 +121,15 @@ def test_list_images_spreads_a_limited_sample_over_all_classes(tmp_path):
     assert len(picked) == 8 and {p.parent.name for p in picked} == set("abcd")
     assert picked == sorted(picked)
     assert len(list_images(tmp_path)) == 40 and len(list_images(tmp_path, 100)) == 40
+
+
+def test_build_table_marks_int16_activation_cells():
+    from vitdeploy.recipes import format_build_table
+
+    cell = {"variant": "mobilevit_xxs", "target": "tflite", "precision": "fp32", "status": "ok", "size_mb": 1.8,
+            "convert_s": 96.0, "parity": "pass", "cosine_min": 0.9988, "max_abs": 0.3, "top1_agreement": 1.0,
+            "host_median_ms": 400.0}
+    table = format_build_table({"cells": [dict(cell, quantize="int8", activations="int16"),
+                                          dict(cell, quantize="int8")], "failed": 0})
+    rows = [line for line in table.splitlines() if line.startswith("mobilevit_xxs")]
+    assert "int8 (a16)" in rows[0] and "(a16)" not in rows[1]

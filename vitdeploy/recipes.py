@@ -141,6 +141,8 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
                            convert_s=report.get("seconds"))
                 if report.get("float_fallback_ops"):
                     row["float_fallback"] = report["float_fallback_ops"]
+                if report.get("quant_report", {}).get("activations") == "int16":
+                    row["activations"] = "int16"
                 row.update(_check_parity(artifact, ckpt, recipe, precision, quantize, parity_images, images_dir))
                 if target == "tflite":
                     row["host_median_ms"] = _host_latency(artifact, latency_runs, threads)
@@ -178,6 +180,7 @@ def format_build_table(summary: dict) -> str:
     lines = [head, "-" * len(head)]
     for r in summary["cells"]:
         mode = r["quantize"] if r["target"] == "tflite" else f"{r['precision']}/{r['quantize']}"
+        mode += " (a16)" if r.get("activations") == "int16" else ""
         fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
         lines.append(f"{r['variant']:<14} {r['target']:<7} {mode:<13} {r['status']:<7} {fmt(r.get('size_mb'), '{:.1f}'):>6} "
                      f"{fmt(r.get('convert_s'), '{:.1f}'):>7} {r.get('parity', '-'):>6} "
