@@ -16,8 +16,8 @@
      "16x8" full-integer mode) for every op int8 had, kept when they reach the target or gain.
 
   Float fallback comes first because XNNPACK has no int16 kernels: int16 ops run on TFLite's
-  built-in reference kernels (trained MobileViT-XXS: ~470 ms vs ~70 ms int8 per image on this
-  host), while float ops stay in XNNPACK next to the int8 ones. int16 is for models whose int8
+  built-in reference kernels (trained MobileViT-XXS: ~330 ms per image vs 14-27 ms for its
+  int8-activation model on this host), while float ops stay in XNNPACK next to the int8 ones. int16 is for models whose int8
   error is spread over the whole network (MobileViT: a few SiLU channels at +-100-180 set every
   per-tensor range), where no float fallback short of everything helps.
 """
@@ -252,7 +252,7 @@ def _try_int16_activations(model: bytes, score: dict, attempt16: Callable[[str],
 
     Both statistics are measured because the best one differs from int8's: int16 has resolution
     to spare, so full min/max ranges (nothing seen in calibration clips) usually win (trained
-    MobileViT-XXS, natural images: worst cosine 0.997 vs 0.982 with moving-average ranges, while
+    MobileViT-XXS, natural images: worst cosine 0.999 vs 0.982 with moving-average ranges, while
     int8 is far better with moving-average ones).
     """
     say(f"cosine {_describe(score)} < {min_cosine} with int8 activations: trying int16 activations")
