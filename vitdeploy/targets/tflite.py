@@ -662,6 +662,11 @@ def _write_atomically(out: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # mkstemp creates 0600, and `adb push` keeps the mode: on a phone the app's uid could not
+        # read a 0600 model owned by shell (EACCES). An artifact is an ordinary file: 0666 & ~umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
