@@ -11,10 +11,18 @@ package list, getprop values, and an `am instrument` that runs the vitdeploy
 harness protocol with the host LiteRT runtime (XNNPACK), writing result JSON
 and output tensors exactly where the Android harness would.
 
+File ownership and modes follow a real phone (see `EmulatedDevice.access`): what adb
+pushes is owned by shell (uid 2000) with adbd's mode rule, the harness runs as its own
+app uid and can read only what the mode bits (or, on shared storage, Android 11+
+scoped storage) let it, and a file it may not read fails the way HarnessBenchmark.kt
+would (`FileNotFoundException ... EACCES`).
+
 Fault injection per device (`EmulatedDevice.faults`):
   drop_during_instrument  close the connection mid-run and detach the device
   instrumentation_missing packages listed, but `am instrument` cannot find the runner
   instrument_delay_s      sleep this long inside `am instrument` (timeouts)
+  pin_error               sched_setaffinity fails with this errno (22: EINVAL, a cpuset
+                          that excludes the fastest cores); the result reports it
 """
 
 from __future__ import annotations
@@ -38,6 +46,27 @@ RUNNER = f"{TEST_PACKAGE}/androidx.test.runner.AndroidJUnitRunner"
 # Features the server and device share: shell_v2 gives exit codes, cmd gives streamed installs.
 FEATURES = "shell_v2,cmd,stat_v2"
 SYNC_MAX_DATA = 64 * 1024
+# Android ids (system/core/libcutils/include/private/android_filesystem_config.h).
+ROOT_UID, SYSTEM_UID, SHELL_UID = 0, 1000, 2000
+SDCARD_RW_GID, EVERYBODY_GID = 1015, 9997
+HARNESS_UID = 10234  # u0_a234: the harness app; its instrumentation runs in the same process and uid
+# Supplementary groups: adbd's shell has sdcard_rw (drop_privileges in adbd's main.cpp); apps have none here.
+GROUPS = {SHELL_UID: {SHELL_UID, SDCARD_RW_GID}, HARNESS_UID: {HARNESS_UID}}
+SHARED_STORAGE = ("/sdcard", "/storage/emulated/0", "/storage/self/primary")
+
+
+def adbd_send_mode(client_mode: int) -> int:
+    """The mode adbd gives a pushed file: the client's mode with the user bits copied to group
+    and other (send_impl in AOSP adb daemon/file_sync_service.cpp, unchanged since 2008), and
+    adbd runs with umask 0. So a 0600 file from the host arrives 0666, a 0755 one 0777."""
+    mode = client_mode & 0o777
+    mode |= (mode >> 3) & 0o070
+    mode |= (mode >> 3) & 0o007
+    return mode
+
+
+class AccessDenied(Exception):
+    """EACCES on the device; str() is what Android's libcore puts in the exception message."""
 
 
 @dataclass
@@ -51,11 +80,121 @@ class EmulatedDevice:
     state: str = "device"  # or "unauthorized" / "offline", as `adb devices` shows them
     transport_id: int = 1
     cancel: threading.Event = field(default_factory=threading.Event)
+    # (uid, gid, mode) of each path outside shared storage; what is not listed is root-owned 0755
+    # (so shell and apps can read the system but write nowhere outside /data/local/tmp).
+    owners: dict = field(default_factory=lambda: {
+        "/": (ROOT_UID, ROOT_UID, 0o755), "/data": (SYSTEM_UID, SYSTEM_UID, 0o771),
+        "/data/local": (ROOT_UID, ROOT_UID, 0o751), "/data/local/tmp": (SHELL_UID, SHELL_UID, 0o771),
+    })
 
     def host_path(self, device_path: str) -> Path:
         """Map an absolute device path into the host root; '..' cannot escape it."""
+        return self.root / self.norm(device_path).lstrip("/")
+
+    @staticmethod
+    def norm(device_path: str) -> str:
         norm = posixpath.normpath("/" + device_path.lstrip("/"))
-        return self.root / norm.lstrip("/")
+        for alias in SHARED_STORAGE[1:]:  # one name for shared storage, as the FUSE mount is one
+            if norm == alias or norm.startswith(alias + "/"):
+                norm = "/sdcard" + norm[len(alias):]
+        return norm
+
+    @property
+    def sdk(self) -> int:
+        return int(self.props.get("ro.build.version.sdk", "0") or 0)
+
+    # -- permissions -------------------------------------------------------------------
+    def stat_of(self, path: str) -> tuple[int, int, int]:
+        """(uid, gid, mode) of an existing path; shared storage modes are synthesized, as FUSE does."""
+        path = self.norm(path)
+        is_dir = self.host_path(path).is_dir()
+        own = self._shared_owner(path)
+        if own is not None:
+            return own, EVERYBODY_GID, 0o771 if is_dir else 0o660
+        return self.owners.get(path, (ROOT_UID, ROOT_UID, 0o755 if is_dir else 0o644))
+
+    def _shared_owner(self, path: str) -> int | None:
+        """Owner uid of a shared-storage path (an app owns its Android/data/<pkg>); None outside it."""
+        if not (path == "/sdcard" or path.startswith("/sdcard/")):
+            return None
+        parts = path.split("/")
+        if parts[2:4] == ["Android", "data"] and len(parts) > 4 and parts[4] == HARNESS_PACKAGE:
+            return HARNESS_UID
+        return ROOT_UID
+
+    def access(self, uid: int, path: str, want: str) -> None:
+        """Raise AccessDenied unless `uid` may `want` ('r', 'w' or 'x') `path` (and search its parents)."""
+        path = self.norm(path)
+        if uid == ROOT_UID:
+            return
+        parts = path.strip("/").split("/") if path != "/" else []
+        for i in range(len(parts)):  # search permission on every directory on the way
+            d = "/" + "/".join(parts[:i])
+            if not self.host_path(d).is_dir():
+                return  # ENOENT/ENOTDIR, which the caller's own existence check reports
+            self._check(uid, d, "x", path)
+        if self.host_path(path).exists():
+            self._check(uid, path, want, path)
+
+    def _check(self, uid: int, path: str, want: str, whole: str) -> None:
+        path = self.norm(path)
+        if path == "/sdcard" or path.startswith("/sdcard/"):
+            return self._check_shared(uid, path, want, whole)
+        owner, group, mode = self.stat_of(path)
+        shift = 6 if uid == owner else 3 if group in GROUPS.get(uid, {uid}) else 0
+        if not (mode >> shift) & {"r": 4, "w": 2, "x": 1}[want]:
+            raise AccessDenied(f"{whole}: open failed: EACCES (Permission denied)")
+
+    def _check_shared(self, uid: int, path: str, want: str, whole: str) -> None:
+        """Shared storage: shell (sdcard_rw) may do anything; an app reaches its own Android/data/<pkg>
+        and the directories above it. From Android 11 (scoped storage) nothing else is the app's,
+        and the harness asks for no storage permission, so before 11 nothing else either."""
+        if SDCARD_RW_GID in GROUPS.get(uid, set()):
+            return
+        own = f"/sdcard/Android/data/{HARNESS_PACKAGE}"
+        if uid == HARNESS_UID and (path == own or path.startswith(own + "/")):
+            return
+        if want == "x" and own.startswith(path + "/"):
+            return  # the app may pass through /sdcard/Android/data to its own dir
+        raise AccessDenied(f"{whole}: open failed: EACCES (Permission denied)")
+
+    def make_dirs(self, uid: int, path: str, mode: int) -> None:
+        """mkdir -p as `uid`: each missing directory needs write+search on its parent; new ones are uid's."""
+        path = self.norm(path)
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            d = "/" + "/".join(parts[:i])
+            hp = self.host_path(d)
+            if hp.is_dir():
+                continue
+            if hp.exists():
+                raise AccessDenied(f"{d}: mkdir failed: ENOTDIR (Not a directory)")
+            parent = posixpath.dirname(d)
+            self.access(uid, parent, "w")
+            self.access(uid, parent, "x")
+            hp.mkdir()
+            if self._shared_owner(d) is None:
+                self.owners[d] = (uid, uid, mode)
+
+    def create_file(self, uid: int, path: str, data: bytes, mode: int) -> None:
+        """Create or replace a file as `uid` (write+search on the parent, as unlink + open(O_CREAT))."""
+        path = self.norm(path)
+        parent = posixpath.dirname(path)
+        self.access(uid, parent, "w")
+        self.access(uid, parent, "x")
+        self.host_path(path).write_bytes(data)
+        if self._shared_owner(path) is None:
+            self.owners[path] = (uid, uid, mode)
+
+    def read_file(self, uid: int, path: str) -> bytes:
+        self.access(uid, path, "r")
+        return self.host_path(path).read_bytes()
+
+    def forget(self, path: str) -> None:
+        """Drop ownership records at and below a removed path."""
+        path = self.norm(path)
+        for p in [p for p in self.owners if p == path or p.startswith(path.rstrip("/") + "/")]:
+            del self.owners[p]
 
     def listing_l(self) -> str:
         p = self.props
@@ -90,6 +229,9 @@ class AdbEmulator:
     def add(self, device: EmulatedDevice) -> EmulatedDevice:
         device.transport_id = len(self.devices) + 1
         device.root.mkdir(parents=True, exist_ok=True)
+        # What the system image and vold create before anyone logs in.
+        for path in [*device.owners, f"/sdcard/Android/data"]:
+            device.host_path(path).mkdir(parents=True, exist_ok=True)
         self.devices[device.serial] = device
         return device
 
@@ -345,7 +487,7 @@ class Shell:
         handler = {
             "getprop": self.cmd_getprop, "mkdir": self.cmd_mkdir, "rm": self.cmd_rm, "ls": self.cmd_ls,
             "cat": self.cmd_cat, "echo": self.cmd_echo, "true": lambda a: 0, "pm": self.cmd_pm,
-            "cmd": self.cmd_cmd, "am": self.cmd_am, "chmod": lambda a: 0,
+            "cmd": self.cmd_cmd, "am": self.cmd_am, "chmod": self.cmd_chmod,
         }.get(name)
         if handler is None:
             self.err(f"/system/bin/sh: {name}: inaccessible or not found\n")
@@ -370,7 +512,11 @@ class Shell:
             if not parents and not hp.parent.is_dir():
                 self.err(f"mkdir: '{p}': No such file or directory\n")
                 return 1
-            hp.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dev.make_dirs(SHELL_UID, p, 0o775)
+            except AccessDenied:
+                self.err(f"mkdir: '{p}': Permission denied\n")
+                return 1
         return 0
 
     def cmd_rm(self, args: list[str]) -> int:
@@ -379,13 +525,24 @@ class Shell:
         flags = "".join(a[1:] for a in args if a.startswith("-"))
         for p in [a for a in args if not a.startswith("-")]:
             hp = self.dev.host_path(p)
+            if not hp.exists():
+                if "f" not in flags:
+                    self.err(f"rm: {p}: No such file or directory\n")
+                    return 1
+                continue
+            try:
+                self.dev.access(SHELL_UID, posixpath.dirname(self.dev.norm(p)), "w")
+            except AccessDenied:
+                self.err(f"rm: {p}: Permission denied\n")
+                return 1
             if hp.is_dir() and "r" in flags:
                 shutil.rmtree(hp)
             elif hp.is_file():
                 hp.unlink()
-            elif "f" not in flags:
-                self.err(f"rm: {p}: No such file or directory\n")
+            else:
+                self.err(f"rm: {p}: Is a directory\n")
                 return 1
+            self.dev.forget(p)
         return 0
 
     def cmd_ls(self, args: list[str]) -> int:
@@ -393,6 +550,11 @@ class Shell:
         for p in paths:
             hp = self.dev.host_path(p)
             if hp.is_dir():
+                try:
+                    self.dev.access(SHELL_UID, p, "r")
+                except AccessDenied:
+                    self.err(f"ls: {p}: Permission denied\n")
+                    return 1
                 self.out("".join(n + "\n" for n in sorted(x.name for x in hp.iterdir())))
             elif hp.exists():
                 self.out(p + "\n")
@@ -407,7 +569,29 @@ class Shell:
             if not hp.is_file():
                 self.err(f"cat: {p}: No such file or directory\n")
                 return 1
-            self.send(1, hp.read_bytes())
+            try:
+                self.send(1, self.dev.read_file(SHELL_UID, p))
+            except AccessDenied:
+                self.err(f"cat: {p}: Permission denied\n")
+                return 1
+        return 0
+
+    def cmd_chmod(self, args: list[str]) -> int:
+        """`chmod OCTAL PATH...`: only the owner (or root) may; shared storage ignores it (FUSE)."""
+        if len(args) < 2 or not all(c in "01234567" for c in args[0]):
+            self.err("chmod: the vitdeploy emulator takes an octal mode and paths\n")
+            return 1
+        for p in args[1:]:
+            if not self.dev.host_path(p).exists():
+                self.err(f"chmod: {p}: No such file or directory\n")
+                return 1
+            uid, gid, _ = self.dev.stat_of(p)
+            if self.dev._shared_owner(self.dev.norm(p)) is not None:
+                continue
+            if uid != SHELL_UID:
+                self.err(f"chmod: {p}: Operation not permitted\n")
+                return 1
+            self.dev.owners[self.dev.norm(p)] = (uid, gid, int(args[0], 8))
         return 0
 
     def cmd_echo(self, args: list[str]) -> int:
@@ -511,7 +695,7 @@ class Shell:
         request_path = extras.get("request")
         t0 = time.monotonic()
         if request_path is None:
-            outcome = "missing instrumentation argument 'request'"
+            outcome = "java.lang.AssertionError: missing instrumentation argument 'request' (-e request PATH)"
         else:
             outcome = run_harness(self.dev, request_path)
         secs = time.monotonic() - t0
@@ -523,10 +707,10 @@ class Shell:
                      "INSTRUMENTATION_CODE: -1\n")
         else:
             self.out(f"INSTRUMENTATION_STATUS: class={cls}\nINSTRUMENTATION_STATUS: test=run\n"
-                     f"INSTRUMENTATION_STATUS: stack=java.lang.IllegalStateException: {outcome}\n"
+                     f"INSTRUMENTATION_STATUS: stack={outcome}\n"
                      "INSTRUMENTATION_STATUS_CODE: -2\n"
                      f"INSTRUMENTATION_RESULT: stream=\nTime: {secs:.3f}\nThere was 1 failure:\n"
-                     f"1) run({cls})\njava.lang.IllegalStateException: {outcome}\n\nFAILURES!!!\n"
+                     f"1) run({cls})\n{outcome}\n\nFAILURES!!!\n"
                      "Tests run: 1,  Failures: 1\n\n\nINSTRUMENTATION_CODE: -1\n")
         return 0  # am instrument exits 0 even when the test fails
 
@@ -535,67 +719,130 @@ class _Dropped(Exception):
     pass
 
 
+EXTERNAL_FILES = f"/sdcard/Android/data/{HARNESS_PACKAGE}/files"
+
+
 def default_output_dir() -> str:
-    return f"/sdcard/Android/data/{HARNESS_PACKAGE}/files/vitdeploy"
+    return f"{EXTERNAL_FILES}/vitdeploy"
 
 
 def run_harness(dev: EmulatedDevice, request_path: str) -> str | None:
-    """What HarnessBenchmark.kt does, with the host LiteRT runtime; returns a failure or None."""
+    """What HarnessBenchmark.kt does, as the app's uid, with the host LiteRT runtime.
+
+    Returns None, or the exception line the failed test prints ("java.io.FileNotFoundException: ...").
+    """
     from vitdeploy.devices.protocol import HarnessRequest, HarnessResult, ProtocolError
 
+    app = HARNESS_UID
     req_host = dev.host_path(request_path)
-    if not req_host.is_file():
-        return f"request file {request_path} not found"
+    try:  # File.isFile(): a stat, so only search permission on the directories matters
+        dev.access(app, posixpath.dirname(dev.norm(request_path)), "x")
+        visible = req_host.is_file()
+    except AccessDenied:
+        visible = False
+    if not visible:
+        return (f"java.lang.IllegalStateException: request file {request_path} not found "
+                "(is it readable by the app?)")
     try:
-        request = HarnessRequest.loads(req_host.read_text())
+        request = HarnessRequest.loads(dev.read_file(app, request_path).decode())
+    except AccessDenied as e:
+        return f"java.io.FileNotFoundException: {e}"
     except ProtocolError as e:
-        return str(e)
-    req_dir = req_host.parent
-    out_dev = request.output_dir or f"{default_output_dir()}/{request.request_id}"
-    out_dir = dev.host_path(out_dev)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        return f"java.lang.IllegalStateException: {e}"
+    # getExternalFilesDir(null): the system creates the app's external files dir for it.
+    dev.host_path(f"{EXTERNAL_FILES}").mkdir(parents=True, exist_ok=True)
+    in_dev = posixpath.dirname(dev.norm(request_path))
+    out_dev = request.output_dir or in_dev  # HarnessBenchmark writes next to the request without output_dir
+    try:
+        dev.make_dirs(app, out_dev, 0o700)
+    except AccessDenied:
+        return f"java.lang.IllegalStateException: cannot create output dir {out_dev}"
     device_info = {
         "platform": "android", "manufacturer": dev.props.get("ro.product.manufacturer"),
         "model": dev.props.get("ro.product.model"), "device": dev.props.get("ro.product.device"),
         "soc": dev.props.get("ro.soc.model"), "os_version": dev.props.get("ro.build.version.release"),
-        "sdk": int(dev.props.get("ro.build.version.sdk", "0") or 0), "abi": dev.props.get("ro.product.cpu.abi"),
+        "sdk": dev.sdk, "abi": dev.props.get("ro.product.cpu.abi"),
         "runtime": "LiteRT (host ai_edge_litert, vitdeploy adb emulator)",
     }
-    configs = [_run_config(request, cfg, req_dir, out_dir, dev) for cfg in request.configs()]
+    configs = [_run_config(request, cfg, in_dev, out_dev, dev) for cfg in request.configs()]
     result = HarnessResult(request_id=request.request_id, status="ok", device=device_info, configs=configs)
-    (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+    try:
+        dev.create_file(app, f"{out_dev}/result.json", json.dumps(result.to_json(), indent=2).encode(), 0o600)
+    except AccessDenied:
+        return f"java.lang.IllegalStateException: cannot write {out_dev}/result.json"
     return None
 
 
-def _run_config(request, cfg: dict, req_dir: Path, out_dir: Path, dev: EmulatedDevice):
-    from vitdeploy.devices.protocol import ConfigResult, ProtocolError, read_tensor, write_tensor
+# Tensor types HarnessBenchmark.kt can feed and read: org.tensorflow.lite.DataType has no FLOAT16,
+# so the Java Interpreter API cannot touch a float16 tensor at all.
+JAVA_DTYPES = {"float32", "int32", "int64", "int8", "uint8", "int16", "bool"}
+# A Tensor G2's cores by max frequency (kHz): 4 little, 2 mid, 2 big, as cpuinfo_max_freq reports them.
+CPU_MAX_FREQ_KHZ = [1803000] * 4 + [2348000] * 2 + [2850000] * 2
+
+
+def fastest_cpus(count: int) -> list[int]:
+    """CpuAffinity.fastestCpus: highest max frequency first, ties broken by the higher index."""
+    order = sorted(range(len(CPU_MAX_FREQ_KHZ)), key=lambda c: (-CPU_MAX_FREQ_KHZ[c], -c))
+    return order[:max(1, min(count, len(order)))]
+
+
+def cpu_affinity(dev: EmulatedDevice, threads: int | None) -> dict | None:
+    """What the harness reports about pinning: the CPUs asked for, whether sched_setaffinity
+    succeeded, and the mask the thread really has afterwards (sched_getaffinity)."""
+    if threads is None:
+        return None
+    want = fastest_cpus(threads)
+    errno = dev.faults.get("pin_error")
+    if errno:
+        return {"requested": want, "pinned": False, "mask": list(range(len(CPU_MAX_FREQ_KHZ))),
+                "error": f"sched_setaffinity({', '.join(map(str, want))}) failed: errno {errno}"}
+    return {"requested": want, "pinned": True, "mask": sorted(want), "error": None}
+
+
+def _run_config(request, cfg: dict, in_dev: str, out_dev: str, dev: EmulatedDevice):
+    """One configuration, as HarnessBenchmark.runConfig does it, reading and writing as the app."""
+    import numpy as np
+
+    from vitdeploy.devices.protocol import ConfigResult, ProtocolError, TensorFile
 
     base = dict(name=cfg["name"], compute_unit=cfg["compute_unit"], threads=cfg["threads"])
     unit = cfg["compute_unit"]
     if unit in ("gpu", "nnapi"):
         return ConfigResult(status="error", error=f"{unit} delegate is not available on this device", **base)
+    app = HARNESS_UID
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        pin = cpu_affinity(dev, cfg["threads"])
         t0 = time.perf_counter_ns()
-        model_bytes = (req_dir / request.model).read_bytes()
+        model_bytes = dev.read_file(app, f"{in_dev}/{request.model}")
         t1 = time.perf_counter_ns()
         resolver = OpResolverType.AUTO if unit == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         interp = Interpreter(model_content=model_bytes, num_threads=cfg["threads"], experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
         t2 = time.perf_counter_ns()
-        ins = interp.get_input_details()
+        ins, outs = interp.get_input_details(), interp.get_output_details()
+        for kind, dets in (("input", ins), ("output", outs)):
+            for i, det in enumerate(dets):
+                if np.dtype(det["dtype"]).name not in JAVA_DTYPES:
+                    raise IllegalArgument(f"DataType error: {kind} {i} is {np.dtype(det['dtype']).name}, "
+                                          "which the LiteRT Java API does not recognize")
         if len(ins) != len(request.inputs):
-            raise ValueError(f"model has {len(ins)} inputs, the request gives {len(request.inputs)}")
-        arrays = [read_tensor(req_dir, t) for t in request.inputs]
-        for det, arr in zip(ins, arrays):
-            if list(det["shape"]) != list(arr.shape):
-                raise ValueError(f"input {det['name']} has shape {list(det['shape'])}, the request gives {list(arr.shape)}")
-            interp.set_tensor(det["index"], arr.astype(det["dtype"]))
+            raise IllegalState(f"model has {len(ins)} inputs, the request gives {len(request.inputs)}")
+        for i, (det, spec) in enumerate(zip(ins, request.inputs)):
+            name = np.dtype(det["dtype"]).name
+            if spec.dtype != name:
+                raise IllegalState(f"input {i} is {name.upper()}; the request gives {spec.dtype}")
+            if list(det["shape"]) != list(spec.shape):
+                raise IllegalState(f"input {i} has shape {list(det['shape'])}, the request gives {spec.shape}")
+            data = dev.read_file(app, f"{in_dev}/{spec.file}")
+            if len(data) != spec.nbytes:
+                raise IllegalState(f"{spec.file} has {len(data)} bytes, expected {spec.nbytes}")
+            interp.set_tensor(det["index"], np.frombuffer(data, np.dtype(name).newbyteorder("<")).reshape(spec.shape))
 
         def invoke() -> float:
             if dev.cancel.is_set():
-                raise RuntimeError("instrumentation was stopped")
+                raise IllegalState("instrumentation was stopped")
             s = time.perf_counter_ns()
             interp.invoke()
             return (time.perf_counter_ns() - s) / 1e6
@@ -605,13 +852,38 @@ def _run_config(request, cfg: dict, req_dir: Path, out_dir: Path, dev: EmulatedD
             invoke()
         lat = [invoke() for _ in range(request.runs)]
         outputs = []
-        for i, det in enumerate(interp.get_output_details()):
-            outputs.append(write_tensor(out_dir / f"{cfg['name']}.output{i}.bin", interp.get_tensor(det["index"])))
+        for i, det in enumerate(outs):
+            arr = np.ascontiguousarray(interp.get_tensor(det["index"]))
+            name = f"{cfg['name']}.output{i}.bin"
+            dev.create_file(app, f"{out_dev}/{name}", arr.astype(arr.dtype.newbyteorder("<")).tobytes(), 0o600)
+            outputs.append(TensorFile(file=name, shape=[int(d) for d in arr.shape] or [1], dtype=arr.dtype.name))
         return ConfigResult(status="ok", load_ms=(t1 - t0) / 1e6, init_ms=(t2 - t1) / 1e6, first_inference_ms=first,
                             latencies_ms=lat, peak_memory_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                            outputs=outputs, **base)
+                            outputs=outputs, cpu_affinity=pin, **base)
+    except AccessDenied as e:  # what libcore throws for open(2) failing with EACCES
+        return ConfigResult(status="error", error=f"FileNotFoundException: {e}", **base)
+    except (IllegalState, IllegalArgument) as e:
+        return ConfigResult(status="error", error=f"{type(e).__name__}Exception: {e}", **base)
     except (ValueError, RuntimeError, OSError, ProtocolError) as e:
         return ConfigResult(status="error", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", **base)
+
+
+class IllegalState(Exception):
+    """Kotlin's check() failing: IllegalStateException in the harness."""
+
+
+class IllegalArgument(Exception):
+    """IllegalArgumentException, e.g. from DataType.fromC for a type Java does not know."""
+
+
+def _c_ulong(text: str) -> int:
+    """strtoul(text, NULL, 0), as adbd parses SEND's mode: 0x.. hex, 0.. octal, else decimal."""
+    text = text.strip()
+    if text.lower().startswith("0x"):
+        return int(text, 16)
+    if text.startswith("0") and len(text) > 1:
+        return int(text, 8)
+    return int(text or "0")
 
 
 class Sync:
@@ -649,22 +921,36 @@ class Sync:
                 self.fail(f"unknown sync request {ident!r}")
                 return
 
-    def stat_v1(self, path: str) -> None:
+    def _stat(self, path: str):
+        """(st_mode, uid, gid, stat) as shell sees the path, or an errno."""
         hp = self.dev.host_path(path)
+        try:
+            self.dev.access(SHELL_UID, posixpath.dirname(self.dev.norm(path)), "x")
+        except AccessDenied:
+            return 13  # EACCES
         if not hp.exists():
+            return 2  # ENOENT
+        uid, gid, mode = self.dev.stat_of(path)
+        st = hp.stat()
+        kind = 0o040000 if hp.is_dir() else 0o100000
+        return kind | mode, uid, gid, st
+
+    def stat_v1(self, path: str) -> None:
+        got = self._stat(path)
+        if isinstance(got, int):
             self.conn.sock.sendall(b"STAT" + struct.pack("<III", 0, 0, 0))
             return
-        st = hp.stat()
-        self.conn.sock.sendall(b"STAT" + struct.pack("<III", st.st_mode, st.st_size & 0xFFFFFFFF, int(st.st_mtime)))
+        mode, _, _, st = got
+        self.conn.sock.sendall(b"STAT" + struct.pack("<III", mode, st.st_size & 0xFFFFFFFF, int(st.st_mtime)))
 
     def stat_v2(self, ident: bytes, path: str) -> None:
-        hp = self.dev.host_path(path)
-        if not hp.exists():
-            self.conn.sock.sendall(ident + struct.pack("<IQQIIIIQqqq", 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))  # ENOENT
+        got = self._stat(path)
+        if isinstance(got, int):
+            self.conn.sock.sendall(ident + struct.pack("<IQQIIIIQqqq", got, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
             return
-        st = hp.stat()
-        self.conn.sock.sendall(ident + struct.pack("<IQQIIIIQqqq", 0, st.st_dev, st.st_ino, st.st_mode, st.st_nlink,
-                                                   2000, 2000, st.st_size, int(st.st_atime), int(st.st_mtime),
+        mode, uid, gid, st = got
+        self.conn.sock.sendall(ident + struct.pack("<IQQIIIIQqqq", 0, st.st_dev, st.st_ino, mode, st.st_nlink,
+                                                   uid, gid, st.st_size, int(st.st_atime), int(st.st_mtime),
                                                    int(st.st_ctime)))
 
     def send(self, spec: str) -> None:
@@ -684,23 +970,40 @@ class Sync:
         if hp.is_dir():
             self.fail("couldn't create file: Is a directory")
             return
-        hp.parent.mkdir(parents=True, exist_ok=True)  # adbd creates missing parents too
-        hp.write_bytes(b"".join(chunks))
+        parent = posixpath.dirname(self.dev.norm(path))
+        try:  # adbd runs as shell: missing parents are created 0775 shell:shell (secure_mkdirs, umask 0)
+            self.dev.make_dirs(SHELL_UID, parent, 0o775)
+        except AccessDenied:
+            self.fail("secure_mkdirs() failed: Permission denied")
+            return
+        try:
+            self.dev.create_file(SHELL_UID, path, b"".join(chunks), adbd_send_mode(_c_ulong(mode)))
+        except AccessDenied:
+            self.fail("couldn't create file: Permission denied")
+            return
         self.reply(b"OKAY", length=0)
 
     def recv(self, path: str) -> None:
         hp = self.dev.host_path(path)
         if not hp.is_file():
-            self.fail("No such file or directory")
+            self.fail("open failed: No such file or directory")
             return
-        data = hp.read_bytes()
+        try:
+            data = self.dev.read_file(SHELL_UID, path)
+        except AccessDenied:
+            self.fail("open failed: Permission denied")
+            return
         for i in range(0, len(data), SYNC_MAX_DATA):
             self.reply(b"DATA", data[i:i + SYNC_MAX_DATA])
         self.reply(b"DONE", length=0)
 
     def list(self, path: str) -> None:
         hp = self.dev.host_path(path)
-        if hp.is_dir():
+        try:
+            self.dev.access(SHELL_UID, path, "r")
+        except AccessDenied:
+            hp = None  # adbd's opendir fails: an empty listing
+        if hp is not None and hp.is_dir():
             for child in sorted(hp.iterdir()):
                 st = child.stat()
                 name = child.name.encode()

@@ -220,16 +220,71 @@ def ensure_harness(adb: Adb, apks: Iterable[str | os.PathLike], timeout: float =
                              "build it (docs/harness.md) and pass both APKs with --harness-apk")
 
 
-def default_input(model_path: Path, seed: int = 0):
-    """A fixed random input with the model's input shape (read with the host LiteRT runtime)."""
-    import numpy as np
+def model_io(model_path: Path) -> tuple[list[dict], list[dict]]:
+    """Input and output tensor details of a .tflite, read with the host LiteRT runtime."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        det = Interpreter(model_path=str(model_path)).get_input_details()
+        interp = Interpreter(model_path=str(model_path))
+        return interp.get_input_details(), interp.get_output_details()
     except (ValueError, RuntimeError) as e:
         raise VitdeployError(f"cannot read {model_path.name} with LiteRT: {_last_line(str(e))}") from None
-    return np.random.default_rng(seed).standard_normal(tuple(det[0]["shape"])).astype(np.float32)
+
+
+def default_input(model_path: Path, seed: int = 0):
+    """A fixed random input with the model's input shape (read with the host LiteRT runtime)."""
+    import numpy as np
+
+    det = model_io(model_path)[0][0]
+    return np.random.default_rng(seed).standard_normal(tuple(det["shape"])).astype(np.float32)
+
+
+# The Java Interpreter API's org.tensorflow.lite.DataType has no FLOAT16: the harness can neither
+# feed nor read such a tensor, so the host says so before touching the phone.
+JAVA_DTYPES = ("float32", "int32", "int64", "int16", "int8", "uint8", "bool")
+
+
+def check_harness_dtypes(model_path: Path, inputs: list[dict], outputs: list[dict]) -> None:
+    import numpy as np
+
+    for kind, dets in (("input", inputs), ("output", outputs)):
+        for i, det in enumerate(dets):
+            name = np.dtype(det["dtype"]).name
+            if name not in JAVA_DTYPES:
+                raise VitdeployError(f"{model_path.name}: {kind} {i} is {name}, which the Android harness (LiteRT "
+                                     "Java Interpreter API) cannot use; export with float32 or integer I/O")
+
+
+def model_input(det: dict, array):
+    """`array` in the type the model takes: float32 as is; for an int8/uint8/int16 input, a float
+    array is quantized with the tensor's scale and zero point (an integer array is passed through)."""
+    import numpy as np
+
+    want = np.dtype(det["dtype"])
+    a = np.asarray(array)
+    if want == np.float32:
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype == want:
+        return np.ascontiguousarray(a)
+    scale, zero_point = det.get("quantization", (0.0, 0))
+    if not scale:
+        raise VitdeployError(f"input {det.get('name')} is {want.name} without quantization parameters: "
+                             f"pass a {want.name} input array")
+    info = np.iinfo(want)
+    q = np.round(a.astype(np.float64) / scale + zero_point)
+    return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(want))
+
+
+def dequantized(array, det: dict | None):
+    """An integer output of a quantized model as float32 (what parity compares); others unchanged."""
+    import numpy as np
+
+    if det is None or not np.issubdtype(np.asarray(array).dtype, np.integer):
+        return array
+    scale, zero_point = det.get("quantization", (0.0, 0))
+    if not scale:
+        return array
+    return ((np.asarray(array, dtype=np.float64) - zero_point) * scale).astype(np.float32)
 
 
 def profile_android(model_path, *, serial: str | None = None, device: str | None = None, runs: int = 50,
@@ -255,14 +310,23 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
     if bad:
         raise VitdeployError(f"unknown Android delegate {bad[0]!r}; choose from {', '.join(ANDROID_COMPUTE_UNITS)}")
 
-    arrays = [np.ascontiguousarray(input_array if input_array is not None else default_input(model_path),
-                                   dtype=np.float32)]
+    try:
+        in_dets, out_dets = model_io(model_path)
+    except VitdeployError:
+        if input_array is None:
+            raise
+        # The host runtime can't read it; the phone's may (or says why): send the input as given.
+        in_dets, out_dets = [{"dtype": np.float32}], []
+    check_harness_dtypes(model_path, in_dets, out_dets)
+    raw = input_array if input_array is not None else default_input(model_path)
+    arrays = [model_input(in_dets[0], raw)]
     request_id = new_request_id()
     remote_dir = str(PurePosixPath(remote_root) / request_id)
     output_dir = f"{OUTPUT_ROOT}/{request_id}"
     try:  # a bad runs/threads value fails here, before any adb call
         request = HarnessRequest(platform="android", model=model_path.name,
-                                 inputs=[TensorFile(f"input{i}.bin", list(a.shape) or [1]) for i, a in enumerate(arrays)],
+                                 inputs=[TensorFile(f"input{i}.bin", list(a.shape) or [1], a.dtype.name)
+                                         for i, a in enumerate(arrays)],
                                  compute_units=list(delegates), runs=runs, warmup=warmup, threads=list(threads),
                                  request_id=request_id, output_dir=output_dir)
     except ProtocolError as e:
@@ -286,7 +350,7 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
         finally:
             if not keep_remote:
                 _cleanup(dev, [remote_dir, output_dir])
-        configs = _config_dicts(result, tmp / "out")
+        configs = _config_dicts(result, tmp / "out", out_dets)
     ok = [c for c in configs if c["status"] == "ok"]
     if not ok:
         why = result.error or "; ".join(f"{c['name']}: {c['error']}" for c in configs)
@@ -363,20 +427,23 @@ def _fetch_result(adb: Adb, request: HarnessRequest, output_dir: str, local: Pat
     return result
 
 
-def _config_dicts(result: HarnessResult, local: Path) -> list[dict]:
+def _config_dicts(result: HarnessResult, local: Path, out_dets: list[dict] | None = None) -> list[dict]:
+    """One dict per config; integer outputs of a quantized model come back dequantized to float32."""
     import numpy as np
 
+    out_dets = out_dets or []
     out = []
     for c in result.configs:
         d = {
             "name": c.name, "compute_unit": c.compute_unit, "threads": c.threads, "status": c.status,
             "error": c.error, "load_ms": c.load_ms, "init_ms": c.init_ms, "first_inference_ms": c.first_inference_ms,
             "latencies_ms": c.latencies_ms, "median_ms": float(np.median(c.latencies_ms)) if c.latencies_ms else None,
-            "peak_memory_kb": c.peak_memory_kb, "outputs": [],
+            "peak_memory_kb": c.peak_memory_kb, "cpu_affinity": c.cpu_affinity, "outputs": [],
         }
         if c.ok:
             try:
-                d["outputs"] = [read_tensor(local, t) for t in c.outputs]
+                d["outputs"] = [dequantized(read_tensor(local, t), out_dets[i] if i < len(out_dets) else None)
+                                for i, t in enumerate(c.outputs)]
             except ProtocolError as e:
                 raise VitdeployError(f"bad output from the harness: {e}") from None
         out.append(d)

@@ -28,8 +28,11 @@ COMPUTE_UNITS = {"android": ANDROID_COMPUTE_UNITS, "ios": IOS_COMPUTE_UNITS}
 # Android compute units whose speed depends on the CPU thread count; others run once.
 THREADED_UNITS = ("xnnpack", "cpu")
 
-TENSOR_DTYPES = {"float32": 4, "float16": 2, "int32": 4, "int64": 8, "int8": 1, "uint8": 1, "bool": 1}
-INPUT_DTYPES = ("float32",)
+TENSOR_DTYPES = {"float32": 4, "float16": 2, "int32": 4, "int64": 8, "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
+# Inputs travel in the model's own input type: float32, or the integer type of a quantized-input
+# model (the host quantizes with the model's scale and zero point); on iOS uint8 also carries the
+# pixels of an image input ([H, W, C], the harness builds the CVPixelBuffer).
+INPUT_DTYPES = ("float32", "int8", "uint8", "int16")
 OP_DEVICES = ("cpu", "gpu", "neuralEngine", "unknown")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -136,7 +139,8 @@ class HarnessRequest:
         _require(len(set(units)) == len(units), w, "'compute_units' lists a unit twice")
         _require(isinstance(self.inputs, list) and bool(self.inputs), w, "'inputs' must list at least one tensor")
         for i, t in enumerate(self.inputs):
-            _require(isinstance(t, TensorFile) and t.dtype in INPUT_DTYPES, f"{w} inputs[{i}]", "inputs must be float32")
+            _require(isinstance(t, TensorFile) and t.dtype in INPUT_DTYPES, f"{w} inputs[{i}]",
+                     f"inputs must be one of {', '.join(INPUT_DTYPES)}")
         _require(self.output_dir is None or (isinstance(self.output_dir, str) and self.output_dir != ""),
                  w, "'output_dir' must be a non-empty path or null")
 
@@ -223,6 +227,9 @@ class ConfigResult:
     peak_memory_kb: int | None = None
     outputs: list[TensorFile] = field(default_factory=list)
     op_placement: list[OpPlacement] | None = None
+    # Android, threaded configs: {"requested": [cpu...], "pinned": bool, "mask": [cpu...], "error": str|null};
+    # "mask" is what sched_getaffinity says afterwards, so an unpinned "1 thread, big core" figure shows.
+    cpu_affinity: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -251,6 +258,7 @@ class ConfigResult:
         _require(isinstance(outs, list), where, "'outputs' must be a list")
         ops = d.get("op_placement")
         _require(ops is None or isinstance(ops, list), where, "'op_placement' must be a list or null")
+        pin = _cpu_affinity(d.get("cpu_affinity"), where)
         r = cls(
             name=name, compute_unit=d["compute_unit"], threads=threads, status=status, error=err,
             load_ms=_opt_ms(d, "load_ms", where), init_ms=_opt_ms(d, "init_ms", where),
@@ -259,6 +267,7 @@ class ConfigResult:
             outputs=[TensorFile.from_json(t, f"{where} outputs[{i}]") for i, t in enumerate(outs)],
             op_placement=None if ops is None else [OpPlacement.from_json(o, f"{where} op_placement[{i}]")
                                                    for i, o in enumerate(ops)],
+            cpu_affinity=pin,
         )
         if status == "ok":
             _require(r.first_inference_ms is not None, where, "an ok config needs 'first_inference_ms'")
@@ -266,6 +275,21 @@ class ConfigResult:
             _require(runs is None or len(r.latencies_ms) == runs, where,
                      f"expected {runs} latencies (one per run), got {len(r.latencies_ms)}")
         return r
+
+
+def _cpu_affinity(d: Any, where: str) -> dict | None:
+    if d is None:
+        return None
+    w = f"{where} cpu_affinity"
+    _require(isinstance(d, dict), w, "must be an object or null")
+    for key in ("requested", "mask"):
+        v = d.get(key)
+        _require(isinstance(v, list) and all(_is_int(c) and c >= 0 for c in v), w, f"'{key}' must list CPU numbers")
+    _require(isinstance(d.get("pinned"), bool), w, "'pinned' must be true or false")
+    err = d.get("error")
+    _require(err is None or isinstance(err, str), w, "'error' must be a string or null")
+    _require(d["pinned"] or bool(err), w, "an unpinned config must say why in 'error'")
+    return {"requested": list(d["requested"]), "pinned": d["pinned"], "mask": list(d["mask"]), "error": err}
 
 
 @dataclass

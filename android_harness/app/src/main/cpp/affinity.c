@@ -20,3 +20,21 @@ Java_com_vitdeploy_harness_CpuAffinity_nativeSetAffinity(JNIEnv *env, jclass cla
     (*env)->ReleaseIntArrayElements(env, cpus, ids, JNI_ABORT);
     return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : errno;
 }
+
+// The calling thread's current mask, so the result can show what pinning really achieved.
+JNIEXPORT jintArray JNICALL
+Java_com_vitdeploy_harness_CpuAffinity_nativeGetAffinity(JNIEnv *env, jclass clazz) {
+    (void) clazz;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    jint ids[CPU_SETSIZE];
+    jsize n = 0;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+            if (CPU_ISSET(cpu, &set)) ids[n++] = cpu;
+        }
+    }
+    jintArray out = (*env)->NewIntArray(env, n);
+    if (out != NULL) (*env)->SetIntArrayRegion(env, out, 0, n, ids);
+    return out;
+}

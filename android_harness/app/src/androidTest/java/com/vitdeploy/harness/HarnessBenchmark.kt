@@ -80,8 +80,9 @@ class HarnessBenchmark {
         val delegates = mutableListOf<Delegate>()
         var interpreter: Interpreter? = null
         try {
-            val pinError = config.threads?.let { CpuAffinity.pin(CpuAffinity.fastestCpus(it)) }
-            if (pinError != null) Log.w(TAG, pinError)
+            // Pinning can fail (EINVAL when the app's cpuset excludes those cores): report what the
+            // thread really got, so a "1 thread, big core" figure that was not pinned shows as such.
+            config.threads?.let { json.put("cpu_affinity", pinAndReport(CpuAffinity.fastestCpus(it))) }
             resetPeakRss()
 
             val t0 = SystemClock.elapsedRealtimeNanos()
@@ -93,6 +94,9 @@ class HarnessBenchmark {
             val t2 = SystemClock.elapsedRealtimeNanos()
 
             val inputs = loadInputs(interp, request, inDir)
+            // Every output's protocol dtype before timing: a type the protocol lacks fails now, not
+            // after the runs. (getOutputTensor throws for FLOAT16: Java's DataType has no such type.)
+            val outputTypes = (0 until interp.outputTensorCount).map { dtypeName(interp.getOutputTensor(it).dataType()) }
             val outputs = HashMap<Int, Any>()
             for (i in 0 until interp.outputTensorCount) {
                 outputs[i] = ByteBuffer.allocateDirect(interp.getOutputTensor(i).numBytes())
@@ -110,7 +114,7 @@ class HarnessBenchmark {
                 .put("first_inference_ms", first)
                 .put("latencies_ms", latencies)
                 .put("peak_memory_kb", peakRssKb() ?: JSONObject.NULL)
-                .put("outputs", writeOutputs(interp, outputs, config.name, outDir))
+                .put("outputs", writeOutputs(interp, outputs, outputTypes, config.name, outDir))
                 .put("op_placement", JSONObject.NULL)
         } catch (e: Throwable) {
             // One broken config must not hide the others: report it and go on.
@@ -126,6 +130,18 @@ class HarnessBenchmark {
             CpuAffinity.unpin()
         }
         return json
+    }
+
+    /** Pin to `cpus`, then read the mask back: {"requested", "pinned", "mask", "error"} (docs/harness-protocol.md). */
+    private fun pinAndReport(cpus: List<Int>): JSONObject {
+        val error = CpuAffinity.pin(cpus)
+        if (error != null) Log.w(TAG, error)
+        val mask = CpuAffinity.currentMask()
+        return JSONObject()
+            .put("requested", JSONArray(cpus))
+            .put("pinned", error == null && mask.toSet() == cpus.toSet())
+            .put("mask", JSONArray(mask))
+            .put("error", error ?: if (mask.toSet() == cpus.toSet()) JSONObject.NULL else "mask is $mask after pinning")
     }
 
     private fun interpreterOptions(config: Config, delegates: MutableList<Delegate>): Interpreter.Options {
@@ -165,15 +181,17 @@ class HarnessBenchmark {
         return Array(request.inputs.size) { i ->
             val spec = request.inputs[i]
             val tensor = interpreter.getInputTensor(i)
-            check(tensor.dataType() == DataType.FLOAT32) {
-                "input $i is ${tensor.dataType()}; the harness feeds float32 inputs"
+            // The host sends each input in the model's own type (a quantized-input model gets
+            // int8/uint8/int16 values it quantized with the tensor's scale and zero point).
+            check(dtypeName(tensor.dataType()) == spec.dtype) {
+                "input $i is ${tensor.dataType()}; the request gives ${spec.dtype}"
             }
             check(tensor.shape().toList() == spec.shape) {
                 "input $i has shape ${tensor.shape().toList()}, the request gives ${spec.shape}"
             }
             val bytes = File(dir, spec.file).readBytes()
             check(bytes.size == tensor.numBytes()) { "${spec.file} has ${bytes.size} bytes, expected ${tensor.numBytes()}" }
-            // Raw little-endian float32, as the protocol says; native order is little-endian on every Android ABI.
+            // Raw little-endian bytes, as the protocol says; native order is little-endian on every Android ABI.
             ByteBuffer.allocateDirect(bytes.size).order(ByteOrder.LITTLE_ENDIAN).put(bytes).also { it.rewind() }
         }
     }
@@ -186,7 +204,8 @@ class HarnessBenchmark {
         return (SystemClock.elapsedRealtimeNanos() - start) / 1e6
     }
 
-    private fun writeOutputs(interpreter: Interpreter, outputs: Map<Int, Any>, name: String, dir: File): JSONArray {
+    private fun writeOutputs(interpreter: Interpreter, outputs: Map<Int, Any>, types: List<String>, name: String,
+                             dir: File): JSONArray {
         val files = JSONArray()
         for (i in 0 until interpreter.outputTensorCount) {
             val tensor = interpreter.getOutputTensor(i)
@@ -199,19 +218,21 @@ class HarnessBenchmark {
             files.put(JSONObject()
                 .put("file", file)
                 .put("shape", JSONArray(tensor.shape().toList()))
-                .put("dtype", dtypeName(tensor.dataType())))
+                .put("dtype", types[i]))
         }
         return files
     }
 
+    /** The protocol's name for a tensor type; every type org.tensorflow.lite.DataType has except STRING. */
     private fun dtypeName(t: DataType): String = when (t) {
         DataType.FLOAT32 -> "float32"
         DataType.INT32 -> "int32"
         DataType.INT64 -> "int64"
+        DataType.INT16 -> "int16"
         DataType.INT8 -> "int8"
         DataType.UINT8 -> "uint8"
         DataType.BOOL -> "bool"
-        else -> error("output type $t is not in the protocol")
+        else -> error("tensor type $t is not in the protocol")
     }
 
     /** Reset the kernel's peak-RSS counter (VmHWM) so each config reports its own peak. */
@@ -274,6 +295,8 @@ data class Request(
 
     companion object {
         private val UNITS = setOf("xnnpack", "cpu", "gpu", "nnapi")
+        /** vitdeploy.devices.protocol.INPUT_DTYPES. */
+        private val INPUT_DTYPES = setOf("float32", "int8", "uint8", "int16")
 
         fun parse(file: File): Request {
             check(file.isFile) { "request file $file not found (is it readable by the app?)" }
@@ -286,8 +309,9 @@ data class Request(
             val inputs = j.getJSONArray("inputs").let { arr ->
                 (0 until arr.length()).map { i ->
                     val t = arr.getJSONObject(i)
-                    check(t.optString("dtype", "float32") == "float32") { "inputs must be float32" }
-                    TensorSpec(t.getString("file"), t.getJSONArray("shape").ints(), "float32")
+                    val dtype = t.optString("dtype", "float32")
+                    check(dtype in INPUT_DTYPES) { "input dtype $dtype is not one of $INPUT_DTYPES" }
+                    TensorSpec(t.getString("file"), t.getJSONArray("shape").ints(), dtype)
                 }
             }
             val model = j.getString("model")

@@ -14,6 +14,9 @@ object CpuAffinity {
     @JvmStatic
     private external fun nativeSetAffinity(cpus: IntArray): Int
 
+    @JvmStatic
+    private external fun nativeGetAffinity(): IntArray
+
     /** Max frequency in kHz per CPU index, from sysfs; 0 where the kernel hides it. */
     fun maxFrequenciesKhz(): List<Long> {
         val n = Runtime.getRuntime().availableProcessors()
@@ -36,8 +39,12 @@ object CpuAffinity {
     /** Pin the calling thread (and threads it creates later) to `cpus`; returns an error text or null. */
     fun pin(cpus: List<Int>): String? {
         val err = nativeSetAffinity(cpus.toIntArray())
-        return if (err == 0) null else "sched_setaffinity(${cpus.joinToString()}) failed: errno $err"
+        return if (err == 0) null else "sched_setaffinity(${cpus.joinToString()}) failed: errno $err" +
+            (if (err == 22) " (EINVAL: the app's cpuset excludes those CPUs)" else "")
     }
+
+    /** The CPUs the calling thread may run on now (sched_getaffinity); empty if that call fails. */
+    fun currentMask(): List<Int> = nativeGetAffinity().toList()
 
     /** Undo [pin]: allow every CPU again. */
     fun unpin() {
