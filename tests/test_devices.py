@@ -686,3 +686,174 @@ def test_android_old_device_without_shell_v2(tiny_tflite, tmp_path):
         np.testing.assert_allclose(out["output"], _local_reference(tiny_tflite, _x()), rtol=1e-5, atol=1e-6)
         assert any(s.startswith("shell:am instrument") for s in emu.log)
         assert any(s.startswith("sync:STAT ") for s in emu.log) and not any("STA2" in s for s in emu.log)
+
+
+# -- a strict emulated phone: owners, modes, the app's uid, scoped storage (issue 20) -----
+
+from adb_emulator import (  # noqa: E402
+    HARNESS_UID, SHELL_UID, adbd_send_mode, fastest_cpus, run_harness,
+)
+
+
+def test_adbd_widens_the_pushed_mode_like_aosp():
+    """send_impl copies the user bits to group and other, so the host's 0600 never reaches the phone."""
+    assert oct(adbd_send_mode(0o100600)) == oct(0o666)
+    assert oct(adbd_send_mode(0o644)) == oct(0o666)
+    assert oct(adbd_send_mode(0o755)) == oct(0o777)
+    assert oct(adbd_send_mode(0o400)) == oct(0o444)
+
+
+@needs_adb
+def test_android_0600_model_is_readable_by_the_app(emu, tiny_tflite, tmp_path):
+    """Issue 20 finding 1, checked: a 0600 model (mkstemp's mode) arrives 0666 shell:shell and runs."""
+    dev = emu.add(pixel7("EMU7P", tmp_path / "dev"))
+    model = tmp_path / "private.tflite"
+    shutil.copy(tiny_tflite, model)
+    model.chmod(0o600)
+    out = _profile(emu, model, keep_remote=True, delegates=["xnnpack"], threads=[1])
+    np.testing.assert_allclose(out["output"], _local_reference(tiny_tflite, _x()), rtol=1e-5, atol=1e-6)
+    remote = f"/data/local/tmp/vitdeploy/{out['request']['request_id']}"
+    assert dev.stat_of(f"{remote}/{model.name}") == (SHELL_UID, SHELL_UID, 0o666)
+    assert dev.stat_of(remote) == (SHELL_UID, SHELL_UID, 0o775)  # secure_mkdirs under adbd's umask 0
+    # What the app wrote is the app's, in its own external dir.
+    result = f"/sdcard/Android/data/{android.HARNESS_PACKAGE}/files/vitdeploy/{out['request']['request_id']}"
+    assert dev.stat_of(f"{result}/result.json")[0] == HARNESS_UID
+
+
+def _push_request(emu, dev_serial, tiny_tflite, tmp_path, remote_dir, output_dir=android.OUTPUT_ROOT + "/r1"):
+    """Push model + input + request.json by hand (what profile_android does), for tests that
+    change something on the phone between the push and the run."""
+    adb = android.Adb(ADB, server_socket=emu.socket_spec).for_serial(dev_serial)
+    req = HarnessRequest(platform="android", model="tiny.tflite", inputs=[TensorFile("input0.bin", [1, 3, 16, 16])],
+                         compute_units=["xnnpack"], runs=2, warmup=0, threads=[1], request_id="r1",
+                         output_dir=output_dir)
+    write_tensor(tmp_path / "input0.bin", _x())
+    (tmp_path / "request.json").write_text(req.dumps())
+    for local in (tiny_tflite, tmp_path / "input0.bin", tmp_path / "request.json"):
+        android._push(adb, local, f"{remote_dir}/{local.name}", 30)
+    return adb, req
+
+
+@needs_adb
+def test_android_app_cannot_read_a_file_it_may_not(emu, tiny_tflite, tmp_path):
+    """A 0600 shell-owned model (chmod on the phone) fails as HarnessBenchmark.kt would: EACCES."""
+    emu.add(pixel7("EMU7Q", tmp_path / "dev"))
+    remote = "/data/local/tmp/vitdeploy/r1"
+    adb, req = _push_request(emu, "EMU7Q", tiny_tflite, tmp_path, remote)
+    assert adb.shell(["chmod", "600", f"{remote}/tiny.tflite"], timeout=10, what="chmod").returncode == 0
+    android.run_instrumentation(adb, f"{remote}/request.json", 30)
+    result = android._fetch_result(adb, req, req.output_dir, tmp_path / "out", 30)
+    assert result.configs[0].status == "error"
+    assert result.configs[0].error == (f"FileNotFoundException: {remote}/tiny.tflite: open failed: "
+                                       "EACCES (Permission denied)")
+    # An unreadable request.json fails the whole run with the exception's own line.
+    adb.shell(["chmod", "600", f"{remote}/request.json"], timeout=10, what="chmod")
+    with pytest.raises(VitdeployError, match=r"rejected the request on EMU7Q: .*request.json: open failed: EACCES"):
+        android.run_instrumentation(adb, f"{remote}/request.json", 30)
+
+
+@needs_adb
+def test_android_paths_outside_the_apps_reach(emu, tiny_tflite, tmp_path):
+    """Android 11+: shared storage outside the app's own dir is not the app's; /data is not shell's."""
+    emu.add(pixel7("EMU7R", tmp_path / "dev"))
+    with pytest.raises(VitdeployError, match=r"request file /sdcard/Download/vd/.*/request.json not found "
+                                             r"\(is it readable by the app\?\)"):
+        _profile(emu, tiny_tflite, remote_root="/sdcard/Download/vd", delegates=["xnnpack"], threads=[1])
+    with pytest.raises(VitdeployError, match=r"adb push tiny.tflite failed on EMU7R: .*Permission denied"):
+        _profile(emu, tiny_tflite, remote_root="/data/vitdeploy", delegates=["xnnpack"], threads=[1])
+    # The documented fallback: the app's own external files dir is reachable by both sides.
+    own = f"/sdcard/Android/data/{android.HARNESS_PACKAGE}/files/in"
+    out = _profile(emu, tiny_tflite, remote_root=own, delegates=["xnnpack"], threads=[1])
+    assert out["configs"][0]["status"] == "ok"
+
+
+@needs_adb
+def test_harness_cannot_write_next_to_a_request_in_data_local_tmp(emu, tiny_tflite, tmp_path):
+    """Without output_dir the harness writes beside request.json, which the app may not do in /data/local/tmp."""
+    dev = emu.add(pixel7("EMU7S", tmp_path / "dev"))
+    remote = "/data/local/tmp/vitdeploy/r1"
+    _push_request(emu, "EMU7S", tiny_tflite, tmp_path, remote, output_dir=None)
+    assert run_harness(dev, f"{remote}/request.json") == (
+        f"java.lang.IllegalStateException: cannot write {remote}/result.json")
+
+
+@needs_adb
+def test_android_reports_cpu_pinning(emu, tiny_tflite, tmp_path):
+    dev = emu.add(pixel7("EMU7T", tmp_path / "dev"))
+    out = _profile(emu, tiny_tflite, delegates=["xnnpack", "gpu"], threads=[1, 2])
+    pins = {c["name"]: c["cpu_affinity"] for c in out["configs"]}
+    assert pins["xnnpack-1t"] == {"requested": [7], "pinned": True, "mask": [7], "error": None}
+    assert pins["xnnpack-2t"]["requested"] == fastest_cpus(2) == [7, 6]
+    assert pins["gpu"] is None  # no thread count, nothing pinned
+    dev.faults["pin_error"] = 22  # a cpuset without the big cores
+    out = _profile(emu, tiny_tflite, delegates=["xnnpack"], threads=[1])
+    pin = out["configs"][0]["cpu_affinity"]
+    assert pin["pinned"] is False and "errno 22" in pin["error"] and pin["mask"] == list(range(8))
+    assert out["result"]["configs"][0]["cpu_affinity"] == pin  # in the result JSON, not only in logcat
+
+
+def test_cpu_affinity_validation():
+    req = _request(compute_units=["xnnpack"], threads=[1])
+    ok = {"requested": [7], "pinned": True, "mask": [7], "error": None}
+    assert HarnessResult.from_json(_result(req, cpu_affinity=ok), req).configs[0].cpu_affinity == ok
+    with pytest.raises(ProtocolError, match="an unpinned config must say why"):
+        HarnessResult.from_json(_result(req, cpu_affinity={**ok, "pinned": False}), req)
+    with pytest.raises(ProtocolError, match="'mask' must list CPU numbers"):
+        HarnessResult.from_json(_result(req, cpu_affinity={**ok, "mask": "7"}), req)
+
+
+@pytest.fixture(scope="session")
+def quantized_io(tiny_tflite, tmp_path_factory) -> dict:
+    """tiny.tflite quantized with ai-edge-quantizer's own recipes: int8 and int16 inputs and outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+    quantizer = pytest.importorskip("ai_edge_quantizer.quantizer")
+    recipe = pytest.importorskip("ai_edge_quantizer.recipe")
+
+    float_model = tiny_tflite.read_bytes()
+    sig = Interpreter(model_content=float_model).get_signature_list()
+    key = next(iter(sig))
+    rng = np.random.default_rng(0)
+    calib = {key: [{sig[key]["inputs"][0]: rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
+                   for _ in range(4)]}
+    out = {}
+    for name, rec in (("int8", recipe.static_wi8_ai8()), ("int16", recipe.static_wi8_ai16())):
+        q = quantizer.Quantizer(bytearray(float_model))
+        q.load_quantization_recipe(rec)
+        path = tmp_path_factory.mktemp("q") / f"tiny_{name}.tflite"
+        path.write_bytes(bytes(q.quantize(q.calibrate(calib)).quantized_model))
+        out[name] = path
+    return out
+
+
+@needs_adb
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_android_quantized_io_models(emu, tiny_tflite, quantized_io, tmp_path, dtype):
+    """The host quantizes the float input with the model's scale/zero point; the harness feeds it
+    as is and returns int8/int16 outputs, which come back dequantized for parity."""
+    emu.add(pixel7("EMU7U", tmp_path / "dev"))
+    out = _profile(emu, quantized_io[dtype], delegates=["xnnpack"], threads=[1])
+    assert out["request"]["inputs"][0]["dtype"] == dtype
+    assert out["result"]["configs"][0]["outputs"][0]["dtype"] == dtype
+    reference = _local_reference(tiny_tflite, _x())
+    got = out["output"]
+    assert got.dtype == np.float32
+    cos = float((got * reference).sum() / (np.linalg.norm(got) * np.linalg.norm(reference)))
+    assert cos > 0.98, cos
+
+
+def test_model_input_quantizes_and_float16_is_refused():
+    det = {"name": "x", "dtype": np.int8, "quantization": (0.5, 3)}
+    np.testing.assert_array_equal(android.model_input(det, np.array([0.0, 1.0, 100.0, -100.0])),
+                                  np.array([3, 5, 127, -128], np.int8))
+    assert android.model_input(det, np.array([1, 2], np.int8)).tolist() == [1, 2]  # already quantized
+    with pytest.raises(VitdeployError, match="input x is int8 without quantization parameters"):
+        android.model_input({**det, "quantization": (0.0, 0)}, np.zeros(2))
+    np.testing.assert_allclose(android.dequantized(np.array([3, 5], np.int8), det), [0.0, 1.0])
+    with pytest.raises(VitdeployError, match="m.tflite: output 0 is float16, which the Android harness"):
+        android.check_harness_dtypes(Path("m.tflite"), [{"dtype": np.float32}], [{"dtype": np.float16}])
+
+
+def test_request_accepts_the_model_input_types():
+    assert _request(inputs=[TensorFile("input0.bin", [1, 16], "int8")]).inputs[0].dtype == "int8"
+    with pytest.raises(ProtocolError, match="inputs must be one of float32, int8, uint8, int16"):
+        _request(inputs=[TensorFile("input0.bin", [1, 16], "int64")])

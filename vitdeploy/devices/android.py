@@ -80,7 +80,7 @@ class Adb:
     def check(self, args: Sequence[str], *, timeout: float, what: str) -> subprocess.CompletedProcess:
         p = self.run(args, timeout=timeout, what=what)
         if p.returncode != 0:
-            raise VitdeployError(f"{what} failed on {self.serial or 'adb'}: {_last_line(p.stderr or p.stdout)}")
+            raise VitdeployError(f"{what} failed on {self.serial or 'adb'}: {_error_line(p.stderr or p.stdout)}")
         return p
 
     def shell(self, argv: Sequence[str], *, timeout: float, what: str) -> subprocess.CompletedProcess:
@@ -91,6 +91,13 @@ class Adb:
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "no output"
+
+
+def _error_line(text: str) -> str:
+    """The client's own error line if it printed one: `adb push` ends with a summary
+    ("0 files pushed ...") after "adb: error: ... Permission denied", which is the one that helps."""
+    errors = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(("adb: error:", "error:"))]
+    return errors[-1] if errors else _last_line(text)
 
 
 # -- discovery ---------------------------------------------------------------------------
