@@ -145,7 +145,8 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--recipe", type=click.Path(path_type=str),
               help="A recipes/*.yaml: fixes the variant and the default precision/quantization.")
 @click.option("-o", "--out", type=click.Path(path_type=str), help="Output path (default: <checkpoint>_<mode>.<ext>).")
-@click.option("--quantize", help="tflite: none|fp16|dynamic|int8; coreml: none|w8|w8a8  [default: none]")
+@click.option("--quantize", help="tflite: fp32|fp16|dynamic|w8a8|w8a16; coreml: fp32|fp16|w8|w8a8 (aliases: "
+                                 "none=fp32, int8=w8a8)  [default: fp32]")
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), help="Core ML compute precision  [default: fp16]")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=str),
               help="Directory of calibration images (int8/w8a8; default: built-in natural images).")
@@ -155,9 +156,7 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--int8-finetune", type=click.IntRange(min=0), default=0, metavar="STEPS",
               help="tflite int8: quantization-aware fine-tuning steps on the --calib images first "
                    "(distillation, no labels; for MobileViT). 0 = off.")
-@click.option("--no-int16", "no_int16", is_flag=True,
-              help="tflite int8: keep int8 activations even when only int16 ones reach the accuracy target "
-                   "(int16 runs without XNNPACK, slower).")
+@click.option("--no-int16", "no_int16", is_flag=True, hidden=True)  # gone: int16 only as --quantize w8a16
 @click.option("--deployment-target", type=click.Choice(["iOS16", "iOS17", "iOS18"]),
               help="Core ML: minimum iOS (default: the lowest that supports what was asked).")
 @click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu_gpu", "cpu_ne"]), default="all",
@@ -180,24 +179,33 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
         variant = r.variant
         default_precision, default_quantize = r.default_mode(target)
         precision, quantize = precision or default_precision, quantize or default_quantize
+    if no_int16:
+        raise VitdeployError("--no-int16 is gone: int16 activations are only used when asked, with --quantize w8a16")
     precision, quantize = precision or "fp16", quantize or "none"
     say = None if as_json else (lambda msg: click.echo(msg, err=True))
     report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
                          deployment_target=deployment_target, compute_units=compute_units, variant=variant,
-                         int8_finetune=int8_finetune, int16_fallback=not no_int16, progress=say)
+                         int8_finetune=int8_finetune, progress=say)
+    missed = report.get("accuracy_target_met") is False
     if as_json:
         _echo_json(report)
+        if missed:
+            raise CheckFailed(f"{report['path']}: w8a8 below the accuracy target (see quant_report.alternatives)")
         return
     mb = report.get("size_bytes", 0) / 1e6
-    click.echo(f"{report['path']}  {report['variant']} -> {target} ({report.get('quantize', 'none')}), {mb:.1f} MB, "
+    click.echo(f"{report['path']}  {report['variant']} -> {target} ({report.get('precision') or report.get('quantize')}), "
+               f"{mb:.1f} MB, "
                f"{report['bn_folding']['total_folded']} BatchNorm folded, {report['total_seconds']:.1f} s")
     if report.get("float_fallback_ops"):
         click.echo(f"kept in float: {', '.join(report['float_fallback_ops'])}")
     if report.get("quant_report", {}).get("activations") == "int16":
         click.echo("activations: int16 (int8 weights)")
-    for w in report.get("warnings", []):
+    warnings = report.get("warnings", [])
+    for w in warnings[:-1] if missed else warnings:
         click.echo(f"warning: {w}", err=True)
+    if missed:  # a check failed, as in `parity`: the model was kept aside under a name that says so
+        raise CheckFailed(warnings[-1] if warnings else "w8a8 below the accuracy target")
 
 
 @main.command()

@@ -11,8 +11,6 @@ import numpy as np
 from .errors import VitdeployError
 
 TARGETS = ("coreml", "tflite")
-TFLITE_QUANT = ("none", "fp16", "dynamic", "int8")
-COREML_QUANT = ("none", "w8", "w8a8")
 
 
 def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:
@@ -20,10 +18,11 @@ def default_output(checkpoint: str | Path, target: str, quantize: str, precision
     stem = Path(checkpoint).name
     for suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
         stem = stem.removesuffix(suffix)
+    from .precisions import label
+
     if target == "tflite":
-        mode = "fp32" if quantize == "none" else quantize
-        return Path(f"{stem}_{mode}.tflite")
-    mode = precision if quantize == "none" else f"{precision}_{quantize}"
+        return Path(f"{stem}_{label('tflite', quantize)}.tflite")
+    mode = precision if quantize == "none" else f"{precision}_{label('coreml', quantize, precision)}"
     return Path(f"{stem}_{mode}.mlpackage")
 
 
@@ -61,26 +60,28 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
             precision: str = "fp16", calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
             compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,
-            int16_fallback: bool = True, progress=None) -> dict:
+            progress=None) -> dict:
     """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report.
 
     ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning on the
     calibration images before quantizing (:mod:`vitdeploy.quantization.finetune`).
-    ``int16_fallback`` (TFLite int8 only): allow int16 activations when int8 ones miss the
-    accuracy target; ``False`` keeps int8 activations whatever the accuracy.
+    ``quantize``: a name of :mod:`vitdeploy.precisions` (``fp32``, ``fp16``, ``w8``, ``w8a8``,
+    ``w8a16``, ``dynamic``) or an alias (``none``, ``int8``). A TFLite w8a8 model below the
+    accuracy target is written aside (``accuracy_target_met`` False in the report; see
+    :func:`vitdeploy.targets.tflite.convert_tflite`).
     """
     from . import __version__, checkpoints
     from .passes import fold_batchnorm
 
     if target not in TARGETS:
         raise VitdeployError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
-    allowed = TFLITE_QUANT if target == "tflite" else COREML_QUANT
-    if quantize not in allowed:
-        raise VitdeployError(f"--quantize {quantize} is not available for {target}; choose one of {', '.join(allowed)}")
+    from .precisions import target_mode
+
+    if target == "coreml" and str(quantize).lower() in ("fp16", "fp32"):
+        precision, quantize = str(quantize).lower(), "none"
+    quantize = target_mode(target, quantize)
     if int8_finetune and (target, quantize) != ("tflite", "int8"):
-        raise VitdeployError("--int8-finetune needs --target tflite --quantize int8")
-    if not int16_fallback and (target, quantize) != ("tflite", "int8"):
-        raise VitdeployError("--no-int16 needs --target tflite --quantize int8")
+        raise VitdeployError("--int8-finetune needs --target tflite --quantize w8a8")
     t0 = time.perf_counter()
     ckpt = checkpoints.load(checkpoint, variant=variant)
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
@@ -92,7 +93,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     if target == "tflite":
         folding = fold_batchnorm(model).to_dict()
         result = _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
-                                 int8_finetune, int16_fallback, progress)
+                                 int8_finetune, progress)
     else:
         # convert_coreml folds its own copy, so its before/after op counts show what folding removed.
         result = _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target,
@@ -103,12 +104,12 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
 
 
 def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, int8_finetune,
-                    int16_fallback, progress) -> dict:
+                    progress) -> dict:
     from .targets.tflite import convert_tflite
 
     conv = convert_tflite(model, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out,
                           quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io,
-                          metadata=metadata, int8_finetune=int8_finetune, int16_fallback=int16_fallback,
+                          metadata=metadata, int8_finetune=int8_finetune,
                           progress=progress)
     return conv.to_dict()
 

@@ -81,12 +81,11 @@ def load_recipes(directory: str | Path) -> list[Recipe]:
 
 
 def precision_class(precision: str, quantize: str) -> str:
-    """Which parity tolerance preset an artifact falls under."""
-    if quantize in ("int8", "w8a8", "dynamic", "w8"):
-        return "int8"
-    if quantize == "fp16" or precision == "fp16":
-        return "fp16"
-    return "fp32"
+    """Which parity tolerance preset an artifact falls under (``quantize`` in any spelling)."""
+    from .precisions import canonical, parity_preset
+
+    name = canonical(quantize)
+    return parity_preset(precision if name == "fp32" and precision in ("fp16", "fp32") else name)
 
 
 def find_checkpoints(directory: str | Path) -> dict[str, Path]:
@@ -117,6 +116,7 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
     calibration images for int8/w8a8 cells (default: the built-in set).
     """
     from .convert import convert
+    from .precisions import canonical, label
 
     recipes = [r for r in load_recipes(recipes_dir) if not variants or r.variant in variants]
     ckpts = find_checkpoints(checkpoints_dir)
@@ -132,11 +132,15 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
                 if ckpt is None:
                     raise VitdeployError(f"no checkpoint for {recipe.variant} in {checkpoints_dir}")
                 ext = "tflite" if target == "tflite" else "mlpackage"
-                mode = quantize if target == "tflite" else f"{precision}_{quantize}"
+                name = label(target, quantize, precision)
+                mode = name if target == "tflite" else f"{precision}_{name}"
                 artifact = out / recipe.variant / f"{recipe.variant}_{mode}.{ext}"
-                calib = calib_dir if quantize in ("int8", "w8a8") else None
+                calib = calib_dir if canonical(quantize) in ("w8a8", "w8a16") else None
                 report = convert(ckpt, target, out=artifact, quantize=quantize, precision=precision,
                                  variant=recipe.variant, calib_dir=calib)
+                if report.get("accuracy_target_met") is False:  # written aside under a name that says so
+                    artifact = Path(report["path"])
+                    raise VitdeployError((report.get("warnings") or ["w8a8 below the accuracy target"])[-1])
                 row.update(status="ok", path=str(artifact), size_mb=round(report.get("size_bytes", 0) / 1e6, 2),
                            convert_s=report.get("seconds"))
                 if report.get("float_fallback_ops"):

@@ -114,7 +114,9 @@ def _tflite_precision(path: Path) -> tuple[str, str]:
     config = stored.get("vitdeploy") or {}
     mode = config.get("quantize")
     if mode:
-        preset = {"none": "fp32", "fp16": "fp16", "dynamic": "int8", "int8": "int8"}.get(mode)
+        from ..precisions import PARITY_PRESET, canonical
+
+        preset = PARITY_PRESET.get(canonical(mode)) if mode in (*PARITY_PRESET, "none", "int8") else None
         if preset:
             return preset, f"vitdeploy metadata (quantize={mode})"
     # A file vitdeploy did not write: look at the tensor types.

@@ -3,23 +3,24 @@
 * :func:`quantize_fp16` -- float16 weights (``float_casting``), float compute.
 * :func:`quantize_dynamic` -- recipe ``dynamic_wi8_afp32``: int8 weights, activations
   quantized on the fly by the kernels.
-* :func:`quantize_int8` -- recipe ``static_wi8_ai8`` (full-integer, calibrated), route chosen by
-  measured accuracy on held-out natural images (logits cosine vs the float model on the worst image):
+* :func:`quantize_int8` -- recipe ``static_wi8_ai8`` (full-integer, calibrated; precision
+  ``w8a8``), route chosen by measured accuracy on held-out natural images (logits cosine vs the
+  float model on the worst image):
 
   1. calibrate twice -- moving-average ranges (the quantizer's default, trims rare peaks) and
      full min/max ranges -- and keep whichever int8 model scores better;
-  2. while the cosine is below ``min_cosine``, greedily keep in float the candidate that helps
+  2. keep in float the op types XNNPACK has no int8 kernels for, when that costs no accuracy,
+     so the model is one fast XNNPACK graph;
+  3. while the cosine is below ``min_cosine``, greedily keep in float the candidate that helps
      most: a TFLite op type (``SOFTMAX``, ``LOGISTIC``...) or every op lowered from one PyTorch
      module class (``LayerNorm``, ``SiLU``, ``Attention``: their pieces only help together);
-  3. stop when a round gains less than ``min_gain`` and say so in ``warnings``;
-  4. still below ``min_cosine``: int16 activations with int8 weights (``static_wi8_ai16``, TFLite's
-     "16x8" full-integer mode) for every op int8 had, kept when they reach the target or gain.
-
-  Float fallback comes first because XNNPACK has no int16 kernels: int16 ops run on TFLite's
-  built-in reference kernels (trained MobileViT-XXS: ~330 ms per image vs 14-27 ms for its
-  int8-activation model on this host), while float ops stay in XNNPACK next to the int8 ones. int16 is for models whose int8
-  error is spread over the whole network (MobileViT: a few SiLU channels at +-100-180 set every
-  per-tensor range), where no float fallback short of everything helps.
+  4. stop when a round gains less than ``min_gain``. A model still below the target is reported
+     as such (``target_met: False``) with the measured alternatives (fp16, dynamic, w8a16: cosine
+     and ms/image) so the caller can say what to use instead. int8 activations always: int16
+     ones are never chosen silently.
+* :func:`quantize_w8a16` -- recipe ``static_wi8_ai16`` (TFLite's "16x8" full-integer mode), only
+  when asked for: XNNPACK has no int16 kernels, so every int16 op runs on TFLite's reference
+  kernels (trained MobileViT-XXS: ~330 ms per image vs 14-27 ms for int8 activations here).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
                   progress: Callable[[str], None] | None = None, calib_source: str = "",
                   input_range: tuple[float, float] | None = None, threads: int = 2,
                   keep_undelegated_float: bool = True, reference_model: bytes | None = None,
-                  int16_fallback: bool = True) -> tuple[bytes, dict]:
+                  measure_alternatives: bool = True) -> tuple[bytes, dict]:
     """Full-integer static int8 with accuracy-driven float fallback; returns (model bytes, report).
 
     ``calib_inputs`` / ``eval_inputs``: batches in the float model's input convention; the eval
@@ -98,8 +99,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
     range seen in calibration, so bright pixels that calibration missed do not clip.
     ``reference_model``: the float model int8 is judged against when ``float_model`` is not it
     (a copy fine-tuned for int8, see :mod:`vitdeploy.quantization.finetune`).
-    ``int16_fallback``: when the float-fallback search ends below ``min_cosine``, try int16
-    activations (see the module docstring); not with ``int8_io`` (its I/O would be int16).
+    ``measure_alternatives``: when the search ends below ``min_cosine``, convert and measure
+    fp16, dynamic and w8a16 too (``report["alternatives"]``), so the caller can name a better mode.
     """
     from ..runtimes.tflite import run_tflite
 
@@ -151,24 +152,22 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         history.append({"float_ops": list(chosen), **score})
         say(f"keeping {best} in float: cosine {_describe(score)}")
         candidates = ranked[1:_RETRY_TOP + 1]  # later rounds retry only the most promising
-    int16 = {"enabled": int16_fallback and not int8_io, "used": False}
-    if int16["enabled"] and _criterion(score) < min_cosine:
-        model, score, int16 = _try_int16_activations(model, score, lambda st: attempt(chosen, st, 16),
-                                                     min_cosine, min_gain, say)
-        history.append({"activations": "int16", "float_ops": list(chosen), **int16["score"]})
-    warnings = []
-    if int16["used"]:
-        warnings.append(int16_warning(int16))
-    if _criterion(score) < min_cosine:
+    met = _criterion(score) >= min_cosine
+    warnings, alternatives = [], {}
+    if not met:
+        if measure_alternatives:
+            say(f"cosine {_describe(score)} < {min_cosine}: measuring fp16, dynamic and w8a16 for comparison")
+            alternatives = measure_alternative_modes(float_model, reference_model, eval_inputs, ranges, threads, say)
+            alternatives = {"w8a8": {**_brief(score)}, **alternatives}
         warnings.append(missed_target_warning(_criterion(score), min_cosine, chosen,
-                                              finetuned=reference_model is not None,
-                                              int16_tried=int16["enabled"]))
+                                              finetuned=reference_model is not None, alternatives=alternatives))
     report = {
-        "recipe": "static_wi8_ai16" if int16["used"] else "static_wi8_ai8",
-        "activations": "int16" if int16["used"] else "int8",
-        "int16": int16,
-        "calibration": {"images": int(len(calib_inputs)), "source": calib_source,
-                        "ranges": int16["ranges"] if int16["used"] else statistic},
+        "recipe": "static_wi8_ai8",
+        "precision": "w8a8",
+        "activations": "int8",
+        "target_met": met,
+        "min_cosine": min_cosine,
+        "calibration": {"images": int(len(calib_inputs)), "source": calib_source, "ranges": statistic},
         "eval_images": int(len(eval_inputs)),
         "criterion": f"logits cosine vs float >= {min_cosine} on every held-out image",
         "cosine_before": history[0]["cosine_mean"],
@@ -176,6 +175,7 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         "cosine_after": score["cosine_mean"],
         "cosine_min_after": score["cosine_min"],
         "top1_agreement_after": score["top1_agreement"],
+        "ms_per_image": score["ms_per_image"],
         "float_fallback_ops": chosen,
         "float_for_speed": speed.get("kept_float", []),
         "xnnpack": speed,
@@ -183,6 +183,7 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         "float_op_counts": float_op_counts(model),
         "int16_op_counts": int16_op_counts(model),
         "int8_io": int8_io,
+        "alternatives": alternatives,
         "search": history,
         "warnings": warnings,
     }
@@ -244,54 +245,92 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     return list(best), q_model, q_score, record
 
 
-def _try_int16_activations(model: bytes, score: dict, attempt16: Callable[[str], tuple[bytes, dict]],
-                           min_cosine: float, min_gain: float, say: Callable[[str], None]) -> tuple[bytes, dict, dict]:
-    """int16 activations for every op int8 had (same float ops), calibrated with each range
-    statistic; the better is kept when it reaches ``min_cosine`` or gains at least ``min_gain``
-    over int8. Returns (model, score, record).
+def quantize_w8a16(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray,
+                   progress: Callable[[str], None] | None = None, calib_source: str = "",
+                   input_range: tuple[float, float] | None = None, threads: int = 2) -> tuple[bytes, dict]:
+    """int8 weights, int16 activations (``static_wi8_ai16``); returns (model bytes, report).
 
-    Both statistics are measured because the best one differs from int8's: int16 has resolution
-    to spare, so full min/max ranges (nothing seen in calibration clips) usually win (trained
-    MobileViT-XXS, natural images: worst cosine 0.999 vs 0.982 with moving-average ranges, while
-    int8 is far better with moving-average ones).
+    Calibrated with each range statistic, the better kept: int16 has resolution to spare, so full
+    min/max ranges usually win (trained MobileViT-XXS, natural images: worst cosine 0.999 vs 0.982
+    with moving-average ranges). Slow by construction: no XNNPACK kernels (see the module docstring).
     """
-    say(f"cosine {_describe(score)} < {min_cosine} with int8 activations: trying int16 activations")
-    trials = {statistic: attempt16(statistic) for statistic in CALIBRATION_STATISTICS}
+    from ..runtimes.tflite import run_tflite
+
+    say = progress or (lambda _msg: None)
+    reference = run_tflite(float_model, eval_inputs, threads=threads)
+    trials = {}
+    for statistic in CALIBRATION_STATISTICS:
+        say(f"calibrating w8a16 on {len(calib_inputs)} images ({statistic} ranges)")
+        qsvs = _calibrate(float_model, calib_inputs, threads, statistic)
+        if input_range is not None:
+            _set_input_range(qsvs, float_model, *input_range)
+        model = _static_int8(float_model, qsvs, [], False, 16)
+        trials[statistic] = (model, _timed_agreement(model, eval_inputs, reference, threads))
     statistic = max(CALIBRATION_STATISTICS, key=lambda st: _criterion(trials[st][1]))
-    model16, score16 = trials[statistic]
-    gain = _criterion(score16) - _criterion(score)
-    used = _criterion(score16) >= min_cosine or gain >= min_gain
-    record = {"enabled": True, "used": used, "ranges": statistic, "score": score16, "int8_score": score,
+    model, score = trials[statistic]
+    say(f"w8a16: logits cosine {_describe(score)} vs float ({statistic} ranges)")
+    report = {"recipe": "static_wi8_ai16", "precision": "w8a16", "activations": "int16",
+              "calibration": {"images": int(len(calib_inputs)), "source": calib_source, "ranges": statistic},
               "by_statistic": {st: _criterion(trials[st][1]) for st in CALIBRATION_STATISTICS},
-              "gain": round(gain, 6), "ms_per_image": score16["ms_per_image"],
-              "int8_ms_per_image": score["ms_per_image"]}
-    if not used:
-        say(f"int16 activations: cosine {_describe(score16)}, no better; kept int8")
-        return model, score, record
-    say(f"int16 activations: cosine {_describe(score16)} (int8: {_describe(score)})")
-    return model16, score16, record
+              "eval_images": int(len(eval_inputs)), "cosine_after": score["cosine_mean"],
+              "cosine_min_after": score["cosine_min"], "top1_agreement_after": score["top1_agreement"],
+              "ms_per_image": score["ms_per_image"], "float_op_counts": float_op_counts(model),
+              "int16_op_counts": int16_op_counts(model),
+              "warnings": [f"w8a16: int16 activations run on TFLite's reference kernels, not XNNPACK "
+                           f"({score['ms_per_image']:.0f} ms/image while measuring here); "
+                           "w8a8 or dynamic keep XNNPACK speed"]}
+    return model, report
 
 
-def int16_warning(record: dict) -> str:
-    """The one-line note for a model that needed int16 activations: what it costs in speed."""
-    return (f"int8 activations reached logits cosine {_criterion(record['int8_score']):.4f} only, so activations "
-            f"are int16 (16x8): {_criterion(record['score']):.4f}; TFLite runs int16 ops on its reference "
-            f"kernels, not XNNPACK ({record['ms_per_image']:.0f} vs {record['int8_ms_per_image']:.0f} ms/image "
-            "for int8 while measuring here); --no-int16 keeps int8 activations, --quantize dynamic or fp16 "
-            "keep XNNPACK speed (docs/troubleshooting.md, \"int8 accuracy loss\")")
+def measure_alternative_modes(float_model: bytes, reference_model: bytes | None, eval_inputs: np.ndarray,
+                              ranges: dict, threads: int, say: Callable[[str], None]) -> dict:
+    """fp32, fp16, dynamic and w8a16 of ``float_model``: worst-image cosine, top-1 agreement and
+    ms/image (measured while judging, same images, same threads) against the reference float model."""
+    from ..runtimes.tflite import run_tflite
+
+    reference = run_tflite(reference_model or float_model, eval_inputs, threads=threads)
+    out = {"fp32": _brief(_timed_agreement(float_model, eval_inputs, reference, threads))}
+    for name, make in (("fp16", lambda: quantize_fp16(float_model)), ("dynamic", lambda: quantize_dynamic(float_model)),
+                       ("w8a16", lambda: _best_w8a16(float_model, ranges, eval_inputs, reference, threads))):
+        try:
+            out[name] = _brief(_timed_agreement(make(), eval_inputs, reference, threads))
+        except ConversionError as e:
+            out[name] = {"error": str(e)}
+        say(f"  {name}: {out[name]}")
+    return out
+
+
+def _best_w8a16(float_model: bytes, ranges: dict, eval_inputs, reference, threads: int) -> bytes:
+    models = [_static_int8(float_model, ranges[st], [], False, 16) for st in CALIBRATION_STATISTICS]
+    return max(models, key=lambda m: _criterion(logits_agreement(_run(m, eval_inputs, threads), reference)))
+
+
+def _run(model: bytes, inputs, threads: int):
+    from ..runtimes.tflite import run_tflite
+
+    return run_tflite(model, inputs, threads=threads)
+
+
+def _timed_agreement(model: bytes, inputs, reference, threads: int) -> dict:
+    started = time.perf_counter()
+    score = logits_agreement(_run(model, inputs, threads), reference)
+    return {**score, "ms_per_image": round(1e3 * (time.perf_counter() - started) / len(inputs), 1)}
+
+
+def _brief(score: dict) -> dict:
+    return {k: score[k] for k in ("cosine_min", "cosine_mean", "top1_agreement", "ms_per_image") if k in score}
 
 
 def missed_target_warning(cosine: float, min_cosine: float, float_ops: list[str], *, finetuned: bool,
-                          int16_tried: bool = False) -> str:
-    """The one-line warning for an int8 model below the target, with what to try next."""
-    advice = "consider --quantize dynamic or fp16"
-    if not finetuned:
-        advice += ", or --int8-finetune with --calib images of your domain"
-    tried = f"float fallback: {', '.join(float_ops) or 'none helped'}"
-    if int16_tried:
-        tried += "; int16 activations tried"
-    return (f"int8 logits cosine (worst image) {cosine:.4f} is below {min_cosine} "
-            f"({tried}); {advice} "
+                          alternatives: dict | None = None) -> str:
+    """The one line for a w8a8 model below the target: the measured options, and what to try next."""
+    measured = "; ".join(f"{name} cosine {alt['cosine_min']:.4f} at {alt['ms_per_image']:.0f} ms/image"
+                         for name, alt in (alternatives or {}).items() if "cosine_min" in alt)
+    advice = "use --quantize fp16 or dynamic" + ("" if finetuned else ", or --int8-finetune STEPS with --calib "
+                                                                        "images of your domain")
+    return (f"w8a8 logits cosine (worst image) {cosine:.4f} is below {min_cosine} "
+            f"(float fallback: {', '.join(float_ops) or 'none helped'})"
+            + (f"; measured: {measured}" if measured else "") + f"; {advice} "
             "(docs/troubleshooting.md, \"int8 accuracy loss\")")
 
 

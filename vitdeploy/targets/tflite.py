@@ -45,9 +45,11 @@ import numpy as np
 
 from . import check_image_arguments
 from ..errors import ConversionError, VitdeployError
+from ..precisions import label
 from ..preprocessing import Preprocessing
 
-QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
+QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8", "w8a16")  # internal keys; names: vitdeploy.precisions
+BELOW_TARGET_SUFFIX = ".below-target"  # a w8a8 model that missed the accuracy target is written aside
 LAYOUT_PIXELS = "NHWC-pixels"
 LAYOUT_RAW = "NCHW-raw"
 VITDEPLOY_METADATA = "vitdeploy"  # name of our JSON entry in Model.metadata
@@ -68,6 +70,8 @@ class TFLiteConversion:
     size_bytes: int
     seconds: float
     quantize: str
+    precision: str  # canonical name (vitdeploy.precisions)
+    accuracy_target_met: bool
     input: dict  # {"name", "shape", "dtype", "layout", "channel_order"}
     float_fallback_ops: list[str] = field(default_factory=list)
     quant_report: dict = field(default_factory=dict)
@@ -82,8 +86,7 @@ class TFLiteConversion:
 def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
                    quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
                    raw_input: bool = False, int8_io: bool = False, metadata: dict | None = None,
-                   int8_finetune: int = 0, int16_fallback: bool = True,
-                   progress: Callable[[str], None] | None = None) -> TFLiteConversion:
+                   int8_finetune: int = 0, progress: Callable[[str], None] | None = None) -> TFLiteConversion:
     """Convert ``model`` (NCHW float -> logits) to a .tflite file at ``out``.
 
     ``quantize``: ``none`` (float32), ``fp16`` (float16 weights), ``dynamic`` (int8 weights, float
@@ -93,9 +96,12 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
     and return int8 tensors; otherwise every model keeps float input/output. ``int8_finetune``:
     that many steps of quantization-aware fine-tuning on the calibration images before int8
     (:func:`vitdeploy.quantization.finetune.finetune_for_int8`); the int8 model is still judged
-    against ``model``'s own float export. ``int16_fallback``: when int8 activations (with float
-    fallback) stay below the accuracy target, try int16 activations (slower: no XNNPACK).
-    The file appears at ``out`` only when everything succeeded (written aside, then renamed).
+    against ``model``'s own float export. ``w8a16``: int8 weights and int16 activations, only
+    when asked (no XNNPACK kernels: slow).
+    The file appears at ``out`` only when everything succeeded (written aside, then renamed). An
+    int8 model below the accuracy target is written to ``<out stem>.below-target.tflite`` instead
+    (``accuracy_target_met`` False, the measured alternatives in ``quant_report``), so nothing
+    downstream picks it up as if it passed.
     """
     say = progress or (lambda _msg: None)
     out = Path(out)
@@ -117,8 +123,7 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
         else:
             say(f"quantizing ({quantize})")
             final, quant_report = _quantize(float_model, quantize, input_spec, preprocessing, calib, int8_io, say,
-                                            finetune=(model, int8_finetune, Path(work)),
-                                            int16_fallback=int16_fallback)
+                                            finetune=(model, int8_finetune, Path(work)))
             float_fallback = list(quant_report.get("float_fallback_ops", []))
             warnings += quant_report.pop("warnings", [])
         if quantize == "int8" and int8_io:
@@ -131,6 +136,7 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
             "preprocessing": preprocessing.to_dict(),
             "num_classes": num_classes,
             "quantize": quantize,
+            "precision": label("tflite", quantize),
             "int8_io": bool(quantize == "int8" and int8_io),
             "float_fallback_ops": float_fallback,
             "activations": quant_report.get("activations"),
@@ -139,11 +145,14 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
         }
         final = add_metadata(final, config=config, preprocessing=preprocessing, labels=labels,
                              name=str((metadata or {}).get("name", "vitdeploy image classifier")))
+    met = quant_report.get("target_met", True)
+    if not met:
+        out = out.with_name(out.stem + BELOW_TARGET_SUFFIX + out.suffix)
     _write_atomically(out, final)
     seconds = time.perf_counter() - started
     say(f"wrote {out} ({len(final) / 1e6:.1f} MB) in {seconds:.1f} s")
     return TFLiteConversion(path=out, size_bytes=out.stat().st_size, seconds=round(seconds, 2), quantize=quantize,
-                            input=input_spec, float_fallback_ops=float_fallback, quant_report=quant_report,
+                            precision=label("tflite", quantize), accuracy_target_met=met, input=input_spec, float_fallback_ops=float_fallback, quant_report=quant_report,
                             warnings=warnings)
 
 
@@ -154,14 +163,14 @@ def _check_finetune(steps, quantize: str) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise VitdeployError(f"--int8-finetune takes a number of steps >= 0, not {steps!r}")
     if steps and quantize != "int8":
-        raise VitdeployError("--int8-finetune needs --quantize int8")
+        raise VitdeployError("--int8-finetune needs --quantize w8a8")
 
 
 def _check_arguments(input_size, preprocessing, quantize, int8_io, calib, labels) -> tuple[int, int, int]:
     if quantize not in QUANTIZE_MODES:
         raise VitdeployError(f"unknown quantization '{quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
     if int8_io and quantize != "int8":
-        raise VitdeployError("int8 input/output needs --quantize int8")
+        raise VitdeployError("int8 input/output needs --quantize w8a8")
     size = check_image_arguments(input_size, preprocessing, calib)
     if labels is not None and any("\n" in str(label) for label in labels):
         raise VitdeployError("labels must not contain newlines")
@@ -330,8 +339,7 @@ def model_inputs_from_pixels(pixels: np.ndarray, input_spec: dict, pre: Preproce
 
 
 def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessing, calib, int8_io: bool,
-              say: Callable[[str], None], finetune: tuple = (None, 0, None),
-              int16_fallback: bool = True) -> tuple[bytes, dict]:
+              say: Callable[[str], None], finetune: tuple = (None, 0, None)) -> tuple[bytes, dict]:
     from ..quantization import tflite as q
 
     if mode == "fp16":
@@ -340,6 +348,11 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
         return q.quantize_dynamic(float_model), {"recipe": "dynamic_wi8_afp32"}
     height, width = _image_hw(input_spec)
     calib_pixels, heldout_pixels, source = split_calibration(calib, height, width)
+    input_range = (0.0, 255.0) if input_spec["layout"] == LAYOUT_PIXELS else None
+    if mode == "w8a16":
+        return q.quantize_w8a16(float_model, calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, pre),
+                                eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre), progress=say,
+                                input_range=input_range, calib_source=source)
     torch_model, steps, work = finetune
     to_quantize, finetune_report = float_model, None
     if steps:
@@ -350,8 +363,7 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
         calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, pre),
         eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre),
         int8_io=int8_io, progress=say,
-        input_range=(0.0, 255.0) if input_spec["layout"] == LAYOUT_PIXELS else None,
-        calib_source=source, int16_fallback=int16_fallback,
+        input_range=input_range, calib_source=source,
     )
     if finetune_report is not None:
         report["finetune"] = finetune_report
@@ -469,7 +481,7 @@ def _model_metadata_flatbuffer(config: dict, pre: Preprocessing, labels: list[st
 
     subgraph = fb.table([(0, "off", fb.string("image_classifier")),
                          (2, "off", fb.vector([in_meta])), (3, "off", fb.vector([out_meta]))])
-    description = (f"Image classifier converted by vitdeploy ({config['quantize']}); "
+    description = (f"Image classifier converted by vitdeploy ({config.get('precision') or config['quantize']}); "
                    f"source preprocessing: {pre.describe()}")
     root = fb.table([(0, "off", fb.string(name)), (1, "off", fb.string(description)),
                      (2, "off", fb.string(str(config.get("user", {}).get("version", "")) or None)),
