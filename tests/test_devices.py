@@ -251,7 +251,8 @@ def test_ios_plan_contract(tmp_path):
             "--domain-identifier", "com.vitdeploy.harness"]
     remote = "Documents/vitdeploy/r42"
     assert [s.argv for s in steps] == [
-        ["xcodebuild", "build-for-testing", *common, "-allowProvisioningUpdates", "DEVELOPMENT_TEAM=ABCDE12345"],
+        ["xcodebuild", "build-for-testing", *common, "-allowProvisioningUpdates", "-allowProvisioningDeviceRegistration",
+         "VITDEPLOY_BUNDLE_ID=com.vitdeploy.harness", "DEVELOPMENT_TEAM=ABCDE12345"],
         ["xcrun", "devicectl", "device", "install", "app", "--device", "UDID1",
          str(dd / "Build/Products/Debug-iphoneos/VitdeployHarness.app")],
         [*copy, "--source", str(local / "request.json"), "--destination", f"{remote}/request.json"],
@@ -580,7 +581,15 @@ def test_xcode_project_is_consistent():
     for name, (_, t) in targets.items():
         cfgs = [objects[c]["buildSettings"] for c in objects[t["buildConfigurationList"]]["buildConfigurations"]]
         settings[name] = cfgs[0]
-    assert settings["VitdeployHarness"]["PRODUCT_BUNDLE_IDENTIFIER"] == ios.BUNDLE_ID
+    # One build setting names the app; both targets derive their ids from it (issue 20).
+    assert settings["VitdeployHarness"]["PRODUCT_BUNDLE_IDENTIFIER"] == f"$({ios.BUNDLE_SETTING})"
+    assert settings["VitdeployHarnessTests"]["PRODUCT_BUNDLE_IDENTIFIER"] == f"$({ios.BUNDLE_SETTING}).tests"
+    project_cfgs = [objects[c]["buildSettings"]
+                    for c in objects[objects[doc["rootObject"]]["buildConfigurationList"]]["buildConfigurations"]]
+    assert [c[ios.BUNDLE_SETTING] for c in project_cfgs] == [ios.BUNDLE_ID] * len(project_cfgs) == [ios.BUNDLE_ID] * 2
+    for name, (_, t) in targets.items():
+        for c in objects[t["buildConfigurationList"]]["buildConfigurations"]:
+            assert "com.vitdeploy" not in objects[c]["buildSettings"]["PRODUCT_BUNDLE_IDENTIFIER"], name
     assert "VitdeployHarness.app" in settings["VitdeployHarnessTests"]["TEST_HOST"]
     # The shared scheme ios.py names, pointing at these targets.
     scheme = (proj_dir / "xcshareddata" / "xcschemes" / f"{ios.SCHEME}.xcscheme").read_text()
@@ -857,3 +866,134 @@ def test_request_accepts_the_model_input_types():
     assert _request(inputs=[TensorFile("input0.bin", [1, 16], "int8")]).inputs[0].dtype == "int8"
     with pytest.raises(ProtocolError, match="inputs must be one of float32, int8, uint8, int16"):
         _request(inputs=[TensorFile("input0.bin", [1, 16], "int64")])
+
+
+# -- iOS: bundle id, image inputs, classifier outputs (issue 20) -------------------------
+
+def _tiny_package(tmp_path) -> Path:
+    pkg = tmp_path / "m.mlpackage"
+    pkg.mkdir()
+    (pkg / "Manifest.json").write_text("{}")
+    return pkg
+
+
+def test_ios_bundle_id_is_one_setting_used_everywhere(tmp_path, monkeypatch):
+    req = HarnessRequest(platform="ios", model="m.mlpackage", inputs=[TensorFile("input0.bin", [1, 4])],
+                         compute_units=["all"], runs=1, warmup=0, threads=[1], request_id="r7")
+    steps, fetch = ios.plan_ios(udid="U", request=req, local_dir=tmp_path, model_path=_tiny_package(tmp_path),
+                                out_dir=tmp_path / "out", derived_data=tmp_path / "DD", bundle_id="org.me.vd-harness")
+    assert "VITDEPLOY_BUNDLE_ID=org.me.vd-harness" in steps[0].argv
+    copies = [s.argv for s in steps + fetch if s.argv[:3] == ["xcrun", "devicectl", "device"] and "copy" in s.argv]
+    assert copies and all(a[a.index("--domain-identifier") + 1] == "org.me.vd-harness" for a in copies)
+    for bad in ("harness", "com..x", "com.me/x", "com.me x"):
+        with pytest.raises(VitdeployError, match=r"bad iOS bundle id") as e:
+            ios.check_bundle_id(bad)
+        assert e.value.exit_code == 2 and "\n" not in str(e.value)
+
+
+def test_profile_ios_takes_the_bundle_id_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITDEPLOY_IOS_BUNDLE_ID", "bad id")
+    with pytest.raises(VitdeployError, match="bad iOS bundle id 'bad id'"):
+        ios.profile_ios(_tiny_package(tmp_path), input_array=np.zeros((1, 4), np.float32), platform="darwin",
+                        runner=lambda step: pytest.fail("nothing may run with a bad bundle id"))
+
+
+@pytest.fixture(scope="module")
+def image_classifier(tmp_path_factory) -> Path:
+    """An .mlpackage like vitdeploy's default Core ML export: ImageType input `image`, classifier outputs."""
+    torch = pytest.importorskip("torch")
+    ct = pytest.importorskip("coremltools")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    traced = torch.jit.trace(net, torch.randn(1, 3, 8, 6))
+    model = ct.convert(traced, inputs=[ct.ImageType(name="image", shape=(1, 3, 8, 6), color_layout=ct.colorlayout.BGR)],
+                       classifier_config=ct.ClassifierConfig(["a", "b", "c", "d"]), convert_to="mlprogram",
+                       minimum_deployment_target=ct.target.iOS16)
+    path = tmp_path_factory.mktemp("coreml") / "image.mlpackage"
+    model.save(str(path))
+    return path
+
+
+def test_mlpackage_image_input_is_described(image_classifier):
+    assert ios.mlpackage_input(image_classifier) == {"name": "image", "kind": "image", "shape": [8, 6, 3],
+                                                      "color": "BGR"}
+
+
+def test_profile_ios_sends_pixels_for_an_image_input(image_classifier, tmp_path, monkeypatch):
+    """Issue 20 finding 2: the default export's ImageType input used to be refused on the host."""
+    monkeypatch.setattr(ios, "list_connected_ios", lambda **kw: [
+        {"udid": "U1", "platform": "ios", "catalog": "iphone12", "model": "iPhone 12", "state": "device"}])
+    rgb = np.random.default_rng(3).integers(0, 256, (1, 8, 6, 3)).astype(np.float32)  # what profile.py passes
+    sent = {}
+
+    def runner(step):
+        if step.argv[:5] == ["xcrun", "devicectl", "device", "copy", "to"] and step.argv[-1].endswith("input0.bin"):
+            sent["pixels"] = Path(step.argv[step.argv.index("--source") + 1]).read_bytes()
+        if step.argv[:5] == ["xcrun", "devicectl", "device", "copy", "from"]:
+            dest = Path(step.argv[-1])
+            if dest.name == "result.json":
+                req = HarnessRequest.loads((tmp_path / "w" / "request" / "request.json").read_text())
+                sent["input"] = req.inputs[0]
+                dest.write_text(json.dumps(_result(req)))
+            else:
+                write_tensor(dest, np.zeros((1, 10), np.float32))
+        return __import__("subprocess").CompletedProcess(step.argv, 0, "", "")
+
+    ios.profile_ios(image_classifier, input_array=rgb, runs=3, warmup=0, compute_units=["all"],
+                    work_dir=tmp_path / "w", platform="darwin", runner=runner)
+    assert (sent["input"].shape, sent["input"].dtype) == ([8, 6, 3], "uint8")
+    assert sent["pixels"] == rgb[0].astype(np.uint8).tobytes()  # RGB, row-major: the harness makes BGRA
+    with pytest.raises(VitdeployError, match=r"image input image takes 6x8 BGR pixels \(\[8, 6, 3\]\); got an array "
+                                             r"of shape \[1, 3, 4, 4\]"):
+        ios.image_pixels(np.zeros((1, 3, 4, 4)), ios.mlpackage_input(image_classifier))
+    with pytest.raises(VitdeployError, match="takes pixels 0..255; got values -2.*pass the image"):
+        ios.image_pixels(np.full((8, 6, 3), -2.0), ios.mlpackage_input(image_classifier))
+
+
+SWIFT_DIR = Path(__file__).resolve().parents[1] / "ios_harness"
+
+
+def _swift_errors(path: Path) -> list:
+    tree_sitter = pytest.importorskip("tree_sitter")
+    tree_sitter_swift = pytest.importorskip("tree_sitter_swift")
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_swift.language()))
+    source = path.read_bytes()
+    found, stack = [], [parser.parse(source).root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            found.append((node.start_point, source[node.start_byte:node.end_byte][:60]))
+        stack.extend(node.children)
+    return found
+
+
+@pytest.mark.parametrize("rel", ["VitdeployHarness/VitdeployHarnessApp.swift",
+                                 "VitdeployHarnessTests/HarnessBenchmarkTests.swift",
+                                 "VitdeployHarnessTests/HarnessProtocol.swift"])
+def test_ios_harness_swift_parses(rel):
+    """No Swift compiler here (none in Debian 12, PyPI or npm): the tree-sitter grammar checks syntax."""
+    assert _swift_errors(SWIFT_DIR / rel) == []
+
+
+def test_ios_harness_handles_images_and_classifier_outputs():
+    """What the Swift must contain for issue 20's findings 2 and 3 (it cannot run here; docs/harness.md)."""
+    import re
+
+    from vitdeploy.devices.protocol import INPUT_DTYPES
+
+    bench = (SWIFT_DIR / "VitdeployHarnessTests/HarnessBenchmarkTests.swift").read_text()
+    proto = (SWIFT_DIR / "VitdeployHarnessTests/HarnessProtocol.swift").read_text()
+    # Image inputs: a pixel buffer built from the model's own constraint, in the formats Core ML uses.
+    assert "MLFeatureValue(pixelBuffer:" in bench and "description.imageConstraint" in bench
+    assert "CVPixelBufferCreate(" in bench and "CVPixelBufferGetBytesPerRow(buffer)" in bench
+    for fmt in ("kCVPixelFormatType_32BGRA", "kCVPixelFormatType_OneComponent8"):
+        assert f"case {fmt}:" in bench
+    dtypes = re.search(r"static let inputDtypes = \[(.*?)\]", proto).group(1)
+    assert [d.strip(' "') for d in dtypes.split(",")] == ["float32", "uint8"]
+    assert set(["float32", "uint8"]) <= set(INPUT_DTYPES)
+    # Outputs: non-tensors (classLabel, probabilities) skipped, output files numbered densely, one required.
+    body = bench[bench.index("private func writeOutputs("):]
+    body = body[:body.index("\n    }\n") + 6]
+    assert "multiArrayValue else { continue }" in body
+    assert 'output\\(files.count).bin' in body
+    assert "guard !files.isEmpty else" in body
+    assert "not a multi-array" not in body

@@ -1,4 +1,5 @@
 import CoreML
+import CoreVideo
 import Darwin
 import UIKit
 import XCTest
@@ -57,7 +58,7 @@ final class HarnessBenchmarkTests: XCTestCase {
 
     // MARK: - one configuration
 
-    private func runConfig(unit: String, compiledURL: URL, compileMs: Double, inputs: [MLMultiArray],
+    private func runConfig(unit: String, compiledURL: URL, compileMs: Double, inputs: [InputTensor],
                            request: HarnessRequest, outDir: URL) async -> [String: Any] {
         var json: [String: Any] = ["name": unit, "compute_unit": unit, "threads": NSNull()]
         do {
@@ -74,7 +75,9 @@ final class HarnessBenchmarkTests: XCTestCase {
                 throw HarnessError("model has \(names.count) inputs, the request gives \(inputs.count)")
             }
             var features: [String: MLFeatureValue] = [:]
-            for (name, array) in zip(names, inputs) { features[name] = MLFeatureValue(multiArray: array) }
+            for (name, input) in zip(names, inputs) {
+                features[name] = try featureValue(input, for: model.modelDescription.inputDescriptionsByName[name]!)
+            }
             let provider = try MLDictionaryFeatureProvider(dictionary: features)
 
             let (first, firstOutput) = try timed(model, provider)
@@ -122,9 +125,26 @@ final class HarnessBenchmarkTests: XCTestCase {
 
     // MARK: - tensors
 
-    /// Raw little-endian float32 bytes -> a contiguous float32 MLMultiArray (iOS is little-endian).
-    private func loadInput(_ spec: TensorSpec, in dir: URL) throws -> MLMultiArray {
+    /// One input as the request gives it: float32 values for a multi-array, uint8 pixels for an image.
+    enum InputTensor {
+        case array(MLMultiArray)
+        case pixels([UInt8], TensorSpec)
+    }
+
+    private func loadInput(_ spec: TensorSpec, in dir: URL) throws -> InputTensor {
         let data = try Data(contentsOf: dir.appendingPathComponent(spec.file))
+        let count = spec.shape.reduce(1, *)
+        if spec.dtype == "uint8" {
+            guard data.count == count else {
+                throw HarnessError("\(spec.file) has \(data.count) bytes, shape \(spec.shape) uint8 needs \(count)")
+            }
+            return .pixels([UInt8](data), spec)
+        }
+        return .array(try floatArray(data, spec))
+    }
+
+    /// Raw little-endian float32 bytes -> a contiguous float32 MLMultiArray (iOS is little-endian).
+    private func floatArray(_ data: Data, _ spec: TensorSpec) throws -> MLMultiArray {
         let count = spec.shape.reduce(1, *)
         guard data.count == count * MemoryLayout<Float32>.size else {
             throw HarnessError("\(spec.file) has \(data.count) bytes, shape \(spec.shape) float32 needs \(count * 4)")
@@ -137,18 +157,70 @@ final class HarnessBenchmarkTests: XCTestCase {
         return array
     }
 
-    /// Every output as float32 row-major bytes; MLShapedArray(converting:) undoes fp16 and strides.
+    /// The feature value the model's input wants: a multi-array, or for an ImageType input (the
+    /// default Core ML export) a CVPixelBuffer built from the input's own image constraint.
+    private func featureValue(_ input: InputTensor, for description: MLFeatureDescription) throws -> MLFeatureValue {
+        switch (input, description.type) {
+        case let (.array(array), .multiArray):
+            return MLFeatureValue(multiArray: array)
+        case let (.pixels(pixels, spec), .image):
+            guard let constraint = description.imageConstraint else {
+                throw HarnessError("image input \(description.name) has no image constraint")
+            }
+            return MLFeatureValue(pixelBuffer: try pixelBuffer(pixels, spec, constraint, name: description.name))
+        case (.array, _):
+            throw HarnessError("input \(description.name) is not a multi-array; the request gives float32 values")
+        case (.pixels, _):
+            throw HarnessError("input \(description.name) is not an image; the request gives uint8 pixels")
+        }
+    }
+
+    private func pixelBuffer(_ pixels: [UInt8], _ spec: TensorSpec, _ constraint: MLImageConstraint,
+                             name: String) throws -> CVPixelBuffer {
+        let layout: PixelLayout
+        switch constraint.pixelFormatType {
+        case kCVPixelFormatType_32BGRA: layout = .bgra
+        case kCVPixelFormatType_32ARGB: layout = .argb
+        case kCVPixelFormatType_OneComponent8: layout = .gray
+        default: throw HarnessError("image input \(name): pixel format \(constraint.pixelFormatType) is not supported")
+        }
+        let width = constraint.pixelsWide, height = constraint.pixelsHigh
+        guard spec.shape == [height, width, layout.channels] else {
+            throw HarnessError("image input \(name) takes [\(height), \(width), \(layout.channels)] pixels, the request gives \(spec.shape)")
+        }
+        var buffer: CVPixelBuffer?
+        // IOSurface-backed, as a camera frame is: the Neural Engine and GPU read it without a copy.
+        let attributes = [kCVPixelBufferIOSurfacePropertiesKey: [String: Any]()] as CFDictionary
+        let status = CVPixelBufferCreate(kCFAllocatorDefault, width, height, constraint.pixelFormatType, attributes, &buffer)
+        guard status == kCVReturnSuccess, let buffer else {
+            throw HarnessError("CVPixelBufferCreate failed for input \(name): \(status)")
+        }
+        CVPixelBufferLockBaseAddress(buffer, [])
+        defer { CVPixelBufferUnlockBaseAddress(buffer, []) }
+        guard let base = CVPixelBufferGetBaseAddress(buffer) else {
+            throw HarnessError("no base address in the pixel buffer for input \(name)")
+        }
+        layout.fill(pixels, width: width, height: height, into: base.assumingMemoryBound(to: UInt8.self),
+                    bytesPerRow: CVPixelBufferGetBytesPerRow(buffer))
+        return buffer
+    }
+
+    /// Every multi-array output as float32 row-major bytes; MLShapedArray(converting:) undoes fp16 and
+    /// strides. Classifier exports also return classLabel (a String) and probabilities (a dictionary):
+    /// they are not tensors, so they are skipped; at least one multi-array output must remain.
     private func writeOutputs(_ output: MLFeatureProvider, model: MLModel, name: String, to dir: URL) throws -> [[String: Any]] {
         var files: [[String: Any]] = []
-        for (i, key) in model.modelDescription.outputDescriptionsByName.keys.sorted().enumerated() {
-            guard let multi = output.featureValue(for: key)?.multiArrayValue else {
-                throw HarnessError("output \(key) is not a multi-array")
-            }
+        let keys = model.modelDescription.outputDescriptionsByName.keys.sorted()
+        for key in keys {
+            guard let multi = output.featureValue(for: key)?.multiArrayValue else { continue }
             let shaped = MLShapedArray<Float>(converting: multi)
-            let file = "\(name).output\(i).bin"
+            let file = "\(name).output\(files.count).bin"
             let bytes = shaped.scalars.withUnsafeBufferPointer { Data(buffer: $0) }
             try bytes.write(to: dir.appendingPathComponent(file))
             files.append(TensorSpec(file: file, shape: shaped.shape, dtype: "float32").json)
+        }
+        guard !files.isEmpty else {
+            throw HarnessError("the model has no multi-array output (outputs: \(keys.joined(separator: ", ")))")
         }
         return files
     }

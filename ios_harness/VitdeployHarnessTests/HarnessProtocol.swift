@@ -5,6 +5,8 @@ enum HarnessProtocol {
     static let name = "vitdeploy-harness"
     static let version = 1
     static let computeUnits = ["cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"]
+    /// float32 for multi-array inputs; uint8 [H, W, C] pixels (RGB, or one gray channel) for image inputs.
+    static let inputDtypes = ["float32", "uint8"]
 }
 
 struct HarnessError: Error, CustomStringConvertible {
@@ -56,11 +58,12 @@ struct HarnessRequest {
             throw HarnessError("request needs inputs")
         }
         let inputs = try rawInputs.map { t -> TensorSpec in
-            guard let file = t["file"] as? String, let shape = t["shape"] as? [Int],
-                  (t["dtype"] as? String ?? "float32") == "float32" else {
-                throw HarnessError("each input needs file, shape and dtype float32")
+            let dtype = t["dtype"] as? String ?? "float32"
+            guard let file = t["file"] as? String, !file.contains("/"), let shape = t["shape"] as? [Int],
+                  HarnessProtocol.inputDtypes.contains(dtype) else {
+                throw HarnessError("each input needs a bare file name, a shape and dtype float32 or uint8")
             }
-            return TensorSpec(file: file, shape: shape, dtype: "float32")
+            return TensorSpec(file: file, shape: shape, dtype: dtype)
         }
         let runs = json["runs"] as? Int ?? 50
         let warmup = json["warmup"] as? Int ?? 5
@@ -81,5 +84,37 @@ enum ResultJSON {
         try data.write(to: tmp, options: .atomic)
         if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
         try FileManager.default.moveItem(at: tmp, to: url)
+    }
+}
+
+/// How a pixel buffer stores one pixel: the formats Core ML image inputs ask for
+/// (MLImageConstraint.pixelFormatType: 32BGRA for RGB/BGR models, OneComponent8 for grayscale).
+/// Plain Swift, no CoreVideo, so the byte shuffling is separate from the buffer plumbing.
+enum PixelLayout {
+    case bgra  // kCVPixelFormatType_32BGRA: B, G, R, A
+    case argb  // kCVPixelFormatType_32ARGB: A, R, G, B
+    case gray  // kCVPixelFormatType_OneComponent8
+
+    var bytesPerPixel: Int { self == .gray ? 1 : 4 }
+    var channels: Int { self == .gray ? 1 : 3 }
+
+    /// Copy row-major [height, width, channels] pixels (RGB order, or one gray channel) into rows
+    /// `bytesPerRow` apart: CVPixelBuffer pads its rows, so width * bytesPerPixel is not the stride.
+    func fill(_ pixels: [UInt8], width: Int, height: Int, into dest: UnsafeMutablePointer<UInt8>, bytesPerRow: Int) {
+        for y in 0..<height {
+            let row = dest + y * bytesPerRow
+            for x in 0..<width {
+                let src = (y * width + x) * channels
+                let out = row + x * bytesPerPixel
+                switch self {
+                case .bgra:
+                    out[0] = pixels[src + 2]; out[1] = pixels[src + 1]; out[2] = pixels[src]; out[3] = 255
+                case .argb:
+                    out[0] = 255; out[1] = pixels[src]; out[2] = pixels[src + 1]; out[3] = pixels[src + 2]
+                case .gray:
+                    out[0] = pixels[src]
+                }
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,13 @@ from vitdeploy.devices.protocol import (
     IOS_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
 )
 
+# The default app id. An explicit App ID belongs to one team, so a second user builds with their
+# own: `VITDEPLOY_BUNDLE_ID` is the one build setting both targets derive their ids from
+# (ios_harness/...project.pbxproj), and devicectl addresses the app's container by the same id.
 BUNDLE_ID = "com.vitdeploy.harness"
+BUNDLE_SETTING = "VITDEPLOY_BUNDLE_ID"
+BUNDLE_ENV = "VITDEPLOY_IOS_BUNDLE_ID"
+_BUNDLE_RE = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 SCHEME = "VitdeployHarness"
 TEST_ID = "VitdeployHarnessTests/HarnessBenchmarkTests/testRunRequest"
 PROJECT = Path(__file__).resolve().parents[2] / "ios_harness" / "VitdeployHarness.xcodeproj"
@@ -132,9 +139,17 @@ def _mlpackage_files(model: Path) -> list[Path]:
     return sorted(p.relative_to(model) for p in model.rglob("*") if p.is_file())
 
 
+def check_bundle_id(bundle_id: str) -> str:
+    """A reverse-DNS id Xcode accepts (letters, digits, hyphens; two parts at least)."""
+    if not isinstance(bundle_id, str) or not _BUNDLE_RE.match(bundle_id):
+        raise VitdeployError(f"bad iOS bundle id {bundle_id!r}: use reverse-DNS letters, digits, '-' and '.', "
+                             "e.g. com.yourname.vitdeploy-harness")
+    return bundle_id
+
+
 def plan_ios(*, udid: str, request: HarnessRequest, local_dir: Path, model_path: Path, out_dir: Path,
              derived_data: Path, team: str | None = None, project: Path = PROJECT,
-             timeout_s: float = 1800) -> tuple[list[Step], list[Step]]:
+             timeout_s: float = 1800, bundle_id: str = BUNDLE_ID) -> tuple[list[Step], list[Step]]:
     """The exact commands before and after the harness writes its result.
 
     Returns (run_steps, fetch_steps_for_result_json); output tensors are fetched
@@ -143,7 +158,10 @@ def plan_ios(*, udid: str, request: HarnessRequest, local_dir: Path, model_path:
     remote = f"{REMOTE_ROOT}/{request.request_id}"
     common = ["-project", str(project), "-scheme", SCHEME, "-destination", f"id={udid}",
               "-derivedDataPath", str(derived_data)]
-    signing = ["-allowProvisioningUpdates"] + ([f"DEVELOPMENT_TEAM={team}"] if team else [])
+    # -allowProvisioningDeviceRegistration: a phone not yet in the team's device list is added
+    # while signing, instead of failing with "no profiles for ... were found".
+    signing = ["-allowProvisioningUpdates", "-allowProvisioningDeviceRegistration",
+               f"{BUNDLE_SETTING}={check_bundle_id(bundle_id)}"] + ([f"DEVELOPMENT_TEAM={team}"] if team else [])
     app = derived_data / "Build" / "Products" / "Debug-iphoneos" / f"{SCHEME}.app"
     steps = [
         Step("build the harness", ["xcodebuild", "build-for-testing", *common, *signing], timeout=1800),
@@ -153,23 +171,24 @@ def plan_ios(*, udid: str, request: HarnessRequest, local_dir: Path, model_path:
     uploads += [(local_dir / t.file, t.file) for t in request.inputs]
     uploads += [(model_path / rel, f"{request.model}/{rel.as_posix()}") for rel in _mlpackage_files(model_path)]
     for src, rel in uploads:
-        steps.append(Step(f"copy {rel} to the phone", copy_to(udid, src, f"{remote}/{rel}")))
+        steps.append(Step(f"copy {rel} to the phone", copy_to(udid, src, f"{remote}/{rel}", bundle_id)))
     steps.append(Step("run the harness", [
         "xcodebuild", "test-without-building", *common, f"-only-testing:{TEST_ID}",
         "-resultBundlePath", str(out_dir / f"{request.request_id}.xcresult"),
     ], env={f"TEST_RUNNER_{REQUEST_ENV}": f"{remote}/request.json"}, timeout=timeout_s))
-    fetch = [Step("copy result.json from the phone", copy_from(udid, f"{remote}/result.json", out_dir / "result.json"))]
+    fetch = [Step("copy result.json from the phone",
+                  copy_from(udid, f"{remote}/result.json", out_dir / "result.json", bundle_id))]
     return steps, fetch
 
 
-def copy_to(udid: str, local: Path, remote: str) -> list[str]:
+def copy_to(udid: str, local: Path, remote: str, bundle_id: str = BUNDLE_ID) -> list[str]:
     return ["xcrun", "devicectl", "device", "copy", "to", "--device", udid, "--domain-type", "appDataContainer",
-            "--domain-identifier", BUNDLE_ID, "--source", str(local), "--destination", remote]
+            "--domain-identifier", bundle_id, "--source", str(local), "--destination", remote]
 
 
-def copy_from(udid: str, remote: str, local: Path) -> list[str]:
+def copy_from(udid: str, remote: str, local: Path, bundle_id: str = BUNDLE_ID) -> list[str]:
     return ["xcrun", "devicectl", "device", "copy", "from", "--device", udid, "--domain-type", "appDataContainer",
-            "--domain-identifier", BUNDLE_ID, "--source", remote, "--destination", str(local)]
+            "--domain-identifier", bundle_id, "--source", remote, "--destination", str(local)]
 
 
 # -- the driver --------------------------------------------------------------------------
@@ -199,8 +218,12 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
                 warmup: int = 5, compute_units: Sequence[str] = IOS_COMPUTE_UNITS, input_array=None,
                 input_shape: Sequence[int] | None = None, timeout_s: float = 1800, team: str | None = None,
                 project: Path = PROJECT, work_dir: Path | None = None, platform: str = sys.platform,
-                runner: Runner = _run_step) -> dict:
-    """Time an .mlpackage on an iPhone for each Core ML compute unit; returns timings and outputs."""
+                runner: Runner = _run_step, bundle_id: str | None = None) -> dict:
+    """Time an .mlpackage on an iPhone for each Core ML compute unit; returns timings and outputs.
+
+    ``bundle_id`` (default: $VITDEPLOY_IOS_BUNDLE_ID, else com.vitdeploy.harness): the harness app's
+    id, which must be unique to your signing team.
+    """
     import numpy as np
 
     if platform != "darwin":
@@ -209,16 +232,21 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
     model_path = Path(model_path)
     if model_path.suffix != ".mlpackage" or not model_path.is_dir():
         raise VitdeployError(f"iPhone profiling needs an .mlpackage directory, got {model_path}")
-    if input_array is None:
-        input_shape = input_shape or mlpackage_input_shape(model_path)
-        input_array = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(np.float32)
+    bundle_id = check_bundle_id(bundle_id or os.environ.get(BUNDLE_ENV) or BUNDLE_ID)
+    first = _first_input(model_path, input_array, input_shape)
+    if first["kind"] == "image":
+        tensor = image_pixels(input_array, first)
+    else:
+        if input_array is None:
+            input_array = np.random.default_rng(0).standard_normal(tuple(first["shape"])).astype(np.float32)
+        tensor = np.ascontiguousarray(input_array, dtype=np.float32)
     chosen = _choose_ios(list_connected_ios(platform=platform), udid, device)
     team = team or os.environ.get("VITDEPLOY_IOS_TEAM")
     work = Path(work_dir or tempfile.mkdtemp(prefix="vitdeploy-ios-"))
     local_dir, out_dir = work / "request", work / "out"
     local_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = [write_tensor(local_dir / "input0.bin", np.ascontiguousarray(input_array, dtype=np.float32))]
+    inputs = [write_tensor(local_dir / "input0.bin", tensor)]
     try:
         request = HarnessRequest(platform="ios", model=model_path.name, inputs=inputs, compute_units=list(compute_units),
                                  runs=runs, warmup=warmup, threads=[1], request_id=new_request_id())
@@ -227,7 +255,7 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
     (local_dir / "request.json").write_text(request.dumps())
     steps, fetch = plan_ios(udid=chosen["udid"], request=request, local_dir=local_dir, model_path=model_path,
                             out_dir=out_dir, derived_data=work / "DerivedData", team=team, project=project,
-                            timeout_s=timeout_s)
+                            timeout_s=timeout_s, bundle_id=bundle_id)
     for step in steps + fetch:
         _check(step, runner)
     try:
@@ -241,7 +269,7 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
         if c.ok:
             for t in c.outputs:
                 _check(Step(f"copy {t.file} from the phone", copy_from(chosen["udid"], f"{remote}/{t.file}",
-                                                                         out_dir / t.file)), runner)
+                                                                         out_dir / t.file, bundle_id)), runner)
                 outs.append(read_tensor(out_dir, t))
         configs.append({"name": c.name, "compute_unit": c.compute_unit, "status": c.status, "error": c.error,
                         "load_ms": c.load_ms, "init_ms": c.init_ms, "first_inference_ms": c.first_inference_ms,
@@ -258,18 +286,83 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
             "configs": configs, "output": ok[0]["outputs"][0]}
 
 
-def mlpackage_input_shape(model_path: Path) -> list[int]:
-    """The first input's shape from the .mlpackage spec (coremltools, no model load)."""
+def mlpackage_input(model_path: Path) -> dict:
+    """The first input of an .mlpackage (coremltools, no model load).
+
+    {"name", "kind": "multiArray", "shape"} or, for an ImageType input (the default Core ML
+    export), {"name", "kind": "image", "shape": [H, W, C], "color": "RGB"|"BGR"|"GRAYSCALE"}:
+    the harness builds a CVPixelBuffer of that size from C-channel uint8 pixels.
+    """
     try:
         import coremltools as ct
     except ImportError:
-        raise VitdeployError("pass an input array (or install coremltools to read the input shape)") from None
-    spec = ct.models.MLModel(str(model_path), skip_model_load=True).get_spec()
+        raise VitdeployError("pass an input array (or install coremltools to read the model's input)") from None
+    try:
+        spec = ct.models.MLModel(str(model_path), skip_model_load=True).get_spec()
+    except Exception as e:  # coremltools raises RuntimeError/ValueError/... for a damaged package
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise VitdeployError(f"cannot read {model_path.name} with coremltools: {msg}") from None
     inputs = spec.description.input
-    if not inputs or inputs[0].type.WhichOneof("Type") != "multiArrayType":
-        raise VitdeployError(f"{model_path.name}: the harness feeds float32 multi-array inputs; this model's "
-                             "first input is not one")
-    return [int(d) for d in inputs[0].type.multiArrayType.shape]
+    if not inputs:
+        raise VitdeployError(f"{model_path.name}: the model has no inputs")
+    first = inputs[0]
+    kind = first.type.WhichOneof("Type")
+    if kind == "imageType":
+        it = first.type.imageType
+        color = ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(it.colorSpace)
+        if color not in ("RGB", "BGR", "GRAYSCALE"):
+            raise VitdeployError(f"{model_path.name}: image input {first.name} has color space {color}; the harness "
+                                 "builds RGB, BGR and grayscale pixel buffers")
+        return {"name": first.name, "kind": "image", "shape": [int(it.height), int(it.width), 1 if color == "GRAYSCALE" else 3],
+                "color": color}
+    if kind == "multiArrayType":
+        return {"name": first.name, "kind": "multiArray", "shape": [int(d) for d in first.type.multiArrayType.shape]}
+    raise VitdeployError(f"{model_path.name}: input {first.name} is a {kind}; the harness feeds multi-arrays and images")
+
+
+def mlpackage_input_shape(model_path: Path) -> list[int]:
+    """The first input's shape: a multi-array's shape, or [H, W, C] pixels for an image input."""
+    return mlpackage_input(model_path)["shape"]
+
+
+def _first_input(model_path: Path, input_array, input_shape) -> dict:
+    """The model's first input; without coremltools, an explicit array or shape is taken as a multi-array."""
+    if input_shape is not None and input_array is None:
+        return {"name": "input", "kind": "multiArray", "shape": list(input_shape)}
+    try:
+        return mlpackage_input(model_path)
+    except VitdeployError:
+        if input_array is None:
+            raise
+        return {"name": "input", "kind": "multiArray", "shape": list(getattr(input_array, "shape", []))}
+
+
+def image_pixels(array, spec: dict):
+    """uint8 [H, W, C] pixels for an image input: RGB order (grayscale: one channel), 0..255.
+
+    Accepts [H, W, C], [1, H, W, C] or NCHW [1, C, H, W] arrays (uint8 or float 0..255); no array
+    gives a fixed random image. The harness reorders to the pixel buffer's BGRA itself.
+    """
+    import numpy as np
+
+    h, w, c = spec["shape"]
+    if array is None:
+        return np.random.default_rng(0).integers(0, 256, size=(h, w, c), dtype=np.uint8)
+    a = np.asarray(array)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.shape == (c, h, w) and a.shape != (h, w, c):
+        a = a.transpose(1, 2, 0)
+    if a.shape != (h, w, c):
+        raise VitdeployError(f"image input {spec['name']} takes {w}x{h} {spec['color']} pixels ([{h}, {w}, {c}]); "
+                             f"got an array of shape {list(np.asarray(array).shape)}")
+    if a.dtype != np.uint8:
+        if a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 255):
+            raise VitdeployError(f"image input {spec['name']} takes pixels 0..255; got values "
+                                 f"{float(np.nanmin(a)):.3g}..{float(np.nanmax(a)):.3g} (pass the image, not a "
+                                 "normalized tensor)")
+        a = np.round(a).astype(np.uint8)
+    return np.ascontiguousarray(a)
 
 
 def _choose_ios(devices: list[dict], udid: str | None, device: str | None) -> dict:
