@@ -997,3 +997,72 @@ def test_ios_harness_handles_images_and_classifier_outputs():
     assert 'output\\(files.count).bin' in body
     assert "guard !files.isEmpty else" in body
     assert "not a multi-array" not in body
+
+
+# -- the harness's native and Kotlin code, checked as far as this machine allows ----------
+
+CPU_AFFINITY_STUB = """
+package com.vitdeploy.harness;
+// Same JNI names as CpuAffinity.kt's external funs, so affinity.c links unchanged.
+public class CpuAffinity {
+    private static native int nativeSetAffinity(int[] cpus);
+    private static native int[] nativeGetAffinity();
+    public static void main(String[] args) {
+        System.loadLibrary("vitdeploy_affinity");
+        int cpu = Integer.parseInt(args[0]);
+        System.out.println(nativeSetAffinity(new int[] {cpu}) + " " + java.util.Arrays.toString(nativeGetAffinity()));
+        System.out.println(nativeSetAffinity(new int[] {4000}) + " " + java.util.Arrays.toString(nativeGetAffinity()));
+    }
+}
+"""
+
+
+def test_affinity_jni_pins_and_reads_the_mask_back(tmp_path):
+    """affinity.c compiled for this host and called through JNI: pinning works, the mask reads back,
+    and a CPU outside the set fails with EINVAL instead of pinning nothing silently."""
+    import os
+    import subprocess
+
+    for tool in ("gcc", "javac", "java"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
+    javac = Path(os.path.realpath(shutil.which("javac")))
+    include = javac.parents[1] / "include"
+    if not (include / "jni.h").is_file():
+        pytest.skip("jni.h not found next to javac")
+    lib = tmp_path / "libvitdeploy_affinity.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wall", "-Werror", f"-I{include}", f"-I{include / 'linux'}",
+                    "-o", str(lib), str(ROOT / "android_harness/app/src/main/cpp/affinity.c")], check=True)
+    src = tmp_path / "com/vitdeploy/harness/CpuAffinity.java"
+    src.parent.mkdir(parents=True)
+    src.write_text(CPU_AFFINITY_STUB)
+    subprocess.run(["javac", "-d", str(tmp_path), str(src)], check=True)
+    cpu = min(os.sched_getaffinity(0))
+    p = subprocess.run(["java", f"-Djava.library.path={tmp_path}", "-cp", str(tmp_path),
+                        "com.vitdeploy.harness.CpuAffinity", str(cpu)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [f"0 [{cpu}]", f"22 [{cpu}]"]  # EINVAL leaves the mask as it was
+
+
+def test_kotlin_harness_agrees_with_the_protocol():
+    """No Kotlin compiler here (the Android SDK is needed anyway): the parts the host relies on."""
+    import re
+
+    from vitdeploy.devices.protocol import INPUT_DTYPES, TENSOR_DTYPES
+
+    kt = (ROOT / "android_harness/app/src/androidTest/java/com/vitdeploy/harness/HarnessBenchmark.kt").read_text()
+    inputs = re.search(r"INPUT_DTYPES = setOf\((.*?)\)", kt).group(1)
+    assert [d.strip(' "') for d in inputs.split(",")] == list(INPUT_DTYPES)
+    when = kt[kt.index("private fun dtypeName(t: DataType)"):]
+    named = re.findall(r'DataType\.(\w+) -> "(\w+)"', when[:when.index("else ->")])
+    # Every type Java's DataType has but STRING maps to the protocol name of the same type.
+    assert dict(named) == {"FLOAT32": "float32", "INT32": "int32", "INT64": "int64", "INT16": "int16",
+                           "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
+    assert set(dict(named).values()) <= set(TENSOR_DTYPES)
+    # Output types are settled before the timed runs, so a bad type never costs a whole benchmark.
+    body = kt[kt.index("private fun runConfig("):kt.index("private fun pinAndReport(")]
+    assert body.index("val outputTypes =") < body.index("timedRun(")
+    assert 'json.put("cpu_affinity", pinAndReport(' in body
+    pin = kt[kt.index("private fun pinAndReport("):]
+    assert all(f'.put("{k}"' in pin for k in ("requested", "pinned", "mask", "error"))
+    assert "CpuAffinity.currentMask()" in pin
