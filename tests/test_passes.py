@@ -89,3 +89,41 @@ def test_folded_model_has_no_batchnorm_in_state_dict():
     model = create_model("levit_128s")
     fold_batchnorm(model)
     assert not [k for k in model.state_dict() if ".bn." in k]
+
+
+def test_layernorm_linear_scale_migration_is_exact_and_flattens_the_outlier_channels():
+    """SmoothQuant-style migration changes nothing in float and shrinks the LayerNorm outputs'
+    channel spread (what per-tensor int8 activations suffer from)."""
+    from vitdeploy.passes.smooth import layernorm_linear_pairs, smooth_layernorm_linear
+
+    model = seeded_model("mobilevit_xxs", seed=0)
+    fold_batchnorm(model)
+    pairs = layernorm_linear_pairs(model)
+    assert len(pairs) == 2 * (2 + 4 + 3)  # norm1->qkv and norm2->fc1 in each of XXS's 9 blocks
+    with torch.no_grad():  # make one LayerNorm channel an outlier, as trained MobileViTs have
+        pairs[0][1].weight[5] = 40.0
+    x = MOBILEVIT_BGR.normalize(natural_images(6, 256))
+    smoothed = copy.deepcopy(model)
+    report = smooth_layernorm_linear(smoothed, x)
+    assert report["pairs"] == len(pairs)
+    assert report["channel_spread_after"] < report["channel_spread_before"]
+    with torch.no_grad():
+        ref, got = model(torch.from_numpy(x)).double(), smoothed(torch.from_numpy(x)).double()
+    assert ((got - ref).abs().max() / ref.abs().max()) < 1e-4
+    levit = create_model("levit_128s")
+    assert layernorm_linear_pairs(levit) == []  # LeViT has no LayerNorm -> Linear: nothing to do
+
+
+def test_mse_ranges_clip_a_heavy_tail_and_keep_a_dense_tensor():
+    from vitdeploy.quantization.ranges import mse_range, quantization_mse
+
+    rng = np.random.default_rng(0)
+    # Laplace: the MSE-optimal 8-bit cut is near 10 scale units (Banner et al. 2019: 9.89 b), inside the
+    # +-12-13 extremes of 200k samples; at 8 bits rounding is cheap, so the cut and the gain are modest.
+    heavy = rng.laplace(0, 1, 200_000).astype(np.float32)
+    lo, hi, info = mse_range(heavy)
+    assert 8 < hi < 0.95 * heavy.max() and 0.95 * heavy.min() < lo < -8 and info["mse_gain"] > 1.05
+    assert quantization_mse(heavy, lo, hi) < quantization_mse(heavy, heavy.min(), heavy.max())
+    dense = rng.uniform(-1, 1, 100_000).astype(np.float32)
+    lo, hi, _ = mse_range(dense)
+    assert lo <= -0.9 and hi >= 0.9  # nothing to gain from clipping a uniform tensor

@@ -1,11 +1,11 @@
 """``vitdeploy demo``: the main job end to end on built-in defaults.
 
-Without arguments it writes seeded MobileViT-XS and LeViT-128S checkpoints (no
-pretrained weights can be downloaded here), then for each checkpoint: inspect, fold
-BatchNorm and check the folded model against the original; convert to TFLite (fp32 and
-int8) and Core ML (fp16 and w8); check each artifact's parity against the checkpoint;
-profile the checkpoint and the TFLite artifacts on the host; write HTML reports; print
-a summary. ``quick=True`` keeps to the float artifacts.
+Without arguments it uses the trained references that ship with vitdeploy
+(:mod:`vitdeploy.references`: MobileViT-XXS and LeViT-128S trained on natural photographs),
+then for each checkpoint: inspect, fold BatchNorm and check the folded model against the
+original; convert to TFLite (fp32 and w8a8) and Core ML (fp16 and w8); check each artifact's
+parity against the checkpoint; profile the checkpoint and the TFLite artifacts on the host
+(interleaved); write HTML reports; print a summary. ``quick=True`` keeps to the float artifacts.
 """
 
 from __future__ import annotations
@@ -17,16 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-DEFAULT_VARIANTS = ("mobilevit_xs", "levit_128s")
-STAND_IN_NOTE = ("\nnote: the default checkpoints are seeded random stand-ins (no weights can be downloaded here). "
-                 "Their pooled features barely differ between images, so the classifier amplifies fp16/int8 rounding "
-                 "10-100x; a low-precision parity FAIL above says that, not that the artifact is broken. Trained "
-                 "weights pass (docs/build-matrix.md); run `vitdeploy demo YOUR_CHECKPOINT...`.")
+DEFAULT_VARIANTS = ("mobilevit_xxs", "levit_128s")
 
 
 ARTIFACTS = (  # (target, precision, quantize, in quick mode)
-    ("tflite", "fp32", "none", True),
-    ("tflite", "fp32", "int8", False),
+    ("tflite", "fp32", "fp32", True),
+    ("tflite", "fp32", "w8a8", False),
     ("coreml", "fp16", "none", True),
     ("coreml", "fp16", "w8", False),
 )
@@ -38,9 +34,12 @@ def run_demo(checkpoint_paths: list[str], out_dir: str | Path, echo: Callable[[s
     say = echo or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stand_ins = not checkpoint_paths
-    if stand_ins:
-        checkpoint_paths = [str(_default_checkpoint(v, out, say)) for v in DEFAULT_VARIANTS]
+    references = not checkpoint_paths
+    if references:
+        from . import references as refs
+
+        checkpoint_paths = [str(refs.checkpoint(v)) for v in DEFAULT_VARIANTS]
+        say("using the trained references that ship with vitdeploy (vitdeploy/references/)")
     results = []
     for p in checkpoint_paths:
         result = _demo_one(Path(p), out, say)
@@ -48,10 +47,8 @@ def run_demo(checkpoint_paths: list[str], out_dir: str | Path, echo: Callable[[s
             result["artifacts"] = _artifacts(Path(p), out / result["variant"], say, quick)
             result["latency"] = _latency(Path(p), result["artifacts"], out / result["variant"], say)
         results.append(result)
-    summary = {"out_dir": str(out), "models": results, "stand_ins": stand_ins}
+    summary = {"out_dir": str(out), "models": results, "references": references}
     _print_summary(results, say)
-    if stand_ins and any(a.get("parity") == "FAIL" for r in results for a in r.get("artifacts", [])):
-        say(STAND_IN_NOTE)
     _write_summary(out, summary)
     return summary
 
@@ -60,6 +57,7 @@ def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
     """Convert, then check parity (with an HTML report) of every demo artifact; failures are recorded, not fatal."""
     from .convert import convert
     from .errors import VitdeployError
+    from .precisions import label
 
     rows = []
     for target, precision, quantize, in_quick in ARTIFACTS:
@@ -69,13 +67,16 @@ def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
             rows.append({"target": target, "quantize": quantize, "status": "skipped (coremltools not installed)"})
             continue
         ext = "tflite" if target == "tflite" else "mlpackage"
-        mode = (precision if quantize == "none" else quantize) if target == "tflite" else f"{precision}_{quantize}"
+        name = label(target, quantize, precision)
+        mode = name if target == "tflite" else f"{precision}_{name}"
         path = out / f"{ckpt.name.split('.')[0]}_{mode}.{ext}"
-        row = {"target": target, "precision": precision, "quantize": quantize, "path": str(path)}
+        row = {"target": target, "precision": precision, "quantize": quantize, "label": name, "path": str(path)}
         say(f"converting -> {path.name}")
         try:
             report = convert(ckpt, target, out=path, quantize=quantize, precision=precision)
-            row.update(status="ok", size_mb=round(report["size_bytes"] / 1e6, 2), convert_s=report.get("seconds"),
+            path = Path(report["path"])  # a w8a8 model below the accuracy target is written aside
+            row.update(status="ok" if report.get("accuracy_target_met", True) else "below target", path=str(path),
+                       size_mb=round(report["size_bytes"] / 1e6, 2), convert_s=report.get("seconds"),
                        float_fallback_ops=report.get("float_fallback_ops"))
             row.update(_parity(path, ckpt, say))
         except (VitdeployError, RuntimeError, ValueError) as e:
@@ -102,20 +103,27 @@ def _parity(artifact: Path, ckpt: Path, say) -> dict:
 
 
 def _latency(ckpt: Path, artifacts: list[dict], out: Path, say) -> dict:
-    """Host latency of the checkpoint (PyTorch eager) and each TFLite artifact, side by side (2 threads)."""
+    """Host latency (2 threads): the checkpoint in PyTorch eager, then the TFLite artifacts interleaved
+    (each round runs every artifact once) with each one's speed-up over fp32."""
     from .profile import profile
     from .reports import write_report
+    from .runtimes.timing import interleaved_tflite
 
     timings = {"pytorch eager": profile(ckpt, runs=20, warmup=3)}
-    for a in artifacts:
-        if a.get("status") == "ok" and a["target"] == "tflite":
-            timings[f"tflite {a['quantize'] if a['quantize'] != 'none' else 'fp32'}"] = profile(a["path"], runs=30,
-                                                                                                 warmup=3)
-    fastest = timings.get("tflite fp32")
-    if fastest:
-        write_report(out / "latency.report", kind="profile", data=fastest)
-    say("  host latency (median ms, 2 threads): " + ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in timings.items()))
-    return {k: {"median_ms": v["median_ms"], "min_ms": v["min_ms"], "p90_ms": v["p90_ms"]} for k, v in timings.items()}
+    tflite = {f"tflite {a['label']}": a["path"] for a in artifacts if a.get("status") == "ok" and a["target"] == "tflite"}
+    if tflite:
+        measured = interleaved_tflite(tflite, threads=2, rounds=30, baseline="tflite fp32")
+        speedup = measured.pop("speedup", {})
+        timings.update(measured)
+        if "tflite fp32" in tflite:
+            write_report(out / "latency.report", kind="profile", data=profile(tflite["tflite fp32"], runs=30, warmup=3))
+        for name, ratio in speedup.items():
+            timings[name]["speedup_vs_fp32"] = ratio
+    say("  host latency (median ms, 2 threads, TFLite interleaved): " + ", ".join(
+        f"{k} {v['median_ms']:.1f}" + (f" ({v['speedup_vs_fp32']:.2f}x fp32)" if "speedup_vs_fp32" in v else "")
+        for k, v in timings.items()))
+    return {k: {key: v[key] for key in ("median_ms", "min_ms", "p90_ms", "speedup_vs_fp32") if key in v}
+            for k, v in timings.items()}
 
 
 def _has(module: str) -> bool:
@@ -130,16 +138,6 @@ def _write_summary(out: Path, summary: dict) -> None:
     from .api import save_text
 
     save_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-
-
-def _default_checkpoint(variant: str, out: Path, say) -> Path:
-    from .synthetic import write_seeded_checkpoint
-
-    path = out / f"{variant}_seeded.safetensors"
-    if not path.exists():
-        say(f"writing seeded {variant} checkpoint (timm layout) -> {path}")
-        write_seeded_checkpoint(variant, path, seed=0)
-    return path
 
 
 def _demo_one(path: Path, out: Path, say) -> dict:
@@ -183,16 +181,19 @@ def _print_summary(results: list[dict], say) -> None:
     rows = [(r["variant"], a) for r in results for a in r.get("artifacts", [])]
     if rows:
         say(f"\n{'variant':<15} {'artifact':<22} {'status':<8} {'MB':>6} {'parity':>6} {'cos min':>9} {'top-1':>6} "
-            f"{'host ms':>8}")
+            f"{'host ms':>8} {'vs fp32':>8}")
         for variant, a in rows:
             latency = next((r.get("latency", {}) for r in results if r["variant"] == variant), {})
-            key = f"tflite {a['quantize'] if a.get('quantize') != 'none' else 'fp32'}" if a["target"] == "tflite" else ""
+            key = f"tflite {a.get('label')}" if a["target"] == "tflite" else ""
             ms = latency.get(key, {}).get("median_ms")
-            name = f"{a['target']} {a.get('precision', '')} {a.get('quantize', '')}".strip()
+            speedup = latency.get(key, {}).get("speedup_vs_fp32")
+            label = a.get("label", "")
+            name = f"tflite {label}" if a["target"] == "tflite" else \
+                f"coreml {a.get('precision', '')}" + (f" {label}" if label and label != a.get("precision") else "")
             fmt = lambda v, f: f.format(v) if isinstance(v, (int, float)) else "-"  # noqa: E731
             say(f"{variant:<15} {name:<22} {a['status'][:8]:<8} {fmt(a.get('size_mb'), '{:.1f}'):>6} "
                 f"{a.get('parity', '-'):>6} {fmt(a.get('cosine_min'), '{:.6f}'):>9} "
-                f"{fmt(a.get('top1_agreement'), '{:.0%}'):>6} {fmt(ms, '{:.2f}'):>8}")
+                f"{fmt(a.get('top1_agreement'), '{:.0%}'):>6} {fmt(ms, '{:.2f}'):>8} {fmt(speedup, '{:.2f}x'):>8}")
         for r in results:
             eager = r.get("latency", {}).get("pytorch eager")
             if eager:

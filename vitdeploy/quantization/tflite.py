@@ -50,8 +50,10 @@ _LAYOUT_OPS = {"RESHAPE", "TRANSPOSE", "SLICE", "STRIDED_SLICE", "PAD", "PADV2",
 # candidates; when they are what breaks accuracy, dynamic-range quantization is the right mode.
 _WEIGHT_OPS = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP"}
 _SKIP_IN_REPORT = {"QUANTIZE", "DEQUANTIZE"}
-# Activation-range statistics tried for calibration (see _calibrate).
-CALIBRATION_STATISTICS = ("moving_average", "min_max")
+# Activation-range statistics tried for int8 calibration (see _calibrate; "mse": ranges.py), and for
+# int16 (which has resolution to spare: clipping never pays there).
+CALIBRATION_STATISTICS = ("moving_average", "min_max", "mse")
+INT16_STATISTICS = ("moving_average", "min_max")
 # After the first sweep over all op types, later greedy rounds only retry this many best candidates.
 _RETRY_TOP = 5
 
@@ -80,7 +82,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
                   progress: Callable[[str], None] | None = None, calib_source: str = "",
                   input_range: tuple[float, float] | None = None, threads: int = 2,
                   keep_undelegated_float: bool = True, reference_model: bytes | None = None,
-                  measure_alternatives: bool = True) -> tuple[bytes, dict]:
+                  measure_alternatives: bool = True, equivalents: dict[str, bytes] | None = None,
+                  per_tensor_fallback: bool = True) -> tuple[bytes, dict]:
     """Full-integer static int8 with accuracy-driven float fallback; returns (model bytes, report).
 
     ``calib_inputs`` / ``eval_inputs``: batches in the float model's input convention; the eval
@@ -101,44 +104,66 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
     (a copy fine-tuned for int8, see :mod:`vitdeploy.quantization.finetune`).
     ``measure_alternatives``: when the search ends below ``min_cosine``, convert and measure
     fp16, dynamic and w8a16 too (``report["alternatives"]``), so the caller can name a better mode.
+    ``per_tensor_fallback``: before whole op types, keep in float the few ops whose outputs int8
+    represents worst (see :func:`_keep_worst_tensors_in_float`).
+    ``equivalents``: float models computing the same function with the same graph (e.g. after
+    LayerNorm -> Linear scale migration, :mod:`vitdeploy.passes.smooth`); each is calibrated and
+    quantized beside ``float_model``, and the best (graph, range statistic) pair goes on.
     """
     from ..runtimes.tflite import run_tflite
 
     say = progress or (lambda _msg: None)
     reference = run_tflite(reference_model or float_model, eval_inputs, threads=threads)
     groups = fallback_candidates(float_model)
-    ranges = {}
-    for statistic in CALIBRATION_STATISTICS:
-        say(f"calibrating int8 on {len(calib_inputs)} images ({statistic} ranges)")
-        ranges[statistic] = _calibrate(float_model, calib_inputs, threads, statistic)
-        if input_range is not None:
-            _set_input_range(ranges[statistic], float_model, *input_range)
+    graphs = {"plain": float_model, **(equivalents or {})}
+    ranges, range_summary = {}, {}
+    for graph, graph_model in graphs.items():
+        for statistic in CALIBRATION_STATISTICS:  # min_max before mse: mse starts from its tensors
+            say(f"calibrating int8 on {len(calib_inputs)} images ({graph} graph, {statistic} ranges)")
+            if statistic == "mse":
+                from .ranges import mse_ranges
 
-    def attempt(chosen: list[str], statistic: str, activation_bits: int = 8) -> tuple[bytes, dict]:
-        model = _static_int8(float_model, ranges[statistic], [groups[name] for name in chosen], int8_io,
+                ranges[graph, statistic], range_summary[graph] = mse_ranges(
+                    graph_model, calib_inputs, ranges[graph, "min_max"], threads)
+            else:
+                ranges[graph, statistic] = _calibrate(graph_model, calib_inputs, threads, statistic)
+            if input_range is not None:
+                _set_input_range(ranges[graph, statistic], graph_model, *input_range)
+
+    def attempt(chosen: list[str], route: tuple[str, str], activation_bits: int = 8) -> tuple[bytes, dict]:
+        model = _static_int8(graphs[route[0]], ranges[route], [groups[name] for name in chosen], int8_io,
                              activation_bits)
         started = time.perf_counter()
         score = logits_agreement(run_tflite(model, eval_inputs, threads=threads), reference)
         return model, {**score, "ms_per_image": round(1e3 * (time.perf_counter() - started) / len(eval_inputs), 1)}
 
-    first = {statistic: attempt([], statistic) for statistic in CALIBRATION_STATISTICS}
-    statistic = max(CALIBRATION_STATISTICS, key=lambda st: _criterion(first[st][1]))
-    model, score = first[statistic]
-    say(f"full int8: logits cosine {_describe(score)} vs float ({statistic} ranges)")
+    first = {route: attempt([], route) for route in ranges}
+    route = max(ranges, key=lambda r: _criterion(first[r][1]))
+    graph, statistic = route
+    float_model = graphs[graph]  # alternatives are measured on the graph that was kept
+    model, score = first[route]
+    say(f"full int8: logits cosine {_describe(score)} vs float ({graph} graph, {statistic} ranges)")
     history = [{"float_ops": [], **score,
-                "by_statistic": {st: _criterion(first[st][1]) for st in CALIBRATION_STATISTICS}}]
+                "by_route": {"+".join(r): _criterion(first[r][1]) for r in ranges}}]
     speed = {"enabled": keep_undelegated_float}
     chosen: list[str] = []
     if keep_undelegated_float:
         chosen, model, score, speed = _keep_undelegated_in_float(
-            model, score, lambda ops: attempt(ops, statistic), groups, min_cosine, min_gain, say)
+            model, score, lambda ops: attempt(ops, route), groups, min_cosine, min_gain, say)
         history.append({"float_ops": list(chosen), **score, "reason": "xnnpack"})
-    candidates = [name for name in groups if name not in chosen]
+    if _criterion(score) < min_cosine and per_tensor_fallback:
+        model, score, chosen, per_tensor = _keep_worst_tensors_in_float(
+            graphs[graph], ranges[route], calib_inputs, groups, chosen, model, score,
+            lambda ops: attempt(ops, route), min_cosine, min_gain, threads, say)
+        if per_tensor.get("kept"):
+            history.append({"float_ops": list(chosen), **score, "reason": "per-tensor"})
+        speed["per_tensor"] = per_tensor
+    candidates = [name for name in groups if name not in chosen and groups[name].kind != "tensor"]
     for _ in range(max_rounds):
         if _criterion(score) >= min_cosine or not candidates:
             break
         say(f"cosine {_describe(score)} < {min_cosine}: trying float fallback for {len(candidates)} candidates")
-        trials = {name: attempt(chosen + [name], statistic) for name in candidates}
+        trials = {name: attempt(chosen + [name], route) for name in candidates}
         ranked = sorted(candidates, key=lambda name: -_criterion(trials[name][1]))
         best = ranked[0]
         gain = _criterion(trials[best][1]) - _criterion(score)
@@ -157,7 +182,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
     if not met:
         if measure_alternatives:
             say(f"cosine {_describe(score)} < {min_cosine}: measuring fp16, dynamic and w8a16 for comparison")
-            alternatives = measure_alternative_modes(float_model, reference_model, eval_inputs, ranges, threads, say)
+            alternatives = measure_alternative_modes(float_model, reference_model or graphs["plain"], eval_inputs,
+                                                     {st: ranges[graph, st] for st in INT16_STATISTICS}, threads, say)
             alternatives = {"w8a8": {**_brief(score)}, **alternatives}
         warnings.append(missed_target_warning(_criterion(score), min_cosine, chosen,
                                               finetuned=reference_model is not None, alternatives=alternatives))
@@ -167,7 +193,8 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         "activations": "int8",
         "target_met": met,
         "min_cosine": min_cosine,
-        "calibration": {"images": int(len(calib_inputs)), "source": calib_source, "ranges": statistic},
+        "calibration": {"images": int(len(calib_inputs)), "source": calib_source, "ranges": statistic,
+                        "graph": graph, "by_route": history[0]["by_route"], "mse": range_summary.get(graph)},
         "eval_images": int(len(eval_inputs)),
         "criterion": f"logits cosine vs float >= {min_cosine} on every held-out image",
         "cosine_before": history[0]["cosine_mean"],
@@ -245,6 +272,67 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     return list(best), q_model, q_score, record
 
 
+# How many of the worst-represented ops the per-tensor stage tries in float, fewest first: every
+# float island costs a QUANTIZE/DEQUANTIZE pair, so the smallest set meeting the target wins.
+PER_TENSOR_STEPS = (1, 2, 4, 8, 16, 32)
+
+
+def tensor_sqnr(values: dict[str, np.ndarray], qsvs: dict) -> dict[str, float]:
+    """Signal-to-quantization-noise ratio (dB) of each activation tensor under its int8 range:
+    where int8 loses the most of a tensor, relative to the tensor itself."""
+    from .ranges import quantization_mse
+
+    out = {}
+    for name, v in values.items():
+        if name not in qsvs or not v.size:
+            continue
+        lo, hi = float(np.min(qsvs[name]["min"])), float(np.max(qsvs[name]["max"]))
+        noise = quantization_mse(v, lo, hi)
+        out[name] = float(10 * np.log10(max(float(np.mean(v.astype(np.float64) ** 2)), 1e-30) / max(noise, 1e-30)))
+    return out
+
+
+def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: np.ndarray, groups: dict,
+                                 chosen: list[str], model: bytes, score: dict, attempt: Callable, min_cosine: float,
+                                 min_gain: float, threads: int, say: Callable[[str], None]
+                                 ) -> tuple[bytes, dict, list[str], dict]:
+    """Keep float the ops whose output tensors int8 represents worst (lowest SQNR on calibration
+    images), 1, 2, 4... of them, and stop at the fewest that meet ``min_cosine``; if none does, keep
+    the best set when it gains ``min_gain``. Returns (model, score, chosen, record); ``groups``
+    gains a ``tensor`` group per op tried."""
+    from .ranges import collect_activations
+
+    producers = {name: op for op, name in _ops_with_output_names(float_model)
+                 if op not in _SKIP_IN_REPORT and op not in _LAYOUT_OPS}
+    values = collect_activations(float_model, calib_inputs[:16], [n for n in producers if n in qsvs], threads)
+    sqnr = tensor_sqnr(values, qsvs)
+    ranked = sorted(sqnr, key=sqnr.get)
+    record = {"ranked": [{"tensor": n, "op": producers[n], "sqnr_db": round(sqnr[n], 1)} for n in ranked[:32]],
+              "tried": {}, "kept": []}
+    best = None
+    for k in PER_TENSOR_STEPS:
+        if k > len(ranked):
+            break
+        names = []
+        for tensor in ranked[:k]:
+            name = f"{producers[tensor]}@{tensor.rsplit('/', 1)[-1][:80]}"  # op type @ its module, short
+            groups[name] = FallbackGroup(name, "tensor", "^" + re.escape(tensor) + ";$", ((producers[tensor], 1),))
+            names.append(name)
+        q_model, q_score = attempt(chosen + names)
+        record["tried"][k] = _brief(q_score)
+        say(f"  worst {k} tensors in float: cosine {_describe(q_score)}")
+        if best is None or _criterion(q_score) > _criterion(best[1]):
+            best = (q_model, q_score, names)
+        if _criterion(q_score) >= min_cosine:
+            best = (q_model, q_score, names)
+            break
+    if best is None or _criterion(best[1]) - _criterion(score) < min_gain:
+        return model, score, chosen, record
+    record["kept"] = [groups[n].pattern for n in best[2]]
+    say(f"keeping the {len(best[2])} worst-represented ops in float: cosine {_describe(best[1])}")
+    return best[0], best[1], chosen + best[2], record
+
+
 def quantize_w8a16(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray,
                    progress: Callable[[str], None] | None = None, calib_source: str = "",
                    input_range: tuple[float, float] | None = None, threads: int = 2) -> tuple[bytes, dict]:
@@ -259,19 +347,19 @@ def quantize_w8a16(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs:
     say = progress or (lambda _msg: None)
     reference = run_tflite(float_model, eval_inputs, threads=threads)
     trials = {}
-    for statistic in CALIBRATION_STATISTICS:
+    for statistic in INT16_STATISTICS:
         say(f"calibrating w8a16 on {len(calib_inputs)} images ({statistic} ranges)")
         qsvs = _calibrate(float_model, calib_inputs, threads, statistic)
         if input_range is not None:
             _set_input_range(qsvs, float_model, *input_range)
         model = _static_int8(float_model, qsvs, [], False, 16)
         trials[statistic] = (model, _timed_agreement(model, eval_inputs, reference, threads))
-    statistic = max(CALIBRATION_STATISTICS, key=lambda st: _criterion(trials[st][1]))
+    statistic = max(INT16_STATISTICS, key=lambda st: _criterion(trials[st][1]))
     model, score = trials[statistic]
     say(f"w8a16: logits cosine {_describe(score)} vs float ({statistic} ranges)")
     report = {"recipe": "static_wi8_ai16", "precision": "w8a16", "activations": "int16",
               "calibration": {"images": int(len(calib_inputs)), "source": calib_source, "ranges": statistic},
-              "by_statistic": {st: _criterion(trials[st][1]) for st in CALIBRATION_STATISTICS},
+              "by_statistic": {st: _criterion(trials[st][1]) for st in INT16_STATISTICS},
               "eval_images": int(len(eval_inputs)), "cosine_after": score["cosine_mean"],
               "cosine_min_after": score["cosine_min"], "top1_agreement_after": score["top1_agreement"],
               "ms_per_image": score["ms_per_image"], "float_op_counts": float_op_counts(model),
@@ -301,7 +389,7 @@ def measure_alternative_modes(float_model: bytes, reference_model: bytes | None,
 
 
 def _best_w8a16(float_model: bytes, ranges: dict, eval_inputs, reference, threads: int) -> bytes:
-    models = [_static_int8(float_model, ranges[st], [], False, 16) for st in CALIBRATION_STATISTICS]
+    models = [_static_int8(float_model, ranges[st], [], False, 16) for st in INT16_STATISTICS]
     return max(models, key=lambda m: _criterion(logits_agreement(_run(m, eval_inputs, threads), reference)))
 
 
@@ -349,8 +437,8 @@ class FallbackGroup:
     """Ops that can be kept float together: one op type, or every op lowered from one module class."""
 
     name: str
-    kind: str  # "op_type" | "module"
-    pattern: str  # op type name, or a regex over op output tensor names
+    kind: str  # "op_type" | "module" | "tensor" (one op, by its output tensor)
+    pattern: str  # op type name, or a regex over op output tensor names (the quantizer's op scope)
     op_counts: tuple  # ((op type, count), ...) the group covers in the float model
 
     def describe(self) -> dict:
@@ -511,7 +599,7 @@ def _static_int8(float_model: bytes, qsvs: dict, float_groups: list[FallbackGrou
     # them keeps a float interface (QUANTIZE/DEQUANTIZE ops are inserted inside the graph).
     # Later recipe entries win, so these override the ".*" int8 default.
     for group in float_groups:
-        if group.kind == "module":
+        if group.kind in ("module", "tensor"):
             q.update_quantization_recipe(group.pattern, "*", algorithm_key=no_quantize)
         else:
             q.update_quantization_recipe(".*", group.pattern, algorithm_key=no_quantize)

@@ -108,3 +108,25 @@ def _litert_version() -> str:
         return f"ai-edge-litert {version('ai-edge-litert')} (XNNPACK)"
     except PackageNotFoundError:
         return "ai-edge-litert (XNNPACK)"
+
+
+def interleaved_tflite(paths: dict, *, threads: int = 2, rounds: int = 30, warmup: int = 3,
+                       baseline: str | None = None) -> dict:
+    """Latency of several .tflite files measured side by side: every round runs each once, so a
+    change in machine load hits all alike. ``{name: summary}`` plus, with ``baseline``,
+    ``speedup`` = median over rounds of baseline ms / model ms (the robust ratio on a noisy host)."""
+    from .tflite import TFLiteRunner
+
+    runners = {name: TFLiteRunner(Path(p), threads=threads) for name, p in paths.items()}
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.run_once()
+    times: dict = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            times[name].append(_time_ms(runner.run_once))
+    out = {name: {**summarize(t), "threads": threads, "rounds": rounds} for name, t in times.items()}
+    if baseline in times:
+        out["speedup"] = {name: round(statistics.median(b / m for b, m in zip(times[baseline], t)), 3)
+                          for name, t in times.items() if name != baseline}
+    return out

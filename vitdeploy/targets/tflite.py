@@ -354,12 +354,14 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
                                 eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre), progress=say,
                                 input_range=input_range, calib_source=source)
     torch_model, steps, work = finetune
-    to_quantize, finetune_report = float_model, None
+    to_quantize, finetune_report, equivalents, smoothing = float_model, None, {}, None
     if steps:
         to_quantize, finetune_report = _finetuned_float(torch_model, steps, calib_pixels, heldout_pixels, input_spec,
                                                         pre, work, say)
+    elif torch_model is not None:
+        equivalents, smoothing = _smoothed_float(torch_model, calib_pixels, input_spec, pre, work, say)
     model, report = q.quantize_int8(
-        to_quantize, reference_model=float_model if steps else None,
+        to_quantize, reference_model=float_model if steps else None, equivalents=equivalents,
         calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, pre),
         eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre),
         int8_io=int8_io, progress=say,
@@ -367,7 +369,26 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
     )
     if finetune_report is not None:
         report["finetune"] = finetune_report
+    if smoothing is not None:
+        report["smoothing"] = {**smoothing, "kept": report["calibration"]["graph"] == "smoothed"}
     return model, report
+
+
+def _smoothed_float(model, calib_pixels, input_spec: dict, pre: Preprocessing, work: Path,
+                    say: Callable[[str], None]) -> tuple[dict, dict | None]:
+    """The float model after LayerNorm -> Linear scale migration (same function, same graph), exported;
+    ({}, None) for models without such pairs (LeViT)."""
+    import copy
+
+    from ..passes.smooth import layernorm_linear_pairs, smooth_layernorm_linear
+
+    if not layernorm_linear_pairs(model):
+        return {}, None
+    smoothed = copy.deepcopy(model)
+    report = smooth_layernorm_linear(smoothed, pre.normalize(calib_pixels))
+    say(f"LayerNorm -> Linear scale migration on {report['pairs']} pairs (channel spread "
+        f"{report['channel_spread_before']} -> {report['channel_spread_after']})")
+    return {"smoothed": _export_float(smoothed, input_spec, pre, work / "smoothed.tflite")}, report
 
 
 def _finetuned_float(model, steps: int, calib_pixels, heldout_pixels, input_spec: dict, pre: Preprocessing,

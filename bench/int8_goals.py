@@ -1,0 +1,191 @@
+"""int8 goals on trained references: accuracy, worst-image cosine, speed, conversion time, techniques.
+
+    .venv/bin/python bench/int8_goals.py [--variants levit_128s mobilevit_xxs ...] [--coreml]
+                                         [--rounds 30] [--threads 2] [--limit-per-class N]
+
+For each trained reference (``bench/train_reference.py``; the committed ones under
+``vitdeploy/references/`` when the cache has none) this converts TFLite fp32 and w8a8 exactly as a
+user would (``vitdeploy convert CKPT --target tflite --quantize w8a8 --calib DIR``, DIR = 64
+training-region crops, every fourth held out for the search), then measures:
+
+* top-1 of the checkpoint, the fp32 .tflite and the w8a8 .tflite on the held-out crops of the
+  photo-regions task (disjoint image regions; ``vitdeploy eval``);
+* the worst-image logits cosine of w8a8 against the checkpoint on the built-in natural images
+  (``vitdeploy parity``: photographs the model never saw);
+* fp32 vs w8a8 latency, 2 threads, interleaved (every round runs both; the speed-up is the
+  median of per-round ratios);
+* conversion seconds and what the int8 search kept (graph, range statistic, float ops);
+* with ``--coreml``: Core ML w8a8 top-1 through the MIL interpreter.
+
+Writes ``bench/.cache/int8_goals.json`` and ``docs/int8-goals.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+CACHE = ROOT / "bench" / ".cache"
+OUT = CACHE / "int8_goals"
+DOC = ROOT / "docs" / "int8-goals.md"
+VARIANTS = ("levit_128s", "levit_128", "levit_192", "levit_256", "levit_384", "mobilevit_xxs", "mobilevit_xs",
+            "mobilevit_s")
+GOAL = {"top1_drop_pts": 1.0, "cosine_min": 0.99, "speedup": 2.0}
+
+
+def checkpoint_for(variant: str) -> Path | None:
+    for path in (CACHE / "train_reference" / f"{variant}_photos.safetensors",
+                 ROOT / "vitdeploy" / "references" / f"{variant}_photos.safetensors"):
+        if path.is_file():
+            return path
+    return None
+
+
+def interleaved_latency(paths: dict[str, Path], threads: int, rounds: int) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters = {}
+    for name, path in paths.items():
+        it = Interpreter(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.random.default_rng(0).uniform(0, 255, d["shape"]).astype(d["dtype"]))
+        for _ in range(3):
+            it.invoke()
+        interpreters[name] = it
+    times = {name: [] for name in interpreters}
+    for _ in range(rounds):
+        for name, it in interpreters.items():
+            started = time.perf_counter()
+            it.invoke()
+            times[name].append((time.perf_counter() - started) * 1000)
+    out = {"median_ms": {n: round(float(np.median(t)), 3) for n, t in times.items()}, "threads": threads,
+           "rounds": rounds}
+    if "fp32" in times and "w8a8" in times:
+        out["speedup"] = round(float(np.median(np.array(times["fp32"]) / np.array(times["w8a8"]))), 3)
+    return out
+
+
+def run_variant(variant: str, ckpt: Path, data: Path, args) -> dict:
+    from vitdeploy.convert import convert
+    from vitdeploy.parity import evaluate, run_parity
+
+    out = OUT / variant
+    out.mkdir(parents=True, exist_ok=True)
+    row: dict = {"variant": variant, "checkpoint": str(ckpt.relative_to(ROOT))}
+    fp32 = out / f"{variant}_fp32.tflite"
+    t = time.perf_counter()
+    convert(ckpt, "tflite", out=fp32, quantize="fp32")
+    row["convert_fp32_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    report = convert(ckpt, "tflite", out=out / f"{variant}_w8a8.tflite", quantize="w8a8", calib_dir=data / "calib",
+                     progress=lambda m: print(f"  {m}", flush=True))
+    row["convert_w8a8_s"] = round(time.perf_counter() - t, 1)
+    w8a8 = Path(report["path"])
+    q = report["quant_report"]
+    row.update(target_met=q["target_met"], search_cosine_min=q["cosine_min_after"], graph=q["calibration"]["graph"],
+               ranges=q["calibration"]["ranges"], by_route=q["calibration"]["by_route"],
+               float_ops=q["float_fallback_ops"], smoothing=q.get("smoothing"),
+               int16_ops=sum(q["int16_op_counts"].values()), alternatives=q.get("alternatives"))
+    models = [ckpt, fp32, w8a8]
+    if args.coreml:
+        ml = out / f"{variant}_fp16_w8a8.mlpackage"
+        t = time.perf_counter()
+        convert(ckpt, "coreml", out=ml, quantize="w8a8", calib_dir=data / "calib")
+        row["convert_coreml_w8a8_s"] = round(time.perf_counter() - t, 1)
+        models.append(ml)
+    res = evaluate(models, data / "heldout", threads=args.threads, batch_size=32,
+                   limit_per_class=args.limit_per_class)
+    top1 = {Path(m.model).name: m.top1 for m in res.models}
+    row["heldout_images"] = res.models[0].n
+    row["top1"] = {"checkpoint": top1[ckpt.name], "tflite_fp32": top1[fp32.name], "tflite_w8a8": top1[w8a8.name]}
+    if args.coreml:
+        row["top1"]["coreml_w8a8"] = top1[ml.name]
+    base = top1[ckpt.name]
+    row["drop_pts"] = {k: round(100 * (base - v), 2) for k, v in row["top1"].items() if k != "checkpoint"}
+    parity = run_parity(w8a8, ckpt, n_images=args.parity_images)
+    row["natural_cosine_min"] = parity.natural.get("cosine_min")
+    row["natural_top1_agreement"] = parity.natural.get("top1")
+    row["latency"] = interleaved_latency({"fp32": fp32, "w8a8": w8a8}, args.threads, args.rounds)
+    row["goals"] = {"top1": row["drop_pts"]["tflite_w8a8"] <= GOAL["top1_drop_pts"],
+                    "cosine": (row["natural_cosine_min"] or 0) >= GOAL["cosine_min"],
+                    "speed": row["latency"].get("speedup", 0) >= GOAL["speedup"]}
+    print(json.dumps({k: row[k] for k in ("variant", "top1", "drop_pts", "natural_cosine_min", "latency", "goals")}),
+          flush=True)
+    return row
+
+
+def write_doc(results: dict) -> None:
+    rows = [results["rows"][v] for v in VARIANTS if v in results["rows"]]
+    lines = [
+        "# int8 on trained references: the goals of issue 15, measured",
+        "",
+        f"Measured {results['measured']} on this host (2 cores, load {results['load']}) by "
+        "`.venv/bin/python bench/int8_goals.py --variants " + " ".join(r["variant"] for r in rows) + "`.",
+        "References: `bench/train_reference.py` (photo-regions task, `bench/photo_regions.py`: 22 classes, held-out "
+        "crops from image regions never trained on). Goal per variant: TFLite w8a8 (int8 activations) within "
+        f"{GOAL['top1_drop_pts']} top-1 point of the checkpoint, worst natural-image logits cosine >= "
+        f"{GOAL['cosine_min']}, >= {GOAL['speedup']}x faster than fp32 (2 threads, interleaved).",
+        "",
+        "| variant | float top-1 | w8a8 top-1 (drop) | Core ML w8a8 (drop) | worst cosine, natural | fp32 / w8a8 ms | "
+        "speed-up | convert s (fp32 / w8a8) | kept: graph, ranges, float ops | goals |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t, d, lat = r["top1"], r["drop_pts"], r["latency"]
+        coreml = (f"{100 * t['coreml_w8a8']:.1f} % ({d['coreml_w8a8']:+.1f})" if "coreml_w8a8" in t else "not run")
+        goals = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["goals"].items())
+        lines.append(
+            f"| {r['variant']} | {100 * t['checkpoint']:.1f} % | {100 * t['tflite_w8a8']:.1f} % "
+            f"({d['tflite_w8a8']:+.1f}) | {coreml} | {r['natural_cosine_min']:.4f} | "
+            f"{lat['median_ms']['fp32']:.1f} / {lat['median_ms']['w8a8']:.1f} | {lat.get('speedup', 0):.2f}x | "
+            f"{r['convert_fp32_s']:.0f} / {r['convert_w8a8_s']:.0f} | {r['graph']}, {r['ranges']}, "
+            f"{', '.join(r['float_ops']) or 'none'} | {goals} |")
+    lines += ["", "Drops are in top-1 points against the PyTorch checkpoint on "
+              f"{rows[0]['heldout_images'] if rows else 0} held-out crops (positive: int8 is worse). "
+              "`graph`: `smoothed` when LayerNorm -> Linear scale migration won; `ranges`: the activation-range "
+              "statistic the search kept (`mse`: per-tensor MSE-optimal clipping).", ""]
+    DOC.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--coreml", action="store_true")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parity-images", type=int, default=32)
+    parser.add_argument("--limit-per-class", type=int, default=None)
+    args = parser.parse_args()
+
+    from photo_regions import build
+
+    data = CACHE / "photo_regions"
+    build(data)
+    path = CACHE / "int8_goals.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    for variant in args.variants:
+        ckpt = checkpoint_for(variant)
+        if ckpt is None:
+            print(f"{variant}: no trained reference (bench/train_reference.py --variants {variant})", flush=True)
+            continue
+        print(f"== {variant} ({ckpt})", flush=True)
+        results["rows"][variant] = run_variant(variant, ckpt, data, args)
+        results["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results["load"] = round(__import__("os").getloadavg()[0], 2)
+        path.write_text(json.dumps(results, indent=1, default=str))
+        write_doc(results)
+    print(f"results: {path}\n{DOC}")
+
+
+if __name__ == "__main__":
+    main()
