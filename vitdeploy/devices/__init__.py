@@ -131,12 +131,14 @@ def format_devices(listing: dict) -> str:
 
 def profile_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 5, threads=(1, 4),
                       compute_units=None, input_array=None, timeout_s: float = 600, harness_apks=(),
-                      team: str | None = None, adb: str = "adb", server_socket: str | None = None) -> dict:
+                      team: str | None = None, adb: str = "adb", server_socket: str | None = None,
+                      bundle_id: str | None = None) -> dict:
     """`vitdeploy profile --device NAME|SERIAL|UDID`: resolve the device, then run its harness.
 
     compute_units defaults to every unit the platform has (Android: xnnpack, gpu,
     nnapi; iOS: all four Core ML units). `host` is not a phone: the caller runs
-    the host runtime itself.
+    the host runtime itself. `team` / `bundle_id`: iOS signing (default $VITDEPLOY_IOS_TEAM,
+    $VITDEPLOY_IOS_BUNDLE_ID).
     """
     connected = None
     if lookup(device) is None:
@@ -151,7 +153,8 @@ def profile_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 
     if resolved.platform == "ios":
         return profile_ios(model_path, udid=resolved.serial, device=by_name, runs=runs, warmup=warmup,
                            compute_units=compute_units or ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"),
-                           input_array=input_array, timeout_s=max(timeout_s, 1800), team=team)
+                           input_array=input_array, timeout_s=max(timeout_s, 1800), team=team,
+                           bundle_id=bundle_id)
     raise VitdeployError("--device host is this computer, not a phone: profile it with the host runtime")
 
 
