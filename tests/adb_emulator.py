@@ -230,7 +230,7 @@ class AdbEmulator:
         device.transport_id = len(self.devices) + 1
         device.root.mkdir(parents=True, exist_ok=True)
         # What the system image and vold create before anyone logs in.
-        for path in [*device.owners, f"/sdcard/Android/data"]:
+        for path in [*device.owners, "/sdcard/Android/data"]:
             device.host_path(path).mkdir(parents=True, exist_ok=True)
         self.devices[device.serial] = device
         return device
@@ -722,10 +722,6 @@ class _Dropped(Exception):
 EXTERNAL_FILES = f"/sdcard/Android/data/{HARNESS_PACKAGE}/files"
 
 
-def default_output_dir() -> str:
-    return f"{EXTERNAL_FILES}/vitdeploy"
-
-
 def run_harness(dev: EmulatedDevice, request_path: str) -> str | None:
     """What HarnessBenchmark.kt does, as the app's uid, with the host LiteRT runtime.
 
@@ -750,7 +746,7 @@ def run_harness(dev: EmulatedDevice, request_path: str) -> str | None:
     except ProtocolError as e:
         return f"java.lang.IllegalStateException: {e}"
     # getExternalFilesDir(null): the system creates the app's external files dir for it.
-    dev.host_path(f"{EXTERNAL_FILES}").mkdir(parents=True, exist_ok=True)
+    dev.host_path(EXTERNAL_FILES).mkdir(parents=True, exist_ok=True)
     in_dev = posixpath.dirname(dev.norm(request_path))
     out_dev = request.output_dir or in_dev  # HarnessBenchmark writes next to the request without output_dir
     try:
