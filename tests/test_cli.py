@@ -155,12 +155,17 @@ def test_demo_runs_end_to_end(tmp_path, mobilevit_cvnets):
     assert model["latency"]["tflite fp32"]["median_ms"] > 0
 
 
-def test_demo_defaults_write_seeded_checkpoints(tmp_path):
+def test_demo_defaults_are_the_trained_references(tmp_path):
+    from vitdeploy import references
     from vitdeploy.demo import run_demo
 
     summary = run_demo([], tmp_path, echo=None, convert=False)
-    assert [m["variant"] for m in summary["models"]] == ["mobilevit_xs", "levit_128s"]
+    assert summary["references"] is True
+    assert [m["variant"] for m in summary["models"]] == ["mobilevit_xxs", "levit_128s"]
+    assert [m["checkpoint"] for m in summary["models"]] == [str(references.checkpoint(v))
+                                                           for v in ("mobilevit_xxs", "levit_128s")]
     assert all(m["bn_folding"]["batchnorm_after"] == 0 for m in summary["models"])
+    assert all(len(set(m["top1_classes"])) > 3 for m in summary["models"])  # trained: tells images apart
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="on macOS coremltools' native-runtime messages are real")

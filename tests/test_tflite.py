@@ -369,7 +369,7 @@ def test_int8_float_fallback_keeps_chosen_ops_float_and_helps(artifacts, mobilev
     assert {"LOGISTIC", "SOFTMAX", "SiLU", "LayerNorm"} <= set(groups)  # SiLU/attention/LN pieces are candidates
     model, report = quantize_int8(float_model, calib_inputs=calib, eval_inputs=heldout, min_cosine=0.9999,
                                   min_gain=0.0, max_rounds=1, keep_undelegated_float=False,
-                                  measure_alternatives=False)
+                                  measure_alternatives=False, per_tensor_fallback=False)
     assert report["cosine_min_before"] < 0.9999
     chosen = report["float_fallback_ops"]
     assert len(chosen) == 1 and report["search"][1]["best"] == chosen[0]

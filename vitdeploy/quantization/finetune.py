@@ -31,19 +31,39 @@ import numpy as np
 DEFAULT_LR = 1e-4
 DEFAULT_BATCH = 8
 _RANGE_MOMENTUM = 0.9
+RANGE_LR = 1e-2  # Adam on the log-factors of learned ranges
 
 
 @dataclass
 class _ActivationQuant:
-    """Per-tensor asymmetric int8 fake quantization with moving-average min/max ranges."""
+    """Per-tensor asymmetric int8 fake quantization: moving-average min/max ranges while observing;
+    after :meth:`learn`, each end is the observed one times a learned factor ``exp(t)`` (LSQ-style
+    range learning: the gradient of the rounding error and of clipping reaches the range)."""
 
     lo: object = None
     hi: object = None
     observe: bool = True
+    log_lo: object = None  # learned log-factors (torch parameters) once learning
+    log_hi: object = None
 
-    def __call__(self, x):
+    def learn(self):
+        """Start learning this tensor's range (from the observed one); returns the two parameters."""
         import torch
 
+        self.observe = False
+        self.log_lo = torch.nn.Parameter(torch.zeros(()))
+        self.log_hi = torch.nn.Parameter(torch.zeros(()))
+        return [self.log_lo, self.log_hi]
+
+    def bounds(self):
+        import torch
+
+        lo, hi = torch.clamp(self.lo, max=0.0), torch.clamp(self.hi, min=0.0)
+        if self.log_lo is not None:
+            lo, hi = lo * torch.exp(self.log_lo), hi * torch.exp(self.log_hi)
+        return lo, hi
+
+    def __call__(self, x):
         if self.observe:
             lo, hi = x.detach().amin(), x.detach().amax()
             if self.lo is None:
@@ -51,21 +71,32 @@ class _ActivationQuant:
             else:
                 self.lo = _RANGE_MOMENTUM * self.lo + (1 - _RANGE_MOMENTUM) * lo
                 self.hi = _RANGE_MOMENTUM * self.hi + (1 - _RANGE_MOMENTUM) * hi
-        return fake_quant_tensor(x, torch.clamp(self.lo, max=0.0), torch.clamp(self.hi, min=0.0))
+        lo, hi = self.bounds()
+        return fake_quant_tensor(x, lo, hi, learn=self.log_lo is not None)
 
 
-def fake_quant_tensor(x, lo, hi):
+def fake_quant_tensor(x, lo, hi, learn: bool = False):
     """``x`` rounded to the 256-level grid spanning [lo, hi] (zero exactly representable), clipped.
 
-    Straight-through gradient inside the range, zero outside it.
+    Straight-through gradient for ``x`` inside the range, zero outside it. ``learn``: the range
+    gets gradients too (LSQ, Esser et al. 2020): rounding passes straight through, so the step size
+    sees the rounding error, and clipped values pull their end of the range.
     """
     import torch
 
     scale = torch.clamp((hi - lo) / 255.0, min=1e-12)
+    if learn:
+        zero_point = _round_ste(-lo / scale)
+        q = _round_ste(torch.clamp(x / scale + zero_point, 0, 255))
+        return (q - zero_point) * scale
     zero_point = torch.round(-lo / scale)
     clipped = torch.clamp(x, lo, hi)
     q = (torch.clamp(torch.round(clipped / scale) + zero_point, 0, 255) - zero_point) * scale
     return clipped + (q - clipped).detach()
+
+
+def _round_ste(t):
+    return t + (t.round() - t).detach()
 
 
 def fake_quant_weight(w):
@@ -131,12 +162,13 @@ class Int8Simulation:
 
 def finetune_for_int8(model, images: np.ndarray, *, steps: int, eval_images: np.ndarray | None = None,
                       lr: float = DEFAULT_LR, batch: int = DEFAULT_BATCH, seed: int = 0, threads: int = 2,
-                      progress: Callable[[str], None] | None = None) -> tuple[object, dict]:
+                      learn_ranges: bool = False, progress: Callable[[str], None] | None = None) -> tuple[object, dict]:
     """A copy of ``model`` fine-tuned for ``steps`` Adam steps to match ``model``'s logits under simulated int8.
 
     ``images``: training batch in the model's input convention (NCHW float); ``eval_images``
     (never trained on) measure the simulated int8's logits cosine before and after. Returns the
-    float model (``model`` is untouched) and a JSON-able report.
+    float model (``model`` is untouched) and a JSON-able report. ``learn_ranges``: after the first
+    observation, learn each activation range (LSQ-style) instead of tracking batch min/max.
     """
     import torch
 
@@ -145,12 +177,13 @@ def finetune_for_int8(model, images: np.ndarray, *, steps: int, eval_images: np.
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _finetune(model, images, steps, eval_images, lr, batch, seed, progress or (lambda _msg: None))
+        return _finetune(model, images, steps, eval_images, lr, batch, seed, progress or (lambda _msg: None),
+                         learn_ranges)
     finally:
         torch.set_num_threads(previous_threads)  # a library call must not change the caller's torch
 
 
-def _finetune(model, images, steps, eval_images, lr, batch, seed, say) -> tuple[object, dict]:
+def _finetune(model, images, steps, eval_images, lr, batch, seed, say, learn_ranges=False) -> tuple[object, dict]:
     import torch
 
     teacher = copy.deepcopy(model).eval()
@@ -163,7 +196,11 @@ def _finetune(model, images, steps, eval_images, lr, batch, seed, say) -> tuple[
         student(train_x[: max(batch, 32)])  # initial ranges from plain images
     report = {"steps": int(steps), "lr": lr, "batch": batch, "images": int(len(train_x)),
               "sim_before": _sim_agreement(sim, student, teacher, eval_x)}
-    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    groups = [{"params": list(student.parameters()), "lr": lr}]
+    if learn_ranges:  # log-factors on each range end: Adam's steps are then relative (1 % at lr 1e-2)
+        groups.append({"params": [p for q in sim.ranges for p in q.learn()], "lr": RANGE_LR})
+    report["learn_ranges"] = learn_ranges
+    optimizer = torch.optim.Adam(groups)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     started = time.perf_counter()
@@ -171,7 +208,7 @@ def _finetune(model, images, steps, eval_images, lr, batch, seed, say) -> tuple[
         x = augment(train_x[torch.randint(0, len(train_x), (batch,), generator=generator)], generator)
         with torch.no_grad():
             target = teacher(x)
-        sim.observe(True)
+        sim.observe(not learn_ranges)
         loss = torch.nn.functional.mse_loss(student(x), target) / target.var().clamp_min(1e-12)
         optimizer.zero_grad()
         loss.backward()
@@ -180,6 +217,10 @@ def _finetune(model, images, steps, eval_images, lr, batch, seed, say) -> tuple[
         if (step + 1) % 10 == 0 or step + 1 == steps:
             say(f"int8 fine-tuning step {step + 1}/{steps}: loss {np.mean(losses[-10:]):.4f}")
     report["sim_after"] = _sim_agreement(sim, student, teacher, eval_x)
+    if learn_ranges:
+        factors = np.exp([float(p.detach()) for q in sim.ranges for p in (q.log_lo, q.log_hi)])
+        report["range_factors"] = {"min": round(float(factors.min()), 3), "median": round(float(np.median(factors)), 3),
+                                   "max": round(float(factors.max()), 3)}
     report["loss_first10"] = round(float(np.mean(losses[:10])), 5)
     report["loss_last10"] = round(float(np.mean(losses[-10:])), 5)
     report["seconds"] = round(time.perf_counter() - started, 1)
