@@ -41,18 +41,130 @@ from . import __version__
 from .errors import CheckFailed, VitdeployError
 
 
-class _Group(click.Group):
-    """Turns vitdeploy's errors into one line on stderr and the documented exit code."""
+# Exceptions that mean "this input file is malformed" whatever reader raised them, matched by
+# qualified class name anywhere in the exception's MRO so the CLI need not import torch, PIL, yaml, ...
+_INPUT_ERROR_TYPES = {
+    "builtins.EOFError": "truncated file",
+    "builtins.UnicodeDecodeError": "not UTF-8 text",
+    "builtins.MemoryError": "declares sizes too large to load",
+    "zipfile.BadZipFile": "corrupt zip archive",
+    "_pickle.UnpicklingError": "corrupt pickle data",
+    "struct.error": "corrupt binary data",
+    "json.decoder.JSONDecodeError": "not valid JSON",
+    "yaml.error.YAMLError": "not valid YAML",
+    "PIL.UnidentifiedImageError": "not a readable image",
+    "PIL.Image.DecompressionBombError": "image too large",
+    "google.protobuf.message.DecodeError": "corrupt protobuf",
+    "safetensors_rust.SafetensorError": "not a valid safetensors file",
+}
+_DEBUG_ENV = "VITDEPLOY_DEBUG"  # set to 1 to get the traceback of an internal error (for a bug report)
+INTERNAL_ERROR_EXIT = 3
+
+
+def _input_error_kind(e: BaseException) -> str | None:
+    for cls in type(e).__mro__:
+        kind = _INPUT_ERROR_TYPES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if kind:
+            return kind
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+def _path_params(ctx: click.Context) -> list[str]:
+    """The command's file arguments as given (the candidates for "which file was bad")."""
+    out: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param.type, click.Path):
+            continue
+        value = ctx.params.get(param.name)
+        for v in value if isinstance(value, (tuple, list)) else [value]:
+            if v is not None:
+                out.append(str(v))
+    return out
+
+
+def _file_in_traceback(e: BaseException, candidates: list[str]) -> str | None:
+    """The command argument nearest to where ``e`` was raised: the innermost frame holding one of
+    ``candidates`` (or a path inside one) in a local variable -- readers keep the path they read in a local."""
+    import traceback
+    from pathlib import PurePath
+
+    frames = [f for f, _ in traceback.walk_tb(e.__traceback__)]
+    for frame in reversed(frames):
+        for value in list(frame.f_locals.values()):
+            if not isinstance(value, (str, PurePath)):
+                continue
+            text = str(value)
+            if any(text == c or text.startswith(c.rstrip("/") + "/") for c in candidates):
+                return text
+    return None
+
+
+def unexpected_error_line(e: BaseException, ctx: click.Context | None) -> tuple[str, int]:
+    """(one line for stderr, exit code) for an exception no vitdeploy code turned into a VitdeployError.
+
+    Input errors (an OSError, or a parser's own exception type) exit 2 naming the file; anything else is a
+    bug in vitdeploy: one line and exit 3, never a traceback (VITDEPLOY_DEBUG=1 shows it)."""
+    candidates = _path_params(ctx) if ctx is not None else []
+    if isinstance(e, OSError) and (e.filename or e.strerror):
+        where = e.filename or _file_in_traceback(e, candidates) or (candidates[0] if candidates else "input")
+        return f"error: {where}: {e.strerror or _first_line(e)}", 2
+    where = _file_in_traceback(e, candidates)
+    kind = _input_error_kind(e)
+    if kind:
+        where = where or (candidates[0] if candidates else "input")
+        return f"error: {where}: {kind} ({type(e).__name__}: {_first_line(e)})", 2
+    about = f" while reading {where}" if where else ""
+    return (f"internal error{about}: {type(e).__name__}: {_first_line(e)} (a bug in vitdeploy; "
+            f"{_DEBUG_ENV}=1 shows the traceback)", INTERNAL_ERROR_EXIT)
+
+
+def _exit_for(e: BaseException, ctx: click.Context) -> None:
+    """The one place that turns an exception into the exit-code contract (0 ok, 1 check failed, 2 bad input)."""
+    if isinstance(e, VitdeployError):
+        click.echo(f"error: {' '.join(str(e).split(chr(10)))}", err=True)
+        ctx.exit(e.exit_code)
+    if isinstance(e, CheckFailed):
+        click.echo(f"check failed: {e}", err=True)
+        ctx.exit(e.exit_code)
+    if isinstance(e, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        ctx.exit(130)
+    if os.environ.get(_DEBUG_ENV):
+        raise e
+    line, code = unexpected_error_line(e, ctx)
+    click.echo(line, err=True)
+    ctx.exit(code)
+
+
+class _Command(click.Command):
+    """Every subcommand: errors become one line while the command's own arguments are still known."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (VitdeployError, CheckFailed) as e:
-            click.echo(f"error: {e}" if isinstance(e, VitdeployError) else f"check failed: {e}", err=True)
-            ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own usage errors and exits already follow the contract
+        except (Exception, KeyboardInterrupt) as e:
+            _exit_for(e, ctx)
+
+
+class _Group(click.Group):
+    """Turns vitdeploy's errors into one line on stderr and the documented exit code."""
+
+    command_class = _Command  # @main.command() makes _Commands: no command can leak a traceback
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (Exception, KeyboardInterrupt) as e:
+            _exit_for(e, ctx)
 
 
 def _echo_json(obj) -> None:

@@ -108,7 +108,14 @@ def load_image_rgb(path: str | Path, pre: Preprocessing) -> np.ndarray:
             im = im.crop((left, top, left + pre.crop, top + pre.crop))
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
-        raise VitdeployError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
+        raise VitdeployError(f"{path}: not a readable image ({e.__class__.__name__}: {_first_line(e)})") from None
+    except Exception as e:  # PIL's decoders raise SyntaxError, ValueError, DecompressionBombError ... on bad bytes
+        raise VitdeployError(f"{path}: not a readable image ({e.__class__.__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 def load_images(paths: Sequence[str | Path], pre: Preprocessing) -> np.ndarray:

@@ -131,7 +131,7 @@ def read_inputs(paths: list[str | Path], runner: Runner) -> np.ndarray:
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.is_file():
-            raise VitdeployError(f"{p}: no such file")
+            raise VitdeployError(f"{p}: {_not_a_file(p)}")
     npys = [p for p in paths if p.suffix.lower() == ".npy"]
     if npys:
         if len(paths) != 1:
@@ -140,11 +140,26 @@ def read_inputs(paths: list[str | Path], runner: Runner) -> np.ndarray:
     return load_images(paths, runner.preprocessing)
 
 
+def _not_a_file(p: Path) -> str:
+    """Why ``p`` cannot be read as an input file, in the words a user needs."""
+    if p.is_dir():
+        return "a directory, not a file"
+    if p.is_symlink() and not p.exists():
+        return "dangling symlink or symlink loop"
+    return "not a regular file" if p.exists() else "no such file"
+
+
 def _read_npy(path: Path, input_size: tuple[int, int, int]) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise VitdeployError(f"{path}: not a readable .npy array ({e})") from None
+        raise VitdeployError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
+    except MemoryError:
+        raise VitdeployError(f"{path}: the .npy header declares an array too large to load") from None
+    except Exception as e:  # untrusted header: any parse failure is a fault of the file
+        raise VitdeployError(f"{path}: not a readable .npy array ({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(x, np.ndarray):  # np.load returns an NpzFile for a .npz renamed .npy
+        raise VitdeployError(f"{path}: not a .npy array (an .npz archive?)")
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_size):
@@ -152,4 +167,13 @@ def _read_npy(path: Path, input_size: tuple[int, int, int]) -> np.ndarray:
                              f"got {tuple(x.shape)}")
     if not np.issubdtype(x.dtype, np.floating):
         raise VitdeployError(f"{path}: expected float32 values (already preprocessed), got {x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)  # float64 beyond float32's range becomes inf here
+    bad = int((~np.isfinite(x).reshape(len(x), -1).all(1)).sum())
+    if bad:
+        raise VitdeployError(f"{path}: values not finite (NaN or inf) in {bad} of {len(x)} inputs")
+    return x
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:200]

@@ -172,7 +172,18 @@ def _load_strict(model, sd: dict, path: Path, variant: str, layout: str) -> None
             raise CheckpointError(f"{path}: '{k}' has shape {tuple(sd[k].shape)}, {variant} needs {tuple(v.shape)}")
         if not sd[k].dtype.is_floating_point and v.dtype.is_floating_point:
             raise CheckpointError(f"{path}: '{k}' holds {sd[k].dtype} values, expected floating point")
+    _require_finite(sd, path)
     model.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in sd.items()}, strict=True)
+
+
+def _require_finite(sd: dict, path: Path) -> None:
+    """NaN/inf weights are corruption (or a diverged run): every output would be NaN, so say it at load."""
+    import torch
+
+    bad = [k for k, v in sd.items() if v.dtype.is_floating_point and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: weights not finite (NaN or inf) in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
 
 
 def _hf_labels(raw: RawCheckpoint, num_classes: int) -> list[str] | None:

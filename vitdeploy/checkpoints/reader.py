@@ -44,16 +44,28 @@ def read_checkpoint(path: str | Path, prefer_ema: bool = False) -> RawCheckpoint
     """Read ``.pth/.pt/.bin/.ckpt/.safetensors`` files or an HF model directory."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
+        loop = path.is_symlink()  # exists() is False for a dangling link or a symlink loop, too
+        raise CheckpointError(f"{path}: {'dangling symlink or symlink loop' if loop else 'no such file or directory'}")
     hf_config = None
     weights = path
     if path.is_dir():
         weights, hf_config = _hf_directory_files(path)
-    if weights.stat().st_size == 0:
-        raise CheckpointError(f"{weights}: empty file")
+    _require_regular_file(weights)
     obj = _read_safetensors(weights) if weights.suffix == ".safetensors" else _read_pickle(weights)
     sd, wrapper, others = _unwrap(obj, weights, prefer_ema)
     return RawCheckpoint(_strip_prefixes(sd), path, weights, wrapper, others, hf_config)
+
+
+def _require_regular_file(path: Path) -> None:
+    """A directory, FIFO or device where a weights file is expected would hang or crash a reader later."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: dangling symlink or symlink loop")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a directory where a weights file was expected")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file")
 
 
 def _hf_directory_files(directory: Path) -> tuple[Path, dict | None]:
@@ -83,6 +95,8 @@ def _read_safetensors(path: Path) -> dict:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(e)})") from None
+    except Exception as e:  # untrusted bytes: whatever the parser trips on is a fault of the file
+        raise CheckpointError(f"{path}: not a valid safetensors file ({type(e).__name__}: {_first_line(e)})") from None
 
 
 def _read_pickle(path: Path) -> object:
@@ -93,6 +107,8 @@ def _read_pickle(path: Path) -> object:
 
     import torch
 
+    if zipfile.is_zipfile(path):
+        verify_zip(path)
     try:
         # argparse.Namespace holds the training args in facebookresearch/LeViT checkpoints; it is inert data.
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
@@ -107,6 +123,39 @@ def _read_pickle(path: Path) -> object:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(e)})") from None
+    except Exception as e:  # the weights-only unpickler trips on garbage with KeyError, IndexError, ...
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+
+
+# No LeViT/MobileViT checkpoint comes near this; a bigger declared entry is a lie or a zip bomb.
+_MAX_ZIP_ENTRY_BYTES = 4 << 30
+
+
+def verify_zip(path: Path) -> None:
+    """Check every entry of a zip checkpoint against its CRC-32 and declared sizes.
+
+    torch's zip reader checks neither, so flipped bits in tensor data would load silently as wrong weights."""
+    import zipfile
+
+    entry = "?"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                entry = info.filename
+                if info.file_size > _MAX_ZIP_ENTRY_BYTES:
+                    raise CheckpointError(f"{path}: corrupt checkpoint: zip entry {entry} declares "
+                                          f"{info.file_size:,} bytes")
+                if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+                    raise CheckpointError(f"{path}: corrupt checkpoint: zip entry {entry} declares "
+                                          f"{info.file_size:,} bytes but stores {info.compress_size:,}")
+                with zf.open(info) as f:  # reading to the end checks the CRC-32
+                    while f.read(1 << 20):
+                        pass
+    except CheckpointError:
+        raise
+    except Exception as e:  # BadZipFile (bad CRC, lying headers), EOFError, zlib.error, OSError, ...
+        raise CheckpointError(f"{path}: corrupt checkpoint: zip entry {entry}: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:
