@@ -272,9 +272,12 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     return list(best), q_model, q_score, record
 
 
-# How many of the worst-represented ops the per-tensor stage tries in float, fewest first: every
-# float island costs a QUANTIZE/DEQUANTIZE pair, so the smallest set meeting the target wins.
-PER_TENSOR_STEPS = (1, 2, 4, 8, 16, 32)
+# How many of the worst-represented tensors the per-tensor stage keeps float, fewest first: every
+# float island costs QUANTIZE/DEQUANTIZE pairs, so the smallest set meeting the target wins.
+PER_TENSOR_STEPS = (1, 2, 4, 8, 16)
+# At most this share of the model's compute ops may go float this way: past it the "w8a8" model
+# would be a float model with int8 decoration (a 2-op test net: none; MobileViT-XXS: ~40 ops).
+PER_TENSOR_MAX_SHARE = 0.2
 
 
 def tensor_sqnr(values: dict[str, np.ndarray], qsvs: dict) -> dict[str, float]:
@@ -292,44 +295,78 @@ def tensor_sqnr(values: dict[str, np.ndarray], qsvs: dict) -> dict[str, float]:
     return out
 
 
+def _op_scope_pattern(output_name: str) -> str:
+    """Regex for exactly the op whose first output is ``output_name`` (the quantizer matches op scopes
+    "out0;out1;...;"; names carry ";N" suffixes, so "X;" must not match "X;1;")."""
+    return "^" + re.escape(output_name) + r";(?!\d)"
+
+
+def _tensor_ops(model: bytes) -> tuple[dict[str, str], dict[str, list[tuple[str, str]]]]:
+    """(output tensor name -> producing op type, tensor name -> [(consumer op type, its output name)])."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(model))
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    producers, consumers = {}, {}
+    for op in interpreter._get_ops_details():
+        if not len(op["outputs"]):
+            continue
+        out = names.get(int(op["outputs"][0]), "")
+        producers[out] = op["op_name"]
+        for i in op["inputs"]:
+            if int(i) >= 0:
+                consumers.setdefault(names.get(int(i), ""), []).append((op["op_name"], out))
+    return producers, consumers
+
+
 def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: np.ndarray, groups: dict,
                                  chosen: list[str], model: bytes, score: dict, attempt: Callable, min_cosine: float,
                                  min_gain: float, threads: int, say: Callable[[str], None]
                                  ) -> tuple[bytes, dict, list[str], dict]:
-    """Keep float the ops whose output tensors int8 represents worst (lowest SQNR on calibration
-    images), 1, 2, 4... of them, and stop at the fewest that meet ``min_cosine``; if none does, keep
-    the best set when it gains ``min_gain``. Returns (model, score, chosen, record); ``groups``
-    gains a ``tensor`` group per op tried."""
+    """Keep float the tensors int8 represents worst (lowest SQNR on calibration images): each one's
+    producer and consumers go float, so the tensor is never quantized. 1, 2, 4... tensors, stopping
+    at the fewest that meet ``min_cosine``; if none does, the best set when it gains ``min_gain``.
+    Returns (model, score, chosen, record); ``groups`` gains one ``tensor`` group per op used."""
     from .ranges import collect_activations
 
-    producers = {name: op for op, name in _ops_with_output_names(float_model)
-                 if op not in _SKIP_IN_REPORT and op not in _LAYOUT_OPS}
-    values = collect_activations(float_model, calib_inputs[:16], [n for n in producers if n in qsvs], threads)
+    producers, consumers = _tensor_ops(float_model)
+    compute = [n for n, op in producers.items() if op not in _SKIP_IN_REPORT and op not in _LAYOUT_OPS]
+    budget = int(PER_TENSOR_MAX_SHARE * len(compute))
+    record = {"budget_ops": budget, "tried": {}, "kept": []}
+    if budget < 1:
+        return model, score, chosen, record
+    values = collect_activations(float_model, calib_inputs[:16], [n for n in compute if n in qsvs], threads)
     sqnr = tensor_sqnr(values, qsvs)
     ranked = sorted(sqnr, key=sqnr.get)
-    record = {"ranked": [{"tensor": n, "op": producers[n], "sqnr_db": round(sqnr[n], 1)} for n in ranked[:32]],
-              "tried": {}, "kept": []}
+    record["ranked"] = [{"tensor": n, "op": producers[n], "sqnr_db": round(sqnr[n], 1)} for n in ranked[:16]]
+
+    def ops_of(tensor: str) -> list[str]:
+        ops = [(producers[tensor], tensor)] + consumers.get(tensor, [])
+        names = []
+        for op_type, out in ops:
+            if op_type in _SKIP_IN_REPORT:
+                continue
+            name = f"{op_type}@{out.rsplit('/', 1)[-1][:80]}"  # op type @ its module, short
+            groups[name] = FallbackGroup(name, "tensor", _op_scope_pattern(out), ((op_type, 1),))
+            names.append(name)
+        return names
+
     best = None
     for k in PER_TENSOR_STEPS:
-        if k > len(ranked):
+        names = list(dict.fromkeys(n for tensor in ranked[:k] for n in ops_of(tensor)))
+        if k > len(ranked) or len(names) > budget:
             break
-        names = []
-        for tensor in ranked[:k]:
-            name = f"{producers[tensor]}@{tensor.rsplit('/', 1)[-1][:80]}"  # op type @ its module, short
-            groups[name] = FallbackGroup(name, "tensor", "^" + re.escape(tensor) + ";$", ((producers[tensor], 1),))
-            names.append(name)
         q_model, q_score = attempt(chosen + names)
-        record["tried"][k] = _brief(q_score)
-        say(f"  worst {k} tensors in float: cosine {_describe(q_score)}")
-        if best is None or _criterion(q_score) > _criterion(best[1]):
+        record["tried"][k] = {**_brief(q_score), "float_ops": len(names)}
+        say(f"  worst {k} tensors in float ({len(names)} ops): cosine {_describe(q_score)}")
+        if best is None or _criterion(q_score) > _criterion(best[1]) or _criterion(q_score) >= min_cosine:
             best = (q_model, q_score, names)
         if _criterion(q_score) >= min_cosine:
-            best = (q_model, q_score, names)
             break
     if best is None or _criterion(best[1]) - _criterion(score) < min_gain:
         return model, score, chosen, record
-    record["kept"] = [groups[n].pattern for n in best[2]]
-    say(f"keeping the {len(best[2])} worst-represented ops in float: cosine {_describe(best[1])}")
+    record["kept"] = best[2]
+    say(f"keeping {len(best[2])} ops around the worst-represented tensors in float: cosine {_describe(best[1])}")
     return best[0], best[1], chosen + best[2], record
 
 
