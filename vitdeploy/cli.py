@@ -87,13 +87,14 @@ def _path_params(ctx: click.Context) -> list[str]:
     return out
 
 
-def _file_in_traceback(e: BaseException, candidates: list[str]) -> str | None:
+def _file_in_traceback(e: BaseException, candidates: list[str], skip=None) -> str | None:
     """The command argument nearest to where ``e`` was raised: the innermost frame holding one of
-    ``candidates`` (or a path inside one) in a local variable -- readers keep the path they read in a local."""
+    ``candidates`` (or a path inside one) in a local variable -- readers keep the path they read in a local.
+    Frames of the ``skip`` code object (the command body, which holds every argument) do not count."""
     import traceback
     from pathlib import PurePath
 
-    frames = [f for f, _ in traceback.walk_tb(e.__traceback__)]
+    frames = [f for f, _ in traceback.walk_tb(e.__traceback__) if f.f_code is not skip]
     for frame in reversed(frames):
         for value in list(frame.f_locals.values()):
             if not isinstance(value, (str, PurePath)):
@@ -123,10 +124,21 @@ def unexpected_error_line(e: BaseException, ctx: click.Context | None) -> tuple[
             f"{_DEBUG_ENV}=1 shows the traceback)", INTERNAL_ERROR_EXIT)
 
 
+def _naming_the_file(message: str, e: BaseException, ctx: click.Context) -> str:
+    """``message``, prefixed with the file being read when a reader deep down did not name it
+    (e.g. "unknown variant 'None'" from a recipe's ``variant:``): every input error names its file."""
+    candidates = _path_params(ctx)
+    if not candidates or any(c in message or os.path.basename(c.rstrip("/")) in message for c in candidates):
+        return message
+    callback = getattr(ctx.command.callback, "__code__", None)
+    where = _file_in_traceback(e, candidates, skip=callback)
+    return f"{where}: {message}" if where and where not in message else message
+
+
 def _exit_for(e: BaseException, ctx: click.Context) -> None:
     """The one place that turns an exception into the exit-code contract (0 ok, 1 check failed, 2 bad input)."""
     if isinstance(e, VitdeployError):
-        click.echo(f"error: {' '.join(str(e).split(chr(10)))}", err=True)
+        click.echo(f"error: {_naming_the_file(' '.join(str(e).split(chr(10))), e, ctx)}", err=True)
         ctx.exit(e.exit_code)
     if isinstance(e, CheckFailed):
         click.echo(f"check failed: {e}", err=True)

@@ -42,8 +42,8 @@ def read_image_folder(data_dir: str | Path, limit_per_class: int | None = None) 
     if not classes:
         raise VitdeployError(f"{root}: no class subfolders (ImageFolder layout: {root}/<class>/<image>)")
     labels_file = root / "labels.txt"
-    if labels_file.is_file():
-        lines = [line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines()]
+    if labels_file.exists() or labels_file.is_symlink():
+        lines = [line.strip() for line in _read_labels(labels_file)]
         lookup = {}
         for i, line in enumerate(lines):
             if line and line not in lookup:
@@ -66,6 +66,18 @@ def read_image_folder(data_dir: str | Path, limit_per_class: int | None = None) 
     if not files:
         raise VitdeployError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
     return Dataset(root, files, np.asarray(targets, dtype=np.int64), classes, index, labels_file)
+
+
+def _read_labels(path: Path) -> list[str]:
+    """Lines of a labels file, or one clear error: a directory, a symlink loop or binary data is not one."""
+    if not path.is_file():
+        raise VitdeployError(f"{path}: not a regular file (expected one label per line)")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise VitdeployError(f"{path}: not UTF-8 text (byte {e.start}); expected one label per line") from None
+    except OSError as e:
+        raise VitdeployError(f"{path}: cannot read it ({e.strerror})") from None
 
 
 @dataclass

@@ -54,9 +54,7 @@ class CoreMLRunner(Runner):
         self._interp = None
         self._mlmodel = None
         if self.runtime == "interpreter":
-            from .coreml_mil import MILInterpreter
-
-            self._interp = MILInterpreter.load(self.path)
+            self._interp = _load_interpreter(self.path)
         else:  # pragma: no cover - macOS only
             import coremltools as ct
 
@@ -108,7 +106,7 @@ def read_config(path: str | Path) -> dict:
     try:
         spec = ct.utils.load_spec(str(path))
     except Exception as e:  # noqa: BLE001 - a damaged package raises anything
-        raise VitdeployError(f"{path}: not a readable .mlpackage ({e.__class__.__name__}: {e})") from None
+        raise VitdeployError(f"{path}: not a readable .mlpackage ({e.__class__.__name__}: {_first_line(e)})") from None
     raw = spec.description.metadata.userDefined.get(METADATA_KEY)
     if not raw:
         raise VitdeployError(f"{path}: no vitdeploy metadata (not converted by vitdeploy); cannot tell its input "
@@ -117,6 +115,24 @@ def read_config(path: str | Path) -> dict:
         return json.loads(raw)
     except json.JSONDecodeError as e:
         raise VitdeployError(f"{path}: damaged vitdeploy metadata ({e})") from None
+
+
+def _load_interpreter(path: Path):
+    """The MIL interpreter for ``path``; a damaged program or weight file is the package's fault, said so."""
+    from .coreml_mil import MILInterpreter
+
+    try:
+        return MILInterpreter.load(path)
+    except VitdeployError:
+        raise
+    except Exception as e:  # noqa: BLE001 - protobuf, mmap of weight.bin, blob offsets: a damaged package raises anything
+        raise VitdeployError(f"{path}: not a readable .mlpackage ({e.__class__.__name__}: "
+                             f"{_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 def nchw_to_rgb_pixels(x: np.ndarray, pre: Preprocessing) -> np.ndarray:

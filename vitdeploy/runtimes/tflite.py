@@ -31,15 +31,21 @@ class TFLiteRunner:
         if model_content is None:
             path = Path(path)
             if not path.is_file():
-                raise VitdeployError(f"{path}: no such .tflite file")
+                raise VitdeployError(f"{path}: {'a directory, not' if path.is_dir() else 'no such'} .tflite file")
             model_content = path.read_bytes()
+            if not model_content:
+                raise VitdeployError(f"{path}: empty file")
         self.path = None if path is None else Path(path)
-        stored = read_tflite_metadata(model_content)
+        name = path or "model"
+        try:
+            stored = read_tflite_metadata(model_content)
+        except Exception as e:  # untrusted flatbuffer: any failure to parse it is a fault of the file
+            raise VitdeployError(f"{name}: not a readable .tflite model ({_first_line(e)})") from None
         try:
             self.interpreter = Interpreter(model_content=bytes(model_content), num_threads=int(threads))
             self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise VitdeployError(f"{path or 'model'}: LiteRT cannot load it ({str(e).strip().splitlines()[0]})") from None
+        except Exception as e:  # ValueError/RuntimeError from LiteRT's verifier and allocator, or anything else
+            raise VitdeployError(f"{name}: LiteRT cannot load it ({_first_line(e)})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise VitdeployError(f"{path or 'model'}: expected one input and one output, "
@@ -192,3 +198,10 @@ def delegation_census(model, *, threads: int = 1) -> dict:
     return {"ops": dict(Counter(op["op_name"] for op in nodes).most_common()),
             "not_delegated": dict(Counter(op["op_name"] for op in nodes if op["index"] not in delegated).most_common()),
             "partitions": sum(op["op_name"] == "DELEGATE" for op in ops)}
+
+
+def _first_line(e: BaseException) -> str:
+    # Strip a nested "error: " so the CLI's one line does not read "error: ... (error: ...)".
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    return (text[len("error: "):] if text.startswith("error: ") else text)[:200]
