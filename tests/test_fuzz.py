@@ -139,7 +139,9 @@ def test_zip_entries_that_lie_about_their_size(seeds, tmp_path):
     import zipfile
 
     infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
-    for index, info in enumerate(infos):
+    largest = max(range(len(infos)), key=lambda i: infos[i].file_size)
+    for index in sorted({0, 1, largest, len(infos) - 1}):  # the pickle, a 1-byte record, a tensor, the last
+        info = infos[index]
         for size in {0, 1, info.file_size + 1, 2**32 - 1} - {info.file_size}:  # every size but the true one
             path = tmp_path / f"lie{index}_{size}.pth"
             path.write_bytes(F.rewrite_zip_sizes(data, index, size))
