@@ -20,7 +20,9 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
         raise VitdeployError("--runs and --threads must be >= 1, --warmup >= 0")
     path = Path(model)
     if device == "host":
-        return _profile_host(path, runs=runs, warmup=warmup, threads=threads, variant=variant, progress=progress)
+        result = _profile_host(path, runs=runs, warmup=warmup, threads=threads, variant=variant, progress=progress)
+        _say_warnings(result, progress)
+        return result
     if path.suffix.lower() == ".tflite" and not harness_apks:
         from .devices import harness_build
 
@@ -58,8 +60,35 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
                               progress=progress)
         stats["load_ms"] = round(load_ms, 3)
         kind = "checkpoint"
+    if suffix != ".mlpackage":
+        stats.update(_output_check(path, variant, threads))
     return {"model": str(path), "kind": kind, "device": "host", "host": host_info(), "runs": runs, "warmup": warmup,
             **stats}
+
+
+def _output_check(path: Path, variant: str | None, threads: int) -> dict:
+    """Latency of a model whose outputs are NaN/inf measures nothing useful: run it once on a natural image
+    and report it ("outputs not finite on 1 of 1 inputs") next to the timing."""
+    from .runners import open_runner
+    from .sample_images import natural_images
+
+    runner = open_runner(path, variant=variant, threads=threads)
+    rgb = natural_images(1, runner.input_size[1], seed=42)
+    y = np.asarray(runner.predict_nchw(runner.preprocessing.normalize(rgb)))
+    finite = bool(np.isfinite(y).all())
+    out = {"outputs_finite": finite}
+    if not finite:
+        out["warnings"] = ["outputs not finite on 1 of 1 inputs (a natural image): the timing measures a model "
+                           "that computes NaN/inf (fp16 overflow is the usual cause)"]
+    return out
+
+
+def _say_warnings(result: dict, progress: bool) -> None:
+    if progress:  # human output: the CLI prints latencies only, so the finding goes to stderr here
+        import click
+
+        for w in result.get("warnings", []):
+            click.echo(f"warning: {w}", err=True)
 
 
 def _profile_coreml_mac(path: Path, *, runs, warmup, progress) -> dict:  # pragma: no cover - macOS only
@@ -126,6 +155,10 @@ def _parity_per_config(result: dict, reference: np.ndarray) -> list[dict]:
             rows.append({"config": config.get("name"), "error": config.get("error") or config.get("status")})
             continue
         got = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
+        if not np.isfinite(got).all():  # a cosine of NaN/inf says nothing: say what happened instead
+            rows.append({"config": config.get("name"), "outputs_finite": False,
+                         "error": "outputs not finite on 1 of 1 inputs (fp16 overflow is the usual cause)"})
+            continue
         cos = float(got @ reference / (np.linalg.norm(got) * np.linalg.norm(reference) + 1e-30))
         rows.append({"config": config.get("name"), "cosine": cos,
                      "max_abs_error": float(np.abs(got - reference).max()),

@@ -91,6 +91,7 @@ class ModelAccuracy:
     n: int
     seconds: float
     per_class_top1: dict[str, float] = field(default_factory=dict)
+    nonfinite: int = 0  # images whose logits held NaN/inf (counted as misses)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -112,6 +113,8 @@ class EvalResult:
         lines = ["  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(r))
                  for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        lines += [f"warning: {m.model}: outputs not finite on {m.nonfinite} of {m.n} inputs (counted as misses)"
+                  for m in self.models if m.nonfinite]
         return "\n".join(lines) + f"\n{len(self.dataset.files)} images, {len(self.dataset.classes)} classes " \
                                   f"from {self.dataset.root}"
 
@@ -136,22 +139,27 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
             raise VitdeployError(f"{model}: its preprocessing is unknown (no vitdeploy metadata); cannot read images")
         top5_hits = np.zeros(len(data.files), dtype=bool)
         top1_hits = np.zeros(len(data.files), dtype=bool)
+        nonfinite = 0
         for start in range(0, len(data.files), batch_size):
             x = load_images(data.files[start:start + batch_size], pre)
             logits = np.asarray(runner.predict_nchw(x), dtype=np.float64)
+            finite = np.isfinite(logits).all(1)
+            nonfinite += int((~finite).sum())
             num_classes = logits.shape[1]
             target = data.targets[start:start + batch_size]
             if target.max() >= num_classes:
                 raise VitdeployError(f"{model}: {num_classes} output classes, but the data has class index "
                                      f"{int(target.max())}")
             order = np.argsort(-np.where(np.isnan(logits), -np.inf, logits), axis=1, kind="stable")[:, :5]
-            top1_hits[start:start + len(x)] = order[:, 0] == target
-            top5_hits[start:start + len(x)] = (order == target[:, None]).any(1)
+            # NaN/inf logits rank nothing: a non-finite output is a miss, whatever argsort made of it.
+            top1_hits[start:start + len(x)] = (order[:, 0] == target) & finite
+            top5_hits[start:start + len(x)] = (order == target[:, None]).any(1) & finite
         per_class = {c: float(top1_hits[data.targets == data.class_index[c]].mean())
                      for c in data.classes if (data.targets == data.class_index[c]).any()}
         n = len(data.files)
         results.append(ModelAccuracy(model=str(model), kind=getattr(runner, "kind", Path(model).suffix.lstrip(".")),
                                      top1=float(top1_hits.mean()), top5=float(top5_hits.mean()),
                                      correct1=int(top1_hits.sum()), correct5=int(top5_hits.sum()), n=n,
-                                     seconds=round(time.perf_counter() - started, 3), per_class_top1=per_class))
+                                     seconds=round(time.perf_counter() - started, 3), per_class_top1=per_class,
+                                     nonfinite=nonfinite))
     return EvalResult(data, results)

@@ -110,6 +110,7 @@ class ArtifactTensors:
     values: list[np.ndarray]  # each (N, *shape_without_batch) float32, N = images
     kind: str
     logits: np.ndarray | None = None  # (N, classes): the model's own output
+    op_types: dict[str, str] = field(default_factory=dict)  # value name -> op type, where the name hides it
 
 
 def _tflite_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) -> ArtifactTensors:
@@ -220,7 +221,39 @@ def _coreml_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) ->
             collected[key].append(arr.astype(np.float32).reshape(-1))
     names = [k for k in order if len(collected[k]) == len(rgb)]
     logits = np.stack(outputs) if len(outputs) == len(rgb) else None
-    return ArtifactTensors(names, [np.stack(collected[k]) for k in names], "coreml", logits)
+    op_types = {out: step.op_type for step in interp._steps for out in step.out_names}
+    return ArtifactTensors(names, [np.stack(collected[k]) for k in names], "coreml", logits, op_types)
+
+
+class _EverySize:
+    """A ``wanted_sizes`` that keeps every tensor (looking for the first non-finite one, whatever its size)."""
+
+    def __contains__(self, size) -> bool:
+        return True
+
+
+def first_nonfinite(artifact: str | Path, x_chw: np.ndarray, pre, model=None) -> str | None:
+    """The first value, in execution order, that holds NaN or inf when ``artifact`` runs on one preprocessed
+    input (``x_chw``, float CHW); named by block when ``model`` (the reference) lets the name be mapped."""
+    from ..runtimes.coreml import nchw_to_rgb_pixels
+
+    artifact = Path(artifact)
+    rgb = nchw_to_rgb_pixels(np.asarray(x_chw, dtype=np.float32)[None], pre)
+    read = _tflite_tensors if artifact.suffix.lower() == ".tflite" else _coreml_tensors
+    tensors = read(artifact, rgb, pre, _EverySize())
+    index = next((i for i, v in enumerate(tensors.values) if not np.isfinite(v).all()), None)
+    if index is None:
+        return None
+    name = tensors.names[index]
+    short = name if len(name) <= 80 else name[:36] + " ... " + name[-36:]
+    if name in tensors.op_types:
+        short = f"{tensors.op_types[name]} op, value {short}"
+    block = None
+    if model is not None:
+        blocks = block_names(model)
+        known = {n for n, _ in model.named_modules() if n}
+        block = _name_blocks([name], blocks, known)[0]
+    return f"block {block} ({short})" if block else f"'{short}'"
 
 
 # ----------------------------------------------------------------------------- name mapping
@@ -343,13 +376,14 @@ class LocalizationResult:
     mapping: dict  # {"by_name": k, "by_shape": k, "unmatched": k}
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    first_nonfinite: str | None = None  # the first block whose artifact output holds NaN/inf
 
     def to_dict(self) -> dict:
         return {"kind": "localization", "artifact": self.artifact, "checkpoint": self.checkpoint,
                 "precision": self.precision, "threshold": self.threshold, "blocks": self.blocks,
                 "first_divergent": self.first_divergent, "jumps": self.jumps, "logits": self.logits,
                 "n_images": self.n_images, "mapping": self.mapping, "warnings": self.warnings,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "first_nonfinite": self.first_nonfinite}
 
     def table(self) -> str:
         """A text table: block, relative L2, cosine, how the tensor was found; divergent rows marked."""
@@ -360,6 +394,8 @@ class LocalizationResult:
                 mark = "<- diverges here"
             elif self.jumps and b["block"] == self.jumps[0]["block"]:
                 mark = "<- largest jump"
+            if b["block"] == self.first_nonfinite and not mark:
+                mark = "<- first not finite"
             if b["rel_l2"] is None:
                 rows.append((b["block"], "-", "-", "unmatched", mark))
             else:
@@ -373,6 +409,8 @@ class LocalizationResult:
                    if self.first_divergent else f"no block above rel L2 {self.threshold:g}")
         if self.jumps:
             verdict += "; largest jumps: " + ", ".join(f"{j['block']} (x{j['ratio']:.3g})" for j in self.jumps)
+        if self.first_nonfinite:
+            verdict += f"; first block whose output is not finite: {self.first_nonfinite}"
         return "\n".join(lines + [verdict])
 
 
@@ -483,7 +521,8 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
     return LocalizationResult(
         artifact=str(artifact), checkpoint=str(checkpoint), precision=precision, threshold=float(threshold),
         blocks=rows, first_divergent=first, jumps=_jumps(rows, n_jumps, float(threshold)), logits=logits, n_images=len(rgb),
-        mapping=counts, warnings=warnings, seconds=round(time.perf_counter() - started, 3))
+        mapping=counts, warnings=warnings, seconds=round(time.perf_counter() - started, 3),
+        first_nonfinite=next((b["block"] for b in rows if b.get("finite") is False), None))
 
 
 def _block_row(block: str, ref: np.ndarray, got: np.ndarray, tensor: str, how: str, layout: str) -> dict:
@@ -496,7 +535,7 @@ def _block_row(block: str, ref: np.ndarray, got: np.ndarray, tensor: str, how: s
             "cosine_min": float(np.min(cos_each)),
             "max_abs": float(np.abs(g - r).max()) if np.isfinite(g).all() else float("inf"),
             "tensor": tensor if len(tensor) <= 300 else tensor[:140] + " ... " + tensor[-140:],
-            "match": how, "layout": layout}
+            "match": how, "layout": layout, "finite": bool(np.isfinite(g).all())}
 
 
 def _jumps(rows: list[dict], n: int, threshold: float) -> list[dict]:

@@ -126,6 +126,36 @@ def compare(ref, got) -> dict:
     }
 
 
+def nonfinite_rows(y) -> np.ndarray:
+    """(N,) bool: rows of ``y`` holding any NaN or inf."""
+    y = np.asarray(y)
+    return ~np.isfinite(y.reshape(len(y), -1)).all(1)
+
+
+def nonfinite_count(y) -> dict:
+    """``{"count": rows with NaN/inf, "of": rows, "nan": rows with a NaN}``."""
+    y = np.asarray(y)
+    flat = y.reshape(len(y), -1)
+    return {"count": int(nonfinite_rows(y).sum()), "of": int(len(y)), "nan": int(np.isnan(flat).any(1).sum())}
+
+
+def unmeasured() -> dict:
+    """:func:`compare`'s keys when no row could be compared (every output non-finite): nothing measured."""
+    keys = ("max_abs", "mean_abs", "rel_l2", "cosine_min", "cosine_mean", "snr_db", "top1", "top5", "ref_abs_max")
+    return {"n": 0, **{k: None for k in keys}}
+
+
+def compare_finite(ref, got) -> tuple[dict, dict]:
+    """(:func:`compare` over the rows whose ``got`` is finite, :func:`nonfinite_count` of ``got``).
+
+    Non-finite rows are counted apart: their cosine -1 / rel L2 inf would only hide what happened."""
+    got = np.asarray(got)
+    bad = nonfinite_rows(got)
+    ok = ~bad
+    metrics = compare(np.asarray(ref)[ok], got[ok]) if ok.any() else unmeasured()
+    return metrics, nonfinite_count(got)
+
+
 def per_sample(ref, got) -> dict:
     """Per-sample cosine, relative L2, max abs error and whether the top-1 class agrees (lists)."""
     r, g = _pair(ref, got)
@@ -135,6 +165,7 @@ def per_sample(ref, got) -> dict:
         "max_abs": np.where(np.isfinite(g).all(1), np.abs(g - r).max(1), np.inf).tolist(),
         "top1_ref": topk_indices(r, 1)[:, 0].tolist(),
         "top1_got": topk_indices(g, 1)[:, 0].tolist(),
+        "finite": np.isfinite(g).all(1).tolist(),
     }
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import CheckFailed, VitdeployError
 from ..preprocessing import IMAGE_SUFFIXES, list_images  # noqa: F401  (list_images: part of this module's API)
 from . import metrics as M
-from .tolerances import PRESETS, Failure, check, resolve
+from .tolerances import PRESETS, Failure, NonFinite, check, resolve
 
 
 
@@ -46,6 +46,9 @@ class ParityResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     artifact_info: dict = field(default_factory=dict)
+    # {"natural": {"count", "of", "nan"}, "random": ... | None}: inputs whose artifact outputs hold NaN/inf
+    nonfinite: dict = field(default_factory=dict)
+    first_nonfinite: str | None = None  # the first value in the artifact's graph that was not finite
 
     @property
     def passed(self) -> bool:
@@ -69,23 +72,35 @@ class ParityResult:
             "warnings": self.warnings,
             "seconds": self.seconds,
             "artifact_info": self.artifact_info,
+            "nonfinite": self.nonfinite,
+            "first_nonfinite": self.first_nonfinite,
         }
 
     def summary(self) -> str:
         """A few human-readable lines (what the CLI prints)."""
-        n = self.natural
         lines = [f"parity {'PASSED' if self.passed else 'FAILED'}: {self.artifact} vs {self.checkpoint} "
                  f"(preset {self.precision}, from {self.precision_source})",
                  f"  natural images ({self.inputs['natural']['count']}, {self.inputs['natural']['source']}): "
-                 f"cosine min {n['cosine_min']:.6f} mean {n['cosine_mean']:.6f}, rel L2 {n['rel_l2']:.3e}, "
-                 f"max abs {n['max_abs']:.3e}, SNR {n['snr_db']:.1f} dB, top-1 {n['top1']:.1%}, top-5 {n['top5']:.1%}"]
+                 + self._metrics_text(self.natural, "natural", full=True)]
         if self.random:
-            r = self.random
-            lines.append(f"  random tensors ({self.inputs['random']['count']}, reported only): cosine min "
-                         f"{r['cosine_min']:.6f}, rel L2 {r['rel_l2']:.3e}, max abs {r['max_abs']:.3e}")
+            lines.append(f"  random tensors ({self.inputs['random']['count']}, reported only): "
+                         + self._metrics_text(self.random, "random", full=False))
         lines += [f"  FAIL {f.describe()}" for f in self.failures]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def _metrics_text(self, m: dict, inputs: str, full: bool) -> str:
+        """The metric values, measured on the inputs whose outputs were finite (or why there are none)."""
+        bad = (self.nonfinite.get(inputs) or {}).get("count", 0)
+        if not m.get("n"):
+            return f"no metric measured: outputs not finite on every input"
+        text = f"cosine min {m['cosine_min']:.6f}"
+        if full:
+            text += (f" mean {m['cosine_mean']:.6f}, rel L2 {m['rel_l2']:.3e}, max abs {m['max_abs']:.3e}, "
+                     f"SNR {m['snr_db']:.1f} dB, top-1 {m['top1']:.1%}, top-5 {m['top5']:.1%}")
+        else:
+            text += f", rel L2 {m['rel_l2']:.3e}, max abs {m['max_abs']:.3e}"
+        return text + (f" (on the {m['n']} inputs with finite outputs; {bad} not finite)" if bad else "")
 
     def raise_if_failed(self) -> None:
         """:class:`CheckFailed` (exit 1) naming every metric that missed."""
@@ -271,12 +286,12 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
                         f"'{pre.describe()}'")
 
     x_nat, source, names = natural_inputs(pre, ref_size, images_dir=images_dir, n_images=n_images, seed=seed)
-    ref_nat = _predict(reference, x_nat, "the checkpoint")
+    ref_nat = _reference_outputs(reference, x_nat, checkpoint)
     got_nat = _predict(runner, x_nat, "the artifact")
     if ref_nat.shape != got_nat.shape:
         raise VitdeployError(f"{artifact} outputs {got_nat.shape[1]} classes, {checkpoint} {ref_nat.shape[1]}: "
                              "not converted from this checkpoint")
-    natural = M.compare(ref_nat, got_nat)
+    natural, nonfinite_nat = M.compare_finite(ref_nat, got_nat)
     per_image = dict(M.per_sample(ref_nat, got_nat), names=names)
     distinct = len(set(per_image["top1_ref"]))
     if len(names) > 1 and distinct == 1:
@@ -286,13 +301,23 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
     random = random_hist = None
     if n_random:
         x_rand = random_inputs(pre, ref_size, n_random, seed)
-        ref_rand = _predict(reference, x_rand, "the checkpoint")
+        ref_rand = _reference_outputs(reference, x_rand, checkpoint)
         got_rand = _predict(runner, x_rand, "the artifact")
-        random = M.compare(ref_rand, got_rand)
+        random, nonfinite_rand = M.compare_finite(ref_rand, got_rand)
         random_hist = M.error_histogram(ref_rand, got_rand)
 
     measured = {"natural": natural, "random": random}
     failures = check(measured, tol)
+    nonfinite = {"natural": nonfinite_nat, "random": nonfinite_rand if n_random else None}
+    first_bad = None
+    if nonfinite_nat["count"] or (n_random and nonfinite_rand["count"]):
+        x_bad = x_nat if nonfinite_nat["count"] else x_rand
+        got_bad = got_nat if nonfinite_nat["count"] else got_rand
+        first_bad = _first_nonfinite_layer(artifact, reference, x_bad[M.nonfinite_rows(got_bad)][:1])
+    if nonfinite_nat["count"]:
+        failures.insert(0, NonFinite.of(nonfinite_nat, "natural", first_bad))
+    if n_random and nonfinite_rand["count"]:
+        warnings.append(NonFinite.of(nonfinite_rand, "random", first_bad).describe())
     info = {}
     try:
         info = runner.describe() if hasattr(runner, "describe") else {}
@@ -306,7 +331,32 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
                             "distinct_top1": distinct},
                 "random": {"count": int(n_random), "seed": int(seed), "kind": "uniform pixels 0..255, preprocessed"}},
         failures=failures, warnings=warnings, seconds=round(time.perf_counter() - started, 3),
-        artifact_info=_jsonable(info))
+        artifact_info=_jsonable(info), nonfinite=nonfinite, first_nonfinite=first_bad)
+
+
+def _reference_outputs(reference, x: np.ndarray, checkpoint: Path) -> np.ndarray:
+    """The checkpoint's logits; non-finite ones mean the reference itself is unusable (bad input, exit 2)."""
+    y = _predict(reference, x, "the checkpoint")
+    count = M.nonfinite_count(y)
+    if count["count"]:
+        raise VitdeployError(f"{checkpoint}: the checkpoint's own outputs are not finite on {count['count']} of "
+                             f"{count['of']} inputs: it cannot serve as the reference")
+    return y
+
+
+def _first_nonfinite_layer(artifact: Path, reference, x_one: np.ndarray) -> str | None:
+    """Where NaN/inf first appears in the artifact's graph, on one input whose output was not finite.
+
+    One extra run with every intermediate kept: cheap next to the parity run itself. None when the artifact
+    is not a .tflite/.mlpackage or its runtime keeps no intermediates (the finding stands without it)."""
+    from .localize import first_nonfinite
+
+    if artifact.suffix.lower() not in (".tflite", ".mlpackage") or not len(x_one):
+        return None
+    try:
+        return first_nonfinite(artifact, x_one[0], reference.preprocessing, reference.model)
+    except Exception:  # noqa: BLE001 - a diagnostic extra: never turn a finding into a crash
+        return None
 
 
 def _jsonable(obj):

@@ -137,12 +137,37 @@ def check(measured: dict[str, dict], tolerances: dict[str, float | None]) -> lis
         inputs, metric = KEYS[key]
         if inputs not in measured or measured[inputs] is None:
             continue
+        if measured[inputs].get(metric) is None:  # not measurable (every output non-finite): reported apart
+            continue
         value = float(measured[inputs][metric])
         direction = "min" if key.endswith("_min") else "max"
         bad = math.isnan(value) or (value < threshold if direction == "min" else value > threshold)
         if bad:
             failures.append(Failure(key, inputs, value, float(threshold), direction))
     return failures
+
+
+@dataclass
+class NonFinite(Failure):
+    """Artifact outputs holding NaN or inf: a finding on its own, not a metric value (cosine -1, rel L2 inf)."""
+
+    total: int = 0  # inputs run
+    nan: int = 0  # of the non-finite inputs, those with a NaN (the rest hold only +-inf)
+    first_layer: str | None = None  # the first value in the graph that was not finite, when found
+
+    @classmethod
+    def of(cls, count: dict, inputs: str = "natural", first_layer: str | None = None) -> "NonFinite":
+        return cls("outputs_finite", inputs, float(count["count"]), 0.0, "max", total=int(count["of"]),
+                   nan=int(count["nan"]), first_layer=first_layer)
+
+    def describe(self) -> str:
+        what = "NaN" if self.nan == self.measured else ("inf" if self.nan == 0 else "NaN and inf")
+        where = f"; first non-finite value at {self.first_layer}" if self.first_layer else ""
+        return (f"outputs not finite on {int(self.measured)} of {self.total} {self.inputs} inputs ({what}{where}; "
+                "fp16 overflow is the usual cause: try fp32 compute precision)")
+
+    def to_dict(self) -> dict:
+        return dict(super().to_dict(), total=self.total, nan=self.nan, first_layer=self.first_layer)
 
 
 def _fmt(v: float) -> str:

@@ -160,6 +160,9 @@ def _sections(kind: str, data: dict) -> list[tuple[str, list, list[list[str]] | 
                                    f"({data.get('inputs', {}).get('natural', {}).get('source', '?')}) gate the result; "
                                    f"{data.get('inputs', {}).get('random', {}).get('count', 0)} random tensors "
                                    "are reported only."))
+        nonfinite = _nonfinite_text(data)
+        if nonfinite:
+            out.append(("Outputs not finite", [], nonfinite))
         if data.get("failures"):
             out.append(("Failures", ["metric", "inputs", "measured", "threshold", "missed by"],
                         [[f["metric"], f["inputs"], _num(f["measured"]), ("≥ " if f["direction"] == "min" else "≤ ")
@@ -212,10 +215,23 @@ def _sections(kind: str, data: dict) -> list[tuple[str, list, list[list[str]] | 
                                    f"{ds.get('root', '?')}" + (f", class indices from {ds['labels_file']}"
                                                                if ds.get("labels_file") else
                                                                ", class index = sorted folder order")))
-        out.append(("Accuracy", ["model", "kind", "top-1", "top-5", "images", "seconds"],
+        out.append(("Accuracy", ["model", "kind", "top-1", "top-5", "images", "outputs not finite", "seconds"],
                     [[_name(m["model"]), str(m.get("kind")), _pct(m["top1"]), _pct(m["top5"]), str(m["n"]),
-                      _num(m.get("seconds"), ".1f")] for m in data.get("models", [])]))
+                      str(m.get("nonfinite", 0)), _num(m.get("seconds"), ".1f")] for m in data.get("models", [])]))
     return out
+
+
+def _nonfinite_text(data: dict) -> str:
+    """A parity report's NaN/inf finding in words ("" when every output was finite)."""
+    parts = []
+    for inputs, count in (data.get("nonfinite") or {}).items():
+        if isinstance(count, dict) and count.get("count"):
+            parts.append(f"outputs not finite on {count['count']} of {count.get('of', '?')} {inputs} inputs")
+    if not parts:
+        return ""
+    first = data.get("first_nonfinite")
+    return ("; ".join(parts) + (f". First non-finite value: {first}" if first else "")
+            + ". Metrics are measured on the inputs whose outputs were finite; fp16 overflow is the usual cause.")
 
 
 # ----------------------------------------------------------------------------- markdown

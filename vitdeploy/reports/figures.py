@@ -61,7 +61,7 @@ def per_image(data: dict) -> Figure | None:
     if not per.get("cosine"):
         return None
     plt = _plt()
-    rel = [v if math.isfinite(v) else float("nan") for v in per["rel_l2"]]
+    rel = [_plottable(v) for v in per["rel_l2"]]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     colors = ["C0" if a == b else "C3" for a, b in zip(per["top1_ref"], per["top1_got"])]
     ax.bar(range(len(rel)), rel, color=colors)
@@ -80,7 +80,8 @@ def block_curve(loc: dict) -> Figure | None:
         return None
     plt = _plt()
     names = [b["block"] for b in rows]
-    values = [max(b["rel_l2"], 1e-12) if math.isfinite(b["rel_l2"]) else float("nan") for b in rows]
+    values = [max(_plottable(b["rel_l2"]), 1e-12) if math.isfinite(_plottable(b["rel_l2"])) else float("nan")
+              for b in rows]
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(range(len(values)), values, marker="o", color="C0", label="block output rel L2")
     if loc.get("threshold"):
@@ -143,6 +144,16 @@ def accuracy(data: dict) -> Figure | None:
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
     return render(fig, "Accuracy per model", "accuracy")
+
+
+def _plottable(v) -> float:
+    """A metric as a float for plotting; NaN (a gap) for None and for non-finite values, which reports carry
+    as the strings "inf"/"nan" (JSON has no infinity)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f if math.isfinite(f) else float("nan")
 
 
 def _short(path: str) -> str:

@@ -196,7 +196,10 @@ def _finalize(value, dtype: str, emulate_fp16: bool):
         return value
     if dtype == "fp16":
         arr = np.asarray(value, dtype=np.float32)
-        return arr.astype(np.float16).astype(np.float32) if emulate_fp16 else arr
+        if not emulate_fp16:
+            return arr
+        with np.errstate(over="ignore"):  # beyond 65504 is inf, as on the device: parity reports it by name
+            return arr.astype(np.float16).astype(np.float32)
     if dtype in ("fp32", "fp64"):
         return np.asarray(value, dtype=np.float32)
     np_dtype = _NP_DTYPES.get(dtype)
@@ -208,7 +211,8 @@ def _export(value, dtype: str, emulate_fp16: bool):
     if isinstance(value, dict):
         return dict(value)
     if dtype == "fp16" and emulate_fp16:
-        return np.asarray(value).astype(np.float16)
+        with np.errstate(over="ignore"):
+            return np.asarray(value).astype(np.float16)
     return np.array(value, copy=True)  # may alias a const; callers must not be able to change it
 
 
