@@ -1,7 +1,7 @@
 """Valid seed inputs for every reader of untrusted input, and the structured mutations the fuzz tests apply.
 
 Used by tests/test_fuzz.py (bounded, in the normal suite) and tools/fuzz_campaign.py (long campaign).
-Seeds are small but real: a LeViT-128S checkpoint in each container format, a tiny classifier converted
+Seeds are small but real: a MobileViT-XXS checkpoint in each container format, a tiny classifier converted
 to .tflite and .mlpackage carrying vitdeploy's metadata, a PNG/JPEG, an .npy batch, a recipe, a labels file.
 """
 
@@ -24,14 +24,14 @@ PWNED_MARKER = "vitdeploy-fuzz-pwned"
 
 
 def checkpoint_seeds(out: Path) -> dict[str, Path]:
-    """A LeViT-128S checkpoint as .pth (zip), legacy pickle .pt, .bin, .safetensors and an HF directory."""
+    """MobileViT-XXS (the smallest variant) as .pth (zip), legacy pickle .pt, .bin, .safetensors, HF dir."""
     import torch
     from safetensors.torch import save_file
 
     from vitdeploy.synthetic import seeded_model
 
     out.mkdir(parents=True, exist_ok=True)
-    sd = seeded_model("levit_128s", seed=0).state_dict()
+    sd = seeded_model("mobilevit_xxs", seed=0).state_dict()
     seeds = {"pth": out / "timm.pth", "legacy": out / "legacy.pt", "bin": out / "weights.bin",
              "safetensors": out / "model.safetensors", "hf": out / "hf"}
     torch.save({"model": sd, "epoch": 3}, seeds["pth"])
@@ -57,7 +57,7 @@ def image_seeds(out: Path) -> dict[str, Path]:
     return seeds
 
 
-def npy_seed(out: Path, input_size=(3, 224, 224)) -> Path:
+def npy_seed(out: Path, input_size=(3, 16, 16)) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "batch.npy"
     np.save(path, np.random.default_rng(0).standard_normal((1, *input_size)).astype(np.float32))
@@ -80,11 +80,18 @@ def _tiny_torch_model():
     return Tiny().eval()
 
 
-def _tiny_config(layout: str, shape: list[int], name: str) -> dict:
+def _tiny_preprocessing():
+    """LeViT's convention scaled to the tiny model's 16x16 input, so image files can be fed to it."""
+    from dataclasses import replace
+
     from vitdeploy.preprocessing import LEVIT
 
+    return replace(LEVIT, resize=18, crop=16)
+
+
+def _tiny_config(layout: str, shape: list[int], name: str) -> dict:
     return {"variant": None, "input": {"name": name, "layout": layout, "shape": shape, "channel_order": "RGB"},
-            "preprocessing": LEVIT.to_dict(), "quantize": "fp32", "precision": "fp32", "labels": None,
+            "preprocessing": _tiny_preprocessing().to_dict(), "quantize": "fp32", "precision": "fp32", "labels": None,
             "logits_output": "logits", "num_classes": 10, "user": {}}
 
 
@@ -93,7 +100,6 @@ def tflite_seed(out: Path) -> Path:
     import litert_torch
     import torch
 
-    from vitdeploy.preprocessing import LEVIT
     from vitdeploy.targets.tflite import add_metadata
 
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +107,8 @@ def tflite_seed(out: Path) -> Path:
     litert_torch.convert(_tiny_torch_model(), (torch.randn(1, 3, 16, 16),)).export(str(raw))
     config = _tiny_config("NCHW-raw", [1, 3, 16, 16], "x")
     path = out / "tiny.tflite"
-    path.write_bytes(add_metadata(raw.read_bytes(), config=config, preprocessing=LEVIT, labels=None))
+    path.write_bytes(add_metadata(raw.read_bytes(), config=config, preprocessing=_tiny_preprocessing(),
+                                 labels=None))
     raw.unlink()
     return path
 

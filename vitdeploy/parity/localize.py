@@ -246,14 +246,13 @@ def first_nonfinite(artifact: str | Path, x_chw: np.ndarray, pre, model=None) ->
         return None
     name = tensors.names[index]
     short = name if len(name) <= 80 else name[:36] + " ... " + name[-36:]
-    if name in tensors.op_types:
-        short = f"{tensors.op_types[name]} op, value {short}"
+    op = f" ({tensors.op_types[name]} op)" if name in tensors.op_types else ""
     block = None
     if model is not None:
         blocks = block_names(model)
         known = {n for n, _ in model.named_modules() if n}
         block = _name_blocks([name], blocks, known)[0]
-    return f"block {block} ({short})" if block else f"'{short}'"
+    return f"block {block}, value '{short}'{op}" if block else f"'{short}'{op}"
 
 
 # ----------------------------------------------------------------------------- name mapping
