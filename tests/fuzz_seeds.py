@@ -80,6 +80,29 @@ def _tiny_torch_model():
     return Tiny().eval()
 
 
+def _pixel_input_class():
+    import torch
+
+    class PixelInput(torch.nn.Module):
+        """NHWC 0..255 pixels in, normalized as LeViT's convention says, then the wrapped NCHW model."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            pre = _tiny_preprocessing()
+            self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            return self.inner((x.permute(0, 3, 1, 2) / 255 - self.mean) / self.std)
+
+    return PixelInput
+
+
+def _PixelInput(inner):
+    return _pixel_input_class()(inner)
+
+
 def _tiny_preprocessing():
     """LeViT's convention scaled to the tiny model's 16x16 input, so image files can be fed to it."""
     from dataclasses import replace
@@ -95,8 +118,9 @@ def _tiny_config(layout: str, shape: list[int], name: str) -> dict:
             "logits_output": "logits", "num_classes": 10, "user": {}}
 
 
-def tflite_seed(out: Path) -> Path:
-    """A tiny conv + linear classifier (16x16 input) as a .tflite with vitdeploy's metadata."""
+def tflite_seed(out: Path, pixels: bool = False) -> Path:
+    """A tiny conv + linear classifier (16x16 input) as a .tflite with vitdeploy's metadata; ``pixels``: it takes
+    NHWC RGB pixels (what the app helpers of ``vitdeploy package`` feed) instead of a float NCHW tensor."""
     import litert_torch
     import torch
 
@@ -104,9 +128,13 @@ def tflite_seed(out: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "raw.tflite"
-    litert_torch.convert(_tiny_torch_model(), (torch.randn(1, 3, 16, 16),)).export(str(raw))
-    config = _tiny_config("NCHW-raw", [1, 3, 16, 16], "x")
-    path = out / "tiny.tflite"
+    model, example = _tiny_torch_model(), torch.randn(1, 3, 16, 16)
+    if pixels:
+        model, example = _PixelInput(model), torch.rand(1, 16, 16, 3) * 255
+    litert_torch.convert(model, (example,)).export(str(raw))
+    config = (_tiny_config("NHWC-pixels", [1, 16, 16, 3], "pixels") if pixels
+              else _tiny_config("NCHW-raw", [1, 3, 16, 16], "x"))
+    path = out / ("tiny_pixels.tflite" if pixels else "tiny.tflite")
     path.write_bytes(add_metadata(raw.read_bytes(), config=config, preprocessing=_tiny_preprocessing(),
                                  labels=None))
     raw.unlink()
