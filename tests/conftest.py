@@ -1,5 +1,7 @@
 import pytest
 
+from fuzz_seeds import seeds  # noqa: F401 -- session fixture: valid inputs for every reader (fuzz, CLI walk)
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 # A stand-in for "the untrusted input ran code": any pickle payload that calls this leaves a file behind.
 PWNED_MARKER = "vitdeploy-fuzz-pwned"
@@ -178,6 +179,21 @@ def image_folder_seed(out: Path) -> Path:
         Image.fromarray(natural_images(1, 64, seed=i)[0]).save(root / cls / "a.png")
     (root / "labels.txt").write_text("cat\ndog\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def seeds(tmp_path_factory) -> dict[str, Path]:
+    """Every seed, built once per session (the .tflite conversions take seconds): import it into a test module."""
+    root = tmp_path_factory.mktemp("seeds")
+    out = dict(checkpoint_seeds(root / "ck"))
+    out.update(image_seeds(root / "img"))
+    out["npy"] = npy_seed(root / "npy")
+    out["tflite"] = tflite_seed(root / "tflite")
+    out["tflite_pixels"] = tflite_seed(root / "tflite", pixels=True)
+    out["mlpackage"] = mlpackage_seed(root / "coreml")
+    out["recipe"] = recipe_seed(root / "recipe")
+    out["data"] = image_folder_seed(root / "folder")
+    return out
 
 
 # ----------------------------------------------------------------------------- mutations

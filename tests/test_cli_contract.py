@@ -10,10 +10,8 @@ import os
 
 import click
 import pytest
-import torch
 from click.testing import CliRunner
 
-import fuzz_seeds as F
 from vitdeploy.cli import INTERNAL_ERROR_EXIT, main, unexpected_error_line
 
 BAD_KINDS = ("missing", "directory", "empty", "garbage", "symlink_loop")
@@ -65,17 +63,13 @@ EMPTY_DIR_IS_VALID = {
 
 
 @pytest.fixture(scope="module")
-def valid(tmp_path_factory) -> dict[str, str]:
-    from vitdeploy.synthetic import seeded_model
-
+def valid(seeds, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("valid")
     (root / "ckpts").mkdir()
-    torch.save(seeded_model("mobilevit_xxs", seed=0).state_dict(), root / "ckpts" / "mobilevit_xxs.pth")
-    recipe = F.recipe_seed(root / "recipes")
-    out = {"ckpt": root / "ckpts" / "mobilevit_xxs.pth", "ckpt_dir": root / "ckpts", "recipe_dir": recipe.parent,
-           "tflite": F.tflite_seed(root / "tflite"), "tflite_pixels": F.tflite_seed(root / "tflite", pixels=True),
-           "npy": F.npy_seed(root / "npy"),
-           "data": F.image_folder_seed(root / "folder")}
+    (root / "ckpts" / "mobilevit_xxs.pth").symlink_to(seeds["pth"])
+    out = {"ckpt": seeds["pth"], "ckpt_dir": root / "ckpts", "recipe_dir": seeds["recipe"].parent,
+           "tflite": seeds["tflite"], "tflite_pixels": seeds["tflite_pixels"], "npy": seeds["npy"],
+           "data": seeds["data"]}
     return {k: str(v) for k, v in out.items()}
 
 

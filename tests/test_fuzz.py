@@ -32,19 +32,6 @@ FUZZ = settings(max_examples=int(os.environ.get("VITDEPLOY_FUZZ_EXAMPLES", "12")
                                        HealthCheck.data_too_large])
 
 
-@pytest.fixture(scope="module")
-def seeds(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("seeds")
-    out = dict(F.checkpoint_seeds(root / "ck"))
-    out.update(F.image_seeds(root / "img"))
-    out["npy"] = F.npy_seed(root / "npy")
-    out["tflite"] = F.tflite_seed(root / "tflite")
-    out["mlpackage"] = F.mlpackage_seed(root / "coreml")
-    out["recipe"] = F.recipe_seed(root / "recipe")
-    out["data"] = F.image_folder_seed(root / "folder")
-    return out
-
-
 def cli(*args) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
