@@ -111,10 +111,12 @@ def unexpected_error_line(e: BaseException, ctx: click.Context | None) -> tuple[
     Input errors (an OSError, or a parser's own exception type) exit 2 naming the file; anything else is a
     bug in vitdeploy: one line and exit 3, never a traceback (VITDEPLOY_DEBUG=1 shows it)."""
     candidates = _path_params(ctx) if ctx is not None else []
+    # The command body holds every argument: only a frame below it (a reader) tells which file was at fault.
+    body = getattr(getattr(ctx, "command", None), "callback", None)
+    where = _file_in_traceback(e, candidates, skip=getattr(body, "__code__", None))
     if isinstance(e, OSError) and (e.filename or e.strerror):
-        where = e.filename or _file_in_traceback(e, candidates) or (candidates[0] if candidates else "input")
+        where = e.filename or where or (candidates[0] if candidates else "input")
         return f"error: {where}: {e.strerror or _first_line(e)}", 2
-    where = _file_in_traceback(e, candidates)
     kind = _input_error_kind(e)
     if kind:
         where = where or (candidates[0] if candidates else "input")

@@ -167,8 +167,11 @@ def _read_npy(path: Path, input_size: tuple[int, int, int]) -> np.ndarray:
                              f"got {tuple(x.shape)}")
     if not np.issubdtype(x.dtype, np.floating):
         raise VitdeployError(f"{path}: expected float32 values (already preprocessed), got {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)  # float64 beyond float32's range becomes inf here
-    bad = int((~np.isfinite(x).reshape(len(x), -1).all(1)).sum())
+    if len(x) == 0:
+        raise VitdeployError(f"{path}: an empty batch (shape {tuple(x.shape)})")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf here, reported just below
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = int((~np.isfinite(x).all(axis=(1, 2, 3))).sum())
     if bad:
         raise VitdeployError(f"{path}: values not finite (NaN or inf) in {bad} of {len(x)} inputs")
     return x
