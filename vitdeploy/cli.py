@@ -138,9 +138,10 @@ def _naming_the_file(message: str, e: BaseException, ctx: click.Context) -> str:
 
 
 def _exit_for(e: BaseException, ctx: click.Context) -> None:
-    """The one place that turns an exception into the exit-code contract (0 ok, 1 check failed, 2 bad input)."""
+    """The one place that turns an exception into the exit-code contract: 1 check failed, 2 bad input (one
+    line naming the file), 3 a bug (one line), 130 interrupted; never a traceback unless VITDEPLOY_DEBUG=1."""
     if isinstance(e, VitdeployError):
-        click.echo(f"error: {_naming_the_file(' '.join(str(e).split(chr(10))), e, ctx)}", err=True)
+        click.echo(f"error: {_naming_the_file(' '.join(str(e).splitlines()), e, ctx)}", err=True)
         ctx.exit(e.exit_code)
     if isinstance(e, CheckFailed):
         click.echo(f"check failed: {e}", err=True)
