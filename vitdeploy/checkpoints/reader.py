@@ -75,7 +75,9 @@ def _hf_directory_files(directory: Path) -> tuple[Path, dict | None]:
         try:
             config = json.loads(cfg_path.read_text())
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"{cfg_path}: unreadable config.json ({e})") from None
+            raise CheckpointError(f"{cfg_path}: unreadable config.json ({_first_line(e)})") from None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{cfg_path}: config.json holds a JSON {type(config).__name__}, not an object")
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (directory / name).exists():
             return directory / name, config

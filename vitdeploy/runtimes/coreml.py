@@ -41,11 +41,15 @@ class CoreMLRunner(Runner):
         if not self.path.is_dir():
             raise VitdeployError(f"{self.path}: not an .mlpackage directory")
         self.config = read_config(self.path)
-        self.preprocessing = Preprocessing.from_dict(self.config["preprocessing"])
-        shape = self.config["input"]["shape"]
-        self.input_size = (int(shape[1]), int(shape[2]), int(shape[3]))
-        self.input_name = self.config["input"]["name"]
-        self.raw_input = self.config["input"]["layout"] == "NCHW-raw"
+        try:  # the metadata is untrusted JSON: a missing key or a wrong type is a damaged package
+            self.preprocessing = Preprocessing.from_dict(self.config["preprocessing"])
+            shape = self.config["input"]["shape"]
+            self.input_size = (int(shape[1]), int(shape[2]), int(shape[3]))
+            self.input_name = str(self.config["input"]["name"])
+            self.raw_input = self.config["input"]["layout"] == "NCHW-raw"
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise VitdeployError(f"{self.path}: damaged vitdeploy metadata ({type(e).__name__}: "
+                                 f"{_first_line(e)})") from None
         self.labels = self.config.get("labels")
         self.variant = self.config.get("variant")
         self.logits_output = self.config.get("logits_output", "logits")
@@ -112,9 +116,12 @@ def read_config(path: str | Path) -> dict:
         raise VitdeployError(f"{path}: no vitdeploy metadata (not converted by vitdeploy); cannot tell its input "
                              "convention")
     try:
-        return json.loads(raw)
+        config = json.loads(raw)
     except json.JSONDecodeError as e:
         raise VitdeployError(f"{path}: damaged vitdeploy metadata ({e})") from None
+    if not isinstance(config, dict):
+        raise VitdeployError(f"{path}: damaged vitdeploy metadata (a JSON {type(config).__name__}, not an object)")
+    return config
 
 
 def _load_interpreter(path: Path):

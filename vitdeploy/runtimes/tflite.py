@@ -53,9 +53,14 @@ class TFLiteRunner:
         self._input, self._output = inputs[0], outputs[0]
         self.labels: list[str] | None = stored["labels"]
         self.config: dict = stored["vitdeploy"] or {}
-        self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
-                              if "preprocessing" in self.config else None)
-        self.input_spec = self._describe_input()
+        try:  # the metadata is untrusted JSON: a missing key or a wrong type is a damaged file
+            if not isinstance(self.config, dict):
+                raise TypeError(f"a JSON {type(self.config).__name__}, not an object")
+            self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
+                                  if "preprocessing" in self.config else None)
+            self.input_spec = self._describe_input()
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise VitdeployError(f"{name}: damaged vitdeploy metadata ({type(e).__name__}: {_first_line(e)})") from None
         self.threads = int(threads)
         # A defined input so run_once() works straight away (timing does not care about values).
         self.interpreter.set_tensor(self._input["index"], np.zeros(self._input["shape"], self._input["dtype"]))
