@@ -106,7 +106,7 @@ def test_layernorm_linear_scale_migration_is_exact_and_flattens_the_outlier_chan
     smoothed = copy.deepcopy(model)
     report = smooth_layernorm_linear(smoothed, x)
     assert report["pairs"] == len(pairs)
-    assert report["channel_spread_after"] < report["channel_spread_before"]
+    assert report["max_channel_spread_after"] < report["max_channel_spread_before"] / 3
     with torch.no_grad():
         ref, got = model(torch.from_numpy(x)).double(), smoothed(torch.from_numpy(x)).double()
     assert ((got - ref).abs().max() / ref.abs().max()) < 1e-4

@@ -71,4 +71,6 @@ def smooth_layernorm_linear(model, inputs: np.ndarray, alpha: float = DEFAULT_AL
             spreads_after.append(float((x_max / s).max() / (x_max / s).median()))
     return {"pairs": len(pairs), "alpha": alpha,
             "channel_spread_before": round(float(np.median(spreads_before)), 2),
-            "channel_spread_after": round(float(np.median(spreads_after)), 2)}
+            "channel_spread_after": round(float(np.median(spreads_after)), 2),
+            "max_channel_spread_before": round(float(np.max(spreads_before)), 2),
+            "max_channel_spread_after": round(float(np.max(spreads_after)), 2)}
