@@ -295,6 +295,17 @@ def test_fuzz_tflite(seeds):
     check()
 
 
+def test_tflite_that_crashes_litert_is_one_line(seeds, tmp_path):
+    """Found by tools/fuzz_campaign.py: one zeroed byte in the root table's offsets and LiteRT's loader
+    dereferences garbage (SIGSEGV, the whole process gone). vitdeploy probes a file in a child process first."""
+    data = bytearray(seeds["tflite"].read_bytes())
+    data[16] = 0
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(bytes(data))
+    code, _, err = cli("inspect", path)
+    assert_contract(code, err, [path])
+
+
 MLPACKAGE_PARTS = ["Manifest.json", "Data/com.apple.CoreML/model.mlmodel",
                    "Data/com.apple.CoreML/weights/weight.bin"]
 

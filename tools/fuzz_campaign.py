@@ -63,6 +63,12 @@ class Tally:
         if time.monotonic() > self.deadline:
             raise _Expired
 
+    def stash(self, path: Path) -> None:
+        """Keep the input about to be read: if the reader crashes the process, this file is the example."""
+        dest = self.out / self.reader / f"last_input{path.suffix}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dest)
+
     def record(self, code: int, stderr: str, names: list[Path], must_fail: bool, keep: Path) -> None:
         from test_fuzz import assert_contract
 
@@ -104,6 +110,7 @@ def run_reader(reader: str, seeds: dict[str, str], out: Path, seconds: float, ex
     def inspect_file(seed: Path, data: bytes, must_fail: bool = False) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = T.mutated_copy(seed, data, Path(tmp))
+            tally.stash(path)
             code, _, err = T.cli("inspect", path)
             tally.record(code, err, [path], must_fail, path)
 
@@ -163,6 +170,7 @@ def run_reader(reader: str, seeds: dict[str, str], out: Path, seconds: float, ex
             tally.check_time()
             with tempfile.TemporaryDirectory() as tmp:
                 path = T.mutated_copy(S[fmt], mutated, Path(tmp))
+                tally.stash(path)
                 code, _, err = T.cli("predict", S["tflite"], path)
                 tally.record(code, err, [path], False, path)
         return prop
@@ -198,12 +206,14 @@ def run_reader(reader: str, seeds: dict[str, str], out: Path, seconds: float, ex
         @budget
         @given(part=st.sampled_from(T.MLPACKAGE_PARTS), data=st.data())
         def prop(part, data):
-            tally.check_time()
+            blob = (S["mlpackage"] / part).read_bytes()
+            mutated = data.draw(T.byte_mutation(blob, [0, 1, 8, 64, len(blob) // 2, len(blob)]))
+            tally.check_time()  # after every draw: hypothesis wants each example to draw the same way
             with tempfile.TemporaryDirectory() as tmp:
                 pkg = Path(tmp) / S["mlpackage"].name
                 shutil.copytree(S["mlpackage"], pkg)
-                blob = (pkg / part).read_bytes()
-                (pkg / part).write_bytes(data.draw(T.byte_mutation(blob, [0, 1, 8, 64, len(blob) // 2, len(blob)])))
+                (pkg / part).write_bytes(mutated)
+                tally.stash(pkg / part)
                 code, _, err = T.cli("inspect", pkg)
                 tally.record(code, err, [pkg], False, pkg)
         return prop
@@ -294,9 +304,11 @@ def _run_child(reader: str, out: Path, seconds: float, examples: int) -> dict:
                 "failures": {"hang": {"count": 1, "exit": None, "stderr": "the reader's process timed out"}}}
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:  # the process died: a native crash (negative code) or an error in the campaign itself
+        last = sorted((out / reader).glob("last_input*"))
         return {"reader": reader, "tried": 0, "seconds": seconds, "exits": {},
                 "failures": {f"process exit {proc.returncode}": {"count": 1, "exit": proc.returncode,
-                                                                 "stderr": proc.stderr[-800:]}}}
+                                                                 "stderr": proc.stderr[-800:],
+                                                                 "example": str(last[0]) if last else None}}}
     return json.loads(line[len("RESULT "):])
 
 

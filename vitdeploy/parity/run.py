@@ -137,6 +137,9 @@ def _tflite_precision(path: Path) -> tuple[str, str]:
     # A file vitdeploy did not write: look at the tensor types.
     from ai_edge_litert.interpreter import Interpreter
 
+    from ..runtimes.tflite import check_loadable
+
+    check_loadable(path)  # LiteRT itself would crash on some damaged files
     interpreter = Interpreter(model_path=str(path))
     dtypes = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
     if dtypes & {"int8", "uint8", "int16"}:

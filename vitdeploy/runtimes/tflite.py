@@ -37,6 +37,8 @@ class TFLiteRunner:
                 raise VitdeployError(f"{path}: empty file")
         self.path = None if path is None else Path(path)
         name = path or "model"
+        if self.path is not None:  # a file from the user: untrusted bytes
+            check_loadable(self.path, model_content)
         try:
             stored = read_tflite_metadata(model_content)
         except Exception as e:  # untrusted flatbuffer: any failure to parse it is a fault of the file
@@ -210,3 +212,46 @@ def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     text = lines[0] if lines else type(e).__name__
     return (text[len("error: "):] if text.startswith("error: ") else text)[:200]
+
+
+# LiteRT follows a .tflite's flatbuffer offsets without verifying them: a damaged file can crash the
+# process (SIGSEGV) instead of raising. A child process loads, allocates and runs it once first.
+_PROBE = """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
+interpreter.allocate_tensors()
+for d in interpreter.get_input_details():
+    interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+interpreter.invoke()
+"""
+_PROBED: dict[str, int] = {}  # sha256 of a file's bytes -> the probe's exit code (a file is probed once)
+
+
+def check_loadable(path: Path, content: bytes | None = None, timeout_s: float = 300) -> None:
+    """Raise a one-line :class:`VitdeployError` if loading or running ``path`` would crash LiteRT natively.
+
+    A Python-level error in the child is left to the caller's own load, which reports it with its reason."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    content = path.read_bytes() if content is None else content
+    key = hashlib.sha256(content).hexdigest()
+    if key not in _PROBED:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        try:
+            _PROBED[key] = subprocess.run([sys.executable, "-c", _PROBE, str(path)], env=env, timeout=timeout_s,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        except subprocess.TimeoutExpired:
+            raise VitdeployError(f"{path}: LiteRT did not finish loading it in {timeout_s:g} s") from None
+    code = _PROBED[key]
+    if code < 0:
+        try:
+            how = signal.Signals(-code).name
+        except ValueError:
+            how = f"signal {-code}"
+        raise VitdeployError(f"{path}: not a valid .tflite model (LiteRT crashed reading it: {how})")
