@@ -144,3 +144,14 @@ def test_input_error_types_exit_2_naming_the_file(exc, expected):
     ctx.params = {"path": "a.pth"}
     line, code = unexpected_error_line(exc, ctx)
     assert code == expected[1] and line.startswith(expected[0]), line
+
+
+def test_a_data_error_inside_a_reader_is_the_files_fault(seeds, tmp_path):
+    """A recipe whose input_size is null trips the reader itself (TypeError): still exit 2 naming the recipe."""
+    text = seeds["recipe"].read_text().replace("input_size: [3, 224, 224]", "input_size: null")
+    recipe, empty = tmp_path / "r.yaml", tmp_path / "empty.pth"
+    recipe.write_text(text)
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(main, ["convert", str(empty), "--target", "tflite", "--recipe", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith(f"error: {recipe}: "), result.stderr

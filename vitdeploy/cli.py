@@ -57,6 +57,19 @@ _INPUT_ERROR_TYPES = {
     "google.protobuf.message.DecodeError": "corrupt protobuf",
     "safetensors_rust.SafetensorError": "not a valid safetensors file",
 }
+# Functions that interpret the contents of an untrusted file, by module and qualified name (no import needed).
+# A data error raised inside one (a None where a list belongs, a missing key) is the file's fault, not a bug:
+# exit 2 naming the file, even where the reader did not validate that field itself.
+_READERS = {
+    "vitdeploy.recipes": {"load_recipe", "load_recipes", "Recipe.cells", "Recipe.default_mode"},
+    "vitdeploy.checkpoints.reader": {"read_checkpoint", "_hf_directory_files", "_unwrap", "_strip_prefixes"},
+    "vitdeploy.checkpoints": {"_hf_labels"},
+    "vitdeploy.convert": {"read_labels", "read_calibration_images"},
+    "vitdeploy.parity.evaluate": {"read_image_folder"},
+    "vitdeploy.runtimes.coreml": {"read_config", "CoreMLRunner.__init__"},
+    "vitdeploy.targets.tflite": {"read_tflite_metadata", "_metadata_blobs", "_parse_model_metadata", "_read_labels"},
+}
+_DATA_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 _DEBUG_ENV = "VITDEPLOY_DEBUG"  # set to 1 to get the traceback of an internal error (for a bug report)
 INTERNAL_ERROR_EXIT = 3
 
@@ -105,6 +118,26 @@ def _file_in_traceback(e: BaseException, candidates: list[str], skip=None) -> st
     return None
 
 
+def _reader_frame_file(e: BaseException, candidates: list[str]) -> str | None:
+    """The file a registered reader (``_READERS``) was interpreting when ``e`` was raised inside it, if any."""
+    import traceback
+    from pathlib import PurePath
+
+    for frame, _ in reversed(list(traceback.walk_tb(e.__traceback__))):
+        name = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
+        if name not in _READERS.get(frame.f_globals.get("__name__", ""), ()):
+            continue
+        values = list(frame.f_locals.values())
+        owner = frame.f_locals.get("self")
+        values.append(getattr(owner, "path", None))  # a method of a parsed file's object (Recipe.cells)
+        paths = [str(v) for v in values if isinstance(v, (str, PurePath))]
+        for text in paths:
+            if any(text == c or text.startswith(c.rstrip("/") + "/") for c in candidates):
+                return text
+        return paths[0] if paths else (candidates[0] if candidates else "input")
+    return None
+
+
 def unexpected_error_line(e: BaseException, ctx: click.Context | None) -> tuple[str, int]:
     """(one line for stderr, exit code) for an exception no vitdeploy code turned into a VitdeployError.
 
@@ -117,6 +150,10 @@ def unexpected_error_line(e: BaseException, ctx: click.Context | None) -> tuple[
     if isinstance(e, OSError) and (e.filename or e.strerror):
         where = e.filename or where or (candidates[0] if candidates else "input")
         return f"error: {where}: {e.strerror or _first_line(e)}", 2
+    if isinstance(e, _DATA_ERRORS):
+        read = _reader_frame_file(e, candidates)
+        if read:
+            return f"error: {read}: malformed content ({type(e).__name__}: {_first_line(e)})", 2
     kind = _input_error_kind(e)
     if kind:
         where = where or (candidates[0] if candidates else "input")
