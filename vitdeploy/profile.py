@@ -39,6 +39,7 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
     from .runtimes.timing import profile_tflite, profile_torch
 
     suffix = path.suffix.lower()
+    ckpt = None
     if suffix == ".tflite":
         if not path.is_file():
             raise VitdeployError(f"{path}: no such file")
@@ -61,18 +62,22 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
         stats["load_ms"] = round(load_ms, 3)
         kind = "checkpoint"
     if suffix != ".mlpackage":
-        stats.update(_output_check(path, variant, threads))
+        stats.update(_output_check(_host_runner(path, ckpt, threads)))
     return {"model": str(path), "kind": kind, "device": "host", "host": host_info(), "runs": runs, "warmup": warmup,
             **stats}
 
 
-def _output_check(path: Path, variant: str | None, threads: int) -> dict:
+def _host_runner(path: Path, ckpt, threads: int):
+    from .runners import TorchRunner, open_runner
+
+    return TorchRunner(ckpt) if ckpt is not None else open_runner(path, threads=threads)
+
+
+def _output_check(runner) -> dict:
     """Latency of a model whose outputs are NaN/inf measures nothing useful: run it once on a natural image
     and report it ("outputs not finite on 1 of 1 inputs") next to the timing."""
-    from .runners import open_runner
     from .sample_images import natural_images
 
-    runner = open_runner(path, variant=variant, threads=threads)
     rgb = natural_images(1, runner.input_size[1], seed=42)
     y = np.asarray(runner.predict_nchw(runner.preprocessing.normalize(rgb)))
     finite = bool(np.isfinite(y).all())
