@@ -606,7 +606,7 @@ def devices(as_json: bool) -> None:
 @click.option("--quick", is_flag=True, help="Float artifacts only (skips int8/w8): about half the time.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def demo(checkpoints: tuple[str, ...], out_dir: str, quick: bool, as_json: bool) -> None:
-    """The main job end to end on built-in seeded MobileViT-XS and LeViT-128S (or the given CHECKPOINTS)."""
+    """The main job end to end on the trained MobileViT-XXS and LeViT-128S references (or the given CHECKPOINTS)."""
     from .demo import run_demo
 
     summary = run_demo(list(checkpoints), out_dir, echo=None if as_json else click.echo, quick=quick)
