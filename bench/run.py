@@ -351,8 +351,10 @@ def render(R: dict) -> str:  # noqa: C901 - one linear report
     L += ["## Accuracy (trained reference models)", ""]
     A = R.get("accuracy")
     if A is None:
-        L += ["Pending: owned by the reference-accuracy work; this section is filled from "
-              "`bench/.cache/reference_accuracy.json` once that job has written it.", ""]
+        L += ["The accuracy of every precision on trained references (float top-1, w8a8 top-1 drop, worst-image "
+              "cosine, int8 vs fp32 latency, conversion seconds, techniques kept) is in "
+              "[int8-goals.md](int8-goals.md), written by `bench/int8_goals.py` from the references "
+              "`bench/train_reference.py` trains.", ""]
     else:
         L += _accuracy_lines(A)
     L += ["## Dependencies", "",
