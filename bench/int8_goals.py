@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,27 +50,13 @@ def checkpoint_for(variant: str) -> Path | None:
 
 
 def interleaved_latency(paths: dict[str, Path], threads: int, rounds: int) -> dict:
-    from ai_edge_litert.interpreter import Interpreter
+    """fp32 and w8a8 side by side (:func:`vitdeploy.runtimes.timing.interleaved_tflite`)."""
+    from vitdeploy.runtimes.timing import interleaved_tflite
 
-    interpreters = {}
-    for name, path in paths.items():
-        it = Interpreter(model_path=str(path), num_threads=threads)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.random.default_rng(0).uniform(0, 255, d["shape"]).astype(d["dtype"]))
-        for _ in range(3):
-            it.invoke()
-        interpreters[name] = it
-    times = {name: [] for name in interpreters}
-    for _ in range(rounds):
-        for name, it in interpreters.items():
-            started = time.perf_counter()
-            it.invoke()
-            times[name].append((time.perf_counter() - started) * 1000)
-    out = {"median_ms": {n: round(float(np.median(t)), 3) for n, t in times.items()}, "threads": threads,
-           "rounds": rounds}
-    if "fp32" in times and "w8a8" in times:
-        out["speedup"] = round(float(np.median(np.array(times["fp32"]) / np.array(times["w8a8"]))), 3)
+    measured = interleaved_tflite(paths, threads=threads, rounds=rounds, baseline="fp32")
+    out = {"median_ms": {n: measured[n]["median_ms"] for n in paths}, "threads": threads, "rounds": rounds}
+    if "w8a8" in measured.get("speedup", {}):
+        out["speedup"] = measured["speedup"]["w8a8"]
     return out
 
 
