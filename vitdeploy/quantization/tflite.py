@@ -451,8 +451,8 @@ def missed_target_warning(cosine: float, min_cosine: float, float_ops: list[str]
     """The one line for a w8a8 model below the target: the measured options, and what to try next."""
     measured = "; ".join(f"{name} cosine {alt['cosine_min']:.4f} at {alt['ms_per_image']:.0f} ms/image"
                          for name, alt in (alternatives or {}).items() if "cosine_min" in alt)
-    advice = "use --quantize fp16 or dynamic" + ("" if finetuned else ", or --int8-finetune STEPS with --calib "
-                                                                        "images of your domain")
+    advice = "use --quantize dynamic or fp16 (w8a16 where size matters more than speed)" + (
+        "" if finetuned else ", or --int8-finetune STEPS with --calib images of your domain")
     return (f"w8a8 logits cosine (worst image) {cosine:.4f} is below {min_cosine} "
             f"(float fallback: {', '.join(float_ops) or 'none helped'})"
             + (f"; measured: {measured}" if measured else "") + f"; {advice} "
