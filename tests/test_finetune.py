@@ -103,3 +103,17 @@ def test_missed_int8_target_warning_suggests_finetuning_only_when_not_done():
     assert "0.8123 is below 0.99" in plain and "SOFTMAX" in plain and "--int8-finetune" in plain
     assert "--int8-finetune" not in tuned and "none helped" in tuned and "dynamic or fp16" in tuned
     assert "\n" not in plain
+
+
+def test_int8_search_scores_non_finite_logits_as_the_worst_and_counts_them():
+    import numpy as np
+
+    from vitdeploy.quantization.tflite import logits_agreement
+
+    ref = np.random.default_rng(0).normal(size=(4, 10))
+    bad = ref.copy()
+    bad[2, 3] = np.inf
+    bad[3, :] = np.nan
+    score = logits_agreement(bad, ref)
+    assert score["nonfinite_images"] == 2 and score["cosine_min"] == -1.0 and score["top1_agreement"] == 0.5
+    assert "nonfinite_images" not in logits_agreement(ref, ref)
