@@ -15,6 +15,9 @@ import click
 # The converters' C++ runtimes log INFO lines to stderr; users want vitdeploy's own lines only.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GLOG_minloglevel", "2")
+# TensorFlow (inside the TFLite converter) logs "oneDNN custom operations are on" before absl logging is
+# initialised, so the level above does not reach it; its oneDNN ops are not what the .tflite runs.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _quiet_third_party_noise() -> None:
