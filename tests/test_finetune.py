@@ -117,3 +117,14 @@ def test_int8_search_scores_non_finite_logits_as_the_worst_and_counts_them():
     score = logits_agreement(bad, ref)
     assert score["nonfinite_images"] == 2 and score["cosine_min"] == -1.0 and score["top1_agreement"] == 0.5
     assert "nonfinite_images" not in logits_agreement(ref, ref)
+
+
+def test_learned_ranges_move_and_are_reported():
+    """LSQ-style range learning: the ranges get gradients (they leave the observed ones) and the
+    report says by how much; without it they stay tracked, not learned."""
+    x = images(12, seed=1)
+    _, learned = finetune_for_int8(outlier_net(), x[:8], steps=6, eval_images=x[8:], learn_ranges=True)
+    factors = learned["range_factors"]
+    assert learned["learn_ranges"] and (factors["min"] < 1.0 or factors["max"] > 1.0), factors
+    _, tracked = finetune_for_int8(outlier_net(), x[:8], steps=2, eval_images=x[8:])
+    assert not tracked["learn_ranges"] and "range_factors" not in tracked

@@ -83,8 +83,9 @@ def mse_range(values: np.ndarray, levels: int = 256) -> tuple[float, float, dict
 
 
 def mse_ranges(float_model: bytes, inputs: np.ndarray, qsvs: dict, threads: int = 2,
-               skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
-    """``qsvs`` (ai-edge-quantizer's per-tensor ``{"min", "max"}``) with MSE-optimal ranges; and a summary."""
+               skip: tuple[str, ...] = ()) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """``qsvs`` (ai-edge-quantizer's per-tensor ``{"min", "max"}``) with MSE-optimal ranges, a summary,
+    and the sampled values each range was chosen on (for callers that rank tensors on them too)."""
     names = [n for n in qsvs if n not in skip]
     values = collect_activations(float_model, inputs, names, threads)
     out, gains, clipped = dict(qsvs), [], 0
@@ -98,4 +99,4 @@ def mse_ranges(float_model: bytes, inputs: np.ndarray, qsvs: dict, threads: int 
     summary = {"tensors": len(values), "clipped": int(clipped),
                "median_mse_gain": round(float(np.median(gains)), 3) if gains else None,
                "max_mse_gain": round(float(np.max(gains)), 3) if gains else None}
-    return out, summary
+    return out, summary, values

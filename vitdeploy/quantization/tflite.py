@@ -116,26 +116,23 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
     reference = run_tflite(reference_model or float_model, eval_inputs, threads=threads)
     groups = fallback_candidates(float_model)
     graphs = {"plain": float_model, **(equivalents or {})}
-    ranges, range_summary = {}, {}
+    ranges, range_summary, activations = {}, {}, {}
     for graph, graph_model in graphs.items():
         for statistic in CALIBRATION_STATISTICS:  # min_max before mse: mse starts from its tensors
             say(f"calibrating int8 on {len(calib_inputs)} images ({graph} graph, {statistic} ranges)")
             if statistic == "mse":
                 from .ranges import mse_ranges
 
-                ranges[graph, statistic], range_summary[graph] = mse_ranges(
+                ranges[graph, statistic], range_summary[graph], activations[graph] = mse_ranges(
                     graph_model, calib_inputs, ranges[graph, "min_max"], threads)
             else:
                 ranges[graph, statistic] = _calibrate(graph_model, calib_inputs, threads, statistic)
             if input_range is not None:
                 _set_input_range(ranges[graph, statistic], graph_model, *input_range)
 
-    def attempt(chosen: list[str], route: tuple[str, str], activation_bits: int = 8) -> tuple[bytes, dict]:
-        model = _static_int8(graphs[route[0]], ranges[route], [groups[name] for name in chosen], int8_io,
-                             activation_bits)
-        started = time.perf_counter()
-        score = logits_agreement(run_tflite(model, eval_inputs, threads=threads), reference)
-        return model, {**score, "ms_per_image": round(1e3 * (time.perf_counter() - started) / len(eval_inputs), 1)}
+    def attempt(chosen: list[str], route: tuple[str, str]) -> tuple[bytes, dict]:
+        model = _static_int8(graphs[route[0]], ranges[route], [groups[name] for name in chosen], int8_io)
+        return model, _timed_agreement(model, eval_inputs, reference, threads)
 
     first = {route: attempt([], route) for route in ranges}
     route = max(ranges, key=lambda r: _criterion(first[r][1]))
@@ -153,7 +150,7 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         history.append({"float_ops": list(chosen), **score, "reason": "xnnpack"})
     if _criterion(score) < min_cosine and per_tensor_fallback:
         model, score, chosen, per_tensor = _keep_worst_tensors_in_float(
-            graphs[graph], ranges[route], calib_inputs, groups, chosen, model, score,
+            graphs[graph], ranges[route], calib_inputs, activations.get(graph), groups, chosen, model, score,
             lambda ops: attempt(ops, route), min_cosine, min_gain, threads, say)
         if per_tensor.get("kept"):
             history.append({"float_ops": list(chosen), **score, "reason": "per-tensor"})
@@ -218,7 +215,7 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
 
 
 def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, groups: dict, min_cosine: float,
-                               noise: float, say: Callable[[str], None], float_model: bytes | None = None
+                               noise: float, say: Callable[[str], None], float_model: bytes
                                ) -> tuple[list[str], bytes, dict, dict]:
     """Keep float the op types XNNPACK leaves to TFLite's built-in kernels in the full int8 model.
 
@@ -256,11 +253,10 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
                                              "not_delegated": sum(left.values())}
 
     layout = ()
-    if float_model is not None:
-        group = _layout_next_to(float_model, slow)
-        if group is not None:
-            groups[group.name] = group
-            layout = (group.name,)
+    group = _layout_next_to(float_model, slow)
+    if group is not None:
+        groups[group.name] = group
+        layout = (group.name,)
     run(tuple(slow))
     if layout:  # float layout ops between float compute ops (see _LAYOUT_OPS); XNNPACK runs them
         run(tuple(slow) + layout)
@@ -327,13 +323,15 @@ def _tensor_ops(model: bytes) -> tuple[dict[str, str], dict[str, list[tuple[str,
     return producers, consumers
 
 
-def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: np.ndarray, groups: dict,
+def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: np.ndarray,
+                                 activations: dict[str, np.ndarray] | None, groups: dict,
                                  chosen: list[str], model: bytes, score: dict, attempt: Callable, min_cosine: float,
                                  min_gain: float, threads: int, say: Callable[[str], None]
                                  ) -> tuple[bytes, dict, list[str], dict]:
     """Keep float the tensors int8 represents worst (lowest SQNR on calibration images): each one's
     producer and consumers go float, so the tensor is never quantized. 1, 2, 4... tensors, stopping
     at the fewest that meet ``min_cosine``; if none does, the best set when it gains ``min_gain``.
+    ``activations``: the values MSE range selection already collected on this graph (reused, not re-run).
     Returns (model, score, chosen, record); ``groups`` gains one ``tensor`` group per op used."""
     from .ranges import collect_activations
 
@@ -343,7 +341,9 @@ def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: n
     record = {"budget_ops": budget, "tried": {}, "kept": []}
     if budget < 1:
         return model, score, chosen, record
-    values = collect_activations(float_model, calib_inputs[:16], [n for n in compute if n in qsvs], threads)
+    wanted = [n for n in compute if n in qsvs]
+    values = ({n: activations[n] for n in wanted if n in activations} if activations is not None
+              else collect_activations(float_model, calib_inputs[:16], wanted, threads))
     sqnr = tensor_sqnr(values, qsvs)
     ranked = sorted(sqnr, key=sqnr.get)
     record["ranked"] = [{"tensor": n, "op": producers[n], "sqnr_db": round(sqnr[n], 1)} for n in ranked[:16]]
