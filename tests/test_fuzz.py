@@ -58,6 +58,20 @@ def mutated_copy(seed: Path, data: bytes, tmp: Path) -> Path:
     return path
 
 
+def fuzz_inspect(seed: Path, data: bytes, bounds) -> None:
+    """`vitdeploy inspect` on byte mutations of ``seed`` (cut/flipped at ``bounds``): the exit contract holds."""
+
+    @FUZZ
+    @given(mutated=byte_mutation(data, bounds))
+    def check(mutated):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mutated_copy(seed, mutated, Path(tmp))
+            code, _, err = cli("inspect", path)
+            assert_contract(code, err, [path])
+
+    check()
+
+
 # ----------------------------------------------------------------------------- byte-level mutations
 
 
@@ -88,16 +102,7 @@ def test_fuzz_checkpoint_files(seeds, fmt):
     seed = seeds[fmt]
     data = seed.read_bytes()
     bounds = F.safetensors_boundaries(data) if fmt == "safetensors" else F.zip_boundaries(data)
-
-    @FUZZ
-    @given(mutated=byte_mutation(data, bounds))
-    def check(mutated):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = mutated_copy(seed, mutated, Path(tmp))
-            code, _, err = cli("inspect", path)
-            assert_contract(code, err, [path])
-
-    check()
+    fuzz_inspect(seed, data, bounds)
 
 
 def test_fuzz_flipped_tensor_bytes_in_zip_checkpoint_are_caught(seeds, tmp_path):
@@ -283,16 +288,7 @@ def test_fuzz_npy_byte_mutations(seeds):
 def test_fuzz_tflite(seeds):
     seed = seeds["tflite"]
     data = seed.read_bytes()
-
-    @FUZZ
-    @given(mutated=byte_mutation(data, [0, 4, 8, 16, 32, len(data) // 4, len(data) // 2, len(data)]))
-    def check(mutated):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = mutated_copy(seed, mutated, Path(tmp))
-            code, _, err = cli("inspect", path)
-            assert_contract(code, err, [path])
-
-    check()
+    fuzz_inspect(seed, data, [0, 4, 8, 16, 32, len(data) // 4, len(data) // 2, len(data)])
 
 
 def test_tflite_that_crashes_litert_is_one_line(seeds, tmp_path):
