@@ -65,7 +65,8 @@ def npy_seed(out: Path, input_size=(3, 16, 16)) -> Path:
     return path
 
 
-def _tiny_torch_model():
+def tiny_torch_model():
+    """A seeded conv + linear classifier (10 classes, any square RGB input): small and fast to convert."""
     import torch
 
     class Tiny(torch.nn.Module):
@@ -129,7 +130,7 @@ def tflite_seed(out: Path, pixels: bool = False) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "raw.tflite"
-    model, example = _tiny_torch_model(), torch.randn(1, 3, 16, 16)
+    model, example = tiny_torch_model(), torch.randn(1, 3, 16, 16)
     if pixels:
         model, example = _PixelInput(model), torch.rand(1, 16, 16, 3) * 255
     litert_torch.convert(model, (example,)).export(str(raw))
@@ -150,7 +151,7 @@ def mlpackage_seed(out: Path) -> Path:
     from vitdeploy.targets.coreml import METADATA_KEY
 
     out.mkdir(parents=True, exist_ok=True)
-    traced = torch.jit.trace(_tiny_torch_model(), torch.randn(1, 3, 16, 16))
+    traced = torch.jit.trace(tiny_torch_model(), torch.randn(1, 3, 16, 16))
     model = ct.convert(traced, inputs=[ct.TensorType(name="pixel_values", shape=(1, 3, 16, 16))],
                        outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
                        minimum_deployment_target=ct.target.iOS16)

@@ -326,19 +326,10 @@ def tiny_tflite(tmp_path_factory) -> Path:
     """A small conv + linear classifier converted with litert-torch (about 10 s, once per session)."""
     torch = pytest.importorskip("torch")
     litert_torch = pytest.importorskip("litert_torch")
+    from fuzz_seeds import tiny_torch_model
 
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
-            self.fc = torch.nn.Linear(8, 10)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
-
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.tflite"
-    litert_torch.convert(Tiny().eval(), (torch.randn(1, 3, 16, 16),)).export(str(path))
+    litert_torch.convert(tiny_torch_model(), (torch.randn(1, 3, 16, 16),)).export(str(path))
     return path
 
 
