@@ -455,6 +455,40 @@ def add_metadata(model_bytes: bytes, *, config: dict, preprocessing: Preprocessi
     return _append_labels_zip(packed, labels) if labels else packed
 
 
+REDUCED_PRECISION_KEY = "reduced_precision_support"  # TFLite's key; XNNPACK reads it at delegation
+FP16_COMPUTE = "fp16accfp16"  # fp16 inference with fp16 accumulation: what XNNPACK needs to run fp16
+
+
+def set_reduced_precision(model_bytes: bytes, value: str | None) -> bytes:
+    """``model_bytes`` with the ``reduced_precision_support`` entry set to ``value`` (None: removed).
+
+    ``fp16accfp16`` asks XNNPACK for fp16 arithmetic on CPUs that have it (ARMv8.2+ with FP16; ignored on
+    x86 and older cores), in apps and in the classic Interpreter alike. The labels zip is kept.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    labels = _read_labels(bytes(model_bytes))
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    kept = [m for m in (model.metadata or []) if _decode(m.name) != REDUCED_PRECISION_KEY]
+    if value is not None:
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(value.encode(), dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = REDUCED_PRECISION_KEY, len(model.buffers) - 1
+        kept.append(entry)
+    model.metadata = kept
+    packed = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return _append_labels_zip(packed, labels) if labels else packed
+
+
+def reduced_precision(model_bytes: bytes) -> str | None:
+    """The model's ``reduced_precision_support`` value, or None."""
+    blob = _metadata_blobs(bytes(model_bytes)).get(REDUCED_PRECISION_KEY)
+    return None if blob is None else blob.decode("ascii", "replace")
+
+
 def _decode(name) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
