@@ -43,6 +43,9 @@ _quiet_third_party_noise()
 from . import __version__
 from .errors import CheckFailed, VitdeployError
 
+# The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
+EMULATED_CPUS = ("cortex-a55", "cortex-a76", "cortex-a710")
+
 
 # Exceptions that mean "this input file is malformed" whatever reader raised them, matched by
 # qualified class name anywhere in the exception's MRO so the CLI need not import torch, PIL, yaml, ...
@@ -312,9 +315,11 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--recipe", type=click.Path(path_type=str),
               help="A recipes/*.yaml: fixes the variant and the default precision/quantization.")
 @click.option("-o", "--out", type=click.Path(path_type=str), help="Output path (default: <checkpoint>_<mode>.<ext>).")
-@click.option("--quantize", help="tflite: fp32|fp16|dynamic|w8a8|w8a16; coreml: fp32|fp16|w8|w8a8 (aliases: "
-                                 "none=fp32, int8=w8a8)  [default: fp32]")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), help="Core ML compute precision  [default: fp16]")
+@click.option("--quantize", help="tflite: fp32|fp16|fp16-compute|dynamic|w8a8|w8a16; coreml: fp32|fp16|w8|w8a8 "
+                                 "(aliases: none=fp32, int8=w8a8)  [default: fp32]")
+@click.option("--precision", type=click.Choice(["fp16", "fp32", "fp16-compute"]),
+              help="Core ML: compute precision [default: fp16]. tflite: fp16-compute = fp16 weights and fp16 "
+                   "arithmetic on phones that have it (same as --quantize fp16-compute).")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=str),
               help="Directory of calibration images (int8/w8a8; default: built-in natural images).")
 @click.option("--labels", "labels_file", type=click.Path(path_type=str), help="Class labels, one per line.")
@@ -348,6 +353,15 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
         precision, quantize = precision or default_precision, quantize or default_quantize
     if no_int16:
         raise VitdeployError("--no-int16 is gone: int16 activations are only used when asked, with --quantize w8a16")
+    if precision == "fp16-compute":
+        from .precisions import canonical as _canonical
+
+        if target != "tflite":
+            raise VitdeployError("--precision fp16-compute is for --target tflite; Core ML's --precision fp16 "
+                                 "already computes in fp16")
+        if quantize and _canonical(quantize) != "fp16-compute":
+            raise VitdeployError(f"--precision fp16-compute contradicts --quantize {quantize}")
+        precision, quantize = None, "fp16-compute"
     precision, quantize = precision or "fp16", quantize or "none"
     say = None if as_json else (lambda msg: click.echo(msg, err=True))
     report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
@@ -497,8 +511,17 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
               help="How many images (default: 16 built-in, or every image under --images; spread evenly).")
 @click.option("--n-random", default=4, show_default=True, type=click.IntRange(0, None),
               help="Seeded random tensors, reported separately.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "fp16-compute", "int8"]),
               help="Tolerance preset (default: read from the artifact).")
+@click.option("--cpu", "cpus", multiple=True, type=click.Choice(list(EMULATED_CPUS)),
+              help="Run the .tflite on this emulated phone CPU (qemu + the aarch64 LiteRT; repeatable; "
+                   "`vitdeploy setup arm` once first).")
+@click.option("--device", "device", help="Emulate the CPU cores of this catalog phone (e.g. pixel7).")
+@click.option("--fp16", "fp16", type=click.Choice(["model", "force", "off"]), default="model", show_default=True,
+              help="Emulated CPU: fp16 arithmetic as the file asks (model), always (force: what an app enabling "
+                   "fp16 inference gets), or never.")
+@click.option("--xnnpack/--no-xnnpack", default=True, show_default=True,
+              help="Emulated CPU: XNNPACK's kernels, or TFLite's built-in ones.")
 @click.option("--tol", "tolerances", multiple=True, metavar="KEY=VALUE",
               help="Override one tolerance, e.g. --tol cosine_min=0.995 (repeatable; VALUE 'none' disables).")
 @click.option("--localize", "do_localize", is_flag=True, help="Also find the block where divergence starts.")
@@ -508,17 +531,25 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int | None, n_random: int,
-           precision: str | None, tolerances: tuple[str, ...], do_localize: bool, variant: str | None, threads: int,
+           precision: str | None, cpus: tuple[str, ...], device: str | None, fp16: str, xnnpack: bool,
+           tolerances: tuple[str, ...], do_localize: bool, variant: str | None, threads: int,
            runtime: str, report_dir: str | None, as_json: bool) -> None:
     """Check ARTIFACT against the PyTorch CHECKPOINT; exit 1 naming the metric that failed."""
     from .parity import localize, parse_overrides, run_parity
 
-    result = run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images,
-                        n_random=n_random, tolerances=parse_overrides(tolerances) or None, threads=threads,
-                        precision=precision, variant=variant, runtime=runtime)
-    data = result.to_dict()
+    targets = _emulated_cpus(cpus, device)
+    if (fp16 != "model" or not xnnpack) and not targets:
+        raise VitdeployError("--fp16 and --no-xnnpack choose how an emulated CPU runs: add --cpu or --device")
+    results = [run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images,
+                          n_random=n_random, tolerances=parse_overrides(tolerances) or None, threads=threads,
+                          precision=precision, variant=variant, runtime=runtime, cpu=cpu, fp16=fp16, xnnpack=xnnpack)
+               for cpu in (targets or [None])]
+    data = results[0].to_dict()
+    if len(results) > 1:  # one result per emulated CPU; the first stays at the top level
+        data["other_cpus"] = [r.to_dict() for r in results[1:]]
+    loc = None
     if do_localize:
-        loc = localize(artifact, checkpoint, images_dir=images_dir, variant=variant, precision=result.precision)
+        loc = localize(artifact, checkpoint, images_dir=images_dir, variant=variant, precision=results[0].precision)
         data["localization"] = loc.to_dict()
     if report_dir:
         from .reports import write_report
@@ -527,13 +558,25 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
     if as_json:
         _echo_json(data)
     else:
-        click.echo(result.summary())
-        if do_localize:
+        for result in results:
+            click.echo(result.summary())
+        if loc is not None:
             click.echo(loc.table())
         if report_dir:
             click.echo(f"report: {report_dir}/report.html")
-    if not result.passed:
-        raise CheckFailed("; ".join(f.describe() for f in result.failures))
+    failures = [(f"{r.arm['cpu']}: " if len(results) > 1 else "") + f.describe() for r in results for f in r.failures]
+    if failures:
+        raise CheckFailed("; ".join(failures))
+
+
+def _emulated_cpus(cpus: tuple[str, ...], device: str | None) -> list[str]:
+    """The emulated CPUs asked for: --cpu as given, then the stand-ins for a catalog phone's cores."""
+    chosen = list(dict.fromkeys(cpus))
+    if device:
+        from .devices.catalog import emulated_cpus, get_device
+
+        chosen += [c for c in emulated_cpus(get_device(device)) if c not in chosen]
+    return chosen
 
 
 @main.command("eval")
@@ -600,6 +643,48 @@ def devices(as_json: bool) -> None:
         _echo_json(listing)
     else:
         click.echo(format_devices(listing))
+
+
+@main.group()
+def setup() -> None:
+    """One-time setups that later commands use."""
+
+
+@setup.command("arm")
+@click.option("--cache", "cache", type=click.Path(path_type=str),
+              help="Cache folder (default: $VITDEPLOY_CACHE, else ~/.cache/vitdeploy).")
+@click.option("--force", is_flag=True, help="Rebuild even when an environment is there.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
+    """Build the emulated phone CPU (qemu + aarch64 Python and LiteRT) that `parity --cpu` runs on.
+
+    Downloads ~90 MB (Debian arm64 packages, trixie's static qemu when the system's cannot model a Cortex-A55
+    or A710, the aarch64 ai-edge-litert and numpy wheels) into the cache; changes nothing on the system.
+    """
+    from pathlib import Path
+
+    from .emulation import setup_arm
+
+    bars = []
+
+    def progress(label: str, total: int):
+        if as_json or not sys.stderr.isatty():
+            return None
+        bar = click.progressbar(length=total, label=f"  {label}", file=sys.stderr)
+        bar.__enter__()
+        bars.append(bar)
+        return bar.update
+
+    say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+    try:
+        env = setup_arm(Path(cache) if cache else None, force=force, say=say, progress=progress)
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
+    if as_json:
+        _echo_json({"root": str(env.root), "qemu": str(env.qemu), **env.manifest})
+    else:
+        click.echo(env.describe())
 
 
 @main.command()

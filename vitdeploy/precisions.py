@@ -6,6 +6,9 @@ name       what it is                                          parity preset
 fp32       float32 weights and compute                         fp32
 fp16       float16 weights (TFLite: dequantized at load;      fp16
            Core ML: fp16 compute)
+fp16-      TFLite: float16 weights + the metadata that asks   fp16-compute
+compute    XNNPACK for fp16 arithmetic on phones with it
+           (ARMv8.2+ FP16; x86 and older cores run fp32)
 w8         int8 weights, float compute (Core ML)              int8
 w8a8       int8 weights and int8 activations (full integer)   int8
 w8a16      int8 weights, int16 activations (TFLite "16x8";    int8
@@ -22,11 +25,12 @@ from __future__ import annotations
 
 from .errors import VitdeployError
 
-PRECISIONS = ("fp32", "fp16", "w8", "w8a8", "w8a16", "dynamic")
-ALIASES = {"none": "fp32", "int8": "w8a8", "int16": "w8a16", "float32": "fp32", "float16": "fp16"}
-PARITY_PRESET = {"fp32": "fp32", "fp16": "fp16", "w8": "int8", "w8a8": "int8", "w8a16": "int8", "dynamic": "int8"}
+PRECISIONS = ("fp32", "fp16", "fp16-compute", "w8", "w8a8", "w8a16", "dynamic")
+ALIASES = {"none": "fp32", "int8": "w8a8", "int16": "w8a16", "float32": "fp32", "float16": "fp16",
+           "fp16c": "fp16-compute", "fp16_compute": "fp16-compute"}
+PARITY_PRESET = {"fp32": "fp32", "fp16": "fp16", "fp16-compute": "fp16-compute", "w8": "int8", "w8a8": "int8", "w8a16": "int8", "dynamic": "int8"}
 # The internal ``quantize`` key each target's converter takes, per canonical name.
-TFLITE_MODES = {"fp32": "none", "fp16": "fp16", "dynamic": "dynamic", "w8a8": "int8", "w8a16": "w8a16"}
+TFLITE_MODES = {"fp32": "none", "fp16": "fp16", "fp16-compute": "fp16-compute", "dynamic": "dynamic", "w8a8": "int8", "w8a16": "w8a16"}
 COREML_MODES = {"fp32": "none", "w8": "w8", "w8a8": "w8a8"}  # fp16/fp32 compute is --precision
 
 

@@ -61,11 +61,20 @@ def is_artifact(path: str | Path) -> bool:
     return Path(path).suffix.lower() in ARTIFACT_SUFFIXES
 
 
-def open_runner(path: str | Path, *, variant: str | None = None, threads: int = 2, runtime: str = "auto") -> Runner:
-    """A runner for a checkpoint or an artifact, chosen by what ``path`` is."""
+def open_runner(path: str | Path, *, variant: str | None = None, threads: int = 2, runtime: str = "auto",
+                emulate: dict | None = None) -> Runner:
+    """A runner for a checkpoint or an artifact, chosen by what ``path`` is.
+
+    ``emulate`` (.tflite only): ``{"cpu", "fp16", "xnnpack"}`` runs it on an emulated phone CPU
+    (:class:`vitdeploy.runtimes.tflite_arm.EmulatedTFLiteRunner`).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
+    if emulate and suffix != ".tflite":
+        raise VitdeployError(f"{path}: an emulated phone CPU runs .tflite artifacts only")
     if suffix == ".tflite":
+        if emulate:
+            return _open_emulated_tflite(path, threads, emulate)
         return _open_tflite(path, threads)
     if suffix == ".mlpackage":
         return _open_coreml(path, runtime)
@@ -82,6 +91,16 @@ def _open_tflite(path: Path, threads: int) -> Runner:
     except ImportError as e:
         raise VitdeployError(f"running .tflite needs ai-edge-litert: pip install 'vitdeploy[tflite]' ({e})") from None
     return _as_runner(TFLiteRunner(path, threads=threads), "tflite")
+
+
+def _open_emulated_tflite(path: Path, threads: int, emulate: dict) -> Runner:
+    if not path.is_file():
+        raise VitdeployError(f"{path}: no such file")
+    from .runtimes.tflite_arm import EmulatedTFLiteRunner
+
+    runner = _as_runner(EmulatedTFLiteRunner(path, threads=threads, **emulate), "tflite-arm")
+    runner.describe = lambda: {**Runner.describe(runner), **EmulatedTFLiteRunner.describe(runner)}
+    return runner
 
 
 def _as_runner(runner, kind: str):

@@ -35,6 +35,7 @@ class DeviceSpec:
     compute_units: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     notes: str = ""
+    cpu_cores: tuple[str, ...] = ()  # "2x Cortex-X1": the CPU clusters, big first
 
     @property
     def w8a8_ane(self) -> bool:
@@ -46,6 +47,8 @@ class DeviceSpec:
         d["identifiers"] = list(self.identifiers)
         d["compute_units"] = list(self.compute_units)
         d["aliases"] = list(self.aliases)
+        d["cpu_cores"] = list(self.cpu_cores)
+        d["emulated_cpus"] = emulated_cpus(self) if self.cpu_cores else []
         d["w8a8_ane"] = self.w8a8_ane
         return d
 
@@ -58,7 +61,40 @@ def _iphone(name, marketing, product_type, soc, ram_gb, aliases=()):
 
 def _android(name, marketing, codenames, soc, gpu, npu, ram_gb, aliases=(), notes=""):
     return DeviceSpec(name=name, platform="android", marketing_name=marketing, identifiers=tuple(codenames), soc=soc,
-                      gpu=gpu, npu=npu, ram_gb=ram_gb, compute_units=ANDROID_DELEGATES, aliases=aliases, notes=notes)
+                      gpu=gpu, npu=npu, ram_gb=ram_gb, compute_units=ANDROID_DELEGATES, aliases=aliases, notes=notes,
+                      cpu_cores=SOC_CORES.get(soc.split(" (")[0].split(" / ")[0], ()))
+
+
+# CPU clusters per SoC (vendor specifications), big cores first.
+SOC_CORES: dict[str, tuple[str, ...]] = {
+    "Google Tensor": ("2x Cortex-X1", "2x Cortex-A76", "4x Cortex-A55"),
+    "Google Tensor G2": ("2x Cortex-X1", "2x Cortex-A78", "4x Cortex-A55"),
+    "Google Tensor G3": ("1x Cortex-X3", "4x Cortex-A715", "4x Cortex-A510"),
+    "Google Tensor G4": ("1x Cortex-X4", "3x Cortex-A720", "4x Cortex-A520"),
+    "Snapdragon 8 Gen 2 for Galaxy": ("1x Cortex-X3", "2x Cortex-A715", "2x Cortex-A710", "3x Cortex-A510"),
+    "Exynos 2400": ("1x Cortex-X4", "5x Cortex-A720", "4x Cortex-A520"),
+    "Snapdragon 8 Gen 3 for Galaxy": ("1x Cortex-X4", "5x Cortex-A720", "2x Cortex-A520"),
+    "Snapdragon 8 Elite for Galaxy": ("2x Oryon (prime)", "6x Oryon (performance)"),
+}
+# The QEMU CPU model that stands in for each core: same ISA features, which is what XNNPACK's kernel choice
+# (and so the numerics) follows. ARMv8.2 cores with FP16 + dot product -> cortex-a76 (a55 for the little
+# ones); ARMv9 cores (i8mm, BF16, SVE2) and Oryon (ARMv8.7, i8mm) -> cortex-a710.
+EMULATED_STAND_IN = {
+    "Cortex-A55": "cortex-a55", "Cortex-A76": "cortex-a76", "Cortex-A77": "cortex-a76", "Cortex-A78": "cortex-a76",
+    "Cortex-X1": "cortex-a76", "Cortex-A510": "cortex-a710", "Cortex-A520": "cortex-a710",
+    "Cortex-A710": "cortex-a710", "Cortex-A715": "cortex-a710", "Cortex-A720": "cortex-a710",
+    "Cortex-X2": "cortex-a710", "Cortex-X3": "cortex-a710", "Cortex-X4": "cortex-a710", "Oryon": "cortex-a710",
+}
+
+
+def emulated_cpus(spec: "DeviceSpec") -> list[str]:
+    """The emulated CPUs that stand in for ``spec``'s cores, big cores first, each once."""
+    if not spec.cpu_cores:
+        raise VitdeployError(f"{spec.name}: no CPU cores in the catalog to emulate"
+                             + ("; iPhones run Core ML (Apple cores have no QEMU model): use --cpu" if spec.platform == "ios"
+                                else "; use --cpu"))
+    cores = [cluster.split("x ", 1)[1].split(" (")[0] for cluster in spec.cpu_cores]
+    return list(dict.fromkeys(EMULATED_STAND_IN[core] for core in cores))
 
 
 _TENSOR_NPU = "Google TPU (reached through NNAPI only)"

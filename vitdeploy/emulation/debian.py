@@ -148,7 +148,7 @@ def extract_deb(deb: bytes, dest: Path, *, only: tuple[str, ...] = ()) -> list[s
     written = []
     with tarfile.open(fileobj=io.BytesIO(members[data_name]), mode="r:*") as archive:
         for member in archive.getmembers():
-            name = member.name.lstrip("./")
+            name = member.name[2:] if member.name.startswith("./") else member.name
             if not name or (only and f"./{name}" not in only and name not in only):
                 continue
             if name.startswith("/") or ".." in Path(name).parts:

@@ -49,6 +49,8 @@ class ParityResult:
     # {"natural": {"count", "of", "nan"}, "random": ... | None}: inputs whose artifact outputs hold NaN/inf
     nonfinite: dict = field(default_factory=dict)
     first_nonfinite: str | None = None  # the first value in the artifact's graph that was not finite
+    # On an emulated phone CPU: {"cpu", "fp16_compute", "xnnpack", "emulator", "host_vs_arm": metrics, ...}
+    arm: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -74,17 +76,21 @@ class ParityResult:
             "artifact_info": self.artifact_info,
             "nonfinite": self.nonfinite,
             "first_nonfinite": self.first_nonfinite,
+            "arm": self.arm,
         }
 
     def summary(self) -> str:
         """A few human-readable lines (what the CLI prints)."""
-        lines = [f"parity {'PASSED' if self.passed else 'FAILED'}: {self.artifact} vs {self.checkpoint} "
+        where = f" on an emulated {self.arm['cpu']}" if self.arm else ""
+        lines = [f"parity {'PASSED' if self.passed else 'FAILED'}: {self.artifact}{where} vs {self.checkpoint} "
                  f"(preset {self.precision}, from {self.precision_source})",
                  f"  natural images ({self.inputs['natural']['count']}, {self.inputs['natural']['source']}): "
                  + self._metrics_text(self.natural, "natural", full=True)]
         if self.random:
             lines.append(f"  random tensors ({self.inputs['random']['count']}, reported only): "
                          + self._metrics_text(self.random, "random", full=False))
+        if self.arm:
+            lines.append("  " + describe_arm(self.arm))
         lines += [f"  FAIL {f.describe()}" for f in self.failures]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -250,11 +256,15 @@ def _predict(runner, x: np.ndarray, what: str) -> np.ndarray:
 def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | Path | None = None,
                n_images: int | None = 16, n_random: int = 4, seed: int = 0, tolerances: dict | None = None,
                threads: int = 2, precision: str | None = None, variant: str | None = None,
-               runtime: str = "auto") -> ParityResult:
+               runtime: str = "auto", cpu: str | None = None, fp16: str = "model",
+               xnnpack: bool = True) -> ParityResult:
     """Compare ``artifact`` (.tflite, .mlpackage, or another checkpoint) with ``checkpoint`` in PyTorch.
 
     ``precision`` (``fp32``/``fp16``/``int8``) overrides the preset read from the artifact;
     ``tolerances`` overrides single keys (see :mod:`vitdeploy.parity.tolerances`).
+    ``cpu`` (a .tflite only): run the artifact on that emulated phone CPU (:mod:`vitdeploy.emulation`),
+    ``fp16`` ``model``/``force``/``off`` (fp16 arithmetic as the file asks / always / never), ``xnnpack``
+    False for the built-in kernels; the host-vs-ARM difference is reported in ``result.arm``.
     Raises :class:`VitdeployError` for bad input; a failed check is ``result.passed == False``.
     """
     from ..runners import TorchRunner, is_artifact, open_runner
@@ -275,14 +285,16 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
     else:
         precision_source = "given"
     tol = resolve(precision, tolerances)
-    runner = open_runner(artifact, variant=variant, threads=threads, runtime=runtime)
+    warnings: list[str] = []
+    cpu = _emulation_plan(artifact, precision, cpu, warnings)
+    emulate = {"cpu": cpu, "fp16": fp16, "xnnpack": xnnpack} if cpu else None
+    runner = open_runner(artifact, variant=variant, threads=threads, runtime=runtime, emulate=emulate)
     ref_size = tuple(reference.input_size)
     got_size = _runner_input_size(runner)
     if got_size != ref_size:
         raise VitdeployError(f"{artifact} takes input {got_size} but {checkpoint} ({reference.variant}) takes "
                              f"{ref_size}: not converted from this checkpoint")
     pre = reference.preprocessing
-    warnings: list[str] = []
     art_pre = getattr(runner, "preprocessing", None)
     if art_pre is not None and art_pre != pre:
         warnings.append(f"the artifact records preprocessing '{art_pre.describe()}' but the checkpoint expects "
@@ -309,6 +321,13 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
         random, nonfinite_rand = M.compare_finite(ref_rand, got_rand)
         random_hist = M.error_histogram(ref_rand, got_rand)
 
+    arm = None
+    if cpu:
+        arm = dict(runner.describe(), guest=getattr(runner, "last_report", {}))
+        host = open_runner(artifact, variant=variant, threads=threads)
+        arm["host_vs_arm"] = M.compare(_predict(host, x_nat, "the artifact on the host"), got_nat)
+        if arm["guest"].get("warning"):
+            warnings.append(arm["guest"]["warning"])
     measured = {"natural": natural, "random": random}
     failures = check(measured, tol)
     nonfinite = {"natural": nonfinite_nat, "random": nonfinite_rand if n_random else None}
@@ -334,7 +353,32 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
                             "distinct_top1": distinct},
                 "random": {"count": int(n_random), "seed": int(seed), "kind": "uniform pixels 0..255, preprocessed"}},
         failures=failures, warnings=warnings, seconds=round(time.perf_counter() - started, 3),
-        artifact_info=_jsonable(info), nonfinite=nonfinite, first_nonfinite=first_bad)
+        artifact_info=_jsonable(info), nonfinite=nonfinite, first_nonfinite=first_bad,
+        arm=_jsonable(arm) if arm else None)
+
+
+def describe_arm(arm: dict) -> str:
+    """One line: which emulated CPU, what arithmetic, and how far its logits are from the host's."""
+    kernels = "XNNPACK" if arm.get("xnnpack") else "built-in kernels (XNNPACK off)"
+    arithmetic = "fp16 arithmetic" if arm.get("fp16_compute") else "fp32 arithmetic"
+    d = arm.get("host_vs_arm") or {}
+    diff = (f"host vs ARM: cosine min {d['cosine_min']:.6f}, max abs {d['max_abs']:.3e}, top-1 agreement "
+            f"{d['top1']:.1%}" if d.get("n") else "host vs ARM: not measured")
+    return f"emulated {arm['cpu']} ({arm.get('emulator', 'qemu')}, {kernels}, {arithmetic}); {diff}"
+
+
+def _emulation_plan(artifact: Path, precision: str, cpu: str | None, warnings: list[str]) -> str | None:
+    """The CPU to emulate: the one asked for; for an fp16-compute .tflite, an emulated Cortex-A76 when the
+    emulator is set up (x86 never computes in fp16, so a host-only check would not exercise it)."""
+    if cpu or precision != "fp16-compute" or artifact.suffix.lower() != ".tflite":
+        return cpu
+    from ..emulation import find_environment
+
+    if find_environment() is not None:
+        return "cortex-a76"
+    warnings.append("judged on x86: fp16 arithmetic not exercised (x86 computes this fp16-compute model in fp32); "
+                    "`vitdeploy setup arm` once, and parity judges it on an emulated phone CPU")
+    return None
 
 
 def _reference_outputs(reference, x: np.ndarray, checkpoint: Path) -> np.ndarray:

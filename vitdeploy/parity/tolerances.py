@@ -41,6 +41,7 @@ from ..errors import VitdeployError
 PRESETS: dict[str, dict[str, float | None]] = {
     "fp32": {"cosine_min": 0.99999, "rel_l2_max": 1e-3, "top1_min": 1.0, "top5_min": 0.95},
     "fp16": {"cosine_min": 0.999, "rel_l2_max": 0.03, "top1_min": 0.95, "top5_min": 0.90},
+    "fp16-compute": {"cosine_min": 0.999, "rel_l2_max": 0.03, "top1_min": 0.95, "top5_min": 0.90},
     "int8": {"cosine_min": 0.99, "rel_l2_max": 0.15, "top1_min": 0.90, "top5_min": 0.80},
 }
 

@@ -48,7 +48,7 @@ from ..errors import ConversionError, VitdeployError
 from ..precisions import label
 from ..preprocessing import Preprocessing
 
-QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8", "w8a16")  # internal keys; names: vitdeploy.precisions
+QUANTIZE_MODES = ("none", "fp16", "fp16-compute", "dynamic", "int8", "w8a16")  # internal keys; names: vitdeploy.precisions
 BELOW_TARGET_SUFFIX = ".below-target"  # a w8a8 model that missed the accuracy target is written aside
 LAYOUT_PIXELS = "NHWC-pixels"
 LAYOUT_RAW = "NCHW-raw"
@@ -348,6 +348,9 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
 
     if mode == "fp16":
         return q.quantize_fp16(float_model), {"recipe": "weight-only float16 (float_casting)"}
+    if mode == "fp16-compute":  # the file asks XNNPACK for fp16 arithmetic where the CPU has it
+        return (set_reduced_precision(q.quantize_fp16(float_model), FP16_COMPUTE),
+                {"recipe": f"weight-only float16 + {REDUCED_PRECISION_KEY}={FP16_COMPUTE}"})
     if mode == "dynamic":
         return q.quantize_dynamic(float_model), {"recipe": "dynamic_wi8_afp32"}
     height, width = _image_hw(input_spec)
