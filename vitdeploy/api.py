@@ -89,3 +89,10 @@ def save_array(path: str | Path, array: np.ndarray) -> Path:
 def save_text(path: str | Path, text: str) -> Path:
     """Write a UTF-8 text file atomically."""
     return write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def setup_arm(cache: str | Path | None = None, *, force: bool = False, say=print):
+    """``vitdeploy setup arm``: build (or reuse) the emulated phone CPU environment; returns it."""
+    from .emulation import setup_arm as build
+
+    return build(Path(cache) if cache else None, force=force, say=say)

@@ -147,6 +147,8 @@ class HarnessBenchmark {
     private fun interpreterOptions(config: Config, delegates: MutableList<Delegate>): Interpreter.Options {
         val options = Interpreter.Options()
         when (config.computeUnit) {
+            // An fp16-compute .tflite carries reduced_precision_support=fp16accfp16: XNNPACK then runs it in
+            // fp16 on cores with FP16 arithmetic (ARMv8.2+), as `vitdeploy parity --cpu` checks under emulation.
             "xnnpack" -> options.setUseXNNPACK(true).setNumThreads(config.threads!!)
             "cpu" -> options.setUseXNNPACK(false).setNumThreads(config.threads!!)
             "gpu" -> {
