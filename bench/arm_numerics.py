@@ -75,13 +75,20 @@ def artifact(variant: str, ckpt: Path, precision: str) -> Path:
     return Path(report["path"])
 
 
-def measure(path: Path, ckpt: Path, images: Path, cpus: list[str], threads: int) -> dict:
+def measure(path: Path, ckpt: Path, images: Path, cpus: list[str], threads: int, done: dict | None, save) -> dict:
+    """Host and emulated runs of one artifact; ``done``: a row from an earlier run, whose CPUs are kept;
+    ``save(row)`` after each CPU, so an interrupted run resumes where it stopped."""
     from vitdeploy.parity import run_parity
 
-    host = run_parity(path, ckpt, images_dir=images, n_random=0, threads=threads, precision="int8")
-    row = {"host_vs_checkpoint_cosine_min": host.natural["cosine_min"], "host_top1_vs_checkpoint": host.natural["top1"],
-           "cpus": {}}
+    if done:
+        row = done
+    else:
+        host = run_parity(path, ckpt, images_dir=images, n_random=0, threads=threads, precision="int8")
+        row = {"host_vs_checkpoint_cosine_min": host.natural["cosine_min"],
+               "host_top1_vs_checkpoint": host.natural["top1"], "cpus": {}}
     for cpu in cpus:
+        if cpu in row["cpus"]:
+            continue
         started = time.perf_counter()
         r = run_parity(path, ckpt, images_dir=images, n_random=0, threads=threads, precision="int8", cpu=cpu)
         d = r.arm["host_vs_arm"]
@@ -89,6 +96,7 @@ def measure(path: Path, ckpt: Path, images: Path, cpus: list[str], threads: int)
                             "max_abs_vs_host": d["max_abs"], "top1_vs_host": d["top1"],
                             "cosine_min_vs_checkpoint": r.natural["cosine_min"], "top1_vs_checkpoint": r.natural["top1"],
                             "seconds": round(time.perf_counter() - started, 1)}
+        save(row)
         print(f"  {path.name} on {cpu}: vs host cosine {d['cosine_min']:.6f} max abs {d['max_abs']:.2e} "
               f"top-1 {d['top1']:.0%}; vs checkpoint cosine {r.natural['cosine_min']:.6f}", flush=True)
     return row
@@ -131,26 +139,34 @@ def main() -> int:
     parser.add_argument("--cpus", nargs="+", default=["cortex-a55", "cortex-a76", "cortex-a710"])
     parser.add_argument("--images", type=int, default=22)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true", help="Ignore the measurements of an earlier run.")
     args = parser.parse_args()
     from vitdeploy.emulation import setup_arm
 
     env = setup_arm(say=print)
     images = one_per_class(args.images)
-    results = {"images": args.images, "date": time.strftime("%Y-%m-%d"), "variants": {},
-               "environment": dict(env.manifest)}
     json_path = CACHE / "arm_numerics.json"
+    earlier = json.loads(json_path.read_text()) if json_path.is_file() and not args.fresh else {}
+    if earlier.get("images") != args.images:
+        earlier = {}
+    results = {"images": args.images, "date": time.strftime("%Y-%m-%d"), "variants": earlier.get("variants", {}),
+               "environment": dict(env.manifest)}
     try:
         for variant in args.variants:
             ckpt = checkpoint_for(variant)
             if ckpt is None:
                 print(f"{variant}: no trained reference (bench/train_reference.py --variants {variant})", flush=True)
                 continue
-            results["variants"][variant] = {}
+            rows = results["variants"].setdefault(variant, {})
             for precision in args.precisions:
                 path = artifact(variant, ckpt, precision)
-                results["variants"][variant][precision] = measure(path, ckpt, images, args.cpus, args.threads)
-                json_path.write_text(json.dumps(results, indent=1))
-                write_doc(results)
+
+                def save(row, precision=precision):
+                    rows[precision] = row
+                    json_path.write_text(json.dumps(results, indent=1))
+                    write_doc(results)
+
+                measure(path, ckpt, images, args.cpus, args.threads, rows.get(precision), save)
     finally:
         shutil.rmtree(images, ignore_errors=True)
     print(f"wrote {DOC}")

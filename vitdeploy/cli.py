@@ -549,7 +549,10 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
         data["other_cpus"] = [r.to_dict() for r in results[1:]]
     loc = None
     if do_localize:
-        loc = localize(artifact, checkpoint, images_dir=images_dir, variant=variant, precision=results[0].precision)
+        arm = results[0].arm  # the CPU parity ran on, asked for or chosen (an fp16-compute file)
+        emulate = {"cpu": arm["cpu"], "fp16": fp16, "xnnpack": xnnpack, "threads": threads} if arm else None
+        loc = localize(artifact, checkpoint, images_dir=images_dir, variant=variant, precision=results[0].precision,
+                       emulate=emulate)
         data["localization"] = loc.to_dict()
     if report_dir:
         from .reports import write_report

@@ -22,18 +22,21 @@ TIMEOUT_S = 3600  # a deep model on many images under emulation is minutes, neve
 
 
 def run_model(env: ArmEnvironment, model: bytes | Path, inputs: np.ndarray, *, cpu: str, threads: int = 2,
-              xnnpack: bool = True) -> tuple[np.ndarray, dict]:
-    """Raw outputs (the model's output dtype) for ``inputs`` (the model's input dtype, N x model shape)."""
+              xnnpack: bool = True, all_outputs: bool = False) -> tuple[np.ndarray | list[np.ndarray], dict]:
+    """Raw outputs (the model's output dtype) for ``inputs`` (the model's input dtype, N x model shape):
+    the first output, or with ``all_outputs`` every output in the model's order."""
     check_cpu(cpu)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-arm-") as tmp:
         tmp = Path(tmp)
         model_path = tmp / "model.tflite"
         model_path.write_bytes(model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes())
         np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs))
-        request = {"model": str(model_path), "inputs": str(tmp / "inputs.npy"), "outputs": str(tmp / "outputs.npy"),
+        request = {"model": str(model_path), "inputs": str(tmp / "inputs.npy"), "outputs": str(tmp / "outputs.npz"),
                    "threads": int(threads), "xnnpack": bool(xnnpack)}
         report = _run_worker(env, cpu, request, tmp)
-        return np.load(tmp / "outputs.npy"), report
+        with np.load(tmp / "outputs.npz") as stored:
+            outputs = [stored[f"arr_{k}"] for k in range(len(stored.files))]
+        return (outputs if all_outputs else outputs[0]), report
 
 
 def smoke_test(env: ArmEnvironment, *, cpu: str = "cortex-a76") -> dict:

@@ -232,15 +232,18 @@ class _EverySize:
         return True
 
 
-def first_nonfinite(artifact: str | Path, x_chw: np.ndarray, pre, model=None) -> str | None:
+def first_nonfinite(artifact: str | Path, x_chw: np.ndarray, pre, model=None, emulate: dict | None = None) -> str | None:
     """The first value, in execution order, that holds NaN or inf when ``artifact`` runs on one preprocessed
-    input (``x_chw``, float CHW); named by block when ``model`` (the reference) lets the name be mapped."""
+    input (``x_chw``, float CHW); named by block when ``model`` (the reference) lets the name be mapped.
+    ``emulate``: read the values from a run on that emulated phone CPU (every value an extra output)."""
     from ..runtimes.coreml import nchw_to_rgb_pixels
 
     artifact = Path(artifact)
     rgb = nchw_to_rgb_pixels(np.asarray(x_chw, dtype=np.float32)[None], pre)
     read = _tflite_tensors if artifact.suffix.lower() == ".tflite" else _coreml_tensors
     tensors = read(artifact, rgb, pre, _EverySize())
+    if emulate and artifact.suffix.lower() == ".tflite":  # every value, as the phone computes it
+        _, tensors.values, _ = _emulated_values(artifact, rgb, pre, tensors.names, emulate)
     index = next((i for i, v in enumerate(tensors.values) if not np.isfinite(v).all()), None)
     if index is None:
         return None
@@ -376,13 +379,14 @@ class LocalizationResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     first_nonfinite: str | None = None  # the first block whose artifact output holds NaN/inf
+    arm: dict | None = None  # the emulated CPU the artifact's values came from (None: the host)
 
     def to_dict(self) -> dict:
         return {"kind": "localization", "artifact": self.artifact, "checkpoint": self.checkpoint,
                 "precision": self.precision, "threshold": self.threshold, "blocks": self.blocks,
                 "first_divergent": self.first_divergent, "jumps": self.jumps, "logits": self.logits,
                 "n_images": self.n_images, "mapping": self.mapping, "warnings": self.warnings,
-                "seconds": self.seconds, "first_nonfinite": self.first_nonfinite}
+                "seconds": self.seconds, "first_nonfinite": self.first_nonfinite, "arm": self.arm}
 
     def table(self) -> str:
         """A text table: block, relative L2, cosine, how the tensor was found; divergent rows marked."""
@@ -410,6 +414,9 @@ class LocalizationResult:
             verdict += "; largest jumps: " + ", ".join(f"{j['block']} (x{j['ratio']:.3g})" for j in self.jumps)
         if self.first_nonfinite:
             verdict += f"; first block whose output is not finite: {self.first_nonfinite}"
+        if self.arm:
+            verdict = (f"on an emulated {self.arm['cpu']} ({'fp16' if self.arm.get('fp16_compute') else 'fp32'} "
+                       f"arithmetic): {verdict}")
         return "\n".join(lines + [verdict])
 
 
@@ -418,8 +425,13 @@ class LocalizationResult:
 
 def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | Path | None = None,
              n_images: int = 4, seed: int = 0, variant: str | None = None, by: str = "auto",
-             precision: str | None = None, threshold: float | None = None, n_jumps: int = 3) -> LocalizationResult:
+             precision: str | None = None, threshold: float | None = None, n_jumps: int = 3,
+             emulate: dict | None = None) -> LocalizationResult:
     """Per-block error of ``artifact`` against ``checkpoint``; names where the divergence starts.
+
+    ``emulate`` (a .tflite only; ``{"cpu", "fp16", "xnnpack"}`` as for parity): the blocks are matched on
+    the host as usual, then their tensors are made extra model outputs and read from a run on that
+    emulated phone CPU -- XNNPACK included, so fp16 arithmetic drift or overflow shows where it starts.
 
     ``by``: ``auto`` (names where the converter kept module paths, shapes for the rest),
     ``names`` (names only) or ``shapes`` (ignore names). ``threshold``: block rel L2 counted as
@@ -467,7 +479,7 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
 
     known = {n for n, _ in model.named_modules() if n}
     owners = _name_blocks(tensors.names, blocks, known) if by != "shapes" else [None] * len(tensors.names)
-    rows, position = [], -1
+    rows, position, matched = [], -1, {}
     counts = {"by_name": 0, "by_shape": 0, "unmatched": 0}
     for block in blocks:
         r = ref[block]
@@ -496,9 +508,16 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
         i, how, layout, v = match
         counts["by_name" if how == "name" else "by_shape"] += 1
         position = max(position, i)
+        matched[block] = (i, how, layout)
         rows.append(_block_row(block, r, v, tensors.names[i], how, layout))
 
     got_logits = tensors.logits
+    if emulate:
+        if suffix != ".tflite":
+            raise VitdeployError(f"{artifact}: an emulated phone CPU runs .tflite artifacts only")
+        got_logits, rows, arm = _emulated_rows(artifact, rgb, pre, tensors, matched, ref, rows, emulate)
+    else:
+        arm = None
     if got_logits is not None and got_logits.shape != ref_logits.shape:
         got_logits = None
     from . import metrics as M
@@ -508,7 +527,7 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
               if got_logits is not None else {"rel_l2": float("nan"), "cosine": float("nan")})
     first = next((b["block"] for b in rows if b["rel_l2"] is not None and b["rel_l2"] > threshold), None)
     warnings = []
-    if first is None and math.isfinite(logits["rel_l2"]) and logits["rel_l2"] > threshold:
+    if first is None and not math.isnan(logits["rel_l2"]) and logits["rel_l2"] > threshold:  # inf included
         first = "head"  # every block agrees, the output does not: pooling/classifier (or output handling)
         warnings.append("every block is within the threshold but the logits are not: the divergence is after "
                         "the last block (pooling, classifier head or output conversion)")
@@ -521,7 +540,45 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
         artifact=str(artifact), checkpoint=str(checkpoint), precision=precision, threshold=float(threshold),
         blocks=rows, first_divergent=first, jumps=_jumps(rows, n_jumps, float(threshold)), logits=logits, n_images=len(rgb),
         mapping=counts, warnings=warnings, seconds=round(time.perf_counter() - started, 3),
-        first_nonfinite=next((b["block"] for b in rows if b.get("finite") is False), None))
+        first_nonfinite=next((b["block"] for b in rows if b.get("finite") is False), None), arm=arm)
+
+
+def _emulated_values(artifact: Path, rgb: np.ndarray, pre, names: list[str],
+                     emulate: dict) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """(logits, values (N, -1) float32 of the named tensors, the emulated CPU) from a run on an emulated CPU,
+    the tensors made extra model outputs so that the delegate materialises them in its own arithmetic."""
+    from ..emulation.run import run_model
+    from ..runtimes.tflite_arm import EmulatedTFLiteRunner
+    from ..targets.tflite import with_extra_outputs
+
+    runner = EmulatedTFLiteRunner(artifact, **emulate)
+    model = with_extra_outputs(runner._emulated_model, names)
+    feed = pre.normalize(rgb) if runner.input_spec["layout"] == "NCHW-raw" else rgb.astype(np.float32)
+    outputs, _ = run_model(runner.env, model, runner._quantize_input(feed), cpu=runner.cpu, threads=runner.threads,
+                           xnnpack=runner.xnnpack, all_outputs=True)
+    details = {t["name"]: t for t in runner.interpreter.get_tensor_details()}
+    values = []
+    for name, value in zip(names, outputs[1:]):
+        value = np.asarray(value)
+        if np.dtype(value.dtype).kind in "iu":
+            scale, zero = details[name]["quantization"]
+            value = (value.astype(np.float32) - zero) * scale
+        values.append(value.reshape(len(rgb), -1).astype(np.float32))
+    return runner._dequantize_output(outputs[0]).reshape(len(rgb), -1), values, runner.describe()
+
+
+def _emulated_rows(artifact: Path, rgb: np.ndarray, pre, tensors: ArtifactTensors, matched: dict, ref: dict,
+                   rows: list[dict], emulate: dict) -> tuple[np.ndarray, list[dict], dict]:
+    """(logits, rows, the emulated CPU): the matched blocks re-measured on an emulated CPU."""
+    blocks = list(matched)
+    names = [tensors.names[matched[b][0]] for b in blocks]
+    logits, values, arm = _emulated_values(artifact, rgb, pre, names, emulate)
+    by_block = {}
+    for block, name, value in zip(blocks, names, values):
+        _, how, layout = matched[block]
+        fn = dict(_layouts(ref[block].shape[1:]))[layout]
+        by_block[block] = _block_row(block, ref[block], fn(value), name, how, layout)
+    return logits, [by_block.get(row["block"], row) for row in rows], arm
 
 
 def _block_row(block: str, ref: np.ndarray, got: np.ndarray, tensor: str, how: str, layout: str) -> dict:

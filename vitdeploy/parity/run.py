@@ -325,7 +325,7 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
     if cpu:
         arm = dict(runner.describe(), guest=getattr(runner, "last_report", {}))
         host = open_runner(artifact, variant=variant, threads=threads)
-        arm["host_vs_arm"] = M.compare(_predict(host, x_nat, "the artifact on the host"), got_nat)
+        arm["host_vs_arm"] = M.compare_finite(_predict(host, x_nat, "the artifact on the host"), got_nat)[0]
         if arm["guest"].get("warning"):
             warnings.append(arm["guest"]["warning"])
     measured = {"natural": natural, "random": random}
@@ -335,9 +335,12 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
     if nonfinite_nat["count"] or (n_random and nonfinite_rand["count"]):
         x_bad = x_nat if nonfinite_nat["count"] else x_rand
         got_bad = got_nat if nonfinite_nat["count"] else got_rand
-        first_bad = _first_nonfinite_layer(artifact, reference, x_bad[M.nonfinite_rows(got_bad)][:1])
+        first_bad = _first_nonfinite_layer(artifact, reference, x_bad[M.nonfinite_rows(got_bad)][:1], emulate)
     if nonfinite_nat["count"]:
         failures.insert(0, NonFinite.of(nonfinite_nat, "natural", first_bad))
+    if failures and arm and arm.get("fp16_compute"):
+        arm["fp32_arithmetic"], hint = _fp16_fix(artifact, reference, x_nat, ref_nat, tol, threads, arm)
+        warnings.append(hint)
     if n_random and nonfinite_rand["count"]:
         warnings.append(NonFinite.of(nonfinite_rand, "random", first_bad).describe())
     info = {}
@@ -355,6 +358,25 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
         failures=failures, warnings=warnings, seconds=round(time.perf_counter() - started, 3),
         artifact_info=_jsonable(info), nonfinite=nonfinite, first_nonfinite=first_bad,
         arm=_jsonable(arm) if arm else None)
+
+
+def _fp16_fix(artifact: Path, reference, x: np.ndarray, ref: np.ndarray, tol: dict, threads: int,
+              arm: dict) -> tuple[dict, str]:
+    """Run the artifact again on the same emulated CPU with fp32 arithmetic: does fp16 arithmetic alone break it?"""
+    from ..runners import open_runner
+
+    runner = open_runner(artifact, threads=threads, emulate={"cpu": arm["cpu"], "fp16": "off",
+                                                             "xnnpack": arm.get("xnnpack", True)})
+    metrics, nonfinite = M.compare_finite(ref, _predict(runner, x, "the artifact with fp32 arithmetic"))
+    passes = not nonfinite["count"] and not check({"natural": metrics, "random": None}, tol)
+    if passes:
+        hint = (f"fp16 arithmetic breaks it on {arm['cpu']}; with fp32 arithmetic on the same CPU it passes "
+                f"(cosine min {metrics['cosine_min']:.6f}): convert with --quantize fp16 (fp16 weights, fp32 "
+                "arithmetic) or leave fp16 inference off in the app")
+    else:
+        hint = (f"with fp32 arithmetic on {arm['cpu']} it fails too (cosine min {metrics.get('cosine_min', float('nan')):.6f}): "
+                "the fault is not fp16 arithmetic alone")
+    return dict(metrics, passes=passes, nonfinite=nonfinite["count"]), hint
 
 
 def describe_arm(arm: dict) -> str:
@@ -391,7 +413,7 @@ def _reference_outputs(reference, x: np.ndarray, checkpoint: Path) -> np.ndarray
     return y
 
 
-def _first_nonfinite_layer(artifact: Path, reference, x_one: np.ndarray) -> str | None:
+def _first_nonfinite_layer(artifact: Path, reference, x_one: np.ndarray, emulate: dict | None = None) -> str | None:
     """Where NaN/inf first appears in the artifact's graph, on one input whose output was not finite.
 
     One extra run with every intermediate kept: cheap next to the parity run itself. None when the artifact
@@ -401,7 +423,7 @@ def _first_nonfinite_layer(artifact: Path, reference, x_one: np.ndarray) -> str 
     if artifact.suffix.lower() not in (".tflite", ".mlpackage") or not len(x_one):
         return None
     try:
-        return first_nonfinite(artifact, x_one[0], reference.preprocessing, reference.model)
+        return first_nonfinite(artifact, x_one[0], reference.preprocessing, reference.model, emulate=emulate)
     except Exception:  # noqa: BLE001 - a diagnostic extra: never turn a finding into a crash
         return None
 

@@ -486,6 +486,24 @@ def set_reduced_precision(model_bytes: bytes, value: str | None) -> bytes:
     return _append_labels_zip(packed, labels) if labels else packed
 
 
+def with_extra_outputs(model_bytes: bytes, tensor_names: list[str]) -> bytes:
+    """``model_bytes`` whose main subgraph also outputs the named tensors, after its own outputs.
+
+    A delegate then has to materialise them, in whatever arithmetic it runs (fp16 included): how
+    localization reads block values from a run it cannot look inside. Unknown names are an error.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    graph = model.subgraphs[0]
+    index = {_decode(t.name): i for i, t in enumerate(graph.tensors)}
+    missing = [n for n in tensor_names if n not in index]
+    if missing:
+        raise VitdeployError(f"no tensor named {missing[0]!r} in the model")
+    graph.outputs = [int(i) for i in graph.outputs] + [index[n] for n in tensor_names]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def reduced_precision(model_bytes: bytes) -> str | None:
     """The model's ``reduced_precision_support`` value, or None."""
     blob = _metadata_blobs(bytes(model_bytes)).get(REDUCED_PRECISION_KEY)
