@@ -232,3 +232,42 @@ def test_fp16_compute_artifact_is_judged_on_emulated_arm_by_default(arm, tmp_pat
     monkeypatch.setenv("VITDEPLOY_CACHE", str(tmp_path / "no-emulator"))
     host_only = CliRunner().invoke(main, args)
     assert host_only.exit_code == 0 and "judged on x86: fp16 arithmetic not exercised" in host_only.output
+
+
+@pytest.fixture(scope="module")
+def loud_levit(tmp_path_factory):
+    """The LeViT-128S reference with its heads scaled by 1e4: logits ~1e5, fine in fp32, past fp16's 65504."""
+    from safetensors.numpy import load_file, save_file
+
+    weights = {k: v.astype(np.float32) if v.dtype == np.float16 else v
+               for k, v in load_file(references.checkpoint("levit_128s")).items()}
+    for head in ("head", "head_dist"):
+        for p in ("weight", "bias"):
+            weights[f"{head}.linear.{p}"] = weights[f"{head}.linear.{p}"] * 1e4
+    folder = tmp_path_factory.mktemp("loud")
+    save_file(weights, folder / "levit_128s_loud.safetensors")
+    ckpt = folder / "levit_128s_loud.safetensors"
+    out = folder / "loud_fp16-compute.tflite"
+    from vitdeploy.convert import convert
+
+    convert(ckpt, "tflite", out=out, quantize="fp16-compute")
+    return ckpt, out
+
+
+@pytest.mark.slow
+def test_fp16_overflow_on_arm_is_found_localized_and_the_fix_measured(arm, loud_levit):
+    ckpt, artifact = loud_levit
+    args = ["parity", str(artifact), "--checkpoint", str(ckpt), "--n-images", "1", "--n-random", "0"]
+    host = CliRunner().invoke(main, [*args, "--cpu", "cortex-a76", "--fp16", "off", "--json"])
+    assert host.exit_code == 0, host.output  # fp32 arithmetic on the same phone CPU: fine
+    result = CliRunner().invoke(main, [*args, "--localize", "--json"])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.output[result.output.index("{"):result.output.rindex("}") + 1])
+    assert data["arm"]["cpu"] == "cortex-a76" and data["arm"]["fp16_compute"]  # chosen for an fp16-compute file
+    assert data["failures"][0]["metric"] == "outputs_finite"
+    assert data["arm"]["fp32_arithmetic"]["passes"]  # the fix, measured
+    assert any("--quantize fp16" in w for w in data["warnings"])
+    loc = data["localization"]
+    assert loc["arm"]["cpu"] == "cortex-a76" and loc["arm"]["fp16_compute"]
+    assert all(b["finite"] for b in loc["blocks"] if b["rel_l2"] is not None)  # every block fine in fp16 ...
+    assert loc["first_divergent"] == "head"  # ... the heads' logits overflow
