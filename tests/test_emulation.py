@@ -194,12 +194,13 @@ def test_fp16_arithmetic_saturates_on_emulated_arm_and_fp32_matches(arm, saturat
 
 
 @pytest.mark.slow
-def test_parity_on_emulated_cpus_reports_the_host_difference(arm, tiny_tflite):
+def test_parity_on_emulated_cpus_reports_the_host_difference(arm, tiny_tflite, tmp_path):
     ckpt = references.checkpoint("levit_128s")
     args = ["parity", str(tiny_tflite), "--checkpoint", str(ckpt), "--images", str(references.heldout_dir()),
             "--n-images", "3", "--n-random", "1", "--json"]
-    result = CliRunner().invoke(main, [*args, "--device", "pixel7"])
+    result = CliRunner().invoke(main, [*args, "--device", "pixel7", "--report", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
+    assert "Emulated phone CPU" in (tmp_path / "report" / "report.md").read_text()
     data = json.loads(result.output[result.output.index("{"):])
     cpus = [data["arm"]["cpu"]] + [r["arm"]["cpu"] for r in data["other_cpus"]]
     assert cpus == ["cortex-a76", "cortex-a55"]

@@ -160,6 +160,10 @@ def _sections(kind: str, data: dict) -> list[tuple[str, list, list[list[str]] | 
                                    f"({data.get('inputs', {}).get('natural', {}).get('source', '?')}) gate the result; "
                                    f"{data.get('inputs', {}).get('random', {}).get('count', 0)} random tensors "
                                    "are reported only."))
+        if data.get("arm"):
+            from ..parity.run import describe_arm
+
+            out.append(("Emulated phone CPU", [], describe_arm(data["arm"])))
         nonfinite = _nonfinite_text(data)
         if nonfinite:
             out.append(("Outputs not finite", [], nonfinite))
