@@ -127,9 +127,40 @@ def write_doc(results: dict) -> None:
                 lines.append(f"| {variant} | {precision} | {cpu} | {'yes' if m['fp16_compute'] else 'no'} | "
                              f"{m['cosine_min_vs_host']:.6f} | {m['max_abs_vs_host']:.2e} | {m['top1_vs_host']:.0%} | "
                              f"{m['cosine_min_vs_checkpoint']:.6f} ({row['host_vs_checkpoint_cosine_min']:.6f}) |")
+    lines += ["", "## What it shows", ""] + findings(results)
     lines += ["", f"Setup (`vitdeploy setup arm`): {env.get('size_mb', '?')} MB in the cache, built in "
               f"{env.get('seconds', '?')} s. Measured {results['date']}.", ""]
     DOC.write_text("\n".join(lines))
+
+
+def findings(results: dict) -> list[str]:
+    """Bullets computed from the table: per precision, the worst host-vs-ARM gap and the worst accuracy on ARM."""
+    rows = [(v, p, cpu, m, row) for v, per in results["variants"].items() for p, row in per.items()
+            for cpu, m in row["cpus"].items()]
+    out = []
+    for precision in PRECISIONS:
+        mine = [r for r in rows if r[1] == precision]
+        if not mine:
+            continue
+        worst_gap = max(mine, key=lambda r: r[3]["max_abs_vs_host"])
+        worst_cos = min(r[3]["cosine_min_vs_host"] for r in mine)
+        flips = sum(r[3]["top1_vs_host"] < 1.0 for r in mine)
+        # Does the CPU model matter? The same artifact's numbers on each emulated CPU.
+        by_cpu = {}
+        for v, p, cpu, m, _ in mine:
+            by_cpu.setdefault(v, set()).add(round(m["max_abs_vs_host"], 8))
+        differ = sorted(v for v, gaps in by_cpu.items() if len(gaps) > 1)
+        drift = max(mine, key=lambda r: abs(r[3]["cosine_min_vs_checkpoint"] - r[4]["host_vs_checkpoint_cosine_min"]))
+        out.append(
+            f"- **{precision}**: emulated ARM vs host worst-image cosine >= {worst_cos:.6f}, largest |logit| gap "
+            f"{worst_gap[3]['max_abs_vs_host']:.2e} ({worst_gap[0]}, {worst_gap[2]}); top-1 "
+            f"{'identical on every image' if not flips else f'differs in {flips} runs'}. Against the checkpoint, "
+            f"ARM's worst cosine moves by at most "
+            f"{abs(drift[3]['cosine_min_vs_checkpoint'] - drift[4]['host_vs_checkpoint_cosine_min']):.1e} from the "
+            f"host's ({drift[0]}). "
+            + ("The three CPU models agree to the last digit." if not differ else
+               f"The CPU model changes the numbers for {', '.join(differ)} (different kernels by ISA)."))
+    return out
 
 
 def main() -> int:
