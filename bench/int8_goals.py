@@ -94,8 +94,10 @@ def run_variant(variant: str, ckpt: Path, data: Path, args) -> dict:
     if args.coreml:
         ml = out / f"{variant}_fp16_w8a8.mlpackage"
         t = time.perf_counter()
-        convert(ckpt, "coreml", out=ml, quantize="w8a8", calib_dir=data / "calib")
+        cq = convert(ckpt, "coreml", out=ml, quantize="w8a8", calib_dir=data / "calib").get("quant_report", {})
         row["convert_coreml_w8a8_s"] = round(time.perf_counter() - t, 1)
+        row["coreml"] = {k: cq.get(k) for k in ("float_prefix", "float_prefix_cosine", "clipped_tensors",
+                                                 "calibrated_tensors")}
         models.append(ml)
     res = evaluate(models, data / "heldout", threads=args.threads, batch_size=32,
                    limit_per_class=args.limit_per_class)
@@ -127,8 +129,8 @@ def write_doc(results: dict) -> None:
         f"Measured {results['measured']} on this host (2 cores, load {results['load']}) by "
         "`.venv/bin/python bench/int8_goals.py --variants " + " ".join(r["variant"] for r in rows)
         + " --coreml --limit-per-class 20`" + (f"; latency re-timed {results['latency_measured']} on a quiet machine "
-                                               "with `--latency-only --rounds 100`" if "latency_measured" in results
-                                               else "") + ".",
+                                               f"with `--latency-only --rounds {rows[0]['latency']['rounds']}`"
+                                               if "latency_measured" in results and rows else "") + ".",
         "References: `bench/train_reference.py` (photo-regions task, `bench/photo_regions.py`: 22 classes, held-out "
         "crops from image regions never trained on). Goal per variant: TFLite w8a8 (int8 activations) within "
         f"{GOAL['top1_drop_pts']} top-1 point of the checkpoint, worst natural-image logits cosine >= "
@@ -156,6 +158,14 @@ def write_doc(results: dict) -> None:
               "(LeViT's HARD_SWISH, attention matmuls and softmax; MobileViT's LayerNorm pieces and attention) "
               "run in float between QUANTIZE/DEQUANTIZE pairs (counts above), each an extra pass over its tensor; "
               "the Linear/Conv skeleton alone would be ~3x faster in int8 (docs/benchmarks.md, 'Where the time goes')."]
+    lines += ["", "Core ML w8a8 (`vitdeploy/quantization/coreml.py`): int8 per-channel weights, int8 per-tensor "
+              "symmetric activations with MSE-clipped ranges calibrated through the MIL interpreter, and the shortest "
+              "float prefix of the quantizable ops (0, 5, 9 or 17) whose logits keep a mean cosine >= 0.99 with the "
+              "float model on 8 calibration images"
+              + ("; kept float: " + "; ".join(f"{r['variant']} {r['coreml']['float_prefix']} ops"
+                                              for r in rows if (r.get("coreml") or {}).get("float_prefix") is not None)
+                 if any((r.get("coreml") or {}).get("float_prefix") is not None for r in rows) else "")
+              + ". Before (min/max ranges, no float prefix) MobileViT-XXS lost 3.9 points here."]
     lines += ["", "Drops are in top-1 points against the PyTorch checkpoint on "
               f"{rows[0]['heldout_images'] if rows else 0} held-out crops (positive: int8 is worse). "
               "`graph`: `smoothed` when LayerNorm -> Linear scale migration won; `ranges`: the activation-range "
