@@ -71,8 +71,13 @@ def augment_batch(pixels: np.ndarray, side: int, rng: np.random.Generator) -> np
 
 
 def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batch: int = 32, lr: float = 1e-3,
-          weight_decay: float = 0.05, seed: int = 0, log_every: int = 25) -> dict:
-    """Train ``variant`` from scratch; save a timm-layout float32 checkpoint; return the training record."""
+          weight_decay: float = 0.05, seed: int = 0, log_every: int = 25, save_every: int = 50) -> dict:
+    """Train ``variant`` from scratch; save a timm-layout float32 checkpoint; return the training record.
+
+    Every ``save_every`` steps the whole training state goes to ``<out>.partial.pt`` (tensors and plain
+    numbers only, read back with ``weights_only=True``), and a run that finds one resumes from it: the
+    larger variants take hours on a CPU, longer than one working session.
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -94,7 +99,20 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
     rng = np.random.default_rng(seed)
     wall, curve, losses, correct, order = time.perf_counter(), [], [], [], np.array([], dtype=int)
-    for step in range(steps):
+    partial = out.with_name(out.name + ".partial.pt")
+    first = 0
+    if partial.is_file():
+        state = torch.load(partial, map_location=device, weights_only=True)
+        if state["steps"] == steps:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            order, curve, losses, correct = state["order"].numpy(), state["curve"], state["losses"], state["correct"]
+            first, wall = state["step"], wall - state["seconds"]
+            print(f"  {variant}: resuming at step {first} from {partial}", flush=True)
+    for step in range(first, steps):
         if len(order) < batch:
             order = np.concatenate([order, rng.permutation(len(pixels))])
         idx, order = order[:batch], order[batch:]
@@ -115,17 +133,34 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
                           "train_acc": round(float(np.mean(correct[-log_every:])), 3),
                           "lr": round(sched.get_last_lr()[0], 7), "seconds": round(time.perf_counter() - wall, 1)})
             print(f"  {variant} " + " ".join(f"{k} {v}" for k, v in curve[-1].items()), flush=True)
+        if (step + 1) % save_every == 0 and step + 1 < steps:
+            _save_partial(partial, step + 1, steps, model, opt, sched, rng, order, curve, losses, correct,
+                          time.perf_counter() - wall)
     model = model.cpu()
     if info.family == "mobilevit":
         recalibrate_batchnorm(model, pixels, pre, info.img_size, rng)
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
+    partial.unlink(missing_ok=True)
     return {"variant": variant, "device": device, "steps": steps, "batch": batch, "lr": lr,
             "weight_decay": weight_decay, "label_smoothing": 0.1, "warmup_steps": warmup,
             "train_sides": list(MOBILEVIT_TRAIN_SIDES) if info.family == "mobilevit" else [info.img_size],
             "epochs": round(steps * batch / len(pixels), 2), "train_images": int(len(pixels)),
             "wall_seconds": round(time.perf_counter() - wall, 1), "loss_curve": curve, "checkpoint": str(out)}
+
+
+def _save_partial(path: Path, step: int, steps: int, model, opt, sched, rng, order, curve, losses, correct,
+                  seconds: float) -> None:
+    """The training state after ``step`` steps, written aside and renamed (an interrupted save keeps the last)."""
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"step": step, "steps": steps, "model": model.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "order": torch.from_numpy(np.asarray(order, dtype=np.int64)), "curve": curve, "losses": losses,
+                "correct": correct, "seconds": seconds}, tmp)
+    tmp.replace(path)
 
 
 def recalibrate_batchnorm(model, pixels: np.ndarray, pre, side: int, rng: np.random.Generator, batch: int = 64,
