@@ -160,7 +160,7 @@ def write_doc(results: dict) -> None:
               "the Linear/Conv skeleton alone would be ~3x faster in int8 (docs/benchmarks.md, 'Where the time goes')."]
     lines += ["", "Core ML w8a8 (`vitdeploy/quantization/coreml.py`): int8 per-channel weights, int8 per-tensor "
               "symmetric activations with MSE-clipped ranges calibrated through the MIL interpreter, and the shortest "
-              "float prefix of the quantizable ops (0, 5, 9 or 17) whose logits keep a mean cosine >= 0.99 with the "
+              "float prefix of the quantizable ops (0, 5, 9 or 17) whose logits keep a worst-image cosine >= 0.999 with the "
               "float model on 8 calibration images"
               + ("; kept float: " + "; ".join(f"{r['variant']} {r['coreml']['float_prefix']} ops"
                                               for r in rows if (r.get("coreml") or {}).get("float_prefix") is not None)
