@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from int8_goals import checkpoint_for  # noqa: E402  (one place knows where trained references live)
 
 CACHE = ROOT / "bench" / ".cache"
 OUT = CACHE / "arm_numerics"
@@ -33,14 +36,6 @@ DOC = ROOT / "docs" / "arm-numerics.md"
 VARIANTS = ("levit_128s", "levit_128", "levit_192", "levit_256", "levit_384", "mobilevit_xxs", "mobilevit_xs",
             "mobilevit_s")
 PRECISIONS = ("fp32", "fp16-compute", "dynamic", "w8a8")
-
-
-def checkpoint_for(variant: str) -> Path | None:
-    for path in (CACHE / "train_reference" / f"{variant}_photos.safetensors",
-                 ROOT / "vitdeploy" / "references" / f"{variant}_photos.safetensors"):
-        if path.is_file():
-            return path
-    return None
 
 
 def one_per_class(n: int) -> Path:

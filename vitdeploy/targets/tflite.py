@@ -437,16 +437,23 @@ def split_calibration(calib, height: int, width: int) -> tuple[np.ndarray, np.nd
 def add_metadata(model_bytes: bytes, *, config: dict, preprocessing: Preprocessing, labels: list[str] | None,
                  name: str = "vitdeploy image classifier") -> bytes:
     """Return ``model_bytes`` with TFLITE_METADATA, our ``vitdeploy`` JSON and a labels zip added."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     entries = {
         TFLITE_METADATA: _model_metadata_flatbuffer(config, preprocessing, labels, name),
         VITDEPLOY_METADATA: json.dumps(config, sort_keys=True, default=str).encode(),
     }
+    return _with_metadata_entries(model_bytes, entries, labels)
+
+
+def _with_metadata_entries(model_bytes: bytes, entries: dict[str, bytes | None], labels: list[str] | None) -> bytes:
+    """``model_bytes`` with each named Model.metadata entry replaced (None: removed), labels zip appended."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     kept = [m for m in (model.metadata or []) if _decode(m.name) not in entries]
     for key, blob in entries.items():
+        if blob is None:
+            continue
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(blob, dtype=np.uint8)
         model.buffers.append(buffer)
@@ -468,22 +475,8 @@ def set_reduced_precision(model_bytes: bytes, value: str | None) -> bytes:
     ``fp16accfp16`` asks XNNPACK for fp16 arithmetic on CPUs that have it (ARMv8.2+ with FP16; ignored on
     x86 and older cores), in apps and in the classic Interpreter alike. The labels zip is kept.
     """
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    labels = _read_labels(bytes(model_bytes))
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
-    kept = [m for m in (model.metadata or []) if _decode(m.name) != REDUCED_PRECISION_KEY]
-    if value is not None:
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(value.encode(), dtype=np.uint8)
-        model.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name, entry.buffer = REDUCED_PRECISION_KEY, len(model.buffers) - 1
-        kept.append(entry)
-    model.metadata = kept
-    packed = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    return _append_labels_zip(packed, labels) if labels else packed
+    blob = None if value is None else value.encode()
+    return _with_metadata_entries(model_bytes, {REDUCED_PRECISION_KEY: blob}, _read_labels(bytes(model_bytes)))
 
 
 def with_extra_outputs(model_bytes: bytes, tensor_names: list[str]) -> bytes:
