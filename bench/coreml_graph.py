@@ -54,7 +54,7 @@ MAX_DIM = 16384
 def _program(path: Path):
     import coremltools as ct
 
-    from vitdeploy.targets.coreml import load_program
+    from vitdeploy.formats.coreml import load_program
 
     return load_program(ct.models.MLModel(str(path), skip_model_load=True))
 

@@ -126,7 +126,7 @@ def tflite_seed(out: Path, pixels: bool = False) -> Path:
     import litert_torch
     import torch
 
-    from vitdeploy.targets.tflite import add_metadata
+    from vitdeploy.formats.tflite import add_metadata
 
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "raw.tflite"
@@ -148,7 +148,7 @@ def mlpackage_seed(out: Path) -> Path:
     import coremltools as ct
     import torch
 
-    from vitdeploy.targets.coreml import METADATA_KEY
+    from vitdeploy.formats.coreml import METADATA_KEY
 
     out.mkdir(parents=True, exist_ok=True)
     traced = torch.jit.trace(tiny_torch_model(), torch.randn(1, 3, 16, 16))

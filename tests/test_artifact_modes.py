@@ -26,7 +26,7 @@ def _mode(path) -> int:
 
 
 def test_tflite_writer_gives_an_ordinary_file(tmp_path, umask_022):
-    from vitdeploy.targets.tflite import _write_atomically
+    from vitdeploy.files import write_atomically as _write_atomically
 
     out = tmp_path / "m.tflite"
     _write_atomically(out, b"TFL3")
@@ -35,7 +35,7 @@ def test_tflite_writer_gives_an_ordinary_file(tmp_path, umask_022):
 
 
 def test_tflite_writer_respects_a_strict_umask(tmp_path):
-    from vitdeploy.targets.tflite import _write_atomically
+    from vitdeploy.files import write_atomically as _write_atomically
 
     old = os.umask(0o077)
     try:

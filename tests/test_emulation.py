@@ -178,7 +178,7 @@ def saturating_model(tmp_path_factory):
 def test_fp16_arithmetic_saturates_on_emulated_arm_and_fp32_matches(arm, saturating_model):
     from vitdeploy.emulation.run import run_model
     from vitdeploy.runtimes.tflite import run_tflite
-    from vitdeploy.targets.tflite import FP16_COMPUTE, set_reduced_precision
+    from vitdeploy.formats.tflite import FP16_COMPUTE, set_reduced_precision
 
     x = np.full((1, 65536), 0.0625, np.float32)
     asked = set_reduced_precision(saturating_model, FP16_COMPUTE)
@@ -216,7 +216,7 @@ def test_parity_on_emulated_cpus_reports_the_host_difference(arm, tiny_tflite, t
 
 @pytest.mark.slow
 def test_fp16_compute_artifact_is_judged_on_emulated_arm_by_default(arm, tmp_path, monkeypatch):
-    from vitdeploy.targets.tflite import FP16_COMPUTE, reduced_precision
+    from vitdeploy.formats.tflite import FP16_COMPUTE, reduced_precision
 
     ckpt = references.checkpoint("levit_128s")
     out = tmp_path / "m.tflite"

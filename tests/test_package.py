@@ -506,7 +506,7 @@ def _written(report) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_android_into_harness_copy(tflite_model, tmp_path):
-    from vitdeploy.targets.tflite import read_tflite_metadata
+    from vitdeploy.formats.tflite import read_tflite_metadata
 
     root = _copy(ANDROID_HARNESS, tmp_path)
     build_before = (root / "app/build.gradle.kts").read_text()

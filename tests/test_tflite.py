@@ -193,7 +193,7 @@ def test_summarize_known_values():
 def test_given_calibration_images_also_judge_the_int8_search():
     """With --calib images the search judges on held-out images from the user's domain, never on
     images it calibrated on; with few given images (or none) the built-in natural images judge."""
-    from vitdeploy.targets.tflite import MIN_GIVEN_FOR_HELDOUT, N_HELDOUT, split_calibration
+    from vitdeploy.quantization.calibration import MIN_GIVEN_FOR_HELDOUT, N_HELDOUT, split_calibration
 
     given = np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
     calib, held, source = split_calibration(given, 8, 8)
@@ -320,7 +320,7 @@ def test_int8_report_is_measured_and_model_is_integer(artifacts, levit):
     """End to end: full int8 with float I/O; the reported cosine is re-measured independently."""
     from vitdeploy.quantization.tflite import op_types
     from vitdeploy.runtimes.tflite import TFLiteRunner
-    from vitdeploy.targets.tflite import N_CALIB, N_HELDOUT, natural_images_hw
+    from vitdeploy.quantization.calibration import N_CALIB, N_HELDOUT, natural_images_hw
 
     float_conv = levit.convert(artifacts)
     conv = levit.convert(artifacts, quantize="int8")
@@ -360,7 +360,7 @@ def test_int8_float_fallback_keeps_chosen_ops_float_and_helps(artifacts, mobilev
     """MobileViT int8 falls short of 0.99 here; the search must pick real groups and report them truly."""
     from vitdeploy.quantization.tflite import fallback_candidates, float_op_counts, logits_agreement, quantize_int8
     from vitdeploy.runtimes.tflite import run_tflite
-    from vitdeploy.targets.tflite import natural_images_hw
+    from vitdeploy.quantization.calibration import natural_images_hw
 
     float_model = mobilevit.convert(artifacts).path.read_bytes()
     pixels = natural_images_hw(28, mobilevit.size, mobilevit.size).astype(np.float32)
@@ -441,7 +441,8 @@ def test_layout_ops_next_to_float_ops_are_tried_with_the_xnnpack_set(artifacts, 
 
 @pytest.mark.slow
 def test_metadata_round_trip(tmp_path, tiny):
-    from vitdeploy.targets.tflite import convert_tflite, read_tflite_metadata
+    from vitdeploy.targets.tflite import convert_tflite
+    from vitdeploy.formats.tflite import read_tflite_metadata
 
     labels = ["cat", "dog", "bird", "fish", "ant"]
     conv = convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=tmp_path / "tiny.tflite",
@@ -474,7 +475,8 @@ def test_metadata_round_trip(tmp_path, tiny):
 @pytest.mark.slow
 def test_raw_input_metadata_declares_pixel_unit_normalization(tmp_path, tiny):
     from vitdeploy.runtimes.tflite import TFLiteRunner
-    from vitdeploy.targets.tflite import convert_tflite, read_tflite_metadata
+    from vitdeploy.targets.tflite import convert_tflite
+    from vitdeploy.formats.tflite import read_tflite_metadata
 
     conv = convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=tmp_path / "raw.tflite",
                           raw_input=True)
@@ -570,7 +572,8 @@ def test_int8_never_falls_back_to_int16_and_a_miss_is_kept_aside_with_measured_o
 @pytest.mark.slow
 def test_w8a16_is_explicit_really_int16_and_says_what_it_costs(tmp_path):
     from vitdeploy.runtimes.tflite import TFLiteRunner
-    from vitdeploy.targets.tflite import convert_tflite, read_tflite_metadata
+    from vitdeploy.targets.tflite import convert_tflite
+    from vitdeploy.formats.tflite import read_tflite_metadata
 
     net = outlier_channel_net()
     calib = natural_images(20, 32, seed=5)

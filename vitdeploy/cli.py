@@ -41,6 +41,7 @@ def _quiet_third_party_noise() -> None:
 _quiet_third_party_noise()
 
 from . import __version__
+from .diagnostics import first_line
 from .errors import CheckFailed, VitdeployError
 
 # The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
@@ -72,8 +73,9 @@ _READERS = {
     "vitdeploy.checkpoints": {"_hf_labels"},
     "vitdeploy.convert": {"read_labels", "read_calibration_images"},
     "vitdeploy.parity.evaluate": {"read_image_folder"},
-    "vitdeploy.runtimes.coreml": {"read_config", "CoreMLRunner.__init__"},
-    "vitdeploy.targets.tflite": {"read_tflite_metadata", "_metadata_blobs", "_parse_model_metadata", "_read_labels"},
+    "vitdeploy.runtimes.coreml": {"CoreMLRunner.__init__"},
+    "vitdeploy.formats.coreml": {"read_config"},
+    "vitdeploy.formats.tflite": {"read_tflite_metadata", "_metadata_blobs", "_parse_model_metadata", "_read_labels"},
 }
 _DATA_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 _DEBUG_ENV = "VITDEPLOY_DEBUG"  # set to 1 to get the traceback of an internal error (for a bug report)
@@ -86,11 +88,6 @@ def _input_error_kind(e: BaseException) -> str | None:
         if kind:
             return kind
     return None
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:300]
 
 
 def _path_params(ctx: click.Context) -> list[str]:
@@ -155,17 +152,17 @@ def unexpected_error_line(e: BaseException, ctx: click.Context | None) -> tuple[
     where = _file_in_traceback(e, candidates, skip=getattr(body, "__code__", None))
     if isinstance(e, OSError) and (e.filename or e.strerror):
         where = e.filename or where or (candidates[0] if candidates else "input")
-        return f"error: {where}: {e.strerror or _first_line(e)}", 2
+        return f"error: {where}: {e.strerror or first_line(e)}", 2
     if isinstance(e, _DATA_ERRORS):
         read = _reader_frame_file(e, candidates)
         if read:
-            return f"error: {read}: malformed content ({type(e).__name__}: {_first_line(e)})", 2
+            return f"error: {read}: malformed content ({type(e).__name__}: {first_line(e)})", 2
     kind = _input_error_kind(e)
     if kind:
         where = where or (candidates[0] if candidates else "input")
-        return f"error: {where}: {kind} ({type(e).__name__}: {_first_line(e)})", 2
+        return f"error: {where}: {kind} ({type(e).__name__}: {first_line(e)})", 2
     about = f" while reading {where}" if where else ""
-    return (f"internal error{about}: {type(e).__name__}: {_first_line(e)} (a bug in vitdeploy; "
+    return (f"internal error{about}: {type(e).__name__}: {first_line(e)} (a bug in vitdeploy; "
             f"{_DEBUG_ENV}=1 shows the traceback)", INTERNAL_ERROR_EXIT)
 
 

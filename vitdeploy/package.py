@@ -219,7 +219,7 @@ def inspect_tflite(path: Path) -> dict:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as e:
         raise VitdeployError(f"reading a .tflite needs ai-edge-litert: pip install 'vitdeploy[tflite]' ({e})") from None
-    from .targets.tflite import read_tflite_metadata
+    from .formats.tflite import read_tflite_metadata
 
     data = path.read_bytes()
     try:

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .diagnostics import first_line
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,14 +110,9 @@ def load_image_rgb(path: str | Path, pre: Preprocessing) -> np.ndarray:
             im = im.crop((left, top, left + pre.crop, top + pre.crop))
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
-        raise VitdeployError(f"{path}: not a readable image ({e.__class__.__name__}: {_first_line(e)})") from None
+        raise VitdeployError(f"{path}: not a readable image ({e.__class__.__name__}: {first_line(e)})") from None
     except Exception as e:  # PIL's decoders raise SyntaxError, ValueError, DecompressionBombError ... on bad bytes
-        raise VitdeployError(f"{path}: not a readable image ({e.__class__.__name__}: {_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:200]
+        raise VitdeployError(f"{path}: not a readable image ({e.__class__.__name__}: {first_line(e)})") from None
 
 
 def load_images(paths: Sequence[str | Path], pre: Preprocessing) -> np.ndarray:

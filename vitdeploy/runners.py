@@ -12,49 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .diagnostics import first_line
 from .errors import VitdeployError
-from .preprocessing import Preprocessing
+from .formats import ARTIFACT_SUFFIXES
+from .runtimes.base import Runner
+from .runtimes.pytorch import TorchRunner
 
-ARTIFACT_SUFFIXES = (".tflite", ".mlpackage")
-
-
-class Runner:
-    """Base: ``predict_nchw(x) -> (N, classes) float32 logits``."""
-
-    kind = "abstract"
-    path: Path
-    preprocessing: Preprocessing
-    input_size: tuple[int, int, int]
-    labels: list[str] | None = None
-    variant: str | None = None
-
-    def predict_nchw(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "variant": self.variant,
-                "input_size": list(self.input_size), "preprocessing": self.preprocessing.to_dict()}
-
-
-class TorchRunner(Runner):
-    """A checkpoint run in PyTorch eager mode (the reference)."""
-
-    kind = "checkpoint"
-
-    def __init__(self, checkpoint):
-        self.checkpoint = checkpoint
-        self.model = checkpoint.model
-        self.path = checkpoint.path
-        self.preprocessing = checkpoint.preprocessing
-        self.input_size = checkpoint.input_size
-        self.labels = checkpoint.labels
-        self.variant = checkpoint.variant
-
-    def predict_nchw(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+__all__ = ["Runner", "TorchRunner", "is_artifact", "open_runner", "read_inputs"]
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -90,7 +54,7 @@ def _open_tflite(path: Path, threads: int) -> Runner:
         from .runtimes.tflite import TFLiteRunner
     except ImportError as e:
         raise VitdeployError(f"running .tflite needs ai-edge-litert: pip install 'vitdeploy[tflite]' ({e})") from None
-    return _as_runner(TFLiteRunner(path, threads=threads), "tflite")
+    return _with_preprocessing(TFLiteRunner(path, threads=threads))
 
 
 def _open_emulated_tflite(path: Path, threads: int, emulate: dict) -> Runner:
@@ -98,37 +62,15 @@ def _open_emulated_tflite(path: Path, threads: int, emulate: dict) -> Runner:
         raise VitdeployError(f"{path}: no such file")
     from .runtimes.tflite_arm import EmulatedTFLiteRunner
 
-    runner = _as_runner(EmulatedTFLiteRunner(path, threads=threads, **emulate), "tflite-arm")
-    runner.describe = lambda: {**Runner.describe(runner), **EmulatedTFLiteRunner.describe(runner)}
-    return runner
+    return _with_preprocessing(EmulatedTFLiteRunner(path, threads=threads, **emulate))
 
 
-def _as_runner(runner, kind: str):
-    """Fill in the Runner attributes a runtime class does not carry itself (input size, variant, kind)."""
-    config = getattr(runner, "config", {}) or {}
-    if not hasattr(runner, "input_size"):
-        spec = runner.input_spec
-        shape = spec["shape"]
-        h, w = (shape[2], shape[3]) if spec.get("layout") == "NCHW-raw" else (shape[1], shape[2])
-        runner.input_size = (3, int(h), int(w))
-    if not hasattr(runner, "variant"):
-        runner.variant = (config.get("user") or {}).get("variant")
-    runner.kind = kind
+def _with_preprocessing(runner: Runner) -> Runner:
+    """``runner``, once its file is known to say how its input was preprocessed (vitdeploy wrote it)."""
     if runner.preprocessing is None:
         raise VitdeployError(f"{runner.path}: not written by vitdeploy (no preprocessing metadata); "
                              "convert the checkpoint with `vitdeploy convert`")
-    if not hasattr(runner, "describe"):
-        runner.describe = lambda: Runner.describe(runner)
-    if kind == "tflite" and not hasattr(runner, "op_counts"):
-        runner.op_counts = lambda: tflite_op_counts(runner.interpreter)
     return runner
-
-
-def tflite_op_counts(interpreter) -> dict[str, int]:
-    """Op type -> count in a LiteRT interpreter's graph."""
-    from collections import Counter
-
-    return dict(Counter(op["op_name"] for op in interpreter._get_ops_details()).most_common())
 
 
 def _open_coreml(path: Path, runtime: str) -> Runner:
@@ -172,11 +114,11 @@ def _read_npy(path: Path, input_size: tuple[int, int, int]) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise VitdeployError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
+        raise VitdeployError(f"{path}: not a readable .npy array ({first_line(e)})") from None
     except MemoryError:
         raise VitdeployError(f"{path}: the .npy header declares an array too large to load") from None
     except Exception as e:  # untrusted header: any parse failure is a fault of the file
-        raise VitdeployError(f"{path}: not a readable .npy array ({type(e).__name__}: {_first_line(e)})") from None
+        raise VitdeployError(f"{path}: not a readable .npy array ({type(e).__name__}: {first_line(e)})") from None
     if not isinstance(x, np.ndarray):  # np.load returns an NpzFile for a .npz renamed .npy
         raise VitdeployError(f"{path}: not a .npy array (an .npz archive?)")
     if x.ndim == 3:
@@ -194,8 +136,3 @@ def _read_npy(path: Path, input_size: tuple[int, int, int]) -> np.ndarray:
     if bad:
         raise VitdeployError(f"{path}: values not finite (NaN or inf) in {bad} of {len(x)} inputs")
     return x
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:200]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..diagnostics import first_line
 
 # Wrappers seen in training checkpoints, in order of preference.
 _MODEL_KEYS = ("model", "state_dict", "model_state_dict", "net", "network")
@@ -75,7 +76,7 @@ def _hf_directory_files(directory: Path) -> tuple[Path, dict | None]:
         try:
             config = json.loads(cfg_path.read_text())
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"{cfg_path}: unreadable config.json ({_first_line(e)})") from None
+            raise CheckpointError(f"{cfg_path}: unreadable config.json ({first_line(e)})") from None
         if not isinstance(config, dict):
             raise CheckpointError(f"{cfg_path}: config.json holds a JSON {type(config).__name__}, not an object")
     for name in ("model.safetensors", "pytorch_model.bin"):
@@ -96,9 +97,9 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a valid safetensors file ({first_line(e)})") from None
     except Exception as e:  # untrusted bytes: whatever the parser trips on is a fault of the file
-        raise CheckpointError(f"{path}: not a valid safetensors file ({type(e).__name__}: {_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a valid safetensors file ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _read_pickle(path: Path) -> object:
@@ -117,17 +118,17 @@ def _read_pickle(path: Path) -> object:
             warnings.simplefilter("ignore")  # torch's pickle-protocol notices are noise to a user
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = _first_line(e)
+        msg = first_line(e)
         if "Unsupported global" in msg or "weights_only" in msg.lower():
             raise CheckpointError(
                 f"{path}: contains Python objects other than tensors; refusing to unpickle it "
                 f"(save model.state_dict() or use safetensors)") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first_line(e)})") from None
     except Exception as e:  # the weights-only unpickler trips on garbage with KeyError, IndexError, ...
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
+                              f"({type(e).__name__}: {first_line(e)})") from None
 
 
 # The largest variant (LeViT-384, 39M params) stores ~160 MB: a bigger declared entry is a lie or a zip bomb.
@@ -157,12 +158,7 @@ def verify_zip(path: Path) -> None:
     except CheckpointError:
         raise
     except Exception as e:  # BadZipFile (bad CRC, lying headers), EOFError, zlib.error, OSError, ...
-        raise CheckpointError(f"{path}: corrupt checkpoint: zip entry {entry}: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else e.__class__.__name__)[:200]
+        raise CheckpointError(f"{path}: corrupt checkpoint: zip entry {entry}: {first_line(e)}") from None
 
 
 def _is_tensor_dict(obj: object) -> bool:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from vitdeploy.devices.android import profile_android
 from vitdeploy.errors import VitdeployError
-from vitdeploy.devices.catalog import CATALOG, DeviceSpec, ResolvedDevice, get_device, lookup, resolve_device
+from vitdeploy.devices import catalog
+from vitdeploy.devices.catalog import CATALOG, DeviceSpec, ResolvedDevice, get_device, lookup
 from vitdeploy.devices.ios import profile_ios
 
 # ISA extensions that change which XNNPACK kernels the host runs.
@@ -87,6 +88,12 @@ def discover_connected(adb: str = "adb", notes: list | None = None, server_socke
 
     return (list_connected_android(adb, notes=notes, server_socket=server_socket)
             + list_connected_ios(notes=notes))
+
+
+def resolve_device(name_or_serial: str, connected: list[dict] | None = None) -> ResolvedDevice:
+    """A catalog name (pixel7, iphone12, host) or a connected serial/UDID; attached phones are listed
+    only when the name is not in the catalog and ``connected`` is None."""
+    return catalog.resolve_device(name_or_serial, discover_connected if connected is None else connected)
 
 
 def list_devices(adb: str = "adb", server_socket: str | None = None) -> dict:

@@ -225,21 +225,20 @@ class ResolvedDevice:
         return self.spec.name if self.spec else (self.serial or "?")
 
 
-def resolve_device(name_or_serial: str, connected: list[dict] | None = None) -> ResolvedDevice:
+def resolve_device(name_or_serial: str, connected) -> ResolvedDevice:
     """Resolve a catalog name (pixel7, iphone12, host) or a connected serial/UDID.
 
-    `connected` is the device list from discovery (list_connected_android/ios);
-    when None it is discovered only if the name is not in the catalog.
+    ``connected`` is the device list from discovery, or a callable returning it (called only when the
+    name is not in the catalog: discovery runs adb and idevice tools). The catalog stays a leaf:
+    ``vitdeploy.devices.resolve_device`` passes the discovery.
     """
     if not isinstance(name_or_serial, str) or not name_or_serial.strip():
         raise VitdeployError("--device needs a name such as pixel7, iphone12 or host, or a serial")
     spec = lookup(name_or_serial)
     if spec is not None:
         return ResolvedDevice(platform=spec.platform, spec=spec)
-    if connected is None:
-        from vitdeploy.devices import discover_connected
-
-        connected = discover_connected()
+    if callable(connected):
+        connected = connected()
     for d in connected:
         if name_or_serial in (d.get("serial"), d.get("udid")):
             entry = lookup(d["catalog"]) if d.get("catalog") else None

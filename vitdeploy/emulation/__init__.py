@@ -3,6 +3,7 @@
 ``setup`` builds the environment once into a cache folder; ``run`` executes a .tflite there.
 """
 
-from .setup import CPUS, ArmEnvironment, cache_dir, find_environment, require_environment, setup_arm
+from .environment import CPUS, ArmEnvironment, cache_dir, find_environment, require_environment
+from .setup import setup_arm
 
 __all__ = ["CPUS", "ArmEnvironment", "cache_dir", "find_environment", "require_environment", "setup_arm"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VitdeployError
-from .setup import ArmEnvironment, check_cpu
+from .environment import ArmEnvironment, check_cpu
 
 WORKER = Path(__file__).with_name("worker.py")
 TIMEOUT_S = 3600  # a deep model on many images under emulation is minutes, never an hour

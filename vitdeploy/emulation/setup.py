@@ -16,104 +16,24 @@ a half-built environment that later runs would trust.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VitdeployError
 from . import debian
+from .environment import CPUS, DEBIAN_SUITE, FORMAT, MANIFEST, ArmEnvironment, arm_dir, find_environment
+from .run import smoke_test
 
-DEBIAN_SUITE = "bookworm"  # its python3.11 matches the cp311 wheels
 QEMU_SUITE = "trixie"  # QEMU 10: cortex-a55/a710/neoverse models, emulated /proc/cpuinfo
 ROOT_PACKAGES = ["python3.11", "libstdc++6", "libgcc-s1", "libc6"]
 # Never followed: debconf pulls perl; the rest is docs, timezones and terminals no model run touches.
 SKIP_PACKAGES = frozenset({"debconf", "perl-base", "tzdata", "media-types", "readline-common", "dpkg",
                            "install-info", "mime-support", "libreadline8", "libncursesw6", "libtinfo6"})
-# The emulated CPUs and what each stands for (XNNPACK picks kernels by these ISA features).
-CPUS = {
-    "cortex-a55": "ARMv8.2-A + FP16 + dot product; little cores of 2018-2022 phones",
-    "cortex-a76": "ARMv8.2-A + FP16 + dot product; big cores A76/A77/A78/X1",
-    "cortex-a710": "ARMv9-A + FP16 + dot product + i8mm + BF16 + SVE2; A710/A715/A720/X2-X4, A510/A520",
-}
-MANIFEST = "manifest.json"
-FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ArmEnvironment:
-    root: Path
-    qemu: Path
-    manifest: dict
-
-    @property
-    def rootfs(self) -> Path:
-        return self.root / "rootfs"
-
-    @property
-    def site(self) -> Path:
-        return self.root / "site"
-
-    @property
-    def python(self) -> Path:
-        return self.rootfs / "usr" / "bin" / "python3.11"
-
-    def describe(self) -> str:
-        m = self.manifest
-        return (f"{self.root}: qemu {m.get('qemu_version', '?')}, Debian {DEBIAN_SUITE} arm64 Python 3.11, "
-                f"ai-edge-litert {m.get('litert', '?')}, numpy {m.get('numpy', '?')} "
-                f"({m.get('size_mb', '?')} MB, built in {m.get('seconds', '?')} s)")
-
-
-def cache_dir() -> Path:
-    """``$VITDEPLOY_CACHE``, else ``$XDG_CACHE_HOME/vitdeploy``, else ``~/.cache/vitdeploy``."""
-    if os.environ.get("VITDEPLOY_CACHE"):
-        return Path(os.environ["VITDEPLOY_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vitdeploy"
-
-
-def arm_dir(cache: Path | None = None) -> Path:
-    return Path(cache or cache_dir()) / "arm"
-
-
-def find_environment(cache: Path | None = None) -> ArmEnvironment | None:
-    """The environment ``setup_arm`` built, or None when there is none (or an incomplete one)."""
-    root = arm_dir(cache)
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    if manifest.get("format") != FORMAT:
-        return None
-    qemu = Path(manifest.get("qemu", ""))
-    if not qemu.is_absolute():
-        qemu = root / qemu
-    env = ArmEnvironment(root, qemu, manifest)
-    if not (env.python.exists() and env.site.is_dir() and qemu.exists()):
-        return None
-    return env
-
-
-def require_environment(cache: Path | None = None) -> ArmEnvironment:
-    env = find_environment(cache)
-    if env is None:
-        raise VitdeployError(f"the emulated ARM environment is not set up (looked in {arm_dir(cache)}); "
-                             "run `vitdeploy setup arm` once (about 1 minute, ~300 MB)")
-    return env
-
-
-def check_cpu(cpu: str) -> str:
-    if cpu not in CPUS:
-        raise VitdeployError(f"unknown emulated CPU {cpu!r}; choose one of {', '.join(CPUS)}")
-    return cpu
-
-
 # ----------------------------------------------------------------------------- building
 
 
@@ -139,8 +59,6 @@ def setup_arm(cache: Path | None = None, *, force: bool = False, say=lambda line
                     "litert": litert, "numpy": numpy_version, "cpus": list(CPUS)}
         env = ArmEnvironment(work, work / qemu_rel if not Path(qemu_rel).is_absolute() else Path(qemu_rel), manifest)
         say("checking that LiteRT loads on an emulated Cortex-A76")
-        from .run import smoke_test
-
         smoke_test(env, cpu="cortex-a76")
         manifest.update(seconds=round(time.perf_counter() - started, 1), size_mb=round(_size(work) / 1e6))
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1))

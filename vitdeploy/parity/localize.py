@@ -116,7 +116,7 @@ class ArtifactTensors:
 def _tflite_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) -> ArtifactTensors:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from ..targets.tflite import read_tflite_metadata
+    from ..formats.tflite import read_tflite_metadata
 
     import warnings as _w
 
@@ -440,7 +440,8 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
     from .. import checkpoints
     from ..preprocessing import load_image_rgb
     from ..sample_images import natural_images
-    from .run import artifact_precision, list_images
+    from ..preprocessing import list_images
+    from .precision import artifact_precision
     from .tolerances import resolve
 
     started = time.perf_counter()
@@ -549,7 +550,7 @@ def _emulated_values(artifact: Path, rgb: np.ndarray, pre, names: list[str],
     the tensors made extra model outputs so that the delegate materialises them in its own arithmetic."""
     from ..emulation.run import run_model
     from ..runtimes.tflite_arm import EmulatedTFLiteRunner
-    from ..targets.tflite import with_extra_outputs
+    from ..formats.tflite import with_extra_outputs
 
     runner = EmulatedTFLiteRunner(artifact, **emulate)
     model = with_extra_outputs(runner._emulated_model, names)
@@ -564,7 +565,7 @@ def _emulated_values(artifact: Path, rgb: np.ndarray, pre, names: list[str],
             scale, zero = details[name]["quantization"]
             value = (value.astype(np.float32) - zero) * scale
         values.append(value.reshape(len(rgb), -1).astype(np.float32))
-    return runner._dequantize_output(outputs[0]).reshape(len(rgb), -1), values, runner.describe()
+    return runner._dequantize_output(outputs[0]).reshape(len(rgb), -1), values, runner.emulation()
 
 
 def _emulated_rows(artifact: Path, rgb: np.ndarray, pre, tensors: ArtifactTensors, matched: dict, ref: dict,

@@ -25,7 +25,8 @@ import numpy as np
 from ..errors import CheckFailed, VitdeployError
 from ..preprocessing import IMAGE_SUFFIXES, list_images  # noqa: F401  (list_images: part of this module's API)
 from . import metrics as M
-from .tolerances import PRESETS, Failure, NonFinite, check, resolve
+from .precision import artifact_precision  # noqa: F401 (part of this module's API)
+from .tolerances import Failure, NonFinite, check, resolve
 
 
 
@@ -112,90 +113,6 @@ class ParityResult:
         """:class:`CheckFailed` (exit 1) naming every metric that missed."""
         if self.failures:
             raise CheckFailed("parity: " + "; ".join(f.describe() for f in self.failures))
-
-
-# ----------------------------------------------------------------------------- precision
-
-
-def artifact_precision(path: str | Path) -> tuple[str, str]:
-    """(preset name, where it was read from) for a .tflite or .mlpackage; checkpoints are fp32."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        return _tflite_precision(path)
-    if suffix == ".mlpackage":
-        return _coreml_precision(path)
-    return "fp32", "checkpoint (PyTorch float32)"
-
-
-def _tflite_precision(path: Path) -> tuple[str, str]:
-    from ..targets.tflite import read_tflite_metadata
-
-    stored = read_tflite_metadata(path)
-    config = stored.get("vitdeploy") or {}
-    mode = config.get("quantize")
-    if mode:
-        from ..precisions import PARITY_PRESET, canonical
-
-        preset = PARITY_PRESET.get(canonical(mode)) if mode in (*PARITY_PRESET, "none", "int8") else None
-        if preset:
-            return preset, f"vitdeploy metadata (quantize={mode})"
-    # A file vitdeploy did not write: look at the tensor types.
-    from ai_edge_litert.interpreter import Interpreter
-
-    from ..runtimes.tflite import check_loadable
-
-    check_loadable(path)  # LiteRT itself would crash on some damaged files
-    interpreter = Interpreter(model_path=str(path))
-    dtypes = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
-    if dtypes & {"int8", "uint8", "int16"}:
-        return "int8", f"tensor types ({', '.join(sorted(dtypes))})"
-    if "float16" in dtypes:
-        return "fp16", f"tensor types ({', '.join(sorted(dtypes))})"
-    return "fp32", f"tensor types ({', '.join(sorted(dtypes))})"
-
-
-_COREML_QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense",
-                     "dequantize", "quantize", "constexpr_sparse_to_dense")
-
-
-def _coreml_precision(path: Path) -> tuple[str, str]:
-    import coremltools as ct
-
-    model = ct.models.MLModel(str(path), skip_model_load=True)
-    user = dict(model.get_spec().description.metadata.userDefined)
-    for key in ("vitdeploy", "vitdeploy.config", "com.vitdeploy"):
-        if key in user:
-            try:
-                config = json.loads(user[key])
-            except ValueError:
-                continue
-            quant = str(config.get("quantize") or "none")
-            precision = str(config.get("precision") or "").lower()
-            if quant not in ("none", ""):
-                return "int8", f"vitdeploy metadata (quantize={quant})"
-            if precision in PRESETS:
-                return precision, f"vitdeploy metadata (precision={precision})"
-    for key in ("precision", "vitdeploy.precision"):
-        if user.get(key, "").lower() in PRESETS:
-            return user[key].lower(), f"metadata {key}={user[key]}"
-    # Read the ML Program itself: quantized weights, or values typed fp16.
-    from ..runtimes.coreml_mil import _load_program, _main_function
-
-    _, prog = _load_program(path)
-    ops = list(_main_function(prog).operations)
-    types = set()
-    for op in ops:
-        if op.op_type in _COREML_QUANT_OPS:
-            return "int8", f"ML Program ops ({op.op_type})"
-        for out in op.outputs:
-            try:
-                types.add(out.dtype.__name__)
-            except AttributeError:
-                pass
-    if any("fp16" in t for t in types):
-        return "fp16", "ML Program value types (fp16)"
-    return "fp32", "ML Program value types (fp32)"
 
 
 # ----------------------------------------------------------------------------- inputs

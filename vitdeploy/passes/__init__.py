@@ -6,19 +6,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
-PASSES: dict[str, Callable] = {}
-
-
-def register_pass(name: str):
-    """Register ``fn(model) -> int`` (the number of rewrites) under ``name``."""
-
-    def wrap(fn: Callable) -> Callable:
-        PASSES[name] = fn
-        return fn
-
-    return wrap
+from . import fold_bn  # noqa: F401  (registers the BatchNorm passes)
+from .registry import PASSES, register_pass  # noqa: F401  (the registry is part of this package's API)
 
 
 @dataclass
@@ -57,5 +47,3 @@ def fold_batchnorm(model) -> FoldReport:
     report.params_after = count_params(model)
     return report
 
-
-from . import fold_bn  # noqa: E402,F401  (registers the BatchNorm passes)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..models.layers import ConvNorm, LinearNorm, NormLinear
-from . import register_pass
+from .registry import register_pass
 
 
 def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,12 +57,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..diagnostics import converter_errors, quiet
 from ..errors import ConversionError, VitdeployError
 from ..preprocessing import Preprocessing
+from .calibration import CALIB_SEED, N_CALIB, N_HELDOUT, natural_images_hw
 
-N_CALIB = 32
-N_HELDOUT = 16
-CALIB_SEED = 0
 
 # The op types coremltools' insert_prefix_quantize_dequantize_pair quantizes (coremltools 9.0).
 QUANTIZED_OP_TYPES = ("conv", "linear", "avg_pool", "max_pool", "add")
@@ -156,9 +155,8 @@ def quantize_weights(mlmodel):
     """int8 per-channel symmetric weights (works on Linux: no prediction involved)."""
     import coremltools.optimize.coreml as cto
 
-    from ..targets.coreml import _converter_errors, _quiet
 
-    with _quiet(), _converter_errors("weight quantization (linear_quantize_weights)"):
+    with quiet(), converter_errors("weight quantization (linear_quantize_weights)"):
         return cto.linear_quantize_weights(mlmodel, config=weight_config())
 
 
@@ -170,8 +168,6 @@ def _calibration_split(calib, height: int, width: int):
     if calib is not None:
         calib = np.asarray(calib, dtype=np.uint8)
         return calib, None, f"caller's {len(calib)} images"
-    from ..targets.tflite import natural_images_hw
-
     builtin = natural_images_hw(N_CALIB + N_HELDOUT, height, width, seed=CALIB_SEED)
     return (builtin[:N_CALIB], builtin[N_CALIB:],
             f"built-in natural_images: first {N_CALIB} of {N_CALIB + N_HELDOUT} (seed {CALIB_SEED})")
@@ -187,7 +183,7 @@ def _feed(pixels: np.ndarray, input_name: str, pre: Preprocessing, raw_input: bo
 
 def _interpreter(mlmodel):
     from ..runtimes.coreml_mil import MILInterpreter
-    from ..targets.coreml import load_program
+    from ..formats.coreml import load_program
 
     try:
         return MILInterpreter(mlmodel.get_spec(), load_program(mlmodel), str(getattr(mlmodel, "package_path", "")))
@@ -229,7 +225,7 @@ def calibrate_activation_ranges(interp, feeds: list[dict], samples: dict | None 
 def quantizable_value_names(mlmodel) -> set[str]:
     """Values coremltools' passes may put a quantize op on: the non-const inputs and the output of
     every conv/linear/pool/add, and the outputs of the ops right after them (a fused activation)."""
-    from ..targets.coreml import load_program
+    from ..formats.coreml import load_program
 
     names: set[str] = set()
     for op in load_program(mlmodel).functions["main"].operations:
@@ -293,7 +289,7 @@ def _share_concat_ranges(mlmodel, stats: dict) -> None:
         _adjust_concat_surrounding_activation_stats,
     )
 
-    from ..targets.coreml import load_program
+    from ..formats.coreml import load_program
 
     groups = []
     for op in load_program(mlmodel).functions["main"].operations:
@@ -308,7 +304,7 @@ def _share_concat_ranges(mlmodel, stats: dict) -> None:
 
 def quantized_op_names(mlmodel) -> list[str]:
     """Names of the ops the prefix pass can quantize (non-const ``x``), in program order."""
-    from ..targets.coreml import load_program
+    from ..formats.coreml import load_program
 
     return [op.name for op in load_program(mlmodel).functions["main"].operations
             if op.op_type in QUANTIZED_OP_TYPES and getattr(op.inputs["x"].op, "op_type", None) != "const"]
@@ -318,7 +314,7 @@ def search_float_prefix(mlmodel, stats: dict, float_interp, feeds: list[dict]):
     """(activation-quantized model, {"float_ops", "tried"}): the shortest float prefix among
     :data:`FLOAT_PREFIX_STEPS` whose logits keep a worst-image cosine >= :data:`TARGET_COSINE` with the
     float model's on ``feeds``; the longest one tried when none does."""
-    from ..targets.coreml import LOGITS_OUTPUT
+    from ..formats.coreml import LOGITS_OUTPUT
 
     names = quantized_op_names(mlmodel)
     ref = [np.ravel(float_interp.predict(feed)[LOGITS_OUTPUT]).astype(np.float64) for feed in feeds]
@@ -347,7 +343,6 @@ def insert_activation_quantization(mlmodel, stats: dict, float_ops=()):
     from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
     from coremltools.models import utils as model_utils
 
-    from ..targets.coreml import _converter_errors, _quiet
 
     config = activation_config(float_ops)
     passes = []
@@ -358,13 +353,13 @@ def insert_activation_quantization(mlmodel, stats: dict, float_ops=()):
         graph_pass.set_options([PassOption("activation_stats", stats)])
         passes.append(graph_pass)
     passes.append(PASS_REGISTRY["common::dequantize_quantize_pair_elimination"])
-    with _quiet(), _converter_errors("activation quantization passes"):
+    with quiet(), converter_errors("activation quantization passes"):
         return model_utils._apply_graph_pass(mlmodel, passes, spec_version=_SPECIFICATION_VERSION_IOS_17,
                                              pymil_load_func=milproto_load.load, skip_model_load=True)
 
 
 def _count_quant_ops(mlmodel) -> dict:
-    from ..targets.coreml import load_program
+    from ..formats.coreml import load_program
 
     ops = load_program(mlmodel).functions["main"].operations
     return {"quantize_ops": sum(op.op_type == "quantize" for op in ops),
@@ -373,7 +368,7 @@ def _count_quant_ops(mlmodel) -> dict:
 
 def _heldout_agreement(float_interp, quant_interp, heldout, input_name, pre, raw_input) -> dict:
     """Cosine and top-1 agreement of the w8a8 logits with the float model's, on held-out images."""
-    from ..targets.coreml import LOGITS_OUTPUT
+    from ..formats.coreml import LOGITS_OUTPUT
 
     ref, got = [], []
     for pixels in heldout:

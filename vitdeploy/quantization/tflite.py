@@ -25,8 +25,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import re
 import time
 from collections import Counter
@@ -36,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConversionError
+from ..diagnostics import describe, quiet
 
 # Op types in the order they are usually fragile under int8 in ViTs/MobileViTs: tried first on ties.
 FRAGILE_FIRST = ("LOGISTIC", "SOFTMAX", "HARD_SWISH", "GELU", "MEAN", "RSQRT", "SQUARED_DIFFERENCE", "SUB",
@@ -655,13 +654,13 @@ def _calibrate(float_model: bytes, calib_inputs: np.ndarray, threads: int, stati
     update = qsv_utils.min_max_update if statistic == "min_max" else qsv_utils.moving_average_update
     samples = [{input_name: np.asarray(x[None], dtype=np.float32)} for x in calib_inputs]
     try:
-        with _quiet():
+        with quiet():
             # Quantizer.calibrate() has no way to choose the statistic; its Calibrator does.
             calib = calibrator.Calibrator(bytearray(float_model), num_threads=threads, qsv_update_func=update)
             calib.calibrate({key: samples}, manager)
             return calib.get_model_qsvs()
     except Exception as e:
-        raise ConversionError(f"int8 calibration failed: {type(e).__name__}: {_first_line(e)}") from e
+        raise ConversionError(f"int8 calibration failed: {describe(e)}") from e
 
 
 def _set_input_range(qsvs: dict, float_model: bytes, low: float, high: float) -> None:
@@ -694,28 +693,8 @@ def _static_int8(float_model: bytes, qsvs: dict, float_groups: list[FallbackGrou
 
 def _run_quantizer(q, qsvs: dict | None, what: str) -> bytes:
     try:
-        with _quiet():
+        with quiet():
             result = q.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
     except Exception as e:
-        raise ConversionError(f"{what} quantization failed: {type(e).__name__}: {_first_line(e)}") from e
+        raise ConversionError(f"{what} quantization failed: {describe(e)}") from e
     return bytes(result.quantized_model)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Mute the quantizer's tqdm bars, Python warnings and absl logs (we report through ``progress``)."""
-    import io
-    import warnings
-
-    logging.disable(logging.WARNING)
-    try:
-        # tqdm writes to sys.stderr (and reads TQDM_DISABLE only at import, so the env var is no use).
-        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def _first_line(e: BaseException) -> str:
-    return next((line.strip() for line in str(e).splitlines() if line.strip()), "")[:300]

@@ -11,16 +11,14 @@ directory never holds a half-written file.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import json
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import VitdeployError
+from ..files import write_atomically
 
 KINDS = ("parity", "profile", "eval", "localization")
 __all__ = ["write_report", "KINDS", "render_markdown", "render_html", "to_json"]
@@ -59,7 +57,7 @@ def write_report(out_dir: str | Path, kind: str = "parity", data: dict | None = 
     texts = {"json": to_json(document), "md": render_markdown(kind, data, title, generated),
              "html": render_html(kind, data, title, generated, figs)}
     for key in ("json", "md", "html"):
-        _write_atomically(paths[key], texts[key])
+        write_atomically(paths[key], texts[key])
     return paths
 
 
@@ -87,21 +85,6 @@ def _sanitize(obj):
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return str(obj)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _default_title(kind: str, data: dict) -> str:

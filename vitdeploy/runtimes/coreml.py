@@ -15,15 +15,17 @@ preprocessed as the source checkpoint expects -- and returns (N, classes) float3
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VitdeployError
+from ..diagnostics import first_line
+from ..formats import LAYOUT_RAW
+from ..formats.coreml import read_config
 from ..preprocessing import Preprocessing
-from ..runners import Runner
+from .base import Runner
 
 RUNTIMES = ("auto", "coreml", "interpreter")
 
@@ -46,10 +48,10 @@ class CoreMLRunner(Runner):
             shape = self.config["input"]["shape"]
             self.input_size = (int(shape[1]), int(shape[2]), int(shape[3]))
             self.input_name = str(self.config["input"]["name"])
-            self.raw_input = self.config["input"]["layout"] == "NCHW-raw"
+            self.raw_input = self.config["input"]["layout"] == LAYOUT_RAW
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise VitdeployError(f"{self.path}: damaged vitdeploy metadata ({type(e).__name__}: "
-                                 f"{_first_line(e)})") from None
+                                 f"{first_line(e)})") from None
         self.labels = self.config.get("labels")
         self.variant = self.config.get("variant")
         self.logits_output = self.config.get("logits_output", "logits")
@@ -99,31 +101,6 @@ class CoreMLRunner(Runner):
         return np.ravel(np.asarray(out[self.logits_output], dtype=np.float32))
 
 
-def read_config(path: str | Path) -> dict:
-    """The ``vitdeploy`` JSON metadata of an .mlpackage written by :func:`vitdeploy.targets.coreml.convert_coreml`."""
-    from ..targets.coreml import METADATA_KEY
-
-    try:
-        import coremltools as ct
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise VitdeployError(f"reading .mlpackage needs coremltools: pip install 'vitdeploy[coreml]' ({e})") from None
-    try:
-        spec = ct.utils.load_spec(str(path))
-    except Exception as e:  # noqa: BLE001 - a damaged package raises anything
-        raise VitdeployError(f"{path}: not a readable .mlpackage ({e.__class__.__name__}: {_first_line(e)})") from None
-    raw = spec.description.metadata.userDefined.get(METADATA_KEY)
-    if not raw:
-        raise VitdeployError(f"{path}: no vitdeploy metadata (not converted by vitdeploy); cannot tell its input "
-                             "convention")
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise VitdeployError(f"{path}: damaged vitdeploy metadata ({e})") from None
-    if not isinstance(config, dict):
-        raise VitdeployError(f"{path}: damaged vitdeploy metadata (a JSON {type(config).__name__}, not an object)")
-    return config
-
-
 def _load_interpreter(path: Path):
     """The MIL interpreter for ``path``; a damaged program or weight file is the package's fault, said so."""
     from .coreml_mil import MILInterpreter
@@ -134,12 +111,7 @@ def _load_interpreter(path: Path):
         raise
     except Exception as e:  # noqa: BLE001 - protobuf, mmap of weight.bin, blob offsets: a damaged package raises anything
         raise VitdeployError(f"{path}: not a readable .mlpackage ({e.__class__.__name__}: "
-                             f"{_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:200]
+                             f"{first_line(e)})") from None
 
 
 def nchw_to_rgb_pixels(x: np.ndarray, pre: Preprocessing) -> np.ndarray:

@@ -14,19 +14,20 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VitdeployError
+from ..diagnostics import first_line
+from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
+from .base import Runner, image_size_of
 
-LAYOUT_PIXELS = "NHWC-pixels"
-LAYOUT_RAW = "NCHW-raw"
-
-
-class TFLiteRunner:
+class TFLiteRunner(Runner):
     """One LiteRT interpreter (XNNPACK, ``threads`` CPU threads) for a converted classifier."""
+
+    kind = "tflite"
 
     def __init__(self, path, *, threads: int = 2, model_content: bytes | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        from ..targets.tflite import read_tflite_metadata
+        from ..formats.tflite import read_tflite_metadata
 
         if model_content is None:
             path = Path(path)
@@ -42,12 +43,12 @@ class TFLiteRunner:
         try:
             stored = read_tflite_metadata(model_content)
         except Exception as e:  # untrusted flatbuffer: any failure to parse it is a fault of the file
-            raise VitdeployError(f"{name}: not a readable .tflite model ({_first_line(e)})") from None
+            raise VitdeployError(f"{name}: not a readable .tflite model ({first_line(e)})") from None
         try:
             self.interpreter = Interpreter(model_content=bytes(model_content), num_threads=int(threads))
             self.interpreter.allocate_tensors()
         except Exception as e:  # ValueError/RuntimeError from LiteRT's verifier and allocator, or anything else
-            raise VitdeployError(f"{name}: LiteRT cannot load it ({_first_line(e)})") from None
+            raise VitdeployError(f"{name}: LiteRT cannot load it ({first_line(e)})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise VitdeployError(f"{path or 'model'}: expected one input and one output, "
@@ -62,7 +63,10 @@ class TFLiteRunner:
                                   if "preprocessing" in self.config else None)
             self.input_spec = self._describe_input()
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise VitdeployError(f"{name}: damaged vitdeploy metadata ({type(e).__name__}: {_first_line(e)})") from None
+            raise VitdeployError(f"{name}: damaged vitdeploy metadata ({type(e).__name__}: {first_line(e)})") from None
+        self.input_size = image_size_of(self.input_spec)
+        self.variant = (self.config.get("user") or {}).get("variant") if isinstance(self.config.get("user"), dict) \
+            else None
         self.threads = int(threads)
         # A defined input so run_once() works straight away (timing does not care about values).
         self.interpreter.set_tensor(self._input["index"], np.zeros(self._input["shape"], self._input["dtype"]))
@@ -78,6 +82,12 @@ class TFLiteRunner:
                     tensor_name=self._input["name"],
                     quantization={"scale": float(scale), "zero_point": int(zero_point)} if scale else None)
         return spec
+
+    def op_counts(self) -> dict[str, int]:
+        """Op type -> count in the interpreter's graph."""
+        from collections import Counter
+
+        return dict(Counter(op["op_name"] for op in self.interpreter._get_ops_details()).most_common())
 
     @property
     def num_classes(self) -> int:
@@ -205,13 +215,6 @@ def delegation_census(model, *, threads: int = 1) -> dict:
     return {"ops": dict(Counter(op["op_name"] for op in nodes).most_common()),
             "not_delegated": dict(Counter(op["op_name"] for op in nodes if op["index"] not in delegated).most_common()),
             "partitions": sum(op["op_name"] == "DELEGATE" for op in ops)}
-
-
-def _first_line(e: BaseException) -> str:
-    # Strip a nested "error: " so the CLI's one line does not read "error: ... (error: ...)".
-    lines = str(e).strip().splitlines()
-    text = lines[0] if lines else type(e).__name__
-    return (text[len("error: "):] if text.startswith("error: ") else text)[:200]
 
 
 # LiteRT follows a .tflite's flatbuffer offsets without verifying them: a damaged file can crash the

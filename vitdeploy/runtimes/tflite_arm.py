@@ -18,10 +18,12 @@ FP16_MODES = ("model", "force", "off")  # honour the file's request / ask for fp
 class EmulatedTFLiteRunner(TFLiteRunner):
     """``cpu``: an emulated CPU (:data:`vitdeploy.emulation.CPUS`); ``fp16``: one of :data:`FP16_MODES`."""
 
+    kind = "tflite-arm"
+
     def __init__(self, path, *, cpu: str, threads: int = 2, fp16: str = "model", xnnpack: bool = True,
                  env=None, model_content: bytes | None = None):
-        from ..emulation.setup import check_cpu, require_environment
-        from ..targets.tflite import FP16_COMPUTE, reduced_precision, set_reduced_precision
+        from ..emulation.environment import check_cpu, require_environment
+        from ..formats.tflite import FP16_COMPUTE, reduced_precision, set_reduced_precision
 
         super().__init__(path, threads=threads, model_content=model_content)
         if fp16 not in FP16_MODES:
@@ -42,6 +44,10 @@ class EmulatedTFLiteRunner(TFLiteRunner):
         self.last_report: dict = {}
 
     def describe(self) -> dict:
+        return {**super().describe(), **self.emulation()}
+
+    def emulation(self) -> dict:
+        """The emulated CPU and how it runs the model (what reports show as the phone)."""
         return {"cpu": self.cpu, "emulator": f"qemu-aarch64 {self.env.manifest.get('qemu_version', '?')}",
                 "litert": self.env.manifest.get("litert"), "xnnpack": self.xnnpack, "fp16_mode": self.fp16,
                 "fp16_compute": self.fp16_compute, "threads": self.threads}

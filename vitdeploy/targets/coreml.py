@@ -39,14 +39,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import io
 import json
-import logging
 import os
 import shutil
 import tempfile
 import time
-import warnings as _warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,7 +52,10 @@ from typing import Callable
 import numpy as np
 
 from . import check_image_arguments
+from ..diagnostics import converter_errors, one_line, quiet
 from ..errors import ConversionError, VitdeployError
+from ..formats.coreml import (IMAGE_INPUT, LABEL_OUTPUT, LAYOUT_IMAGE, LAYOUT_RAW, LOGITS_OUTPUT, METADATA_FORMAT,
+                              METADATA_KEY, PROBS_OUTPUT, RAW_INPUT, load_program)
 from ..preprocessing import Preprocessing
 
 PRECISIONS = ("fp16", "fp32")
@@ -64,15 +64,6 @@ DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
 # Lowest iOS whose Core ML runs what each quantization mode emits (w8a8: quantize/dequantize ops).
 MIN_TARGET_FOR_QUANTIZE = {"none": "iOS16", "w8": "iOS16", "w8a8": "iOS17"}
-IMAGE_INPUT = "image"
-RAW_INPUT = "pixel_values"
-LOGITS_OUTPUT = "logits"
-LABEL_OUTPUT = "classLabel"
-PROBS_OUTPUT = "probabilities"
-LAYOUT_IMAGE = "image"
-LAYOUT_RAW = "NCHW-raw"
-METADATA_KEY = "vitdeploy"  # user_defined_metadata key of our JSON config
-METADATA_FORMAT = 1
 MAX_RANK = 5  # Core ML rejects rank > 5; the ANE wants <= 4
 
 
@@ -403,10 +394,10 @@ def _export(module, height: int, width: int, stage: str):
 
     example = (torch.zeros(1, 3, height, width),)
     try:
-        with torch.no_grad(), _quiet():
+        with torch.no_grad(), quiet():
             return torch.export.export(module, example).run_decompositions({})
     except Exception as e:  # noqa: BLE001 - any exporter failure becomes one clear line
-        raise ConversionError(f"{stage} failed: {_one_line(e)}") from e
+        raise ConversionError(f"{stage} failed: {one_line(e)}") from e
 
 
 def _ct_inputs(height: int, width: int, pre: Preprocessing, raw_input: bool):
@@ -439,7 +430,7 @@ def _convert(exported, height, width, pre, raw_input, target, precision, compute
                   compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]))
     inputs = _ct_inputs(height, width, pre, raw_input)
     if not labels:
-        with _quiet(), _converter_errors("coremltools conversion"):
+        with quiet(), converter_errors("coremltools conversion"):
             return ct.convert(exported, inputs=inputs, outputs=[ct.TensorType(name=LOGITS_OUTPUT)],
                               convert_to="mlprogram", skip_model_load=True, **common)
     return _convert_classifier(exported, inputs, labels, common)
@@ -455,7 +446,7 @@ def _convert_classifier(exported, inputs, labels, common):
     """
     import coremltools as ct
 
-    with _quiet(), _converter_errors("coremltools conversion"):
+    with quiet(), converter_errors("coremltools conversion"):
         prog = ct.convert(exported, inputs=inputs,
                           outputs=[ct.TensorType(name=PROBS_OUTPUT), ct.TensorType(name=LOGITS_OUTPUT)],
                           convert_to="milinternal", minimum_deployment_target=common["minimum_deployment_target"],
@@ -473,38 +464,9 @@ def _convert_mil(exported, height, width, pre, raw_input, target, precision):
     """The optimised MIL program only (no serialization): for counting ops."""
     import coremltools as ct
 
-    with _quiet(), _converter_errors("coremltools conversion (unmodified model)"):
+    with quiet(), converter_errors("coremltools conversion (unmodified model)"):
         return ct.convert(exported, inputs=_ct_inputs(height, width, pre, raw_input), convert_to="milinternal",
                           minimum_deployment_target=_ct_target(target), compute_precision=_ct_precision(precision))
-
-
-@contextlib.contextmanager
-def _converter_errors(stage: str):
-    try:
-        yield
-    except VitdeployError:
-        raise
-    except Exception as e:  # noqa: BLE001 - converter internals raise anything; report one line
-        raise ConversionError(f"{stage} failed: {_one_line(e)}") from e
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence coremltools' progress bars and its 'untested torch version' chatter."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with _warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            _warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or e.__class__.__name__
-    return f"{e.__class__.__name__}: {text[:400]}"
 
 
 # ----------------------------------------------------------------------------- graph statistics
@@ -532,14 +494,6 @@ def _program_stats(mlmodel) -> tuple[dict[str, int], int]:
             continue
         ranks += [len(v.shape) for v in op.outputs if getattr(v, "shape", None) is not None]
     return _count_ops(prog), max(ranks, default=0)
-
-
-def load_program(mlmodel):
-    """The pymil Program of an (unloaded) MLModel, read from its spec and weights."""
-    from coremltools.converters.mil.frontend.milproto.load import load
-
-    spec = mlmodel.get_spec()
-    return load(spec, spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
 
 
 def _graph_checks(counts: dict[str, int], max_rank: int, variant: str | None) -> dict:
@@ -627,7 +581,7 @@ def _save_atomically(mlmodel, out: Path) -> None:
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         staged = work / out.name
-        with _quiet(), _converter_errors("saving the .mlpackage"):
+        with quiet(), converter_errors("saving the .mlpackage"):
             mlmodel.save(str(staged))
         if out.exists() or out.is_symlink():
             old = work / "previous"

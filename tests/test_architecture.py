@@ -1,0 +1,135 @@
+"""The shape of the tree: no import cycles in vitdeploy/, no oversized module without a stated reason.
+
+Imports inside functions count: a lazy import keeps ``--help`` fast, it does not make a cycle harmless
+(the two modules still cannot be understood, tested or moved apart).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "vitdeploy"
+MAX_LINES = 600
+# A module longer than MAX_LINES says why in its docstring, with this phrase.
+LONG_MODULE_MARKER = "Longer than 600 lines:"
+
+
+def _modules(root: Path = PACKAGE) -> dict[str, Path]:
+    mods = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = path
+    return mods
+
+
+def _imported(module: str, path: Path, node: ast.Import | ast.ImportFrom, known: dict) -> list[str]:
+    """vitdeploy modules an import statement loads (``from pkg import sub`` counts as ``pkg.sub`` only)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name in known]
+    if node.level:
+        base = module.split(".")
+        if path.name != "__init__.py":
+            base = base[:-1]
+        base = base[:len(base) - (node.level - 1)]
+        prefix = ".".join(base + ([node.module] if node.module else []))
+    else:
+        prefix = node.module or ""
+    subs = [f"{prefix}.{a.name}" for a in node.names if f"{prefix}.{a.name}" in known]
+    return subs + ([prefix] if len(subs) < len(node.names) and prefix in known else [])
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    known = _modules(root)
+    graph = {m: set() for m in known}
+    for module, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                graph[module].update(t for t in _imported(module, path, node, known) if t != module)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], 0
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_cycle_finder_sees_a_lazy_cycle(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import g\n")
+    (pkg / "c.py").write_text("from .b import f\n")
+    assert cycles(import_graph(pkg)) == [["pkg.a", "pkg.b"]]
+
+
+def test_no_import_cycles():
+    found = cycles(import_graph())
+    detail = "; ".join(" <-> ".join(c) for c in found)
+    assert not found, f"import cycles in vitdeploy/: {detail}"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_size_or_a_stated_reason(path):
+    text = path.read_text()
+    lines = text.count("\n")
+    if lines > MAX_LINES:
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        assert LONG_MODULE_MARKER in docstring, (
+            f"{path.relative_to(PACKAGE)} has {lines} lines: split it, or say why at its top "
+            f"('{LONG_MODULE_MARKER} ...')")
+
+
+def test_cli_reader_table_names_functions_that_exist():
+    """The CLI blames the file for data errors raised inside these readers; a moved reader must move here too."""
+    import importlib
+
+    from vitdeploy.cli import _READERS
+
+    for module_name, qualnames in _READERS.items():
+        module = importlib.import_module(module_name)
+        for qualname in qualnames:
+            obj = module
+            for part in qualname.split("."):
+                obj = getattr(obj, part, None)
+            assert callable(obj), f"{module_name}.{qualname} named in cli._READERS does not exist"

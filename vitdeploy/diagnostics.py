@@ -1,0 +1,58 @@
+"""How vitdeploy talks about other libraries' failures and keeps their noise off the terminal (a leaf).
+
+Converters and quantizers raise anything, print progress bars and log warnings; the user gets one
+line per failure (exit 2 through :class:`~vitdeploy.errors.VitdeployError`) and none of the chatter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+from .errors import ConversionError, VitdeployError
+
+
+def one_line(e: BaseException, limit: int = 400) -> str:
+    """``Type: first words`` of an exception, on one line (whitespace collapsed, at most ``limit`` chars)."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message, else its type name (native tracebacks run long).
+
+    A leading ``error: `` is dropped so the CLI's line does not read "error: ... (error: ...)".
+    """
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "") or type(e).__name__
+    return (text[len("error: "):] if text.startswith("error: ") else text)[:limit]
+
+
+def describe(e: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of an exception."""
+    return f"{type(e).__name__}: {first_line(e, limit)}"
+
+
+@contextlib.contextmanager
+def converter_errors(stage: str):
+    """Turn any exception but vitdeploy's own into ``ConversionError("<stage> failed: <one line>")``."""
+    try:
+        yield
+    except VitdeployError:
+        raise
+    except Exception as e:  # noqa: BLE001 - converter internals raise anything; report one line
+        raise ConversionError(f"{stage} failed: {one_line(e)}") from e
+
+
+@contextlib.contextmanager
+def quiet():
+    """Mute progress bars (tqdm and coremltools write to stderr), Python warnings and library logs below
+    ERROR for the duration: what the user sees comes through vitdeploy's own ``progress``."""
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
