@@ -62,7 +62,7 @@ def interleaved_latency(paths: dict[str, Path], threads: int, rounds: int) -> di
 
 def census(path: Path) -> dict:
     """What the w8a8 file computes in float, and how many QUANTIZE/DEQUANTIZE ops its float islands cost."""
-    from vitdeploy.quantization.tflite import float_op_counts, op_types
+    from vitdeploy.quantization.tflite_graph import float_op_counts, op_types
 
     ops = op_types(path.read_bytes())
     return {"ops": sum(ops.values()), "quantize_dequantize": ops.get("QUANTIZE", 0) + ops.get("DEQUANTIZE", 0),

@@ -124,7 +124,7 @@ def test_cli_reader_table_names_functions_that_exist():
     """The CLI blames the file for data errors raised inside these readers; a moved reader must move here too."""
     import importlib
 
-    from vitdeploy.cli import _READERS
+    from vitdeploy.exits import _READERS
 
     for module_name, qualnames in _READERS.items():
         module = importlib.import_module(module_name)
@@ -132,4 +132,4 @@ def test_cli_reader_table_names_functions_that_exist():
             obj = module
             for part in qualname.split("."):
                 obj = getattr(obj, part, None)
-            assert callable(obj), f"{module_name}.{qualname} named in cli._READERS does not exist"
+            assert callable(obj), f"{module_name}.{qualname} named in exits._READERS does not exist"

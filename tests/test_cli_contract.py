@@ -12,7 +12,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from vitdeploy.cli import INTERNAL_ERROR_EXIT, main, unexpected_error_line
+from vitdeploy.cli import main
+from vitdeploy.exits import INTERNAL_ERROR_EXIT, unexpected_error_line
 
 BAD_KINDS = ("missing", "directory", "empty", "garbage", "symlink_loop")
 

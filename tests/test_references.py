@@ -47,7 +47,7 @@ def w8a8(tmp_path_factory):
 def test_w8a8_on_the_reference_never_uses_int16_activations(w8a8, variant):
     from pathlib import Path
 
-    from vitdeploy.quantization.tflite import int16_op_counts
+    from vitdeploy.quantization.tflite_graph import int16_op_counts
 
     report, path = w8a8(variant)
     q = report["quant_report"]

@@ -318,7 +318,7 @@ def test_fp16_and_dynamic_stay_close_to_float(request, artifacts, quantize, fami
 @pytest.mark.slow
 def test_int8_report_is_measured_and_model_is_integer(artifacts, levit):
     """End to end: full int8 with float I/O; the reported cosine is re-measured independently."""
-    from vitdeploy.quantization.tflite import op_types
+    from vitdeploy.quantization.tflite_graph import op_types
     from vitdeploy.runtimes.tflite import TFLiteRunner
     from vitdeploy.quantization.calibration import N_CALIB, N_HELDOUT, natural_images_hw
 
@@ -358,7 +358,8 @@ def test_int8_report_is_measured_and_model_is_integer(artifacts, levit):
 @pytest.mark.slow
 def test_int8_float_fallback_keeps_chosen_ops_float_and_helps(artifacts, mobilevit):
     """MobileViT int8 falls short of 0.99 here; the search must pick real groups and report them truly."""
-    from vitdeploy.quantization.tflite import fallback_candidates, float_op_counts, logits_agreement, quantize_int8
+    from vitdeploy.quantization.tflite import logits_agreement, quantize_int8
+    from vitdeploy.quantization.tflite_graph import fallback_candidates, float_op_counts
     from vitdeploy.runtimes.tflite import run_tflite
     from vitdeploy.quantization.calibration import natural_images_hw
 
@@ -388,7 +389,7 @@ def test_int8_float_fallback_keeps_chosen_ops_float_and_helps(artifacts, mobilev
 def test_int8_keeps_in_float_what_xnnpack_cannot_run_in_int8(artifacts, levit_calm):
     """Full int8 LeViT leaves HARD_SWISH/BATCH_MATMUL/SOFTMAX to TFLite's built-in kernels; the route
     keeps such op types float so XNNPACK runs (nearly) the whole graph, and reports it truly."""
-    from vitdeploy.quantization.tflite import float_op_counts
+    from vitdeploy.quantization.tflite_graph import float_op_counts
     from vitdeploy.runtimes.tflite import delegation_census
 
     conv = levit_calm.convert(artifacts, quantize="int8")
@@ -415,8 +416,8 @@ def test_layout_ops_next_to_float_ops_are_tried_with_the_xnnpack_set(artifacts, 
     0.985), so they are candidates -- after every compute op type -- and the XNNPACK float set is also
     tried with the layout ops connected to it (not every layout op: the stem's and head's cost speed
     for nothing); whichever set is kept, its ops compute in float."""
-    from vitdeploy.quantization.tflite import (LAYOUT_NEXT_TO_FLOAT, _LAYOUT_OPS, _layout_next_to,
-                                               fallback_candidates, float_op_counts)
+    from vitdeploy.quantization.tflite_graph import (LAYOUT_NEXT_TO_FLOAT, _LAYOUT_OPS, _layout_next_to,
+                                                     fallback_candidates, float_op_counts)
 
     float_model = levit_calm.convert(artifacts).path.read_bytes()
     op_groups = [name for name, g in fallback_candidates(float_model).items() if g.kind == "op_type"]
@@ -551,7 +552,7 @@ def outlier_channel_net():
 def test_int8_never_falls_back_to_int16_and_a_miss_is_kept_aside_with_measured_options(tmp_path):
     """w8a8 keeps int8 activations whatever the accuracy: a model below the target is written
     under a name that says so (never at ``out``), with fp16/dynamic/w8a16 measured beside it."""
-    from vitdeploy.quantization.tflite import int16_op_counts
+    from vitdeploy.quantization.tflite_graph import int16_op_counts
     from vitdeploy.targets.tflite import convert_tflite
 
     net = outlier_channel_net()
