@@ -331,6 +331,22 @@ def test_graph_is_ane_friendly(levit_fp32, mobilevit_bgr):
 
 
 @pytest.mark.slow
+def test_interpreter_registry_records_the_ops_of_these_conversions(levit_fp32, levit_raw, levit_fp16, levit_w8,
+                                                                   mobilevit_bgr, mobilevit_raw):
+    """Every op in these programs (and in the unmodified models' conversions) is registered with its family,
+    so the ops the registry marks as used by no family really are (tests/mil/test_registry.py lists them)."""
+    from vitdeploy.runtimes.mil import REGISTRY, family_ops
+
+    for family, conversions in (("levit", (levit_fp32, levit_raw, levit_fp16, levit_w8)),
+                                ("mobilevit", (mobilevit_bgr, mobilevit_raw))):
+        seen = set()
+        for conv in conversions:
+            seen |= set(conv.op_counts_after) | set(conv.op_counts_before or {})
+        assert seen <= set(REGISTRY), seen - set(REGISTRY)
+        assert seen <= family_ops(family), (family, seen - family_ops(family))
+
+
+@pytest.mark.slow
 def test_metadata_round_trip(levit_fp32):
     from vitdeploy import __version__
 
