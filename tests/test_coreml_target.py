@@ -30,7 +30,7 @@ from vitdeploy.errors import ConversionError, VitdeployError  # noqa: E402
 from vitdeploy.models import variant_info  # noqa: E402
 from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing  # noqa: E402
 from vitdeploy.runtimes.coreml import CoreMLRunner, nchw_to_rgb_pixels  # noqa: E402
-from vitdeploy.runtimes.coreml_mil import MILInterpreter  # noqa: E402
+from vitdeploy.runtimes.mil import MILInterpreter  # noqa: E402
 from vitdeploy.sample_images import natural_images  # noqa: E402
 from vitdeploy.synthetic import seeded_model  # noqa: E402
 from vitdeploy.targets import coreml as target  # noqa: E402
@@ -328,6 +328,22 @@ def test_graph_is_ane_friendly(levit_fp32, mobilevit_bgr):
     assert "thresholded_relu" in levit_fp32.op_counts_before
     assert "thresholded_relu" not in levit_fp32.op_counts_after
     assert sum(levit_fp32.op_counts_after.values()) < sum(levit_fp32.op_counts_before.values())
+
+
+@pytest.mark.slow
+def test_interpreter_registry_records_the_ops_of_these_conversions(levit_fp32, levit_raw, levit_fp16, levit_w8,
+                                                                   mobilevit_bgr, mobilevit_raw):
+    """Every op in these programs (and in the unmodified models' conversions) is registered with its family,
+    so the ops the registry marks as used by no family really are (tests/mil/test_registry.py lists them)."""
+    from vitdeploy.runtimes.mil import REGISTRY, family_ops
+
+    for family, conversions in (("levit", (levit_fp32, levit_raw, levit_fp16, levit_w8)),
+                                ("mobilevit", (mobilevit_bgr, mobilevit_raw))):
+        seen = set()
+        for conv in conversions:
+            seen |= set(conv.op_counts_after) | set(conv.op_counts_before or {})
+        assert seen <= set(REGISTRY), seen - set(REGISTRY)
+        assert seen <= family_ops(family), (family, seen - family_ops(family))
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ Reference intermediates come from forward hooks on the PyTorch model's blocks
 * TFLite: a LiteRT interpreter with ``experimental_preserve_all_tensors=True`` and no XNNPACK
   delegate (a delegate fuses the graph into one node whose insides are not kept), every op's
   output read after ``invoke`` (int8 tensors dequantized with their scale/zero point).
-* Core ML: the MIL interpreter's ``predict(..., keep=True)`` values, in program order.
+* Core ML: the values the MIL interpreter's ``predict(..., observe=...)`` reports, in program order.
 
 Mapping artifact tensors to blocks:
 
@@ -186,7 +186,7 @@ def _tflite_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) ->
 
 
 def _coreml_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) -> ArtifactTensors:
-    from ..runtimes.coreml_mil import MILInterpreter
+    from ..runtimes.mil import MILInterpreter
 
     interp = MILInterpreter.load(path)
     if len(interp.input_names) != 1:
@@ -196,6 +196,16 @@ def _coreml_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) ->
     collected: dict[str, list[np.ndarray]] = {}
     order: list[str] = []
     outputs = []
+
+    def observe(key: str, value) -> None:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "f" or arr.size not in wanted_sizes:
+            return
+        if key not in collected:
+            collected[key] = []
+            order.append(key)
+        collected[key].append(arr.astype(np.float32).reshape(-1))
+
     for image in rgb:
         if spec.get("kind") == "image":
             feed = image
@@ -204,24 +214,16 @@ def _coreml_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) ->
             shape = spec.get("shape")
             if shape and len(shape) == 3:
                 feed = feed[0]
-        result = interp.predict({name: feed}, keep=True)
+        result = interp.predict({name: feed}, observe=observe)
         out = result.get("logits")
         if out is None:  # the first float output with one value per class
             out = next((v for v in result.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"
                         and v.ndim >= 1), None)
         if out is not None:
             outputs.append(np.asarray(out, dtype=np.float32).reshape(-1))
-        for key, value in interp.last_intermediates.items():
-            arr = np.asarray(value)
-            if arr.dtype.kind not in "f" or arr.size not in wanted_sizes:
-                continue
-            if key not in collected:
-                collected[key] = []
-                order.append(key)
-            collected[key].append(arr.astype(np.float32).reshape(-1))
     names = [k for k in order if len(collected[k]) == len(rgb)]
     logits = np.stack(outputs) if len(outputs) == len(rgb) else None
-    op_types = {out: step.op_type for step in interp._steps for out in step.out_names}
+    op_types = interp.producers()
     return ArtifactTensors(names, [np.stack(collected[k]) for k in names], "coreml", logits, op_types)
 
 

@@ -72,10 +72,10 @@ def _coreml_precision(path: Path) -> tuple[str, str]:
         if user.get(key, "").lower() in PRESETS:
             return user[key].lower(), f"metadata {key}={user[key]}"
     # Read the ML Program itself: quantized weights, or values typed fp16.
-    from ..runtimes.coreml_mil import _load_program, _main_function
+    from ..runtimes.mil import load_program, main_function
 
-    _, prog = _load_program(path)
-    ops = list(_main_function(prog).operations)
+    _, prog = load_program(path)
+    ops = list(main_function(prog).operations)
     types = set()
     for op in ops:
         if op.op_type in _COREML_QUANT_OPS:

@@ -5,8 +5,8 @@
   that Core ML expands at load time; activations stay float).
 * ``w8a8``: int8 activations too. coremltools' ``linear_quantize_activations`` calibrates by
   calling ``MLModel.predict`` on every intermediate tensor, which needs macOS. Here the calibration
-  runs through vitdeploy's numpy MIL interpreter instead (:mod:`vitdeploy.runtimes.coreml_mil`,
-  ``keep=True``), recording the min/max of every non-const value over the calibration images --
+  runs through vitdeploy's numpy MIL interpreter instead (:mod:`vitdeploy.runtimes.mil`, an
+  ``observe`` callback), recording the min/max of every non-const value over the calibration images --
   the same statistic coremltools' debugger collects (but accumulated over all images: coremltools
   9.0's ``record_intermediate_output`` overwrites the range with each new sample). The ranges are
   then fed to coremltools' own graph passes, exactly as ``linear_quantize_activations`` runs them:
@@ -182,8 +182,8 @@ def _feed(pixels: np.ndarray, input_name: str, pre: Preprocessing, raw_input: bo
 
 
 def _interpreter(mlmodel):
-    from ..runtimes.coreml_mil import MILInterpreter
     from ..formats.coreml import load_program
+    from ..runtimes.mil import MILInterpreter
 
     try:
         return MILInterpreter(mlmodel.get_spec(), load_program(mlmodel), str(getattr(mlmodel, "package_path", "")))
@@ -202,23 +202,24 @@ def calibrate_activation_ranges(interp, feeds: list[dict], samples: dict | None 
     """
     stats: dict[str, dict[str, float]] = defaultdict(dict)
     rng = np.random.default_rng(seed)
+
+    def observe(name: str, value) -> None:
+        if isinstance(value, np.ndarray) and value.size and np.issubdtype(value.dtype, np.floating):
+            _update_range(stats, name, value)
+            if samples is not None and (sample_names is None or name in sample_names):
+                flat = value.astype(np.float32).ravel()
+                if flat.size > SAMPLES_PER_IMAGE:
+                    flat = np.concatenate([flat[rng.integers(0, flat.size, SAMPLES_PER_IMAGE)],
+                                           [flat.min(), flat.max()]])
+                samples.setdefault(name, []).append(flat)
+
     for feed in feeds:
         for name, value in feed.items():
             _update_range(stats, name, np.asarray(value, dtype=np.float32))
         try:
-            interp.predict(feed, keep=True)
+            interp.predict(feed, observe=observe)
         except VitdeployError as e:
             raise ConversionError(f"w8a8 calibration failed in the MIL interpreter: {e}") from e
-        for name, value in interp.last_intermediates.items():
-            if isinstance(value, np.ndarray) and value.size and np.issubdtype(value.dtype, np.floating):
-                _update_range(stats, name, value)
-                if samples is not None and (sample_names is None or name in sample_names):
-                    flat = value.astype(np.float32).ravel()
-                    if flat.size > SAMPLES_PER_IMAGE:
-                        flat = np.concatenate([flat[rng.integers(0, flat.size, SAMPLES_PER_IMAGE)],
-                                               [flat.min(), flat.max()]])
-                    samples.setdefault(name, []).append(flat)
-        interp.last_intermediates = {}
     return dict(stats)
 
 

@@ -77,7 +77,7 @@ class CoreMLRunner(Runner):
         """Op type -> count in the ML Program (const excluded)."""
         if self._interp is not None:
             return self._interp.op_counts()
-        from .coreml_mil import op_counts
+        from .mil import op_counts
 
         return op_counts(self.path)
 
@@ -103,7 +103,7 @@ class CoreMLRunner(Runner):
 
 def _load_interpreter(path: Path):
     """The MIL interpreter for ``path``; a damaged program or weight file is the package's fault, said so."""
-    from .coreml_mil import MILInterpreter
+    from .mil import MILInterpreter
 
     try:
         return MILInterpreter.load(path)

@@ -1,0 +1,86 @@
+"""The MIL op registry and the package layout (vitdeploy/runtimes/mil): needs neither coremltools nor torch."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitdeploy.runtimes import mil
+from vitdeploy.runtimes.mil import ops
+from vitdeploy.runtimes.mil.registry import FAMILIES, REGISTRY, family_ops, register, supported_ops, unused_ops
+
+PACKAGE = Path(mil.__file__).parent
+
+# What coremltools' conversions of the two families contain (vitdeploy's artifacts in every mode, and the
+# unmodified model's default conversion); tests/test_coreml_target.py checks this against its conversions.
+LEVIT_OPS = {
+    "add", "batch_norm", "cast", "classify", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "conv",
+    "dequantize", "expand_dims", "linear", "matmul", "mul", "quantize", "reduce_mean", "reshape", "sigmoid_hard",
+    "slice_by_index", "softmax", "split", "squeeze", "thresholded_relu", "transpose",
+}
+MOBILEVIT_OPS = {
+    "add", "cast", "classify", "concat", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "conv",
+    "dequantize", "layer_norm", "linear", "matmul", "mul", "quantize", "reduce_mean", "reshape", "silu", "softmax",
+    "split", "transpose",
+}
+
+
+def test_family_ops_list_what_levit_and_mobilevit_use():
+    assert family_ops("levit") == LEVIT_OPS
+    assert family_ops("mobilevit") == MOBILEVIT_OPS
+    assert family_ops() == LEVIT_OPS | MOBILEVIT_OPS
+    assert unused_ops() == set(REGISTRY) - LEVIT_OPS - MOBILEVIT_OPS
+    assert sorted(FAMILIES) == ["levit", "mobilevit"]
+
+
+def test_no_op_is_dropped():
+    # Ops no family emits stay (other programs run too); each has its per-op test in tests/mil.
+    assert len(REGISTRY) == 124
+    assert supported_ops() == sorted(REGISTRY) + ["const"]
+    assert {"topk", "const"}.isdisjoint(REGISTRY)
+
+
+def test_every_op_module_mirrors_a_coremltools_file():
+    registered = {op.module for op in REGISTRY.values()}
+    names = {module.__name__.rpartition(".")[2] for module in ops.MODULES}
+    assert registered == names  # each module registers something; every op comes from a listed module
+    for module in ops.MODULES:
+        doc = module.__doc__ or ""
+        assert "\n" not in doc.strip() and "mirrors coremltools mil/ops/defs/" in doc, module.__name__
+    on_disk = {p.stem for p in (PACKAGE / "ops").glob("*.py")} - {"__init__", "_utils"}
+    assert on_disk == names
+
+
+def test_modules_stay_small():
+    for path in PACKAGE.rglob("*.py"):
+        assert len(path.read_text().splitlines()) <= 600, path
+
+
+def test_register_rejects_duplicates_and_unknown_families():
+    with pytest.raises(ValueError, match="registered twice"):
+        register("relu")(lambda a: a["x"])
+    with pytest.raises(ValueError, match="unknown model families"):
+        register("not_an_op", families=("resnet",))
+    assert "not_an_op" not in REGISTRY
+
+
+def test_module_imports_without_coremltools():
+    code = (
+        "import sys; import vitdeploy.runtimes.mil as m; "
+        "assert 'coremltools' not in sys.modules, 'coremltools imported at module level'; "
+        "assert 'torch' not in sys.modules, 'torch imported at module level'; "
+        "layers = [n for n in sys.modules if n.startswith(('vitdeploy.targets', 'vitdeploy.runners'))]; "
+        "assert not layers, layers"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_package_imports_no_higher_layer():
+    """The interpreter is a runtime: it must not reach into the converters or the runners, even lazily."""
+    higher = re.compile(r"(vitdeploy|from \.{3,})\.?(targets|runners|quantization|parity|convert|api)\b")
+    for path in PACKAGE.rglob("*.py"):
+        assert not higher.search(path.read_text()), path
