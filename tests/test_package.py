@@ -21,19 +21,10 @@ import numpy as np
 import pytest
 
 from vitdeploy.errors import VitdeployError
-from vitdeploy.package import (
-    KOTLIN_HELPER,
-    SWIFT_HELPER,
-    add_files_to_pbxproj,
-    dangling_references,
-    find_android_app,
-    find_xcode_project,
-    infer_platform,
-    kotlin_helper,
-    package,
-    parse_pbxproj,
-    swift_helper,
-)
+from vitdeploy.packaging import KOTLIN_HELPER, SWIFT_HELPER, infer_platform, package
+from vitdeploy.packaging.android import find_android_app
+from vitdeploy.packaging.codegen import kotlin_helper, swift_helper
+from vitdeploy.packaging.ios import add_files_to_pbxproj, dangling_references, find_xcode_project, parse_pbxproj
 
 REPO = Path(__file__).resolve().parents[1]
 ANDROID_HARNESS = REPO / "android_harness"
