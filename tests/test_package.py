@@ -21,19 +21,10 @@ import numpy as np
 import pytest
 
 from vitdeploy.errors import VitdeployError
-from vitdeploy.package import (
-    KOTLIN_HELPER,
-    SWIFT_HELPER,
-    add_files_to_pbxproj,
-    dangling_references,
-    find_android_app,
-    find_xcode_project,
-    infer_platform,
-    kotlin_helper,
-    package,
-    parse_pbxproj,
-    swift_helper,
-)
+from vitdeploy.packaging import KOTLIN_HELPER, SWIFT_HELPER, infer_platform, package
+from vitdeploy.packaging.android import find_android_app
+from vitdeploy.packaging.codegen import kotlin_helper, swift_helper
+from vitdeploy.packaging.ios import add_files_to_pbxproj, dangling_references, find_xcode_project, parse_pbxproj
 
 REPO = Path(__file__).resolve().parents[1]
 ANDROID_HARNESS = REPO / "android_harness"
@@ -254,6 +245,71 @@ def test_add_files_creates_missing_resources_phase_and_quotes_names(tmp_path):
     objects = parse_pbxproj(text)["objects"]
     phases = [objects[p]["isa"] for p in objects[found["target_id"]]["buildPhases"]]
     assert phases.count("PBXResourcesBuildPhase") == 1
+
+
+def test_unreadable_project_is_refused(tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    found = find_xcode_project(app)
+    pbxproj = app / "VitdeployHarness.xcodeproj" / "project.pbxproj"
+    text = pbxproj.read_text()
+    # A merge left a conflict marker in the file.
+    pbxproj.write_text(text.replace("/* Begin PBXGroup section */", "<<<<<<< HEAD\n/* Begin PBXGroup section */", 1))
+    with pytest.raises(VitdeployError) as e:
+        find_xcode_project(app)
+    assert "cannot parse" in _one_line_error(e)
+    for broken in (text[:len(text) // 2], text.replace("isa = PBXGroup;", "isa = PBXGroup", 1), ""):
+        with pytest.raises(VitdeployError) as e:
+            add_files_to_pbxproj(broken, found["target_id"], found["group_id"], [(SWIFT_HELPER, "source")])
+        assert "cannot parse" in _one_line_error(e) and "nothing written" in str(e.value)
+
+
+def test_project_with_dangling_references_is_not_edited(tmp_path):
+    found = find_xcode_project(_copy(IOS_HARNESS, tmp_path))
+    child = "0A0000000000000000000010 /* VitdeployHarnessApp.swift */,"
+    broken = found["pbx_text"].replace(child, child + "\n\t\t\t\t0A00000000000000000000FF /* gone.swift */,", 1)
+    assert _ids_consistent(broken) == ["0A00000000000000000000FF"]
+    with pytest.raises(VitdeployError) as e:
+        add_files_to_pbxproj(broken, found["target_id"], found["group_id"], [(SWIFT_HELPER, "source")])
+    message = _one_line_error(e)
+    assert "0A00000000000000000000FF" in message and "nothing written" in message
+
+
+def test_add_files_next_to_a_swift_package_product(tmp_path):
+    """A build file with ``productRef`` and no ``fileRef`` (a linked Swift package product) is left alone,
+    and nothing in the project changes but the lists the edit appends to."""
+    found = find_xcode_project(_copy(IOS_HARNESS, tmp_path))
+    text = found["pbx_text"].replace(
+        "/* End PBXBuildFile section */",
+        "\t\t0A00000000000000000000A0 /* Y in Frameworks */ = {isa = PBXBuildFile; "
+        "productRef = 0A00000000000000000000A1 /* Y */; };\n/* End PBXBuildFile section */", 1)
+    frameworks = "0A0000000000000000000031 /* Frameworks */ = {\n\t\t\tisa = PBXFrameworksBuildPhase;\n" \
+                 "\t\t\tbuildActionMask = 2147483647;\n\t\t\tfiles = (\n"
+    assert frameworks in text
+    text = text.replace(frameworks, frameworks + "\t\t\t\t0A00000000000000000000A0 /* Y in Frameworks */,\n", 1)
+    text = text.replace(
+        "/* End XCConfigurationList section */\n",
+        "/* End XCConfigurationList section */\n\n/* Begin XCSwiftPackageProductDependency section */\n"
+        "\t\t0A00000000000000000000A1 /* Y */ = {\n\t\t\tisa = XCSwiftPackageProductDependency;\n"
+        "\t\t\tproductName = Y;\n\t\t};\n/* End XCSwiftPackageProductDependency section */\n", 1)
+    assert _ids_consistent(text) == [] and dangling_references(parse_pbxproj(text)) == []
+    files = [("Net.mlpackage", "model"), (SWIFT_HELPER, "source")]
+    edited = add_files_to_pbxproj(text, found["target_id"], found["group_id"], files)
+    assert _ids_consistent(edited) == []
+    before, after = parse_pbxproj(text)["objects"], parse_pbxproj(edited)["objects"]
+    appended = {found["group_id"]: "children"}
+    appended.update({p: "files" for p in before[found["target_id"]]["buildPhases"]})
+    for oid, obj in before.items():
+        if oid in appended:
+            key = appended[oid]
+            assert after[oid][key][:len(obj[key])] == obj[key]
+            assert {k: v for k, v in after[oid].items() if k != key} == {k: v for k, v in obj.items() if k != key}
+        else:
+            assert after[oid] == obj, oid
+    assert "0A00000000000000000000A0" in after["0A0000000000000000000031"]["files"]
+    refs = {after[c]["path"]: c for c in after[found["group_id"]]["children"]}
+    sources = next(after[p] for p in after[found["target_id"]]["buildPhases"]
+                   if after[p]["isa"] == "PBXSourcesBuildPhase")
+    assert {refs["Net.mlpackage"], refs[SWIFT_HELPER]} <= {after[b]["fileRef"] for b in sources["files"]}
 
 
 def test_synchronized_folder_project_detected(tmp_path):
@@ -916,6 +972,24 @@ def test_ios_synchronized_folder_drops_files(mlpackages, tmp_path):
     assert (app / "MyApp" / SWIFT_HELPER).is_file() and (app / "MyApp" / mlpackages["labels"].name).is_dir()
     assert (app / "MyApp.xcodeproj/project.pbxproj").read_text() == before
     assert "project.pbxproj" not in _written(report)
+
+
+@pytest.mark.slow
+def test_ios_into_broken_project_writes_nothing(mlpackages, tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    pbxproj = app / "VitdeployHarness.xcodeproj/project.pbxproj"
+    text = pbxproj.read_text()
+    child = "0A0000000000000000000010 /* VitdeployHarnessApp.swift */,"
+    for broken, expected in ((text.replace("isa = PBXGroup;", "isa = PBXGroup", 1), "cannot parse"),
+                             (text.replace(child, child + "\n\t\t\t\t0A00000000000000000000FF /* gone.swift */,", 1),
+                              "does not define")):
+        pbxproj.write_text(broken)
+        before = sorted(p.relative_to(app) for p in app.rglob("*"))
+        with pytest.raises(VitdeployError) as e:
+            package(mlpackages["labels"], platform="ios", into=app)
+        assert expected in _one_line_error(e)
+        assert sorted(p.relative_to(app) for p in app.rglob("*")) == before
+        assert pbxproj.read_text() == broken
 
 
 @pytest.mark.slow

@@ -449,7 +449,7 @@ def package_cmd(artifact: str, platform: str | None, into: str | None, out: str 
     """Put a converted model into an iOS or Android app, with labels and a generated Swift/Kotlin helper."""
     from pathlib import Path
 
-    from .package import infer_platform, package
+    from .packaging import infer_platform, package
 
     if bool(into) == bool(out):
         raise VitdeployError("give exactly one of --into APP_DIR or -o DIR")

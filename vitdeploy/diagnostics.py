@@ -46,12 +46,20 @@ def converter_errors(stage: str):
 
 
 @contextlib.contextmanager
-def quiet():
+def quiet(stdout: bool = False):
     """Mute progress bars (tqdm and coremltools write to stderr), Python warnings and library logs below
-    ERROR for the duration: what the user sees comes through vitdeploy's own ``progress``."""
+    ERROR for the duration: what the user sees comes through vitdeploy's own ``progress``.
+
+    ``stdout=True`` swallows stdout too (coremltools prints about its native libraries on import);
+    never around code that reports progress, which goes to stdout.
+    """
     logging.disable(logging.WARNING)
     try:
-        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            if stdout:
+                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
             yield
     finally:

@@ -1,0 +1,86 @@
+"""``vitdeploy package``: put a converted model into an app the way each platform expects.
+
+iOS (``.mlpackage``, :mod:`.ios`)
+    The model package, ``<Name>_labels.txt`` when the model carries labels, and
+    ``VitdeployClassifier.swift`` (a Vision-based helper: ``CVPixelBuffer`` in, top-K
+    ``(label, probability)`` out). With ``into=APP_DIR`` the files go into the app target's source
+    folder and, unless that is an Xcode 16 synchronized folder, into ``project.pbxproj`` (edited
+    with the ``pbxproj`` library, checked again before it is written).
+
+Android (``.tflite``, :mod:`.android`)
+    The model under ``app/src/main/assets/``, ``labels.txt`` next to it, and
+    ``VitdeployClassifier.kt`` in the app's package (LiteRT ``Interpreter``, ``Bitmap`` in, top-K
+    out). The Gradle file is never rewritten; the report says what it lacks.
+
+``out=DIR`` writes the same files into DIR with a ``README.md`` saying where they go.
+Existing files are never replaced without ``force=True`` (identical files are skipped), and
+every file is written atomically (written aside, then renamed).
+
+Modules: :mod:`.inspect` reads the artifact, :mod:`.codegen` renders the helpers,
+:mod:`.files` writes, :mod:`.report` holds :class:`PackageReport`; :mod:`.ios` and
+:mod:`.android` use those and never each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import VitdeployError
+from .android import package_android
+from .codegen import KOTLIN_HELPER, SWIFT_HELPER
+from .ios import package_ios
+from .report import PackageReport
+
+__all__ = ["KOTLIN_HELPER", "PLATFORMS", "SWIFT_HELPER", "PackageReport", "infer_platform", "package"]
+
+PLATFORMS = ("ios", "android")
+
+
+def package(artifact, *, platform: str, into: Path | None = None, out: Path | None = None, force: bool = False,
+            top_k: int = 5, android_package: str | None = None) -> PackageReport:
+    """Put ``artifact`` (.mlpackage for ``ios``, .tflite for ``android``) into an app.
+
+    Exactly one of ``into`` (an app project: Xcode project folder / Android project or module) or
+    ``out`` (a plain folder) is required. ``top_k`` is the helper's default number of results.
+    ``android_package``: Kotlin package of the helper in ``out`` mode (``into`` detects it).
+    Raises :class:`VitdeployError` (exit 2) for bad input, a folder that is not an app, or an
+    existing different file without ``force``.
+    """
+    if platform not in PLATFORMS:
+        raise VitdeployError(f"unknown platform '{platform}'; choose ios or android")
+    if (into is None) == (out is None):
+        raise VitdeployError("give exactly one of --into APP_DIR or -o DIR")
+    if int(top_k) < 1:
+        raise VitdeployError(f"top-k must be at least 1, got {top_k}")
+    artifact = Path(artifact)
+    _check_artifact(artifact, platform)
+    if platform == "ios":
+        return package_ios(artifact, into=into, out=out, force=force, top_k=int(top_k))
+    return package_android(artifact, into=into, out=out, force=force, top_k=int(top_k),
+                           android_package=android_package)
+
+
+def infer_platform(artifact) -> str:
+    """``ios`` for a .mlpackage, ``android`` for a .tflite (for a CLI whose --platform is optional)."""
+    suffix = Path(artifact).suffix.lower()
+    if suffix in (".mlpackage", ".mlmodel"):
+        return "ios"
+    if suffix == ".tflite":
+        return "android"
+    raise VitdeployError(f"{artifact}: not a .mlpackage or .tflite; cannot tell the platform (pass --platform)")
+
+
+def _check_artifact(artifact: Path, platform: str) -> None:
+    if not artifact.exists():
+        raise VitdeployError(f"{artifact}: no such file or directory")
+    suffix = artifact.suffix.lower()
+    if suffix == ".tflite" and platform == "ios":
+        raise VitdeployError(f"{artifact} is a TFLite model, which iOS apps do not run here; "
+                             "package a .mlpackage (vitdeploy convert --target coreml) for ios")
+    if suffix in (".mlpackage", ".mlmodel") and platform == "android":
+        raise VitdeployError(f"{artifact} is a Core ML model, which Android cannot run; "
+                             "package a .tflite (vitdeploy convert --target tflite) for android")
+    if platform == "ios" and not (suffix == ".mlpackage" and (artifact / "Manifest.json").is_file()):
+        raise VitdeployError(f"{artifact} is not a Core ML .mlpackage (a folder with Manifest.json)")
+    if platform == "android" and not (suffix == ".tflite" and artifact.is_file()):
+        raise VitdeployError(f"{artifact} is not a .tflite file")

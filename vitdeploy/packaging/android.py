@@ -1,0 +1,183 @@
+"""Android (``.tflite``): the model into a Gradle app module, with labels and the Kotlin helper.
+
+The model goes under ``app/src/main/assets/``, ``labels.txt`` next to it when the model carries
+labels, and ``VitdeployClassifier.kt`` in the app's package (from the module's ``namespace`` or the
+manifest's ``package``): LiteRT ``Interpreter``, ``Bitmap`` in, top-K out. The module's Gradle
+file is never rewritten; the report says when it lacks ``noCompress += "tflite"`` or the LiteRT
+dependency, with the exact line to add.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import VitdeployError
+from .codegen import KOTLIN_HELPER, PACKAGE_NAME, kotlin_helper, labels_text
+from .files import Writer, refuse_file
+from .inspect import inspect_tflite
+from .report import PackageReport
+
+ANDROID_LABELS = "labels.txt"
+DEFAULT_ANDROID_PACKAGE = "com.vitdeploy.classifier"
+NO_COMPRESS_KTS = 'androidResources { noCompress += "tflite" }'
+NO_COMPRESS_GROOVY = "androidResources { noCompress 'tflite' }"
+LITERT_KTS = 'implementation("com.google.ai.edge.litert:litert:1.4.2")'
+LITERT_GROOVY = "implementation 'com.google.ai.edge.litert:litert:1.4.2'"
+
+
+def package_android(artifact: Path, *, into, out, force: bool, top_k: int,
+                    android_package: str | None) -> PackageReport:
+    info = inspect_tflite(artifact)
+    report = PackageReport(platform="android", artifact=artifact, destination=Path(into or out),
+                           mode="into" if into is not None else "out")
+    if not info["vitdeploy"]:
+        report.warnings.append("no vitdeploy metadata in the model: the helper assumes RGB pixels 0..255 "
+                               "with normalization inside the graph")
+    if info["labels"] is None:
+        report.warnings.append("the model carries no labels: results are named by class index")
+    labels_name = ANDROID_LABELS if info["labels"] else None
+
+    if out is not None:
+        folder = Path(out)
+        refuse_file(folder)
+        package_name = android_package or DEFAULT_ANDROID_PACKAGE
+        kotlin = kotlin_helper(info, package_name=package_name, model_asset=artifact.name,
+                               labels_asset=labels_name, top_k=top_k).encode()
+        writer = Writer(report, force)
+        writer.add(folder / artifact.name, artifact.read_bytes())
+        if labels_name:
+            writer.add(folder / labels_name, labels_text(info["labels"]))
+        writer.add(folder / KOTLIN_HELPER, kotlin)
+        writer.add(folder / "README.md", _android_readme(artifact.name, labels_name, package_name, info, top_k).encode())
+        writer.check()
+        writer.run()
+        report.next_steps.append(f"copy {artifact.name}{' and ' + labels_name if labels_name else ''} to "
+                                 f"app/src/main/assets/ and {KOTLIN_HELPER} to your package (see README.md)")
+        return report
+
+    app = find_android_app(Path(into))
+    report.project = {k: str(v) if isinstance(v, Path) else v for k, v in app.items() if k != "build_text"}
+    if android_package and android_package != app["package"]:
+        raise VitdeployError(f"--package {android_package} differs from the app's namespace {app['package']}; "
+                             "leave it out with --into")
+    kotlin = kotlin_helper(info, package_name=app["package"], model_asset=artifact.name,
+                           labels_asset=labels_name, top_k=top_k).encode()
+    assets = app["module_dir"] / "src" / "main" / "assets"
+    writer = Writer(report, force)
+    writer.add(assets / artifact.name, artifact.read_bytes())
+    if labels_name:
+        writer.add(assets / labels_name, labels_text(info["labels"]))
+    writer.add(app["source_dir"] / KOTLIN_HELPER, kotlin)
+    writer.check()
+    writer.run()
+
+    build_file: Path = app["build_file"]
+    kts = build_file.suffix == ".kts"
+    if not app["no_compress"]:
+        report.warnings.append(f"{build_file} does not keep .tflite uncompressed; the helper then copies the model "
+                               f"into memory instead of mapping it. Add inside android {{ }}: "
+                               f"{NO_COMPRESS_KTS if kts else NO_COMPRESS_GROOVY}")
+    if not app["litert"]:
+        report.warnings.append(f"{build_file} has no LiteRT dependency; add inside dependencies {{ }}: "
+                               f"{LITERT_KTS if kts else LITERT_GROOVY}")
+    report.next_steps.append(f"use it: val classifier = VitdeployClassifier(context); "
+                             f"val top = classifier.classify(bitmap)  (package {app['package']})")
+    return report
+
+
+def _android_readme(model_file: str, labels_name: str | None, package_name: str, info: dict, top_k: int) -> str:
+    labels_line = f"- `{labels_name}` -> `app/src/main/assets/{labels_name}`\n" if labels_name else ""
+    return f"""# {model_file} for Android (vitdeploy package)
+
+Copy:
+- `{model_file}` -> `app/src/main/assets/{model_file}`
+{labels_line}- `{KOTLIN_HELPER}` -> your sources; it declares `package {package_name}`: change that line to
+  your app's package (or re-run with `--package`, or use `--into` to detect it).
+
+In the app module's `build.gradle.kts`:
+
+```kotlin
+android {{
+    {NO_COMPRESS_KTS}   // memory-map the model instead of copying it
+}}
+dependencies {{
+    {LITERT_KTS}
+}}
+```
+
+Input: `{info['input_name']}`, [1, {info['height']}, {info['width']}, 3] {info['input_dtype']} RGB pixels 0..255
+(normalization runs inside the model). Output: {info['num_classes']} logits; the helper applies softmax.
+
+```kotlin
+val classifier = VitdeployClassifier(context)           // loads assets/{model_file}
+val top = classifier.classify(bitmap)                   // List<VitdeployClassifier.Recognition>, top {top_k}
+classifier.close()
+```
+"""
+
+
+def find_android_app(app_dir: Path) -> dict:
+    """Locate the application module, its package and source folder under ``app_dir``."""
+    app_dir = Path(app_dir)
+    if not app_dir.is_dir():
+        raise VitdeployError(f"{app_dir}: no such folder")
+
+    def is_module(d: Path) -> bool:
+        return (d / "src" / "main" / "AndroidManifest.xml").is_file() and _build_file(d) is not None
+
+    if is_module(app_dir):
+        module = app_dir
+    else:
+        candidates = [d for d in sorted(app_dir.iterdir()) if d.is_dir() and is_module(d)]
+        apps = [d for d in candidates if "com.android.application" in _build_file(d).read_text(encoding="utf-8")]
+        if not candidates:
+            raise VitdeployError(f"{app_dir} is not an Android app: no module with src/main/AndroidManifest.xml "
+                                 "and build.gradle(.kts) in it")
+        if len(apps) == 1:
+            module = apps[0]
+        elif (app_dir / "app") in (apps or candidates):
+            module = app_dir / "app"
+        else:
+            names = ", ".join(d.name for d in (apps or candidates))
+            raise VitdeployError(f"{app_dir} has several modules ({names}); pass the app module's folder as --into")
+    build_file = _build_file(module)
+    build_text = build_file.read_text(encoding="utf-8")
+    package_name = _namespace(build_text) or _manifest_package(module / "src" / "main" / "AndroidManifest.xml")
+    if not package_name:
+        raise VitdeployError(f"{module}: no namespace in {build_file.name} and no package in AndroidManifest.xml")
+    if not PACKAGE_NAME.match(package_name):
+        raise VitdeployError(f"{module}: '{package_name}' is not a valid package name")
+    rel = Path(*package_name.split("."))
+    java_dir, kotlin_dir = module / "src/main/java" / rel, module / "src/main/kotlin" / rel
+    source_dir = kotlin_dir if kotlin_dir.is_dir() and not java_dir.is_dir() else java_dir
+    return {"module_dir": module, "build_file": build_file, "build_text": build_text, "package": package_name,
+            "source_dir": source_dir, "no_compress": _keeps_tflite_uncompressed(build_text),
+            "litert": bool(re.search(r"com\.google\.ai\.edge\.litert:litert\b|org\.tensorflow:tensorflow-lite\b",
+                                     build_text))}
+
+
+def _build_file(module: Path) -> Path | None:
+    for name in ("build.gradle.kts", "build.gradle"):
+        if (module / name).is_file():
+            return module / name
+    return None
+
+
+def _strip_comments(text: str) -> str:
+    return re.sub(r"/\*.*?\*/|//[^\n]*", "", text, flags=re.S)
+
+
+def _namespace(build_text: str) -> str | None:
+    m = re.search(r"""(?:^|[\s{;])namespace\s*(?:=\s*)?["']([^"']+)["']""", _strip_comments(build_text))
+    return m.group(1) if m else None
+
+
+def _manifest_package(manifest: Path) -> str | None:
+    m = re.search(r"""<manifest\b[^>]*\bpackage\s*=\s*["']([^"']+)["']""", manifest.read_text(encoding="utf-8"), re.S)
+    return m.group(1) if m else None
+
+
+def _keeps_tflite_uncompressed(build_text: str) -> bool:
+    text = _strip_comments(build_text)
+    return any("tflite" in m.group(0) for m in re.finditer(r"noCompress[^\n]*", text))
