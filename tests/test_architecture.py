@@ -133,3 +133,31 @@ def test_cli_reader_table_names_functions_that_exist():
             for part in qualname.split("."):
                 obj = getattr(obj, part, None)
             assert callable(obj), f"{module_name}.{qualname} named in exits._READERS does not exist"
+
+
+def test_every_cli_command_is_in_the_api_under_its_name():
+    import click
+
+    import vitdeploy.api as api
+    from vitdeploy.cli import main
+
+    names = []
+    for name, command in main.commands.items():
+        if isinstance(command, click.Group):
+            names += [f"{name}_{sub}" for sub in command.commands]
+        else:
+            names.append(name)
+    missing = [n for n in names if not callable(getattr(api, n, None))]
+    assert not missing, f"vitdeploy.api lacks {missing}"
+
+
+def test_api_save_helpers_write_whole_files(tmp_path):
+    import numpy as np
+
+    import vitdeploy.api as api
+
+    api.save_array(tmp_path / "a.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.arange(6, dtype=np.float32).reshape(2, 3))
+    api.save_text(tmp_path / "t.txt", "héllo\n")
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "héllo\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -2,17 +2,25 @@
 
     import vitdeploy.api as vd
     vd.inspect("levit_128s.pth")
-    vd.predict("levit_128s.pth", ["cat.jpg"], top=5)
+    vd.predict("levit_128s.pth", ["cat.jpg"]).top(5)
+    report = vd.convert("levit_128s.pth", "tflite", quantize="w8a8")
+    result = vd.parity(report.out, "levit_128s.pth")
+    vd.profile(report.out, device="host")
+
+Each function takes the command's options as keyword arguments (see the function it forwards to)
+and imports what it needs when called, so ``import vitdeploy.api`` stays light.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .files import write_atomically
 from .runners import is_artifact, open_runner, read_inputs
 
 
@@ -63,32 +71,82 @@ def predict(model: str | Path, inputs: list[str | Path], *, variant: str | None 
     return Prediction(logits=logits, labels=runner.labels, inputs=names)
 
 
-def write_atomically(path: str | Path, write) -> Path:
-    """Call ``write(binary_file)`` on a temp file beside ``path``, then rename: never half a file at ``path``."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_array(path: str | Path, array: np.ndarray) -> Path:
     """Write a .npy atomically."""
-    return write_atomically(path, lambda f: np.save(f, array))
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_atomically(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def save_text(path: str | Path, text: str) -> Path:
     """Write a UTF-8 text file atomically."""
-    return write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    write_atomically(Path(path), text)
+    return Path(path)
+
+
+def convert(checkpoint: str | Path, target: str, **options):
+    """``vitdeploy convert``: a checkpoint to a .tflite/.mlpackage (:func:`vitdeploy.convert.convert`)."""
+    from .convert import convert as run
+
+    return run(checkpoint, target, **options)
+
+
+def parity(artifact: str | Path, checkpoint: str | Path, **options):
+    """``vitdeploy parity``: the artifact against its checkpoint (:func:`vitdeploy.parity.run_parity`)."""
+    from .parity import run_parity
+
+    return run_parity(artifact, checkpoint, **options)
+
+
+def localize(artifact: str | Path, checkpoint: str | Path, **options):
+    """``vitdeploy parity --localize``: where the artifact starts to diverge (:func:`vitdeploy.parity.localize`)."""
+    from .parity import localize as run
+
+    return run(artifact, checkpoint, **options)
+
+
+def eval(models: list[str | Path], data_dir: str | Path, **options):  # noqa: A001 - the command's name
+    """``vitdeploy eval``: top-1/top-5 on a labelled folder (:func:`vitdeploy.parity.evaluate`)."""
+    from .parity import evaluate
+
+    return evaluate(list(models), data_dir, **options)
+
+
+def profile(model: str | Path, **options) -> dict:
+    """``vitdeploy profile``: latency on the host or a phone (:func:`vitdeploy.profile.profile`)."""
+    from .profile import profile as run
+
+    return run(model, **options)
+
+
+def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | Path, **options) -> dict:
+    """``vitdeploy build``: every recipe cell converted, checked and timed (:func:`vitdeploy.recipes.build`)."""
+    from .recipes import build as run
+
+    return run(recipes_dir, checkpoints_dir, out_dir, **options)
+
+
+def package(artifact: str | Path, *, platform: str | None = None, **options):
+    """``vitdeploy package``: the artifact into an iOS/Android app (:func:`vitdeploy.packaging.package`)."""
+    from .packaging import infer_platform, package as run
+
+    artifact = Path(artifact)
+    return run(artifact, platform=platform or infer_platform(artifact), **options)
+
+
+def devices() -> dict:
+    """``vitdeploy devices``: the host, attached phones and the catalog."""
+    from .devices import list_devices
+
+    return list_devices()
+
+
+def demo(checkpoints: list[str | Path] = (), out_dir: str | Path = "out/demo", **options) -> dict:
+    """``vitdeploy demo``: the committed references through every target, checked and timed."""
+    from .demo import run_demo
+
+    return run_demo([str(c) for c in checkpoints], out_dir, **options)
 
 
 def setup_arm(cache: str | Path | None = None, *, force: bool = False, say=print):

@@ -144,9 +144,9 @@ def _has(module: str) -> bool:
 def _write_summary(out: Path, summary: dict) -> None:
     import json
 
-    from .api import save_text
+    from .files import write_atomically
 
-    save_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    write_atomically(out / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
 def _demo_one(path: Path, out: Path, say) -> dict:
