@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..diagnostics import quiet
 from ..errors import VitdeployError
+from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 
 
 def inspect_mlpackage(path: Path) -> dict:
@@ -104,7 +105,7 @@ def inspect_tflite(path: Path) -> dict:
     dtype = np.dtype(inputs[0]["dtype"]).name
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
         layout = (stored["vitdeploy"] or {}).get("input", {}).get("layout")
-        hint = "; convert without --raw-input" if layout == "NCHW-raw" or (len(shape) == 4 and shape[1] == 3) else ""
+        hint = "; convert without --raw-input" if layout == LAYOUT_RAW or (len(shape) == 4 and shape[1] == 3) else ""
         raise VitdeployError(f"{path}: the app helper feeds a [1, H, W, 3] RGB pixel input, the model takes {shape}{hint}")
     if dtype not in ("float32", "int8", "uint8"):
         raise VitdeployError(f"{path}: input dtype {dtype} is not supported by the helper (float32, int8, uint8)")
@@ -119,4 +120,4 @@ def inspect_tflite(path: Path) -> dict:
     return {"input_name": str(inputs[0]["name"]), "height": shape[1], "width": shape[2], "input_dtype": dtype,
             "output_dtype": out_dtype, "num_classes": out_shape[1], "labels": labels,
             "preprocessing": config.get("preprocessing"), "vitdeploy": bool(config),
-            "layout": (config.get("input") or {}).get("layout", "NHWC-pixels")}
+            "layout": (config.get("input") or {}).get("layout", LAYOUT_PIXELS)}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VitdeployError
+from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 
 
 @dataclass
@@ -45,7 +46,7 @@ def _tflite_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) ->
     shape = [int(v) for v in inp["shape"]]
     layout = (config.get("input") or {}).get("layout")
     if layout is None:
-        layout = "NCHW-raw" if len(shape) == 4 and shape[1] == 3 else "NHWC-pixels"
+        layout = LAYOUT_RAW if len(shape) == 4 and shape[1] == 3 else LAYOUT_PIXELS
     details = {t["index"]: t for t in interpreter.get_tensor_details()}
     order: list[int] = []
     seen = set()
@@ -60,7 +61,7 @@ def _tflite_tensors(path: Path, rgb: np.ndarray, pre, wanted_sizes: set[int]) ->
     out_detail = interpreter.get_output_details()[0]
     outputs = []
     for image in rgb:
-        if layout == "NCHW-raw":
+        if layout == LAYOUT_RAW:
             feed = pre.normalize(image[None])
         else:
             feed = image[None].astype(np.float32)
@@ -159,7 +160,7 @@ def _emulated_values(artifact: Path, rgb: np.ndarray, pre, names: list[str],
 
     runner = EmulatedTFLiteRunner(artifact, **emulate)
     model = with_extra_outputs(runner._emulated_model, names)
-    feed = pre.normalize(rgb) if runner.input_spec["layout"] == "NCHW-raw" else rgb.astype(np.float32)
+    feed = pre.normalize(rgb) if runner.input_spec["layout"] == LAYOUT_RAW else rgb.astype(np.float32)
     outputs, _ = run_model(runner.env, model, runner._quantize_input(feed), cpu=runner.cpu, threads=runner.threads,
                            xnnpack=runner.xnnpack, all_outputs=True)
     details = {t["name"]: t for t in runner.interpreter.get_tensor_details()}

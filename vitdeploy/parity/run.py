@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckFailed, VitdeployError
+from ..formats import LAYOUT_RAW
 from ..preprocessing import IMAGE_SUFFIXES, list_images  # noqa: F401  (list_images: part of this module's API)
 from . import metrics as M
 from .precision import artifact_precision  # noqa: F401 (part of this module's API)
@@ -153,7 +154,7 @@ def _runner_input_size(runner) -> tuple[int, int, int]:
     spec = getattr(runner, "input_spec", None) or {}
     shape = spec.get("shape")
     if shape and len(shape) == 4:
-        return (3, shape[2], shape[3]) if spec.get("layout") == "NCHW-raw" else (3, shape[1], shape[2])
+        return (3, shape[2], shape[3]) if spec.get("layout") == LAYOUT_RAW else (3, shape[1], shape[2])
     raise VitdeployError(f"{getattr(runner, 'path', '?')}: cannot tell the artifact's input size")
 
 
