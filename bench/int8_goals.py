@@ -213,7 +213,10 @@ def main() -> None:
             print(f"{variant}: no trained reference (bench/train_reference.py --variants {variant})", flush=True)
             continue
         print(f"== {variant} ({ckpt})", flush=True)
-        results["rows"][variant] = run_variant(variant, ckpt, data, args)
+        row = run_variant(variant, ckpt, data, args)
+        # Re-read: several variants may be measured by parallel processes, each adding its own row.
+        results = json.loads(path.read_text()) if path.is_file() else results
+        results["rows"][variant] = row
         results["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results["load"] = round(__import__("os").getloadavg()[0], 2)
         path.write_text(json.dumps(results, indent=1, default=str))
