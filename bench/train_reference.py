@@ -15,7 +15,10 @@ MobileViT trains multi-scale, as ml-cvnets does (a random side in 160/192 per ba
 convolution/unfold path costs 5x more per step at 256 px on this CPU), then its BatchNorm
 statistics are re-estimated at the native 256 px before evaluation (FixRes).
 
-It uses CUDA when ``torch.cuda.is_available()``, else the CPU. Everything is cached under
+It uses CUDA when ``torch.cuda.is_available()``, else the CPU. Forward and backward run under bf16
+autocast (fp32 master weights and optimizer state) where the hardware has bf16 arithmetic: on this
+host's AVX512-BF16 a LeViT-384 step at batch 32 takes 0.85 s against 2.7 s in fp32 (2 threads);
+``--amp off`` trains in fp32. Everything is cached under
 ``bench/.cache/train_reference/``; ``--export DIR`` writes fp16 safetensors (what is committed
 under ``vitdeploy/references/``).
 """
@@ -71,7 +74,8 @@ def augment_batch(pixels: np.ndarray, side: int, rng: np.random.Generator) -> np
 
 
 def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batch: int = 32, lr: float = 1e-3,
-          weight_decay: float = 0.05, seed: int = 0, log_every: int = 25, save_every: int = 50) -> dict:
+          weight_decay: float = 0.05, seed: int = 0, log_every: int = 25, save_every: int = 50,
+          amp: str = "auto") -> dict:
     """Train ``variant`` from scratch; save a timm-layout float32 checkpoint; return the training record.
 
     Every ``save_every`` steps the whole training state goes to ``<out>.partial.pt`` (tensors and plain
@@ -88,6 +92,7 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    use_bf16 = amp == "bf16" or (amp == "auto" and bf16_is_fast(device))
     info = variant_info(variant)
     pre = preprocessing_for(info.family, "timm")
     pool = np.load(data / "train.npz")
@@ -119,8 +124,9 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
         side = int(rng.choice(MOBILEVIT_TRAIN_SIDES)) if info.family == "mobilevit" else info.img_size
         x = torch.from_numpy(pre.normalize(augment_batch(pixels[idx], side, rng))).to(device)
         y = targets[idx].to(device)
-        logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -145,9 +151,19 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
     partial.unlink(missing_ok=True)
     return {"variant": variant, "device": device, "steps": steps, "batch": batch, "lr": lr,
             "weight_decay": weight_decay, "label_smoothing": 0.1, "warmup_steps": warmup,
+            "autocast": "bf16" if use_bf16 else "off",
             "train_sides": list(MOBILEVIT_TRAIN_SIDES) if info.family == "mobilevit" else [info.img_size],
             "epochs": round(steps * batch / len(pixels), 2), "train_images": int(len(pixels)),
             "wall_seconds": round(time.perf_counter() - wall, 1), "loss_curve": curve, "checkpoint": str(out)}
+
+
+def bf16_is_fast(device: str) -> bool:
+    """Whether bf16 autocast speeds training up here: CUDA with bf16, or a CPU with native bf16 (AVX512-BF16/AMX)."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _save_partial(path: Path, step: int, steps: int, model, opt, sched, rng, order, curve, losses, correct,
@@ -205,6 +221,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="AdamW steps per model (batch 32)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                        help="bf16 autocast: auto = where the hardware has bf16 arithmetic")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--export", type=Path, default=None, help="write fp16 safetensors of each variant here")
     args = parser.parse_args()
@@ -222,7 +240,8 @@ def main() -> None:
         entry = results["models"].get(variant, {})
         if args.retrain or not ckpt.is_file():
             print(f"training {variant} ({args.steps} steps)", flush=True)
-            entry["training"] = train(variant, data, ckpt, steps=args.steps, threads=args.threads, lr=args.lr)
+            entry["training"] = train(variant, data, ckpt, steps=args.steps, threads=args.threads, lr=args.lr,
+                                      amp=args.amp)
         res = evaluate([ckpt], data / "heldout", threads=args.threads, batch_size=32)
         print(res.table(), flush=True)
         entry["float_top1"] = res.models[0].top1
