@@ -32,10 +32,13 @@ class Runner:
                 "input_size": list(self.input_size), "preprocessing": self.preprocessing.to_dict()}
 
 
-def image_size_of(input_spec: dict) -> tuple[int, int, int]:
-    """(3, H, W) of an artifact input, whichever layout it declares."""
+def image_size_of(input_spec: dict) -> tuple[int, int, int] | None:
+    """(3, H, W) of an artifact input, whichever layout it declares; None for an input that is no image batch
+    (a bare model run by the quantizer or a test)."""
     from ..formats import LAYOUT_RAW
 
     shape = input_spec["shape"]
+    if len(shape) != 4:
+        return None
     h, w = (shape[2], shape[3]) if input_spec.get("layout") == LAYOUT_RAW else (shape[1], shape[2])
     return 3, int(h), int(w)

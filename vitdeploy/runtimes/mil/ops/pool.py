@@ -35,30 +35,30 @@ def _pool_fns(n_spatial):
     ]
 
 
+def _pool_arguments(a):
+    """(x as a torch tensor, kernel, strides, torch pad argument) of a pooling op."""
+    x = torch().from_numpy(np.ascontiguousarray(f32(a["x"])))
+    kernel = a.ints("kernel_sizes")
+    strides = a.ints("strides", [1] * len(kernel))
+    return x, kernel, strides, torch_pad_arg(_pool_padding(a, x.shape, kernel, strides))
+
+
 @register("avg_pool")
 def avg_pool(a):
     t = torch()
     F = t.nn.functional
-    x = t.from_numpy(np.ascontiguousarray(f32(a["x"])))
-    kernel = a.ints("kernel_sizes")
-    strides = a.ints("strides", [1] * len(kernel))
-    pads = _pool_padding(a, x.shape, kernel, strides)
+    x, kernel, strides, pad = _pool_arguments(a)
     pool = _pool_fns(len(kernel))[0]
-    pooled = pool(F.pad(x, torch_pad_arg(pads)), kernel, strides)
+    pooled = pool(F.pad(x, pad), kernel, strides)
     if a.scalar("exclude_padding_from_average", False):
         ones = t.ones((1, 1) + tuple(x.shape[2:]))
-        coverage = pool(F.pad(ones, torch_pad_arg(pads)), kernel, strides)
+        coverage = pool(F.pad(ones, pad), kernel, strides)
         pooled = pooled / coverage
     return pooled.numpy()
 
 
 @register("max_pool")
 def max_pool(a):
-    t = torch()
-    F = t.nn.functional
-    x = t.from_numpy(np.ascontiguousarray(f32(a["x"])))
-    kernel = a.ints("kernel_sizes")
-    strides = a.ints("strides", [1] * len(kernel))
-    pads = _pool_padding(a, x.shape, kernel, strides)
+    x, kernel, strides, pad = _pool_arguments(a)
     pool = _pool_fns(len(kernel))[1]
-    return pool(F.pad(x, torch_pad_arg(pads), value=-math.inf), kernel, strides).numpy()
+    return pool(torch().nn.functional.pad(x, pad, value=-math.inf), kernel, strides).numpy()
