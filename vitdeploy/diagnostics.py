@@ -30,8 +30,9 @@ def first_line(e: BaseException, limit: int = 300) -> str:
 
 
 def describe(e: BaseException, limit: int = 300) -> str:
-    """``Type: first line`` of an exception."""
-    return f"{type(e).__name__}: {first_line(e, limit)}"
+    """``Type: first line`` of an exception (just ``Type`` when it has no message)."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")[:limit]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 @contextlib.contextmanager
