@@ -42,10 +42,24 @@ _quiet_third_party_noise()
 
 from . import __version__
 from .errors import CheckFailed, VitdeployError
+from .formats import TARGETS
 from .exits import _Group
 
 # The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
 EMULATED_CPUS = ("cortex-a55", "cortex-a76", "cortex-a710")
+
+
+def json_option(what: str = "output"):
+    return click.option("--json", "as_json", is_flag=True, help=f"Machine-readable {what}.")
+
+
+def threads_option(help: str | None = None):  # noqa: A002 - click's keyword
+    return click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None), help=help)
+
+
+def runtime_option(help: str | None = None):  # noqa: A002 - click's keyword
+    return click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto",
+                        show_default=True, help=help)
 
 
 def _echo_json(obj) -> None:
@@ -61,7 +75,7 @@ def main() -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--variant", help="Override variant detection (e.g. levit_128s, mobilevit_xs).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("output")
 def inspect(path: str, variant: str | None, as_json: bool) -> None:
     """Show what a checkpoint or artifact is: family, variant, layout, preprocessing, BN folding."""
     from . import api
@@ -106,10 +120,9 @@ def _print_inspect(info: dict) -> None:
 @click.option("--save-logits", type=click.Path(dir_okay=False, path_type=str),
               help="Write float32 (N, classes) logits to this .npy file.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1, None), help="Classes to print per input.")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None), help="CPU threads (artifacts).")
-@click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto", show_default=True,
-              help="Core ML: real Core ML (macOS) or vitdeploy's MIL interpreter.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@threads_option("CPU threads (artifacts).")
+@runtime_option(help="Core ML: real Core ML (macOS) or vitdeploy's MIL interpreter.")
+@json_option("output")
 def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logits: str | None, top: int,
             threads: int, runtime: str, as_json: bool) -> None:
     """Classify INPUTS (image files, or one preprocessed .npy NCHW batch) with MODEL (checkpoint or artifact)."""
@@ -134,7 +147,7 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=str))
-@click.option("--target", type=click.Choice(["coreml", "tflite"]), required=True, help="Artifact format.")
+@click.option("--target", type=click.Choice(TARGETS), required=True, help="Artifact format.")
 @click.option("--recipe", type=click.Path(path_type=str),
               help="A recipes/*.yaml: fixes the variant and the default precision/quantization.")
 @click.option("-o", "--out", type=click.Path(path_type=str), help="Output path (default: <checkpoint>_<mode>.<ext>).")
@@ -157,7 +170,7 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu_gpu", "cpu_ne"]), default="all",
               show_default=True, help="Core ML: the model's default compute units.")
 @click.option("--variant", help="Override variant detection.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@json_option("report")
 def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, quantize: str | None,
             precision: str | None, calib_dir: str | None, labels_file: str | None, raw_input: bool, int8_io: bool,
             int8_finetune: int, no_int16: bool, deployment_target: str | None, compute_units: str,
@@ -218,7 +231,7 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
               help="host, a catalog name (pixel7, iphone12, ...) or a serial/UDID (see `vitdeploy devices`).")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1, None))
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0, None))
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None), help="Host CPU threads.")
+@threads_option("Host CPU threads.")
 @click.option("--device-threads", default="1,4", show_default=True, help="Android CPU thread counts to try.")
 @click.option("--compute-units", help="Comma list: Android xnnpack,gpu,nnapi; iOS cpuOnly,cpuAndGPU,"
                                       "cpuAndNeuralEngine,all (default: all the device has).")
@@ -229,7 +242,7 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Seconds before a device run is abandoned.")
 @click.option("--variant", help="Override variant detection (checkpoints).")
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("output")
 def profile(model: str, device: str, runs: int, warmup: int, threads: int, device_threads: str,
             compute_units: str | None, harness_apks: tuple[str, ...], build_harness: bool, timeout_s: float,
             variant: str | None, report_dir: str | None, as_json: bool) -> None:
@@ -295,7 +308,7 @@ def _print_profile(r: dict) -> None:
 @click.option("--checkpoints", "checkpoints_dir", required=True, type=click.Path(path_type=str),
               help="Directory holding a checkpoint per variant (matched by detection).")
 @click.option("-o", "--out", "out_dir", default="out/build", show_default=True, type=click.Path(path_type=str))
-@click.option("--target", "targets", multiple=True, type=click.Choice(["coreml", "tflite"]), help="Limit targets.")
+@click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS), help="Limit targets.")
 @click.option("--variant", "variants", multiple=True, help="Limit variants.")
 @click.option("--images", "images_dir", type=click.Path(path_type=str),
               help="Parity images (default: the built-in natural-image set).")
@@ -303,7 +316,7 @@ def _print_profile(r: dict) -> None:
               help="Parity images per cell (spread evenly over --images).")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=str),
               help="Calibration images for int8/w8a8 cells (default: built-in natural images).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+@json_option("summary")
 def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[str, ...], variants: tuple[str, ...],
           images_dir: str | None, n_images: int, calib_dir: str | None, as_json: bool) -> None:
     """Convert the whole matrix (variants x targets x precisions), check parity and host latency, summarise."""
@@ -349,10 +362,10 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
               help="Override one tolerance, e.g. --tol cosine_min=0.995 (repeatable; VALUE 'none' disables).")
 @click.option("--localize", "do_localize", is_flag=True, help="Also find the block where divergence starts.")
 @click.option("--variant", help="Override variant detection for the checkpoint.")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None))
-@click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto", show_default=True)
+@threads_option()
+@runtime_option()
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("output")
 def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int | None, n_random: int,
            precision: str | None, cpus: tuple[str, ...], device: str | None, fp16: str, xnnpack: bool,
            tolerances: tuple[str, ...], do_localize: bool, variant: str | None, threads: int,
@@ -411,10 +424,10 @@ def _emulated_cpus(cpus: tuple[str, ...], device: str | None) -> list[str]:
               help="ImageFolder layout: one subfolder per class (sorted order = class index), or labels.txt.")
 @click.option("--limit-per-class", type=click.IntRange(1, None), help="Evaluate at most this many images per class.")
 @click.option("--variant", help="Override variant detection for checkpoints.")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None))
-@click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto", show_default=True)
+@threads_option()
+@runtime_option()
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("output")
 def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None, variant: str | None, threads: int,
              runtime: str, report_dir: str | None, as_json: bool) -> None:
     """Top-1/top-5 accuracy of MODELS (checkpoints and artifacts) side by side on a labelled image set."""
@@ -443,7 +456,7 @@ def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None
 @click.option("--force", is_flag=True, help="Replace existing files that differ.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes the helper returns.")
 @click.option("--package", "android_package", help="Kotlin package of the helper with -o (android).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@json_option("report")
 def package_cmd(artifact: str, platform: str | None, into: str | None, out: str | None, force: bool, top_k: int,
                 android_package: str | None, as_json: bool) -> None:
     """Put a converted model into an iOS or Android app, with labels and a generated Swift/Kotlin helper."""
@@ -459,7 +472,7 @@ def package_cmd(artifact: str, platform: str | None, into: str | None, out: str 
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("output")
 def devices(as_json: bool) -> None:
     """List the host, connected Android and iOS devices, and the device catalog."""
     from .devices import format_devices, list_devices
@@ -480,7 +493,7 @@ def setup() -> None:
 @click.option("--cache", "cache", type=click.Path(path_type=str),
               help="Cache folder (default: $VITDEPLOY_CACHE, else ~/.cache/vitdeploy).")
 @click.option("--force", is_flag=True, help="Rebuild even when an environment is there.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("output")
 def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
     """Build the emulated phone CPU (qemu + aarch64 Python and LiteRT) that `parity --cpu` runs on.
 
@@ -518,7 +531,7 @@ def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
 @click.option("-o", "--out", "out_dir", default="out/demo", show_default=True, type=click.Path(path_type=str),
               help="Where the demo writes checkpoints, artifacts and its report.")
 @click.option("--quick", is_flag=True, help="Float artifacts only (skips int8/w8): about half the time.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+@json_option("summary")
 def demo(checkpoints: tuple[str, ...], out_dir: str, quick: bool, as_json: bool) -> None:
     """The main job end to end on the trained MobileViT-XXS and LeViT-128S references (or the given CHECKPOINTS)."""
     from .demo import run_demo
