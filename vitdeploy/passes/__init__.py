@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import fold_bn  # noqa: F401  (registers the BatchNorm passes)
+from . import coreml, fold_bn  # noqa: F401  (register the Core ML rewrites and the BatchNorm folds)
 from .registry import PASSES, register_pass  # noqa: F401  (the registry is part of this package's API)
+
+BATCHNORM_FOLDS = ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear")  # in this order: conv, then linear pairs
 
 
 @dataclass
@@ -41,7 +43,7 @@ def fold_batchnorm(model) -> FoldReport:
     """Fold every BatchNorm into its Conv/Linear neighbour, in place (eval mode). Returns what was folded."""
     model.eval()
     report = FoldReport(batchnorm_before=count_batchnorm(model), params_before=count_params(model))
-    for name in ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear"):
+    for name in BATCHNORM_FOLDS:
         report.folded[name] = PASSES[name](model)
     report.batchnorm_after = count_batchnorm(model)
     report.params_after = count_params(model)
