@@ -161,3 +161,15 @@ def test_api_save_helpers_write_whole_files(tmp_path):
     api.save_text(tmp_path / "t.txt", "héllo\n")
     assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "héllo\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_formats_table_holds_canonical_precisions_and_drives_the_target_choices():
+    from vitdeploy.cli import main
+    from vitdeploy.formats import ARTIFACT_SUFFIXES, FORMATS, TARGETS
+    from vitdeploy.precisions import PRECISIONS
+
+    for fmt in FORMATS.values():
+        assert set(fmt.precisions) <= set(PRECISIONS), fmt
+    assert set(ARTIFACT_SUFFIXES) == {".tflite", ".mlpackage"}
+    target = next(p for p in main.commands["convert"].params if p.name == "target")
+    assert tuple(target.type.choices) == TARGETS

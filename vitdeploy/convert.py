@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VitdeployError
-
-TARGETS = ("coreml", "tflite")
+from .formats import TARGETS
 
 
 def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:

@@ -1,10 +1,10 @@
 """The artifact formats vitdeploy writes, as one table every stage reads (a leaf of the pipeline).
 
 One row per target: its file suffix, the platform that runs it, the precisions it can hold (canonical
-names of :mod:`vitdeploy.precisions`), and the input layouts its files declare. The CLI's choices,
-output naming, runners, profiling and packaging read this table, so a new target is a new row plus
-its converter (``vitdeploy.targets``), its file reader (``vitdeploy.formats.<name>``) and its runtime
-(``vitdeploy.runtimes``). Like ultralytics' ``export_formats()``, but typed.
+names of :mod:`vitdeploy.precisions`); and the input layouts artifacts declare. The CLI's ``--target``
+choices, ``convert``'s target check and the runners' artifact suffixes read it, so a new target is a new
+row plus its converter (``vitdeploy.targets``), its file reader (``vitdeploy.formats.<name>``) and its
+runtime (``vitdeploy.runtimes``). Like ultralytics' ``export_formats()``, but typed.
 
 This module imports nothing heavy; ``formats.tflite`` / ``formats.coreml`` read and write the files.
 """
@@ -12,9 +12,7 @@ This module imports nothing heavy; ``formats.tflite`` / ``formats.coreml`` read 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..errors import VitdeployError
 from ..precisions import COREML_MODES, TFLITE_MODES
 
 # Input layouts an artifact declares in its metadata.
@@ -29,35 +27,13 @@ class Format:
     suffix: str  # what the artifact is called
     platform: str  # where it is deployed (packaging, --device)
     precisions: tuple[str, ...]  # canonical precisions a file of this format can hold
-    is_directory: bool  # .mlpackage is a folder
-
-    def output_name(self, stem: str, precision: str) -> Path:
-        """``<stem>_<precision><suffix>``: the default artifact name for every command that writes one."""
-        return Path(f"{stem}_{precision}{self.suffix}")
 
 
 FORMATS: dict[str, Format] = {
-    "tflite": Format("tflite", ".tflite", "android", tuple(TFLITE_MODES), is_directory=False),
+    "tflite": Format("tflite", ".tflite", "android", tuple(TFLITE_MODES)),
     # Core ML's fp32/fp16 are compute precisions of an unquantized model (--precision), w8/w8a8 quantize it.
-    "coreml": Format("coreml", ".mlpackage", "ios", ("fp32", "fp16", *[p for p in COREML_MODES if p != "fp32"]),
-                     is_directory=True),
+    "coreml": Format("coreml", ".mlpackage", "ios", ("fp32", "fp16", *[p for p in COREML_MODES if p != "fp32"])),
 }
 TARGETS = tuple(sorted(FORMATS))
 ARTIFACT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())
 
-
-def format_named(target: str) -> Format:
-    try:
-        return FORMATS[target]
-    except KeyError:
-        raise VitdeployError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}") from None
-
-
-def format_of(path: str | Path) -> Format | None:
-    """The format of an artifact path by its suffix, or None when it is not one of ours."""
-    suffix = Path(path).suffix.lower()
-    return next((f for f in FORMATS.values() if f.suffix == suffix), None)
-
-
-def format_for_platform(platform: str) -> Format:
-    return next(f for f in FORMATS.values() if f.platform == platform)

@@ -11,14 +11,13 @@ from pathlib import Path
 
 from ..diagnostics import first_line
 from ..errors import VitdeployError
-from . import LAYOUT_RAW  # noqa: F401 (re-exported: the layout a raw-input .mlpackage declares)
+from . import LAYOUT_IMAGE, LAYOUT_RAW  # noqa: F401 (re-exported: the layouts an .mlpackage input declares)
 
 IMAGE_INPUT = "image"
 RAW_INPUT = "pixel_values"
 LOGITS_OUTPUT = "logits"
 LABEL_OUTPUT = "classLabel"
 PROBS_OUTPUT = "probabilities"
-LAYOUT_IMAGE = "image"
 METADATA_KEY = "vitdeploy"  # user_defined_metadata key of our JSON config
 METADATA_FORMAT = 1
 

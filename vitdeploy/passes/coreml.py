@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from .registry import PASSES, register_pass
+from .registry import register_pass
 
 
 def restructure_for_coreml(model):
@@ -23,8 +23,8 @@ def restructure_for_coreml(model):
       ``linear(x, (W + W_d) / 2, (b + b_d) / 2)`` (two ops fewer, one rounding of the weights).
     Returns (model, {rewrite: count}).
     """
-    counts = {"hardswish": PASSES["two_op_hardswish"](model),
-              "attention_scale": PASSES["attention_scale_into_query"](model), "merged_heads": 0}
+    counts = {"hardswish": two_op_hardswish(model), "attention_scale": attention_scale_into_query(model),
+              "merged_heads": 0}
     if getattr(model, "family", None) == "levit" and _heads_foldable(model):
         model = _MergedHeadLevit(model)  # a new module around the model: not an in-place pass
         counts["merged_heads"] = 1

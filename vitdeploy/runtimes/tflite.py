@@ -65,8 +65,8 @@ class TFLiteRunner(Runner):
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise VitdeployError(f"{name}: damaged vitdeploy metadata ({type(e).__name__}: {first_line(e)})") from None
         self.input_size = image_size_of(self.input_spec)
-        self.variant = (self.config.get("user") or {}).get("variant") if isinstance(self.config.get("user"), dict) \
-            else None
+        user = self.config.get("user")
+        self.variant = user.get("variant") if isinstance(user, dict) else None
         self.threads = int(threads)
         # A defined input so run_once() works straight away (timing does not care about values).
         self.interpreter.set_tensor(self._input["index"], np.zeros(self._input["shape"], self._input["dtype"]))
