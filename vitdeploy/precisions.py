@@ -32,6 +32,8 @@ PARITY_PRESET = {"fp32": "fp32", "fp16": "fp16", "fp16-compute": "fp16-compute",
 # The internal ``quantize`` key each target's converter takes, per canonical name.
 TFLITE_MODES = {"fp32": "none", "fp16": "fp16", "fp16-compute": "fp16-compute", "dynamic": "dynamic", "w8a8": "int8", "w8a16": "w8a16"}
 COREML_MODES = {"fp32": "none", "w8": "w8", "w8a8": "w8a8"}  # fp16/fp32 compute is --precision
+EXECUTORCH_MODES = {"fp32": "none", "w8a8": "int8"}  # XNNPACK delegate: float32, or PT2E int8 (weights and activations)
+MODES = {"tflite": TFLITE_MODES, "coreml": COREML_MODES, "executorch": EXECUTORCH_MODES}
 
 
 def canonical(name: str) -> str:
@@ -46,7 +48,7 @@ def canonical(name: str) -> str:
 
 def target_mode(target: str, name: str) -> str:
     """The converter's ``quantize`` key for ``name`` on ``target`` (one-line error when the target has none)."""
-    modes = TFLITE_MODES if target == "tflite" else COREML_MODES
+    modes = MODES[target]
     if target == "coreml" and str(name).strip().lower() == "fp16":
         return "none"  # Core ML fp16 is its compute precision, no weight quantization
     key = canonical(name)

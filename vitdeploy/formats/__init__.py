@@ -25,14 +25,14 @@ LAYOUT_RAW = "NCHW-raw"  # either: already preprocessed NCHW floats, as the PyTo
 class Format:
     name: str  # the --target value
     suffix: str  # what the artifact is called
-    platform: str  # where it is deployed (packaging, --device)
+    platforms: tuple[str, ...]  # where it is deployed (packaging, --device)
     precisions: tuple[str, ...]  # canonical precisions a file of this format can hold
 
 
 FORMATS: dict[str, Format] = {
-    "tflite": Format("tflite", ".tflite", "android", tuple(TFLITE_MODES)),
+    "tflite": Format("tflite", ".tflite", ("android",), tuple(TFLITE_MODES)),
     # Core ML's fp32/fp16 are compute precisions of an unquantized model (--precision), w8/w8a8 quantize it.
-    "coreml": Format("coreml", ".mlpackage", "ios", ("fp32", "fp16", *[p for p in COREML_MODES if p != "fp32"])),
+    "coreml": Format("coreml", ".mlpackage", ("ios",), ("fp32", "fp16", *[p for p in COREML_MODES if p != "fp32"])),
 }
 TARGETS = tuple(sorted(FORMATS))
 ARTIFACT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())
