@@ -39,12 +39,11 @@ _RESIDUAL_BRANCH_ENDS = ("attn.proj.ln.bn", "mlp.ln2.bn", "conv3_1x1.bn")
 def _calibration_images(variant: str):
     import torch
 
-    from .checkpoints import preprocessing_for
-    from .models import variant_info
+    from .models import family_of, variant_info
     from .sample_images import natural_images
 
     info = variant_info(variant)
-    pre = preprocessing_for(info.family, "timm")
+    pre = family_of(variant).preprocessing("timm")
     return torch.from_numpy(pre.normalize(natural_images(8, info.img_size, seed=1234)))
 
 
@@ -57,6 +56,9 @@ def _set_batchnorm_statistics(model, images) -> None:
     """
     import torch
 
+    from .models import family_of
+
+    fam = family_of(model)
     named = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     bns = [m for _, m in named]
     for bn in bns:
@@ -70,7 +72,7 @@ def _set_batchnorm_statistics(model, images) -> None:
             # A floor on the variance: a branch that is nearly constant over the photos
             # (uniform attention) must not get a huge gain, or the network turns chaotic
             # (a 1e-7 input change moving the logits by percents), which no trained model is.
-            if model.family == "levit":
+            if fam.seeded_variance_floor:
                 bn.running_var.add_(bn.running_var.median())
             if name.endswith(_RESIDUAL_BRANCH_ENDS):
                 bn.weight.mul_(0.3)  # trained LeViT/MobileViT residual branches are small (zero-init BN)
@@ -86,27 +88,28 @@ def _make_head_discriminative(model, images, g) -> None:
     """
     import torch
 
+    from .models import family_of
+
+    heads = family_of(model).classifier_heads(model)
     with torch.no_grad():
-        feats = model.forward_features(images)
-        feats = feats.mean(1) if model.family == "levit" else feats.mean((2, 3))
+        feats = family_of(model).pool(model.forward_features(images))
         mu = feats.mean(0)
         var = feats.var(0) + (0.1 * mu) ** 2 + 1e-6
         d = feats.shape[1]
-        if model.family == "levit":
-            for head in (model.head, model.head_dist):
-                head.bn.running_mean.copy_(mu)
-                head.bn.running_var.copy_(var)
-                head.bn.weight.fill_(1.0)
-                head.bn.bias.zero_()
-                head.linear.weight.copy_(torch.randn(head.linear.weight.shape, generator=g) / d ** 0.5)
-                head.linear.bias.zero_()
-        else:
-            w = torch.randn(model.head.fc.weight.shape, generator=g) / d ** 0.5 / var.sqrt()
-            model.head.fc.weight.copy_(w)
-            model.head.fc.bias.copy_(-(w @ mu))
+        for bn, linear in heads:
+            if bn is not None:  # the head normalises in its own BatchNorm
+                bn.running_mean.copy_(mu)
+                bn.running_var.copy_(var)
+                bn.weight.fill_(1.0)
+                bn.bias.zero_()
+                linear.weight.copy_(torch.randn(linear.weight.shape, generator=g) / d ** 0.5)
+                linear.bias.zero_()
+            else:  # no BatchNorm: the normalisation goes into the Linear
+                w = torch.randn(linear.weight.shape, generator=g) / d ** 0.5 / var.sqrt()
+                linear.weight.copy_(w)
+                linear.bias.copy_(-(w @ mu))
         gain = 2.0 / model(images).std()
-        heads = (model.head.linear, model.head_dist.linear) if model.family == "levit" else (model.head.fc,)
-        for layer in heads:
+        for _, layer in heads:
             layer.weight.mul_(gain)
             layer.bias.mul_(gain)
 

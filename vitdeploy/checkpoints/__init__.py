@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ..models import VARIANTS, create_model, variant_info
-from ..preprocessing import LEVIT, LEVIT_TIMM, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing
+from ..models import VARIANTS, create_model, family, variant_info
+from ..preprocessing import Preprocessing
 from .layouts import LAYOUTS, detect_layout, to_canonical
 from .reader import RawCheckpoint, read_checkpoint, sha256_of
 
@@ -65,94 +65,50 @@ class Checkpoint:
         }
 
 
-def preprocessing_for(family: str, layout: str) -> Preprocessing:
+def preprocessing_for(family_name: str, layout: str) -> Preprocessing:
     """The input convention of a checkpoint source (timm checkpoints: timm's own evaluation resize)."""
-    if family == "levit":
-        return LEVIT_TIMM if layout in ("timm", "timm-conv") else LEVIT
-    return MOBILEVIT_RGB if layout == "timm" else MOBILEVIT_BGR
+    return family(family_name).preprocessing(layout)
 
 
 def load(path: str | Path, variant: str | None = None, prefer_ema: bool = False) -> Checkpoint:
     """Load a checkpoint file or HF directory into a vitdeploy model (eval mode)."""
     raw = read_checkpoint(path, prefer_ema=prefer_ema)
-    layout, family = detect_layout(raw.state_dict)
+    layout, family_name = detect_layout(raw.state_dict)
     sd = to_canonical(raw.state_dict, layout)
-    num_classes = _num_classes(sd, family)
+    num_classes = _num_classes(sd, family_name)
     if variant is not None:
         info = variant_info(variant)
-        if info.family != family:
-            raise CheckpointError(f"{raw.path}: --variant {info.name} is a {info.family} model but this is a {family} "
+        if info.family != family_name:
+            raise CheckpointError(f"{raw.path}: --variant {info.name} is a {info.family} model but this is a {family_name} "
                                   f"checkpoint ({layout} layout)")
         name, detected = info.name, False
     else:
-        name, detected = detect_variant(sd, family), True
+        name, detected = detect_variant(sd, family_name), True
     model = create_model(name, num_classes=num_classes)
     _load_strict(model, sd, raw.path, name, layout)
-    return Checkpoint(model=model.eval(), variant=name, family=family, layout=layout,
-                      preprocessing=preprocessing_for(family, layout), num_classes=num_classes, path=raw.path,
+    return Checkpoint(model=model.eval(), variant=name, family=family_name, layout=layout,
+                      preprocessing=preprocessing_for(family_name, layout), num_classes=num_classes, path=raw.path,
                       weights_file=raw.file, wrapper=raw.wrapper, other_entries=raw.other_entries,
                       labels=_hf_labels(raw, num_classes), variant_detected=detected)
 
 
-def _num_classes(sd: dict, family: str) -> int:
-    key = "head.linear.weight" if family == "levit" else "head.fc.weight"
+def _num_classes(sd: dict, family_name: str) -> int:
+    key = family(family_name).classifier
     if key not in sd:
-        raise CheckpointError(f"{family} checkpoint has no classifier weight ('{key}' after mapping); "
+        raise CheckpointError(f"{family_name} checkpoint has no classifier weight ('{key}' after mapping); "
                               "backbone-only checkpoints are not supported")
     return int(sd[key].shape[0])
 
 
-def detect_variant(sd: dict, family: str) -> str:
+def detect_variant(sd: dict, family_name: str) -> str:
     """The variant whose architecture matches the canonical state dict's shapes."""
-    from ..models import levit, mobilevit
-
-    signature = _levit_signature(sd) if family == "levit" else _mobilevit_signature(sd)
-    configs = levit.CONFIGS if family == "levit" else mobilevit.CONFIGS
-    for name, cfg in configs.items():
-        if _config_signature(cfg, family) == signature:
+    fam = family(family_name)
+    signature = fam.state_dict_signature(sd)
+    for name in fam.configs():
+        if fam.architecture(name) == signature:
             return name
-    raise CheckpointError(f"{family} checkpoint matches no known variant (found {signature}); "
-                          f"known: {', '.join(v for v in VARIANTS if v.startswith(family))}")
-
-
-def _config_signature(cfg, family: str) -> dict:
-    if family == "levit":
-        return {"embed_dim": list(cfg.embed_dim), "depth": list(cfg.depth), "num_heads": list(cfg.num_heads),
-                "key_dim": cfg.key_dim}
-    return {"channels": list(cfg.channels), "transformer_dims": list(cfg.transformer_dims),
-            "transformer_depths": list(cfg.transformer_depths), "num_features": cfg.num_features}
-
-
-def _levit_signature(sd: dict) -> dict:
-    import re
-
-    def count(pattern: str) -> int:
-        return len({m.group(1) for k in sd if (m := re.match(pattern, k))})
-
-    try:
-        dims = [int(sd[f"stages.{s}.blocks.0.attn.proj.ln.linear.weight"].shape[0]) for s in range(3)]
-        heads = [int(sd[f"stages.{s}.blocks.0.attn.attention_biases"].shape[0]) for s in range(3)]
-        qkv = sd["stages.0.blocks.0.attn.qkv.linear.weight"].shape[0]
-    except KeyError as e:
-        raise CheckpointError(f"LeViT checkpoint lacks {e.args[0]} (after mapping to timm names)") from None
-    # qkv width = heads * (2 * key_dim + attn_ratio(2) * key_dim)
-    key_dim = int(qkv) // (heads[0] * 4)
-    depth = [count(rf"stages\.{s}\.blocks\.(\d+)\.") for s in range(3)]
-    return {"embed_dim": dims, "depth": depth, "num_heads": heads, "key_dim": key_dim}
-
-
-def _mobilevit_signature(sd: dict) -> dict:
-    import re
-
-    try:
-        channels = [int(sd[f"stages.{s}.0.conv3_1x1.conv.weight"].shape[0]) for s in range(5)]
-        dims = [int(sd[f"stages.{s}.1.conv_1x1.weight"].shape[0]) for s in (2, 3, 4)]
-        features = int(sd["final_conv.conv.weight"].shape[0])
-    except KeyError as e:
-        raise CheckpointError(f"MobileViT checkpoint lacks {e.args[0]} (after mapping to timm names)") from None
-    depths = [len({m.group(1) for k in sd if (m := re.match(rf"stages\.{s}\.1\.transformer\.(\d+)\.", k))})
-              for s in (2, 3, 4)]
-    return {"channels": channels, "transformer_dims": dims, "transformer_depths": depths, "num_features": features}
+    raise CheckpointError(f"{family_name} checkpoint matches no known variant (found {signature}); "
+                          f"known: {', '.join(v for v, info in VARIANTS.items() if info.family == family_name)}")
 
 
 def _load_strict(model, sd: dict, path: Path, variant: str, layout: str) -> None:

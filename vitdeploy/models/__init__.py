@@ -1,20 +1,92 @@
-"""Model registry: variant name -> family, config and input size.
+"""Model registry: one :class:`Family` per model family, and every variant's family, size and input.
 
-Configs are data (``levit.CONFIGS``, ``mobilevit.CONFIGS``); ``create_model`` builds the
-inference-form PyTorch module whose state-dict names are timm's (the canonical layout).
+Like timm's per-family files with ``@register_model``: each family's module (:mod:`.levit`,
+:mod:`.mobilevit`) holds its network, its configs as data (``CONFIGS``) and the functions that read
+its weights and blocks; the :class:`Family` row here names them without importing torch, so variant
+lookups (recipes, ``--help``) stay instant. Code outside ``models/`` asks the family
+(``family_of(variant)``, ``family(name)``) instead of testing its name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, replace
 
 from ..errors import VitdeployError
+from ..preprocessing import LEVIT, LEVIT_TIMM, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing
+
+
+@dataclass(frozen=True)
+class Family:
+    """What vitdeploy knows of one model family; the network code lives in ``module``."""
+
+    name: str
+    module: str  # the family's module: CONFIGS, build(), state_dict_signature(), config_signature(), ...
+    classifier: str  # canonical (timm) state-dict key of the classifier weight: its rows are the classes
+    preprocessing_default: Preprocessing  # what the family's sources expect (official code, HF, ml-cvnets)
+    preprocessing_timm: Preprocessing  # timm checkpoints: timm's own evaluation transform
+    architecture_keys: tuple[str, ...]  # the config fields that tell its variants apart (recipes, inspect)
+    # Stand-in weights (vitdeploy.synthetic): LeViT's nearly uniform attention branches need a floor on their
+    # BatchNorm variance, or the seeded network turns chaotic (1e-7 input changes move logits by percents).
+    seeded_variance_floor: bool = False
+
+    @property
+    def impl(self):
+        return importlib.import_module(self.module)
+
+    def configs(self) -> dict:
+        return self.impl.CONFIGS
+
+    def preprocessing(self, layout: str) -> Preprocessing:
+        return self.preprocessing_timm if layout in ("timm", "timm-conv") else self.preprocessing_default
+
+    def architecture(self, variant: str) -> dict:
+        """The variant's distinguishing config as plain data (lists, ints)."""
+        cfg = self.configs()[variant]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in
+                ((k, getattr(cfg, k)) for k in self.architecture_keys)}
+
+    def state_dict_signature(self, sd: dict) -> dict:
+        """The :meth:`architecture` a canonical state dict has, read from its key names and shapes."""
+        return self.impl.state_dict_signature(sd)
+
+    def block_names(self, model) -> list[str]:
+        """The blocks whose outputs parity localization compares, in execution order."""
+        return self.impl.block_names(model)
+
+    def classifier_heads(self, model) -> list:
+        """(BatchNorm or None, Linear) of every classifier head whose outputs are averaged into the logits."""
+        return self.impl.classifier_heads(model)
+
+    def pool(self, features):
+        """Pooled features from ``model.forward_features``: what the classifier heads read."""
+        return self.impl.pool(features)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(f: Family) -> Family:
+    FAMILIES[f.name] = f
+    return f
+
+
+register_family(Family("levit", f"{__name__}.levit", "head.linear.weight", LEVIT, LEVIT_TIMM,
+                       ("embed_dim", "key_dim", "num_heads", "depth"), seeded_variance_floor=True))
+register_family(Family("mobilevit", f"{__name__}.mobilevit", "head.fc.weight", MOBILEVIT_BGR, MOBILEVIT_RGB,
+                       ("channels", "transformer_dims", "transformer_depths", "num_features")))
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise VitdeployError(f"unknown model family '{name}'; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 
 
 @dataclass(frozen=True)
 class VariantInfo:
     name: str
-    family: str  # "levit" | "mobilevit"
+    family: str  # a key of FAMILIES
     img_size: int
     params: int  # with the 1000-class head
 
@@ -46,18 +118,18 @@ def variant_info(name: str) -> VariantInfo:
     return VARIANTS[key]
 
 
+def family_of(variant_or_model) -> Family:
+    """The family of a variant name or of a model built here (its ``family`` attribute)."""
+    name = getattr(variant_or_model, "family", None)
+    if name is None:
+        name = variant_info(str(variant_or_model)).family
+    return family(name)
+
+
 def create_model(variant: str, num_classes: int = 1000):
     """Build an inference-form model (random weights, eval mode) for ``variant``."""
-    from dataclasses import replace
-
     info = variant_info(variant)
-    if info.family == "levit":
-        from .levit import CONFIGS, Levit
-
-        model = Levit(replace(CONFIGS[info.name], num_classes=num_classes))
-    else:
-        from .mobilevit import CONFIGS, MobileVit
-
-        model = MobileVit(replace(CONFIGS[info.name], num_classes=num_classes))
+    fam = family(info.family)
+    model = fam.impl.build(replace(fam.configs()[info.name], num_classes=num_classes))
     model.variant = info.name
     return model.eval()

@@ -249,3 +249,50 @@ class Levit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x).mean(1)
         return (self.head(x) + self.head_dist(x)) / 2
+
+
+# ----------------------------------------------------------------------------- what the Family row calls
+
+
+def build(cfg: LevitConfig) -> Levit:
+    return Levit(cfg)
+
+
+def state_dict_signature(sd: dict) -> dict:
+    """The distinguishing config of a canonical (timm-named) LeViT state dict, from its keys and shapes."""
+    import re
+
+    from ..errors import CheckpointError
+
+    def count(pattern: str) -> int:
+        return len({m.group(1) for k in sd if (m := re.match(pattern, k))})
+
+    try:
+        dims = [int(sd[f"stages.{s}.blocks.0.attn.proj.ln.linear.weight"].shape[0]) for s in range(3)]
+        heads = [int(sd[f"stages.{s}.blocks.0.attn.attention_biases"].shape[0]) for s in range(3)]
+        qkv = sd["stages.0.blocks.0.attn.qkv.linear.weight"].shape[0]
+    except KeyError as e:
+        raise CheckpointError(f"LeViT checkpoint lacks {e.args[0]} (after mapping to timm names)") from None
+    # qkv width = heads * (2 * key_dim + attn_ratio(2) * key_dim)
+    key_dim = int(qkv) // (heads[0] * 4)
+    depth = [count(rf"stages\.{s}\.blocks\.(\d+)\.") for s in range(3)]
+    return {"embed_dim": dims, "key_dim": key_dim, "num_heads": heads, "depth": depth}
+
+
+def block_names(model: Levit) -> list[str]:
+    """Stem, each stage's downsample (where it has one) and every attention/MLP block, in execution order."""
+    out = ["stem"]
+    for i, stage in enumerate(model.stages):
+        if not isinstance(stage.downsample, nn.Identity):
+            out.append(f"stages.{i}.downsample")
+        out += [f"stages.{i}.blocks.{j}" for j in range(len(stage.blocks))]
+    return out
+
+
+def classifier_heads(model: Levit) -> list:
+    """The class head and the distillation head (BatchNorm, Linear): the logits are their mean."""
+    return [(model.head.bn, model.head.linear), (model.head_dist.bn, model.head_dist.linear)]
+
+
+def pool(features: torch.Tensor) -> torch.Tensor:
+    return features.mean(1)  # tokens (B, N, C)

@@ -188,3 +188,43 @@ class MobileVit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x).mean((2, 3))
         return self.head.fc(x)
+
+
+# ----------------------------------------------------------------------------- what the Family row calls
+
+
+def build(cfg: MobileVitConfig) -> MobileVit:
+    return MobileVit(cfg)
+
+
+def state_dict_signature(sd: dict) -> dict:
+    """The distinguishing config of a canonical (timm-named) MobileViT state dict, from its keys and shapes."""
+    import re
+
+    from ..errors import CheckpointError
+
+    try:
+        channels = [int(sd[f"stages.{s}.0.conv3_1x1.conv.weight"].shape[0]) for s in range(5)]
+        dims = [int(sd[f"stages.{s}.1.conv_1x1.weight"].shape[0]) for s in (2, 3, 4)]
+        features = int(sd["final_conv.conv.weight"].shape[0])
+    except KeyError as e:
+        raise CheckpointError(f"MobileViT checkpoint lacks {e.args[0]} (after mapping to timm names)") from None
+    depths = [len({m.group(1) for k in sd if (m := re.match(rf"stages\.{s}\.1\.transformer\.(\d+)\.", k))})
+              for s in (2, 3, 4)]
+    return {"channels": channels, "transformer_dims": dims, "transformer_depths": depths, "num_features": features}
+
+
+def block_names(model: MobileVit) -> list[str]:
+    """Stem, every inverted-residual and MobileViT block, and the final 1x1 conv, in execution order."""
+    out = ["stem"]
+    for i, stage in enumerate(model.stages):
+        out += [f"stages.{i}.{j}" for j in range(len(stage))]
+    return out + ["final_conv"]
+
+
+def classifier_heads(model: MobileVit) -> list:
+    return [(None, model.head.fc)]
+
+
+def pool(features: torch.Tensor) -> torch.Tensor:
+    return features.mean((2, 3))  # feature map (B, C, H, W)

@@ -51,25 +51,13 @@ _NOISE_FLOOR = 1e-6
 
 
 def block_names(model) -> list[str]:
-    """The blocks whose outputs localization compares, in the model's module order."""
-    import torch
+    """The blocks whose outputs localization compares, in the model's module order (its family says which);
+    any other network: its top-level children."""
+    from ..models import FAMILIES
 
     names = dict(model.named_modules())
-    family = getattr(model, "family", None)
-    out: list[str] = []
-    if family == "levit":
-        out.append("stem")
-        for i, stage in enumerate(model.stages):
-            if not isinstance(stage.downsample, torch.nn.Identity):
-                out.append(f"stages.{i}.downsample")
-            out += [f"stages.{i}.blocks.{j}" for j in range(len(stage.blocks))]
-    elif family == "mobilevit":
-        out.append("stem")
-        for i, stage in enumerate(model.stages):
-            out += [f"stages.{i}.{j}" for j in range(len(stage))]
-        out.append("final_conv")
-    else:  # any other network: its top-level children
-        out = [n for n, _ in model.named_children()]
+    fam = FAMILIES.get(getattr(model, "family", None))
+    out = fam.block_names(model) if fam else [n for n, _ in model.named_children()]
     return [n for n in out if n in names]
 
 
