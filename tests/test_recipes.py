@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import VARIANTS, levit, mobilevit
@@ -29,20 +29,35 @@ def test_recipe_matches_registry(variant):
         expected = LEVIT
     else:
         cfg = mobilevit.CONFIGS[variant]
-        assert r.architecture == {"transformer_dims": list(cfg.transformer_dims),
-                                  "transformer_depths": list(cfg.transformer_depths)}
-        expected = MOBILEVIT_BGR
-    pre = {k: v for k, v in asdict(expected).items() if k != "source"}
-    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.preprocessing.items()} == \
-        {k: (list(v) if isinstance(v, tuple) else v) for k, v in pre.items()}
+        assert r.architecture == {"channels": list(cfg.channels), "transformer_dims": list(cfg.transformer_dims),
+                                  "transformer_depths": list(cfg.transformer_depths),
+                                  "num_features": cfg.num_features}
+        expected = MOBILEVIT_BGR  # ml-cvnets / HF MobileViT: BGR in 0..1
+    assert r.input_size == VARIANTS[variant].input_size
+    assert r.preprocessing == expected.to_dict()
     assert ("tflite", "fp32", "none") in r.cells() and ("coreml", "fp16", "w8") in r.cells()
+
+
+def test_recipe_names_a_variant_instead_of_repeating_its_config(tmp_path):
+    """Recipes carry only what the variant does not fix; an older recipe that repeats the config loads
+    when it agrees, and is refused in one line when it does not."""
+    for f in RECIPES.glob("*.yaml"):
+        assert not {"family", "input_size", "architecture", "preprocessing"} & set(yaml.safe_load(f.read_text()))
+    base = (RECIPES / "mobilevit_xxs.yaml").read_text()
+    (tmp_path / "old.yaml").write_text(base + "family: mobilevit\ninput_size: [3, 256, 256]\n"
+                                       "architecture: {transformer_dims: [64, 80, 96]}\n"
+                                       "preprocessing: {channel_order: BGR, scale: 0.00392156862745098}\n")
+    assert load_recipe(tmp_path / "old.yaml").variant == "mobilevit_xxs"
+    (tmp_path / "rgb.yaml").write_text(base + "preprocessing: {channel_order: RGB}\n")
+    with pytest.raises(VitdeployError, match="preprocessing disagree with variant mobilevit_xxs"):
+        load_recipe(tmp_path / "rgb.yaml")
 
 
 def test_bad_recipe(tmp_path):
     (tmp_path / "x.yaml").write_text("variant: levit_128s\nfamily: mobilevit\n")
     with pytest.raises(VitdeployError, match="lacks"):
         load_recipe(tmp_path / "x.yaml")
-    (tmp_path / "y.yaml").write_text((RECIPES / "levit_128s.yaml").read_text().replace("family: levit", "family: mobilevit"))
+    (tmp_path / "y.yaml").write_text((RECIPES / "levit_128s.yaml").read_text() + "family: mobilevit\n")
     with pytest.raises(VitdeployError, match="disagree"):
         load_recipe(tmp_path / "y.yaml")
     (tmp_path / "z.yaml").write_text("variant: [unclosed")

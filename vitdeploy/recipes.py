@@ -8,30 +8,46 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import VitdeployError
+from .models import family_of, variant_info
 
-_REQUIRED = ("variant", "family", "input_size", "preprocessing", "targets", "parity")
+_REQUIRED = ("variant", "targets", "parity")
+# What the variant already fixes; older recipes repeated it, and may still, if it agrees.
+_DERIVED = ("family", "input_size", "architecture", "preprocessing")
 
 
 @dataclass
 class Recipe:
+    """How to build and check one variant; everything the variant fixes comes from its registered family."""
+
     path: Path
     variant: str
-    family: str
-    input_size: tuple[int, int, int]
-    preprocessing: dict
     targets: dict  # target -> {"quantize": [...], "precision": [...], "default": ...}
     parity: dict  # precision class -> tolerance overrides
-    architecture: dict = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return variant_info(self.variant).family
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return variant_info(self.variant).input_size
+
+    @property
+    def architecture(self) -> dict:
+        return family_of(self.variant).architecture(self.variant)
+
+    @property
+    def preprocessing(self) -> dict:
+        """The family's default input convention (a timm-layout checkpoint still gets timm's at load)."""
+        return family_of(self.variant).preprocessing_default.to_dict()
 
     def cells(self) -> list[tuple[str, str, str]]:
-        """(target, precision, quantize) for every artifact the recipe asks for."""
+        """(target, precision, quantize) for every artifact the recipe asks for; a target whose spec lists
+        ``precision`` (Core ML's compute precision) gets every (precision, quantize) pair."""
         out = []
         for target, spec in self.targets.items():
-            if target == "tflite":
-                out += [("tflite", "fp32", q) for q in spec.get("quantize", ["none"])]
-            elif target == "coreml":
-                for precision in spec.get("precision", ["fp16"]):
-                    out += [("coreml", precision, q) for q in spec.get("quantize", ["none"])]
+            for precision in spec.get("precision", ["fp32"]):
+                out += [(target, precision, q) for q in spec.get("quantize", ["none"])]
         return out
 
     def default_mode(self, target: str) -> tuple[str, str]:
@@ -46,7 +62,7 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe YAML file."""
     import yaml
 
-    from .models import variant_info
+    from .formats import TARGETS
 
     p = Path(path)
     if not p.is_file():
@@ -60,16 +76,35 @@ def load_recipe(path: str | Path) -> Recipe:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise VitdeployError(f"{p}: recipe lacks {', '.join(missing)}")
-    info = variant_info(str(data["variant"]))
-    if data["family"] != info.family or tuple(data["input_size"]) != info.input_size:
-        raise VitdeployError(f"{p}: family/input_size disagree with variant {info.name} "
-                             f"({info.family}, {list(info.input_size)})")
-    unknown = set(data["targets"]) - {"tflite", "coreml"}
+    recipe = Recipe(path=p, variant=variant_info(str(data["variant"])).name, targets=data["targets"],
+                    parity=data["parity"])
+    disagree = [k for k in _DERIVED if k in data and _plain(data[k]) != _plain(_derived(recipe, k, data[k]))]
+    if disagree:
+        raise VitdeployError(f"{p}: {', '.join(disagree)} disagree with variant {recipe.variant} "
+                             f"(leave them out: the variant fixes them)")
+    unknown = set(data["targets"]) - set(TARGETS)
     if unknown:
-        raise VitdeployError(f"{p}: unknown target(s) {', '.join(sorted(unknown))}")
-    return Recipe(path=p, variant=info.name, family=info.family, input_size=info.input_size,
-                  preprocessing=data["preprocessing"], targets=data["targets"], parity=data["parity"],
-                  architecture=data.get("architecture") or {})
+        raise VitdeployError(f"{p}: unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
+    return recipe
+
+
+def _derived(recipe: Recipe, key: str, given):
+    """The recipe's value of ``key``; for a partial ``architecture``/``preprocessing`` mapping, just the keys given."""
+    value = getattr(recipe, key)
+    if isinstance(value, dict) and isinstance(given, dict):
+        return {k: value.get(k) for k in given}
+    return value
+
+
+def _plain(value):
+    """Lists for tuples, floats compared to 1e-9 relative, so YAML and dataclass values compare."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    return value
 
 
 def load_recipes(directory: str | Path) -> list[Recipe]:
