@@ -35,7 +35,7 @@ def render(cells: list[dict]) -> str:
                      f"{fmt(c.get('cosine_min'), '{:.6f}')} | {fmt(c.get('max_abs'), '{:.2e}')} | "
                      f"{fmt(c.get('top1_agreement'), '{:.0%}')} | {fmt(c.get('size_mb'), '{:.1f}')} | "
                      f"{fmt(c.get('convert_s'), '{:.0f}')} | {fmt(c.get('host_median_ms'), '{:.2f}')} | "
-                     f"{', '.join(c.get('float_fallback') or []) or '–'} |")
+                     f"{', '.join(c.get('float_fallback_ops') or c.get('float_fallback') or []) or '–'} |")
     return "\n".join(lines)
 
 

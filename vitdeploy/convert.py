@@ -9,20 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VitdeployError
-from .formats import TARGETS
+from .formats import TARGETS, artifact_name
 
 
 def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:
-    """``<checkpoint stem>_<mode>.tflite|.mlpackage`` in the current directory."""
+    """``<checkpoint stem>_<mode>.tflite|.mlpackage|...`` in the current directory (:func:`formats.artifact_name`)."""
     stem = Path(checkpoint).name
     for suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
         stem = stem.removesuffix(suffix)
-    from .precisions import label
-
-    if target == "tflite":
-        return Path(f"{stem}_{label('tflite', quantize)}.tflite")
-    mode = precision if quantize == "none" else f"{precision}_{label('coreml', quantize, precision)}"
-    return Path(f"{stem}_{mode}.mlpackage")
+    return Path(artifact_name(stem, target, quantize, precision))
 
 
 def read_labels(path: str | Path | None, num_classes: int) -> list[str] | None:

@@ -31,6 +31,8 @@ ARTIFACTS = (  # (target, precision, quantize, in quick mode)
 def run_demo(checkpoint_paths: list[str], out_dir: str | Path, echo: Callable[[str], None] | None = print,
              quick: bool = False, convert: bool = True) -> dict:
     """Run the demo; returns a JSON-able summary. ``echo=None`` keeps it quiet; ``convert=False`` stops after folding."""
+    from .pipeline import STATUS_BELOW_TARGET
+
     say = echo or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +53,7 @@ def run_demo(checkpoint_paths: list[str], out_dir: str | Path, echo: Callable[[s
     _print_summary(results, say)
     for r in results:
         for a in r.get("artifacts", []):
-            if a.get("status") == "below target":
+            if a.get("status") == STATUS_BELOW_TARGET:
                 say(f"note: {r['variant']} {a['target']} {a['label']} missed its accuracy target and was written "
                     f"as {Path(a['path']).name}: {a.get('verdict', '')}")
     _write_summary(out, summary)
@@ -60,9 +62,7 @@ def run_demo(checkpoint_paths: list[str], out_dir: str | Path, echo: Callable[[s
 
 def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
     """Convert, then check parity (with an HTML report) of every demo artifact; failures are recorded, not fatal."""
-    from .convert import convert
-    from .errors import VitdeployError
-    from .precisions import label
+    from .pipeline import artifact_path, build_artifact
 
     rows = []
     for target, precision, quantize, in_quick in ARTIFACTS:
@@ -71,47 +71,15 @@ def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
         if target == "coreml" and not _has("coremltools"):
             rows.append({"target": target, "quantize": quantize, "status": "skipped (coremltools not installed)"})
             continue
-        ext = "tflite" if target == "tflite" else "mlpackage"
-        name = label(target, quantize, precision)
-        mode = name if target == "tflite" else f"{precision}_{name}"
-        path = out / f"{ckpt.name.split('.')[0]}_{mode}.{ext}"
-        row = {"target": target, "precision": precision, "quantize": quantize, "label": name, "path": str(path)}
-        say(f"converting -> {path.name}")
-        try:
-            report = convert(ckpt, target, out=path, quantize=quantize, precision=precision)
-            path = Path(report["path"])  # a w8a8 model below the accuracy target is written aside
-            if report.get("accuracy_target_met") is False:
-                row["verdict"] = (report.get("warnings") or [""])[-1]
-            row.update(status="ok" if report.get("accuracy_target_met", True) else "below target", path=str(path),
-                       size_mb=round(report["size_bytes"] / 1e6, 2), convert_s=report.get("seconds"),
-                       float_fallback_ops=report.get("float_fallback_ops"))
-            row.update(_parity(path, ckpt, say))
-        except (VitdeployError, RuntimeError, ValueError) as e:
-            row.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-            say(f"  failed: {row['error']}")
-        rows.append(row)
+        path = artifact_path(out, ckpt.name.split(".")[0], target, precision, quantize)
+        rows.append(build_artifact(ckpt, target, precision, quantize, path, html_report=True, say=say))
     return rows
-
-
-def _parity(artifact: Path, ckpt: Path, say) -> dict:
-    from .parity import run_parity
-    from .reports import write_report
-
-    result = run_parity(artifact, ckpt, n_images=16)
-    report_dir = artifact.parent / f"{artifact.name}.report"
-    write_report(report_dir, kind="parity", data=result.to_dict())
-    nat = result.natural
-    say(f"  parity {'PASS' if result.passed else 'FAIL'} ({result.precision}): cosine min "
-        f"{nat.get('cosine_min', float('nan')):.6f}, top-1 agreement {nat.get('top1', float('nan')):.0%} "
-        f"-> {report_dir / 'report.html'}")
-    return {"parity": "pass" if result.passed else "FAIL", "precision_preset": result.precision,
-            "cosine_min": nat.get("cosine_min"), "top1_agreement": nat.get("top1"),
-            "report": str(report_dir / "report.html")}
 
 
 def _latency(ckpt: Path, artifacts: list[dict], out: Path, say) -> dict:
     """Host latency (2 threads): the checkpoint in PyTorch eager, then the TFLite artifacts interleaved
     (each round runs every artifact once) with each one's speed-up over fp32."""
+    from .pipeline import STATUS_BELOW_TARGET
     from .profile import profile
     from .reports import write_report
     from .runtimes.timing import interleaved_tflite
@@ -119,7 +87,7 @@ def _latency(ckpt: Path, artifacts: list[dict], out: Path, say) -> dict:
     timings = {"pytorch eager": profile(ckpt, runs=20, warmup=3)}
     # A w8a8 model below its accuracy target is timed too: what it would cost is part of the verdict.
     tflite = {f"tflite {a['label']}": a["path"] for a in artifacts
-              if a.get("status") in ("ok", "below target") and a["target"] == "tflite"}
+              if a.get("status") in ("ok", STATUS_BELOW_TARGET) and a["target"] == "tflite"}
     if tflite:
         measured = interleaved_tflite(tflite, threads=2, rounds=30, baseline="tflite fp32")
         speedup = measured.pop("speedup", {})

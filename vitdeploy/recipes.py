@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -150,8 +149,7 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
     ``images_dir``: parity images (default: the built-in natural-image set); ``calib_dir``:
     calibration images for int8/w8a8 cells (default: the built-in set).
     """
-    from .convert import convert
-    from .precisions import canonical, label
+    from .pipeline import STATUS_BELOW_TARGET, artifact_path, build_artifact
 
     recipes = [r for r in load_recipes(recipes_dir) if not variants or r.variant in variants]
     ckpts = find_checkpoints(checkpoints_dir)
@@ -160,51 +158,25 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
     for recipe in recipes:
         cells = [c for c in recipe.cells() if not targets or c[0] in targets]
         for target, precision, quantize in cells:
-            row = {"variant": recipe.variant, "target": target, "precision": precision, "quantize": quantize}
-            start = time.perf_counter()
-            try:
-                ckpt = ckpts.get(recipe.variant)
-                if ckpt is None:
-                    raise VitdeployError(f"no checkpoint for {recipe.variant} in {checkpoints_dir}")
-                ext = "tflite" if target == "tflite" else "mlpackage"
-                name = label(target, quantize, precision)
-                mode = name if target == "tflite" else f"{precision}_{name}"
-                artifact = out / recipe.variant / f"{recipe.variant}_{mode}.{ext}"
-                calib = calib_dir if canonical(quantize) in ("w8a8", "w8a16") else None
-                report = convert(ckpt, target, out=artifact, quantize=quantize, precision=precision,
-                                 variant=recipe.variant, calib_dir=calib)
-                if report.get("accuracy_target_met") is False:  # written aside under a name that says so
-                    artifact = Path(report["path"])
-                    raise VitdeployError((report.get("warnings") or ["w8a8 below the accuracy target"])[-1])
-                row.update(status="ok", path=str(artifact), size_mb=round(report.get("size_bytes", 0) / 1e6, 2),
-                           convert_s=report.get("seconds"))
-                if report.get("float_fallback_ops"):
-                    row["float_fallback"] = report["float_fallback_ops"]
-                if report.get("quant_report", {}).get("activations") == "int16":
-                    row["activations"] = "int16"
-                row.update(_check_parity(artifact, ckpt, recipe, precision, quantize, parity_images, images_dir))
-                if target == "tflite":
-                    row["host_median_ms"] = _host_latency(artifact, latency_runs, threads)
-            except (VitdeployError, RuntimeError, ValueError, OSError) as e:
-                row.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-            row["seconds"] = round(time.perf_counter() - start, 1)
+            ckpt = ckpts.get(recipe.variant)
+            path = artifact_path(out / recipe.variant, recipe.variant, target, precision, quantize)
+            if ckpt is None:
+                row = {"target": target, "precision": precision, "quantize": quantize, "status": "failed",
+                       "error": f"no checkpoint for {recipe.variant} in {checkpoints_dir}", "seconds": 0.0}
+            else:
+                tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
+                row = build_artifact(ckpt, target, precision, quantize, path, variant=recipe.variant,
+                                     calib_dir=calib_dir, parity_images=parity_images, images_dir=images_dir,
+                                     tolerances=tolerances)
+            if row["status"] == STATUS_BELOW_TARGET:  # written aside under a name that says so; a failed cell
+                row.update(status="failed", error=row.pop("verdict"))
+            if row["status"] == "ok" and target == "tflite":
+                row["host_median_ms"] = _host_latency(Path(row["path"]), latency_runs, threads)
+            row = {"variant": recipe.variant, **row}
             rows.append(row)
             if on_cell:
                 on_cell(row)
     return {"out_dir": str(out), "cells": rows, "failed": sum(r["status"] != "ok" for r in rows)}
-
-
-def _check_parity(artifact: Path, ckpt: Path, recipe: Recipe, precision: str, quantize: str, n_images: int,
-                  images_dir: str | Path | None) -> dict:
-    from .parity import run_parity
-
-    tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
-    result = run_parity(artifact, ckpt, images_dir=images_dir, n_images=n_images, tolerances=tolerances)
-    natural = result.natural
-    return {"parity": "pass" if result.passed else "FAIL", "cosine_min": natural.get("cosine_min"),
-            "cosine_mean": natural.get("cosine_mean"), "max_abs": natural.get("max_abs"),
-            "rel_max_abs": natural["max_abs"] / natural["ref_abs_max"] if natural.get("ref_abs_max") else None,
-            "top1_agreement": natural.get("top1"), "parity_failures": [f.describe() for f in result.failures]}
 
 
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:
@@ -228,7 +200,7 @@ def format_build_table(summary: dict) -> str:
                      f"{fmt(r.get('host_median_ms'), '{:.2f}'):>8}")
         if r["status"] != "ok":
             lines.append(f"    error: {r.get('error')}")
-        elif r.get("float_fallback"):
-            lines.append(f"    kept in float: {', '.join(r['float_fallback'])}")
+        elif r.get("float_fallback_ops"):
+            lines.append(f"    kept in float: {', '.join(r['float_fallback_ops'])}")
     lines.append(f"{len(summary['cells'])} cells, {summary['failed']} failed")
     return "\n".join(lines)

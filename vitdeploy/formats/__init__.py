@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..precisions import COREML_MODES, TFLITE_MODES
+from ..precisions import COREML_MODES, TFLITE_MODES, label
 
 # Input layouts an artifact declares in its metadata.
 LAYOUT_PIXELS = "NHWC-pixels"  # TFLite: RGB pixels 0..255, preprocessing inside the graph
@@ -37,3 +37,12 @@ FORMATS: dict[str, Format] = {
 TARGETS = tuple(sorted(FORMATS))
 ARTIFACT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())
 
+
+
+def artifact_name(stem: str, target: str, quantize: str, precision: str = "fp16") -> str:
+    """``<stem>_<mode><suffix>``, the one naming of ``convert``, ``demo`` and ``build``: the mode is the
+    canonical precision; Core ML's names its compute precision first (``fp16``, ``fp16_w8``)."""
+    mode = label(target, quantize, precision)
+    if target == "coreml" and mode != precision:
+        mode = f"{precision}_{mode}"
+    return f"{stem}_{mode}{FORMATS[target].suffix}"
