@@ -173,3 +173,20 @@ def test_formats_table_holds_canonical_precisions_and_drives_the_target_choices(
     assert set(ARTIFACT_SUFFIXES) == {".tflite", ".mlpackage"}
     target = next(p for p in main.commands["convert"].params if p.name == "target")
     assert tuple(target.type.choices) == TARGETS
+
+
+def test_no_family_branching_outside_models():
+    """Family knowledge lives in the registered Family rows (vitdeploy.models): no module outside models/
+    compares anything with a family's name."""
+    from vitdeploy.models import FAMILIES
+
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "models" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                names = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                if set(names) & set(FAMILIES):
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, offenders

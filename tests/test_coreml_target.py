@@ -185,9 +185,9 @@ def test_restructuring_keeps_the_function(levit, mobilevit):
         x = pre.normalize(_images(variant, 4))
         ref = _torch_logits(model, x)
         assert _rel_err(_torch_logits(prepared, x), ref) < 1e-4
-        assert rewrites["attention_scale"] > 0
+        assert rewrites["attention_scale_into_query"] > 0
         assert folding["batchnorm_after"] == 0
-    assert target.prepare_model(levit)[2] == {"hardswish": 25, "attention_scale": 11, "merged_heads": 1}
+    assert target.prepare_model(levit)[2] == {"two_op_hardswish": 25, "attention_scale_into_query": 11, "merged_heads": 1}
 
 
 def test_failed_conversion_leaves_nothing(tmp_path):

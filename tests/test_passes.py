@@ -11,7 +11,7 @@ from torch import nn
 
 from vitdeploy.models import VARIANTS, create_model
 from vitdeploy.models.layers import ConvNorm, LinearNorm, NormLinear
-from vitdeploy.passes import PASSES, count_batchnorm, fold_batchnorm
+from vitdeploy.passes import PASSES, count_batchnorm, fold_batchnorm, run_passes
 from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR
 from vitdeploy.sample_images import natural_images
 from vitdeploy.synthetic import seeded_model
@@ -44,7 +44,7 @@ def test_each_pass_alone_is_exact(pass_name, layer, make_input):
     assert count_batchnorm(module) == 0
     assert torch.allclose(got, ref, rtol=0, atol=1e-12 * ref.abs().max().item())
     # the other passes leave it alone
-    assert all(PASSES[p](module) == 0 for p in PASSES)
+    assert all(count == 0 for count in run_passes(list(PASSES), module)[1].values())
 
 
 def _slow_unless_small(variants):
@@ -127,3 +127,24 @@ def test_mse_ranges_clip_a_heavy_tail_and_keep_a_dense_tensor():
     dense = rng.uniform(-1, 1, 100_000).astype(np.float32)
     lo, hi, _ = mse_range(dense)
     assert lo <= -0.9 and hi >= 0.9  # nothing to gain from clipping a uniform tensor
+
+
+def test_each_target_pipeline_is_data_and_runs_once_on_a_copy():
+    """passes.PIPELINES names every target's passes; prepare_for folds BatchNorm (reported) on a copy,
+    runs the target's other passes, and a second run finds nothing left to do."""
+    from vitdeploy.formats import TARGETS
+    from vitdeploy.passes import BATCHNORM_FOLDS, PIPELINES, prepare_for
+    from vitdeploy.synthetic import seeded_model
+
+    assert set(TARGETS) <= set(PIPELINES) and all(set(p) <= set(PASSES) for p in PIPELINES.values())
+    model = seeded_model("levit_128s")
+    before = count_batchnorm(model)
+    for target in TARGETS:
+        prepared = prepare_for(target, model)
+        assert count_batchnorm(model) == before  # the caller's model is untouched
+        assert prepared.bn_folding["batchnorm_after"] == 0 and prepared.bn_folding["total_folded"] > 0
+        assert set(prepared.rewrites) == set(PIPELINES[target]) - set(BATCHNORM_FOLDS)
+        again = prepare_for(target, prepared.model)
+        assert again.bn_folding["total_folded"] == 0 and not any(again.rewrites.values())
+    assert prepare_for("coreml", model).rewrites == {"two_op_hardswish": 25, "attention_scale_into_query": 11,
+                                                    "merged_heads": 1}

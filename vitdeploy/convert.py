@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -65,7 +64,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     :func:`vitdeploy.targets.tflite.convert_tflite`).
     """
     from . import __version__, checkpoints
-    from .passes import fold_batchnorm
+    from .passes import prepare_for
 
     if target not in TARGETS:
         raise VitdeployError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
@@ -80,21 +79,19 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     ckpt = checkpoints.load(checkpoint, variant=variant)
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
     calib = read_calibration_images(calib_dir, ckpt.preprocessing)
-    model = copy.deepcopy(ckpt.model)
     out = Path(out) if out else default_output(checkpoint, target, quantize, precision)
     metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
                 "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
+    prepared = prepare_for(target, ckpt.model)  # BatchNorm folded once, whatever the target (passes.PIPELINES)
     if target == "tflite":
-        folding = fold_batchnorm(model).to_dict()
-        result = _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
+        result = _convert_tflite(prepared.model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
                                  int8_finetune, progress)
     else:
-        # convert_coreml folds its own copy, so its before/after op counts show what folding removed.
-        result = _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target,
-                                 compute_units, metadata, progress)
-        folding = result.pop("bn_folding")
+        result = _convert_coreml(prepared.model, ckpt, out, quantize, precision, calib, labels, raw_input,
+                                 deployment_target, compute_units, metadata, progress)
+    result.update(bn_folding=prepared.bn_folding, rewrites=prepared.rewrites)
     return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
-            "bn_folding": folding, "total_seconds": round(time.perf_counter() - t0, 2), **result}
+            "total_seconds": round(time.perf_counter() - t0, 2), **result}
 
 
 def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, int8_finetune,
@@ -117,5 +114,6 @@ def _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_in
     conv = convert_coreml(model, variant=ckpt.variant, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing,
                           out=out, precision=precision, quantize=quantize, calib=calib,
                           deployment_target=deployment_target, compute_units=compute_units, labels=labels,
-                          raw_input=raw_input, metadata=metadata, progress=progress)
+                          raw_input=raw_input, metadata=metadata, progress=progress, prepared=True,
+                          original=ckpt.model)
     return conv.to_dict()

@@ -1,6 +1,8 @@
-"""Graph passes on vitdeploy's PyTorch models, each small, named and registered.
+"""Graph passes on vitdeploy's PyTorch models, each small, named and registered; the only place that changes models.
 
-``fold_batchnorm(model)`` runs the three BatchNorm folds and reports what changed.
+``fold_batchnorm(model)`` runs the three BatchNorm folds and reports what changed;
+:data:`PIPELINES` says, as data, which passes each target's model goes through, and
+:func:`prepare_for` runs them once on a copy (``convert`` calls it for every target).
 """
 
 from __future__ import annotations
@@ -8,9 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import coreml, fold_bn  # noqa: F401  (register the Core ML rewrites and the BatchNorm folds)
-from .registry import PASSES, register_pass  # noqa: F401  (the registry is part of this package's API)
+from .coreml import COREML_REWRITES
+from .registry import PASSES, register_pass, run_passes  # noqa: F401  (the registry is part of this package's API)
 
 BATCHNORM_FOLDS = ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear")  # in this order: conv, then linear pairs
+# What each target's model goes through before export. BatchNorm first: the Core ML rewrites need it folded.
+PIPELINES = {
+    "tflite": BATCHNORM_FOLDS,
+    "coreml": BATCHNORM_FOLDS + COREML_REWRITES,
+    "executorch": BATCHNORM_FOLDS,
+}
 
 
 @dataclass
@@ -49,3 +58,28 @@ def fold_batchnorm(model) -> FoldReport:
     report.params_after = count_params(model)
     return report
 
+
+
+@dataclass
+class Prepared:
+    """A model ready for one target's exporter, and what its pipeline did."""
+
+    model: object  # torch.nn.Module
+    bn_folding: dict  # FoldReport.to_dict()
+    rewrites: dict[str, int]  # the pipeline's other passes -> rewrites made
+
+
+def prepare_for(target: str, model) -> Prepared:
+    """A copy of ``model`` through ``PIPELINES[target]`` (eval mode; the caller's model is not touched)."""
+    return prepare(model, PIPELINES[target])
+
+
+def prepare(model, pipeline: tuple[str, ...]) -> Prepared:
+    """A copy of ``model`` BatchNorm-folded (always, reported), then through the other passes of ``pipeline``."""
+    import copy
+
+    prepared = copy.deepcopy(model).eval()
+    folding = fold_batchnorm(prepared)
+    rest = tuple(p for p in pipeline if p not in BATCHNORM_FOLDS)
+    prepared, rewrites = run_passes(rest, prepared)
+    return Prepared(prepared, folding.to_dict(), rewrites)

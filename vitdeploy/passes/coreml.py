@@ -1,7 +1,7 @@
 """Core ML rewrites: model changes that cut Core ML ops and change nothing beyond float rounding.
 
-Registered like the BatchNorm folds (``two_op_hardswish``, ``attention_scale_into_query``); the LeViT
-head merge wraps the model in a new module, so it runs from :func:`restructure_for_coreml` only.
+Registered like the BatchNorm folds (``two_op_hardswish``, ``attention_scale_into_query``, and
+``merged_heads``, which wraps the model in a new module); every one is a no-op on a model it already ran on.
 The model must be BatchNorm-folded first (an unfolded BN after a projection would undo the scaling).
 """
 
@@ -9,26 +9,24 @@ from __future__ import annotations
 
 import functools
 
-from .registry import register_pass
+from .registry import register_pass, run_passes
+
+
+COREML_REWRITES = ("two_op_hardswish", "attention_scale_into_query", "merged_heads")
 
 
 def restructure_for_coreml(model):
     """Rewrites that cut Core ML ops and change nothing beyond float rounding (model must be BN-folded).
 
-    * ``hardswish``: coremltools lowers ``nn.Hardswish`` to thresholded_relu + sigmoid_hard + mul;
+    * ``two_op_hardswish``: coremltools lowers ``nn.Hardswish`` to thresholded_relu + sigmoid_hard + mul;
       ``x * hardsigmoid(x)`` is the same function (hardsigmoid is exactly 0 below -3) in two ops.
-    * attention ``scale``: folded into the query projection's weights and bias (one ``mul`` on every
-      attention map fewer; exact for LeViT-128S's 1/4, one float rounding otherwise).
-    * LeViT's two classifier heads averaged into one linear layer: ``(h(x) + h_dist(x)) / 2`` ->
-      ``linear(x, (W + W_d) / 2, (b + b_d) / 2)`` (two ops fewer, one rounding of the weights).
+    * ``attention_scale_into_query``: folded into the query projection's weights and bias (one ``mul`` on
+      every attention map fewer; exact for LeViT-128S's 1/4, one float rounding otherwise).
+    * ``merged_heads``: LeViT's two classifier heads averaged into one linear layer: ``(h(x) + h_dist(x)) / 2``
+      -> ``linear(x, (W + W_d) / 2, (b + b_d) / 2)`` (two ops fewer, one rounding of the weights).
     Returns (model, {rewrite: count}).
     """
-    counts = {"hardswish": two_op_hardswish(model), "attention_scale": attention_scale_into_query(model),
-              "merged_heads": 0}
-    if getattr(model, "family", None) == "levit" and _heads_foldable(model):
-        model = _MergedHeadLevit(model)  # a new module around the model: not an in-place pass
-        counts["merged_heads"] = 1
-    return model, counts
+    return run_passes(COREML_REWRITES, model)
 
 
 @register_pass("two_op_hardswish")
@@ -103,6 +101,14 @@ def _has_batchnorm_after(module) -> bool:
     from torch import nn
 
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+@register_pass("merged_heads", wraps=True)
+def merged_heads(model):
+    """LeViT's class and distillation heads averaged into one Linear (a new module around the model)."""
+    if not _heads_foldable(model):
+        return model, 0
+    return _MergedHeadLevit(model), 1
 
 
 def _heads_foldable(model) -> bool:

@@ -104,7 +104,8 @@ def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, 
                    calib: np.ndarray | None = None, deployment_target: str | None = None,
                    compute_units: str = "all", labels: list[str] | None = None, raw_input: bool = False,
                    metadata: dict | None = None, progress: Callable[[str], None] | None = None,
-                   count_before: bool = True, restructure: bool = True) -> CoreMLConversion:
+                   count_before: bool = True, restructure: bool = True, prepared: bool = False,
+                   original=None) -> CoreMLConversion:
     """Convert ``model`` (NCHW float -> logits) to an ML Program .mlpackage at ``out``.
 
     The caller's model is never modified: a deepcopy is BatchNorm-folded and restructured.
@@ -114,6 +115,9 @@ def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, 
     :mod:`vitdeploy.quantization.coreml`). ``deployment_target`` defaults to the lowest iOS that
     runs what was asked (iOS16; iOS17 for w8a8). ``count_before=False`` skips the extra conversion
     that measures ``op_counts_before``; ``restructure=False`` skips the op-cutting rewrites.
+    ``prepared=True``: ``model`` already went through ``passes.PIPELINES["coreml"]`` (``convert`` prepares
+    every target's model once, :func:`vitdeploy.passes.prepare_for`); ``original`` is then the model before
+    it, whose ops ``op_counts_before`` counts.
     """
     say = progress or (lambda _msg: None)
     out = Path(out)
@@ -125,13 +129,16 @@ def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, 
     before = None
     if count_before:
         say("counting ops of the unmodified model (coremltools default pipeline)")
-        unmodified = _graph_module(_as_eval_copy(model), preprocessing, raw_input, classifier=bool(labels))
+        unmodified = _graph_module(_as_eval_copy(original if original is not None else model), preprocessing,
+                                   raw_input, classifier=bool(labels))
         before = _count_ops(_convert_mil(_export(unmodified, height, width, "torch.export (unmodified model)"),
                                          height, width, preprocessing, raw_input, target, precision))
 
-    say("folding BatchNorm and restructuring for Core ML")
-    prepared, folding, rewrites = prepare_model(model, restructure=restructure)
-    wrapped = _graph_module(prepared, preprocessing, raw_input, classifier=bool(labels))
+    folding, rewrites = {}, {}
+    if not prepared:
+        say("folding BatchNorm and restructuring for Core ML")
+        model, folding, rewrites = prepare_model(model, restructure=restructure)
+    wrapped = _graph_module(model, preprocessing, raw_input, classifier=bool(labels))
     exported = _export(wrapped, height, width, "torch.export")
 
     say(f"converting with coremltools ({precision}, {target})")
@@ -214,15 +221,10 @@ def _input_spec(height: int, width: int, pre: Preprocessing, raw_input: bool) ->
 
 def prepare_model(model, *, restructure: bool = True):
     """A BatchNorm-folded, Core ML-restructured deepcopy of ``model``; returns (model, folding, rewrites)."""
-    from ..passes import fold_batchnorm
-    from ..passes.coreml import restructure_for_coreml
+    from ..passes import BATCHNORM_FOLDS, PIPELINES, prepare
 
-    prepared = copy.deepcopy(model).eval()
-    folding = fold_batchnorm(prepared).to_dict()
-    rewrites: dict[str, int] = {}
-    if restructure:
-        prepared, rewrites = restructure_for_coreml(prepared)
-    return prepared, folding, rewrites
+    prepared = prepare(model, PIPELINES["coreml"] if restructure else BATCHNORM_FOLDS)
+    return prepared.model, prepared.bn_folding, prepared.rewrites
 
 
 def image_affine(pre: Preprocessing) -> tuple[float, list[float], list[float] | None]:
