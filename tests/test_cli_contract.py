@@ -148,8 +148,9 @@ def test_input_error_types_exit_2_naming_the_file(exc, expected):
 
 
 def test_a_data_error_inside_a_reader_is_the_files_fault(seeds, tmp_path):
-    """A recipe whose input_size is null trips the reader itself (TypeError): still exit 2 naming the recipe."""
-    text = seeds["recipe"].read_text().replace("input_size: [3, 224, 224]", "input_size: null")
+    """A recipe whose targets are null trips the reader itself (TypeError): still exit 2 naming the recipe."""
+    text = seeds["recipe"].read_text().replace("targets:\n", "targets: null\nunused:\n")
+    assert "targets: null" in text
     recipe, empty = tmp_path / "r.yaml", tmp_path / "empty.pth"
     recipe.write_text(text)
     empty.write_bytes(b"")

@@ -108,7 +108,7 @@ def test_missed_int8_target_warning_suggests_finetuning_only_when_not_done():
 def test_int8_search_scores_non_finite_logits_as_the_worst_and_counts_them():
     import numpy as np
 
-    from vitdeploy.quantization.tflite import logits_agreement
+    from vitdeploy.similarity import logits_agreement
 
     ref = np.random.default_rng(0).normal(size=(4, 10))
     bad = ref.copy()

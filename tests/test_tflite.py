@@ -358,7 +358,8 @@ def test_int8_report_is_measured_and_model_is_integer(artifacts, levit):
 @pytest.mark.slow
 def test_int8_float_fallback_keeps_chosen_ops_float_and_helps(artifacts, mobilevit):
     """MobileViT int8 falls short of 0.99 here; the search must pick real groups and report them truly."""
-    from vitdeploy.quantization.tflite import logits_agreement, quantize_int8
+    from vitdeploy.quantization.tflite import quantize_int8
+    from vitdeploy.similarity import logits_agreement
     from vitdeploy.quantization.tflite_graph import fallback_candidates, float_op_counts
     from vitdeploy.runtimes.tflite import run_tflite
     from vitdeploy.quantization.calibration import natural_images_hw

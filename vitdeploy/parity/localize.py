@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VitdeployError
+from ..similarity import cosine_rows
 from .intermediates import ArtifactTensors, _coreml_tensors, _emulated_values, _EverySize, _tflite_tensors
 
 # Block relative L2 below this is "no error" when computing jump ratios (float32 noise).
@@ -172,13 +173,8 @@ def _layouts(ref_shape: tuple[int, ...]) -> list[tuple[str, callable]]:
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64).ravel()
-    b = b.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 and nb == 0:
-        return 1.0
-    value = float(a @ b / max(na * nb, 1e-30))
-    return value if math.isfinite(value) else -1.0
+    """One cosine over every value of ``a`` and ``b`` (a whole block's output)."""
+    return float(cosine_rows(np.ravel(b)[None], np.ravel(a)[None])[0])
 
 
 def _best_layout(value: np.ndarray, ref: np.ndarray) -> tuple[str, np.ndarray, float]:
@@ -419,7 +415,7 @@ def _block_row(block: str, ref: np.ndarray, got: np.ndarray, tensor: str, how: s
     g = got.astype(np.float64)
     err = np.linalg.norm(g - r)
     rel = float(err / max(np.linalg.norm(r), 1e-30)) if math.isfinite(err) else float("inf")
-    cos_each = [_cosine(g[k], r[k]) for k in range(len(r))]
+    cos_each = cosine_rows(r, g)
     return {"block": block, "shape": list(ref.shape[1:]), "rel_l2": rel, "cosine": float(np.mean(cos_each)),
             "cosine_min": float(np.min(cos_each)),
             "max_abs": float(np.abs(g - r).max()) if np.isfinite(g).all() else float("inf"),

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from ..errors import VitdeployError
+from ..similarity import cosine_rows
 
 _TINY = 1e-30
 
@@ -41,13 +42,7 @@ def _pair(ref, got) -> tuple[np.ndarray, np.ndarray]:
 
 def cosine_per_sample(ref, got) -> np.ndarray:
     """Cosine similarity per row; 1.0 when both rows are all zero, 0.0 when only one is; NaN in ``got`` -> -1."""
-    r, g = _pair(ref, got)
-    nr, ng = np.linalg.norm(r, axis=1), np.linalg.norm(g, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = (r * g).sum(1) / np.maximum(nr * ng, _TINY)
-    cos = np.where((nr == 0) & (ng == 0), 1.0, cos)
-    cos = np.where(np.isfinite(cos), cos, -1.0)
-    return np.clip(cos, -1.0, 1.0)
+    return cosine_rows(*_pair(ref, got))
 
 
 def rel_l2_per_sample(ref, got) -> np.ndarray:

@@ -101,7 +101,7 @@ class ParityResult:
         """The metric values, measured on the inputs whose outputs were finite (or why there are none)."""
         bad = (self.nonfinite.get(inputs) or {}).get("count", 0)
         if not m.get("n"):
-            return f"no metric measured: outputs not finite on every input"
+            return "no metric measured: outputs not finite on every input"
         text = f"cosine min {m['cosine_min']:.6f}"
         if full:
             text += (f" mean {m['cosine_mean']:.6f}, rel L2 {m['rel_l2']:.3e}, max abs {m['max_abs']:.3e}, "

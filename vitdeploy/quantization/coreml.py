@@ -44,10 +44,9 @@
   Asymmetric activations were not kept: Apple recommends ``linear_symmetric`` for the Neural
   Engine's int8-int8 compute, and symmetric + float prefix did better.
 
-Calibration images: ``calib`` (uint8 NHWC RGB pixels) or the built-in set: the first
-:data:`N_CALIB` of ``natural_images(N_CALIB + N_HELDOUT, size, seed=0)``; the last
-:data:`N_HELDOUT` images (random crops, never calibrated on) are kept for evaluation; with
-``measure_heldout=True`` the report gives the w8a8 model's agreement with the float model on them.
+Calibration images: ``calib`` (uint8 NHWC RGB pixels) or the built-in set, split into calibration and
+held-out images by the policy every target shares (:mod:`vitdeploy.quantization.calibration`); with
+``measure_heldout=True`` the report gives the w8a8 model's agreement with the float model on the held-out ones.
 """
 
 from __future__ import annotations
@@ -60,7 +59,8 @@ import numpy as np
 from ..diagnostics import converter_errors, quiet
 from ..errors import ConversionError, VitdeployError
 from ..preprocessing import Preprocessing
-from .calibration import CALIB_SEED, N_CALIB, N_HELDOUT, natural_images_hw
+from ..similarity import cosine_rows, logits_agreement
+from .calibration import CALIB_SEED, split_calibration
 
 
 # The op types coremltools' insert_prefix_quantize_dequantize_pair quantizes (coremltools 9.0).
@@ -108,8 +108,9 @@ def quantize_coreml(mlmodel, mode: str, *, input_name: str, preprocessing: Prepr
                     progress: Callable[[str], None] | None = None, measure_heldout: bool = False):
     """Quantize a converted ML Program; returns (new MLModel, JSON-able report).
 
-    ``measure_heldout`` (built-in images only) adds the w8a8-vs-float agreement on the held-out
-    images to the report; it costs two interpreter runs per held-out image.
+    Which images calibrate and which are held out: :func:`vitdeploy.quantization.calibration.split_calibration`,
+    as for TFLite. ``measure_heldout`` adds the w8a8-vs-float agreement on the held-out images to the
+    report; it costs two interpreter runs per held-out image.
     """
     say = progress or (lambda _msg: None)
     if mode == "w8":
@@ -117,7 +118,7 @@ def quantize_coreml(mlmodel, mode: str, *, input_name: str, preprocessing: Prepr
     if mode != "w8a8":
         raise VitdeployError(f"unknown Core ML quantization '{mode}'; choose w8 or w8a8")
     _, height, width = input_size
-    calib_pixels, heldout, source = _calibration_split(calib, height, width)
+    calib_pixels, heldout, source = split_calibration(calib, height, width)  # the same policy as TFLite's
     feeds = [_feed(pixels, input_name, preprocessing, raw_input) for pixels in calib_pixels]
     say(f"calibrating activation ranges on {len(feeds)} images through the MIL interpreter")
     float_interp = _interpreter(mlmodel)
@@ -161,16 +162,6 @@ def quantize_weights(mlmodel):
 
 
 # ----------------------------------------------------------------------------- calibration
-
-
-def _calibration_split(calib, height: int, width: int):
-    """(calibration pixels, held-out pixels or None, description of the source)."""
-    if calib is not None:
-        calib = np.asarray(calib, dtype=np.uint8)
-        return calib, None, f"caller's {len(calib)} images"
-    builtin = natural_images_hw(N_CALIB + N_HELDOUT, height, width, seed=CALIB_SEED)
-    return (builtin[:N_CALIB], builtin[N_CALIB:],
-            f"built-in natural_images: first {N_CALIB} of {N_CALIB + N_HELDOUT} (seed {CALIB_SEED})")
 
 
 def _feed(pixels: np.ndarray, input_name: str, pre: Preprocessing, raw_input: bool) -> dict:
@@ -323,9 +314,8 @@ def search_float_prefix(mlmodel, stats: dict, float_interp, feeds: list[dict]):
     for k in [k for k in FLOAT_PREFIX_STEPS if k <= len(names)]:
         model = insert_activation_quantization(mlmodel, stats, float_ops=names[:k])
         interp = _interpreter(model)
-        cos = [float(np.dot(r, g) / (np.linalg.norm(r) * np.linalg.norm(g) + 1e-30))
-               for r, g in ((r, np.ravel(interp.predict(feed)[LOGITS_OUTPUT]).astype(np.float64))
-                            for r, feed in zip(ref, feeds))]
+        got = [np.ravel(interp.predict(feed)[LOGITS_OUTPUT]) for feed in feeds]
+        cos = cosine_rows(np.stack(ref), np.stack(got)).tolist() if feeds else []
         tried.append({"float_prefix": k, "cosine_mean": round(float(np.mean(cos)), 5) if cos else None,
                       "cosine_min": round(float(np.min(cos)), 5) if cos else None})
         if not cos or np.min(cos) >= TARGET_COSINE:
@@ -376,7 +366,6 @@ def _heldout_agreement(float_interp, quant_interp, heldout, input_name, pre, raw
         feed = _feed(pixels, input_name, pre, raw_input)
         ref.append(np.ravel(float_interp.predict(feed)[LOGITS_OUTPUT]).astype(np.float64))
         got.append(np.ravel(quant_interp.predict(feed)[LOGITS_OUTPUT]).astype(np.float64))
-    ref, got = np.stack(ref), np.stack(got)
-    cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1) + 1e-30)
-    return {"heldout_images": len(heldout), "heldout_cosine_min": round(float(cos.min()), 6),
-            "heldout_top1_agreement": round(float(np.mean(ref.argmax(1) == got.argmax(1))), 4)}
+    score = logits_agreement(np.stack(got), np.stack(ref))
+    return {"heldout_images": len(heldout), "heldout_cosine_min": score["cosine_min"],
+            "heldout_top1_agreement": score["top1_agreement"]}

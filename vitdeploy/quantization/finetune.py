@@ -253,7 +253,7 @@ def _sim_agreement(sim: Int8Simulation, student, teacher, x) -> dict | None:
 
     if x is None:
         return None
-    from .tflite import logits_agreement
+    from ..similarity import logits_agreement
 
     sim.observe(False)
     with torch.no_grad():

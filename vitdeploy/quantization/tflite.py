@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..diagnostics import describe, quiet
+from ..similarity import logits_agreement
 from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_next_to, _tensor_ops, fallback_candidates, float_op_counts, int16_op_counts)
 
 # Activation-range statistics tried for int8 calibration (see _calibrate; "mse": ranges.py), and for
@@ -442,26 +443,6 @@ def _criterion(score: dict) -> float:
 
 def _describe(score: dict) -> str:
     return f"min {score['cosine_min']:.4f} / mean {score['cosine_mean']:.4f}"
-
-
-def logits_agreement(logits: np.ndarray, reference: np.ndarray) -> dict:
-    """Per-image cosine (mean and min) and top-1 agreement of ``logits`` against ``reference``.
-
-    An image whose logits are not finite (NaN/inf: an overflowing model) counts as cosine -1 and a
-    top-1 miss -- the worst a candidate can score, so the search never keeps it -- and the count is
-    reported as ``nonfinite_images``.
-    """
-    a = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
-    b = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
-    finite = np.isfinite(a).all(1)
-    a = np.where(finite[:, None], a, 0.0)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-    cos = np.where(finite, cos, -1.0)
-    out = {"cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6),
-           "top1_agreement": round(float(((a.argmax(1) == b.argmax(1)) & finite).mean()), 4)}
-    if not finite.all():
-        out["nonfinite_images"] = int((~finite).sum())
-    return out
 
 
 # ----------------------------------------------------------------------------- internals
