@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR, Preprocessing  # noqa: E402
+from vitdeploy.preprocessing import Preprocessing  # noqa: E402
 from vitdeploy.sample_images import natural_images  # noqa: E402
 
 MODES = ("none", "fp16", "dynamic", "int8")
@@ -63,14 +63,14 @@ def input_dependent(model, pre: Preprocessing, size: int, seed: int = 0):
 def bench_variant(variant: str, work: Path, threads: int, runs: int, warmup: int) -> list[dict]:
     import torch
 
-    from vitdeploy.models import create_model, variant_info
+    from vitdeploy.models import create_model, family_of, variant_info
     from vitdeploy.quantization.tflite import logits_agreement
     from vitdeploy.runtimes.tflite import TFLiteRunner
     from vitdeploy.runtimes.timing import profile_tflite, profile_torch
     from vitdeploy.targets.tflite import convert_tflite
 
     info = variant_info(variant)
-    pre = LEVIT if info.family == "levit" else MOBILEVIT_BGR
+    pre = family_of(variant).preprocessing_default
     torch.manual_seed(0)  # create_model draws from the global RNG: same weights every run
     model = input_dependent(create_model(variant), pre, info.img_size)
     x = pre.normalize(natural_images(31, info.img_size, seed=11)[15:])  # held-out random crops
