@@ -892,13 +892,16 @@ def _run_pte_config(request, cfg: dict, in_dev: str, out_dev: str, dev: Emulated
         model_bytes = dev.read_file(app, f"{in_dev}/{request.model}")
         try:
             program = Runtime.get().load_program(model_bytes)
+        except Exception as e:  # noqa: BLE001 - Module's constructor failing to load the program
+            raise ExecutorchRuntime(f"Failed to load program ({type(e).__name__})") from None
+        t1 = time.perf_counter_ns()
+        # getMethodMetadata("forward").backends, checked before loadMethod as the app does.
+        if "CoreMLBackend" in _pte_backends(model_bytes):
+            raise IllegalState("this .pte was lowered with the Core ML delegate (CoreMLBackend); only iOS runs it")
+        try:
             method = program.load_method("forward")
         except Exception as e:  # noqa: BLE001 - what Module.loadMethod's error code becomes on the phone
             raise ExecutorchRuntime(f"Failed to load method: forward ({type(e).__name__})") from None
-        t1 = time.perf_counter_ns()
-        backends = _pte_backends(model_bytes)
-        if "CoreMLBackend" in backends:
-            raise IllegalState("this .pte was lowered with the Core ML delegate (CoreMLBackend); only iOS runs it")
         t2 = time.perf_counter_ns()
         inputs = []
         for i, spec in enumerate(request.inputs):

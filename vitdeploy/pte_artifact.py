@@ -71,15 +71,18 @@ def read_program(pte: Path) -> dict:
         raise VitdeployError(f"reading a .pte needs executorch: pip install 'vitdeploy[executorch]' ({e})") from None
     try:
         parsed = deserialize_pte_binary(data)
+        program = getattr(parsed, "program", parsed)
+        methods = {}
+        # A damaged flatbuffer can deserialize into None fields: walking them fails here, not later.
+        for plan in program.execution_plan:
+            methods[plan.name] = {"inputs": [_value(plan, i) for i in plan.inputs],
+                                  "outputs": [_value(plan, i) for i in plan.outputs],
+                                  "delegates": sorted({d.id for d in plan.delegates or []})}
     except Exception as e:  # noqa: BLE001 - the flatbuffer reader raises many types for a broken file
         raise VitdeployError(f"{pte}: not a readable ExecuTorch program ({type(e).__name__}: "
                              f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'no detail'})") from None
-    program = getattr(parsed, "program", parsed)
-    methods = {}
-    for plan in program.execution_plan:
-        methods[plan.name] = {"inputs": [_value(plan, i) for i in plan.inputs],
-                              "outputs": [_value(plan, i) for i in plan.outputs],
-                              "delegates": sorted({d.id for d in plan.delegates})}
+    if not methods:
+        raise VitdeployError(f"{pte}: not a readable ExecuTorch program (no methods)")
     return {"methods": methods}
 
 
