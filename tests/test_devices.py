@@ -164,7 +164,7 @@ def test_request_round_trip_and_configs():
     (dict(compute_units=["tpu"]), "unknown android compute unit 'tpu'; choose from xnnpack, cpu, gpu, nnapi"),
     (dict(runs=0), "'runs' must be an integer >= 1"),
     (dict(model="../m.tflite"), "'model' must be a bare file name"),
-    (dict(model="m.mlpackage"), "the android harness needs a .tflite model"),
+    (dict(model="m.mlpackage"), "the android harness needs a .tflite or .pte model"),
     (dict(threads=[]), "'threads' must be a non-empty list"),
     (dict(request_id="a b"), "'request_id' must be 1-64 chars"),
     (dict(platform="ios", model="m.mlpackage", compute_units=["gpu"]), "unknown ios compute unit 'gpu'"),
