@@ -21,6 +21,10 @@ from .errors import VitdeployError
 PTE_SUFFIX = ".pte"
 # The metadata written beside ``model.pte`` by ``vitdeploy convert --target executorch``: ``model.pte.json``.
 SIDECAR_SUFFIX = ".json"
+# The ExecuTorch runtime the harness apps and generated helpers pin (Maven org.pytorch:executorch-android,
+# Swift package branch swiftpm-<version>): the exporter's version, since a .pte needs a runtime at least
+# as new as what wrote it (tests/test_devices.py checks both apps against the installed executorch).
+RUNTIME_VERSION = "1.5.1"
 XNNPACK_BACKEND = "XnnpackBackend"
 COREML_BACKEND = "CoreMLBackend"
 # executorch's ScalarType codes (runtime/core/portable_type/scalar_type.h) -> the protocol's dtype names.
