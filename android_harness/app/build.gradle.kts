@@ -60,7 +60,7 @@ android {
         jvmTarget = "17"
     }
 
-    // .tflite / .pte files must stay uncompressed if a model is ever bundled as an asset.
+    // .tflite files must stay uncompressed if a model is ever bundled as an asset (.pte likewise).
     androidResources {
         noCompress += listOf("tflite", "pte")
     }
