@@ -1232,6 +1232,7 @@ def test_harness_runtime_versions_match_the_exporter():
     import re
 
     exporter = importlib.metadata.version("executorch")
+    assert pte_artifact.RUNTIME_VERSION == exporter  # what the generated helpers and package docs name
     gradle = (ROOT / "android_harness/app/build.gradle.kts").read_text()
     assert re.search(r'^val executorch = "([^"]+)"$', gradle, re.M).group(1) == exporter
     assert 'implementation("org.pytorch:executorch-android:$executorch")' in gradle
