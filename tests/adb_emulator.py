@@ -8,7 +8,8 @@ or kills a real one.
 
 Each emulated device has a file system rooted in a host temp directory, a
 package list, getprop values, and an `am instrument` that runs the vitdeploy
-harness protocol with the host LiteRT runtime (XNNPACK), writing result JSON
+harness protocol with the host LiteRT runtime (XNNPACK) for a .tflite and the host
+ExecuTorch runtime (executorch.runtime, XNNPACK) for a .pte, writing result JSON
 and output tensors exactly where the Android harness would.
 
 File ownership and modes follow a real phone (see `EmulatedDevice.access`): what adb
@@ -758,7 +759,8 @@ def run_harness(dev: EmulatedDevice, request_path: str) -> str | None:
         "model": dev.props.get("ro.product.model"), "device": dev.props.get("ro.product.device"),
         "soc": dev.props.get("ro.soc.model"), "os_version": dev.props.get("ro.build.version.release"),
         "sdk": dev.sdk, "abi": dev.props.get("ro.product.cpu.abi"),
-        "runtime": "LiteRT (host ai_edge_litert, vitdeploy adb emulator)",
+        "runtime": ("ExecuTorch (host executorch.runtime, vitdeploy adb emulator)" if request.model.endswith(".pte")
+                    else "LiteRT (host ai_edge_litert, vitdeploy adb emulator)"),
     }
     configs = [_run_config(request, cfg, in_dev, out_dev, dev) for cfg in request.configs()]
     result = HarnessResult(request_id=request.request_id, status="ok", device=device_info, configs=configs)
@@ -805,6 +807,8 @@ def _run_config(request, cfg: dict, in_dev: str, out_dev: str, dev: EmulatedDevi
     unit = cfg["compute_unit"]
     if unit in ("gpu", "nnapi"):
         return ConfigResult(status="error", error=f"{unit} delegate is not available on this device", **base)
+    if request.model.endswith(".pte"):
+        return _run_pte_config(request, cfg, in_dev, out_dev, dev, base)
     app = HARNESS_UID
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -862,6 +866,102 @@ def _run_config(request, cfg: dict, in_dev: str, out_dev: str, dev: EmulatedDevi
         return ConfigResult(status="error", error=f"{type(e).__name__}Exception: {e}", **base)
     except (ValueError, RuntimeError, OSError, ProtocolError) as e:
         return ConfigResult(status="error", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", **base)
+
+
+# ExecuTorch's ScalarType names -> the protocol's; HarnessBenchmark.kt writes these output types
+# (Tensor.dataAs*Array) and refuses others, as ptePutOutputs does.
+PTE_OUTPUT_DTYPES = {"torch.float32": "float32", "torch.int32": "int32", "torch.int64": "int64",
+                     "torch.int8": "int8", "torch.uint8": "uint8"}
+
+
+def _run_pte_config(request, cfg: dict, in_dev: str, out_dev: str, dev: EmulatedDevice, base: dict):
+    """HarnessBenchmark.runPteConfig: Module.load(path, LOAD_MODE_MMAP, threads), the backends check,
+    float32 inputs through Tensor.fromBlob, forward, outputs as raw little-endian bytes."""
+    import numpy as np
+
+    from vitdeploy.devices.protocol import ConfigResult, TensorFile
+
+    app = HARNESS_UID
+    try:
+        pin = cpu_affinity(dev, cfg["threads"])
+        import torch
+        from executorch.runtime import Runtime
+
+        t0 = time.perf_counter_ns()
+        # Module.load checks the path is a readable file (ExecuTorchRuntime.validateFilePath) before mapping it.
+        model_bytes = dev.read_file(app, f"{in_dev}/{request.model}")
+        try:
+            program = Runtime.get().load_program(model_bytes)
+        except Exception as e:  # noqa: BLE001 - Module's constructor failing to load the program
+            raise ExecutorchRuntime(f"Failed to load program ({type(e).__name__})") from None
+        t1 = time.perf_counter_ns()
+        # getMethodMetadata("forward").backends, checked before loadMethod as the app does.
+        if "CoreMLBackend" in _pte_backends(model_bytes):
+            raise IllegalState("this .pte was lowered with the Core ML delegate (CoreMLBackend); only iOS runs it")
+        try:
+            method = program.load_method("forward")
+        except Exception as e:  # noqa: BLE001 - what Module.loadMethod's error code becomes on the phone
+            raise ExecutorchRuntime(f"Failed to load method: forward ({type(e).__name__})") from None
+        t2 = time.perf_counter_ns()
+        inputs = []
+        for i, spec in enumerate(request.inputs):
+            if spec.dtype != "float32":
+                raise IllegalState(f"input {i} is {spec.dtype}; a .pte takes float32")
+            data = dev.read_file(app, f"{in_dev}/{spec.file}")
+            if len(data) != spec.nbytes:
+                raise IllegalState(f"{spec.file} has {len(data)} bytes, expected {spec.nbytes}")
+            inputs.append(torch.from_numpy(np.frombuffer(data, "<f4").reshape(spec.shape).copy()))
+
+        def invoke():
+            if dev.cancel.is_set():
+                raise IllegalState("instrumentation was stopped")
+            s = time.perf_counter_ns()
+            try:
+                out = method.execute(inputs)
+            except Exception as e:  # noqa: BLE001 - Module.execute throws ExecutorchRuntimeException
+                raise ExecutorchRuntime(f"Execution of method forward failed ({type(e).__name__})") from None
+            return (time.perf_counter_ns() - s) / 1e6, out
+
+        first, out = invoke()
+        for _ in range(request.warmup):
+            invoke()
+        lat = []
+        for _ in range(request.runs):
+            ms, out = invoke()
+            lat.append(ms)
+        outputs = []
+        for i, t in enumerate(out):
+            if not isinstance(t, torch.Tensor):
+                raise IllegalState(f"output {i} is not a tensor")
+            name = PTE_OUTPUT_DTYPES.get(str(t.dtype))
+            if name is None:
+                raise IllegalState(f"output {i} is {t.dtype}, which the harness does not write")
+            arr = np.ascontiguousarray(t.detach().numpy())
+            file = f"{cfg['name']}.output{i}.bin"
+            dev.create_file(app, f"{out_dev}/{file}", arr.astype(arr.dtype.newbyteorder("<")).tobytes(), 0o600)
+            outputs.append(TensorFile(file=file, shape=[int(d) for d in arr.shape] or [1], dtype=name))
+        return ConfigResult(status="ok", load_ms=(t1 - t0) / 1e6, init_ms=(t2 - t1) / 1e6, first_inference_ms=first,
+                            latencies_ms=lat, peak_memory_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                            outputs=outputs, cpu_affinity=pin, **base)
+    except AccessDenied as e:
+        return ConfigResult(status="error", error=f"FileNotFoundException: {e}", **base)
+    except (IllegalState, IllegalArgument) as e:
+        return ConfigResult(status="error", error=f"{type(e).__name__}Exception: {e}", **base)
+    except ExecutorchRuntime as e:
+        return ConfigResult(status="error", error=f"ExecutorchRuntimeException: {e}", **base)
+
+
+def _pte_backends(data: bytes) -> list[str]:
+    """Module.getMethodMetadata("forward").backends: the delegate ids of the forward plan."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(data)
+    program = getattr(program, "program", program)
+    return sorted({d.id for plan in program.execution_plan if plan.name == "forward" for d in plan.delegates})
+
+
+class ExecutorchRuntime(Exception):
+    """org.pytorch.executorch.ExecutorchRuntimeException in the harness."""
 
 
 class IllegalState(Exception):

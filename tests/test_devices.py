@@ -164,7 +164,7 @@ def test_request_round_trip_and_configs():
     (dict(compute_units=["tpu"]), "unknown android compute unit 'tpu'; choose from xnnpack, cpu, gpu, nnapi"),
     (dict(runs=0), "'runs' must be an integer >= 1"),
     (dict(model="../m.tflite"), "'model' must be a bare file name"),
-    (dict(model="m.mlpackage"), "the android harness needs a .tflite model"),
+    (dict(model="m.mlpackage"), "the android harness needs a .tflite or .pte model"),
     (dict(threads=[]), "'threads' must be a non-empty list"),
     (dict(request_id="a b"), "'request_id' must be 1-64 chars"),
     (dict(platform="ios", model="m.mlpackage", compute_units=["gpu"]), "unknown ios compute unit 'gpu'"),
@@ -1057,3 +1057,271 @@ def test_kotlin_harness_agrees_with_the_protocol():
     pin = kt[kt.index("private fun pinAndReport("):]
     assert all(f'.put("{k}"' in pin for k in ("requested", "pinned", "mask", "error"))
     assert "CpuAffinity.currentMask()" in pin
+
+
+# -- ExecuTorch .pte on both harnesses ----------------------------------------------------
+
+import re  # noqa: E402
+
+from pte_fixtures import reference_logits, write_tiny_pte  # noqa: E402
+
+from vitdeploy import pte_artifact  # noqa: E402
+from vitdeploy.devices.protocol import MODEL_SUFFIXES, PTE_COMPUTE_UNITS  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_pte(tmp_path_factory) -> Path:
+    pytest.importorskip("executorch")
+    return write_tiny_pte(tmp_path_factory.mktemp("pte") / "tiny.pte")
+
+
+@pytest.fixture(scope="session")
+def coreml_pte(tmp_path_factory) -> Path:
+    pytest.importorskip("executorch")
+    pytest.importorskip("coremltools")
+    return write_tiny_pte(tmp_path_factory.mktemp("pte") / "tiny_coreml.pte", backend="coreml")
+
+
+def _pixels(size: int = 8) -> np.ndarray:
+    return np.random.default_rng(3).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(model="m.pte", compute_units=["xnnpack"]), "unknown android .pte compute unit 'xnnpack'; choose from cpu"),
+    (dict(model="m.pte", compute_units=["gpu"]), "unknown android .pte compute unit 'gpu'"),
+    (dict(platform="ios", model="m.pte", compute_units=["all"], threads=[1]),
+     "unknown ios .pte compute unit 'all'; choose from cpu, coreml"),
+    (dict(platform="ios", model="m.pte", compute_units=["cpuOnly"], threads=[1]), "unknown ios .pte compute unit"),
+    (dict(platform="ios", model="m.tflite", compute_units=["cpuOnly"]), "needs a .mlpackage or .pte model"),
+    (dict(model="m.mlpackage"), "the android harness needs a .tflite or .pte model"),
+    (dict(model="m.pte", compute_units=["cpu"], inputs=[TensorFile("input0.bin", [1, 8, 8, 3], "int8")]),
+     "a .pte model takes float32 inputs, got int8"),
+])
+def test_pte_request_validation_is_one_line(kw, msg):
+    with pytest.raises(ProtocolError) as e:
+        _request(**kw)
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_pte_request_configs():
+    req = _request(model="m.pte", compute_units=["cpu"], threads=[1, 4])
+    assert [c["name"] for c in req.configs()] == ["cpu-1t", "cpu-4t"]  # XNNPACK thread counts, like a .tflite
+    ios_req = _request(platform="ios", model="m.pte", compute_units=["cpu", "coreml"], threads=[1])
+    assert [c["name"] for c in ios_req.configs()] == ["cpu", "coreml"]
+    assert HarnessRequest.loads(ios_req.dumps()) == ios_req
+
+
+def test_pte_program_is_read_without_a_runtime(tiny_pte, coreml_pte, tmp_path):
+    fwd = pte_artifact.forward_of(tiny_pte)
+    assert fwd["inputs"] == [{"shape": [1, 8, 8, 3], "dtype": "float32"}]
+    assert fwd["outputs"] == [{"shape": [1, 5], "dtype": "float32"}]
+    assert fwd["delegates"] == [pte_artifact.XNNPACK_BACKEND]
+    assert pte_artifact.forward_of(coreml_pte)["delegates"] == [pte_artifact.COREML_BACKEND]
+    bad = tmp_path / "bad.pte"
+    bad.write_bytes(b"\0\0\0\0ET12" + b"\xff" * 40)
+    with pytest.raises(VitdeployError, match=r"bad.pte: not a readable ExecuTorch program \(") as e:
+        pte_artifact.read_program(bad)
+    assert "\n" not in str(e.value)
+    bad.write_bytes(b"not a program at all")
+    with pytest.raises(VitdeployError, match="is not an ExecuTorch program"):
+        pte_artifact.read_program(bad)
+
+
+def test_pte_units_follow_the_delegates():
+    x, c = [pte_artifact.XNNPACK_BACKEND], [pte_artifact.COREML_BACKEND, pte_artifact.XNNPACK_BACKEND]
+    assert pte_artifact.unit_mismatch("android", "cpu", x) is None
+    assert pte_artifact.unit_mismatch("ios", "cpu", []) is None  # portable kernels only
+    assert pte_artifact.unit_mismatch("ios", "coreml", c) is None
+    assert "only iOS runs it" in pte_artifact.unit_mismatch("android", "cpu", c)
+    assert "use coreml" in pte_artifact.unit_mismatch("ios", "cpu", c)
+    assert "needs a .pte lowered with the Core ML delegate" in pte_artifact.unit_mismatch("ios", "coreml", x)
+
+
+@needs_adb
+def test_android_pte_end_to_end(emu, tiny_pte, tmp_path):
+    dev = emu.add(pixel7("EMU7P", tmp_path / "dev"))
+    out = profile_android(tiny_pte, runs=3, warmup=1, threads=[1, 2], input_array=_pixels(), timeout_s=60, adb=ADB,
+                          server_socket=emu.socket_spec)
+    np.testing.assert_allclose(out["output"], reference_logits(tiny_pte, _pixels()), rtol=1e-5, atol=1e-5)
+    assert [(c["name"], c["status"]) for c in out["configs"]] == [("cpu-1t", "ok"), ("cpu-2t", "ok")]
+    assert out["request"]["compute_units"] == ["cpu"] and out["request"]["model"] == "tiny.pte"
+    assert out["configs"][0]["cpu_affinity"]["pinned"] and len(out["configs"][1]["latencies_ms"]) == 3
+    assert out["device"]["runtime"].startswith("ExecuTorch")
+    assert any(s.startswith("sync:SEND /data/local/tmp/vitdeploy/") and "/tiny.pte," in s for s in emu.log)
+    assert not any((dev.root / "data/local/tmp/vitdeploy").iterdir())
+
+
+@needs_adb
+def test_android_pte_bad_input_is_the_configs_error(emu, tiny_pte, tmp_path):
+    emu.add(pixel7("EMU7Q", tmp_path / "dev"))
+    with pytest.raises(VitdeployError, match=r"could not run tiny.pte on EMU7Q: cpu-1t: ExecutorchRuntimeException: "
+                                             r"Execution of method forward failed"):
+        profile_android(tiny_pte, runs=2, warmup=0, threads=[1], input_array=np.zeros((1, 4, 4, 3), np.float32),
+                        timeout_s=60, adb=ADB, server_socket=emu.socket_spec)
+
+
+@needs_adb
+def test_android_pte_refusals_before_touching_the_phone(emu, tiny_pte, coreml_pte, tmp_path):
+    emu.add(pixel7("EMU7R", tmp_path / "dev"))
+    kw = dict(runs=2, warmup=0, threads=[1], timeout_s=60, adb=ADB, server_socket=emu.socket_spec)
+    with pytest.raises(VitdeployError, match=r"unknown Android compute unit for a .pte 'xnnpack'; choose from cpu"):
+        profile_android(tiny_pte, delegates=["xnnpack"], **kw)
+    with pytest.raises(VitdeployError, match=r"tiny_coreml.pte: this .pte was lowered with the Core ML delegate "
+                                             r"\(CoreMLBackend\); only iOS runs it"):
+        profile_android(coreml_pte, **kw)
+    broken = tmp_path / "broken.pte"
+    broken.write_bytes(b"garbage")
+    with pytest.raises(VitdeployError, match="broken.pte is not an ExecuTorch program"):
+        profile_android(broken, **kw)
+    assert emu.log == []
+
+
+@needs_adb
+def test_android_harness_refuses_a_coreml_pte_like_the_app(emu, coreml_pte, tmp_path):
+    """The emulated harness applies the app's own backends check (a request that bypasses the host)."""
+    dev = emu.add(pixel7("EMU7S", tmp_path / "dev"))
+    adb = android.Adb(ADB, server_socket=emu.socket_spec).for_serial("EMU7S")
+    req = HarnessRequest(platform="android", model=coreml_pte.name, inputs=[TensorFile("input0.bin", [1, 8, 8, 3])],
+                         compute_units=["cpu"], runs=1, warmup=0, threads=[1], request_id="r1",
+                         output_dir=android.OUTPUT_ROOT + "/r1")
+    local = tmp_path / "req"
+    local.mkdir()
+    write_tensor(local / "input0.bin", _pixels())
+    (local / "request.json").write_text(req.dumps())
+    for f in (coreml_pte, local / "input0.bin", local / "request.json"):
+        adb.check(["push", str(f), f"/data/local/tmp/vitdeploy/r1/{f.name}"], timeout=30, what="push")
+    android.run_instrumentation(adb, "/data/local/tmp/vitdeploy/r1/request.json", timeout=60)
+    result = json.loads((dev.root / (android.OUTPUT_ROOT + "/r1/result.json").lstrip("/")).read_text())
+    assert result["configs"][0]["status"] == "error"
+    assert "lowered with the Core ML delegate (CoreMLBackend); only iOS runs it" in result["configs"][0]["error"]
+
+
+def test_ios_pte_plan_and_units(tiny_pte, coreml_pte, tmp_path, monkeypatch):
+    """The .pte goes to the phone as one file; the units default from, and are checked against, its delegates."""
+    assert ios.pte_units(tiny_pte, None) == (["cpu"], [1, 8, 8, 3])
+    assert ios.pte_units(coreml_pte, None)[0] == ["coreml"]
+    with pytest.raises(VitdeployError, match="needs a .pte lowered with the Core ML delegate"):
+        ios.pte_units(tiny_pte, ["coreml"])
+    with pytest.raises(VitdeployError, match="unknown iOS compute unit for a .pte 'all'"):
+        ios.pte_units(tiny_pte, ["all"])
+    monkeypatch.setattr(ios, "list_connected_ios", lambda **kw: [{"udid": "U1", "state": "device", "platform": "ios"}])
+    steps_seen = []
+
+    def runner(step):
+        steps_seen.append(step)
+        if step.what == "copy result.json from the phone":
+            req = HarnessRequest.loads((tmp_path / "w/request/request.json").read_text())
+            res = _result(req)
+            (tmp_path / "w/out/result.json").write_text(json.dumps(res))
+        if step.what.startswith("copy cpu.output0.bin"):
+            write_tensor(tmp_path / "w/out/cpu.output0.bin", np.zeros((1, 10), np.float32))
+        return __import__("subprocess").CompletedProcess(step.argv, 0, "", "")
+
+    out = ios.profile_ios(tiny_pte, runs=3, warmup=0, work_dir=tmp_path / "w", platform="darwin", runner=runner)
+    assert out["request"]["compute_units"] == ["cpu"] and out["request"]["model"] == "tiny.pte"
+    model_copies = [s for s in steps_seen if s.what == "copy tiny.pte to the phone"]
+    assert len(model_copies) == 1 and model_copies[0].argv[-1].endswith("/tiny.pte")
+    assert model_copies[0].argv[model_copies[0].argv.index("--source") + 1] == str(tiny_pte)
+    sent = HarnessRequest.loads((tmp_path / "w/request/request.json").read_text())
+    assert (sent.inputs[0].shape, sent.inputs[0].dtype) == ([1, 8, 8, 3], "float32")
+
+
+def test_harness_runtime_versions_match_the_exporter():
+    """Both apps pin the ExecuTorch runtime the converter exports with: a .pte needs a runtime at least as new."""
+    import importlib.metadata
+    import re
+
+    exporter = importlib.metadata.version("executorch")
+    assert pte_artifact.RUNTIME_VERSION == exporter  # what the generated helpers and package docs name
+    gradle = (ROOT / "android_harness/app/build.gradle.kts").read_text()
+    assert re.search(r'^val executorch = "([^"]+)"$', gradle, re.M).group(1) == exporter
+    assert 'implementation("org.pytorch:executorch-android:$executorch")' in gradle
+    kt = (ROOT / "android_harness/app/src/androidTest/java/com/vitdeploy/harness/HarnessBenchmark.kt").read_text()
+    assert f'private const val EXECUTORCH_VERSION = "{exporter}"' in kt
+    doc = _parse_openstep((ROOT / "ios_harness/VitdeployHarness.xcodeproj/project.pbxproj").read_text())
+    refs = [o for o in doc["objects"].values() if o["isa"] == "XCRemoteSwiftPackageReference"]
+    assert [r["requirement"] for r in refs] == [{"branch": f"swiftpm-{exporter}", "kind": "branch"}]
+
+
+def test_xcode_project_links_the_executorch_package():
+    doc = _parse_openstep((ROOT / "ios_harness/VitdeployHarness.xcodeproj/project.pbxproj").read_text())
+    objects = doc["objects"]
+    root = objects[doc["rootObject"]]
+    (pkg_id,) = root["packageReferences"]
+    assert objects[pkg_id]["isa"] == "XCRemoteSwiftPackageReference"
+    assert objects[pkg_id]["repositoryURL"] == "https://github.com/pytorch/executorch"
+    targets = {o["name"]: o for o in objects.values() if o["isa"] == "PBXNativeTarget"}
+    tests = targets["VitdeployHarnessTests"]
+    deps = [objects[d] for d in tests["packageProductDependencies"]]
+    assert all(d["isa"] == "XCSwiftPackageProductDependency" and d["package"] == pkg_id for d in deps)
+    products = {d["productName"] for d in deps}
+    assert {"executorch", "backend_xnnpack", "backend_coreml"} <= products
+    # Each product is linked (a build file in the target's Frameworks phase), and only by the tests target:
+    # linking the static runtime into the host app too would register its backends twice.
+    frameworks = [objects[p] for p in tests["buildPhases"] if objects[p]["isa"] == "PBXFrameworksBuildPhase"]
+    linked = {objects[b]["productRef"] for ph in frameworks for b in ph["files"]}
+    assert linked == set(tests["packageProductDependencies"])
+    assert "packageProductDependencies" not in targets["VitdeployHarness"]
+    # Backends and kernels register from static initializers: -all_load keeps them (ExecuTorch's iOS docs).
+    for cfg in objects[tests["buildConfigurationList"]]["buildConfigurations"]:
+        assert "-all_load" in objects[cfg]["buildSettings"]["OTHER_LDFLAGS"]
+    # The package's minimum iOS (Package.swift: .iOS(.v17)) is the project's deployment target.
+    for cfg in objects[root["buildConfigurationList"]]["buildConfigurations"]:
+        assert float(objects[cfg]["buildSettings"]["IPHONEOS_DEPLOYMENT_TARGET"]) >= 17.0
+    # The pbxproj library (what `vitdeploy package --into` edits projects with) reads it too.
+    from vitdeploy.packaging.ios import dangling_references, load_pbxproj, parse_pbxproj
+
+    text = (ROOT / "ios_harness/VitdeployHarness.xcodeproj/project.pbxproj").read_text()
+    assert dangling_references(parse_pbxproj(text)) == []
+    assert load_pbxproj(text).objects[pkg_id].isa == "XCRemoteSwiftPackageReference"
+
+
+def test_ios_pte_swift_calls_the_executorch_api():
+    """What PteBenchmark.swift must call, as ExecuTorch's Swift API spells it (extension/apple/ExecuTorch/Exported,
+    v1.4.1 and main): it cannot be compiled here."""
+    from vitdeploy.devices.protocol import PTE_INPUT_DTYPES
+
+    pte = (SWIFT_DIR / "VitdeployHarnessTests/PteBenchmark.swift").read_text()
+    proto = (SWIFT_DIR / "VitdeployHarnessTests/HarnessProtocol.swift").read_text()
+    bench = (SWIFT_DIR / "VitdeployHarnessTests/HarnessBenchmarkTests.swift").read_text()
+    assert pte.startswith("import ExecuTorch\n")
+    for call in ("Module(filePath: modelURL.path)", "try module.load()", 'try module.load("forward")',
+                 'try module.methodMetadata("forward")', "metadata.backendNames", "metadata.inputTensorMetadata",
+                 "Tensor<Float>(scalars, shape: spec.shape)", "try module.forward(inputs)",
+                 "let tensor: Tensor<Float> = value.tensor()", "tensor.scalars()"):
+        assert call in pte, call
+    assert f'static let coreMLBackend = "{pte_artifact.COREML_BACKEND}"' in pte
+    units = re.search(r"static let pteComputeUnits = \[(.*?)\]", proto).group(1)
+    assert [u.strip(' "') for u in units.split(",")] == list(PTE_COMPUTE_UNITS["ios"])
+    suffixes = re.search(r"static let modelSuffixes = \[(.*?)\]", proto).group(1)
+    assert [u.strip(' "') for u in suffixes.split(",")] == list(MODEL_SUFFIXES["ios"])
+    assert PTE_INPUT_DTYPES == ("float32",) and 'dtype == "float32"' in proto
+    assert "if request.isPte {" in bench and "PteBenchmark.runConfig(" in bench
+    assert _swift_errors(SWIFT_DIR / "VitdeployHarnessTests/PteBenchmark.swift") == []
+
+
+def test_kotlin_harness_runs_pte_like_the_protocol():
+    """HarnessBenchmark.kt's .pte path against ExecuTorch's Android API (Module.kt/Tensor.kt/EValue.kt,
+    release/1.4 and main): Kotlin reads Tensor.dataAsFloatArray as a property. It cannot be compiled here."""
+    kt = (ROOT / "android_harness/app/src/androidTest/java/com/vitdeploy/harness/HarnessBenchmark.kt").read_text()
+    for imp in ("DType", "EValue", "Module", "Tensor"):
+        assert f"import org.pytorch.executorch.{imp}\n" in kt
+    body = kt[kt.index("private fun runPteConfig("):kt.index("private fun pinAndReport(")]
+    for call in ("Module.load(File(inDir, request.model).path, Module.LOAD_MODE_MMAP, config.threads ?: 0)",
+                 'mod.loadMethod("forward")', 'mod.getMethodMetadata("forward").backends',
+                 "EValue.from(pteInput(", "Tensor.fromBlob(floats, ", "module.forward(*inputs)",
+                 "value.toTensor()", "tensor.dataAsFloatArray", "module?.destroy()",
+                 'json.put("cpu_affinity", pinAndReport('):
+        assert call in body, call
+    assert "getDataAsFloatArray()" not in kt  # the Java spelling does not compile in Kotlin's property syntax
+    assert f'private const val COREML_BACKEND = "{pte_artifact.COREML_BACKEND}"' in kt
+    units = re.search(r"PTE_UNITS = setOf\((.*?)\)", kt).group(1)
+    assert [u.strip(' "') for u in units.split(",")] == list(PTE_COMPUTE_UNITS["android"])
+    suffixes = re.search(r"MODEL_SUFFIXES = listOf\((.*?)\)", kt).group(1)
+    assert [u.strip(' "') for u in suffixes.split(",")] == list(MODEL_SUFFIXES["android"])
+    assert "if (request.isPte) runPteConfig(" in kt
+    # The emulator's output types are the ones pteOutputBytes writes.
+    from adb_emulator import PTE_OUTPUT_DTYPES
+
+    named = re.findall(r'DType\.(\w+) -> (?:tensor\.\w+\.let \{ a ->\s*Pair|Pair)\("(\w+)"', body)
+    assert sorted(n for _, n in named) == sorted(PTE_OUTPUT_DTYPES.values())

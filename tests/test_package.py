@@ -999,3 +999,188 @@ def test_ios_model_name_must_be_an_identifier(mlpackages, tmp_path):
     with pytest.raises(VitdeployError) as e:
         package(renamed, platform="ios", out=tmp_path / "o")
     assert "not a valid identifier" in _one_line_error(e)
+
+
+# ----------------------------------------------------------------------------- ExecuTorch .pte
+
+from pte_fixtures import NUM_CLASSES, write_tiny_pte  # noqa: E402
+
+from vitdeploy.packaging.codegen import kotlin_pte_helper, swift_pte_helper  # noqa: E402
+from vitdeploy.pte_artifact import RUNTIME_VERSION, sidecar_path  # noqa: E402
+
+PTE_META = {"labels": TINY_LABELS, "preprocessing": {"resize": 9, "crop": 8}, "precision": "fp32"}
+
+
+@pytest.fixture(scope="module")
+def pte_model(tmp_path_factory) -> Path:
+    pytest.importorskip("executorch")
+    return write_tiny_pte(tmp_path_factory.mktemp("pte") / "tiny_vit.pte", sidecar=PTE_META)
+
+
+def _swift_syntax_errors(source: str) -> list:
+    tree_sitter = pytest.importorskip("tree_sitter")
+    tree_sitter_swift = pytest.importorskip("tree_sitter_swift")
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_swift.language()))
+    found, stack = [], [parser.parse(source.encode()).root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            found.append((node.start_point, source.encode()[node.start_byte:node.end_byte][:60]))
+        stack.extend(node.children)
+    return found
+
+
+def test_pte_suffix_matches_the_harness_protocol():
+    from vitdeploy import packaging, pte_artifact
+    from vitdeploy.devices.protocol import MODEL_SUFFIXES
+
+    assert packaging.PTE_SUFFIX == pte_artifact.PTE_SUFFIX == ".pte"
+    assert all(packaging.PTE_SUFFIX in s for s in MODEL_SUFFIXES.values())
+    assert sidecar_path(Path("a/m.pte")) == Path("a/m.pte.json")
+
+
+def test_pte_bad_input_gives_one_line_errors(tmp_path):
+    fake = tmp_path / "m.pte"
+    fake.write_bytes(b"definitely not a program")
+    folder = tmp_path / "m_dir.pte"
+    folder.mkdir()
+    cases = [
+        (dict(artifact=fake, out=tmp_path / "o"), infer_platform, "a .pte runs on ios and android; pass --platform"),
+        (dict(artifact=fake, platform="android", out=tmp_path / "o"), None, "is not an ExecuTorch program"),
+        (dict(artifact=fake, platform="ios", out=tmp_path / "o"), None, "is not an ExecuTorch program"),
+        (dict(artifact=folder, platform="ios", out=tmp_path / "o"), None, "is not a .pte file"),
+        (dict(artifact=tmp_path / "missing.pte", platform="android", out=tmp_path / "o"), None, "no such file"),
+    ]
+    for kwargs, via, expected in cases:
+        artifact = kwargs.pop("artifact")
+        with pytest.raises(VitdeployError) as e:
+            infer_platform(artifact) if via else package(artifact, **kwargs)
+        assert expected in _one_line_error(e), (kwargs, str(e.value))
+    assert not (tmp_path / "o").exists()
+
+
+def test_pte_bad_sidecar_and_shapes_are_refused(pte_model, tmp_path):
+    bad = tmp_path / "bad.pte"
+    shutil.copy(pte_model, bad)
+    sidecar_path(bad).write_text("{not json")
+    with pytest.raises(VitdeployError) as e:
+        package(bad, platform="android", out=tmp_path / "o")
+    assert "bad.pte.json: not valid JSON" in _one_line_error(e)
+    sidecar_path(bad).write_text(json.dumps({"labels": ["a", "b"]}))
+    with pytest.raises(VitdeployError) as e:
+        package(bad, platform="ios", out=tmp_path / "o")
+    assert f"2 labels but the model has {NUM_CLASSES} classes" in _one_line_error(e)
+    raw = write_tiny_pte(tmp_path / "raw.pte", size=8)  # NHWC pixels: fine; an NCHW program is not
+    assert package(raw, platform="android", out=tmp_path / "ok").written
+    assert not (tmp_path / "o").exists()
+
+
+def test_pte_android_out_mode_copies_program_and_sidecar(pte_model, tmp_path):
+    report = package(pte_model, platform="android", out=tmp_path / "o", top_k=3, android_package="org.example.app")
+    out = tmp_path / "o"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["tiny_vit.pte", "tiny_vit.pte.json", "labels.txt", KOTLIN_HELPER, "README.md"])
+    assert (out / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()
+    assert (out / "tiny_vit.pte.json").read_bytes() == sidecar_path(pte_model).read_bytes()
+    assert (out / "labels.txt").read_text().splitlines() == TINY_LABELS
+    kt = (out / KOTLIN_HELPER).read_text()
+    assert kt.splitlines()[2] == "package org.example.app" and "@@" not in kt
+    assert 'const val MODEL_ASSET = "tiny_vit.pte"' in kt and "const val NUM_CLASSES = 5" in kt
+    assert "const val INPUT_WIDTH = 8" in kt and "const val CROP_FRACTION = 0.8888889f" in kt
+    assert f"org.pytorch:executorch-android:{RUNTIME_VERSION}" in (out / "README.md").read_text()
+    assert report.warnings == []
+    # Same files again: nothing rewritten; a different file is refused without --force, and nothing written.
+    again = package(pte_model, platform="android", out=out, top_k=3, android_package="org.example.app")
+    assert again.written == [] and len(again.skipped) == 5
+    (out / "tiny_vit.pte.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(VitdeployError) as e:
+        package(pte_model, platform="android", out=out, top_k=4, android_package="org.example.app")
+    assert "tiny_vit.pte.json already exists and differs; pass --force" in _one_line_error(e)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the new helper was not written either
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_pte_android_into_the_harness(pte_model, tmp_path):
+    root = _copy(ANDROID_HARNESS, tmp_path)
+    report = package(pte_model, platform="android", into=root)
+    assets = root / "app/src/main/assets"
+    assert (assets / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()
+    assert (assets / "tiny_vit.pte.json").is_file() and (assets / "labels.txt").is_file()
+    kt = (root / "app/src/main/java/com/vitdeploy/harness" / KOTLIN_HELPER).read_text()
+    assert "package com.vitdeploy.harness" in kt and "Module.load(modelFile(context, modelAsset).absolutePath" in kt
+    assert report.warnings == []  # the harness already depends on executorch-android
+    plain = tmp_path / "plain"
+    (plain / "src/main").mkdir(parents=True)
+    (plain / "src/main/AndroidManifest.xml").write_text('<manifest package="org.example.x"/>')
+    (plain / "build.gradle").write_text("apply plugin: 'com.android.application'\nandroid { namespace 'org.example.x' }\n")
+    report = package(pte_model, platform="android", into=plain)
+    assert any(f"implementation 'org.pytorch:executorch-android:{RUNTIME_VERSION}'" in w for w in report.warnings)
+
+
+def test_pte_kotlin_helper_calls_the_executorch_api():
+    info = {"width": 256, "height": 224, "num_classes": 10, "labels": None, "preprocessing": None,
+            "delegates": ["XnnpackBackend"]}
+    kt = kotlin_pte_helper(info, package_name="a.b", model_asset='m "x".pte', labels_asset=None, top_k=2)
+    assert "@@" not in kt and 'const val MODEL_ASSET = "m \\"x\\".pte"' in kt
+    for call in ("import org.pytorch.executorch.Module", "Module.LOAD_MODE_MMAP, numThreads)", 'module.loadMethod("forward")',
+                 "Tensor.fromBlob(input, longArrayOf(1, INPUT_HEIGHT.toLong(), INPUT_WIDTH.toLong(), 3))",
+                 "module.forward(EValue.from(tensor))[0].toTensor().dataAsFloatArray", "module.destroy()"):
+        assert call in kt, call
+    assert "val LABELS_ASSET: String? = null" in kt and "const val TOP_K = 2" in kt
+    assert kt.count("{") == kt.count("}") and kt.count("(") == kt.count(")")
+    with pytest.raises(VitdeployError, match="not a valid Kotlin package name"):
+        kotlin_pte_helper(info, package_name="1bad", model_asset="m.pte", labels_asset=None, top_k=2)
+
+
+def test_pte_swift_helper_parses_and_names_the_products():
+    info = {"width": 256, "height": 224, "num_classes": 10, "labels": None, "preprocessing": {"resize": 256, "crop": 224},
+            "delegates": ["XnnpackBackend"]}
+    swift = swift_pte_helper(info, model_file="LeViT.pte", labels_resource="LeViT_labels.txt", top_k=3)
+    assert "@@" not in swift and _swift_syntax_errors(swift) == []
+    for call in ("import ExecuTorch", "Module(filePath: path)", 'try module.load("forward")',
+                 "Tensor<Float>(pixels, shape: [1, VitdeployClassifier.inputHeight, VitdeployClassifier.inputWidth, 3])",
+                 "try module.forward(input)", "let logits: Tensor<Float> = first.tensor()", "logits.scalars()",
+                 'bundle.path(forResource: name, ofType: "pte")'):
+        assert call in swift, call
+    assert f"branch swiftpm-{RUNTIME_VERSION}" in swift and "backend_coreml" not in swift
+    assert "public static let cropFraction: Double = 0.875" in swift
+    coreml = swift_pte_helper(dict(info, delegates=["CoreMLBackend"]), model_file="M.pte", labels_resource=None, top_k=3)
+    assert "backend_xnnpack, backend_coreml" in coreml and "labelsResource: String? = nil" in coreml
+    assert _swift_syntax_errors(coreml) == []
+
+
+def test_pte_ios_into_the_harness_edits_the_project(pte_model, tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    report = package(pte_model, platform="ios", into=app)
+    assert report.project_edit == "pbxproj"
+    src = app / "VitdeployHarness"
+    assert (src / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()
+    assert (src / "tiny_vit.pte.json").is_file() and (src / "tiny_vit_labels.txt").is_file()
+    pbx_text = (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text()
+    assert _ids_consistent(pbx_text) == [] and dangling_references(parse_pbxproj(pbx_text)) == []
+    objects = parse_pbxproj(pbx_text)["objects"]
+    refs = {o["path"]: oid for oid, o in objects.items() if o.get("isa") == "PBXFileReference"}
+    assert objects[refs["tiny_vit.pte"]]["lastKnownFileType"] == "file"
+    phase_of = {}
+    for o in objects.values():
+        if o.get("isa") in ("PBXResourcesBuildPhase", "PBXSourcesBuildPhase"):
+            for b in o["files"]:
+                phase_of[objects[b].get("fileRef")] = o["isa"]
+    assert phase_of[refs["tiny_vit.pte"]] == phase_of[refs["tiny_vit.pte.json"]] == "PBXResourcesBuildPhase"
+    assert phase_of[refs[SWIFT_HELPER]] == "PBXSourcesBuildPhase"
+    # The harness project already has the ExecuTorch package (its test target), so no warning about it.
+    assert not any("ExecuTorch Swift package" in w for w in report.warnings)
+    # A second run changes nothing.
+    again = package(pte_model, platform="ios", into=app)
+    assert again.project_edit == "none" and again.written == []
+
+
+def test_pte_ios_out_mode_says_what_to_add(pte_model, tmp_path):
+    report = package(pte_model, platform="ios", out=tmp_path / "o")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
+        ["tiny_vit.pte", "tiny_vit.pte.json", "tiny_vit_labels.txt", SWIFT_HELPER, "README.md"])
+    readme = (tmp_path / "o/README.md").read_text()
+    assert f"branch swiftpm-{RUNTIME_VERSION}" in readme and "-all_load" in readme
+    assert any("https://github.com/pytorch/executorch" in s for s in report.next_steps)
+    assert _swift_syntax_errors((tmp_path / "o" / SWIFT_HELPER).read_text()) == []

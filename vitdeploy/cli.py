@@ -448,7 +448,7 @@ def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None
 @main.command("package")
 @click.argument("artifact", type=click.Path(path_type=str))
 @click.option("--platform", type=click.Choice(["ios", "android"]),
-              help="Default: from the artifact (.mlpackage -> ios, .tflite -> android).")
+              help="Default: from the artifact (.mlpackage -> ios, .tflite -> android); required for a .pte.")
 @click.option("--into", type=click.Path(path_type=str),
               help="App project: the folder with the .xcodeproj, or an Android project/app module.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=str),

@@ -7,6 +7,12 @@ plugins {
 // moves GPU/NPU to CompiledModel); the harness needs XNNPACK thread counts, the GPU
 // delegate and NNAPI side by side, which only the Interpreter API exposes.
 val litert = "1.4.2"
+// ExecuTorch's Android runtime (Module / Tensor / EValue) runs .pte requests. Pinned to the
+// executorch the converter exports with (pyproject's [executorch] extra): a .pte needs a runtime
+// at least as new as its exporter. The AAR bundles XNNPACK for arm64-v8a and x86_64 only, so an
+// armeabi-v7a phone reports its .pte configs as errors (UnsatisfiedLinkError) and still runs .tflite.
+// Not built here (no Android SDK); the version is checked against the exporter by tests/test_devices.py.
+val executorch = "1.5.1"
 
 android {
     namespace = "com.vitdeploy.harness"
@@ -54,9 +60,9 @@ android {
         jvmTarget = "17"
     }
 
-    // .tflite files must stay uncompressed if a model is ever bundled as an asset.
+    // .tflite files must stay uncompressed if a model is ever bundled as an asset (.pte likewise).
     androidResources {
-        noCompress += "tflite"
+        noCompress += listOf("tflite", "pte")
     }
 }
 
@@ -64,6 +70,7 @@ dependencies {
     implementation("com.google.ai.edge.litert:litert:$litert")
     implementation("com.google.ai.edge.litert:litert-gpu:$litert")
     implementation("com.google.ai.edge.litert:litert-gpu-api:$litert")
+    implementation("org.pytorch:executorch-android:$executorch")
 
     androidTestImplementation("androidx.test:runner:1.6.2")
     androidTestImplementation("androidx.test:core:1.6.1")

@@ -29,6 +29,16 @@ final class HarnessBenchmarkTests: XCTestCase {
         var resultError: Any = NSNull()
         var status = "ok"
         do {
+            if request.isPte {
+                // An ExecuTorch program: no Core ML compile step; each unit loads the program itself.
+                let modelURL = inDir.appendingPathComponent(request.model)
+                for unit in request.computeUnits {
+                    configs.append(PteBenchmark.runConfig(unit: unit, modelURL: modelURL, request: request, inDir: inDir,
+                                                          outDir: outDir, peakMemoryKb: { self.peakFootprintKb() }))
+                }
+                try ResultJSON.write(resultObject(request, "ok", NSNull(), configs), to: outDir.appendingPathComponent("result.json"))
+                return
+            }
             let inputs = try request.inputs.map { try loadInput($0, in: inDir) }
             // Compiling .mlpackage -> .mlmodelc does not depend on the compute unit: do it once.
             let compileStart = now()
@@ -49,11 +59,14 @@ final class HarnessBenchmarkTests: XCTestCase {
             status = "error"
             resultError = "\(error)".split(separator: "\n").first.map(String.init) ?? "unknown error"
         }
-        let result: [String: Any] = [
+        try ResultJSON.write(resultObject(request, status, resultError, configs), to: outDir.appendingPathComponent("result.json"))
+    }
+
+    private func resultObject(_ request: HarnessRequest, _ status: String, _ error: Any, _ configs: [[String: Any]]) -> [String: Any] {
+        [
             "protocol": HarnessProtocol.name, "version": HarnessProtocol.version, "request_id": request.requestId,
-            "status": status, "error": resultError, "device": deviceInfo(), "configs": configs,
+            "status": status, "error": error, "device": deviceInfo(pte: request.isPte), "configs": configs,
         ]
-        try ResultJSON.write(result, to: outDir.appendingPathComponent("result.json"))
     }
 
     // MARK: - one configuration
@@ -269,7 +282,7 @@ final class HarnessBenchmarkTests: XCTestCase {
 
     // MARK: - device and clocks
 
-    private func deviceInfo() -> [String: Any] {
+    private func deviceInfo(pte: Bool) -> [String: Any] {
         var sys = utsname()
         uname(&sys)
         let machine = withUnsafeBytes(of: &sys.machine) { raw in
@@ -279,7 +292,8 @@ final class HarnessBenchmarkTests: XCTestCase {
             "platform": "ios", "model": machine, "device": UIDevice.current.model,
             "os_version": UIDevice.current.systemVersion,
             "memory_gb": Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824,
-            "runtime": "Core ML (iOS \(UIDevice.current.systemVersion))",
+            "runtime": pte ? "ExecuTorch (swiftpm executorch package, see project.pbxproj)"
+                : "Core ML (iOS \(UIDevice.current.systemVersion))",
         ]
     }
 

@@ -5,6 +5,10 @@ enum HarnessProtocol {
     static let name = "vitdeploy-harness"
     static let version = 1
     static let computeUnits = ["cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"]
+    /// vitdeploy.devices.protocol.PTE_COMPUTE_UNITS["ios"]: units of an ExecuTorch .pte request.
+    static let pteComputeUnits = ["cpu", "coreml"]
+    /// vitdeploy.devices.protocol.MODEL_SUFFIXES["ios"].
+    static let modelSuffixes = [".mlpackage", ".pte"]
     /// float32 for multi-array inputs; uint8 [H, W, C] pixels (RGB, or one gray channel) for image inputs.
     static let inputDtypes = ["float32", "uint8"]
 }
@@ -32,6 +36,9 @@ struct HarnessRequest {
     let computeUnits: [String]
     let outputDir: String?
 
+    /// An ExecuTorch program (run with Module, PteBenchmark.swift) rather than a Core ML package.
+    var isPte: Bool { model.hasSuffix(".pte") }
+
     /// Parse and validate request.json; errors read like the host's one-line messages.
     static func load(from url: URL) throws -> HarnessRequest {
         let data: Data
@@ -48,11 +55,16 @@ struct HarnessRequest {
               !model.contains("/") else {
             throw HarnessError("request needs request_id and a bare model file name")
         }
+        guard HarnessProtocol.modelSuffixes.contains(where: { model.hasSuffix($0) }) else {
+            throw HarnessError("model must be a .mlpackage or .pte, got \(model)")
+        }
+        let pte = model.hasSuffix(".pte")
         guard let units = json["compute_units"] as? [String], !units.isEmpty else {
             throw HarnessError("request needs compute_units")
         }
-        if let bad = units.first(where: { !HarnessProtocol.computeUnits.contains($0) }) {
-            throw HarnessError("unknown compute unit \(bad)")
+        let allowed = pte ? HarnessProtocol.pteComputeUnits : HarnessProtocol.computeUnits
+        if let bad = units.first(where: { !allowed.contains($0) }) {
+            throw HarnessError(pte ? "unknown .pte compute unit \(bad)" : "unknown compute unit \(bad)")
         }
         guard let rawInputs = json["inputs"] as? [[String: Any]], !rawInputs.isEmpty else {
             throw HarnessError("request needs inputs")
@@ -63,6 +75,7 @@ struct HarnessRequest {
                   HarnessProtocol.inputDtypes.contains(dtype) else {
                 throw HarnessError("each input needs a bare file name, a shape and dtype float32 or uint8")
             }
+            guard !pte || dtype == "float32" else { throw HarnessError("a .pte takes float32 inputs, got \(dtype)") }
             return TensorSpec(file: file, shape: shape, dtype: dtype)
         }
         let runs = json["runs"] as? Int ?? 50

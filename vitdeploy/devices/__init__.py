@@ -142,8 +142,9 @@ def profile_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 
                       bundle_id: str | None = None) -> dict:
     """`vitdeploy profile --device NAME|SERIAL|UDID`: resolve the device, then run its harness.
 
-    compute_units defaults to every unit the platform has (Android: xnnpack, gpu,
-    nnapi; iOS: all four Core ML units). `host` is not a phone: the caller runs
+    compute_units defaults to every unit the platform has for the model (Android .tflite: xnnpack,
+    gpu, nnapi; iOS .mlpackage: all four Core ML units; a .pte: cpu, or coreml on iOS for a program
+    lowered with the Core ML delegate). `host` is not a phone: the caller runs
     the host runtime itself. `team` / `bundle_id`: iOS signing (default $VITDEPLOY_IOS_TEAM,
     $VITDEPLOY_IOS_BUNDLE_ID).
     """
@@ -154,12 +155,12 @@ def profile_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 
     by_name = None if resolved.serial else resolved.spec.name
     if resolved.platform == "android":
         return profile_android(model_path, serial=resolved.serial, device=by_name, runs=runs, warmup=warmup,
-                               threads=threads, delegates=compute_units or ("xnnpack", "gpu", "nnapi"),
+                               threads=threads, delegates=compute_units or None,
                                input_array=input_array, timeout_s=timeout_s, adb=adb, server_socket=server_socket,
                                harness_apks=harness_apks)
     if resolved.platform == "ios":
         return profile_ios(model_path, udid=resolved.serial, device=by_name, runs=runs, warmup=warmup,
-                           compute_units=compute_units or ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"),
+                           compute_units=compute_units or None,
                            input_array=input_array, timeout_s=max(timeout_s, 1800), team=team,
                            bundle_id=bundle_id)
     raise VitdeployError("--device host is this computer, not a phone: profile it with the host runtime")

@@ -1,4 +1,4 @@
-"""Profile a .tflite model on an Android phone through adb and the harness app.
+"""Profile a .tflite or ExecuTorch .pte model on an Android phone through adb and the harness app.
 
 Flow (docs/harness.md): pick the device, make sure the harness APKs are
 installed, push model + input + request.json to /data/local/tmp/vitdeploy/<id>/,
@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.devices.protocol import (
-    ANDROID_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id, read_tensor,
+    ANDROID_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id, read_tensor,
     write_tensor,
 )
 
@@ -294,13 +294,49 @@ def dequantized(array, det: dict | None):
     return ((np.asarray(array, dtype=np.float64) - zero_point) * scale).astype(np.float32)
 
 
+DEFAULT_DELEGATES = ("xnnpack", "gpu", "nnapi")
+DEFAULT_PTE_UNITS = PTE_COMPUTE_UNITS["android"]
+
+
+def pte_model_io(model_path: Path) -> tuple[list[dict], list[dict]]:
+    """Input/output details of a .pte's forward method, shaped like LiteRT's (shape, dtype), and a
+    one-line error when its delegates cannot run on Android (Core ML) -- before the phone is touched."""
+    import numpy as np
+
+    from vitdeploy.pte_artifact import forward_of, unit_mismatch
+
+    fwd = forward_of(model_path)
+    why = unit_mismatch("android", "cpu", fwd["delegates"])
+    if why:
+        raise VitdeployError(f"{model_path.name}: {why}")
+
+    def dets(values, kind):
+        out = []
+        for i, v in enumerate(values):
+            if v["dtype"] is None:
+                raise VitdeployError(f"{model_path.name}: forward {kind} {i} is not a tensor of a type the harness "
+                                     "reads (float32/int* tensors only)")
+            out.append({"shape": np.array(v["shape"]), "dtype": np.dtype(v["dtype"]), "quantization": (0.0, 0)})
+        return out
+
+    ins, outs = dets(fwd["inputs"], "input"), dets(fwd["outputs"], "output")
+    bad = [d for d in ins if d["dtype"] != np.float32]
+    if bad:
+        raise VitdeployError(f"{model_path.name}: the harness feeds a .pte float32 inputs; forward takes "
+                             f"{bad[0]['dtype'].name}")
+    return ins, outs
+
+
 def profile_android(model_path, *, serial: str | None = None, device: str | None = None, runs: int = 50,
                     warmup: int = 5, threads: Sequence[int] = (1, 4),
-                    delegates: Sequence[str] = ("xnnpack", "gpu", "nnapi"), input_array=None,
+                    delegates: Sequence[str] | None = None, input_array=None,
                     timeout_s: float = 600, adb: str = "adb", server_socket: str | None = None,
                     harness_apks: Sequence[str | os.PathLike] = (), remote_root: str = REMOTE_ROOT,
                     keep_remote: bool = False) -> dict:
-    """Time `model_path` on an Android phone; returns timings per config and the output arrays.
+    """Time `model_path` (.tflite or .pte) on an Android phone; returns timings per config and the output arrays.
+
+    ``delegates``: compute units (default: xnnpack, gpu, nnapi for a .tflite; cpu for a .pte, which
+    is ExecuTorch's XNNPACK delegate at each thread count).
 
     The returned dict has "serial", "device" (props + what the harness reports),
     "request" and "result" (protocol JSON), "configs" (one dict per config with
@@ -311,21 +347,34 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
     model_path = Path(model_path)
     if not model_path.is_file():
         raise VitdeployError(f"model not found: {model_path}")
-    if model_path.suffix != ".tflite":
-        raise VitdeployError(f"Android profiling needs a .tflite model, got {model_path.name}")
-    bad = [d for d in delegates if d not in ANDROID_COMPUTE_UNITS]
+    pte = model_path.suffix == ".pte"
+    if model_path.suffix not in (".tflite", ".pte"):
+        raise VitdeployError(f"Android profiling needs a .tflite or .pte model, got {model_path.name}")
+    delegates = list(delegates if delegates is not None else (DEFAULT_PTE_UNITS if pte else DEFAULT_DELEGATES))
+    allowed = DEFAULT_PTE_UNITS if pte else ANDROID_COMPUTE_UNITS
+    bad = [d for d in delegates if d not in allowed]
     if bad:
-        raise VitdeployError(f"unknown Android delegate {bad[0]!r}; choose from {', '.join(ANDROID_COMPUTE_UNITS)}")
+        what = "compute unit for a .pte" if pte else "delegate"
+        raise VitdeployError(f"unknown Android {what} {bad[0]!r}; choose from {', '.join(allowed)}")
 
-    try:
-        in_dets, out_dets = model_io(model_path)
-    except VitdeployError:
-        if input_array is None:
-            raise
-        # The host runtime can't read it; the phone's may (or says why): send the input as given.
-        in_dets, out_dets = [{"dtype": np.float32}], []
-    check_harness_dtypes(model_path, in_dets, out_dets)
-    raw = input_array if input_array is not None else default_input(model_path)
+    if pte:
+        # Read from the flatbuffer, not a runtime: a broken .pte or a Core ML one fails here, offline.
+        in_dets, out_dets = pte_model_io(model_path)
+    else:
+        try:
+            in_dets, out_dets = model_io(model_path)
+        except VitdeployError:
+            if input_array is None:
+                raise
+            # The host runtime can't read it; the phone's may (or says why): send the input as given.
+            in_dets, out_dets = [{"dtype": np.float32}], []
+        check_harness_dtypes(model_path, in_dets, out_dets)
+    if input_array is not None:
+        raw = input_array
+    elif pte:
+        raw = np.random.default_rng(0).standard_normal(tuple(in_dets[0]["shape"])).astype(np.float32)
+    else:
+        raw = default_input(model_path)
     arrays = [model_input(in_dets[0], raw)]
     request_id = new_request_id()
     remote_dir = str(PurePosixPath(remote_root) / request_id)

@@ -1,4 +1,4 @@
-"""Profile an .mlpackage on an iPhone through Xcode: the command contract and its driver.
+"""Profile an .mlpackage or ExecuTorch .pte on an iPhone through Xcode: the command contract and its driver.
 
 The plan (docs/harness.md#ios): build the harness for testing, install the
 host app so its data container exists, copy request.json + input + the
@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.devices.protocol import (
-    IOS_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
+    IOS_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
 )
 
 # The default app id. An explicit App ID belongs to one team, so a second user builds with their
@@ -169,7 +169,10 @@ def plan_ios(*, udid: str, request: HarnessRequest, local_dir: Path, model_path:
     ]
     uploads = [(local_dir / "request.json", "request.json")]
     uploads += [(local_dir / t.file, t.file) for t in request.inputs]
-    uploads += [(model_path / rel, f"{request.model}/{rel.as_posix()}") for rel in _mlpackage_files(model_path)]
+    if model_path.is_dir():  # an .mlpackage: devicectl copies files, so each one goes on its own
+        uploads += [(model_path / rel, f"{request.model}/{rel.as_posix()}") for rel in _mlpackage_files(model_path)]
+    else:  # a .pte is one file
+        uploads.append((model_path, request.model))
     for src, rel in uploads:
         steps.append(Step(f"copy {rel} to the phone", copy_to(udid, src, f"{remote}/{rel}", bundle_id)))
     steps.append(Step("run the harness", [
@@ -214,12 +217,40 @@ def _check(step: Step, runner: Runner) -> None:
         raise VitdeployError(f"{step.what} failed: {lines[-1].strip() if lines else 'exit ' + str(p.returncode)}{hint}")
 
 
+def pte_units(model_path: Path, compute_units: Sequence[str] | None) -> tuple[list[str], list[int]]:
+    """The compute units to time a .pte with, checked against its delegates, and its input shape.
+
+    Default: coreml for a .pte lowered with the Core ML delegate, cpu (XNNPACK) otherwise; a unit the
+    program cannot honour is a one-line error here, before Xcode is started.
+    """
+    from vitdeploy.pte_artifact import COREML_BACKEND, forward_of, unit_mismatch
+
+    fwd = forward_of(model_path)
+    units = list(compute_units) if compute_units is not None else (
+        ["coreml"] if COREML_BACKEND in fwd["delegates"] else ["cpu"])
+    allowed = PTE_COMPUTE_UNITS["ios"]
+    bad = [u for u in units if u not in allowed]
+    if bad:
+        raise VitdeployError(f"unknown iOS compute unit for a .pte {bad[0]!r}; choose from {', '.join(allowed)}")
+    for u in units:
+        why = unit_mismatch("ios", u, fwd["delegates"])
+        if why:
+            raise VitdeployError(f"{model_path.name}: {why}")
+    first = fwd["inputs"][0] if fwd["inputs"] else {"dtype": None}
+    if first["dtype"] != "float32":
+        raise VitdeployError(f"{model_path.name}: the harness feeds a .pte float32 tensors; forward's first input is "
+                             f"{first['dtype'] or 'not a tensor'}")
+    return units, first["shape"]
+
+
 def profile_ios(model_path, *, udid: str | None = None, device: str | None = None, runs: int = 50,
-                warmup: int = 5, compute_units: Sequence[str] = IOS_COMPUTE_UNITS, input_array=None,
+                warmup: int = 5, compute_units: Sequence[str] | None = None, input_array=None,
                 input_shape: Sequence[int] | None = None, timeout_s: float = 1800, team: str | None = None,
                 project: Path = PROJECT, work_dir: Path | None = None, platform: str = sys.platform,
                 runner: Runner = _run_step, bundle_id: str | None = None) -> dict:
-    """Time an .mlpackage on an iPhone for each Core ML compute unit; returns timings and outputs.
+    """Time an .mlpackage (each Core ML compute unit) or a .pte (cpu / coreml) on an iPhone.
+
+    ``compute_units`` default: all four Core ML units for an .mlpackage; see :func:`pte_units` for a .pte.
 
     ``bundle_id`` (default: $VITDEPLOY_IOS_BUNDLE_ID, else com.vitdeploy.harness): the harness app's
     id, which must be unique to your signing team.
@@ -230,10 +261,19 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
         raise VitdeployError("profiling on iPhone needs macOS with Xcode (this is "
                              f"{'Linux' if platform.startswith('linux') else platform}); run it on a Mac")
     model_path = Path(model_path)
-    if model_path.suffix != ".mlpackage" or not model_path.is_dir():
-        raise VitdeployError(f"iPhone profiling needs an .mlpackage directory, got {model_path}")
+    pte = model_path.suffix == ".pte"
+    if pte:
+        if not model_path.is_file():
+            raise VitdeployError(f"model not found: {model_path}")
+    elif model_path.suffix != ".mlpackage" or not model_path.is_dir():
+        raise VitdeployError(f"iPhone profiling needs an .mlpackage directory or a .pte file, got {model_path}")
     bundle_id = check_bundle_id(bundle_id or os.environ.get(BUNDLE_ENV) or BUNDLE_ID)
-    first = _first_input(model_path, input_array, input_shape)
+    if pte:
+        compute_units, shape = pte_units(model_path, compute_units)
+        first = {"name": "input", "kind": "multiArray", "shape": shape}
+    else:
+        compute_units = list(compute_units) if compute_units is not None else list(IOS_COMPUTE_UNITS)
+        first = _first_input(model_path, input_array, input_shape)
     if first["kind"] == "image":
         tensor = image_pixels(input_array, first)
     else:

@@ -25,6 +25,16 @@ VERSION = 1
 ANDROID_COMPUTE_UNITS = ("xnnpack", "cpu", "gpu", "nnapi")
 IOS_COMPUTE_UNITS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
 COMPUTE_UNITS = {"android": ANDROID_COMPUTE_UNITS, "ios": IOS_COMPUTE_UNITS}
+# Models each harness runs, by suffix: its native format, and an ExecuTorch .pte on both.
+MODEL_SUFFIXES = {"android": (".tflite", ".pte"), "ios": (".mlpackage", ".pte")}
+# Compute units of a .pte: "cpu" is ExecuTorch's XNNPACK delegate (and portable kernels) on both;
+# "coreml" on iOS runs a .pte lowered with the Core ML delegate on the compute units chosen when it
+# was lowered (ExecuTorch has no per-run switch for them). The host and both harnesses also check
+# the unit against the .pte's delegates (pte_artifact.unit_mismatch), so "coreml" on a .pte without
+# CoreMLBackend is refused, not silently timed on the CPU.
+PTE_COMPUTE_UNITS = {"android": ("cpu",), "ios": ("cpu", "coreml")}
+# A .pte takes float32 tensors in the harnesses (Tensor.fromBlob(FloatArray) / Tensor<Float>).
+PTE_INPUT_DTYPES = ("float32",)
 # Android compute units whose speed depends on the CPU thread count; others run once.
 THREADED_UNITS = ("xnnpack", "cpu")
 
@@ -124,23 +134,28 @@ class HarnessRequest:
         _require(self.platform in COMPUTE_UNITS, w, f"'platform' must be android or ios, got {self.platform!r}")
         ok_model = isinstance(self.model, str) and bool(_FILE_NAME.match(self.model)) and self.model not in (".", "..")
         _require(ok_model, w, f"'model' must be a bare file name next to request.json, got {self.model!r}")
-        suffix = ".tflite" if self.platform == "android" else ".mlpackage"
-        _require(self.model.endswith(suffix), w, f"the {self.platform} harness needs a {suffix} model, got {self.model!r}")
+        suffixes = MODEL_SUFFIXES[self.platform]
+        _require(self.model.endswith(suffixes), w,
+                 f"the {self.platform} harness needs a {' or '.join(suffixes)} model, got {self.model!r}")
+        pte = self.model.endswith(".pte")
         _require(_is_int(self.runs) and self.runs >= 1, w, f"'runs' must be an integer >= 1, got {self.runs!r}")
         _require(_is_int(self.warmup) and self.warmup >= 0, w, f"'warmup' must be an integer >= 0, got {self.warmup!r}")
         _require(isinstance(self.threads, list) and bool(self.threads) and all(_is_int(t) and 1 <= t <= 64 for t in self.threads),
                  w, f"'threads' must be a non-empty list of integers 1..64, got {self.threads!r}")
-        allowed = COMPUTE_UNITS[self.platform]
+        allowed = PTE_COMPUTE_UNITS[self.platform] if pte else COMPUTE_UNITS[self.platform]
         units = self.compute_units
         _require(isinstance(units, list) and bool(units), w, "'compute_units' must be a non-empty list")
         bad = [u for u in units if u not in allowed]
         if bad:
-            raise ProtocolError(f"{w}: unknown {self.platform} compute unit {bad[0]!r}; choose from {', '.join(allowed)}")
+            kind = f"{self.platform} .pte" if pte else self.platform
+            raise ProtocolError(f"{w}: unknown {kind} compute unit {bad[0]!r}; choose from {', '.join(allowed)}")
         _require(len(set(units)) == len(units), w, "'compute_units' lists a unit twice")
         _require(isinstance(self.inputs, list) and bool(self.inputs), w, "'inputs' must list at least one tensor")
         for i, t in enumerate(self.inputs):
             _require(isinstance(t, TensorFile) and t.dtype in INPUT_DTYPES, f"{w} inputs[{i}]",
                      f"inputs must be one of {', '.join(INPUT_DTYPES)}")
+            _require(not pte or t.dtype in PTE_INPUT_DTYPES, f"{w} inputs[{i}]",
+                     f"a .pte model takes {', '.join(PTE_INPUT_DTYPES)} inputs, got {t.dtype}")
         _require(self.output_dir is None or (isinstance(self.output_dir, str) and self.output_dir != ""),
                  w, "'output_dir' must be a non-empty path or null")
 

@@ -12,6 +12,12 @@ Android (``.tflite``, :mod:`.android`)
     ``VitdeployClassifier.kt`` in the app's package (LiteRT ``Interpreter``, ``Bitmap`` in, top-K
     out). The Gradle file is never rewritten; the report says what it lacks.
 
+ExecuTorch (``.pte``, both platforms)
+    The program and its metadata sidecar (``model.pte.json``) side by side, labels, and an ExecuTorch
+    ``VitdeployClassifier`` (``Module``, XNNPACK) in Kotlin or Swift: Android assets / iOS bundle
+    resources. The report says when the app lacks the ExecuTorch dependency; neither the Gradle
+    file nor the Xcode package list is rewritten.
+
 ``out=DIR`` writes the same files into DIR with a ``README.md`` saying where they go.
 Existing files are never replaced without ``force=True`` (identical files are skipped), and
 every file is written atomically (written aside, then renamed).
@@ -26,19 +32,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import VitdeployError
-from .android import package_android
+from .android import package_android, package_android_pte
 from .codegen import KOTLIN_HELPER, SWIFT_HELPER
-from .ios import package_ios
+from .ios import package_ios, package_ios_pte
 from .report import PackageReport
 
 __all__ = ["KOTLIN_HELPER", "PLATFORMS", "SWIFT_HELPER", "PackageReport", "infer_platform", "package"]
 
 PLATFORMS = ("ios", "android")
+# formats.FORMATS' "executorch" row after the merge; repeated here (pte_artifact) so formats/ stays untouched.
+PTE_SUFFIX = ".pte"
 
 
 def package(artifact, *, platform: str, into: Path | None = None, out: Path | None = None, force: bool = False,
             top_k: int = 5, android_package: str | None = None) -> PackageReport:
-    """Put ``artifact`` (.mlpackage for ``ios``, .tflite for ``android``) into an app.
+    """Put ``artifact`` (.mlpackage for ``ios``, .tflite for ``android``, .pte for either) into an app.
 
     Exactly one of ``into`` (an app project: Xcode project folder / Android project or module) or
     ``out`` (a plain folder) is required. ``top_k`` is the helper's default number of results.
@@ -54,6 +62,11 @@ def package(artifact, *, platform: str, into: Path | None = None, out: Path | No
         raise VitdeployError(f"top-k must be at least 1, got {top_k}")
     artifact = Path(artifact)
     _check_artifact(artifact, platform)
+    if artifact.suffix.lower() == PTE_SUFFIX:
+        if platform == "ios":
+            return package_ios_pte(artifact, into=into, out=out, force=force, top_k=int(top_k))
+        return package_android_pte(artifact, into=into, out=out, force=force, top_k=int(top_k),
+                                   android_package=android_package)
     if platform == "ios":
         return package_ios(artifact, into=into, out=out, force=force, top_k=int(top_k))
     return package_android(artifact, into=into, out=out, force=force, top_k=int(top_k),
@@ -67,13 +80,19 @@ def infer_platform(artifact) -> str:
         return "ios"
     if suffix == ".tflite":
         return "android"
-    raise VitdeployError(f"{artifact}: not a .mlpackage or .tflite; cannot tell the platform (pass --platform)")
+    if suffix == PTE_SUFFIX:
+        raise VitdeployError(f"{artifact}: a .pte runs on ios and android; pass --platform")
+    raise VitdeployError(f"{artifact}: not a .mlpackage, .tflite or .pte; cannot tell the platform (pass --platform)")
 
 
 def _check_artifact(artifact: Path, platform: str) -> None:
     if not artifact.exists():
         raise VitdeployError(f"{artifact}: no such file or directory")
     suffix = artifact.suffix.lower()
+    if suffix == PTE_SUFFIX:
+        if not artifact.is_file():
+            raise VitdeployError(f"{artifact} is not a .pte file")
+        return  # both platforms; the program itself is read (and refused if broken) by inspect_pte
     if suffix == ".tflite" and platform == "ios":
         raise VitdeployError(f"{artifact} is a TFLite model, which iOS apps do not run here; "
                              "package a .mlpackage (vitdeploy convert --target coreml) for ios")

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 
 from ..errors import VitdeployError
-from .codegen import KOTLIN_HELPER, PACKAGE_NAME, kotlin_helper, labels_text
+from .codegen import KOTLIN_HELPER, PACKAGE_NAME, kotlin_helper, kotlin_pte_helper, labels_text
 from .files import Writer, refuse_file
-from .inspect import inspect_tflite
+from .inspect import inspect_pte, inspect_tflite
 from .report import PackageReport
 
 ANDROID_LABELS = "labels.txt"
@@ -24,6 +24,93 @@ NO_COMPRESS_KTS = 'androidResources { noCompress += "tflite" }'
 NO_COMPRESS_GROOVY = "androidResources { noCompress 'tflite' }"
 LITERT_KTS = 'implementation("com.google.ai.edge.litert:litert:1.4.2")'
 LITERT_GROOVY = "implementation 'com.google.ai.edge.litert:litert:1.4.2'"
+
+
+def _executorch_lines() -> tuple[str, str]:
+    from ..pte_artifact import RUNTIME_VERSION
+
+    return (f'implementation("org.pytorch:executorch-android:{RUNTIME_VERSION}")',
+            f"implementation 'org.pytorch:executorch-android:{RUNTIME_VERSION}'")
+
+
+def package_android_pte(artifact: Path, *, into, out, force: bool, top_k: int,
+                        android_package: str | None) -> PackageReport:
+    """A .pte (and its sidecar) under assets/, labels.txt, and the ExecuTorch ``VitdeployClassifier.kt``.
+
+    The helper copies the asset to the app's files dir (Module.load takes a path), so the Gradle file
+    needs no noCompress entry; the report says when it lacks the executorch-android dependency.
+    """
+    from ..pte_artifact import sidecar_path
+
+    info = inspect_pte(artifact)
+    report = PackageReport(platform="android", artifact=artifact, destination=Path(into or out),
+                           mode="into" if into is not None else "out")
+    sidecar = sidecar_path(artifact)
+    if not info["sidecar"]:
+        report.warnings.append(f"no {sidecar.name} next to the model: the helper assumes RGB pixels 0..255 with "
+                               "normalization inside the program and no centre crop")
+    if info["labels"] is None:
+        report.warnings.append("the model carries no labels: results are named by class index")
+    labels_name = ANDROID_LABELS if info["labels"] else None
+    kts_line, groovy_line = _executorch_lines()
+
+    def add_files(writer: Writer, folder: Path, package_name: str, helper_dir: Path) -> None:
+        writer.add(folder / artifact.name, artifact.read_bytes())
+        if sidecar.is_file():
+            writer.add(folder / sidecar.name, sidecar.read_bytes())
+        if labels_name:
+            writer.add(folder / labels_name, labels_text(info["labels"]))
+        writer.add(helper_dir / KOTLIN_HELPER, kotlin_pte_helper(
+            info, package_name=package_name, model_asset=artifact.name, labels_asset=labels_name, top_k=top_k).encode())
+
+    if out is not None:
+        folder = Path(out)
+        refuse_file(folder)
+        package_name = android_package or DEFAULT_ANDROID_PACKAGE
+        writer = Writer(report, force)
+        add_files(writer, folder, package_name, folder)
+        writer.add(folder / "README.md", f"""# {artifact.name} for Android (vitdeploy package)
+
+Copy `{artifact.name}`{', `' + sidecar.name + '`' if sidecar.is_file() else ''}{' and `' + labels_name + '`' if labels_name else ''}
+to `app/src/main/assets/`, and `{KOTLIN_HELPER}` to your sources (it declares `package {package_name}`).
+
+```kotlin
+dependencies {{
+    {kts_line}
+}}
+```
+
+Input: [1, {info['height']}, {info['width']}, 3] float32 RGB pixels 0..255 (normalization runs inside the
+program). Output: {info['num_classes']} logits; the helper applies softmax.
+
+```kotlin
+val classifier = VitdeployClassifier(context)   // copies assets/{artifact.name} to filesDir, loads it
+val top = classifier.classify(bitmap)           // List<VitdeployClassifier.Recognition>, top {top_k}
+classifier.close()
+```
+""".encode())
+        writer.check()
+        writer.run()
+        report.next_steps.append(f"copy {artifact.name} (and its metadata/labels) to app/src/main/assets/ and "
+                                 f"{KOTLIN_HELPER} to your package (see README.md)")
+        return report
+
+    app = find_android_app(Path(into))
+    report.project = {k: str(v) if isinstance(v, Path) else v for k, v in app.items() if k != "build_text"}
+    if android_package and android_package != app["package"]:
+        raise VitdeployError(f"--package {android_package} differs from the app's namespace {app['package']}; "
+                             "leave it out with --into")
+    writer = Writer(report, force)
+    add_files(writer, app["module_dir"] / "src" / "main" / "assets", app["package"], app["source_dir"])
+    writer.check()
+    writer.run()
+    build_file: Path = app["build_file"]
+    if not re.search(r"org\.pytorch:executorch-android\b", app["build_text"]):
+        report.warnings.append(f"{build_file} has no ExecuTorch dependency; add inside dependencies {{ }}: "
+                               f"{kts_line if build_file.suffix == '.kts' else groovy_line}")
+    report.next_steps.append(f"use it: val classifier = VitdeployClassifier(context); "
+                             f"val top = classifier.classify(bitmap)  (package {app['package']})")
+    return report
 
 
 def package_android(artifact: Path, *, into, out, force: bool, top_k: int,

@@ -1,7 +1,7 @@
 """Reading converted models for packaging: what the app helper needs to know about an artifact.
 
 ``inspect_mlpackage`` reads a Core ML package's spec (no Core ML runtime needed), ``inspect_tflite``
-a LiteRT flatbuffer; both refuse, with a one-line error, a model the generated helper cannot drive.
+a LiteRT flatbuffer, ``inspect_pte`` an ExecuTorch program and its sidecar; all refuse, with a one-line error, a model the generated helper cannot drive.
 """
 
 from __future__ import annotations
@@ -121,3 +121,36 @@ def inspect_tflite(path: Path) -> dict:
             "output_dtype": out_dtype, "num_classes": out_shape[1], "labels": labels,
             "preprocessing": config.get("preprocessing"), "vitdeploy": bool(config),
             "layout": (config.get("input") or {}).get("layout", LAYOUT_PIXELS)}
+
+
+def inspect_pte(path: Path) -> dict:
+    """Input size, class count, delegates, labels and preprocessing of a .pte (program + sidecar).
+
+    The helper feeds one [1, H, W, 3] float32 RGB pixel input and reads one [1, classes] float32
+    output; the sidecar (``pte_artifact.sidecar_path``) may carry ``labels`` and ``preprocessing``.
+    """
+    from ..pte_artifact import forward_of, read_sidecar, sidecar_path
+
+    fwd = forward_of(path)
+    if len(fwd["inputs"]) != 1 or len(fwd["outputs"]) != 1:
+        raise VitdeployError(f"{path}: the app helper needs one input and one output, forward has "
+                             f"{len(fwd['inputs'])} and {len(fwd['outputs'])}")
+    (inp,), (out,) = fwd["inputs"], fwd["outputs"]
+    shape = inp["shape"] or []
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or inp["dtype"] != "float32":
+        hint = "; convert without --raw-input" if len(shape) == 4 and shape[1] == 3 else ""
+        raise VitdeployError(f"{path}: the app helper feeds a [1, H, W, 3] float32 RGB pixel input, forward takes "
+                             f"{shape} {inp['dtype']}{hint}")
+    out_shape = out["shape"] or []
+    if len(out_shape) != 2 or out_shape[0] != 1 or out["dtype"] != "float32":
+        raise VitdeployError(f"{path}: expected one [1, classes] float32 output, forward returns {out_shape} {out['dtype']}")
+    meta = read_sidecar(path) or {}
+    labels = meta.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or not all(isinstance(label, (str, int)) for label in labels):
+            raise VitdeployError(f"{sidecar_path(path)}: 'labels' must be a list of strings")
+        labels = [str(label) for label in labels]
+        if len(labels) != out_shape[1]:
+            raise VitdeployError(f"{sidecar_path(path)}: {len(labels)} labels but the model has {out_shape[1]} classes")
+    return {"height": shape[1], "width": shape[2], "num_classes": out_shape[1], "labels": labels or None,
+            "preprocessing": meta.get("preprocessing"), "delegates": fwd["delegates"], "sidecar": bool(meta)}

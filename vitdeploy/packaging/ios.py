@@ -30,9 +30,9 @@ from pbxproj.pbxextensions import TreeType
 from pbxproj.pbxsections import PBXBuildFile, PBXFileReference
 
 from ..errors import VitdeployError
-from .codegen import SWIFT_HELPER, labels_text, swift_helper
+from .codegen import SWIFT_HELPER, labels_text, swift_helper, swift_pte_helper
 from .files import Writer, refuse_file
-from .inspect import inspect_mlpackage
+from .inspect import inspect_mlpackage, inspect_pte
 from .report import PackageReport
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -95,6 +95,87 @@ def package_ios(artifact: Path, *, into, out, force: bool, top_k: int) -> Packag
     writer.run()
     report.next_steps.append(f"use it: let classifier = try VitdeployClassifier(); "
                              f"let top = try classifier.classify(pixelBuffer)  (target {project['target_name']})")
+    return report
+
+
+EXECUTORCH_PACKAGE_URL = "https://github.com/pytorch/executorch"
+
+
+def package_ios_pte(artifact: Path, *, into, out, force: bool, top_k: int) -> PackageReport:
+    """A .pte (and its sidecar) and labels as app resources, and the ExecuTorch ``VitdeployClassifier.swift``.
+
+    The ExecuTorch Swift package is not added to the user's project (it is a build setting and
+    linker-flag decision: -all_load, iOS 17); the report says what to add when the project lacks it.
+    """
+    from ..pte_artifact import COREML_BACKEND, RUNTIME_VERSION, sidecar_path
+
+    info = inspect_pte(artifact)
+    sidecar = sidecar_path(artifact)
+    # No class is generated from a .pte's name (unlike an .mlpackage), so any file name will do.
+    labels_name = f"{artifact.stem}_labels.txt" if info["labels"] else None
+    report = PackageReport(platform="ios", artifact=artifact, destination=Path(into or out),
+                           mode="into" if into is not None else "out")
+    if not info["sidecar"]:
+        report.warnings.append(f"no {sidecar.name} next to the model: the helper assumes RGB pixels 0..255 with "
+                               "normalization inside the program and no centre crop")
+    if not info["labels"]:
+        report.warnings.append("the model carries no labels: results are named by class index")
+    swift = swift_pte_helper(info, model_file=artifact.name, labels_resource=labels_name, top_k=top_k).encode()
+    files = [(artifact.name, artifact.read_bytes(), "resource")]
+    if sidecar.is_file():
+        files.append((sidecar.name, sidecar.read_bytes(), "resource"))
+    if labels_name:
+        files.append((labels_name, labels_text(info["labels"]), "resource"))
+    files.append((SWIFT_HELPER, swift, "source"))
+    products = "executorch, backend_xnnpack" + (", backend_coreml" if COREML_BACKEND in info["delegates"] else "")
+    products += ", kernels_optimized"
+    package_step = (f"add the Swift package {EXECUTORCH_PACKAGE_URL} (branch swiftpm-{RUNTIME_VERSION}; products "
+                    f"{products}) to the app target, with Other Linker Flags -all_load and iOS 17+")
+
+    if out is not None:
+        folder = Path(out)
+        refuse_file(folder)
+        writer = Writer(report, force)
+        for name, content, _ in files:
+            writer.add(folder / name, content)
+        writer.add(folder / "README.md", f"""# {artifact.name} for iOS (vitdeploy package)
+
+Add {', '.join(f'`{n}`' for n, _, kind in files if kind == 'resource')} to the app target as bundle
+resources (Copy Bundle Resources) and `{SWIFT_HELPER}` as a source; then {package_step}.
+
+Input: [1, {info['height']}, {info['width']}, 3] float32 RGB pixels 0..255 (normalization runs inside the
+program). Output: {info['num_classes']} logits; the helper applies softmax.
+
+```swift
+let classifier = try VitdeployClassifier()     // loads {artifact.name} from the app bundle
+let top = try classifier.classify(cgImage)     // [(label: String, probability: Float)], top {top_k}
+```
+""".encode())
+        writer.check()
+        writer.run()
+        report.next_steps.append(f"drag the files into your app target in Xcode, then {package_step} (see README.md)")
+        return report
+
+    project = find_xcode_project(Path(into))
+    report.project = {k: str(v) if isinstance(v, Path) else v for k, v in project.items() if k != "pbx_text"}
+    writer = Writer(report, force)
+    for name, content, _ in files:
+        writer.add(project["source_dir"] / name, content)
+    if project["synchronized"]:
+        report.project_edit = "synchronized-folder"
+    else:
+        new_pbx = add_files_to_pbxproj(project["pbx_text"], project["target_id"], project["group_id"],
+                                       [(name, kind) for name, _, kind in files])
+        report.project_edit = "pbxproj" if new_pbx != project["pbx_text"] else "none"
+    # As for an .mlpackage: the pbxproj is ours to edit, so it is exempt from the force check.
+    writer.check()
+    if report.project_edit == "pbxproj":
+        writer.add(project["pbxproj"], new_pbx.encode("utf-8"))
+    writer.run()
+    if EXECUTORCH_PACKAGE_URL not in project["pbx_text"]:
+        report.warnings.append(f"{project['xcodeproj'].name} does not use the ExecuTorch Swift package: {package_step}")
+    report.next_steps.append(f"use it: let classifier = try VitdeployClassifier(); "
+                             f"let top = try classifier.classify(cgImage)  (target {project['target_name']})")
     return report
 
 
@@ -301,7 +382,7 @@ def dangling_references(pbx: dict) -> list[str]:
 
 # File types Xcode gives the files vitdeploy adds. pbxproj's own table has no ``.mlpackage``.
 _FILE_TYPES = {".swift": "sourcecode.swift", ".mlpackage": "folder.mlpackage", ".mlmodel": "file.mlmodel",
-               ".txt": "text", ".json": "text.json"}
+               ".txt": "text", ".json": "text.json", ".pte": "file"}
 
 
 def _phase_isa(kind: str) -> str:

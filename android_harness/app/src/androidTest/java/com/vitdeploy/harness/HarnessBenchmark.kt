@@ -11,6 +11,10 @@ import org.json.JSONObject
 import org.junit.Assert.assertNotNull
 import org.junit.Test
 import org.junit.runner.RunWith
+import org.pytorch.executorch.DType
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import org.pytorch.executorch.Tensor
 import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Delegate
 import org.tensorflow.lite.Interpreter
@@ -28,6 +32,10 @@ import java.nio.channels.FileChannel
 private const val TAG = "VitdeployHarness"
 private const val PROTOCOL = "vitdeploy-harness"
 private const val VERSION = 1
+/** org.pytorch:executorch-android in app/build.gradle.kts (the runtime has no version call to ask). */
+private const val EXECUTORCH_VERSION = "1.5.1"
+/** The delegate id MethodMetadata.backends reports for a program lowered with the Core ML delegate. */
+private const val COREML_BACKEND = "CoreMLBackend"
 
 /**
  * Runs one vitdeploy harness request (docs/harness-protocol.md):
@@ -37,6 +45,11 @@ private const val VERSION = 1
  *
  * The test fails only when the request itself is unusable; a configuration that
  * cannot run (no GPU, NNAPI rejects an op) is reported in result.json instead.
+ *
+ * The model's suffix picks the runtime: a .tflite runs on LiteRT's Interpreter, a .pte on
+ * ExecuTorch's Module (compute unit "cpu": its XNNPACK delegate, at each thread count).
+ * Not run here: no Android SDK on the development machine; tests/test_devices.py checks this
+ * file's contract and tests/adb_emulator.py does what it does with the host runtimes.
  */
 @RunWith(AndroidJUnit4::class)
 class HarnessBenchmark {
@@ -55,7 +68,8 @@ class HarnessBenchmark {
         val configs = JSONArray()
         for (config in request.configs()) {
             Log.i(TAG, "running ${config.name}")
-            configs.put(runConfig(request, config, requestFile.parentFile!!, outDir))
+            configs.put(if (request.isPte) runPteConfig(request, config, requestFile.parentFile!!, outDir)
+                        else runConfig(request, config, requestFile.parentFile!!, outDir))
         }
         val result = JSONObject()
             .put("protocol", PROTOCOL)
@@ -63,7 +77,7 @@ class HarnessBenchmark {
             .put("request_id", request.requestId)
             .put("status", "ok")
             .put("error", JSONObject.NULL)
-            .put("device", deviceInfo())
+            .put("device", deviceInfo(request.isPte))
             .put("configs", configs)
         // Write then rename, so the host never pulls a half-written result.
         val tmp = File(outDir, "result.json.tmp")
@@ -130,6 +144,120 @@ class HarnessBenchmark {
             CpuAffinity.unpin()
         }
         return json
+    }
+
+    /**
+     * One configuration of a .pte: Module.load (memory-mapped, with the config's XNNPACK thread count),
+     * forward loaded before the clock for the first inference starts, float32 inputs through
+     * Tensor.fromBlob, each output tensor written as raw little-endian bytes. Same result fields
+     * as [runConfig]; a program lowered with the Core ML delegate is refused (only iOS runs it).
+     */
+    private fun runPteConfig(request: Request, config: Config, inDir: File, outDir: File): JSONObject {
+        val json = JSONObject()
+            .put("name", config.name)
+            .put("compute_unit", config.computeUnit)
+            .put("threads", config.threads ?: JSONObject.NULL)
+        var module: Module? = null
+        try {
+            check(config.computeUnit == "cpu") { "unknown .pte compute unit ${config.computeUnit}" }
+            config.threads?.let { json.put("cpu_affinity", pinAndReport(CpuAffinity.fastestCpus(it))) }
+            resetPeakRss()
+
+            val t0 = SystemClock.elapsedRealtimeNanos()
+            val mod = Module.load(File(inDir, request.model).path, Module.LOAD_MODE_MMAP, config.threads ?: 0)
+                .also { module = it }
+            val t1 = SystemClock.elapsedRealtimeNanos()
+            // Module's constructor reads every method's backends from the program; check them before
+            // loadMethod, which would fail on the missing backend with a less telling error code.
+            val backends = mod.getMethodMetadata("forward").backends.toList()
+            check(COREML_BACKEND !in backends) {
+                "this .pte was lowered with the Core ML delegate ($COREML_BACKEND); only iOS runs it"
+            }
+            mod.loadMethod("forward")
+            val t2 = SystemClock.elapsedRealtimeNanos()
+
+            val inputs = Array(request.inputs.size) { i -> EValue.from(pteInput(request.inputs[i], i, inDir)) }
+            val first = timedForward(mod, inputs)
+            var outputs = first.second
+            repeat(request.warmup) { timedForward(mod, inputs) }
+            val latencies = JSONArray()
+            repeat(request.runs) {
+                val (ms, out) = timedForward(mod, inputs)
+                latencies.put(ms)
+                outputs = out
+            }
+
+            json.put("status", "ok")
+                .put("error", JSONObject.NULL)
+                .put("load_ms", (t1 - t0) / 1e6)
+                .put("init_ms", (t2 - t1) / 1e6)
+                .put("first_inference_ms", first.first)
+                .put("latencies_ms", latencies)
+                .put("peak_memory_kb", peakRssKb() ?: JSONObject.NULL)
+                .put("outputs", writePteOutputs(outputs, config.name, outDir))
+                .put("op_placement", JSONObject.NULL)
+        } catch (e: Throwable) {
+            Log.e(TAG, "${config.name} failed", e)
+            json.put("status", "error")
+                .put("error", "${e.javaClass.simpleName}: ${e.message?.lineSequence()?.firstOrNull() ?: "no message"}")
+                .put("latencies_ms", JSONArray())
+                .put("outputs", JSONArray())
+                .put("op_placement", JSONObject.NULL)
+        } finally {
+            module?.destroy()
+            CpuAffinity.unpin()
+        }
+        return json
+    }
+
+    /** A float32 input file as an ExecuTorch tensor of the request's shape. */
+    private fun pteInput(spec: TensorSpec, index: Int, dir: File): Tensor {
+        check(spec.dtype == "float32") { "input $index is ${spec.dtype}; a .pte takes float32" }
+        val bytes = File(dir, spec.file).readBytes()
+        val count = spec.shape.fold(1L) { n, d -> n * d }
+        check(bytes.size.toLong() == count * 4) { "${spec.file} has ${bytes.size} bytes, expected ${count * 4}" }
+        val floats = FloatArray(count.toInt())
+        ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(floats)
+        return Tensor.fromBlob(floats, spec.shape.map { it.toLong() }.toLongArray())
+    }
+
+    private fun timedForward(module: Module, inputs: Array<EValue>): Pair<Double, Array<EValue>> {
+        val start = SystemClock.elapsedRealtimeNanos()
+        val out = module.forward(*inputs)
+        return Pair((SystemClock.elapsedRealtimeNanos() - start) / 1e6, out)
+    }
+
+    /** Each output tensor as raw little-endian bytes in the protocol's dtype; other values are refused. */
+    private fun writePteOutputs(outputs: Array<EValue>, name: String, dir: File): JSONArray {
+        val files = JSONArray()
+        outputs.forEachIndexed { i, value ->
+            check(value.isTensor) { "output $i is not a tensor" }
+            val tensor = value.toTensor()
+            val (dtype, bytes) = pteOutputBytes(tensor, i)
+            val file = "$name.output$i.bin"
+            File(dir, file).writeBytes(bytes)
+            files.put(JSONObject()
+                .put("file", file)
+                .put("shape", JSONArray(tensor.shape().toList()))
+                .put("dtype", dtype))
+        }
+        return files
+    }
+
+    /** The protocol's name for an output tensor's type and its bytes (little-endian). */
+    private fun pteOutputBytes(tensor: Tensor, index: Int): Pair<String, ByteArray> = when (tensor.dtype()) {
+        DType.FLOAT -> tensor.dataAsFloatArray.let { a ->
+            Pair("float32", ByteBuffer.allocate(a.size * 4).order(ByteOrder.LITTLE_ENDIAN).apply { asFloatBuffer().put(a) }.array())
+        }
+        DType.INT32 -> tensor.dataAsIntArray.let { a ->
+            Pair("int32", ByteBuffer.allocate(a.size * 4).order(ByteOrder.LITTLE_ENDIAN).apply { asIntBuffer().put(a) }.array())
+        }
+        DType.INT64 -> tensor.dataAsLongArray.let { a ->
+            Pair("int64", ByteBuffer.allocate(a.size * 8).order(ByteOrder.LITTLE_ENDIAN).apply { asLongBuffer().put(a) }.array())
+        }
+        DType.INT8 -> Pair("int8", tensor.dataAsByteArray)
+        DType.UINT8 -> Pair("uint8", tensor.dataAsUnsignedByteArray)
+        else -> error("output $index is ${tensor.dtype()}, which the harness does not write")
     }
 
     /** Pin to `cpus`, then read the mask back: {"requested", "pinned", "mask", "error"} (docs/harness-protocol.md). */
@@ -254,7 +382,7 @@ class HarnessBenchmark {
         return info.totalPss.takeIf { it > 0 }
     }
 
-    private fun deviceInfo(): JSONObject {
+    private fun deviceInfo(pte: Boolean): JSONObject {
         val freqs = CpuAffinity.maxFrequenciesKhz()
         return JSONObject()
             .put("platform", "android")
@@ -265,7 +393,8 @@ class HarnessBenchmark {
             .put("os_version", Build.VERSION.RELEASE)
             .put("sdk", Build.VERSION.SDK_INT)
             .put("abi", Build.SUPPORTED_ABIS.firstOrNull() ?: JSONObject.NULL)
-            .put("runtime", "LiteRT ${TensorFlowLite.runtimeVersion()} (Interpreter API)")
+            .put("runtime", if (pte) "ExecuTorch $EXECUTORCH_VERSION (org.pytorch:executorch-android, XNNPACK)"
+                            else "LiteRT ${TensorFlowLite.runtimeVersion()} (Interpreter API)")
             .put("cpu_max_freq_khz", JSONArray(freqs))
             .put("gpu_delegate_supported", runCatching { CompatibilityList().isDelegateSupportedOnThisDevice }
                 .getOrDefault(false))
@@ -289,6 +418,9 @@ data class Request(
     val computeUnits: List<String>,
     val outputDir: String?
 ) {
+    /** An ExecuTorch program (run with Module) rather than a LiteRT model. */
+    val isPte: Boolean get() = model.endsWith(".pte")
+
     /** Same expansion as vitdeploy.devices.protocol.expand_configs. */
     fun configs(): List<Config> = computeUnits.flatMap { unit ->
         if (unit == "xnnpack" || unit == "cpu") threads.map { Config("$unit-${it}t", unit, it) }
@@ -297,6 +429,10 @@ data class Request(
 
     companion object {
         private val UNITS = setOf("xnnpack", "cpu", "gpu", "nnapi")
+        /** vitdeploy.devices.protocol.PTE_COMPUTE_UNITS["android"]: ExecuTorch's XNNPACK delegate. */
+        private val PTE_UNITS = setOf("cpu")
+        /** vitdeploy.devices.protocol.MODEL_SUFFIXES["android"]. */
+        private val MODEL_SUFFIXES = listOf(".tflite", ".pte")
         /** vitdeploy.devices.protocol.INPUT_DTYPES. */
         private val INPUT_DTYPES = setOf("float32", "int8", "uint8", "int16")
 
@@ -306,18 +442,23 @@ data class Request(
             check(j.optString("protocol") == PROTOCOL) { "not a $PROTOCOL request" }
             check(j.optInt("version") == VERSION) { "unsupported protocol version ${j.opt("version")}" }
             check(j.optString("platform") == "android") { "request is for platform ${j.opt("platform")}" }
+            val model = j.getString("model")
+            check(!model.contains('/')) { "model must be a bare file name" }
+            check(MODEL_SUFFIXES.any { model.endsWith(it) }) { "model must be a .tflite or .pte file, got $model" }
+            val pte = model.endsWith(".pte")
             val units = j.getJSONArray("compute_units").strings()
-            units.firstOrNull { it !in UNITS }?.let { error("unknown compute unit $it") }
+            units.firstOrNull { it !in (if (pte) PTE_UNITS else UNITS) }?.let {
+                error(if (pte) "unknown .pte compute unit $it" else "unknown compute unit $it")
+            }
             val inputs = j.getJSONArray("inputs").let { arr ->
                 (0 until arr.length()).map { i ->
                     val t = arr.getJSONObject(i)
                     val dtype = t.optString("dtype", "float32")
                     check(dtype in INPUT_DTYPES) { "input dtype $dtype is not one of $INPUT_DTYPES" }
+                    check(!pte || dtype == "float32") { "a .pte takes float32 inputs, got $dtype" }
                     TensorSpec(t.getString("file"), t.getJSONArray("shape").ints(), dtype)
                 }
             }
-            val model = j.getString("model")
-            check(!model.contains('/')) { "model must be a bare file name" }
             return Request(
                 requestId = j.getString("request_id"),
                 model = model,
