@@ -1,4 +1,4 @@
-"""``vitdeploy convert``: checkpoint -> BN-folded model -> Core ML or TFLite artifact."""
+"""``vitdeploy convert``: checkpoint -> BN-folded model -> Core ML, TFLite or ExecuTorch artifact."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .formats import TARGETS
 
 
 def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:
-    """``<checkpoint stem>_<mode>.tflite|.mlpackage`` in the current directory."""
+    """``<checkpoint stem>_<mode>.tflite|.pte|.mlpackage`` in the current directory."""
     stem = Path(checkpoint).name
     for suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
         stem = stem.removesuffix(suffix)
@@ -21,6 +21,8 @@ def default_output(checkpoint: str | Path, target: str, quantize: str, precision
 
     if target == "tflite":
         return Path(f"{stem}_{label('tflite', quantize)}.tflite")
+    if target == "executorch":
+        return Path(f"{stem}_{label('executorch', quantize)}.pte")
     mode = precision if quantize == "none" else f"{precision}_{label('coreml', quantize, precision)}"
     return Path(f"{stem}_{mode}.mlpackage")
 
@@ -59,7 +61,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
             precision: str = "fp16", calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
             compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,
-            progress=None) -> dict:
+            delegate: str = "xnnpack", progress=None) -> dict:
     """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report.
 
     ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning on the
@@ -81,6 +83,8 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     quantize = target_mode(target, quantize)
     if int8_finetune and (target, quantize) != ("tflite", "int8"):
         raise VitdeployError("--int8-finetune needs --target tflite --quantize w8a8")
+    if delegate != "xnnpack" and target != "executorch":
+        raise VitdeployError("--delegate is for --target executorch")
     t0 = time.perf_counter()
     ckpt = checkpoints.load(checkpoint, variant=variant)
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
@@ -93,6 +97,10 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
         folding = fold_batchnorm(model).to_dict()
         result = _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
                                  int8_finetune, progress)
+    elif target == "executorch":
+        folding = fold_batchnorm(model).to_dict()
+        result = _convert_executorch(model, ckpt, out, quantize, calib, labels, raw_input, metadata, delegate,
+                                     progress)
     else:
         # convert_coreml folds its own copy, so its before/after op counts show what folding removed.
         result = _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target,
@@ -110,6 +118,17 @@ def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_i
                           quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io,
                           metadata=metadata, int8_finetune=int8_finetune,
                           progress=progress)
+    return conv.to_dict()
+
+
+def _convert_executorch(model, ckpt, out, quantize, calib, labels, raw_input, metadata, delegate, progress) -> dict:
+    try:
+        from .targets.executorch import convert_executorch
+    except ImportError as e:
+        raise VitdeployError(f"the ExecuTorch target needs executorch: pip install 'vitdeploy[executorch]' ({e})") from None
+    conv = convert_executorch(model, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out,
+                              quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, metadata=metadata,
+                              delegate=delegate, progress=progress)
     return conv.to_dict()
 
 
