@@ -6,8 +6,9 @@ dequantize nodes around every op XNNPACK runs in int8: conv, linear, add, mul, c
 rest -- softmax, LayerNorm, hardswish, the attention matmuls -- stays float and XNNPACK runs it in
 fp32) plus a report. The target lowers it and judges the lowered program itself.
 
-The search (each attempt: prepare, calibrate, convert, and run the converted module in PyTorch on the
-held-out images -- ~10 s on MobileViT-XXS here, where lowering one candidate to a .pte costs ~35 s):
+The search (each attempt: prepare, convert -- calibration is measured once, see :func:`_quantized` -- and
+run the converted module in PyTorch on the held-out images, where lowering one candidate to a .pte would
+cost ~35 s on MobileViT-XXS here):
 
 1. full int8: per-channel symmetric weights, per-tensor activations with histogram ranges
    (``get_symmetric_quantization_config(is_per_channel=True)``, what ExecuTorch recommends);
@@ -55,31 +56,33 @@ def quantize_int8(module, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, 
     with torch.no_grad():
         reference = module(held).numpy()
     graph = _export_dynamic(module, calib)
+    calibrated: dict = {}  # observed node -> activation observer state, from the first (full int8) calibration
 
     def attempt(float_classes=(), float_names=(), per_channel=True):
+        t = time.perf_counter()
         say(f"int8 attempt: float {', '.join((*float_classes, *float_names)) or 'nothing'}"
             f"{'' if per_channel else ', per-tensor weights'}")
-        converted = _quantized(graph, calib, float_classes, float_names, per_channel, inner)
+        converted = _quantized(graph, calib, float_classes, float_names, per_channel, calibrated)
         with torch.no_grad():
             logits = converted(held).numpy()
-        return converted, score(logits, reference)
+        return converted, {**score(logits, reference), "seconds": round(time.perf_counter() - t, 1)}
 
     converted, best = attempt()
     chosen: dict = {"float_classes": [], "float_names": [], "per_channel": True}
-    history = [{"float": [], "per_channel": True, **best}]
+    history = [{"tried": "full int8", "float": [], "per_channel": True, **best}]
     if search and best["cosine_min"] < min_cosine:
         trials = []
         for cls in transformer_classes(inner):
-            trials.append(({"float_classes": [cls], "float_names": [], "per_channel": True}, cls))
+            trials.append(({"float_classes": [cls], "float_names": [], "per_channel": True}, f"{cls.rsplit('.', 1)[-1]} float"))
         for name in top_level_names(inner):
-            trials.append(({"float_classes": [], "float_names": [name], "per_channel": True}, name))
+            trials.append(({"float_classes": [], "float_names": [name], "per_channel": True}, f"{name} float"))
         trials = trials[:MAX_CANDIDATES]
         trials.append(({"float_classes": [], "float_names": [], "per_channel": False}, "per-tensor weights"))
         say(f"worst-image cosine {best['cosine_min']:.4f} < {min_cosine}: trying {len(trials)} alternatives")
         results = []
         for config, label in trials:
             model, s = attempt(config["float_classes"], config["float_names"], config["per_channel"])
-            history.append({"float": [*config["float_classes"], *config["float_names"]],
+            history.append({"tried": label, "float": [*config["float_classes"], *config["float_names"]],
                             "per_channel": config["per_channel"], **s})
             results.append((s["cosine_min"], label, config, model, s))
         top = max(results, key=lambda r: r[0])
@@ -146,7 +149,10 @@ def _export_dynamic(module, calib):
         return torch.export.export(module, (calib[:2],), dynamic_shapes=({0: batch},)).module()
 
 
-def _quantized(graph, calib, float_classes, float_names, per_channel: bool, inner):
+def _quantized(graph, calib, float_classes, float_names, per_channel: bool, calibrated: dict):
+    """Prepare, calibrate, convert. Calibration observes the float model, whatever is annotated: the first
+    call records its activation observers' states in ``calibrated`` and later calls load them (weight
+    observers read their weights), so a search attempt costs prepare + convert, not another calibration."""
     import copy
 
     import torch
@@ -162,9 +168,52 @@ def _quantized(graph, calib, float_classes, float_names, per_channel: bool, inne
     with quiet():
         prepared = prepare_pt2e(copy.deepcopy(graph), quantizer)
         with torch.no_grad():
-            for i in range(len(calib)):
-                prepared(calib[i:i + 1])
+            if not _load_observers(prepared, calibrated):
+                for i in range(len(calib)):
+                    prepared(calib[i:i + 1])
+                if not calibrated:
+                    calibrated.update(_observer_states(prepared))
         return convert_pt2e(prepared)
+
+
+def _observers(prepared):
+    """(key, observer module, observed node) of every observer call in a prepared graph; the key (observed
+    node, first consumer) names the same edge in any preparation of the same exported graph."""
+    out = []
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or not node.target.startswith("activation_post_process_"):
+            continue
+        source = node.args[0]
+        users = sorted(u.name for u in node.users)
+        out.append(((source.name, users[0] if users else ""), getattr(prepared, node.target), source))
+    return out
+
+
+def _observer_states(prepared) -> dict:
+    states = {}
+    for key, observer, source in _observers(prepared):
+        if source.op != "get_attr":  # weights are observed from the weights themselves
+            states[key] = {k: v.clone() for k, v in observer.state_dict().items()}
+    return states
+
+
+def _load_observers(prepared, states: dict) -> bool:
+    """Fill ``prepared``'s observers from ``states`` (activations) and their weights; False when an
+    activation edge has no recorded state (then the caller calibrates)."""
+    if not states:
+        return False
+    entries = _observers(prepared)
+    if any(source.op != "get_attr" and key not in states for key, _, source in entries):
+        return False
+    for key, observer, source in entries:
+        if source.op == "get_attr":
+            value = prepared
+            for part in source.target.split("."):
+                value = getattr(value, part)
+            observer(value)
+        else:
+            observer.load_state_dict(states[key])
+    return True
 
 
 def _outside(classes: set[str], names: tuple[str, ...]):

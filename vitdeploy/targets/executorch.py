@@ -121,7 +121,7 @@ def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing
         if not met:
             warnings.append(f"w8a8 misses the accuracy target: worst held-out image logits cosine "
                             f"{measured['cosine_min']:.4f} < {MIN_COSINE} (tried: "
-                            f"{', '.join('+'.join(h['float']) or 'full int8' for h in quant_report['search'])}); "
+                            f"{', '.join(h['tried'] for h in quant_report['search'])}); "
                             "written aside as .below-target; use fp32")
             out = out.with_name(out.stem + BELOW_TARGET_SUFFIX + out.suffix)
     write_atomically(out, program)
