@@ -185,19 +185,35 @@ def test_fp32_pte_matches_pytorch_on_natural_images(converted, variant):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", references.VARIANTS)
-def test_w8a8_pte_on_the_reference(converted, variant):
-    """The target is judged on the .pte itself; a met target also holds top-1 within a point on held-out photos,
-    and a missed one is written aside under a name that says so."""
-    from vitdeploy.parity import evaluate
+def test_w8a8_pte_is_judged_on_itself_and_a_miss_is_written_aside(converted, variant):
+    from vitdeploy.formats.executorch import read_pte_metadata
 
     report = converted(variant, "w8a8")
     q = report["quant_report"]
-    assert q["activations"] == "int8" and report["precision"] == "w8a8"
-    assert report["accuracy_target_met"] == (q["cosine_min_after"] >= q["min_cosine"] == 0.99)
-    if not report["accuracy_target_met"]:
-        assert report["path"].endswith(".below-target.pte") and report["warnings"]
-        pytest.xfail(f"{variant} w8a8 .pte: worst-image cosine {q['cosine_min_after']} < 0.99 "
-                     f"(search: {[h['float'] for h in q['search']]})")
+    assert q["activations"] == "int8" and report["precision"] == "w8a8" and q["min_cosine"] == 0.99
+    assert report["accuracy_target_met"] == q["target_met"] == (q["cosine_min_after"] >= 0.99)
+    assert read_pte_metadata(report["path"])["vitdeploy"]["precision"] == "w8a8"
+    if report["accuracy_target_met"]:
+        assert not report["path"].endswith(".below-target.pte") and not report["warnings"]
+    else:  # kept aside, saying what was tried
+        assert report["path"].endswith(".below-target.pte") and "tried: full int8" in report["warnings"][-1]
+        assert len(q["search"]) > 1
+
+
+# MobileViT-XXS misses the goal, as its TFLite w8a8 does (tests/test_references.py): worst held-out image
+# cosine of the .pte 0.9865 < 0.99, and no module kept in float gains 0.002 (the search in the report).
+# strict: the day it passes, this test says so.
+MISSES_TODAY = {"mobilevit_xxs": "w8a8 MobileViT-XXS .pte: worst cosine 0.9865 < 0.99 (docs/executorch.md)"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=MISSES_TODAY[v]))
+                                     if v in MISSES_TODAY else v for v in references.VARIANTS])
+def test_w8a8_pte_on_the_reference_meets_the_accuracy_target(converted, variant):
+    from vitdeploy.parity import evaluate
+
+    report = converted(variant, "w8a8")
+    assert report["accuracy_target_met"], report["warnings"]
     result = evaluate([references.checkpoint(variant), report["path"]], references.heldout_dir(), threads=2,
                       batch_size=32)
     float_top1, int8_top1 = (m.top1 for m in result.models)
