@@ -218,3 +218,22 @@ def test_w8a8_pte_on_the_reference_meets_the_accuracy_target(converted, variant)
                       batch_size=32)
     float_top1, int8_top1 = (m.top1 for m in result.models)
     assert 100 * (float_top1 - int8_top1) <= MAX_DROP_PTS, (float_top1, int8_top1)
+
+
+def test_coreml_delegate_lowers_and_says_it_cannot_run_here(tmp_path):
+    """coremltools is installed, so the Core ML delegate lowers; the host runtime has no CoreMLBackend (Linux)."""
+    pytest.importorskip("coremltools")
+    from vitdeploy.formats.executorch import read_pte_metadata
+    from vitdeploy.runners import open_runner
+    from vitdeploy.runtimes.executorch import backend_available
+    from vitdeploy.targets.executorch import convert_executorch
+
+    conv = convert_executorch(_tiny_classifier(), input_size=(3, 32, 32), preprocessing=_preprocessing(),
+                              out=tmp_path / "m.pte", delegate="coreml")
+    assert read_pte_metadata(conv.path)["vitdeploy"]["delegate"] == "coreml"
+    if backend_available("CoreMLBackend"):  # pragma: no cover - macOS
+        assert open_runner(conv.path).predict_nchw(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 5)
+        return
+    assert "not run" in conv.warnings[0]
+    with pytest.raises(VitdeployError, match="Core ML delegate"):
+        open_runner(conv.path)

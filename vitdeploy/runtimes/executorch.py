@@ -76,6 +76,10 @@ class ExecuTorchRunner(Runner):
         stored = read_pte_metadata(model_content)  # parses the whole flatbuffer in Python first: one-line errors
         if "forward" not in stored["methods"]:
             raise VitdeployError(f"{name}: the program has no forward method (methods: {', '.join(stored['methods'])})")
+        delegate = (stored["vitdeploy"] or {}).get("delegate")
+        if delegate == "coreml" and not backend_available("CoreMLBackend"):
+            raise VitdeployError(f"{name}: lowered to the Core ML delegate, which this host's ExecuTorch runtime "
+                                 "lacks (it runs on Apple devices); convert with --delegate xnnpack to run it here")
         try:
             with native_quiet():  # the thread pool's first use probes the CPU, logging natively
                 set_threads(threads)

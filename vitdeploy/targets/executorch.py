@@ -106,6 +106,12 @@ def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing
     program = _lower(to_lower, sample, delegate, config)
 
     met = True
+    if delegate == "coreml":
+        from ..runtimes.executorch import backend_available
+
+        if not backend_available("CoreMLBackend"):
+            warnings.append("lowered to the Core ML delegate but not run: this host's ExecuTorch runtime has no "
+                            "CoreMLBackend (Apple devices only), so parity is unchecked here")
     if quantize == "int8":
         import torch
 
