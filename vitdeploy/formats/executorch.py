@@ -61,7 +61,26 @@ def read_pte_metadata(path_or_bytes) -> dict:
     labels = config.get("labels") if isinstance(config, dict) else None
     if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
         raise VitdeployError(f"{name}: damaged vitdeploy metadata (labels are not a list of strings)")
-    return {"vitdeploy": config, "labels": labels, "methods": sorted(plans)}
+    census = _census(plans["forward"]) if "forward" in plans else None
+    return {"vitdeploy": config, "labels": labels, "methods": sorted(plans), "census": census}
+
+
+def _census(plan) -> dict:
+    """What ``forward`` runs: delegate calls by backend, and the kernels left to ExecuTorch's portable ops
+    (each one splits the delegated graph, as TFLite's built-in kernels do)."""
+    from collections import Counter
+
+    delegate_calls: Counter = Counter()
+    kernels: Counter = Counter()
+    for chain in plan.chains:
+        for instruction in chain.instructions:
+            args = instruction.instr_args
+            if hasattr(args, "delegate_index"):
+                delegate_calls[plan.delegates[args.delegate_index].id] += 1
+            elif hasattr(args, "op_index"):
+                op = plan.operators[args.op_index]
+                kernels[f"{op.name}.{op.overload}" if op.overload else op.name] += 1
+    return {"delegate_calls": dict(delegate_calls.most_common()), "kernels": dict(kernels.most_common())}
 
 
 def _program(data: bytes, name: str):

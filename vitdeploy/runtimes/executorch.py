@@ -93,6 +93,7 @@ class ExecuTorchRunner(Runner):
                                  f"{meta.num_outputs()}")
         self._shape = [int(v) for v in meta.input_tensor_meta(0).sizes()]
         self._out_shape = [int(v) for v in meta.output_tensor_meta(0).sizes()]
+        self.census = stored["census"]
         self.labels: list[str] | None = stored["labels"]
         self.config: dict = stored["vitdeploy"] or {}
         try:  # untrusted JSON: a missing key or a wrong type is a damaged file
@@ -119,7 +120,8 @@ class ExecuTorchRunner(Runner):
         return int(self._out_shape[-1])
 
     def describe(self) -> dict:
-        return {**super().describe(), "precision": self.config.get("precision"), "delegate": self.config.get("delegate")}
+        return {**super().describe(), "precision": self.config.get("precision"), "delegate": self.config.get("delegate"),
+                **(self.census or {})}
 
     # ------------------------------------------------------------------ prediction
 
