@@ -124,7 +124,8 @@ def test_bad_convert_options_are_one_line_errors(tmp_path):
     cases = [(["--quantize", "fp16"], "not available for executorch"),
              (["--quantize", "w8"], "not available for executorch"),
              (["--delegate", "coreml", "--quantize", "w8a8"], "fp32 only"),
-             (["--delegate", "vulkan"], "Invalid value")]
+             (["--delegate", "vulkan"], "Invalid value"),
+             (["--int8-io", "--quantize", "w8a8"], "--int8-io is for --target tflite")]
     for extra, message in cases:
         result = run("convert", ckpt, "--target", "executorch", "-o", out, *extra)
         assert result.exit_code == 2 and message in result.output, (extra, result.output)

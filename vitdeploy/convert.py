@@ -85,6 +85,8 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
         raise VitdeployError("--int8-finetune needs --target tflite --quantize w8a8")
     if delegate != "xnnpack" and target != "executorch":
         raise VitdeployError("--delegate is for --target executorch")
+    if int8_io and target == "executorch":
+        raise VitdeployError("--int8-io is for --target tflite (an ExecuTorch program keeps float input/output)")
     t0 = time.perf_counter()
     ckpt = checkpoints.load(checkpoint, variant=variant)
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
