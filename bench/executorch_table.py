@@ -143,6 +143,13 @@ def run_variant(variant: str, ckpt: Path, args) -> dict:
     return row
 
 
+def pte_census(variant: str, kind: str) -> dict | None:
+    from vitdeploy.formats.executorch import read_pte_metadata
+
+    found = sorted((OUT / variant).glob(f"{variant}_{kind}*.pte"))
+    return read_pte_metadata(found[0])["census"] if found else None
+
+
 def write_doc(results: dict) -> None:
     rows = list(results["rows"].values())
     lines = [
@@ -183,6 +190,16 @@ def write_doc(results: dict) -> None:
                 f"{100 * nat['top1_agreement']:.1f} % | {100 * r['heldout_top1'][kind]:.2f} % "
                 f"({100 * r['heldout_top1']['checkpoint']:.2f} %) | {r['convert_s'][kind] if r['convert_s'][kind] is not None else '-'} | "
                 f"{r['latency']['median_ms'][kind]:.2f} | {'' if ratio is None else f'{ratio:.2f}'} |")
+    lines += ["", "What each .pte runs (`vitdeploy inspect`): XNNPACK delegate calls, and the kernels left to ExecuTorch's "
+              "portable ops between them (each one splits the delegated graph):", ""]
+    for r in rows:
+        for kind in r["natural"]:
+            if kind.startswith("pte"):
+                census = pte_census(r["variant"], kind)
+                if census:
+                    kernels = ", ".join(f"{k.split('::')[-1]} {v}" for k, v in census["kernels"].items()) or "none"
+                    lines.append(f"- {r['variant']} {kind.replace('_', ' ')}: {sum(census['delegate_calls'].values())} "
+                                 f"XNNPACK calls; portable kernels: {kernels}")
     lines += ["", "w8a8 search (what the converter tried and kept):", ""]
     for r in rows:
         for kind, rep in r["int8_search"].items():
@@ -204,12 +221,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--reuse", action="store_true", help="measure existing artifacts, convert only missing ones")
     parser.add_argument("--no-tflite", action="store_true", help="ExecuTorch only (no TFLite comparison)")
+    parser.add_argument("--doc-only", action="store_true", help="rewrite docs/executorch.md from results.json")
     args = parser.parse_args()
     from importlib.metadata import version
 
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    if args.doc_only:
+        write_doc(results)
+        return
     for variant in args.variants:
         ckpt = checkpoint_for(variant, args.cache)
         if ckpt is None:
