@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import coreml, fold_bn  # noqa: F401  (register the Core ML rewrites and the BatchNorm folds)
+from . import coreml, fold_bn, xnnpack  # noqa: F401  (register the Core ML / XNNPACK rewrites and the BatchNorm folds)
 from .registry import PASSES, register_pass  # noqa: F401  (the registry is part of this package's API)
 
 BATCHNORM_FOLDS = ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear")  # in this order: conv, then linear pairs

@@ -41,11 +41,13 @@ MAX_CANDIDATES = 6
 
 def quantize_int8(module, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, inner=None,
                   min_cosine: float = 0.99, min_gain: float = 0.002, search: bool = True,
-                  progress: Callable[[str], None] | None = None, calib_source: str = "") -> tuple[object, dict]:
+                  progress: Callable[[str], None] | None = None, calib_source: str = "",
+                  always_float: tuple[str, ...] = ()) -> tuple[object, dict]:
     """(converted module taking a batch of any size, report). ``module``: float, the .pte's input convention.
 
     ``calib_inputs`` / ``eval_inputs``: float32 batches in that convention, disjoint. ``inner``: the
     classifier inside ``module`` (its module classes and top-level children are the float candidates).
+    ``always_float``: qualified module class names no attempt quantizes.
     """
     import torch
 
@@ -62,7 +64,7 @@ def quantize_int8(module, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, 
         t = time.perf_counter()
         say(f"int8 attempt: float {', '.join((*float_classes, *float_names)) or 'nothing'}"
             f"{'' if per_channel else ', per-tensor weights'}")
-        converted = _quantized(graph, calib, float_classes, float_names, per_channel, calibrated)
+        converted = _quantized(graph, calib, (*always_float, *float_classes), float_names, per_channel, calibrated)
         with torch.no_grad():
             logits = converted(held).numpy()
         return converted, {**score(logits, reference), "seconds": round(time.perf_counter() - t, 1)}
@@ -97,6 +99,7 @@ def quantize_int8(module, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, 
         "activations": "int8",
         "weights": "per-channel" if chosen["per_channel"] else "per-tensor",
         "float_modules": [*chosen["float_classes"], *chosen["float_names"]],
+        "always_float": list(always_float),
         "min_cosine": min_cosine,
         "calibration": {"images": int(len(calib)), "source": calib_source, "observer": "histogram", "batch": 1},
         "eval_images": int(len(held)),

@@ -53,6 +53,7 @@ class ExecuTorchConversion:
     delegate: str
     accuracy_target_met: bool
     input: dict
+    rewrites: dict = field(default_factory=dict)  # XNNPACK rewrites (vitdeploy.passes.xnnpack): name -> count
     quant_report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -81,6 +82,16 @@ def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing
     from .tflite import _input_spec, model_inputs_from_pixels
 
     input_spec = _input_spec(channels, height, width, preprocessing, raw_input)
+    rewrites, always_float = {}, ()
+    if delegate == "xnnpack":  # a copy: the caller's model stays as it was
+        import copy
+
+        from ..passes.xnnpack import layernorm_as_linear, layernorm_class_name
+
+        model = copy.deepcopy(model)
+        rewrites["layernorm_as_linear"] = layernorm_as_linear(model)
+        # int8 reductions would quantize the variance: the LayerNorms stay float (XNNPACK runs them in fp32).
+        always_float = (layernorm_class_name(),) if rewrites["layernorm_as_linear"] else ()
     wrapper = _wrapped(model, preprocessing, raw_input)
     sample = model_inputs_from_pixels(natural_images_hw(1, height, width, seed=0), input_spec, preprocessing)
     num_classes = _num_classes(wrapper, sample, labels)
@@ -97,7 +108,7 @@ def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing
         to_lower, quant_report = quantize_int8(
             wrapper, calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, preprocessing),
             eval_inputs=eval_inputs, inner=model, min_cosine=MIN_COSINE, search=search, progress=say,
-            calib_source=source)
+            calib_source=source, always_float=always_float)
     config = {"input": input_spec, "preprocessing": preprocessing.to_dict(), "num_classes": num_classes,
               "quantize": quantize, "precision": label("executorch", quantize), "delegate": delegate,
               "labels": list(labels) if labels else None, "float_modules": quant_report.get("float_modules", []),
@@ -135,7 +146,7 @@ def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing
     say(f"wrote {out} ({len(program) / 1e6:.1f} MB) in {seconds:.1f} s")
     return ExecuTorchConversion(path=out, size_bytes=out.stat().st_size, seconds=round(seconds, 2), quantize=quantize,
                                 precision=label("executorch", quantize), delegate=delegate, accuracy_target_met=met,
-                                input=input_spec, quant_report=quant_report, warnings=warnings)
+                                input=input_spec, rewrites=rewrites, quant_report=quant_report, warnings=warnings)
 
 
 def _check_arguments(input_size, preprocessing, quantize, calib, labels, delegate) -> tuple[int, int, int]:
@@ -184,7 +195,7 @@ def _lower(module, sample: np.ndarray, delegate: str, config: dict) -> bytes:
             with torch.no_grad():
                 exported = torch.export.export(module, (torch.from_numpy(np.ascontiguousarray(sample)),))
                 stage = f"lowering to {delegate}"
-                edge = to_edge_transform_and_lower(exported, transform_passes=[drop_noop_expand],
+                edge = to_edge_transform_and_lower(exported, transform_passes=[drop_noop_expand, split_as_slices],
                                                    partitioner=[partitioner], constant_methods=constant_methods(config))
                 stage = "serialization"
                 return bytes(edge.to_executorch().buffer)
@@ -221,6 +232,43 @@ def drop_noop_expand(graph_module):
         graph_module.graph.eliminate_dead_code()
         graph_module.recompile()
     return PassResult(graph_module, bool(removed))
+
+
+def split_as_slices(graph_module):
+    """``split_with_sizes_copy`` (attention's q/k/v split) -> one ``slice_copy`` per piece (edge dialect).
+
+    XNNPACK has no split but takes unit-step slices, so each split was a portable kernel between two
+    delegate calls: trained MobileViT-XXS 9, LeViT-128S 11. Same values (a slice is a split's piece).
+    """
+    import operator
+
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_base import PassResult
+
+    split = exir_ops.edge.aten.split_with_sizes_copy.default
+    replaced = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function" or node.target != split:
+            continue
+        users = list(node.users)
+        if not users or any(u.target is not operator.getitem for u in users):
+            continue
+        source, sizes = node.args[0], list(node.args[1])
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        for user in users:
+            index = user.args[1]
+            with graph_module.graph.inserting_before(user):
+                piece = graph_module.graph.call_function(
+                    exir_ops.edge.aten.slice_copy.Tensor, (source, dim, starts[index], starts[index] + sizes[index], 1))
+            piece.meta = dict(user.meta)
+            user.replace_all_uses_with(piece)
+            graph_module.graph.erase_node(user)
+        graph_module.graph.erase_node(node)
+        replaced += 1
+    if replaced:
+        graph_module.recompile()
+    return PassResult(graph_module, bool(replaced))
 
 
 def _partitioner(delegate: str):
