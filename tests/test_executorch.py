@@ -238,3 +238,69 @@ def test_coreml_delegate_lowers_and_says_it_cannot_run_here(tmp_path):
     assert "not run" in conv.warnings[0]
     with pytest.raises(VitdeployError, match="Core ML delegate"):
         open_runner(conv.path)
+
+
+def _tiny_attention():
+    """patchify conv -> LayerNorm -> qkv linear, split, 4-D matmuls, softmax -> pooled linear head."""
+    import torch
+    from torch import nn
+
+    class TinyAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch = nn.Conv2d(3, 16, 8, stride=8)
+            self.norm = nn.LayerNorm(16)
+            self.qkv = nn.Linear(16, 48)
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            t = self.norm(self.patch(x).flatten(2).transpose(1, 2))  # (N, 16 tokens, 16)
+            q, k, v = self.qkv(t).reshape(t.shape[0], 16, 2, 24).permute(0, 2, 1, 3).split(8, dim=-1)
+            attn = (q @ k.transpose(-2, -1) * 8 ** -0.5).softmax(-1)
+            y = (attn @ v).permute(0, 2, 1, 3).reshape(t.shape[0], 16, 16)
+            return self.head(y.mean(1))
+
+    torch.manual_seed(0)
+    model = TinyAttention().eval()
+    with torch.no_grad():  # a LayerNorm that is not the identity
+        model.norm.weight.uniform_(0.5, 1.5)
+        model.norm.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def test_layernorm_as_linear_is_the_same_function():
+    import torch
+
+    from vitdeploy.passes import PASSES
+
+    model = _tiny_attention()
+    x = torch.randn(4, 3, 32, 32) * 3
+    with torch.no_grad():
+        before = model(x)
+        assert PASSES["layernorm_as_linear"](model) == 1
+        after = model(x)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_xnnpack_rewrites_leave_no_split_expand_or_layernorm_outside_the_delegate(tmp_path):
+    """Without the rewrites this model's .pte runs native_layer_norm, split_with_sizes_copy and expand_copy as
+    portable kernels between XNNPACK calls; with them, the same logits from fewer delegate calls."""
+    import torch
+
+    from vitdeploy.runners import open_runner
+
+    model = _tiny_attention()
+    from vitdeploy.targets.executorch import convert_executorch
+
+    conv = convert_executorch(model, input_size=(3, 32, 32), preprocessing=_preprocessing(), out=tmp_path / "a.pte",
+                              raw_input=True)
+    assert conv.rewrites == {"layernorm_as_linear": 1}
+    assert isinstance(model.norm, torch.nn.LayerNorm)  # the caller's model is left as it was
+    runner = open_runner(conv.path)
+    kernels = " ".join(runner.census["kernels"])
+    assert not any(op in kernels for op in ("layer_norm", "split", "expand")), runner.census
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(runner.predict_nchw(x), expected, rtol=1e-4, atol=1e-4)
