@@ -170,7 +170,7 @@ def test_formats_table_holds_canonical_precisions_and_drives_the_target_choices(
 
     for fmt in FORMATS.values():
         assert set(fmt.precisions) <= set(PRECISIONS), fmt
-    assert set(ARTIFACT_SUFFIXES) == {".tflite", ".mlpackage"}
+    assert set(ARTIFACT_SUFFIXES) == {".tflite", ".mlpackage", ".pte"}
     target = next(p for p in main.commands["convert"].params if p.name == "target")
     assert tuple(target.type.choices) == TARGETS
 

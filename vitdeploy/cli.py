@@ -151,8 +151,8 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--recipe", type=click.Path(path_type=str),
               help="A recipes/*.yaml: fixes the variant and the default precision/quantization.")
 @click.option("-o", "--out", type=click.Path(path_type=str), help="Output path (default: <checkpoint>_<mode>.<ext>).")
-@click.option("--quantize", help="tflite: fp32|fp16|fp16-compute|dynamic|w8a8|w8a16; coreml: fp32|fp16|w8|w8a8 "
-                                 "(aliases: none=fp32, int8=w8a8)  [default: fp32]")
+@click.option("--quantize", help="tflite: fp32|fp16|fp16-compute|dynamic|w8a8|w8a16; coreml: fp32|fp16|w8|w8a8; "
+                                 "executorch: fp32|w8a8 (aliases: none=fp32, int8=w8a8)  [default: fp32]")
 @click.option("--precision", type=click.Choice(["fp16", "fp32", "fp16-compute"]),
               help="Core ML: compute precision [default: fp16]. tflite: fp16-compute = fp16 weights and fp16 "
                    "arithmetic on phones that have it (same as --quantize fp16-compute).")
@@ -169,13 +169,15 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
               help="Core ML: minimum iOS (default: the lowest that supports what was asked).")
 @click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu_gpu", "cpu_ne"]), default="all",
               show_default=True, help="Core ML: the model's default compute units.")
+@click.option("--delegate", type=click.Choice(["xnnpack", "coreml"]), default="xnnpack", show_default=True,
+              help="executorch: the backend the program is lowered to.")
 @click.option("--variant", help="Override variant detection.")
 @json_option("report")
 def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, quantize: str | None,
             precision: str | None, calib_dir: str | None, labels_file: str | None, raw_input: bool, int8_io: bool,
             int8_finetune: int, no_int16: bool, deployment_target: str | None, compute_units: str,
-            variant: str | None, as_json: bool) -> None:
-    """Convert CHECKPOINT to a Core ML .mlpackage or a .tflite (BatchNorm folded first)."""
+            delegate: str, variant: str | None, as_json: bool) -> None:
+    """Convert CHECKPOINT to a Core ML .mlpackage, a .tflite or an ExecuTorch .pte (BatchNorm folded first)."""
     from .convert import convert as run_convert
 
     if recipe:
@@ -203,7 +205,7 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
     report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
                          deployment_target=deployment_target, compute_units=compute_units, variant=variant,
-                         int8_finetune=int8_finetune, progress=say)
+                         int8_finetune=int8_finetune, delegate=delegate, progress=say)
     missed = report.get("accuracy_target_met") is False
     if as_json:
         _echo_json(report)

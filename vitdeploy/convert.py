@@ -1,4 +1,4 @@
-"""``vitdeploy convert``: checkpoint -> BN-folded model -> Core ML or TFLite artifact."""
+"""``vitdeploy convert``: checkpoint -> BN-folded model -> Core ML, TFLite or ExecuTorch artifact."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
             precision: str = "fp16", calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
             compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,
-            progress=None) -> dict:
+            delegate: str = "xnnpack", progress=None) -> dict:
     """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report.
 
     ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning on the
@@ -75,6 +75,10 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     quantize = target_mode(target, quantize)
     if int8_finetune and (target, quantize) != ("tflite", "int8"):
         raise VitdeployError("--int8-finetune needs --target tflite --quantize w8a8")
+    if delegate != "xnnpack" and target != "executorch":
+        raise VitdeployError("--delegate is for --target executorch")
+    if int8_io and target == "executorch":
+        raise VitdeployError("--int8-io is for --target tflite (an ExecuTorch program keeps float input/output)")
     t0 = time.perf_counter()
     ckpt = checkpoints.load(checkpoint, variant=variant)
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
@@ -82,14 +86,18 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     out = Path(out) if out else default_output(checkpoint, target, quantize, precision)
     metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
                 "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
-    prepared = prepare_for(target, ckpt.model)  # BatchNorm folded once, whatever the target (passes.PIPELINES)
+    # BatchNorm folded once, whatever the target; then the target's own passes (passes.PIPELINES).
+    prepared = prepare_for(target, ckpt.model, delegate)
     if target == "tflite":
         result = _convert_tflite(prepared.model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
                                  int8_finetune, progress)
+    elif target == "executorch":
+        result = _convert_executorch(prepared.model, ckpt, out, quantize, calib, labels, raw_input, metadata,
+                                     delegate, progress)
     else:
         result = _convert_coreml(prepared.model, ckpt, out, quantize, precision, calib, labels, raw_input,
                                  deployment_target, compute_units, metadata, progress)
-    result.update(bn_folding=prepared.bn_folding, rewrites=prepared.rewrites)
+    result.update(bn_folding=prepared.bn_folding, rewrites={**result.get("rewrites", {}), **prepared.rewrites})
     return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
             "total_seconds": round(time.perf_counter() - t0, 2), **result}
 
@@ -102,6 +110,17 @@ def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_i
                           quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io,
                           metadata=metadata, int8_finetune=int8_finetune,
                           progress=progress)
+    return conv.to_dict()
+
+
+def _convert_executorch(model, ckpt, out, quantize, calib, labels, raw_input, metadata, delegate, progress) -> dict:
+    try:
+        from .targets.executorch import convert_executorch
+    except ImportError as e:
+        raise VitdeployError(f"the ExecuTorch target needs executorch: pip install 'vitdeploy[executorch]' ({e})") from None
+    conv = convert_executorch(model, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out,
+                              quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, metadata=metadata,
+                              delegate=delegate, progress=progress)
     return conv.to_dict()
 
 

@@ -41,6 +41,8 @@ _READERS = {
     "vitdeploy.parity.evaluate": {"read_image_folder"},
     "vitdeploy.runtimes.coreml": {"CoreMLRunner.__init__"},
     "vitdeploy.formats.coreml": {"read_config"},
+    "vitdeploy.formats.executorch": {"read_pte_metadata", "_decode_config"},
+    "vitdeploy.runtimes.executorch": {"ExecuTorchRunner.__init__"},
     "vitdeploy.formats.tflite": {"read_tflite_metadata", "_metadata_blobs", "_parse_model_metadata", "_read_labels"},
 }
 _DATA_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)

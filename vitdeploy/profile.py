@@ -1,4 +1,4 @@
-"""``vitdeploy profile``: latency on the host (LiteRT or PyTorch eager) or on a device through its harness."""
+"""``vitdeploy profile``: latency on the host (LiteRT, ExecuTorch or PyTorch eager) or on a device through its harness."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
 
 def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> dict:
     from .devices import host_info
-    from .runtimes.timing import profile_tflite, profile_torch
+    from .runtimes.timing import profile_executorch, profile_tflite, profile_torch
 
     suffix = path.suffix.lower()
     ckpt = None
@@ -45,6 +45,11 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
             raise VitdeployError(f"{path}: no such file")
         stats = profile_tflite(path, threads=threads, runs=runs, warmup=warmup, progress=progress)
         kind = "tflite"
+    elif suffix == ".pte":
+        if not path.is_file():
+            raise VitdeployError(f"{path}: no such file")
+        stats = profile_executorch(path, threads=threads, runs=runs, warmup=warmup, progress=progress)
+        kind = "executorch"
     elif suffix == ".mlpackage":
         if platform.system() != "Darwin":
             raise VitdeployError("Core ML latency needs macOS or an iPhone (--device iphone12 ...); on Linux "

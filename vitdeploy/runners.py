@@ -1,5 +1,5 @@
 """One interface over everything vitdeploy can run: checkpoints (PyTorch eager) and
-artifacts (.tflite through LiteRT, .mlpackage through Core ML or the MIL interpreter).
+artifacts (.tflite through LiteRT, .pte through ExecuTorch, .mlpackage through Core ML or the MIL interpreter).
 
 Every runner takes the same input: a float32 NCHW batch preprocessed the way the
 source checkpoint expects (``predict_nchw``), and converts it to its own input
@@ -42,6 +42,8 @@ def open_runner(path: str | Path, *, variant: str | None = None, threads: int = 
         return _open_tflite(path, threads)
     if suffix == ".mlpackage":
         return _open_coreml(path, runtime)
+    if suffix == ".pte":
+        return _open_executorch(path, threads)
     from . import checkpoints
 
     return TorchRunner(checkpoints.load(path, variant=variant))
@@ -55,6 +57,16 @@ def _open_tflite(path: Path, threads: int) -> Runner:
     except ImportError as e:
         raise VitdeployError(f"running .tflite needs ai-edge-litert: pip install 'vitdeploy[tflite]' ({e})") from None
     return _with_preprocessing(TFLiteRunner(path, threads=threads))
+
+
+def _open_executorch(path: Path, threads: int) -> Runner:
+    if not path.is_file():
+        raise VitdeployError(f"{path}: no such file")
+    try:
+        from .runtimes.executorch import ExecuTorchRunner
+    except ImportError as e:
+        raise VitdeployError(f"running .pte needs executorch: pip install 'vitdeploy[executorch]' ({e})") from None
+    return _with_preprocessing(ExecuTorchRunner(path, threads=threads))
 
 
 def _open_emulated_tflite(path: Path, threads: int, emulate: dict) -> Runner:

@@ -6,17 +6,18 @@ choices, ``convert``'s target check and the runners' artifact suffixes read it, 
 row plus its converter (``vitdeploy.targets``), its file reader (``vitdeploy.formats.<name>``) and its
 runtime (``vitdeploy.runtimes``). Like ultralytics' ``export_formats()``, but typed.
 
-This module imports nothing heavy; ``formats.tflite`` / ``formats.coreml`` read and write the files.
+This module imports nothing heavy; ``formats.tflite`` / ``formats.coreml`` / ``formats.executorch`` read and
+write the files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..precisions import COREML_MODES, TFLITE_MODES, label
+from ..precisions import COREML_MODES, EXECUTORCH_MODES, TFLITE_MODES, label
 
 # Input layouts an artifact declares in its metadata.
-LAYOUT_PIXELS = "NHWC-pixels"  # TFLite: RGB pixels 0..255, preprocessing inside the graph
+LAYOUT_PIXELS = "NHWC-pixels"  # TFLite, ExecuTorch: RGB pixels 0..255, preprocessing inside the graph
 LAYOUT_IMAGE = "image"  # Core ML: an image input (CVPixelBuffer), preprocessing inside the model
 LAYOUT_RAW = "NCHW-raw"  # either: already preprocessed NCHW floats, as the PyTorch checkpoint takes them
 
@@ -33,6 +34,7 @@ FORMATS: dict[str, Format] = {
     "tflite": Format("tflite", ".tflite", ("android",), tuple(TFLITE_MODES)),
     # Core ML's fp32/fp16 are compute precisions of an unquantized model (--precision), w8/w8a8 quantize it.
     "coreml": Format("coreml", ".mlpackage", ("ios",), ("fp32", "fp16", *[p for p in COREML_MODES if p != "fp32"])),
+    "executorch": Format("executorch", ".pte", ("android", "ios"), tuple(EXECUTORCH_MODES)),
 }
 TARGETS = tuple(sorted(FORMATS))
 ARTIFACT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())

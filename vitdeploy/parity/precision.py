@@ -10,13 +10,15 @@ import numpy as np
 from .tolerances import PRESETS
 
 def artifact_precision(path: str | Path) -> tuple[str, str]:
-    """(preset name, where it was read from) for a .tflite or .mlpackage; checkpoints are fp32."""
+    """(preset name, where it was read from) for a .tflite, .pte or .mlpackage; checkpoints are fp32."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".tflite":
         return _tflite_precision(path)
     if suffix == ".mlpackage":
         return _coreml_precision(path)
+    if suffix == ".pte":
+        return _executorch_precision(path)
     return "fp32", "checkpoint (PyTorch float32)"
 
 
@@ -45,6 +47,19 @@ def _tflite_precision(path: Path) -> tuple[str, str]:
     if "float16" in dtypes:
         return "fp16", f"tensor types ({', '.join(sorted(dtypes))})"
     return "fp32", f"tensor types ({', '.join(sorted(dtypes))})"
+
+
+def _executorch_precision(path: Path) -> tuple[str, str]:
+    from ..formats.executorch import read_pte_metadata
+    from ..precisions import PARITY_PRESET, canonical
+
+    config = read_pte_metadata(path)["vitdeploy"] or {}
+    mode = config.get("precision") or config.get("quantize")
+    if isinstance(mode, str) and mode in (*PARITY_PRESET, "none", "int8"):
+        return PARITY_PRESET[canonical(mode)], f"vitdeploy metadata (precision={mode})"
+    # A program vitdeploy did not write: the runtime cannot say what its delegate computes in; assume int8,
+    # the loose preset, rather than fail an int8 program against fp32 tolerances.
+    return "int8", "no vitdeploy metadata (assumed int8: the loosest preset)"
 
 
 _COREML_QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense",

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import coreml, fold_bn  # noqa: F401  (register the Core ML rewrites and the BatchNorm folds)
+from . import coreml, fold_bn, xnnpack  # noqa: F401  (register the Core ML / XNNPACK rewrites and the BatchNorm folds)
 from .coreml import COREML_REWRITES
 from .registry import PASSES, register_pass, run_passes  # noqa: F401  (the registry is part of this package's API)
 
 BATCHNORM_FOLDS = ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear")  # in this order: conv, then linear pairs
-# What each target's model goes through before export. BatchNorm first: the Core ML rewrites need it folded.
+# What each target's model goes through before export (a target, or target-delegate where the delegate
+# changes it). BatchNorm first: the Core ML rewrites need it folded.
 PIPELINES = {
     "tflite": BATCHNORM_FOLDS,
     "coreml": BATCHNORM_FOLDS + COREML_REWRITES,
-    "executorch": BATCHNORM_FOLDS,
+    "executorch": BATCHNORM_FOLDS + ("layernorm_as_linear",),  # XNNPACK delegate (passes.xnnpack)
+    "executorch-coreml": BATCHNORM_FOLDS,  # Core ML delegate: Core ML runs layer_norm itself
 }
+
+
+def pipeline_name(target: str, delegate: str | None = None) -> str:
+    """The :data:`PIPELINES` key of a target (and, where it has one that changes the model, its delegate)."""
+    key = f"{target}-{delegate}"
+    return key if key in PIPELINES else target
 
 
 @dataclass
@@ -69,9 +77,9 @@ class Prepared:
     rewrites: dict[str, int]  # the pipeline's other passes -> rewrites made
 
 
-def prepare_for(target: str, model) -> Prepared:
-    """A copy of ``model`` through ``PIPELINES[target]`` (eval mode; the caller's model is not touched)."""
-    return prepare(model, PIPELINES[target])
+def prepare_for(target: str, model, delegate: str | None = None) -> Prepared:
+    """A copy of ``model`` through its target's pipeline (eval mode; the caller's model is not touched)."""
+    return prepare(model, PIPELINES[pipeline_name(target, delegate)])
 
 
 def prepare(model, pipeline: tuple[str, ...]) -> Prepared:

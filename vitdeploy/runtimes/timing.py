@@ -1,4 +1,4 @@
-"""Host latency measurement: LiteRT (.tflite) and PyTorch eager, with the same statistics.
+"""Host latency measurement: LiteRT (.tflite), ExecuTorch (.pte) and PyTorch eager, with the same statistics.
 
 All times are wall-clock milliseconds from ``time.perf_counter``. ``first_ms`` is the very first
 call (cold caches, lazy init: what an app sees once); it counts as one of the ``warmup`` calls,
@@ -82,6 +82,24 @@ def profile_tflite(path, *, threads: int, runs: int, warmup: int, progress: bool
     load_ms = (time.perf_counter() - start) * 1000.0
     result = measure_latency(runner.run_once, runs=runs, warmup=warmup, progress=progress)
     return {"load_ms": round(load_ms, 3), **result, "threads": threads, "runtime": _litert_version()}
+
+
+def profile_executorch(path, *, threads: int, runs: int, warmup: int, progress: bool = False) -> dict:
+    """Latency of a .pte on this host (ExecuTorch runtime, XNNPACK) plus ``load_ms`` (program + method load)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .executorch import ExecuTorchRunner, runtime
+
+    runtime()  # import torch and the bindings first (~3 s here): load_ms is the program's own load
+    start = time.perf_counter()
+    runner = ExecuTorchRunner(Path(path), threads=threads)
+    load_ms = (time.perf_counter() - start) * 1000.0
+    result = measure_latency(runner.run_once, runs=runs, warmup=warmup, progress=progress)
+    try:
+        name = f"executorch {version('executorch')} ({runner.config.get('delegate') or 'xnnpack'})"
+    except PackageNotFoundError:
+        name = "executorch"
+    return {"load_ms": round(load_ms, 3), **result, "threads": threads, "runtime": name}
 
 
 def profile_torch(model, input_size, *, threads: int, runs: int, warmup: int, progress: bool = False) -> dict:
