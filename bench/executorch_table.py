@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -105,22 +104,16 @@ def heldout_top1(ckpt: Path, paths: dict, threads: int) -> dict:
 def interleaved(paths: dict, threads: int, rounds: int, warmup: int = 5) -> dict:
     """Median ms of each artifact, every round running each once; ``pte_over_tflite`` per precision."""
     from vitdeploy.runners import open_runner
-    from vitdeploy.runtimes.timing import _time_ms, summarize
+    from vitdeploy.runtimes.timing import interleaved as measure, median_ratio
 
-    runners = {kind: open_runner(path, threads=threads) for kind, path in paths.items()}
-    for runner in runners.values():
-        for _ in range(warmup):
-            runner.run_once()
-    times: dict = {kind: [] for kind in runners}
-    for _ in range(rounds):
-        for kind, runner in runners.items():
-            times[kind].append(_time_ms(runner.run_once))
-    out = {"median_ms": {k: summarize(t)["median_ms"] for k, t in times.items()},
-           "min_ms": {k: summarize(t)["min_ms"] for k, t in times.items()}, "threads": threads, "rounds": rounds}
+    runs = measure({kind: open_runner(path, threads=threads) for kind, path in paths.items()}, rounds=rounds,
+                   warmup=warmup, keep_runs=True)
+    out = {"median_ms": {k: r["median_ms"] for k, r in runs.items()},
+           "min_ms": {k: r["min_ms"] for k, r in runs.items()}, "threads": threads, "rounds": rounds}
     for precision in ("fp32", "w8a8"):
-        a, b = times.get(f"pte_{precision}"), times.get(f"tflite_{precision}")
+        a, b = runs.get(f"pte_{precision}"), runs.get(f"tflite_{precision}")
         if a and b:
-            out[f"pte_over_tflite_{precision}"] = round(statistics.median(x / y for x, y in zip(a, b)), 3)
+            out[f"pte_over_tflite_{precision}"] = median_ratio(a["runs_ms"], b["runs_ms"])
     return out
 
 

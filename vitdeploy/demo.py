@@ -3,9 +3,10 @@
 Without arguments it uses the trained references that ship with vitdeploy
 (:mod:`vitdeploy.references`: MobileViT-XXS and LeViT-128S trained on natural photographs),
 then for each checkpoint: inspect, fold BatchNorm and check the folded model against the
-original; convert to TFLite (fp32 and w8a8) and Core ML (fp16 and w8); check each artifact's
-parity against the checkpoint; profile the checkpoint and the TFLite artifacts on the host
-(interleaved); write HTML reports; print a summary. ``quick=True`` keeps to the float artifacts.
+original; convert to TFLite (fp32 and w8a8), Core ML (fp16 and w8) and ExecuTorch (fp32 and w8a8);
+check each artifact's parity against the checkpoint; profile the checkpoint and the TFLite and
+ExecuTorch artifacts on the host (interleaved); write HTML reports; print a summary. ``quick=True``
+keeps to the float artifacts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from .formats import HOST_TIMED_TARGETS
+
 DEFAULT_VARIANTS = ("mobilevit_xxs", "levit_128s")
 
 
@@ -25,6 +28,8 @@ ARTIFACTS = (  # (target, precision, quantize, in quick mode)
     ("tflite", "fp32", "w8a8", False),
     ("coreml", "fp16", "none", True),
     ("coreml", "fp16", "w8", False),
+    ("executorch", "fp32", "fp32", True),
+    ("executorch", "fp32", "w8a8", False),
 )
 
 
@@ -68,8 +73,9 @@ def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
     for target, precision, quantize, in_quick in ARTIFACTS:
         if quick and not in_quick:
             continue
-        if target == "coreml" and not _has("coremltools"):
-            rows.append({"target": target, "quantize": quantize, "status": "skipped (coremltools not installed)"})
+        needs = {"coreml": "coremltools", "executorch": "executorch"}.get(target)
+        if needs and not _has(needs):
+            rows.append({"target": target, "quantize": quantize, "status": f"skipped ({needs} not installed)"})
             continue
         path = artifact_path(out, ckpt.name.split(".")[0], target, precision, quantize)
         rows.append(build_artifact(ckpt, target, precision, quantize, path, html_report=True, say=say))
@@ -77,27 +83,30 @@ def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
 
 
 def _latency(ckpt: Path, artifacts: list[dict], out: Path, say) -> dict:
-    """Host latency (2 threads): the checkpoint in PyTorch eager, then the TFLite artifacts interleaved
-    (each round runs every artifact once) with each one's speed-up over fp32."""
+    """Host latency (2 threads): the checkpoint in PyTorch eager, then the TFLite and ExecuTorch artifacts
+    interleaved (each round runs every artifact once) with each one's speed-up over TFLite fp32."""
     from .pipeline import STATUS_BELOW_TARGET
     from .profile import profile
     from .reports import write_report
-    from .runtimes.timing import interleaved_tflite
+    from .runners import open_runner
+    from .runtimes.timing import interleaved
 
     timings = {"pytorch eager": profile(ckpt, runs=20, warmup=3)}
     # A w8a8 model below its accuracy target is timed too: what it would cost is part of the verdict.
-    tflite = {f"tflite {a['label']}": a["path"] for a in artifacts
-              if a.get("status") in ("ok", STATUS_BELOW_TARGET) and a["target"] == "tflite"}
-    if tflite:
-        measured = interleaved_tflite(tflite, threads=2, rounds=30, baseline="tflite fp32")
+    timed = {f"{a['target']} {a['label']}": a["path"] for a in artifacts
+             if a.get("status") in ("ok", STATUS_BELOW_TARGET) and a["target"] in HOST_TIMED_TARGETS}
+    if timed:
+        baseline = "tflite fp32" if "tflite fp32" in timed else None
+        measured = interleaved({name: open_runner(p, threads=2) for name, p in timed.items()}, rounds=30,
+                               baseline=baseline)
         speedup = measured.pop("speedup", {})
         timings.update(measured)
-        if "tflite fp32" in tflite:
-            write_report(out / "latency.report", kind="profile", data=profile(tflite["tflite fp32"], runs=30, warmup=3))
+        if baseline:
+            write_report(out / "latency.report", kind="profile", data=profile(timed[baseline], runs=30, warmup=3))
         for name, ratio in speedup.items():
             timings[name]["speedup_vs_fp32"] = ratio
-    say("  host latency (median ms, 2 threads, TFLite interleaved): " + ", ".join(
-        f"{k} {v['median_ms']:.1f}" + (f" ({v['speedup_vs_fp32']:.2f}x fp32)" if "speedup_vs_fp32" in v else "")
+    say("  host latency (median ms, 2 threads, interleaved; x = TFLite fp32 time / this): " + ", ".join(
+        f"{k} {v['median_ms']:.1f}" + (f" ({v['speedup_vs_fp32']:.2f}x)" if "speedup_vs_fp32" in v else "")
         for k, v in timings.items()))
     return {k: {key: v[key] for key in ("median_ms", "min_ms", "p90_ms", "speedup_vs_fp32") if key in v}
             for k, v in timings.items()}
@@ -161,11 +170,11 @@ def _print_summary(results: list[dict], say) -> None:
             f"{'host ms':>8} {'vs fp32':>8}")
         for variant, a in rows:
             latency = next((r.get("latency", {}) for r in results if r["variant"] == variant), {})
-            key = f"tflite {a.get('label')}" if a["target"] == "tflite" else ""
+            key = f"{a['target']} {a.get('label')}" if a["target"] in HOST_TIMED_TARGETS else ""
             ms = latency.get(key, {}).get("median_ms")
             speedup = latency.get(key, {}).get("speedup_vs_fp32")
             label = a.get("label", "")
-            name = f"tflite {label}" if a["target"] == "tflite" else \
+            name = f"{a['target']} {label}" if a["target"] in HOST_TIMED_TARGETS else \
                 f"coreml {a.get('precision', '')}" + (f" {label}" if label and label != a.get("precision") else "")
             fmt = lambda v, f: f.format(v) if isinstance(v, (int, float)) else "-"  # noqa: E731
             say(f"{variant:<15} {name:<22} {a['status'][:12]:<12} {fmt(a.get('size_mb'), '{:.1f}'):>6} "

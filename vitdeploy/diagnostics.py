@@ -65,3 +65,13 @@ def quiet(stdout: bool = False):
             yield
     finally:
         logging.disable(logging.NOTSET)
+
+
+def package_version(name: str) -> str:
+    """``name version`` of an installed distribution (just ``name`` when it has no metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{name} {version(name)}"
+    except PackageNotFoundError:
+        return name

@@ -36,20 +36,15 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
 
 def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> dict:
     from .devices import host_info
-    from .runtimes.timing import profile_executorch, profile_tflite, profile_torch
+    from .runtimes.timing import profile_runner, profile_torch
 
     suffix = path.suffix.lower()
     ckpt = None
-    if suffix == ".tflite":
+    if suffix in (".tflite", ".pte"):
         if not path.is_file():
             raise VitdeployError(f"{path}: no such file")
-        stats = profile_tflite(path, threads=threads, runs=runs, warmup=warmup, progress=progress)
-        kind = "tflite"
-    elif suffix == ".pte":
-        if not path.is_file():
-            raise VitdeployError(f"{path}: no such file")
-        stats = profile_executorch(path, threads=threads, runs=runs, warmup=warmup, progress=progress)
-        kind = "executorch"
+        stats = profile_runner(lambda: _timing_runner(path, threads), runs=runs, warmup=warmup, progress=progress)
+        kind = "tflite" if suffix == ".tflite" else "executorch"
     elif suffix == ".mlpackage":
         if platform.system() != "Darwin":
             raise VitdeployError("Core ML latency needs macOS or an iPhone (--device iphone12 ...); on Linux "
@@ -70,6 +65,13 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
         stats.update(_output_check(_host_runner(path, ckpt, threads)))
     return {"model": str(path), "kind": kind, "device": "host", "host": host_info(), "runs": runs, "warmup": warmup,
             **stats}
+
+
+def _timing_runner(path: Path, threads: int):
+    """The artifact's runtime runner, metadata or not (a foreign .tflite can be timed, not compared)."""
+    from .runners import open_runner
+
+    return open_runner(path, threads=threads, require_metadata=False)
 
 
 def _host_runner(path: Path, ckpt, threads: int):

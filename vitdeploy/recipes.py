@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import VitdeployError
+from .formats import HOST_TIMED_TARGETS
 from .models import family_of, variant_info
 
 _REQUIRED = ("variant", "targets", "parity")
@@ -170,7 +171,7 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
                                      tolerances=tolerances)
             if row["status"] == STATUS_BELOW_TARGET:  # written aside under a name that says so; a failed cell
                 row.update(status="failed", error=row.pop("verdict"))
-            if row["status"] == "ok" and target == "tflite":
+            if row["status"] == "ok" and target in HOST_TIMED_TARGETS:
                 row["host_median_ms"] = _host_latency(Path(row["path"]), latency_runs, threads)
             row = {"variant": recipe.variant, **row}
             rows.append(row)
@@ -180,20 +181,21 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
 
 
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:
-    from .runtimes.timing import profile_tflite
+    from .runners import open_runner
+    from .runtimes.timing import profile_runner
 
-    return profile_tflite(artifact, threads=threads, runs=runs, warmup=3)["median_ms"]
+    return profile_runner(lambda: open_runner(artifact, threads=threads), runs=runs, warmup=3)["median_ms"]
 
 
 def format_build_table(summary: dict) -> str:
-    head = f"{'variant':<14} {'target':<7} {'mode':<13} {'status':<7} {'MB':>6} {'conv s':>7} {'parity':>6} " \
+    head = f"{'variant':<14} {'target':<10} {'mode':<13} {'status':<7} {'MB':>6} {'conv s':>7} {'parity':>6} " \
            f"{'cos min':>9} {'max abs':>8} {'top-1':>6} {'host ms':>8}"
     lines = [head, "-" * len(head)]
     for r in summary["cells"]:
-        mode = r["quantize"] if r["target"] == "tflite" else f"{r['precision']}/{r['quantize']}"
+        mode = f"{r['precision']}/{r['quantize']}" if r["target"] == "coreml" else r["quantize"]
         mode += " (a16)" if r.get("activations") == "int16" else ""
         fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
-        lines.append(f"{r['variant']:<14} {r['target']:<7} {mode:<13} {r['status']:<7} {fmt(r.get('size_mb'), '{:.1f}'):>6} "
+        lines.append(f"{r['variant']:<14} {r['target']:<10} {mode:<13} {r['status']:<7} {fmt(r.get('size_mb'), '{:.1f}'):>6} "
                      f"{fmt(r.get('convert_s'), '{:.1f}'):>7} {r.get('parity', '-'):>6} "
                      f"{fmt(r.get('cosine_min'), '{:.6f}'):>9} {fmt(r.get('max_abs'), '{:.2e}'):>8} "
                      f"{fmt(r.get('top1_agreement'), '{:.0%}'):>6} "

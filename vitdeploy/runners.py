@@ -25,48 +25,48 @@ def is_artifact(path: str | Path) -> bool:
     return Path(path).suffix.lower() in ARTIFACT_SUFFIXES
 
 
+# Artifact files and the runtime runner of each: (module, class, the pip extra that installs its runtime, that runtime).
+_FILE_RUNTIMES = {
+    ".tflite": ("vitdeploy.runtimes.tflite", "TFLiteRunner", "tflite", "ai-edge-litert"),
+    ".pte": ("vitdeploy.runtimes.executorch", "ExecuTorchRunner", "executorch", "executorch"),
+}
+
+
 def open_runner(path: str | Path, *, variant: str | None = None, threads: int = 2, runtime: str = "auto",
-                emulate: dict | None = None) -> Runner:
+                emulate: dict | None = None, require_metadata: bool = True) -> Runner:
     """A runner for a checkpoint or an artifact, chosen by what ``path`` is.
 
     ``emulate`` (.tflite only): ``{"cpu", "fp16", "xnnpack"}`` runs it on an emulated phone CPU
-    (:class:`vitdeploy.runtimes.tflite_arm.EmulatedTFLiteRunner`).
+    (:class:`vitdeploy.runtimes.tflite_arm.EmulatedTFLiteRunner`). ``require_metadata=False`` opens a
+    .tflite/.pte vitdeploy did not write (it can be timed; comparing it needs its preprocessing).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if emulate and suffix != ".tflite":
         raise VitdeployError(f"{path}: an emulated phone CPU runs .tflite artifacts only")
-    if suffix == ".tflite":
-        if emulate:
-            return _open_emulated_tflite(path, threads, emulate)
-        return _open_tflite(path, threads)
+    if emulate:
+        return _open_emulated_tflite(path, threads, emulate)
+    if suffix in _FILE_RUNTIMES:
+        runner = _open_file(path, suffix, threads)
+        return _with_preprocessing(runner) if require_metadata else runner
     if suffix == ".mlpackage":
         return _open_coreml(path, runtime)
-    if suffix == ".pte":
-        return _open_executorch(path, threads)
     from . import checkpoints
 
     return TorchRunner(checkpoints.load(path, variant=variant))
 
 
-def _open_tflite(path: Path, threads: int) -> Runner:
+def _open_file(path: Path, suffix: str, threads: int) -> Runner:
+    import importlib
+
     if not path.is_file():
         raise VitdeployError(f"{path}: no such file")
+    module, name, extra, package = _FILE_RUNTIMES[suffix]
     try:
-        from .runtimes.tflite import TFLiteRunner
+        runner_class = getattr(importlib.import_module(module), name)
     except ImportError as e:
-        raise VitdeployError(f"running .tflite needs ai-edge-litert: pip install 'vitdeploy[tflite]' ({e})") from None
-    return _with_preprocessing(TFLiteRunner(path, threads=threads))
-
-
-def _open_executorch(path: Path, threads: int) -> Runner:
-    if not path.is_file():
-        raise VitdeployError(f"{path}: no such file")
-    try:
-        from .runtimes.executorch import ExecuTorchRunner
-    except ImportError as e:
-        raise VitdeployError(f"running .pte needs executorch: pip install 'vitdeploy[executorch]' ({e})") from None
-    return _with_preprocessing(ExecuTorchRunner(path, threads=threads))
+        raise VitdeployError(f"running {suffix} needs {package}: pip install 'vitdeploy[{extra}]' ({e})") from None
+    return runner_class(path, threads=threads)
 
 
 def _open_emulated_tflite(path: Path, threads: int, emulate: dict) -> Runner:

@@ -28,17 +28,20 @@ class Format:
     suffix: str  # what the artifact is called
     platforms: tuple[str, ...]  # where it is deployed (packaging, --device)
     precisions: tuple[str, ...]  # canonical precisions a file of this format can hold
+    host_latency: bool  # its runtime runs on this host's CPU, so `profile`, `demo` and `build` time it here
 
 
 FORMATS: dict[str, Format] = {
-    "tflite": Format("tflite", ".tflite", ("android",), tuple(TFLITE_MODES)),
+    "tflite": Format("tflite", ".tflite", ("android",), tuple(TFLITE_MODES), host_latency=True),
     # Core ML's fp32/fp16 are compute precisions of an unquantized model (--precision), w8/w8a8 quantize it.
-    "coreml": Format("coreml", ".mlpackage", ("ios",), ("fp32", "fp16", *[p for p in COREML_MODES if p != "fp32"])),
-    "executorch": Format("executorch", ".pte", ("android", "ios"), tuple(EXECUTORCH_MODES)),
+    # Core ML latency needs a Mac or an iPhone: here the MIL interpreter checks numerics, not speed.
+    "coreml": Format("coreml", ".mlpackage", ("ios",), ("fp32", "fp16", *[p for p in COREML_MODES if p != "fp32"]),
+                     host_latency=False),
+    "executorch": Format("executorch", ".pte", ("android", "ios"), tuple(EXECUTORCH_MODES), host_latency=True),
 }
 TARGETS = tuple(sorted(FORMATS))
 ARTIFACT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())
-
+HOST_TIMED_TARGETS = tuple(name for name, f in FORMATS.items() if f.host_latency)
 
 
 def artifact_name(stem: str, target: str, quantize: str, precision: str = "fp16") -> str:

@@ -27,6 +27,10 @@ class Runner:
     def predict_nchw(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def runtime_name(self) -> str:
+        """What runs the model, with its version (latency reports)."""
+        return self.kind
+
     def describe(self) -> dict:
         return {"path": str(self.path), "kind": self.kind, "variant": self.variant,
                 "input_size": list(self.input_size), "preprocessing": self.preprocessing.to_dict()}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diagnostics import first_line, quiet
+from ..diagnostics import first_line, package_version, quiet
 from ..errors import VitdeployError
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
@@ -152,6 +152,9 @@ class ExecuTorchRunner(Runner):
     def run_once(self) -> None:
         """One inference on the input already set (for latency measurement)."""
         self.method.execute(self._ready)
+
+    def runtime_name(self) -> str:
+        return f"{package_version('executorch')} ({self.config.get('delegate') or 'xnnpack'})"
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Logits for a batch already in the program's input convention, image by image (batch-1 program)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VitdeployError
-from ..diagnostics import first_line
+from ..diagnostics import first_line, package_version
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
 from .base import Runner, image_size_of
@@ -122,6 +122,9 @@ class TFLiteRunner(Runner):
     def run_once(self) -> None:
         """One inference on the input already set (for latency measurement)."""
         self.interpreter.invoke()
+
+    def runtime_name(self) -> str:
+        return f"{package_version('ai-edge-litert')} (XNNPACK)"
 
     # ------------------------------------------------------------------ internals
 

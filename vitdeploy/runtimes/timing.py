@@ -1,4 +1,7 @@
-"""Host latency measurement: LiteRT (.tflite), ExecuTorch (.pte) and PyTorch eager, with the same statistics.
+"""Host latency measurement, one loop for every runtime (LiteRT, ExecuTorch, PyTorch eager), same statistics.
+
+Runners time ``run_once()`` (one inference on an input already set) and name themselves
+(``runtime_name()``); :func:`profile_runner` and :func:`interleaved` take any of them.
 
 All times are wall-clock milliseconds from ``time.perf_counter``. ``first_ms`` is the very first
 call (cold caches, lazy init: what an app sees once); it counts as one of the ``warmup`` calls,
@@ -73,33 +76,22 @@ def _progress_bar(total: int, wanted: bool):
     return click.progressbar(length=total, label="timing", file=sys.stderr)
 
 
+def profile_runner(open_runner: Callable[[], object], *, runs: int, warmup: int, progress: bool = False) -> dict:
+    """Latency of an artifact's runner on this host, whatever its runtime: ``load_ms`` (``open_runner()``:
+    program load, allocation) plus :func:`measure_latency` of ``runner.run_once`` and the runtime's name."""
+    start = time.perf_counter()
+    runner = open_runner()
+    load_ms = (time.perf_counter() - start) * 1000.0
+    result = measure_latency(runner.run_once, runs=runs, warmup=warmup, progress=progress)
+    return {"load_ms": round(load_ms, 3), **result, "threads": runner.threads, "runtime": runner.runtime_name()}
+
+
 def profile_tflite(path, *, threads: int, runs: int, warmup: int, progress: bool = False) -> dict:
-    """Latency of a .tflite on this host (LiteRT + XNNPACK) plus ``load_ms`` (interpreter + allocate)."""
+    """:func:`profile_runner` of a .tflite (LiteRT + XNNPACK), vitdeploy's or not."""
     from .tflite import TFLiteRunner
 
-    start = time.perf_counter()
-    runner = TFLiteRunner(Path(path), threads=threads)
-    load_ms = (time.perf_counter() - start) * 1000.0
-    result = measure_latency(runner.run_once, runs=runs, warmup=warmup, progress=progress)
-    return {"load_ms": round(load_ms, 3), **result, "threads": threads, "runtime": _litert_version()}
-
-
-def profile_executorch(path, *, threads: int, runs: int, warmup: int, progress: bool = False) -> dict:
-    """Latency of a .pte on this host (ExecuTorch runtime, XNNPACK) plus ``load_ms`` (program + method load)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from .executorch import ExecuTorchRunner, runtime
-
-    runtime()  # import torch and the bindings first (~3 s here): load_ms is the program's own load
-    start = time.perf_counter()
-    runner = ExecuTorchRunner(Path(path), threads=threads)
-    load_ms = (time.perf_counter() - start) * 1000.0
-    result = measure_latency(runner.run_once, runs=runs, warmup=warmup, progress=progress)
-    try:
-        name = f"executorch {version('executorch')} ({runner.config.get('delegate') or 'xnnpack'})"
-    except PackageNotFoundError:
-        name = "executorch"
-    return {"load_ms": round(load_ms, 3), **result, "threads": threads, "runtime": name}
+    return profile_runner(lambda: TFLiteRunner(Path(path), threads=threads), runs=runs, warmup=warmup,
+                          progress=progress)
 
 
 def profile_torch(model, input_size, *, threads: int, runs: int, warmup: int, progress: bool = False) -> dict:
@@ -119,23 +111,12 @@ def profile_torch(model, input_size, *, threads: int, runs: int, warmup: int, pr
     return {"load_ms": 0.0, **result, "threads": threads, "runtime": f"torch {torch.__version__} eager"}
 
 
-def _litert_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"ai-edge-litert {version('ai-edge-litert')} (XNNPACK)"
-    except PackageNotFoundError:
-        return "ai-edge-litert (XNNPACK)"
-
-
-def interleaved_tflite(paths: dict, *, threads: int = 2, rounds: int = 30, warmup: int = 3,
-                       baseline: str | None = None) -> dict:
-    """Latency of several .tflite files measured side by side: every round runs each once, so a
-    change in machine load hits all alike. ``{name: summary}`` plus, with ``baseline``,
-    ``speedup`` = median over rounds of baseline ms / model ms (the robust ratio on a noisy host)."""
-    from .tflite import TFLiteRunner
-
-    runners = {name: TFLiteRunner(Path(p), threads=threads) for name, p in paths.items()}
+def interleaved(runners: dict, *, rounds: int = 30, warmup: int = 3, baseline: str | None = None,
+                keep_runs: bool = False) -> dict:
+    """Latency of several runners (any runtimes: objects with ``run_once``) measured side by side: every
+    round runs each once, so a change in machine load hits all alike. ``{name: summary}`` plus, with
+    ``baseline``, ``speedup`` = median over rounds of baseline ms / model ms (the robust ratio on a noisy
+    host); ``keep_runs`` keeps each round's ms (``runs_ms``) for other ratios (:func:`median_ratio`)."""
     for runner in runners.values():
         for _ in range(warmup):
             runner.run_once()
@@ -143,8 +124,23 @@ def interleaved_tflite(paths: dict, *, threads: int = 2, rounds: int = 30, warmu
     for _ in range(rounds):
         for name, runner in runners.items():
             times[name].append(_time_ms(runner.run_once))
-    out = {name: {**summarize(t), "threads": threads, "rounds": rounds} for name, t in times.items()}
+    out = {name: {**summarize(t), "threads": getattr(runners[name], "threads", None), "rounds": rounds,
+                  **({"runs_ms": [round(v, 3) for v in t]} if keep_runs else {})}
+           for name, t in times.items()}
     if baseline in times:
-        out["speedup"] = {name: round(statistics.median(b / m for b, m in zip(times[baseline], t)), 3)
-                          for name, t in times.items() if name != baseline}
+        out["speedup"] = {name: median_ratio(times[baseline], t) for name, t in times.items() if name != baseline}
     return out
+
+
+def median_ratio(numerator_ms: list[float], denominator_ms: list[float]) -> float:
+    """Median over interleaved rounds of one model's ms / another's, the same round's (robust to load drift)."""
+    return round(statistics.median(a / b for a, b in zip(numerator_ms, denominator_ms)), 3)
+
+
+def interleaved_tflite(paths: dict, *, threads: int = 2, rounds: int = 30, warmup: int = 3,
+                       baseline: str | None = None) -> dict:
+    """:func:`interleaved` over .tflite files."""
+    from .tflite import TFLiteRunner
+
+    return interleaved({name: TFLiteRunner(Path(p), threads=threads) for name, p in paths.items()}, rounds=rounds,
+                       warmup=warmup, baseline=baseline)
