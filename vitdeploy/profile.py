@@ -36,6 +36,7 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
 
 def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> dict:
     from .devices import host_info
+    from .runners import runtime_class
     from .runtimes.timing import profile_runner, profile_torch
 
     suffix = path.suffix.lower()
@@ -43,7 +44,10 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
     if suffix in (".tflite", ".pte"):
         if not path.is_file():
             raise VitdeployError(f"{path}: no such file")
-        stats = profile_runner(lambda: _timing_runner(path, threads), runs=runs, warmup=warmup, progress=progress)
+        runner_class = runtime_class(suffix)
+        runner_class.load_runtime()  # its imports (~3 s for ExecuTorch's) are no part of the model's load_ms
+        stats = profile_runner(lambda: runner_class(path, threads=threads), runs=runs, warmup=warmup,
+                               progress=progress)
         kind = "tflite" if suffix == ".tflite" else "executorch"
     elif suffix == ".mlpackage":
         if platform.system() != "Darwin":
@@ -65,13 +69,6 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
         stats.update(_output_check(_host_runner(path, ckpt, threads)))
     return {"model": str(path), "kind": kind, "device": "host", "host": host_info(), "runs": runs, "warmup": warmup,
             **stats}
-
-
-def _timing_runner(path: Path, threads: int):
-    """The artifact's runtime runner, metadata or not (a foreign .tflite can be timed, not compared)."""
-    from .runners import open_runner
-
-    return open_runner(path, threads=threads, require_metadata=False)
 
 
 def _host_runner(path: Path, ckpt, threads: int):

@@ -57,16 +57,20 @@ def open_runner(path: str | Path, *, variant: str | None = None, threads: int = 
 
 
 def _open_file(path: Path, suffix: str, threads: int) -> Runner:
-    import importlib
-
     if not path.is_file():
         raise VitdeployError(f"{path}: no such file")
+    return runtime_class(suffix)(path, threads=threads)
+
+
+def runtime_class(suffix: str) -> type:
+    """The runner class of an artifact suffix in :data:`_FILE_RUNTIMES` (one-line error when its runtime is missing)."""
+    import importlib
+
     module, name, extra, package = _FILE_RUNTIMES[suffix]
     try:
-        runner_class = getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
     except ImportError as e:
         raise VitdeployError(f"running {suffix} needs {package}: pip install 'vitdeploy[{extra}]' ({e})") from None
-    return runner_class(path, threads=threads)
 
 
 def _open_emulated_tflite(path: Path, threads: int, emulate: dict) -> Runner:

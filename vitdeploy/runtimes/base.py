@@ -27,6 +27,10 @@ class Runner:
     def predict_nchw(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    @classmethod
+    def load_runtime(cls) -> None:
+        """Import the runtime's libraries now (so a timed load measures the model's, not the imports)."""
+
     def runtime_name(self) -> str:
         """What runs the model, with its version (latency reports)."""
         return self.kind

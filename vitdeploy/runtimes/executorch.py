@@ -153,6 +153,10 @@ class ExecuTorchRunner(Runner):
         """One inference on the input already set (for latency measurement)."""
         self.method.execute(self._ready)
 
+    @classmethod
+    def load_runtime(cls) -> None:
+        runtime()  # torch and the bindings: ~3 s on this host
+
     def runtime_name(self) -> str:
         return f"{package_version('executorch')} ({self.config.get('delegate') or 'xnnpack'})"
 

@@ -123,6 +123,10 @@ class TFLiteRunner(Runner):
         """One inference on the input already set (for latency measurement)."""
         self.interpreter.invoke()
 
+    @classmethod
+    def load_runtime(cls) -> None:
+        import ai_edge_litert.interpreter  # noqa: F401
+
     def runtime_name(self) -> str:
         return f"{package_version('ai-edge-litert')} (XNNPACK)"
 
