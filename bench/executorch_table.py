@@ -73,21 +73,17 @@ def convert_all(variant: str, ckpt: Path, kinds: list[str], reuse: bool) -> dict
 
 
 def natural_parity(ckpt: Path, paths: dict, threads: int, n: int = 32) -> dict:
-    import numpy as np
-
     from vitdeploy import checkpoints
     from vitdeploy.runners import TorchRunner, open_runner
     from vitdeploy.sample_images import natural_images
+    from vitdeploy.similarity import logits_agreement
 
     model = checkpoints.load(ckpt)
     x = model.preprocessing.normalize(natural_images(n, model.input_size[1], seed=7))
     ref = TorchRunner(model).predict_nchw(x)
     out = {}
     for kind, path in paths.items():
-        y = open_runner(path, threads=threads).predict_nchw(x)
-        cos = (y * ref).sum(1) / np.linalg.norm(y, axis=1) / np.linalg.norm(ref, axis=1)
-        out[kind] = {"cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6),
-                     "top1_agreement": round(float((y.argmax(1) == ref.argmax(1)).mean()), 4)}
+        out[kind] = logits_agreement(open_runner(path, threads=threads).predict_nchw(x), ref)
     return out
 
 
