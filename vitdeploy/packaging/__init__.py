@@ -15,8 +15,8 @@ Android (``.tflite``, :mod:`.android`)
 ExecuTorch (``.pte``, both platforms)
     The program (one file: ``vitdeploy convert`` stores preprocessing and labels inside it), a
     labels file, and an ExecuTorch ``VitdeployClassifier`` (``Module``, XNNPACK) in Kotlin or Swift:
-    Android assets / iOS bundle resources. The report says when the app lacks the ExecuTorch dependency; neither the Gradle
-    file nor the Xcode package list is rewritten.
+    Android assets / iOS bundle resources. The report says when the app lacks the ExecuTorch
+    dependency; neither the Gradle file nor the Xcode package list is rewritten.
 
 ``out=DIR`` writes the same files into DIR with a ``README.md`` saying where they go.
 Existing files are never replaced without ``force=True`` (identical files are skipped), and

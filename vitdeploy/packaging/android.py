@@ -34,7 +34,8 @@ def _executorch_lines() -> tuple[str, str]:
 
 def package_android_pte(artifact: Path, *, into, out, force: bool, top_k: int,
                         android_package: str | None) -> PackageReport:
-    """A .pte (one file: its metadata is inside) under assets/, labels.txt, and the ExecuTorch ``VitdeployClassifier.kt``.
+    """A .pte (one file: its metadata is inside) under assets/, labels.txt, and the ExecuTorch
+    ``VitdeployClassifier.kt``.
 
     The helper copies the asset to the app's files dir (Module.load takes a path), so the Gradle file
     needs no noCompress entry; the report says when it lacks the executorch-android dependency.
@@ -81,8 +82,9 @@ classifier.close()
 """.encode())
         writer.check()
         writer.run()
-        report.next_steps.append(f"copy {artifact.name}{' and ' + labels_name if labels_name else ''} to app/src/main/assets/ and "
-                                 f"{KOTLIN_HELPER} to your package (see README.md)")
+        copied = artifact.name + (f" and {labels_name}" if labels_name else "")
+        report.next_steps.append(f"copy {copied} to app/src/main/assets/ and {KOTLIN_HELPER} to your package "
+                                 "(see README.md)")
         return report
 
     app = find_android_app(Path(into))

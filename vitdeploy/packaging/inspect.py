@@ -1,8 +1,8 @@
 """Reading converted models for packaging: what the app helper needs to know about an artifact.
 
 ``inspect_mlpackage`` reads a Core ML package's spec (no Core ML runtime needed), ``inspect_tflite``
-a LiteRT flatbuffer, ``inspect_pte`` an ExecuTorch program and the vitdeploy metadata inside it; all refuse, with a one-line error,
-a model the generated helper cannot drive.
+a LiteRT flatbuffer, ``inspect_pte`` an ExecuTorch program and the vitdeploy metadata inside it; all
+refuse, with a one-line error, a model the generated helper cannot drive.
 """
 
 from __future__ import annotations
