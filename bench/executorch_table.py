@@ -165,7 +165,9 @@ def write_doc(results: dict) -> None:
         "Metadata (input spec and layout, preprocessing, labels, precision, delegate, source checksum, variant,",
         "vitdeploy version) lives inside the `.pte` as a constant method `vitdeploy_metadata` returning a JSON",
         "string (`formats/executorch.py`): one file, written atomically, no sidecar; an app reads it with",
-        "`module.execute(\"vitdeploy_metadata\")`.",
+        "`module.execute(\"vitdeploy_metadata\")`. `vitdeploy package` and the device harnesses read the same",
+        "file (`read_pte_metadata` for labels and preprocessing, `read_program` for I/O and delegates): nothing",
+        "travels beside the `.pte`.",
         "",
         f"Measured {results.get('measured', '?')} by `bench/executorch_table.py` on this host "
         f"({results.get('host', '?')}; load average at the end of each row in the JSON), executorch "

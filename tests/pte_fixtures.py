@@ -6,7 +6,6 @@ too: coremltools builds the ML program; only running it needs Apple hardware). A
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 NUM_CLASSES = 5
@@ -30,28 +29,37 @@ def tiny_pixel_model(size: int = 8):
     return Tiny().eval()
 
 
-def write_tiny_pte(path: Path, *, size: int = 8, backend: str = "xnnpack", sidecar: dict | None = None) -> Path:
-    """Export, lower with ``backend`` (xnnpack | coreml), write ``path`` (and ``path.json`` from ``sidecar``)."""
+def write_tiny_pte(path: Path, *, size: int = 8, backend: str = "xnnpack", metadata: dict | str | None = None) -> Path:
+    """Export, lower with ``backend`` (xnnpack | coreml), write ``path``.
+
+    ``metadata``: stored in the program as ``vitdeploy convert`` stores it (a dict, through
+    ``formats.executorch.constant_methods``), or a str returned verbatim by the metadata method (to make
+    damaged metadata); None: no metadata method, as in a .pte written by anything but vitdeploy.
+    """
     import contextlib
     import io
 
     import torch
     from executorch.exir import to_edge_transform_and_lower
 
+    from vitdeploy.formats.executorch import METADATA_METHOD, constant_methods
+
     if backend == "xnnpack":
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner as Partitioner
     else:
         from executorch.backends.apple.coreml.partition import CoreMLPartitioner as Partitioner
+    methods = None
+    if isinstance(metadata, dict):
+        methods = constant_methods(metadata)
+    elif metadata is not None:
+        methods = {METADATA_METHOD: metadata}
     ep = torch.export.export(tiny_pixel_model(size), (torch.rand(1, size, size, 3) * 255,))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        buffer = to_edge_transform_and_lower(ep, partitioner=[Partitioner()]).to_executorch().buffer
+        buffer = to_edge_transform_and_lower(ep, partitioner=[Partitioner()],
+                                             constant_methods=methods).to_executorch().buffer
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer)
-    if sidecar is not None:
-        from vitdeploy.pte_artifact import sidecar_path
-
-        sidecar_path(path).write_text(json.dumps(sidecar))
     return path
 
 

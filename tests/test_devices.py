@@ -1065,7 +1065,7 @@ import re  # noqa: E402
 
 from pte_fixtures import reference_logits, write_tiny_pte  # noqa: E402
 
-from vitdeploy import pte_artifact  # noqa: E402
+from vitdeploy.formats import executorch as pte_format  # noqa: E402
 from vitdeploy.devices.protocol import MODEL_SUFFIXES, PTE_COMPUTE_UNITS  # noqa: E402
 
 
@@ -1112,29 +1112,29 @@ def test_pte_request_configs():
 
 
 def test_pte_program_is_read_without_a_runtime(tiny_pte, coreml_pte, tmp_path):
-    fwd = pte_artifact.forward_of(tiny_pte)
+    fwd = pte_format.forward_of(tiny_pte)
     assert fwd["inputs"] == [{"shape": [1, 8, 8, 3], "dtype": "float32"}]
     assert fwd["outputs"] == [{"shape": [1, 5], "dtype": "float32"}]
-    assert fwd["delegates"] == [pte_artifact.XNNPACK_BACKEND]
-    assert pte_artifact.forward_of(coreml_pte)["delegates"] == [pte_artifact.COREML_BACKEND]
+    assert fwd["delegates"] == [pte_format.XNNPACK_BACKEND]
+    assert pte_format.forward_of(coreml_pte)["delegates"] == [pte_format.COREML_BACKEND]
     bad = tmp_path / "bad.pte"
     bad.write_bytes(b"\0\0\0\0ET12" + b"\xff" * 40)
     with pytest.raises(VitdeployError, match=r"bad.pte: not a readable ExecuTorch program \(") as e:
-        pte_artifact.read_program(bad)
+        pte_format.read_program(bad)
     assert "\n" not in str(e.value)
     bad.write_bytes(b"not a program at all")
-    with pytest.raises(VitdeployError, match="is not an ExecuTorch program"):
-        pte_artifact.read_program(bad)
+    with pytest.raises(VitdeployError, match="bad.pte: not an ExecuTorch program"):
+        pte_format.read_program(bad)
 
 
 def test_pte_units_follow_the_delegates():
-    x, c = [pte_artifact.XNNPACK_BACKEND], [pte_artifact.COREML_BACKEND, pte_artifact.XNNPACK_BACKEND]
-    assert pte_artifact.unit_mismatch("android", "cpu", x) is None
-    assert pte_artifact.unit_mismatch("ios", "cpu", []) is None  # portable kernels only
-    assert pte_artifact.unit_mismatch("ios", "coreml", c) is None
-    assert "only iOS runs it" in pte_artifact.unit_mismatch("android", "cpu", c)
-    assert "use coreml" in pte_artifact.unit_mismatch("ios", "cpu", c)
-    assert "needs a .pte lowered with the Core ML delegate" in pte_artifact.unit_mismatch("ios", "coreml", x)
+    x, c = [pte_format.XNNPACK_BACKEND], [pte_format.COREML_BACKEND, pte_format.XNNPACK_BACKEND]
+    assert pte_format.unit_mismatch("android", "cpu", x) is None
+    assert pte_format.unit_mismatch("ios", "cpu", []) is None  # portable kernels only
+    assert pte_format.unit_mismatch("ios", "coreml", c) is None
+    assert "only iOS runs it" in pte_format.unit_mismatch("android", "cpu", c)
+    assert "use coreml" in pte_format.unit_mismatch("ios", "cpu", c)
+    assert "needs a .pte lowered with the Core ML delegate" in pte_format.unit_mismatch("ios", "coreml", x)
 
 
 @needs_adb
@@ -1171,7 +1171,7 @@ def test_android_pte_refusals_before_touching_the_phone(emu, tiny_pte, coreml_pt
         profile_android(coreml_pte, **kw)
     broken = tmp_path / "broken.pte"
     broken.write_bytes(b"garbage")
-    with pytest.raises(VitdeployError, match="broken.pte is not an ExecuTorch program"):
+    with pytest.raises(VitdeployError, match="broken.pte: not an ExecuTorch program"):
         profile_android(broken, **kw)
     assert emu.log == []
 
@@ -1232,7 +1232,7 @@ def test_harness_runtime_versions_match_the_exporter():
     import re
 
     exporter = importlib.metadata.version("executorch")
-    assert pte_artifact.RUNTIME_VERSION == exporter  # what the generated helpers and package docs name
+    assert pte_format.RUNTIME_VERSION == exporter  # what the generated helpers and package docs name
     gradle = (ROOT / "android_harness/app/build.gradle.kts").read_text()
     assert re.search(r'^val executorch = "([^"]+)"$', gradle, re.M).group(1) == exporter
     assert 'implementation("org.pytorch:executorch-android:$executorch")' in gradle
@@ -1290,7 +1290,7 @@ def test_ios_pte_swift_calls_the_executorch_api():
                  "Tensor<Float>(scalars, shape: spec.shape)", "try module.forward(inputs)",
                  "let tensor: Tensor<Float> = value.tensor()", "tensor.scalars()"):
         assert call in pte, call
-    assert f'static let coreMLBackend = "{pte_artifact.COREML_BACKEND}"' in pte
+    assert f'static let coreMLBackend = "{pte_format.COREML_BACKEND}"' in pte
     units = re.search(r"static let pteComputeUnits = \[(.*?)\]", proto).group(1)
     assert [u.strip(' "') for u in units.split(",")] == list(PTE_COMPUTE_UNITS["ios"])
     suffixes = re.search(r"static let modelSuffixes = \[(.*?)\]", proto).group(1)
@@ -1314,7 +1314,7 @@ def test_kotlin_harness_runs_pte_like_the_protocol():
                  'json.put("cpu_affinity", pinAndReport('):
         assert call in body, call
     assert "getDataAsFloatArray()" not in kt  # the Java spelling does not compile in Kotlin's property syntax
-    assert f'private const val COREML_BACKEND = "{pte_artifact.COREML_BACKEND}"' in kt
+    assert f'private const val COREML_BACKEND = "{pte_format.COREML_BACKEND}"' in kt
     units = re.search(r"PTE_UNITS = setOf\((.*?)\)", kt).group(1)
     assert [u.strip(' "') for u in units.split(",")] == list(PTE_COMPUTE_UNITS["android"])
     suffixes = re.search(r"MODEL_SUFFIXES = listOf\((.*?)\)", kt).group(1)

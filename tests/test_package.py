@@ -1005,8 +1005,8 @@ def test_ios_model_name_must_be_an_identifier(mlpackages, tmp_path):
 
 from pte_fixtures import NUM_CLASSES, write_tiny_pte  # noqa: E402
 
+from vitdeploy.formats.executorch import RUNTIME_VERSION, read_pte_metadata  # noqa: E402
 from vitdeploy.packaging.codegen import kotlin_pte_helper, swift_pte_helper  # noqa: E402
-from vitdeploy.pte_artifact import RUNTIME_VERSION, sidecar_path  # noqa: E402
 
 PTE_META = {"labels": TINY_LABELS, "preprocessing": {"resize": 9, "crop": 8}, "precision": "fp32"}
 
@@ -1014,7 +1014,7 @@ PTE_META = {"labels": TINY_LABELS, "preprocessing": {"resize": 9, "crop": 8}, "p
 @pytest.fixture(scope="module")
 def pte_model(tmp_path_factory) -> Path:
     pytest.importorskip("executorch")
-    return write_tiny_pte(tmp_path_factory.mktemp("pte") / "tiny_vit.pte", sidecar=PTE_META)
+    return write_tiny_pte(tmp_path_factory.mktemp("pte") / "tiny_vit.pte", metadata=PTE_META)
 
 
 def _swift_syntax_errors(source: str) -> list:
@@ -1031,12 +1031,12 @@ def _swift_syntax_errors(source: str) -> list:
 
 
 def test_pte_suffix_matches_the_harness_protocol():
-    from vitdeploy import packaging, pte_artifact
+    from vitdeploy import packaging
     from vitdeploy.devices.protocol import MODEL_SUFFIXES
+    from vitdeploy.formats import FORMATS, executorch
 
-    assert packaging.PTE_SUFFIX == pte_artifact.PTE_SUFFIX == ".pte"
+    assert packaging.PTE_SUFFIX == executorch.PTE_SUFFIX == FORMATS["executorch"].suffix == ".pte"
     assert all(packaging.PTE_SUFFIX in s for s in MODEL_SUFFIXES.values())
-    assert sidecar_path(Path("a/m.pte")) == Path("a/m.pte.json")
 
 
 def test_pte_bad_input_gives_one_line_errors(tmp_path):
@@ -1046,8 +1046,8 @@ def test_pte_bad_input_gives_one_line_errors(tmp_path):
     folder.mkdir()
     cases = [
         (dict(artifact=fake, out=tmp_path / "o"), infer_platform, "a .pte runs on ios and android; pass --platform"),
-        (dict(artifact=fake, platform="android", out=tmp_path / "o"), None, "is not an ExecuTorch program"),
-        (dict(artifact=fake, platform="ios", out=tmp_path / "o"), None, "is not an ExecuTorch program"),
+        (dict(artifact=fake, platform="android", out=tmp_path / "o"), None, "m.pte: not an ExecuTorch program"),
+        (dict(artifact=fake, platform="ios", out=tmp_path / "o"), None, "m.pte: not an ExecuTorch program"),
         (dict(artifact=folder, platform="ios", out=tmp_path / "o"), None, "is not a .pte file"),
         (dict(artifact=tmp_path / "missing.pte", platform="android", out=tmp_path / "o"), None, "no such file"),
     ]
@@ -1059,29 +1059,33 @@ def test_pte_bad_input_gives_one_line_errors(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_pte_bad_sidecar_and_shapes_are_refused(pte_model, tmp_path):
-    bad = tmp_path / "bad.pte"
-    shutil.copy(pte_model, bad)
-    sidecar_path(bad).write_text("{not json")
+def test_pte_bad_metadata_is_refused_and_none_is_warned_about(tmp_path):
+    pytest.importorskip("executorch")
+    bad = write_tiny_pte(tmp_path / "bad.pte", metadata="{not json")
     with pytest.raises(VitdeployError) as e:
         package(bad, platform="android", out=tmp_path / "o")
-    assert "bad.pte.json: not valid JSON" in _one_line_error(e)
-    sidecar_path(bad).write_text(json.dumps({"labels": ["a", "b"]}))
+    assert "bad.pte: damaged vitdeploy metadata (not JSON" in _one_line_error(e)
+    miscounted = write_tiny_pte(tmp_path / "miscounted.pte", metadata={"labels": ["a", "b"]})
     with pytest.raises(VitdeployError) as e:
-        package(bad, platform="ios", out=tmp_path / "o")
-    assert f"2 labels but the model has {NUM_CLASSES} classes" in _one_line_error(e)
-    raw = write_tiny_pte(tmp_path / "raw.pte", size=8)  # NHWC pixels: fine; an NCHW program is not
-    assert package(raw, platform="android", out=tmp_path / "ok").written
+        package(miscounted, platform="ios", out=tmp_path / "o")
+    assert f"miscounted.pte: 2 labels but the model has {NUM_CLASSES} classes" in _one_line_error(e)
     assert not (tmp_path / "o").exists()
+    # No metadata (a .pte not written by vitdeploy convert): packaged, with what the helper assumes said.
+    plain = write_tiny_pte(tmp_path / "plain.pte", size=8)  # NHWC pixels: fine; an NCHW program is not
+    for platform in ("android", "ios"):
+        report = package(plain, platform=platform, out=tmp_path / platform)
+        assert report.written and not list((tmp_path / platform).glob("*labels.txt"))
+        assert any(w.startswith("not written by vitdeploy convert: no preprocessing/labels metadata; the helper "
+                                "assumes RGB pixels 0..255") for w in report.warnings), report.warnings
+        assert "the model carries no labels: results are named by class index" in report.warnings
 
 
-def test_pte_android_out_mode_copies_program_and_sidecar(pte_model, tmp_path):
+def test_pte_android_out_mode_copies_the_program_with_its_metadata(pte_model, tmp_path):
     report = package(pte_model, platform="android", out=tmp_path / "o", top_k=3, android_package="org.example.app")
     out = tmp_path / "o"
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["tiny_vit.pte", "tiny_vit.pte.json", "labels.txt", KOTLIN_HELPER, "README.md"])
-    assert (out / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()
-    assert (out / "tiny_vit.pte.json").read_bytes() == sidecar_path(pte_model).read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["tiny_vit.pte", "labels.txt", KOTLIN_HELPER, "README.md"])
+    assert (out / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()  # metadata and all: one file
+    assert read_pte_metadata(out / "tiny_vit.pte")["vitdeploy"]["preprocessing"] == PTE_META["preprocessing"]
     assert (out / "labels.txt").read_text().splitlines() == TINY_LABELS
     kt = (out / KOTLIN_HELPER).read_text()
     assert kt.splitlines()[2] == "package org.example.app" and "@@" not in kt
@@ -1091,14 +1095,18 @@ def test_pte_android_out_mode_copies_program_and_sidecar(pte_model, tmp_path):
     assert report.warnings == []
     # Same files again: nothing rewritten; a different file is refused without --force, and nothing written.
     again = package(pte_model, platform="android", out=out, top_k=3, android_package="org.example.app")
-    assert again.written == [] and len(again.skipped) == 5
-    (out / "tiny_vit.pte.json").write_text("{}")
+    assert again.written == [] and len(again.skipped) == 4
+    (out / "labels.txt").write_text("other\n")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(VitdeployError) as e:
         package(pte_model, platform="android", out=out, top_k=4, android_package="org.example.app")
-    assert "tiny_vit.pte.json already exists and differs; pass --force" in _one_line_error(e)
+    assert "labels.txt already exists and differs; pass --force" in _one_line_error(e)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the new helper was not written either
     assert not list(out.glob(".*tmp*"))
+    forced = package(pte_model, platform="android", out=out, top_k=4, android_package="org.example.app", force=True)
+    assert sorted(Path(w["path"]).name for w in forced.written) == sorted(["labels.txt", KOTLIN_HELPER, "README.md"])
+    assert (out / "labels.txt").read_text().splitlines() == TINY_LABELS
+    assert "const val TOP_K = 4" in (out / KOTLIN_HELPER).read_text()
 
 
 def test_pte_android_into_the_harness(pte_model, tmp_path):
@@ -1106,7 +1114,8 @@ def test_pte_android_into_the_harness(pte_model, tmp_path):
     report = package(pte_model, platform="android", into=root)
     assets = root / "app/src/main/assets"
     assert (assets / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()
-    assert (assets / "tiny_vit.pte.json").is_file() and (assets / "labels.txt").is_file()
+    assert (assets / "labels.txt").read_text().splitlines() == TINY_LABELS
+    assert not list(assets.glob("*.json"))  # no sidecar: the metadata is inside the .pte
     kt = (root / "app/src/main/java/com/vitdeploy/harness" / KOTLIN_HELPER).read_text()
     assert "package com.vitdeploy.harness" in kt and "Module.load(modelFile(context, modelAsset).absolutePath" in kt
     assert report.warnings == []  # the harness already depends on executorch-android
@@ -1156,7 +1165,8 @@ def test_pte_ios_into_the_harness_edits_the_project(pte_model, tmp_path):
     assert report.project_edit == "pbxproj"
     src = app / "VitdeployHarness"
     assert (src / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()
-    assert (src / "tiny_vit.pte.json").is_file() and (src / "tiny_vit_labels.txt").is_file()
+    assert (src / "tiny_vit_labels.txt").read_text().splitlines() == TINY_LABELS
+    assert not list(src.glob("tiny_vit*.json"))  # no sidecar: the metadata is inside the .pte
     pbx_text = (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text()
     assert _ids_consistent(pbx_text) == [] and dangling_references(parse_pbxproj(pbx_text)) == []
     objects = parse_pbxproj(pbx_text)["objects"]
@@ -1167,7 +1177,7 @@ def test_pte_ios_into_the_harness_edits_the_project(pte_model, tmp_path):
         if o.get("isa") in ("PBXResourcesBuildPhase", "PBXSourcesBuildPhase"):
             for b in o["files"]:
                 phase_of[objects[b].get("fileRef")] = o["isa"]
-    assert phase_of[refs["tiny_vit.pte"]] == phase_of[refs["tiny_vit.pte.json"]] == "PBXResourcesBuildPhase"
+    assert phase_of[refs["tiny_vit.pte"]] == phase_of[refs["tiny_vit_labels.txt"]] == "PBXResourcesBuildPhase"
     assert phase_of[refs[SWIFT_HELPER]] == "PBXSourcesBuildPhase"
     # The harness project already has the ExecuTorch package (its test target), so no warning about it.
     assert not any("ExecuTorch Swift package" in w for w in report.warnings)
@@ -1179,7 +1189,7 @@ def test_pte_ios_into_the_harness_edits_the_project(pte_model, tmp_path):
 def test_pte_ios_out_mode_says_what_to_add(pte_model, tmp_path):
     report = package(pte_model, platform="ios", out=tmp_path / "o")
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
-        ["tiny_vit.pte", "tiny_vit.pte.json", "tiny_vit_labels.txt", SWIFT_HELPER, "README.md"])
+        ["tiny_vit.pte", "tiny_vit_labels.txt", SWIFT_HELPER, "README.md"])
     readme = (tmp_path / "o/README.md").read_text()
     assert f"branch swiftpm-{RUNTIME_VERSION}" in readme and "-all_load" in readme
     assert any("https://github.com/pytorch/executorch" in s for s in report.next_steps)

@@ -9,7 +9,7 @@ import Foundation
 /// Compute units: "cpu" times a program without Core ML parts (XNNPACK delegate, portable and
 /// optimized kernels); "coreml" times a program lowered with the Core ML delegate, on the compute
 /// units fixed when it was lowered (ExecuTorch has no per-run switch for them). A unit the program
-/// cannot honour is reported as that config's error, as vitdeploy.pte_artifact.unit_mismatch says.
+/// cannot honour is reported as that config's error, as vitdeploy.formats.executorch.unit_mismatch says.
 ///
 /// Not run here: vitdeploy is developed on Linux without Xcode or an iPhone; tests/test_devices.py
 /// checks this file's syntax (tree-sitter) and the calls it makes against the ExecuTorch API.

@@ -303,7 +303,7 @@ def pte_model_io(model_path: Path) -> tuple[list[dict], list[dict]]:
     one-line error when its delegates cannot run on Android (Core ML) -- before the phone is touched."""
     import numpy as np
 
-    from vitdeploy.pte_artifact import forward_of, unit_mismatch
+    from vitdeploy.formats.executorch import forward_of, unit_mismatch
 
     fwd = forward_of(model_path)
     why = unit_mismatch("android", "cpu", fwd["delegates"])

@@ -223,7 +223,7 @@ def pte_units(model_path: Path, compute_units: Sequence[str] | None) -> tuple[li
     Default: coreml for a .pte lowered with the Core ML delegate, cpu (XNNPACK) otherwise; a unit the
     program cannot honour is a one-line error here, before Xcode is started.
     """
-    from vitdeploy.pte_artifact import COREML_BACKEND, forward_of, unit_mismatch
+    from vitdeploy.formats.executorch import COREML_BACKEND, forward_of, unit_mismatch
 
     fwd = forward_of(model_path)
     units = list(compute_units) if compute_units is not None else (

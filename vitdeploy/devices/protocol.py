@@ -30,7 +30,7 @@ MODEL_SUFFIXES = {"android": (".tflite", ".pte"), "ios": (".mlpackage", ".pte")}
 # Compute units of a .pte: "cpu" is ExecuTorch's XNNPACK delegate (and portable kernels) on both;
 # "coreml" on iOS runs a .pte lowered with the Core ML delegate on the compute units chosen when it
 # was lowered (ExecuTorch has no per-run switch for them). The host and both harnesses also check
-# the unit against the .pte's delegates (pte_artifact.unit_mismatch), so "coreml" on a .pte without
+# the unit against the .pte's delegates (formats.executorch.unit_mismatch), so "coreml" on a .pte without
 # CoreMLBackend is refused, not silently timed on the CPU.
 PTE_COMPUTE_UNITS = {"android": ("cpu",), "ios": ("cpu", "coreml")}
 # A .pte takes float32 tensors in the harnesses (Tensor.fromBlob(FloatArray) / Tensor<Float>).

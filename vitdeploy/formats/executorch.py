@@ -1,7 +1,7 @@
-"""The .pte (ExecuTorch program) file as vitdeploy writes and reads it: the metadata it carries.
+"""The .pte (ExecuTorch program) file as vitdeploy writes and reads it: the metadata it carries, its methods.
 
-A leaf of the pipeline: :mod:`vitdeploy.targets.executorch` writes through it; runtimes, parity and
-profile read through it, never through the converter.
+A leaf of the pipeline: :mod:`vitdeploy.targets.executorch` writes through it; runtimes, parity, profile,
+the device harnesses and ``vitdeploy package`` read through it, never through the converter.
 
 Metadata stored in the file
 ---------------------------
@@ -14,6 +14,13 @@ checksum, variant, vitdeploy version. So the artifact stays one file, written at
 sidecar to lose or mismatch; on a phone, ``module.execute("vitdeploy_metadata")`` returns the string,
 and :func:`read_pte_metadata` reads it here with ExecuTorch's pure-Python flatbuffer reader (no
 runtime, so a damaged file is a Python exception, never a native crash).
+
+Methods, delegates, I/O
+-----------------------
+:func:`read_program` / :func:`forward_of` read each method's inputs, outputs and delegate ids from the
+same flatbuffer: the harnesses check which compute unit a .pte can honour from its delegates
+(:data:`XNNPACK_BACKEND`, :data:`COREML_BACKEND`, the names the phones' ``MethodMetadata.backends`` /
+``backendNames`` report), with :func:`unit_mismatch`.
 """
 
 from __future__ import annotations
@@ -23,11 +30,24 @@ from pathlib import Path
 
 from ..diagnostics import describe, quiet
 from ..errors import VitdeployError
-from . import LAYOUT_PIXELS, LAYOUT_RAW  # noqa: F401 (re-exported: the layouts a .pte input declares)
+from . import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW  # noqa: F401 (layouts re-exported: those a .pte input declares)
 
+PTE_SUFFIX = FORMATS["executorch"].suffix
 METADATA_METHOD = "vitdeploy_metadata"  # the constant method holding our JSON
 FORMAT_VERSION = 1
 _MAGIC = b"ET"  # bytes 4..5 of every .pte flatbuffer (file identifier "ET12" today)
+# The ExecuTorch runtime the harness apps and generated helpers pin (Maven org.pytorch:executorch-android,
+# Swift package branch swiftpm-<version>): the exporter's version, since a .pte needs a runtime at least
+# as new as what wrote it (tests/test_devices.py checks both apps against the installed executorch).
+RUNTIME_VERSION = "1.5.1"
+XNNPACK_BACKEND = "XnnpackBackend"
+COREML_BACKEND = "CoreMLBackend"
+# executorch's ScalarType codes (runtime/core/portable_type/scalar_type.h) -> the protocol's dtype names.
+SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool"}
+
+
+def is_pte(path) -> bool:
+    return Path(path).suffix.lower() == PTE_SUFFIX
 
 
 def constant_methods(config: dict) -> dict[str, str]:
@@ -38,23 +58,13 @@ def constant_methods(config: dict) -> dict[str, str]:
 
 
 def read_pte_metadata(path_or_bytes) -> dict:
-    """``{"vitdeploy": dict | None, "labels": list | None, "methods": [names]}`` of a .pte file or its bytes.
+    """``{"vitdeploy": dict | None, "labels": list | None, "methods": [names], "census": dict | None}`` of a
+    .pte file or its bytes.
 
     ``vitdeploy`` is None for a program vitdeploy did not write (no ``vitdeploy_metadata`` method).
     Anything unreadable is a one-line :class:`VitdeployError`.
     """
-    if isinstance(path_or_bytes, (str, Path)):
-        path = Path(path_or_bytes)
-        if not path.is_file():
-            raise VitdeployError(f"{path}: {'a directory, not' if path.is_dir() else 'no such'} .pte file")
-        data = path.read_bytes()
-        name = str(path)
-    else:
-        data, name = bytes(path_or_bytes), "model"
-    if len(data) < 8 or data[4:6] != _MAGIC:
-        raise VitdeployError(f"{name}: not an ExecuTorch program (no 'ET' file identifier)")
-    program = _program(data, name)
-    plans = {plan.name: plan for plan in program.execution_plan}
+    plans, name = _plans(path_or_bytes)
     config = None
     if METADATA_METHOD in plans:
         config = _decode_config(plans[METADATA_METHOD], name)
@@ -63,6 +73,90 @@ def read_pte_metadata(path_or_bytes) -> dict:
         raise VitdeployError(f"{name}: damaged vitdeploy metadata (labels are not a list of strings)")
     census = _census(plans["forward"]) if "forward" in plans else None
     return {"vitdeploy": config, "labels": labels, "methods": sorted(plans), "census": census}
+
+
+def read_program(path_or_bytes) -> dict:
+    """``{"methods": {name: {"inputs": [...], "outputs": [...], "delegates": [...]}}}`` of a .pte.
+
+    Inputs/outputs are ``{"shape", "dtype"}`` for tensors (dtype None for a type the protocol lacks);
+    a non-tensor argument (or a constant method's value) is ``{"shape": None, "dtype": None}``.
+    One-line error for a file that is not an ExecuTorch program.
+    """
+    plans, name = _plans(path_or_bytes)
+    try:  # a damaged flatbuffer can deserialize into None fields: walking them fails here, not later
+        methods = {plan.name: {"inputs": [_value(plan, i) for i in plan.inputs],
+                               "outputs": [_value(plan, i) for i in plan.outputs],
+                               "delegates": sorted({d.id for d in plan.delegates or []})}
+                   for plan in plans.values()}
+    except Exception as e:  # noqa: BLE001 - untrusted flatbuffer: any failure to walk it is the file's fault
+        raise _unreadable(name, e) from None
+    return {"methods": methods}
+
+
+def forward_of(path_or_bytes) -> dict:
+    """The ``forward`` method of :func:`read_program` (what the harnesses and helpers run)."""
+    methods = read_program(path_or_bytes)["methods"]
+    if "forward" not in methods:
+        raise VitdeployError(f"{_name(path_or_bytes)}: no 'forward' method (methods: {', '.join(sorted(methods))})")
+    return methods["forward"]
+
+
+def unit_mismatch(platform: str, unit: str, delegates: list[str]) -> str | None:
+    """Why compute unit ``unit`` cannot run a .pte with these delegates on ``platform`` (None: it can).
+
+    The same rule the harnesses apply to ``MethodMetadata.backends`` / ``backendNames`` on the phone:
+    ``coreml`` needs a Core ML-delegated program; ``cpu`` needs one without Core ML parts (those run
+    only through Core ML, so timing them would not be the CPU's figure, and Android has no Core ML).
+    """
+    coreml = COREML_BACKEND in delegates
+    if unit == "coreml" and not coreml:
+        return (f"compute unit coreml needs a .pte lowered with the Core ML delegate; this one has "
+                f"{', '.join(delegates) or 'no delegate'} (use cpu)")
+    if unit == "cpu" and coreml:
+        where = "only iOS runs it" if platform == "android" else "use coreml"
+        return f"this .pte was lowered with the Core ML delegate ({COREML_BACKEND}); {where}"
+    return None
+
+
+def _name(path_or_bytes) -> str:
+    return str(path_or_bytes) if isinstance(path_or_bytes, (str, Path)) else "model"
+
+
+def _plans(path_or_bytes) -> tuple[dict, str]:
+    """``({method name: ExecutionPlan}, name for errors)``: the one place a .pte is opened, checked and parsed."""
+    name = _name(path_or_bytes)
+    if isinstance(path_or_bytes, (str, Path)):
+        path = Path(path_or_bytes)
+        if not path.is_file():
+            raise VitdeployError(f"{path}: {'a directory, not' if path.is_dir() else 'no such'} .pte file")
+        data = path.read_bytes()
+    else:
+        data = bytes(path_or_bytes)
+    if len(data) < 8 or data[4:6] != _MAGIC:
+        raise VitdeployError(f"{name}: not an ExecuTorch program (no 'ET' file identifier)")
+    try:
+        with quiet():  # importing exir pulls in torchao, which logs about CUDA kernels it cannot load
+            from executorch.exir._serialize._program import deserialize_pte_binary
+    except ImportError as e:
+        raise VitdeployError(f"reading a .pte needs executorch: pip install 'vitdeploy[executorch]' ({e})") from None
+    try:
+        plans = {plan.name: plan for plan in deserialize_pte_binary(data).program.execution_plan}
+    except Exception as e:  # noqa: BLE001 - untrusted flatbuffer: any failure to parse it is the file's fault
+        raise _unreadable(name, e) from None
+    if not plans:
+        raise VitdeployError(f"{name}: not a readable ExecuTorch program (no methods)")
+    return plans, name
+
+
+def _unreadable(name: str, e: Exception) -> VitdeployError:
+    return VitdeployError(f"{name}: not a readable ExecuTorch program ({describe(e)})")
+
+
+def _value(plan, index: int) -> dict:
+    val = plan.values[index].val
+    if type(val).__name__ != "Tensor":
+        return {"shape": None, "dtype": None}
+    return {"shape": [int(s) for s in val.sizes], "dtype": SCALAR_TYPES.get(int(val.scalar_type))}
 
 
 def _census(plan) -> dict:
@@ -81,16 +175,6 @@ def _census(plan) -> dict:
                 op = plan.operators[args.op_index]
                 kernels[f"{op.name}.{op.overload}" if op.overload else op.name] += 1
     return {"delegate_calls": dict(delegate_calls.most_common()), "kernels": dict(kernels.most_common())}
-
-
-def _program(data: bytes, name: str):
-    """The deserialized flatbuffer Program (ExecuTorch's Python schema classes)."""
-    with quiet():  # importing exir pulls in torchao, which logs about CUDA kernels it cannot load
-        from executorch.exir._serialize._program import deserialize_pte_binary
-    try:
-        return deserialize_pte_binary(data).program
-    except Exception as e:  # untrusted flatbuffer: any failure to parse it is the file's fault
-        raise VitdeployError(f"{name}: not a readable ExecuTorch program ({describe(e)})") from None
 
 
 def _decode_config(plan, name: str) -> dict:

@@ -13,10 +13,10 @@ Android (``.tflite``, :mod:`.android`)
     out). The Gradle file is never rewritten; the report says what it lacks.
 
 ExecuTorch (``.pte``, both platforms)
-    The program and its metadata sidecar (``model.pte.json``) side by side, labels, and an ExecuTorch
-    ``VitdeployClassifier`` (``Module``, XNNPACK) in Kotlin or Swift: Android assets / iOS bundle
-    resources. The report says when the app lacks the ExecuTorch dependency; neither the Gradle
-    file nor the Xcode package list is rewritten.
+    The program (one file: ``vitdeploy convert`` stores preprocessing and labels inside it), a
+    labels file, and an ExecuTorch ``VitdeployClassifier`` (``Module``, XNNPACK) in Kotlin or Swift:
+    Android assets / iOS bundle resources. The report says when the app lacks the ExecuTorch
+    dependency; neither the Gradle file nor the Xcode package list is rewritten.
 
 ``out=DIR`` writes the same files into DIR with a ``README.md`` saying where they go.
 Existing files are never replaced without ``force=True`` (identical files are skipped), and
@@ -32,6 +32,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import VitdeployError
+from ..formats.executorch import PTE_SUFFIX
 from .android import package_android, package_android_pte
 from .codegen import KOTLIN_HELPER, SWIFT_HELPER
 from .ios import package_ios, package_ios_pte
@@ -40,8 +41,6 @@ from .report import PackageReport
 __all__ = ["KOTLIN_HELPER", "PLATFORMS", "SWIFT_HELPER", "PackageReport", "infer_platform", "package"]
 
 PLATFORMS = ("ios", "android")
-# formats.FORMATS' "executorch" row after the merge; repeated here (pte_artifact) so formats/ stays untouched.
-PTE_SUFFIX = ".pte"
 
 
 def package(artifact, *, platform: str, into: Path | None = None, out: Path | None = None, force: bool = False,

@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 
 from ..errors import VitdeployError
+from ..formats.executorch import RUNTIME_VERSION
 from .codegen import KOTLIN_HELPER, PACKAGE_NAME, kotlin_helper, kotlin_pte_helper, labels_text
 from .files import Writer, refuse_file
-from .inspect import inspect_pte, inspect_tflite
+from .inspect import inspect_pte, inspect_tflite, pte_warnings
 from .report import PackageReport
 
 ANDROID_LABELS = "labels.txt"
@@ -27,37 +28,27 @@ LITERT_GROOVY = "implementation 'com.google.ai.edge.litert:litert:1.4.2'"
 
 
 def _executorch_lines() -> tuple[str, str]:
-    from ..pte_artifact import RUNTIME_VERSION
-
     return (f'implementation("org.pytorch:executorch-android:{RUNTIME_VERSION}")',
             f"implementation 'org.pytorch:executorch-android:{RUNTIME_VERSION}'")
 
 
 def package_android_pte(artifact: Path, *, into, out, force: bool, top_k: int,
                         android_package: str | None) -> PackageReport:
-    """A .pte (and its sidecar) under assets/, labels.txt, and the ExecuTorch ``VitdeployClassifier.kt``.
+    """A .pte (one file: its metadata is inside) under assets/, labels.txt, and the ExecuTorch
+    ``VitdeployClassifier.kt``.
 
     The helper copies the asset to the app's files dir (Module.load takes a path), so the Gradle file
     needs no noCompress entry; the report says when it lacks the executorch-android dependency.
     """
-    from ..pte_artifact import sidecar_path
-
     info = inspect_pte(artifact)
     report = PackageReport(platform="android", artifact=artifact, destination=Path(into or out),
                            mode="into" if into is not None else "out")
-    sidecar = sidecar_path(artifact)
-    if not info["sidecar"]:
-        report.warnings.append(f"no {sidecar.name} next to the model: the helper assumes RGB pixels 0..255 with "
-                               "normalization inside the program and no centre crop")
-    if info["labels"] is None:
-        report.warnings.append("the model carries no labels: results are named by class index")
+    report.warnings.extend(pte_warnings(info))
     labels_name = ANDROID_LABELS if info["labels"] else None
     kts_line, groovy_line = _executorch_lines()
 
     def add_files(writer: Writer, folder: Path, package_name: str, helper_dir: Path) -> None:
         writer.add(folder / artifact.name, artifact.read_bytes())
-        if sidecar.is_file():
-            writer.add(folder / sidecar.name, sidecar.read_bytes())
         if labels_name:
             writer.add(folder / labels_name, labels_text(info["labels"]))
         writer.add(helper_dir / KOTLIN_HELPER, kotlin_pte_helper(
@@ -71,7 +62,7 @@ def package_android_pte(artifact: Path, *, into, out, force: bool, top_k: int,
         add_files(writer, folder, package_name, folder)
         writer.add(folder / "README.md", f"""# {artifact.name} for Android (vitdeploy package)
 
-Copy `{artifact.name}`{', `' + sidecar.name + '`' if sidecar.is_file() else ''}{' and `' + labels_name + '`' if labels_name else ''}
+Copy `{artifact.name}`{' and `' + labels_name + '`' if labels_name else ''}
 to `app/src/main/assets/`, and `{KOTLIN_HELPER}` to your sources (it declares `package {package_name}`).
 
 ```kotlin
@@ -91,8 +82,9 @@ classifier.close()
 """.encode())
         writer.check()
         writer.run()
-        report.next_steps.append(f"copy {artifact.name} (and its metadata/labels) to app/src/main/assets/ and "
-                                 f"{KOTLIN_HELPER} to your package (see README.md)")
+        copied = artifact.name + (f" and {labels_name}" if labels_name else "")
+        report.next_steps.append(f"copy {copied} to app/src/main/assets/ and {KOTLIN_HELPER} to your package "
+                                 "(see README.md)")
         return report
 
     app = find_android_app(Path(into))

@@ -7,6 +7,7 @@ import re
 from importlib import resources
 
 from ..errors import VitdeployError
+from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
 
 SWIFT_HELPER = "VitdeployClassifier.swift"
 KOTLIN_HELPER = "VitdeployClassifier.kt"
@@ -95,8 +96,6 @@ def labels_text(labels: list[str]) -> bytes:
 
 def kotlin_pte_helper(info: dict, *, package_name: str, model_asset: str, labels_asset: str | None, top_k: int) -> str:
     """Source of ``VitdeployClassifier.kt`` for a .pte described by :func:`inspect_pte` (ExecuTorch Module)."""
-    from ..pte_artifact import RUNTIME_VERSION
-
     if not PACKAGE_NAME.match(package_name):
         raise VitdeployError(f"'{package_name}' is not a valid Kotlin package name")
     return _render("VitdeployPteClassifier.kt.tmpl", {
@@ -115,8 +114,6 @@ def kotlin_pte_helper(info: dict, *, package_name: str, model_asset: str, labels
 
 def swift_pte_helper(info: dict, *, model_file: str, labels_resource: str | None, top_k: int) -> str:
     """Source of ``VitdeployClassifier.swift`` for a .pte described by :func:`inspect_pte` (ExecuTorch Module)."""
-    from ..pte_artifact import COREML_BACKEND, RUNTIME_VERSION
-
     return _render("VitdeployPteClassifier.swift.tmpl", {
         "MODEL_FILE": _swift_string(model_file),
         "MODEL_FILE_PLAIN": model_file.replace("\n", " "),

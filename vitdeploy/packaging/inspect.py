@@ -1,7 +1,8 @@
 """Reading converted models for packaging: what the app helper needs to know about an artifact.
 
 ``inspect_mlpackage`` reads a Core ML package's spec (no Core ML runtime needed), ``inspect_tflite``
-a LiteRT flatbuffer, ``inspect_pte`` an ExecuTorch program and its sidecar; all refuse, with a one-line error, a model the generated helper cannot drive.
+a LiteRT flatbuffer, ``inspect_pte`` an ExecuTorch program and the vitdeploy metadata inside it; all
+refuse, with a one-line error, a model the generated helper cannot drive.
 """
 
 from __future__ import annotations
@@ -124,12 +125,13 @@ def inspect_tflite(path: Path) -> dict:
 
 
 def inspect_pte(path: Path) -> dict:
-    """Input size, class count, delegates, labels and preprocessing of a .pte (program + sidecar).
+    """Input size, class count, delegates, labels and preprocessing of a .pte, read from the program.
 
     The helper feeds one [1, H, W, 3] float32 RGB pixel input and reads one [1, classes] float32
-    output; the sidecar (``pte_artifact.sidecar_path``) may carry ``labels`` and ``preprocessing``.
+    output; ``labels`` and ``preprocessing`` come from the metadata ``vitdeploy convert`` stores in the
+    program (``formats.executorch.read_pte_metadata``), None for a .pte written by anything else.
     """
-    from ..pte_artifact import forward_of, read_sidecar, sidecar_path
+    from ..formats.executorch import forward_of, read_pte_metadata
 
     fwd = forward_of(path)
     if len(fwd["inputs"]) != 1 or len(fwd["outputs"]) != 1:
@@ -144,13 +146,21 @@ def inspect_pte(path: Path) -> dict:
     out_shape = out["shape"] or []
     if len(out_shape) != 2 or out_shape[0] != 1 or out["dtype"] != "float32":
         raise VitdeployError(f"{path}: expected one [1, classes] float32 output, forward returns {out_shape} {out['dtype']}")
-    meta = read_sidecar(path) or {}
-    labels = meta.get("labels")
-    if labels is not None:
-        if not isinstance(labels, list) or not all(isinstance(label, (str, int)) for label in labels):
-            raise VitdeployError(f"{sidecar_path(path)}: 'labels' must be a list of strings")
-        labels = [str(label) for label in labels]
-        if len(labels) != out_shape[1]:
-            raise VitdeployError(f"{sidecar_path(path)}: {len(labels)} labels but the model has {out_shape[1]} classes")
+    stored = read_pte_metadata(path)  # labels are checked there: a list of strings or None
+    labels, config = stored["labels"], stored["vitdeploy"]
+    if labels is not None and len(labels) != out_shape[1]:
+        raise VitdeployError(f"{path}: {len(labels)} labels but the model has {out_shape[1]} classes")
     return {"height": shape[1], "width": shape[2], "num_classes": out_shape[1], "labels": labels or None,
-            "preprocessing": meta.get("preprocessing"), "delegates": fwd["delegates"], "sidecar": bool(meta)}
+            "preprocessing": (config or {}).get("preprocessing"), "delegates": fwd["delegates"],
+            "vitdeploy": config is not None}
+
+
+def pte_warnings(info: dict) -> list[str]:
+    """What the helper of a .pte described by :func:`inspect_pte` has to assume (both platforms)."""
+    warnings = []
+    if not info["vitdeploy"]:
+        warnings.append("not written by vitdeploy convert: no preprocessing/labels metadata; the helper assumes "
+                        "RGB pixels 0..255 with normalization inside the program and no centre crop")
+    if not info["labels"]:
+        warnings.append("the model carries no labels: results are named by class index")
+    return warnings

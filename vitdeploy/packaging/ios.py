@@ -30,9 +30,10 @@ from pbxproj.pbxextensions import TreeType
 from pbxproj.pbxsections import PBXBuildFile, PBXFileReference
 
 from ..errors import VitdeployError
+from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
 from .codegen import SWIFT_HELPER, labels_text, swift_helper, swift_pte_helper
 from .files import Writer, refuse_file
-from .inspect import inspect_mlpackage, inspect_pte
+from .inspect import inspect_mlpackage, inspect_pte, pte_warnings
 from .report import PackageReport
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -102,28 +103,20 @@ EXECUTORCH_PACKAGE_URL = "https://github.com/pytorch/executorch"
 
 
 def package_ios_pte(artifact: Path, *, into, out, force: bool, top_k: int) -> PackageReport:
-    """A .pte (and its sidecar) and labels as app resources, and the ExecuTorch ``VitdeployClassifier.swift``.
+    """A .pte (one file: its metadata is inside) and labels as app resources, and the ExecuTorch
+    ``VitdeployClassifier.swift``.
 
     The ExecuTorch Swift package is not added to the user's project (it is a build setting and
     linker-flag decision: -all_load, iOS 17); the report says what to add when the project lacks it.
     """
-    from ..pte_artifact import COREML_BACKEND, RUNTIME_VERSION, sidecar_path
-
     info = inspect_pte(artifact)
-    sidecar = sidecar_path(artifact)
     # No class is generated from a .pte's name (unlike an .mlpackage), so any file name will do.
     labels_name = f"{artifact.stem}_labels.txt" if info["labels"] else None
     report = PackageReport(platform="ios", artifact=artifact, destination=Path(into or out),
                            mode="into" if into is not None else "out")
-    if not info["sidecar"]:
-        report.warnings.append(f"no {sidecar.name} next to the model: the helper assumes RGB pixels 0..255 with "
-                               "normalization inside the program and no centre crop")
-    if not info["labels"]:
-        report.warnings.append("the model carries no labels: results are named by class index")
+    report.warnings.extend(pte_warnings(info))
     swift = swift_pte_helper(info, model_file=artifact.name, labels_resource=labels_name, top_k=top_k).encode()
     files = [(artifact.name, artifact.read_bytes(), "resource")]
-    if sidecar.is_file():
-        files.append((sidecar.name, sidecar.read_bytes(), "resource"))
     if labels_name:
         files.append((labels_name, labels_text(info["labels"]), "resource"))
     files.append((SWIFT_HELPER, swift, "source"))
