@@ -214,6 +214,44 @@ def write_doc(results: dict) -> None:
               "trained on; one image = 0.45 points). Latency ratios are medians of per-round ratios of interleaved "
               "runs; absolute ms on this shared 2-core host move with load, ratios less so.", ""]
     DOC.write_text("\n".join(lines))
+    write_benchmarks_section(results)
+
+
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- executorch_table:begin -->", "<!-- executorch_table:end -->"
+
+
+def summary_lines(results: dict) -> list[str]:
+    """One row per variant: .pte vs .tflite at fp32 and w8a8, same weights, latency interleaved."""
+    lines = ["| variant | fp32 .pte cosine min / top-1 agree | fp32 ms .pte / .tflite (ratio) | w8a8 .pte worst cosine "
+             "| held-out top-1 ckpt / .pte w8a8 / .tflite w8a8 | w8a8 ms .pte / .tflite (ratio) |",
+             "|---|---|---|---|---|---|"]
+    for r in results["rows"].values():
+        nat, top1, lat = r["natural"], r["heldout_top1"], r["latency"]
+        ms = lat["median_ms"]
+        miss = "" if r["target_met"].get("pte_w8a8", True) else " (below target)"
+        lines.append(
+            f"| {r['variant']} | {nat['pte_fp32']['cosine_min']:.6f} / {100 * nat['pte_fp32']['top1_agreement']:.0f} % | "
+            f"{ms['pte_fp32']:.2f} / {ms['tflite_fp32']:.2f} ({lat.get('pte_over_tflite_fp32', float('nan')):.2f}) | "
+            f"{r['int8_search'].get('pte_w8a8', {}).get('cosine_min_after', float('nan')):.4f}{miss} | "
+            f"{100 * top1['checkpoint']:.1f} / {100 * top1['pte_w8a8']:.1f} / {100 * top1['tflite_w8a8']:.1f} % | "
+            f"{ms['pte_w8a8']:.2f} / {ms['tflite_w8a8']:.2f} ({lat.get('pte_over_tflite_w8a8', float('nan')):.2f}) |")
+    return lines
+
+
+def write_benchmarks_section(results: dict) -> None:
+    """The summary table inside docs/benchmarks.md, between the markers (the rest of that page is other scripts')."""
+    text = BENCHMARKS.read_text()
+    if BEGIN not in text or END not in text:
+        return
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    body = [f"Measured {results.get('measured', '?')} by `bench/executorch_table.py --variants ...` (2 threads, "
+            "batch 1, every round runs each artifact once; ratio = median of per-round .pte ms / .tflite ms). "
+            "Cosines vs the checkpoint on 32 natural images; w8a8 worst cosine = the converter's own held-out "
+            "judgement; held-out top-1 on `vitdeploy/references/heldout` (220 crops). Details: "
+            "[executorch.md](executorch.md).", "", *summary_lines(results)]
+    BENCHMARKS.write_text(head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)
 
 
 def main() -> None:
