@@ -40,6 +40,71 @@ class Runner:
                 "input_size": list(self.input_size), "preprocessing": self.preprocessing.to_dict()}
 
 
+class ImageArtifactRunner(Runner):
+    """An artifact file that takes one image batch, as RGB pixels (``LAYOUT_PIXELS``, NHWC 0..255, preprocessing
+    inside) or as the checkpoint's preprocessed NCHW floats (``LAYOUT_RAW``): the conversions between the two,
+    shared by the TFLite and ExecuTorch runners. Subclasses set ``input_spec`` and ``preprocessing`` and run a
+    batch already in the file's convention (:meth:`run_batch`)."""
+
+    input_spec: dict
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict_nchw(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``(N, classes)`` for a preprocessed float32 NCHW batch, as the PyTorch checkpoint takes it."""
+        from ..errors import VitdeployError
+        from ..formats import LAYOUT_RAW
+
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        height, width = self._image_hw()
+        if x.ndim != 4 or x.shape[1:] != (3, height, width):
+            raise VitdeployError(f"expected a (N, 3, {height}, {width}) batch, got {x.shape}")
+        if self.input_spec["layout"] == LAYOUT_RAW:
+            return self.run_batch(x)
+        return self.run_batch(self._pixels_from_nchw(x))
+
+    def predict_pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """Logits ``(N, classes)`` for RGB pixels (uint8 or float 0..255), NHWC or a single HWC image."""
+        from ..errors import VitdeployError
+        from ..formats import LAYOUT_PIXELS
+
+        rgb = np.asarray(rgb)
+        if rgb.ndim == 3:
+            rgb = rgb[None]
+        height, width = self._image_hw()
+        if rgb.ndim != 4 or rgb.shape[1:] != (height, width, 3):
+            raise VitdeployError(f"expected RGB images of shape (N, {height}, {width}, 3), got {rgb.shape}")
+        if self.input_spec["layout"] == LAYOUT_PIXELS:
+            return self.run_batch(rgb.astype(np.float32))
+        return self.run_batch(self._require_preprocessing().normalize(rgb))
+
+    def _image_hw(self) -> tuple[int, int]:
+        from ..formats import LAYOUT_RAW
+
+        shape = self.input_spec["shape"]
+        return (shape[2], shape[3]) if self.input_spec["layout"] == LAYOUT_RAW else (shape[1], shape[2])
+
+    def _require_preprocessing(self) -> Preprocessing:
+        if self.preprocessing is None:
+            from ..errors import VitdeployError
+
+            raise VitdeployError(f"{self.path or 'model'}: no vitdeploy metadata, so its preprocessing is unknown; "
+                                 "convert it with vitdeploy")
+        return self.preprocessing
+
+    def _pixels_from_nchw(self, x: np.ndarray) -> np.ndarray:
+        """Undo the checkpoint's preprocessing: ``pixel = (x - b) / a`` per channel, back to RGB NHWC."""
+        pre = self._require_preprocessing()
+        a, b = pre.pixel_affine()
+        pixels = (x - b[None, :, None, None]) / a[None, :, None, None]
+        if pre.channel_order == "BGR":
+            pixels = pixels[:, ::-1]
+        return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1), dtype=np.float32)
+
+
 def image_size_of(input_spec: dict) -> tuple[int, int, int] | None:
     """(3, H, W) of an artifact input, whichever layout it declares; None for an input that is no image batch
     (a bare model run by the quantizer or a test)."""

@@ -18,7 +18,7 @@ from ..diagnostics import first_line, package_version, quiet
 from ..errors import VitdeployError
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
-from .base import Runner, image_size_of
+from .base import ImageArtifactRunner, image_size_of
 
 
 @contextlib.contextmanager
@@ -56,7 +56,7 @@ def set_threads(threads: int) -> None:
         portable_lib._unsafe_reset_threadpool(int(threads))
 
 
-class ExecuTorchRunner(Runner):
+class ExecuTorchRunner(ImageArtifactRunner):
     """One loaded ExecuTorch program (``forward``) for a converted classifier."""
 
     kind = "executorch"
@@ -125,30 +125,6 @@ class ExecuTorchRunner(Runner):
 
     # ------------------------------------------------------------------ prediction
 
-    def predict_nchw(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(N, classes)`` for a preprocessed float32 NCHW batch, as the PyTorch checkpoint takes it."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 3:
-            x = x[None]
-        height, width = self._image_hw()
-        if x.ndim != 4 or x.shape[1:] != (3, height, width):
-            raise VitdeployError(f"expected a (N, 3, {height}, {width}) batch, got {x.shape}")
-        if self.input_spec["layout"] == LAYOUT_RAW:
-            return self.run_batch(x)
-        return self.run_batch(self._pixels_from_nchw(x))
-
-    def predict_pixels(self, rgb: np.ndarray) -> np.ndarray:
-        """Logits ``(N, classes)`` for RGB pixels (uint8 or float 0..255), NHWC."""
-        rgb = np.asarray(rgb)
-        if rgb.ndim == 3:
-            rgb = rgb[None]
-        height, width = self._image_hw()
-        if rgb.ndim != 4 or rgb.shape[1:] != (height, width, 3):
-            raise VitdeployError(f"expected RGB images of shape (N, {height}, {width}, 3), got {rgb.shape}")
-        if self.input_spec["layout"] == LAYOUT_PIXELS:
-            return self.run_batch(rgb.astype(np.float32))
-        return self.run_batch(self._require_preprocessing().normalize(rgb))
-
     def run_once(self) -> None:
         """One inference on the input already set (for latency measurement)."""
         self.method.execute(self._ready)
@@ -179,25 +155,6 @@ class ExecuTorchRunner(Runner):
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
-    def _image_hw(self) -> tuple[int, int]:
-        shape = self.input_spec["shape"]
-        return (shape[2], shape[3]) if self.input_spec["layout"] == LAYOUT_RAW else (shape[1], shape[2])
-
-    def _require_preprocessing(self) -> Preprocessing:
-        if self.preprocessing is None:
-            raise VitdeployError(f"{self.path or 'model'}: no vitdeploy metadata, so its preprocessing is unknown; "
-                                 "convert it with vitdeploy")
-        return self.preprocessing
-
-    def _pixels_from_nchw(self, x: np.ndarray) -> np.ndarray:
-        """Undo the checkpoint's preprocessing: ``pixel = (x - b) / a`` per channel, back to RGB NHWC."""
-        pre = self._require_preprocessing()
-        a, b = pre.pixel_affine()
-        pixels = (x - b[None, :, None, None]) / a[None, :, None, None]
-        if pre.channel_order == "BGR":
-            pixels = pixels[:, ::-1]
-        return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1), dtype=np.float32)
 
 
 def run_pte(model_content: bytes, inputs: np.ndarray, *, threads: int = 2) -> np.ndarray:

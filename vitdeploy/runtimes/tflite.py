@@ -17,9 +17,9 @@ from ..errors import VitdeployError
 from ..diagnostics import first_line, package_version
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
-from .base import Runner, image_size_of
+from .base import ImageArtifactRunner, image_size_of
 
-class TFLiteRunner(Runner):
+class TFLiteRunner(ImageArtifactRunner):
     """One LiteRT interpreter (XNNPACK, ``threads`` CPU threads) for a converted classifier."""
 
     kind = "tflite"
@@ -95,30 +95,6 @@ class TFLiteRunner(Runner):
 
     # ------------------------------------------------------------------ prediction
 
-    def predict_nchw(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(N, classes)`` for a preprocessed float32 NCHW batch, as the PyTorch checkpoint takes it."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 3:
-            x = x[None]
-        height, width = self._image_hw()
-        if x.ndim != 4 or x.shape[1:] != (3, height, width):
-            raise VitdeployError(f"expected a (N, 3, {height}, {width}) batch, got {x.shape}")
-        if self.input_spec["layout"] == LAYOUT_RAW:
-            return self._run_batch(x)
-        return self._run_batch(self._pixels_from_nchw(x))
-
-    def predict_pixels(self, rgb: np.ndarray) -> np.ndarray:
-        """Logits ``(N, classes)`` for RGB pixels (uint8 or float 0..255), NHWC or a single HWC image."""
-        rgb = np.asarray(rgb)
-        if rgb.ndim == 3:
-            rgb = rgb[None]
-        height, width = self._image_hw()
-        if rgb.ndim != 4 or rgb.shape[1:] != (height, width, 3):
-            raise VitdeployError(f"expected RGB images of shape (N, {height}, {width}, 3), got {rgb.shape}")
-        if self.input_spec["layout"] == LAYOUT_PIXELS:
-            return self._run_batch(rgb.astype(np.float32))
-        return self._run_batch(self._require_preprocessing().normalize(rgb))
-
     def run_once(self) -> None:
         """One inference on the input already set (for latency measurement)."""
         self.interpreter.invoke()
@@ -132,26 +108,7 @@ class TFLiteRunner(Runner):
 
     # ------------------------------------------------------------------ internals
 
-    def _image_hw(self) -> tuple[int, int]:
-        shape = self.input_spec["shape"]
-        return (shape[2], shape[3]) if self.input_spec["layout"] == LAYOUT_RAW else (shape[1], shape[2])
-
-    def _require_preprocessing(self) -> Preprocessing:
-        if self.preprocessing is None:
-            raise VitdeployError(f"{self.path or 'model'}: no vitdeploy metadata, so its preprocessing is unknown; "
-                                 "convert it with vitdeploy")
-        return self.preprocessing
-
-    def _pixels_from_nchw(self, x: np.ndarray) -> np.ndarray:
-        """Undo the checkpoint's preprocessing: ``pixel = (x - b) / a`` per channel, back to RGB NHWC."""
-        pre = self._require_preprocessing()
-        a, b = pre.pixel_affine()
-        pixels = (x - b[None, :, None, None]) / a[None, :, None, None]
-        if pre.channel_order == "BGR":
-            pixels = pixels[:, ::-1]
-        return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1), dtype=np.float32)
-
-    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Run a batch in the model's own input convention; loops when the model has batch size 1."""
         model_batch = int(self._input["shape"][0])
         outputs = []
@@ -182,7 +139,7 @@ class TFLiteRunner(Runner):
 
 def run_tflite(model_content: bytes, inputs: np.ndarray, *, threads: int = 2) -> np.ndarray:
     """Logits for a batch already in the model's input convention (float; quantized I/O handled)."""
-    return TFLiteRunner(None, threads=threads, model_content=model_content)._run_batch(np.asarray(inputs))
+    return TFLiteRunner(None, threads=threads, model_content=model_content).run_batch(np.asarray(inputs))
 
 
 def delegation_census(model, *, threads: int = 1) -> dict:

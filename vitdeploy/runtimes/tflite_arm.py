@@ -56,7 +56,7 @@ class EmulatedTFLiteRunner(TFLiteRunner):
         raise VitdeployError("latency under emulation means nothing (500-800x slower than a phone); "
                              "profile on a real device or on the host")
 
-    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
         from ..emulation.run import run_model
 
         model_batch = int(self._input["shape"][0])
