@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from ..errors import VitdeployError
+
+
+class Conversion:
+    """Base of every converter's result dataclass: JSON-able through :meth:`to_dict` (the path as a string)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
 
 
 def check_image_arguments(input_size, preprocessing, calib) -> tuple[int, int, int]:

@@ -44,13 +44,13 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import check_image_arguments
+from . import Conversion, check_image_arguments
 from ..diagnostics import converter_errors, one_line, quiet
 from ..errors import ConversionError, VitdeployError
 from ..formats.coreml import (IMAGE_INPUT, LABEL_OUTPUT, LAYOUT_IMAGE, LAYOUT_RAW, LOGITS_OUTPUT, METADATA_FORMAT,
@@ -67,7 +67,7 @@ MAX_RANK = 5  # Core ML rejects rank > 5; the ANE wants <= 4
 
 
 @dataclass
-class CoreMLConversion:
+class CoreMLConversion(Conversion):
     """What :func:`convert_coreml` produced (JSON-able through :meth:`to_dict`).
 
     ``op_counts_before``: op type -> count of the model *as passed in*, converted with coremltools'
@@ -93,10 +93,6 @@ class CoreMLConversion:
     quant_report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
 
 
 def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, int, int],

@@ -19,13 +19,13 @@ Heavy libraries (torch, executorch, torchao) are imported lazily.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import check_image_arguments
+from . import Conversion, check_image_arguments
 from ..diagnostics import describe, quiet
 from ..errors import ConversionError, VitdeployError
 from ..files import write_atomically
@@ -42,7 +42,7 @@ MIN_COSINE = 0.99  # the worst held-out image's logits cosine vs float: the TFLi
 
 
 @dataclass
-class ExecuTorchConversion:
+class ExecuTorchConversion(Conversion):
     """What :func:`convert_executorch` produced (JSON-able through :meth:`to_dict`)."""
 
     path: Path
@@ -57,10 +57,6 @@ class ExecuTorchConversion:
     quant_report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
 
 
 def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,

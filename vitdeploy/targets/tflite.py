@@ -20,13 +20,13 @@ import contextlib
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import check_image_arguments
+from . import Conversion, check_image_arguments
 from ..diagnostics import describe
 from ..errors import ConversionError, VitdeployError
 from ..files import write_atomically
@@ -45,7 +45,7 @@ SMOOTH_MIN_SPREAD = 4.0
 
 
 @dataclass
-class TFLiteConversion:
+class TFLiteConversion(Conversion):
     """What :func:`convert_tflite` produced (JSON-able through :meth:`to_dict`)."""
 
     path: Path
@@ -59,10 +59,6 @@ class TFLiteConversion:
     quant_report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
 
 
 def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
