@@ -87,11 +87,7 @@ classifier.close()
                                  "(see README.md)")
         return report
 
-    app = find_android_app(Path(into))
-    report.project = {k: str(v) if isinstance(v, Path) else v for k, v in app.items() if k != "build_text"}
-    if android_package and android_package != app["package"]:
-        raise VitdeployError(f"--package {android_package} differs from the app's namespace {app['package']}; "
-                             "leave it out with --into")
+    app = _app_for(into, android_package, report)
     writer = Writer(report, force)
     add_files(writer, app["module_dir"] / "src" / "main" / "assets", app["package"], app["source_dir"])
     writer.check()
@@ -135,11 +131,7 @@ def package_android(artifact: Path, *, into, out, force: bool, top_k: int,
                                  f"app/src/main/assets/ and {KOTLIN_HELPER} to your package (see README.md)")
         return report
 
-    app = find_android_app(Path(into))
-    report.project = {k: str(v) if isinstance(v, Path) else v for k, v in app.items() if k != "build_text"}
-    if android_package and android_package != app["package"]:
-        raise VitdeployError(f"--package {android_package} differs from the app's namespace {app['package']}; "
-                             "leave it out with --into")
+    app = _app_for(into, android_package, report)
     kotlin = kotlin_helper(info, package_name=app["package"], model_asset=artifact.name,
                            labels_asset=labels_name, top_k=top_k).encode()
     assets = app["module_dir"] / "src" / "main" / "assets"
@@ -260,3 +252,13 @@ def _manifest_package(manifest: Path) -> str | None:
 def _keeps_tflite_uncompressed(build_text: str) -> bool:
     text = _strip_comments(build_text)
     return any("tflite" in m.group(0) for m in re.finditer(r"noCompress[^\n]*", text))
+
+
+def _app_for(into, android_package: str | None, report: PackageReport) -> dict:
+    """The Android app module at ``into`` (recorded in the report); ``--package`` must agree with its namespace."""
+    app = find_android_app(Path(into))
+    report.project = {k: str(v) if isinstance(v, Path) else v for k, v in app.items() if k != "build_text"}
+    if android_package and android_package != app["package"]:
+        raise VitdeployError(f"--package {android_package} differs from the app's namespace {app['package']}; "
+                             "leave it out with --into")
+    return app
