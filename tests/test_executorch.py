@@ -204,7 +204,7 @@ def test_w8a8_pte_is_judged_on_itself_and_a_miss_is_written_aside(converted, var
 # MobileViT-XXS misses the goal, as its TFLite w8a8 does (tests/test_references.py): worst held-out image
 # cosine of the .pte 0.9856 < 0.99, and no module kept in float gains 0.002 (the search in the report).
 # strict: the day it passes, this test says so.
-MISSES_TODAY = {"mobilevit_xxs": "w8a8 MobileViT-XXS .pte: worst cosine 0.9856 < 0.99 (docs/executorch.md)"}
+MISSES_TODAY = {"mobilevit_xxs": "w8a8 MobileViT-XXS .pte: worst cosine 0.9888 < 0.99 (docs/executorch.md)"}
 
 
 @pytest.mark.slow

@@ -44,12 +44,14 @@ MAX_CANDIDATES = 6
 def quantize_int8(module, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, inner=None,
                   min_cosine: float = 0.99, min_gain: float = 0.002, search: bool = True,
                   progress: Callable[[str], None] | None = None, calib_source: str = "",
-                  always_float: tuple[str, ...] = ()) -> tuple[object, dict]:
+                  always_float: tuple[str, ...] = (), quantized_under: str = "") -> tuple[object, dict]:
     """(converted module taking a batch of any size, report). ``module``: float, the .pte's input convention.
 
     ``calib_inputs`` / ``eval_inputs``: float32 batches in that convention, disjoint. ``inner``: the
     classifier inside ``module`` (its module classes and top-level children are the float candidates).
-    ``always_float``: qualified module class names no attempt quantizes.
+    ``always_float``: qualified module class names no attempt quantizes. ``quantized_under``: a submodule
+    path of ``module`` (e.g. ``"model"``); when given, ops outside it (the pixel wrapper's preprocessing
+    conv) stay float, so the first quantize sits in front of the stem as with raw input.
     """
     import torch
 
@@ -66,7 +68,8 @@ def quantize_int8(module, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, 
         t = time.perf_counter()
         say(f"int8 attempt: float {', '.join((*float_classes, *float_names)) or 'nothing'}"
             f"{'' if per_channel else ', per-tensor weights'}")
-        converted = _quantized(graph, calib, (*always_float, *float_classes), float_names, per_channel, calibrated)
+        converted = _quantized(graph, calib, (*always_float, *float_classes), float_names, per_channel, calibrated,
+                               quantized_under)
         with torch.no_grad():
             logits = converted(held).numpy()
         return converted, {**score(logits, reference), "seconds": round(time.perf_counter() - t, 1)}
@@ -154,7 +157,7 @@ def _export_dynamic(module, calib):
         return torch.export.export(module, (calib[:2],), dynamic_shapes=({0: batch},)).module()
 
 
-def _quantized(graph, calib, float_classes, float_names, per_channel: bool, calibrated: dict):
+def _quantized(graph, calib, float_classes, float_names, per_channel: bool, calibrated: dict, under: str = ""):
     """Prepare, calibrate, convert. Calibration observes the float model, whatever is annotated: the first
     call records its activation observers' states in ``calibrated`` and later calls load them (weight
     observers read their weights), so a search attempt costs prepare + convert, not another calibration."""
@@ -168,8 +171,8 @@ def _quantized(graph, calib, float_classes, float_names, per_channel: bool, cali
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
-    if float_classes or float_names:
-        quantizer.set_filter_function(_outside(set(float_classes), tuple(float_names)))
+    if float_classes or float_names or under:
+        quantizer.set_filter_function(_outside(set(float_classes), tuple(float_names), under))
     with quiet():
         prepared = prepare_pt2e(copy.deepcopy(graph), quantizer)
         with torch.no_grad():
@@ -221,11 +224,17 @@ def _load_observers(prepared, states: dict) -> bool:
     return True
 
 
-def _outside(classes: set[str], names: tuple[str, ...]):
-    """A node filter: True for nodes from none of the ``classes`` (qualified names) / top-level ``names``."""
+def _outside(classes: set[str], names: tuple[str, ...], under: str = ""):
+    """A node filter: True for nodes from none of the ``classes`` (qualified names) / top-level ``names``
+    and, with ``under``, only for nodes inside that submodule path."""
 
     def keep(node) -> bool:
-        for path, cls in node.meta.get("nn_module_stack", {}).values():
+        stack = node.meta.get("nn_module_stack", {}).values()
+        # Only ops carry a module stack; weights (get_attr) are judged with their op (quantizers ask about them).
+        if under and node.op == "call_function" and not any(path == under or path.startswith(f"{under}.")
+                                                             for path, _ in stack):
+            return False
+        for path, cls in stack:
             type_name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
             if type_name in classes:
                 return False
