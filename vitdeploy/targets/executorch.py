@@ -176,30 +176,16 @@ def _wrapped(model, preprocessing: Preprocessing, raw_input: bool):
 
 
 def _folded_pixel_module(model, preprocessing: Preprocessing, wrapper, sample: np.ndarray):
-    """Pixel-input module with the preprocessing folded into the stem's first conv, or None when not exact.
-
-    Exact only without a mean shift (``b == 0``): then ``conv(W, a * P(x)) == conv(W', x)`` with ``W'`` the
-    stem weights scaled by ``a`` and permuted to RGB, zero padding included. Checked on ``sample``.
-    """
-    import copy
-
+    """Pixel-input module whose stem's first conv takes the RGB pixels itself (:func:`passes.pixel_input.
+    fold_pixel_affine`), or None when that is not exact; checked against ``wrapper`` on ``sample``."""
     import torch
 
+    from ..passes.pixel_input import fold_pixel_affine
     from .tflite import _logits_module
 
-    a, b = preprocessing.pixel_affine()
-    stem = getattr(model, "stem", None)
-    conv = getattr(stem, "weight_layer", None)
-    if np.any(b != 0) or not isinstance(conv, torch.nn.Conv2d) or conv.in_channels != 3 or conv.groups != 1:
+    inner = fold_pixel_affine(model, preprocessing)
+    if inner is None:
         return None
-    source = [2, 1, 0] if preprocessing.channel_order == "BGR" else [0, 1, 2]
-    inner = copy.deepcopy(model)
-    first = inner.stem.weight_layer
-    with torch.no_grad():
-        weight = torch.zeros_like(first.weight)
-        for c, s in enumerate(source):  # model channel c reads RGB channel s
-            weight[:, s] = first.weight[:, c] * float(a[c])
-        first.weight.copy_(weight)
 
     class FoldedPixelInput(torch.nn.Module):
         def __init__(self):
