@@ -234,7 +234,7 @@ def summary_lines(results: dict) -> list[str]:
         lines.append(
             f"| {r['variant']} | {nat['pte_fp32']['cosine_min']:.6f} / {100 * nat['pte_fp32']['top1_agreement']:.0f} % | "
             f"{ms['pte_fp32']:.2f} / {ms['tflite_fp32']:.2f} ({lat.get('pte_over_tflite_fp32', float('nan')):.2f}) | "
-            f"{r['int8_search'].get('pte_w8a8', {}).get('cosine_min_after', float('nan')):.4f}{miss} | "
+            f"{(r['int8_search'].get('pte_w8a8') or {}).get('cosine_min_after', float('nan')):.4f}{miss} | "
             f"{100 * top1['checkpoint']:.1f} / {100 * top1['pte_w8a8']:.1f} / {100 * top1['tflite_w8a8']:.1f} % | "
             f"{ms['pte_w8a8']:.2f} / {ms['tflite_w8a8']:.2f} ({lat.get('pte_over_tflite_w8a8', float('nan')):.2f}) |")
     return lines
@@ -282,12 +282,21 @@ def main() -> None:
         print(f"== {variant} ({ckpt})", flush=True)
         row = run_variant(variant, ckpt, args)
         results = json.loads(path.read_text()) if path.is_file() else results
+        _keep_conversion_facts(row, results["rows"].get(variant))
         results["rows"][variant] = row
         results.update(measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), executorch=version("executorch"),
                        host=f"{os.cpu_count()} cores")
         path.write_text(json.dumps(results, indent=1, default=str))
         write_doc(results)
     print(f"results: {path}\n{DOC}")
+
+
+def _keep_conversion_facts(row: dict, previous: dict | None) -> None:
+    """A reused artifact (--reuse) keeps the conversion seconds and int8 search its conversion recorded."""
+    for key in ("convert_s", "int8_search"):
+        for kind, value in ((previous or {}).get(key) or {}).items():
+            if row[key].get(kind) in (None, {}, []) and value not in (None, {}, []):
+                row[key][kind] = value
 
 
 if __name__ == "__main__":

@@ -106,8 +106,19 @@ class TensorFile:
         return cls(file=f, shape=list(shape), dtype=dtype)
 
 
+class _Message:
+    """A request or result file: JSON with ``protocol`` and ``version`` first."""
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        return {"protocol": d.pop("protocol"), "version": d.pop("version"), **d}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
+
 @dataclass
-class HarnessRequest:
+class HarnessRequest(_Message):
     """What to run: one model, its inputs, and the configurations to time."""
 
     platform: str
@@ -163,12 +174,6 @@ class HarnessRequest:
         """The configurations a harness runs, in order (docs/harness-protocol.md#configurations)."""
         return expand_configs(self.platform, self.compute_units, self.threads)
 
-    def to_json(self) -> dict:
-        d = asdict(self)
-        return {"protocol": d.pop("protocol"), "version": d.pop("version"), **d}
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2) + "\n"
 
     @classmethod
     def from_json(cls, d: Any) -> "HarnessRequest":
@@ -308,7 +313,7 @@ def _cpu_affinity(d: Any, where: str) -> dict | None:
 
 
 @dataclass
-class HarnessResult:
+class HarnessResult(_Message):
     """Everything a harness reports for one request."""
 
     request_id: str
@@ -323,12 +328,6 @@ class HarnessResult:
     def ok_configs(self) -> list[ConfigResult]:
         return [c for c in self.configs if c.ok]
 
-    def to_json(self) -> dict:
-        d = asdict(self)
-        return {"protocol": d.pop("protocol"), "version": d.pop("version"), **d}
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2) + "\n"
 
     @classmethod
     def from_json(cls, d: Any, request: HarnessRequest | None = None) -> "HarnessResult":
