@@ -69,31 +69,11 @@ def package_ios(artifact: Path, *, into, out, force: bool, top_k: int) -> Packag
                                  "(see README.md)")
         return report
 
-    project = find_xcode_project(Path(into))
-    report.project = {k: str(v) if isinstance(v, Path) else v for k, v in project.items() if k != "pbx_text"}
-    source_dir: Path = project["source_dir"]
     files = [(artifact.name, artifact, "model")]
     if labels_name:
         files.append((labels_name, labels_text(info["labels"]), "resource"))
     files.append((SWIFT_HELPER, swift, "source"))
-    writer = Writer(report, force)
-    for name, content, _ in files:
-        writer.add(source_dir / name, content)
-    new_pbx = None
-    if project["synchronized"]:
-        report.project_edit = "synchronized-folder"
-    else:
-        new_pbx = add_files_to_pbxproj(project["pbx_text"], project["target_id"], project["group_id"],
-                                       [(name, kind) for name, _, kind in files])
-        report.project_edit = "pbxproj" if new_pbx != project["pbx_text"] else "none"
-        if new_pbx != project["pbx_text"]:
-            writer.add(project["pbxproj"], new_pbx.encode("utf-8"))
-    # The pbxproj is always ours to edit (that is what --into asks for): exempt it from the force check.
-    pbx_entry = [(t, c) for t, c in writer.files if t == project["pbxproj"]]
-    writer.files = [(t, c) for t, c in writer.files if t != project["pbxproj"]]
-    writer.check()
-    writer.files += pbx_entry
-    writer.run()
+    project = _write_into_project(Path(into), files, report, force)
     report.next_steps.append(f"use it: let classifier = try VitdeployClassifier(); "
                              f"let top = try classifier.classify(pixelBuffer)  (target {project['target_name']})")
     return report
@@ -149,27 +129,36 @@ let top = try classifier.classify(cgImage)     // [(label: String, probability: 
         report.next_steps.append(f"drag the files into your app target in Xcode, then {package_step} (see README.md)")
         return report
 
-    project = find_xcode_project(Path(into))
+    project = _write_into_project(Path(into), files, report, force)
+    if EXECUTORCH_PACKAGE_URL not in project["pbx_text"]:
+        report.warnings.append(f"{project['xcodeproj'].name} does not use the ExecuTorch Swift package: {package_step}")
+    report.next_steps.append(f"use it: let classifier = try VitdeployClassifier(); "
+                             f"let top = try classifier.classify(cgImage)  (target {project['target_name']})")
+    return report
+
+
+def _write_into_project(into: Path, files: list, report: PackageReport, force: bool) -> dict:
+    """``files`` ((name, content, kind)) into the Xcode project's source folder, and into its target through
+    the pbxproj unless the folder is synchronized; returns the project found at ``into``.
+
+    The pbxproj is always ours to edit (that is what --into asks for): only the files are held to --force."""
+    project = find_xcode_project(into)
     report.project = {k: str(v) if isinstance(v, Path) else v for k, v in project.items() if k != "pbx_text"}
     writer = Writer(report, force)
     for name, content, _ in files:
         writer.add(project["source_dir"] / name, content)
+    new_pbx = None
     if project["synchronized"]:
         report.project_edit = "synchronized-folder"
     else:
         new_pbx = add_files_to_pbxproj(project["pbx_text"], project["target_id"], project["group_id"],
                                        [(name, kind) for name, _, kind in files])
         report.project_edit = "pbxproj" if new_pbx != project["pbx_text"] else "none"
-    # As for an .mlpackage: the pbxproj is ours to edit, so it is exempt from the force check.
     writer.check()
     if report.project_edit == "pbxproj":
         writer.add(project["pbxproj"], new_pbx.encode("utf-8"))
     writer.run()
-    if EXECUTORCH_PACKAGE_URL not in project["pbx_text"]:
-        report.warnings.append(f"{project['xcodeproj'].name} does not use the ExecuTorch Swift package: {package_step}")
-    report.next_steps.append(f"use it: let classifier = try VitdeployClassifier(); "
-                             f"let top = try classifier.classify(cgImage)  (target {project['target_name']})")
-    return report
+    return project
 
 
 def _ios_readme(model_name: str, labels_name: str | None, info: dict, top_k: int) -> str:

@@ -51,6 +51,22 @@ class ImageArtifactRunner(Runner):
     def run_batch(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    @staticmethod
+    def _read_artifact(path, model_content: bytes | None, suffix: str) -> tuple[Path | None, bytes]:
+        """(path or None, the file's bytes): ``model_content`` when given, else the file, refused in one line
+        when it is missing, a directory or empty."""
+        from ..errors import VitdeployError
+
+        if model_content is not None:
+            return (None if path is None else Path(path)), model_content
+        path = Path(path)
+        if not path.is_file():
+            raise VitdeployError(f"{path}: {'a directory, not' if path.is_dir() else 'no such'} {suffix} file")
+        content = path.read_bytes()
+        if not content:
+            raise VitdeployError(f"{path}: empty file")
+        return path, content
+
     def predict_nchw(self, x: np.ndarray) -> np.ndarray:
         """Logits ``(N, classes)`` for a preprocessed float32 NCHW batch, as the PyTorch checkpoint takes it."""
         from ..errors import VitdeployError

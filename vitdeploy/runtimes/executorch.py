@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -64,14 +63,7 @@ class ExecuTorchRunner(ImageArtifactRunner):
     def __init__(self, path, *, threads: int = 2, model_content: bytes | None = None):
         from ..formats.executorch import read_pte_metadata
 
-        if model_content is None:
-            path = Path(path)
-            if not path.is_file():
-                raise VitdeployError(f"{path}: {'a directory, not' if path.is_dir() else 'no such'} .pte file")
-            model_content = path.read_bytes()
-            if not model_content:
-                raise VitdeployError(f"{path}: empty file")
-        self.path = None if path is None else Path(path)
+        self.path, model_content = self._read_artifact(path, model_content, ".pte")
         name = path or "model"
         stored = read_pte_metadata(model_content)  # parses the whole flatbuffer in Python first: one-line errors
         if "forward" not in stored["methods"]:

@@ -29,14 +29,7 @@ class TFLiteRunner(ImageArtifactRunner):
 
         from ..formats.tflite import read_tflite_metadata
 
-        if model_content is None:
-            path = Path(path)
-            if not path.is_file():
-                raise VitdeployError(f"{path}: {'a directory, not' if path.is_dir() else 'no such'} .tflite file")
-            model_content = path.read_bytes()
-            if not model_content:
-                raise VitdeployError(f"{path}: empty file")
-        self.path = None if path is None else Path(path)
+        self.path, model_content = self._read_artifact(path, model_content, ".tflite")
         name = path or "model"
         if self.path is not None:  # a file from the user: untrusted bytes
             check_loadable(self.path, model_content)
