@@ -1,4 +1,4 @@
-"""vitdeploy: LeViT and MobileViT checkpoints to Core ML and TFLite, with parity checks and device profiling.
+"""vitdeploy: LeViT and MobileViT checkpoints to Core ML, TFLite and ExecuTorch, with parity checks and device profiling.
 
 The Python API mirrors the CLI; heavy libraries load only when a function needs them::
 

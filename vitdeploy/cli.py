@@ -69,7 +69,7 @@ def _echo_json(obj) -> None:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vitdeploy")
 def main() -> None:
-    """Convert LeViT and MobileViT checkpoints to Core ML and TFLite, check parity, profile on device."""
+    """Convert LeViT and MobileViT checkpoints to Core ML, TFLite and ExecuTorch, check parity, profile on device."""
 
 
 @main.command()
