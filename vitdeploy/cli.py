@@ -210,7 +210,8 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
     if as_json:
         _echo_json(report)
         if missed:
-            raise CheckFailed(f"{report['path']}: w8a8 below the accuracy target (see quant_report.alternatives)")
+            where = "quant_report.alternatives" if "alternatives" in report.get("quant_report", {}) else "warnings"
+            raise CheckFailed(f"{report['path']}: w8a8 below the accuracy target (see {where})")
         return
     mb = report.get("size_bytes", 0) / 1e6
     click.echo(f"{report['path']}  {report['variant']} -> {target} ({report.get('precision') or report.get('quantize')}), "
