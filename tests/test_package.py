@@ -1006,7 +1006,7 @@ def test_ios_model_name_must_be_an_identifier(mlpackages, tmp_path):
 from pte_fixtures import NUM_CLASSES, write_tiny_pte  # noqa: E402
 
 from vitdeploy.formats.executorch import RUNTIME_VERSION, read_pte_metadata  # noqa: E402
-from vitdeploy.packaging.codegen import kotlin_pte_helper, swift_pte_helper  # noqa: E402
+from vitdeploy.packaging.codegen import kotlin_helper, swift_pte_helper  # noqa: E402
 
 PTE_META = {"labels": TINY_LABELS, "preprocessing": {"resize": 9, "crop": 8}, "precision": "fp32"}
 
@@ -1130,7 +1130,8 @@ def test_pte_android_into_the_harness(pte_model, tmp_path):
 def test_pte_kotlin_helper_calls_the_executorch_api():
     info = {"width": 256, "height": 224, "num_classes": 10, "labels": None, "preprocessing": None,
             "delegates": ["XnnpackBackend"]}
-    kt = kotlin_pte_helper(info, package_name="a.b", model_asset='m "x".pte', labels_asset=None, top_k=2)
+    kt = kotlin_helper(info, package_name="a.b", model_asset='m "x".pte', labels_asset=None, top_k=2,
+                       executorch=True)
     assert "@@" not in kt and 'const val MODEL_ASSET = "m \\"x\\".pte"' in kt
     for call in ("import org.pytorch.executorch.Module", "Module.LOAD_MODE_MMAP, numThreads)", 'module.loadMethod("forward")',
                  "Tensor.fromBlob(input, longArrayOf(1, INPUT_HEIGHT.toLong(), INPUT_WIDTH.toLong(), 3))",
@@ -1139,7 +1140,7 @@ def test_pte_kotlin_helper_calls_the_executorch_api():
     assert "val LABELS_ASSET: String? = null" in kt and "const val TOP_K = 2" in kt
     assert kt.count("{") == kt.count("}") and kt.count("(") == kt.count(")")
     with pytest.raises(VitdeployError, match="not a valid Kotlin package name"):
-        kotlin_pte_helper(info, package_name="1bad", model_asset="m.pte", labels_asset=None, top_k=2)
+        kotlin_helper(info, package_name="1bad", model_asset="m.pte", labels_asset=None, top_k=2, executorch=True)
 
 
 def test_pte_swift_helper_parses_and_names_the_products():

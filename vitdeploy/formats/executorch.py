@@ -58,8 +58,9 @@ def constant_methods(config: dict) -> dict[str, str]:
 
 
 def read_pte_metadata(path_or_bytes) -> dict:
-    """``{"vitdeploy": dict | None, "labels": list | None, "methods": [names], "census": dict | None}`` of a
-    .pte file or its bytes.
+    """``{"vitdeploy": dict | None, "labels": list | None, "methods": [names], "census": dict | None,
+    "forward": its inputs/outputs/delegates (as :func:`read_program`) | None}`` of a .pte file or its bytes,
+    from one parse.
 
     ``vitdeploy`` is None for a program vitdeploy did not write (no ``vitdeploy_metadata`` method).
     Anything unreadable is a one-line :class:`VitdeployError`.
@@ -72,7 +73,8 @@ def read_pte_metadata(path_or_bytes) -> dict:
     if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
         raise VitdeployError(f"{name}: damaged vitdeploy metadata (labels are not a list of strings)")
     census = _census(plans["forward"]) if "forward" in plans else None
-    return {"vitdeploy": config, "labels": labels, "methods": sorted(plans), "census": census}
+    return {"vitdeploy": config, "labels": labels, "methods": sorted(plans), "census": census,
+            "forward": _methods(plans, name).get("forward")}
 
 
 def read_program(path_or_bytes) -> dict:
@@ -82,15 +84,18 @@ def read_program(path_or_bytes) -> dict:
     a non-tensor argument (or a constant method's value) is ``{"shape": None, "dtype": None}``.
     One-line error for a file that is not an ExecuTorch program.
     """
-    plans, name = _plans(path_or_bytes)
+    return {"methods": _methods(*_plans(path_or_bytes))}
+
+
+def _methods(plans: dict, name: str) -> dict:
+    """{method: {"inputs", "outputs", "delegates"}} of parsed execution plans."""
     try:  # a damaged flatbuffer can deserialize into None fields: walking them fails here, not later
-        methods = {plan.name: {"inputs": [_value(plan, i) for i in plan.inputs],
-                               "outputs": [_value(plan, i) for i in plan.outputs],
-                               "delegates": sorted({d.id for d in plan.delegates or []})}
-                   for plan in plans.values()}
+        return {plan.name: {"inputs": [_value(plan, i) for i in plan.inputs],
+                            "outputs": [_value(plan, i) for i in plan.outputs],
+                            "delegates": sorted({d.id for d in plan.delegates or []})}
+                for plan in plans.values()}
     except Exception as e:  # noqa: BLE001 - untrusted flatbuffer: any failure to walk it is the file's fault
         raise _unreadable(name, e) from None
-    return {"methods": methods}
 
 
 def forward_of(path_or_bytes) -> dict:

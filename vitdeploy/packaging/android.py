@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import VitdeployError
 from ..formats.executorch import RUNTIME_VERSION
-from .codegen import KOTLIN_HELPER, PACKAGE_NAME, kotlin_helper, kotlin_pte_helper, labels_text
+from .codegen import KOTLIN_HELPER, PACKAGE_NAME, kotlin_helper, labels_text
 from .files import Writer, refuse_file
 from .inspect import inspect_pte, inspect_tflite, pte_warnings
 from .report import PackageReport
@@ -51,8 +51,9 @@ def package_android_pte(artifact: Path, *, into, out, force: bool, top_k: int,
         writer.add(folder / artifact.name, artifact.read_bytes())
         if labels_name:
             writer.add(folder / labels_name, labels_text(info["labels"]))
-        writer.add(helper_dir / KOTLIN_HELPER, kotlin_pte_helper(
-            info, package_name=package_name, model_asset=artifact.name, labels_asset=labels_name, top_k=top_k).encode())
+        writer.add(helper_dir / KOTLIN_HELPER, kotlin_helper(
+            info, package_name=package_name, model_asset=artifact.name, labels_asset=labels_name, top_k=top_k,
+            executorch=True).encode())
 
     if out is not None:
         folder = Path(out)

@@ -64,14 +64,17 @@ def swift_helper(info: dict, *, model_name: str, labels_resource: str | None, to
     })
 
 
-def kotlin_helper(info: dict, *, package_name: str, model_asset: str, labels_asset: str | None, top_k: int) -> str:
-    """Source of ``VitdeployClassifier.kt`` for a model described by :func:`inspect_tflite`."""
+def kotlin_helper(info: dict, *, package_name: str, model_asset: str, labels_asset: str | None, top_k: int,
+                  executorch: bool = False) -> str:
+    """Source of ``VitdeployClassifier.kt`` for a model described by :func:`inspect_tflite`, or with
+    ``executorch`` for a .pte described by :func:`inspect_pte` (ExecuTorch Module): same fields, two templates."""
     if not PACKAGE_NAME.match(package_name):
         raise VitdeployError(f"'{package_name}' is not a valid Kotlin package name")
-    return _render("VitdeployClassifier.kt.tmpl", {
+    return _render("VitdeployPteClassifier.kt.tmpl" if executorch else "VitdeployClassifier.kt.tmpl", {
         "PACKAGE": package_name,
         "MODEL_ASSET": _kotlin_string(model_asset),
         "MODEL_ASSET_PLAIN": model_asset.replace("\n", " "),
+        "EXECUTORCH_VERSION": RUNTIME_VERSION,
         "LABELS_ASSET": _kotlin_string(labels_asset) if labels_asset else "null",
         "INPUT_WIDTH": str(info["width"]),
         "INPUT_HEIGHT": str(info["height"]),
@@ -91,25 +94,6 @@ def _float32_literal(value: float) -> str:
 
 def labels_text(labels: list[str]) -> bytes:
     return ("\n".join(labels) + "\n").encode("utf-8")
-
-
-
-def kotlin_pte_helper(info: dict, *, package_name: str, model_asset: str, labels_asset: str | None, top_k: int) -> str:
-    """Source of ``VitdeployClassifier.kt`` for a .pte described by :func:`inspect_pte` (ExecuTorch Module)."""
-    if not PACKAGE_NAME.match(package_name):
-        raise VitdeployError(f"'{package_name}' is not a valid Kotlin package name")
-    return _render("VitdeployPteClassifier.kt.tmpl", {
-        "PACKAGE": package_name,
-        "MODEL_ASSET": _kotlin_string(model_asset),
-        "MODEL_ASSET_PLAIN": model_asset.replace("\n", " "),
-        "EXECUTORCH_VERSION": RUNTIME_VERSION,
-        "LABELS_ASSET": _kotlin_string(labels_asset) if labels_asset else "null",
-        "INPUT_WIDTH": str(info["width"]),
-        "INPUT_HEIGHT": str(info["height"]),
-        "NUM_CLASSES": str(info["num_classes"]),
-        "CROP_FRACTION": _float32_literal(_crop_fraction(info.get("preprocessing"))),
-        "TOP_K": str(top_k),
-    })
 
 
 def swift_pte_helper(info: dict, *, model_file: str, labels_resource: str | None, top_k: int) -> str:

@@ -131,9 +131,12 @@ def inspect_pte(path: Path) -> dict:
     output; ``labels`` and ``preprocessing`` come from the metadata ``vitdeploy convert`` stores in the
     program (``formats.executorch.read_pte_metadata``), None for a .pte written by anything else.
     """
-    from ..formats.executorch import forward_of, read_pte_metadata
+    from ..formats.executorch import read_pte_metadata
 
-    fwd = forward_of(path)
+    stored = read_pte_metadata(path)  # one parse; labels are checked there: a list of strings or None
+    fwd = stored["forward"]
+    if fwd is None:
+        raise VitdeployError(f"{path}: no 'forward' method (methods: {', '.join(stored['methods'])})")
     if len(fwd["inputs"]) != 1 or len(fwd["outputs"]) != 1:
         raise VitdeployError(f"{path}: the app helper needs one input and one output, forward has "
                              f"{len(fwd['inputs'])} and {len(fwd['outputs'])}")
@@ -146,7 +149,6 @@ def inspect_pte(path: Path) -> dict:
     out_shape = out["shape"] or []
     if len(out_shape) != 2 or out_shape[0] != 1 or out["dtype"] != "float32":
         raise VitdeployError(f"{path}: expected one [1, classes] float32 output, forward returns {out_shape} {out['dtype']}")
-    stored = read_pte_metadata(path)  # labels are checked there: a list of strings or None
     labels, config = stored["labels"], stored["vitdeploy"]
     if labels is not None and len(labels) != out_shape[1]:
         raise VitdeployError(f"{path}: {len(labels)} labels but the model has {out_shape[1]} classes")
