@@ -475,6 +475,23 @@ def test_metadata_round_trip(tmp_path, tiny):
 
 
 @pytest.mark.slow
+def test_opening_a_tflite_leaves_no_native_log_line_on_stderr(tmp_path, tiny, capfd):
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ on file descriptor 2
+    whenever an interpreter is built: runners mute it (diagnostics.native_quiet); stderr itself still works."""
+    import sys
+
+    from vitdeploy.runtimes.tflite import TFLiteRunner
+    from vitdeploy.targets.tflite import convert_tflite
+
+    conv = convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=tmp_path / "quiet.tflite")
+    capfd.readouterr()
+    TFLiteRunner(conv.path, threads=1)
+    print("after", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "XNNPACK delegate" not in err and err.strip() == "after", err
+
+
+@pytest.mark.slow
 def test_raw_input_metadata_declares_pixel_unit_normalization(tmp_path, tiny):
     from vitdeploy.runtimes.tflite import TFLiteRunner
     from vitdeploy.targets.tflite import convert_tflite

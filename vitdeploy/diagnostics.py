@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 
 from .errors import ConversionError, VitdeployError
@@ -75,3 +76,22 @@ def package_version(name: str) -> str:
         return f"{name} {version(name)}"
     except PackageNotFoundError:
         return name
+
+
+@contextlib.contextmanager
+def native_quiet():
+    """Mute native log lines that runtimes write to file descriptor 2 from C++, which Python-level
+    redirection cannot catch (ExecuTorch's ``[cpuinfo_utils.cpp:71] Reading file ...``, LiteRT's
+    ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.``). Errors still arrive as exceptions."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (an embedded interpreter): nothing to mute
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

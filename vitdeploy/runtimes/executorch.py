@@ -8,34 +8,13 @@ convention the file was converted with. Programs are exported for batch 1: a bat
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import numpy as np
 
-from ..diagnostics import first_line, package_version, quiet
+from ..diagnostics import first_line, native_quiet, package_version, quiet
 from ..errors import VitdeployError
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
 from .base import ImageArtifactRunner, image_size_of
-
-
-@contextlib.contextmanager
-def native_quiet():
-    """Mute the runtime's native log lines (``[cpuinfo_utils.cpp:71] Reading file ...`` on every program
-    load on x86), written to file descriptor 2 by C++: Python-level redirection cannot catch them."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 (an embedded interpreter): nothing to mute
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def runtime():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VitdeployError
-from ..diagnostics import first_line, package_version
+from ..diagnostics import first_line, native_quiet, package_version
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
 from .base import ImageArtifactRunner, image_size_of
@@ -38,8 +38,9 @@ class TFLiteRunner(ImageArtifactRunner):
         except Exception as e:  # untrusted flatbuffer: any failure to parse it is a fault of the file
             raise VitdeployError(f"{name}: not a readable .tflite model ({first_line(e)})") from None
         try:
-            self.interpreter = Interpreter(model_content=bytes(model_content), num_threads=int(threads))
-            self.interpreter.allocate_tensors()
+            with native_quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+                self.interpreter = Interpreter(model_content=bytes(model_content), num_threads=int(threads))
+                self.interpreter.allocate_tensors()
         except Exception as e:  # ValueError/RuntimeError from LiteRT's verifier and allocator, or anything else
             raise VitdeployError(f"{name}: LiteRT cannot load it ({first_line(e)})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
