@@ -284,8 +284,8 @@ def test_scope_names_map_to_blocks():
     assert blocks[:3] == ["stem", "stages.0.blocks.0", "stages.0.blocks.1"] and "stages.0.downsample" not in blocks
     assert "stages.2.downsample" in blocks and blocks[-1] == "stages.2.blocks.3"
     known = {n for n, _ in model.named_modules() if n}
-    wrapper = ("vitdeploy.targets.tflite.pixel_input_module.<locals>.PixelInput/vitdeploy.targets.tflite."
-               "_logits_module.<locals>.Logits_model/vitdeploy.models.levit.Levit_inner/")
+    wrapper = ("vitdeploy.targets.image_input.pixel_input_module.<locals>.PixelInput/vitdeploy.targets.image_input."
+               "logits_module.<locals>.Logits_model/vitdeploy.models.levit.Levit_inner/")
     names = [
         wrapper + "vitdeploy.models.levit.Stem16_stem/vitdeploy.models.layers.ConvNorm_conv4/"
                   "torch.nn.modules.conv.Conv2d_linear;3",

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import Conversion, check_image_arguments
+from .image_input import logits_module, model_inputs_from_pixels, pixel_input_module, pixel_input_spec
 from ..diagnostics import describe, quiet
 from ..errors import ConversionError, VitdeployError
 from ..files import write_atomically
@@ -75,9 +76,7 @@ def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing
     if out.suffix.lower() != ".pte":
         raise VitdeployError(f"{out}: an ExecuTorch program is written to a .pte file")
     started = time.perf_counter()
-    from .tflite import _input_spec, model_inputs_from_pixels
-
-    input_spec = _input_spec(channels, height, width, preprocessing, raw_input)
+    input_spec = pixel_input_spec(channels, height, width, preprocessing, raw_input)
     rewrites, always_float = {}, ()
     if delegate == "xnnpack":  # on a copy; a no-op when convert already ran passes.PIPELINES["executorch"]
         import copy
@@ -169,10 +168,8 @@ def _check_arguments(input_size, preprocessing, quantize, calib, labels, delegat
 
 
 def _wrapped(model, preprocessing: Preprocessing, raw_input: bool):
-    from .tflite import _logits_module, pixel_input_module
-
     model.eval()
-    return _logits_module(model) if raw_input else pixel_input_module(model, preprocessing)
+    return logits_module(model) if raw_input else pixel_input_module(model, preprocessing)
 
 
 def _folded_pixel_module(model, preprocessing: Preprocessing, wrapper, sample: np.ndarray):
@@ -181,7 +178,6 @@ def _folded_pixel_module(model, preprocessing: Preprocessing, wrapper, sample: n
     import torch
 
     from ..passes.pixel_input import fold_pixel_affine
-    from .tflite import _logits_module
 
     inner = fold_pixel_affine(model, preprocessing)
     if inner is None:
@@ -190,7 +186,7 @@ def _folded_pixel_module(model, preprocessing: Preprocessing, wrapper, sample: n
     class FoldedPixelInput(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.model = _logits_module(inner)
+            self.model = logits_module(inner)
 
         def forward(self, image):
             return self.model(image.permute(0, 3, 1, 2))

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from . import Conversion, check_image_arguments
+from .image_input import image_hw, logits_module, model_inputs_from_pixels, pixel_input_module, pixel_input_spec
 from ..diagnostics import describe
 from ..errors import ConversionError, VitdeployError
 from ..files import write_atomically
@@ -87,7 +88,7 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
     _check_finetune(int8_finetune, quantize)
     started = time.perf_counter()
     warnings: list[str] = []
-    input_spec = _input_spec(channels, height, width, preprocessing, raw_input)
+    input_spec = pixel_input_spec(channels, height, width, preprocessing, raw_input)
 
     with tempfile.TemporaryDirectory(prefix="vitdeploy-tflite-") as work:
         say("exporting the float model with litert-torch")
@@ -155,68 +156,13 @@ def _check_arguments(input_size, preprocessing, quantize, int8_io, calib, labels
     return size
 
 
-def _input_spec(channels: int, height: int, width: int, pre: Preprocessing, raw_input: bool) -> dict:
-    if raw_input:
-        return {"name": "pixel_values", "shape": [1, channels, height, width], "dtype": "float32",
-                "layout": LAYOUT_RAW, "channel_order": pre.channel_order}
-    # The pixel input is always RGB: the flip for BGR checkpoints is part of the graph.
-    return {"name": "image", "shape": [1, height, width, channels], "dtype": "float32",
-            "layout": LAYOUT_PIXELS, "channel_order": "RGB"}
 
 
 # ----------------------------------------------------------------------------- export
 
 
-def pixel_input_module(model, preprocessing: Preprocessing):
-    """Wrap ``model`` so it takes ``[N, H, W, 3]`` RGB pixels (0..255) and returns logits.
-
-    The channel flip (BGR checkpoints), ``scale`` and mean/std fold into one 1x1 convolution:
-    a single op that every backend runs and that int8 quantizes exactly (pixels are integers).
-    """
-    import torch
-
-    a, b = preprocessing.pixel_affine()
-    # Output channel c (in the checkpoint's channel order) reads RGB input channel source[c].
-    source = [2, 1, 0] if preprocessing.channel_order == "BGR" else [0, 1, 2]
-    weight = torch.zeros(3, 3, 1, 1)
-    for c, s in enumerate(source):
-        weight[c, s, 0, 0] = float(a[c])
-    bias = torch.tensor(b, dtype=torch.float32)
-
-    class PixelInput(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = _logits_module(model)
-            self.register_buffer("weight", weight)
-            self.register_buffer("bias", bias)
-
-        def forward(self, image):
-            x = torch.nn.functional.conv2d(image.permute(0, 3, 1, 2), self.weight, self.bias)
-            return self.model(x)
-
-    return PixelInput().eval()
 
 
-def _logits_module(model):
-    """``model`` as a module returning a plain logits tensor (HF models return output objects)."""
-    import torch
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def forward(self, x):
-            y = self.inner(x)
-            if isinstance(y, torch.Tensor):
-                return y
-            if hasattr(y, "logits"):
-                return y.logits
-            if isinstance(y, (tuple, list)) and y and isinstance(y[0], torch.Tensor):
-                return y[0]
-            raise TypeError(f"the model returned {type(y).__name__}, not a logits tensor")
-
-    return Logits().eval()
 
 
 def _export_float(model, input_spec: dict, pre: Preprocessing, path: Path) -> bytes:
@@ -229,7 +175,7 @@ def _export_float(model, input_spec: dict, pre: Preprocessing, path: Path) -> by
 
     model.eval()
     if input_spec["layout"] == LAYOUT_RAW:
-        wrapper = _logits_module(model)
+        wrapper = logits_module(model)
         sample = torch.from_numpy(pre.normalize(_sample_pixels(input_spec)))
     else:
         wrapper = pixel_input_module(model, pre)
@@ -247,13 +193,10 @@ def _export_float(model, input_spec: dict, pre: Preprocessing, path: Path) -> by
 
 def _sample_pixels(input_spec: dict) -> np.ndarray:
     """One natural image (uint8 NHWC) of the model's size: a realistic trace input."""
-    height, width = _image_hw(input_spec)
+    height, width = image_hw(input_spec)
     return natural_images_hw(1, height, width, seed=0)
 
 
-def _image_hw(input_spec: dict) -> tuple[int, int]:
-    shape = input_spec["shape"]
-    return (shape[1], shape[2]) if input_spec["layout"] == LAYOUT_PIXELS else (shape[2], shape[3])
 
 
 @contextlib.contextmanager
@@ -293,11 +236,6 @@ def _check_float_model(model_bytes: bytes, input_spec: dict, labels: list[str] |
 # ----------------------------------------------------------------------------- quantization
 
 
-def model_inputs_from_pixels(pixels: np.ndarray, input_spec: dict, pre: Preprocessing) -> np.ndarray:
-    """uint8 RGB NHWC pixels -> the batch the converted (float-interface) model takes."""
-    if input_spec["layout"] == LAYOUT_RAW:
-        return pre.normalize(pixels)
-    return np.asarray(pixels, dtype=np.float32)
 
 
 def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessing, calib, int8_io: bool,
@@ -311,7 +249,7 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
                 {"recipe": f"weight-only float16 + {REDUCED_PRECISION_KEY}={FP16_COMPUTE}"})
     if mode == "dynamic":
         return q.quantize_dynamic(float_model), {"recipe": "dynamic_wi8_afp32"}
-    height, width = _image_hw(input_spec)
+    height, width = image_hw(input_spec)
     calib_pixels, heldout_pixels, source = split_calibration(calib, height, width)
     input_range = (0.0, 255.0) if input_spec["layout"] == LAYOUT_PIXELS else None
     if mode == "w8a16":
