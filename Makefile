@@ -8,7 +8,7 @@ ifeq ($(UNAME),Linux x86_64)
 CONSTRAINTS := -c constraints-linux-x86_64.txt
 endif
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast test-alt-kernels demo bench clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml constraints-linux-x86_64.txt
 # The full suite, slow conversions included (what CI runs).
 test: install
 	$(PY) -m pytest -q --runslow --durations=15
+
+# The full suite on other float kernels (no AVX-512, no oneDNN, TFLite without XNNPACK): tests/conftest.py.
+test-alt-kernels: install
+	VITDEPLOY_TEST_KERNELS=alternate $(PY) -m pytest -q --runslow --durations=15
 
 # Seconds, not minutes: everything not marked slow.
 test-fast: install

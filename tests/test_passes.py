@@ -51,8 +51,28 @@ def _slow_unless_small(variants):
     return [v if v in ("levit_128s", "mobilevit_xxs") else pytest.param(v, marks=pytest.mark.slow) for v in variants]
 
 
+# float32 unit roundoff: the relative error of one correctly rounded float32 operation.
+_U32 = 2.0 ** -24
+
+
 @pytest.mark.parametrize("variant", _slow_unless_small(list(VARIANTS)))
 def test_fold_batchnorm_whole_model(variant):
+    """The fold is exact algebra (checked in float64) and numerically benign in float32.
+
+    The float32 bounds come from rounding-error analysis, not from one machine's observed noise (issue 31:
+    an Intel Xeon without AVX-512 measured 1.28e-5 for the folded LeViT-128S where the old bound, 2x this
+    machine's unfolded noise + 1e-6, allowed 1.22e-5). Both bounds are in units of S, the network's own
+    sensitivity to a random relative perturbation of every parameter by one float32 unit roundoff, measured
+    in float64 (so the same on every CPU):
+    - the fold's float32 *parameters* (scale = gamma / sqrt(var + eps), w * scale, beta - mean * scale: at
+      most 4 roundings per parameter) may move the output by at most 4 S;
+    - float32 *arithmetic* is, by backward error analysis, the exact network with each parameter perturbed by
+      about sqrt(n) roundoffs for dot products of length n (the probabilistic bound of Higham & Mary 2019,
+      lambda * sqrt(n) * u with lambda = 1), so a float32 evaluation may differ from the float64 evaluation
+      of the same float32 parameters by at most sqrt(n_max) S, n_max the network's largest fan-in.
+    The unfolded network must meet the same arithmetic bound (else the bound, not the fold, is wrong), and
+    the suite holds it with the kernel paths forced as in the module docstring of tests/conftest.py.
+    """
     model = seeded_model(variant)
     info = VARIANTS[variant]
     pre = LEVIT if info.family == "levit" else MOBILEVIT_BGR
@@ -64,20 +84,42 @@ def test_fold_batchnorm_whole_model(variant):
     assert report.params_after < report.params_before
     with torch.no_grad():
         ref, got = model(x).numpy(), folded(x).numpy()
-        # The algebra is exact: in float64 folded and unfolded agree to rounding.
         truth = copy.deepcopy(model).double()(x.double()).numpy()
+        # The algebra is exact: in float64 folded and unfolded agree to rounding.
         f64 = copy.deepcopy(model).double()
         fold_batchnorm(f64)
         assert _rel(f64(x.double()).numpy(), truth) < 1e-12
-    # In float32 both models carry the network's own rounding noise (about 5e-6 for the
-    # LeViT stand-ins); the fold must add no more than that much again.
-    noise = _rel(ref, truth)
-    assert _rel(got, truth) <= 2 * noise + 1e-6, (_rel(got, truth), noise)
-    # Two independent float32 roundings of the same function differ by up to about twice that noise
-    # (MobileViT-S on this machine: noise 1.1e-5, folded vs unfolded 1.4e-5; a fixed 1e-5 bound
-    # was below the network's own rounding). A wrong fold is off by 1e-4 or more.
-    assert _rel(got, ref) <= 2 * noise + 1e-6 and _rel(got, ref) < 5e-5, (_rel(got, ref), noise)
+        folded_params_in_f64 = copy.deepcopy(folded).double()(x.double()).numpy()
+        s = _roundoff_sensitivity(model, x, truth)
+    n_max = _largest_fan_in(model)
+    arithmetic_bound = np.sqrt(n_max) * s
+    assert _rel(folded_params_in_f64, truth) <= 4 * s, (_rel(folded_params_in_f64, truth), s)
+    assert _rel(ref, truth) <= arithmetic_bound, ("bound below the unfolded network's own rounding",
+                                                  _rel(ref, truth), arithmetic_bound)
+    assert _rel(got, folded_params_in_f64) <= arithmetic_bound, (_rel(got, folded_params_in_f64), arithmetic_bound)
     assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+def _roundoff_sensitivity(model: nn.Module, x: torch.Tensor, truth: np.ndarray, draws: int = 2) -> float:
+    """S: the largest relative output change, in float64, when every parameter and buffer is multiplied by
+    (1 + r * u), r uniform in [-1, 1] and u the float32 unit roundoff (seeded draws)."""
+    g = torch.Generator().manual_seed(0)
+    out = 0.0
+    for _ in range(draws):
+        perturbed = copy.deepcopy(model).double()
+        for t in [*perturbed.parameters(), *perturbed.buffers()]:
+            if t.is_floating_point():
+                t.mul_(1 + _U32 * (2 * torch.rand(t.shape, generator=g, dtype=torch.float64) - 1))
+        out = max(out, _rel(perturbed(x.double()).numpy(), truth))
+    return out
+
+
+def _largest_fan_in(model: nn.Module) -> int:
+    """The longest dot product the network's Linear and Conv2d layers compute."""
+    fan_ins = [m.in_features for m in model.modules() if isinstance(m, nn.Linear)]
+    fan_ins += [m.in_channels // m.groups * int(np.prod(m.kernel_size)) for m in model.modules()
+                if isinstance(m, nn.Conv2d)]
+    return max(fan_ins)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
