@@ -100,10 +100,10 @@ def _walk_package(path: Path) -> dict[str, os.stat_result]:
             if len(members) > MAX_PACKAGE_ENTRIES:
                 raise VitdeployError(f"{path}: refusing the .mlpackage: more than {MAX_PACKAGE_ENTRIES} files "
                                      "and folders in it")
+            if depth + 1 > MAX_PACKAGE_DEPTH:
+                raise VitdeployError(f"{path}: refusing the .mlpackage: {shown(name)} is nested more than "
+                                     f"{MAX_PACKAGE_DEPTH} levels deep")
             if stat.S_ISDIR(info.st_mode):
-                if depth + 1 >= MAX_PACKAGE_DEPTH:
-                    raise VitdeployError(f"{path}: refusing the .mlpackage: {shown(name)} is nested more than "
-                                         f"{MAX_PACKAGE_DEPTH} levels deep")
                 stack.append((name, depth + 1))
     return members
 
