@@ -103,8 +103,10 @@ def _say_warnings(result: dict, progress: bool) -> None:
 def _profile_coreml_mac(path: Path, *, runs, warmup, progress) -> dict:  # pragma: no cover - macOS only
     import coremltools as ct
 
+    from .formats.coreml import check_package_tree
     from .runtimes.timing import measure_latency
 
+    check_package_tree(path)
     start = time.perf_counter()
     model = ct.models.MLModel(str(path))
     load_ms = (time.perf_counter() - start) * 1000

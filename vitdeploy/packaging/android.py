@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import VitdeployError
 from ..formats.executorch import RUNTIME_VERSION
-from .codegen import KOTLIN_HELPER, PACKAGE_NAME, kotlin_helper, labels_text
+from .codegen import KOTLIN_HELPER, PACKAGE_NAME, comment_text, kotlin_helper, labels_text
 from .files import Writer, refuse_file
 from .inspect import inspect_pte, inspect_tflite, pte_warnings
 from .report import PackageReport
@@ -61,9 +61,10 @@ def package_android_pte(artifact: Path, *, into, out, force: bool, top_k: int,
         package_name = android_package or DEFAULT_ANDROID_PACKAGE
         writer = Writer(report, force)
         add_files(writer, folder, package_name, folder)
-        writer.add(folder / "README.md", f"""# {artifact.name} for Android (vitdeploy package)
+        shown = comment_text(artifact.name)  # a name in Markdown: no line break of its own
+        writer.add(folder / "README.md", f"""# {shown} for Android (vitdeploy package)
 
-Copy `{artifact.name}`{' and `' + labels_name + '`' if labels_name else ''}
+Copy `{shown}`{' and `' + labels_name + '`' if labels_name else ''}
 to `app/src/main/assets/`, and `{KOTLIN_HELPER}` to your sources (it declares `package {package_name}`).
 
 ```kotlin
@@ -76,7 +77,7 @@ Input: [1, {info['height']}, {info['width']}, 3] float32 RGB pixels 0..255 (norm
 program). Output: {info['num_classes']} logits; the helper applies softmax.
 
 ```kotlin
-val classifier = VitdeployClassifier(context)   // copies assets/{artifact.name} to filesDir, loads it
+val classifier = VitdeployClassifier(context)   // copies assets/{shown} to filesDir, loads it
 val top = classifier.classify(bitmap)           // List<VitdeployClassifier.Recognition>, top {top_k}
 classifier.close()
 ```
@@ -125,7 +126,8 @@ def package_android(artifact: Path, *, into, out, force: bool, top_k: int,
         if labels_name:
             writer.add(folder / labels_name, labels_text(info["labels"]))
         writer.add(folder / KOTLIN_HELPER, kotlin)
-        writer.add(folder / "README.md", _android_readme(artifact.name, labels_name, package_name, info, top_k).encode())
+        writer.add(folder / "README.md", _android_readme(comment_text(artifact.name), labels_name, package_name, info,
+                                                         top_k).encode())
         writer.check()
         writer.run()
         report.next_steps.append(f"copy {artifact.name}{' and ' + labels_name if labels_name else ''} to "
@@ -178,7 +180,7 @@ dependencies {{
 }}
 ```
 
-Input: `{info['input_name']}`, [1, {info['height']}, {info['width']}, 3] {info['input_dtype']} RGB pixels 0..255
+Input: `{comment_text(info['input_name'])}`, [1, {info['height']}, {info['width']}, 3] {info['input_dtype']} RGB pixels 0..255
 (normalization runs inside the model). Output: {info['num_classes']} logits; the helper applies softmax.
 
 ```kotlin
@@ -218,7 +220,7 @@ def find_android_app(app_dir: Path) -> dict:
     package_name = _namespace(build_text) or _manifest_package(module / "src" / "main" / "AndroidManifest.xml")
     if not package_name:
         raise VitdeployError(f"{module}: no namespace in {build_file.name} and no package in AndroidManifest.xml")
-    if not PACKAGE_NAME.match(package_name):
+    if not PACKAGE_NAME.fullmatch(package_name):
         raise VitdeployError(f"{module}: '{package_name}' is not a valid package name")
     rel = Path(*package_name.split("."))
     java_dir, kotlin_dir = module / "src/main/java" / rel, module / "src/main/kotlin" / rel

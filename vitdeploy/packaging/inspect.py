@@ -18,6 +18,9 @@ from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 
 def inspect_mlpackage(path: Path) -> dict:
     """Input/outputs/labels/metadata of an .mlpackage, read from its spec (no Core ML runtime needed)."""
+    from ..formats.coreml import check_package_tree
+
+    check_package_tree(path)  # an artifact is untrusted: no link, no path out of the package, before coremltools
     try:
         with quiet(stdout=True):
             import coremltools as ct

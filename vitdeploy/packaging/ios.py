@@ -31,17 +31,16 @@ from pbxproj.pbxsections import PBXBuildFile, PBXFileReference
 
 from ..errors import VitdeployError
 from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
-from .codegen import SWIFT_HELPER, labels_text, swift_helper, swift_pte_helper
+from .codegen import SWIFT_HELPER, comment_text, labels_text, swift_helper, swift_identifier, swift_pte_helper
 from .files import Writer, refuse_file
 from .inspect import inspect_mlpackage, inspect_pte, pte_warnings
 from .report import PackageReport
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _APPLICATION = "com.apple.product-type.application"
 
 
 def package_ios(artifact: Path, *, into, out, force: bool, top_k: int) -> PackageReport:
-    model_name = _identifier_safe(artifact.stem, "model")
+    model_name = swift_identifier(artifact.stem)
     if model_name == Path(SWIFT_HELPER).stem:
         raise VitdeployError(f"a model named {model_name} would make Xcode generate a class that clashes with "
                              f"{SWIFT_HELPER}; rename the .mlpackage")
@@ -111,16 +110,17 @@ def package_ios_pte(artifact: Path, *, into, out, force: bool, top_k: int) -> Pa
         writer = Writer(report, force)
         for name, content, _ in files:
             writer.add(folder / name, content)
-        writer.add(folder / "README.md", f"""# {artifact.name} for iOS (vitdeploy package)
+        shown = comment_text(artifact.name)  # a name in Markdown: no line break of its own
+        writer.add(folder / "README.md", f"""# {shown} for iOS (vitdeploy package)
 
-Add {', '.join(f'`{n}`' for n, _, kind in files if kind == 'resource')} to the app target as bundle
+Add {', '.join(f'`{comment_text(n)}`' for n, _, kind in files if kind == 'resource')} to the app target as bundle
 resources (Copy Bundle Resources) and `{SWIFT_HELPER}` as a source; then {package_step}.
 
 Input: [1, {info['height']}, {info['width']}, 3] float32 RGB pixels 0..255 (normalization runs inside the
 program). Output: {info['num_classes']} logits; the helper applies softmax.
 
 ```swift
-let classifier = try VitdeployClassifier()     // loads {artifact.name} from the app bundle
+let classifier = try VitdeployClassifier()     // loads {shown} from the app bundle
 let top = try classifier.classify(cgImage)     // [(label: String, probability: Float)], top {top_k}
 ```
 """.encode())
@@ -142,6 +142,8 @@ def _write_into_project(into: Path, files: list, report: PackageReport, force: b
     the pbxproj unless the folder is synchronized; returns the project found at ``into``.
 
     The pbxproj is always ours to edit (that is what --into asks for): only the files are held to --force."""
+    for name, _, _ in files:
+        pbxproj_name(name)
     project = find_xcode_project(into)
     report.project = {k: str(v) if isinstance(v, Path) else v for k, v in project.items() if k != "pbx_text"}
     writer = Writer(report, force)
@@ -164,14 +166,14 @@ def _write_into_project(into: Path, files: list, report: PackageReport, force: b
 def _ios_readme(model_name: str, labels_name: str | None, info: dict, top_k: int) -> str:
     labels_line = f"- `{labels_name}`: class labels, one per line (a bundle resource).\n" if labels_name else ""
     kind = ("a classifier (Vision returns probabilities)" if info["classifier"]
-            else f"logits in `{info['logits_output']}` (the helper applies softmax)")
+            else f"logits in `{comment_text(info['logits_output'] or '')}` (the helper applies softmax)")
     return f"""# {model_name} for iOS (vitdeploy package)
 
 Files:
 - `{model_name}.mlpackage`: the Core ML model. Xcode compiles it into `{model_name}.mlmodelc`
   and generates a `{model_name}` Swift class; it must be a member of the app target (it goes in
   the target's *Compile Sources* phase, which Xcode does when you add it to the target).
-{labels_line}- `{SWIFT_HELPER}`: Vision-based helper. Input `{info['input_name']}` is a
+{labels_line}- `{SWIFT_HELPER}`: Vision-based helper. Input `{comment_text(info['input_name'])}` is a
   {info['width']}x{info['height']} {info['color_layout']} image; output is {kind}.
 
 Add all files to your app target (drag them into the project navigator with *Copy items if
@@ -187,11 +189,14 @@ add them to the Xcode project.
 """
 
 
-def _identifier_safe(stem: str, what: str) -> str:
-    if not _IDENTIFIER.match(stem):
-        raise VitdeployError(f"{what} name '{stem}' is not a valid identifier (Xcode derives a Swift class from it); "
-                             "rename the file to letters, digits and underscores, not starting with a digit")
-    return stem
+def pbxproj_name(name: str) -> str:
+    """``name`` when project.pbxproj can hold it. The pbxproj writer quotes a file name correctly inside
+    strings but also writes it raw into ``/* name */`` comments, so a name with a line break or any other
+    non-printable character, ``*/`` or ``/*`` is refused (VitdeployError) rather than escaped there."""
+    if not name or any(not c.isprintable() for c in name) or "*/" in name or "/*" in name:
+        raise VitdeployError(f"file name {name!r} cannot go into an Xcode project (line breaks, control "
+                             "characters, '*/' and '/*' break project.pbxproj); rename the file")
+    return name
 
 
 # --- Xcode project: finding the app target and its source folder ------------------------------

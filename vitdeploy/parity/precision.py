@@ -69,6 +69,9 @@ _COREML_QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_s
 def _coreml_precision(path: Path) -> tuple[str, str]:
     import coremltools as ct
 
+    from ..formats.coreml import check_package_tree
+
+    check_package_tree(path)
     model = ct.models.MLModel(str(path), skip_model_load=True)
     user = dict(model.get_spec().description.metadata.userDefined)
     for key in ("vitdeploy", "vitdeploy.config", "com.vitdeploy"):

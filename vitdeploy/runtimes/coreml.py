@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import VitdeployError
 from ..diagnostics import first_line
 from ..formats import LAYOUT_RAW
-from ..formats.coreml import read_config
+from ..formats.coreml import check_package_tree, read_config
 from ..preprocessing import Preprocessing
 from .base import Runner
 
@@ -40,8 +40,7 @@ class CoreMLRunner(Runner):
         if runtime not in RUNTIMES:
             raise VitdeployError(f"unknown Core ML runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
         self.path = Path(path)
-        if not self.path.is_dir():
-            raise VitdeployError(f"{self.path}: not an .mlpackage directory")
+        check_package_tree(self.path)  # before anything reads it (read_config and the interpreter check again)
         self.config = read_config(self.path)
         try:  # the metadata is untrusted JSON: a missing key or a wrong type is a damaged package
             self.preprocessing = Preprocessing.from_dict(self.config["preprocessing"])

@@ -40,9 +40,12 @@ def load_program(path: str | os.PathLike):
     import coremltools as ct
     from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
 
+    from vitdeploy.formats.coreml import check_package_tree
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VitdeployError(f"Core ML model not found: {path}")
+    check_package_tree(path)
     mlmodel = ct.models.MLModel(path, skip_model_load=True)
     spec = mlmodel.get_spec()
     if spec.WhichOneof("Type") != "mlProgram":
