@@ -178,17 +178,19 @@ def test_typo_keys_are_refused_with_a_suggestion(tmp_path, old, new, expected):
 
 
 @pytest.mark.parametrize("old,new,expected", [
-    ("[none, fp16, dynamic, int8]", "[none, w8]", "targets.tflite.quantize: 'w8' is not a tflite mode; did you mean 'w8a8'?"),
+    ("[none, fp16, dynamic, int8]", "[none, w8]",
+     "targets.tflite.quantize: 'w8' is not a tflite mode; did you mean 'w8a8'?"),
     ("[none, fp16, dynamic, int8]", "[none, dynamc]", "did you mean 'dynamic'?"),
     ("quantize: [none, int8]", "quantize: [none, dynamic]", "'dynamic' is not a executorch mode"),
-    ("[none, fp16, dynamic, int8]", "[no]", "must be names, got False"),
+    ("[none, fp16, dynamic, int8]", "[no]", "must be names, got False (quote it"),
     ("[none, fp16, dynamic, int8]", "[]", "must be a non-empty list"),
     ("[none, fp16, dynamic, int8]", "[none, fp32]", "lists the same mode twice"),
     ("quantize: [none, w8]", "quantize: [none, fp16]", "'fp16' is Core ML's compute precision"),
     ("precision: [fp32, fp16]", "precision: [fp32, fp61]", "unknown Core ML precision 'fp61'; did you mean 'fp16'?"),
     ("    default: none\n  coreml", "    precision: [fp16]\n    default: none\n  coreml",
      "targets.tflite.precision: only Core ML has a compute precision"),
-    ("    default: none\n  coreml", "    default: int4\n  coreml", "targets.tflite.default: 'int4' is not a tflite mode"),
+    ("    default: none\n  coreml", "    default: int4\n  coreml",
+     "targets.tflite.default: 'int4' is not a tflite mode"),
     ("{precision: fp16, quantize: none}", "{precision: bf16, quantize: none}", "unknown Core ML precision 'bf16'"),
     ("{precision: fp16, quantize: none}", "[fp16]", "targets.coreml.default must be"),
     ("cosine_min: 0.999,", "cosine_min: high,", "parity.fp16.cosine_min must be a number, got 'high'"),
@@ -323,3 +325,9 @@ def test_report_and_logits_paths_are_checked_before_the_run(tmp_path, monkeypatc
     refused(["eval", model, "--data", tmp_path, "--report", afile / "r"], afile / "r", "is not a folder")
     refused(["profile", model, "--report", afile], afile, "--report names a folder")
     refused(["demo", "-o", afile, "--quick"], afile, "-o names a folder")
+
+
+def test_a_long_multiline_key_is_shown_short_on_one_line(tmp_path):
+    path = write(tmp_path, BASE + '? "very\\nlong' + "x" * 5000 + '"\n: 1\n')
+    line = refused(convert_with(path, tmp_path), path, "unknown key 'very long")
+    assert len(line) < 300, line

@@ -75,7 +75,8 @@ def _check_parent(p: Path, option: str) -> None:
 
 
 def _check_writable(p: Path, folder: Path, option: str) -> None:
-    where = "" if folder == p.absolute().parent or folder == p.absolute() else f" (its nearest existing folder {folder})"
+    near = folder in (p.absolute().parent, p.absolute())
+    where = "" if near else f" (its nearest existing folder {folder})"
     if not os.access(folder, os.W_OK | os.X_OK):
         raise VitdeployError(f"{p}: cannot write there{where}: permission denied")
     try:

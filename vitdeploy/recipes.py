@@ -86,13 +86,14 @@ def load_recipe(path: str | Path) -> Recipe:
     if missing:
         raise VitdeployError(f"{p}: recipe lacks {', '.join(missing)}")
     if not isinstance(data["variant"], str):
-        raise VitdeployError(f"{p}: variant must be a name (e.g. levit_128s), got {data['variant']!r}")
+        raise VitdeployError(f"{p}: variant must be a name (e.g. levit_128s), got {_show(data['variant'], True)}")
     try:
         variant = variant_info(data["variant"]).name
     except VitdeployError:
         from .models import VARIANTS
 
-        raise VitdeployError(f"{p}: unknown variant '{data['variant']}'{_did_you_mean(data['variant'], VARIANTS)}") from None
+        raise VitdeployError(f"{p}: unknown variant '{_show(data['variant'])}'"
+                             f"{_did_you_mean(data['variant'], VARIANTS)}") from None
     recipe = Recipe(path=p, variant=variant, targets=_check_targets(p, data["targets"]),
                     parity=_check_parity(p, data["parity"]))
     disagree = [k for k in _DERIVED if k in data and _plain(data[k]) != _plain(_derived(recipe, k, data[k]))]
@@ -188,33 +189,42 @@ def _budget_loader():
                 key = self.construct_object(key_node)
                 if key in seen:  # YAML would keep the last one silently
                     raise VitdeployError(f"{self.recipe_path}: line {key_node.start_mark.line + 1}: "
-                                         f"key '{key}' given twice")
+                                         f"key '{_show(key)}' given twice")
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
     return BudgetLoader
 
 
+def _show(value, as_repr: bool = False) -> str:
+    """A value from the file as a message shows it: one line, at most 40 characters."""
+    text = " ".join((repr(value) if as_repr else str(value)).splitlines())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _did_you_mean(word, choices) -> str:
     names = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word)[:100], names, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(names)}"
 
 
 def _check_keys(p: Path, mapping: dict, allowed, where: str) -> None:
     for key in mapping:
         if key not in allowed:
-            raise VitdeployError(f"{p}: unknown key '{key}'{where}{_did_you_mean(key, allowed)}")
+            raise VitdeployError(f"{p}: unknown key '{_show(key)}'{where}{_did_you_mean(key, allowed)}")
 
 
 def _names(p: Path, value, where: str) -> list[str]:
     """A list of names (a single name counts as a list of one)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
-        raise VitdeployError(f"{p}: {where} must be a non-empty list of names, got {value!r}")
+        raise VitdeployError(f"{p}: {where} must be a non-empty list of names, got {_show(value, True)}")
     for item in items:
+        if isinstance(item, bool):  # YAML 1.1 reads no/off/yes/on as booleans
+            raise VitdeployError(f"{p}: {where} must be names, got {_show(item, True)} "
+                                 f"(quote it: YAML reads no/off/yes as true/false)")
         if not isinstance(item, str):
-            raise VitdeployError(f"{p}: {where} must be names, got {item!r}")
+            raise VitdeployError(f"{p}: {where} must be names, got {_show(item, True)}")
     return items
 
 
@@ -230,13 +240,14 @@ def _quantize_key(p: Path, target: str, name: str, where: str) -> str:
         return target_mode(target, name)
     except VitdeployError:
         choices = [*MODES[target], *(a for a, c in ALIASES.items() if c in MODES[target])]
-        raise VitdeployError(f"{p}: {where}: '{name}' is not a {target} mode{_did_you_mean(name, choices)}") from None
+        raise VitdeployError(f"{p}: {where}: '{_show(name)}' is not a {target} mode"
+                             f"{_did_you_mean(name, choices)}") from None
 
 
 def _check_precision(p: Path, name, where: str) -> str:
     """A Core ML compute precision, lower-cased."""
     if not isinstance(name, str) or name.strip().lower() not in _COREML_PRECISIONS:
-        raise VitdeployError(f"{p}: {where}: unknown Core ML precision {name!r}"
+        raise VitdeployError(f"{p}: {where}: unknown Core ML precision {_show(name, True)}"
                              f"{_did_you_mean(name, _COREML_PRECISIONS)}")
     return name.strip().lower()
 
@@ -249,11 +260,12 @@ def _check_targets(p: Path, targets) -> dict:
     out = {}
     for target, spec in targets.items():
         if target not in TARGETS:
-            raise VitdeployError(f"{p}: unknown target '{target}'{_did_you_mean(target, TARGETS)}")
+            raise VitdeployError(f"{p}: unknown target '{_show(target)}'{_did_you_mean(target, TARGETS)}")
         if spec is None:
             spec = {}
         if not isinstance(spec, dict):
-            raise VitdeployError(f"{p}: targets.{target} must be a mapping ({', '.join(_TARGET_KEYS)}), got {spec!r}")
+            raise VitdeployError(f"{p}: targets.{target} must be a mapping ({', '.join(_TARGET_KEYS)}), "
+                                 f"got {_show(spec, True)}")
         _check_keys(p, spec, _TARGET_KEYS, f" in targets.{target}")
         spec = dict(spec)
         if "quantize" in spec:
@@ -263,7 +275,7 @@ def _check_targets(p: Path, targets) -> dict:
                 key = _quantize_key(p, target, q, f"targets.{target}.quantize")
                 if key in seen:
                     raise VitdeployError(f"{p}: targets.{target}.quantize lists the same mode twice "
-                                         f"('{seen[key]}' and '{q}')")
+                                         f"('{_show(seen[key])}' and '{_show(q)}')")
                 seen[key] = q
         if "precision" in spec:
             if target != "coreml":
@@ -288,7 +300,8 @@ def _check_default(p: Path, target: str, default):
             default["precision"] = _check_precision(p, default["precision"], f"{where}.precision")
         if "quantize" in default:
             if not isinstance(default["quantize"], str):
-                raise VitdeployError(f"{p}: {where}.quantize must be a name, got {default['quantize']!r}")
+                raise VitdeployError(f"{p}: {where}.quantize must be a name, "
+                                     f"got {_show(default['quantize'], True)}")
             _quantize_key(p, target, default["quantize"], f"{where}.quantize")
         return default
     elif isinstance(default, str):
@@ -298,7 +311,7 @@ def _check_default(p: Path, target: str, default):
         return default
     else:
         form = "a mode name or {precision: ..., quantize: ...}" if target == "coreml" else "a mode name"
-        raise VitdeployError(f"{p}: {where} must be {form}, got {default!r}")
+        raise VitdeployError(f"{p}: {where} must be {form}, got {_show(default, True)}")
 
 
 def _check_parity(p: Path, parity) -> dict:
@@ -309,10 +322,11 @@ def _check_parity(p: Path, parity) -> dict:
     out = {}
     for preset, overrides in parity.items():
         if preset not in PRESETS:
-            raise VitdeployError(f"{p}: unknown parity preset '{preset}'{_did_you_mean(preset, PRESETS)}")
+            raise VitdeployError(f"{p}: unknown parity preset '{_show(preset)}'{_did_you_mean(preset, PRESETS)}")
         overrides = {} if overrides is None else overrides
         if not isinstance(overrides, dict):
-            raise VitdeployError(f"{p}: parity.{preset} must map tolerance names to numbers, got {overrides!r}")
+            raise VitdeployError(f"{p}: parity.{preset} must map tolerance names to numbers, "
+                                 f"got {_show(overrides, True)}")
         _check_keys(p, overrides, KEYS, f" in parity.{preset}")
         out[preset] = {key: _tolerance(p, f"parity.{preset}.{key}", value) for key, value in overrides.items()}
     return out
@@ -329,11 +343,12 @@ def _tolerance(p: Path, where: str, value) -> float | None:
         with contextlib.suppress(ValueError):
             number = float(value)
     if number is None or not math.isfinite(number):
-        raise VitdeployError(f"{p}: {where} must be a number, got {value!r}")
+        raise VitdeployError(f"{p}: {where} must be a number, got {_show(value, True)}")
     if number < 0:
-        raise VitdeployError(f"{p}: {where} must not be negative, got {value!r}")
+        raise VitdeployError(f"{p}: {where} must not be negative, got {_show(value, True)}")
     if where.rsplit(".", 1)[-1] in _FRACTION_KEYS and number > 1:
-        raise VitdeployError(f"{p}: {where} is a cosine or a fraction of images: at most 1, got {value!r}")
+        raise VitdeployError(f"{p}: {where} is a cosine or a fraction of images: at most 1, "
+                             f"got {_show(value, True)}")
     return number
 
 
