@@ -128,6 +128,10 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
     """Classify INPUTS (image files, or one preprocessed .npy NCHW batch) with MODEL (checkpoint or artifact)."""
     from . import api
 
+    if save_logits:
+        from .outputs import check_output_file
+
+        check_output_file(save_logits, "--save-logits")
     pred = api.predict(model, list(inputs), variant=variant, threads=threads, runtime=runtime)
     if save_logits:
         api.save_array(save_logits, pred.logits)
@@ -257,6 +261,7 @@ def profile(model: str, device: str, runs: int, warmup: int, threads: int, devic
     except ValueError:
         raise VitdeployError(f"--device-threads takes comma-separated integers, got '{device_threads}'") from None
     units = tuple(u.strip() for u in compute_units.split(",") if u.strip()) if compute_units else None
+    _check_report_dir(report_dir)
     result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
                          progress=not as_json, compute_units=units, device_threads=dthreads,
                          harness_apks=harness_apks, timeout_s=timeout_s, build_harness=build_harness)
@@ -379,6 +384,7 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
     targets = _emulated_cpus(cpus, device)
     if (fp16 != "model" or not xnnpack) and not targets:
         raise VitdeployError("--fp16 and --no-xnnpack choose how an emulated CPU runs: add --cpu or --device")
+    _check_report_dir(report_dir)
     results = [run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images,
                           n_random=n_random, tolerances=parse_overrides(tolerances) or None, threads=threads,
                           precision=precision, variant=variant, runtime=runtime, cpu=cpu, fp16=fp16, xnnpack=xnnpack)
@@ -411,6 +417,14 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
         raise CheckFailed("; ".join(failures))
 
 
+def _check_report_dir(report_dir: str | None) -> None:
+    """--report must be a folder that can be written, judged before the measurements that fill it."""
+    if report_dir:
+        from .outputs import check_output_dir
+
+        check_output_dir(report_dir, "--report")
+
+
 def _emulated_cpus(cpus: tuple[str, ...], device: str | None) -> list[str]:
     """The emulated CPUs asked for: --cpu as given, then the stand-ins for a catalog phone's cores."""
     chosen = list(dict.fromkeys(cpus))
@@ -436,6 +450,7 @@ def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None
     """Top-1/top-5 accuracy of MODELS (checkpoints and artifacts) side by side on a labelled image set."""
     from .parity import evaluate
 
+    _check_report_dir(report_dir)
     result = evaluate(list(models), data_dir, threads=threads, limit_per_class=limit_per_class, variant=variant,
                       runtime=runtime)
     if report_dir:
@@ -538,7 +553,9 @@ def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
 def demo(checkpoints: tuple[str, ...], out_dir: str, quick: bool, as_json: bool) -> None:
     """The main job end to end on the trained MobileViT-XXS and LeViT-128S references (or the given CHECKPOINTS)."""
     from .demo import run_demo
+    from .outputs import check_output_dir
 
+    check_output_dir(out_dir, "-o")
     summary = run_demo(list(checkpoints), out_dir, echo=None if as_json else click.echo, quick=quick)
     if as_json:
         _echo_json(summary)

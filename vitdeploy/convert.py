@@ -79,11 +79,14 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
         raise VitdeployError("--delegate is for --target executorch")
     if int8_io and target == "executorch":
         raise VitdeployError("--int8-io is for --target tflite (an ExecuTorch program keeps float input/output)")
+    from .outputs import check_artifact_path
+
+    # The output path is judged before the checkpoint loads: a conversion takes 20-30 s.
+    out = check_artifact_path(Path(out) if out else default_output(checkpoint, target, quantize, precision), target)
     t0 = time.perf_counter()
     ckpt = checkpoints.load(checkpoint, variant=variant)
     labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
     calib = read_calibration_images(calib_dir, ckpt.preprocessing)
-    out = Path(out) if out else default_output(checkpoint, target, quantize, precision)
     metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
                 "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
     # BatchNorm folded once, whatever the target; then the target's own passes (passes.PIPELINES).

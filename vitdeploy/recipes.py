@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import functools
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,6 +19,16 @@ from .models import family_of, variant_info
 _REQUIRED = ("variant", "targets", "parity")
 # What the variant already fixes; older recipes repeated it, and may still, if it agrees.
 _DERIVED = ("family", "input_size", "architecture", "preprocessing")
+_TARGET_KEYS = ("quantize", "precision", "default")
+_COREML_PRECISIONS = ("fp32", "fp16")  # Core ML's compute precision (the `precision` list and default)
+
+# The budget of a recipe file, checked before anything is built from it. A recipe is ~1 KB, ~60 YAML
+# nodes, 4 levels deep: these bounds are 50-100x that. The file is read up to MAX_BYTES + 1 bytes (a
+# regular file only: a FIFO or a link to /dev/zero would block or never end), and nodes and depth are
+# counted as the composer pulls the parser's events, so nothing is built past a bound.
+MAX_BYTES = 64 * 1024
+MAX_NODES = 5000
+MAX_DEPTH = 16
 
 
 @dataclass
@@ -59,33 +75,285 @@ class Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe YAML file."""
-    import yaml
-
-    from .formats import TARGETS
-
+    """Read and validate a recipe YAML file: every key and value is checked here, before any conversion,
+    and a bad one is refused in one line naming the file (with "did you mean" for a near miss)."""
     p = Path(path)
-    if not p.is_file():
-        raise VitdeployError(f"{p}: recipe not found")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise VitdeployError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = _parse_yaml(p, _read_recipe_text(p))
     if not isinstance(data, dict):
         raise VitdeployError(f"{p}: a recipe is a YAML mapping")
+    _check_keys(p, data, (*_REQUIRED, *_DERIVED), "")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise VitdeployError(f"{p}: recipe lacks {', '.join(missing)}")
-    recipe = Recipe(path=p, variant=variant_info(str(data["variant"])).name, targets=data["targets"],
-                    parity=data["parity"])
+    if not isinstance(data["variant"], str):
+        raise VitdeployError(f"{p}: variant must be a name (e.g. levit_128s), got {_show(data['variant'], True)}")
+    try:
+        variant = variant_info(data["variant"]).name
+    except VitdeployError:
+        from .models import VARIANTS
+
+        raise VitdeployError(f"{p}: unknown variant '{_show(data['variant'])}'"
+                             f"{_did_you_mean(data['variant'], VARIANTS)}") from None
+    recipe = Recipe(path=p, variant=variant, targets=_check_targets(p, data["targets"]),
+                    parity=_check_parity(p, data["parity"]))
     disagree = [k for k in _DERIVED if k in data and _plain(data[k]) != _plain(_derived(recipe, k, data[k]))]
     if disagree:
         raise VitdeployError(f"{p}: {', '.join(disagree)} disagree with variant {recipe.variant} "
                              f"(leave them out: the variant fixes them)")
-    unknown = set(data["targets"]) - set(TARGETS)
-    if unknown:
-        raise VitdeployError(f"{p}: unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
     return recipe
+
+
+def _read_recipe_text(p: Path) -> str:
+    """The file's text, if it is a regular file of at most MAX_BYTES (opened without blocking on a FIFO)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise VitdeployError(f"{p}: recipe not found") from None
+    except OSError as e:
+        raise VitdeployError(f"{p}: cannot read the recipe ({e.strerror or e})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise VitdeployError(f"{p}: a folder, not a recipe file")
+        if not stat.S_ISREG(mode):
+            raise VitdeployError(f"{p}: not a regular file (a recipe is a small YAML file)")
+        chunks, size = [], 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > MAX_BYTES:
+        raise VitdeployError(f"{p}: larger than {MAX_BYTES // 1024} KiB; a recipe is a small YAML file")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise VitdeployError(f"{p}: not UTF-8 text") from None
+
+
+def _parse_yaml(p: Path, text: str):
+    import yaml
+
+    loader = _budget_loader()(text)
+    loader.recipe_path = p
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise VitdeployError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except (ValueError, OverflowError, RecursionError) as e:  # e.g. an integer of 5000 digits
+        raise VitdeployError(f"{p}: not valid YAML ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    finally:
+        loader.dispose()
+
+
+@functools.lru_cache(maxsize=None)
+def _budget_loader():
+    """A SafeLoader that refuses anchors/aliases and counts nodes and depth as it composes (before building)."""
+    import yaml
+
+    class BudgetLoader(yaml.SafeLoader):
+        recipe_path: Path = Path("recipe")
+        _nodes = 0
+        _depth = 0
+
+        def _refuse(self, event, why: str):
+            raise VitdeployError(f"{self.recipe_path}: line {event.start_mark.line + 1}: {why}")
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            # Refused outright rather than capped: a recipe has no use for them, and an alias is how a
+            # 700-byte file ("billion laughs") expands to 10^9 nodes once constructed.
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                self._refuse(event, "YAML anchors and aliases (&name, *name) are not accepted in a recipe; "
+                                    "write the values out")
+            self._nodes += 1
+            if self._nodes > MAX_NODES:
+                self._refuse(event, f"more than {MAX_NODES} YAML nodes; a recipe is a small file")
+            self._depth += 1
+            try:
+                if self._depth > MAX_DEPTH:
+                    self._refuse(event, f"nested more than {MAX_DEPTH} levels deep; a recipe is a small file")
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def construct_mapping(self, node, deep=False):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:  # YAML would keep the last one silently
+                    raise VitdeployError(f"{self.recipe_path}: line {key_node.start_mark.line + 1}: "
+                                         f"key '{_show(key)}' given twice")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return BudgetLoader
+
+
+def _show(value, as_repr: bool = False) -> str:
+    """A value from the file as a message shows it: one line, at most 40 characters."""
+    text = " ".join((repr(value) if as_repr else str(value)).splitlines())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _did_you_mean(word, choices) -> str:
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word)[:100], names, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(names)}"
+
+
+def _check_keys(p: Path, mapping: dict, allowed, where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise VitdeployError(f"{p}: unknown key '{_show(key)}'{where}{_did_you_mean(key, allowed)}")
+
+
+def _names(p: Path, value, where: str) -> list[str]:
+    """A list of names (a single name counts as a list of one)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise VitdeployError(f"{p}: {where} must be a non-empty list of names, got {_show(value, True)}")
+    for item in items:
+        if isinstance(item, bool):  # YAML 1.1 reads no/off/yes/on as booleans
+            raise VitdeployError(f"{p}: {where} must be names, got {_show(item, True)} "
+                                 f"(quote it: YAML reads no/off/yes as true/false)")
+        if not isinstance(item, str):
+            raise VitdeployError(f"{p}: {where} must be names, got {_show(item, True)}")
+    return items
+
+
+def _quantize_key(p: Path, target: str, name: str, where: str) -> str:
+    """The converter's quantize key for ``name`` on ``target``, or a one-line refusal with a suggestion."""
+    from .precisions import ALIASES, MODES, canonical, target_mode
+
+    if target == "coreml" and name.strip().lower() in _COREML_PRECISIONS:
+        raise VitdeployError(f"{p}: {where}: '{name}' is Core ML's compute precision; list it under "
+                             f"targets.coreml.precision and use none (or w8, w8a8) here")
+    try:
+        canonical(name)
+        return target_mode(target, name)
+    except VitdeployError:
+        choices = [*MODES[target], *(a for a, c in ALIASES.items() if c in MODES[target])]
+        raise VitdeployError(f"{p}: {where}: '{_show(name)}' is not a {target} mode"
+                             f"{_did_you_mean(name, choices)}") from None
+
+
+def _check_precision(p: Path, name, where: str) -> str:
+    """A Core ML compute precision, lower-cased."""
+    if not isinstance(name, str) or name.strip().lower() not in _COREML_PRECISIONS:
+        raise VitdeployError(f"{p}: {where}: unknown Core ML precision {_show(name, True)}"
+                             f"{_did_you_mean(name, _COREML_PRECISIONS)}")
+    return name.strip().lower()
+
+
+def _check_targets(p: Path, targets) -> dict:
+    from .formats import TARGETS
+
+    if not isinstance(targets, dict) or not targets:
+        raise VitdeployError(f"{p}: targets must map each target ({', '.join(TARGETS)}) to its modes")
+    out = {}
+    for target, spec in targets.items():
+        if target not in TARGETS:
+            raise VitdeployError(f"{p}: unknown target '{_show(target)}'{_did_you_mean(target, TARGETS)}")
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise VitdeployError(f"{p}: targets.{target} must be a mapping ({', '.join(_TARGET_KEYS)}), "
+                                 f"got {_show(spec, True)}")
+        _check_keys(p, spec, _TARGET_KEYS, f" in targets.{target}")
+        spec = dict(spec)
+        if "quantize" in spec:
+            spec["quantize"] = _names(p, spec["quantize"], f"targets.{target}.quantize")
+            seen: dict[str, str] = {}
+            for q in spec["quantize"]:
+                key = _quantize_key(p, target, q, f"targets.{target}.quantize")
+                if key in seen:
+                    raise VitdeployError(f"{p}: targets.{target}.quantize lists the same mode twice "
+                                         f"('{_show(seen[key])}' and '{_show(q)}')")
+                seen[key] = q
+        if "precision" in spec:
+            if target != "coreml":
+                raise VitdeployError(f"{p}: targets.{target}.precision: only Core ML has a compute precision; "
+                                     f"{target}'s precision is its quantize mode")
+            names = _names(p, spec["precision"], f"targets.{target}.precision")
+            spec["precision"] = [_check_precision(p, name, f"targets.{target}.precision") for name in names]
+            if len(set(spec["precision"])) != len(spec["precision"]):
+                raise VitdeployError(f"{p}: targets.{target}.precision lists the same precision twice")
+        if "default" in spec:
+            spec["default"] = _check_default(p, target, spec["default"])
+        out[target] = spec
+    return out
+
+
+def _check_default(p: Path, target: str, default):
+    where = f"targets.{target}.default"
+    if isinstance(default, dict) and target == "coreml":
+        _check_keys(p, default, ("precision", "quantize"), f" in {where}")
+        default = dict(default)
+        if "precision" in default:
+            default["precision"] = _check_precision(p, default["precision"], f"{where}.precision")
+        if "quantize" in default:
+            if not isinstance(default["quantize"], str):
+                raise VitdeployError(f"{p}: {where}.quantize must be a name, "
+                                     f"got {_show(default['quantize'], True)}")
+            _quantize_key(p, target, default["quantize"], f"{where}.quantize")
+        return default
+    elif isinstance(default, str):
+        if target == "coreml" and default.strip().lower() in _COREML_PRECISIONS:
+            return default.strip().lower()
+        _quantize_key(p, target, default, where)
+        return default
+    else:
+        form = "a mode name or {precision: ..., quantize: ...}" if target == "coreml" else "a mode name"
+        raise VitdeployError(f"{p}: {where} must be {form}, got {_show(default, True)}")
+
+
+def _check_parity(p: Path, parity) -> dict:
+    from .parity.tolerances import KEYS, PRESETS
+
+    if not isinstance(parity, dict):
+        raise VitdeployError(f"{p}: parity must map a precision preset ({', '.join(PRESETS)}) to tolerances")
+    out = {}
+    for preset, overrides in parity.items():
+        if preset not in PRESETS:
+            raise VitdeployError(f"{p}: unknown parity preset '{_show(preset)}'{_did_you_mean(preset, PRESETS)}")
+        overrides = {} if overrides is None else overrides
+        if not isinstance(overrides, dict):
+            raise VitdeployError(f"{p}: parity.{preset} must map tolerance names to numbers, "
+                                 f"got {_show(overrides, True)}")
+        _check_keys(p, overrides, KEYS, f" in parity.{preset}")
+        out[preset] = {key: _tolerance(p, f"parity.{preset}.{key}", value) for key, value in overrides.items()}
+    return out
+
+
+def _tolerance(p: Path, where: str, value) -> float | None:
+    """A finite number >= 0 (``None`` switches the check off); '1e-3', which YAML reads as text, counts."""
+    if value is None:
+        return None
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None or not math.isfinite(number):
+        raise VitdeployError(f"{p}: {where} must be a number, got {_show(value, True)}")
+    if number < 0:
+        raise VitdeployError(f"{p}: {where} must not be negative, got {_show(value, True)}")
+    if where.rsplit(".", 1)[-1] in _FRACTION_KEYS and number > 1:
+        raise VitdeployError(f"{p}: {where} is a cosine or a fraction of images: at most 1, "
+                             f"got {_show(value, True)}")
+    return number
+
+
+# Tolerances that are a cosine or a fraction, so a threshold above 1 could never pass.
+_FRACTION_KEYS = ("cosine_min", "cosine_mean_min", "top1_min", "top5_min", "random_cosine_min")
 
 
 def _derived(recipe: Recipe, key: str, given):
@@ -150,33 +418,42 @@ def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | P
     ``images_dir``: parity images (default: the built-in natural-image set); ``calib_dir``:
     calibration images for int8/w8a8 cells (default: the built-in set).
     """
+    from .outputs import check_artifact_path, check_output_dir
     from .pipeline import STATUS_BELOW_TARGET, artifact_path, build_artifact
 
-    recipes = [r for r in load_recipes(recipes_dir) if not variants or r.variant in variants]
-    ckpts = find_checkpoints(checkpoints_dir)
+    every = load_recipes(recipes_dir)
+    unknown = [v for v in variants if v not in {r.variant for r in every}]
+    if unknown:
+        raise VitdeployError(f"--variant {unknown[0]}: no recipe for it in {recipes_dir}"
+                             f"{_did_you_mean(unknown[0], sorted(r.variant for r in every))}")
+    recipes = [r for r in every if not variants or r.variant in variants]
     out = Path(out_dir)
+    # Every artifact path is checked before the first (minutes-long) conversion, and before the checkpoints load.
+    check_output_dir(out, "-o")
+    plan = [(recipe, cell, artifact_path(out / recipe.variant, recipe.variant, *cell))
+            for recipe in recipes for cell in recipe.cells() if not targets or cell[0] in targets]
+    for _, (target, _, _), path in plan:
+        check_artifact_path(path, target, option="-o")
+    ckpts = find_checkpoints(checkpoints_dir)
     rows = []
-    for recipe in recipes:
-        cells = [c for c in recipe.cells() if not targets or c[0] in targets]
-        for target, precision, quantize in cells:
-            ckpt = ckpts.get(recipe.variant)
-            path = artifact_path(out / recipe.variant, recipe.variant, target, precision, quantize)
-            if ckpt is None:
-                row = {"target": target, "precision": precision, "quantize": quantize, "status": "failed",
-                       "error": f"no checkpoint for {recipe.variant} in {checkpoints_dir}", "seconds": 0.0}
-            else:
-                tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
-                row = build_artifact(ckpt, target, precision, quantize, path, variant=recipe.variant,
-                                     calib_dir=calib_dir, parity_images=parity_images, images_dir=images_dir,
-                                     tolerances=tolerances)
-            if row["status"] == STATUS_BELOW_TARGET:  # written aside under a name that says so; a failed cell
-                row.update(status="failed", error=row.pop("verdict"))
-            if row["status"] == "ok" and target in HOST_TIMED_TARGETS:
-                row["host_median_ms"] = _host_latency(Path(row["path"]), latency_runs, threads)
-            row = {"variant": recipe.variant, **row}
-            rows.append(row)
-            if on_cell:
-                on_cell(row)
+    for recipe, (target, precision, quantize), path in plan:
+        ckpt = ckpts.get(recipe.variant)
+        if ckpt is None:
+            row = {"target": target, "precision": precision, "quantize": quantize, "status": "failed",
+                   "error": f"no checkpoint for {recipe.variant} in {checkpoints_dir}", "seconds": 0.0}
+        else:
+            tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
+            row = build_artifact(ckpt, target, precision, quantize, path, variant=recipe.variant,
+                                 calib_dir=calib_dir, parity_images=parity_images, images_dir=images_dir,
+                                 tolerances=tolerances)
+        if row["status"] == STATUS_BELOW_TARGET:  # written aside under a name that says so; a failed cell
+            row.update(status="failed", error=row.pop("verdict"))
+        if row["status"] == "ok" and target in HOST_TIMED_TARGETS:
+            row["host_median_ms"] = _host_latency(Path(row["path"]), latency_runs, threads)
+        row = {"variant": recipe.variant, **row}
+        rows.append(row)
+        if on_cell:
+            on_cell(row)
     return {"out_dir": str(out), "cells": rows, "failed": sum(r["status"] != "ok" for r in rows)}
 
 
