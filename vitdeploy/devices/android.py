@@ -473,7 +473,7 @@ def _fetch_result(adb: Adb, request: HarnessRequest, output_dir: str, local: Pat
         raise VitdeployError(f"the harness wrote no result on {adb.serial} ({output_dir}/result.json): "
                              "check `adb logcat -s VitdeployHarness`")
     try:
-        result = HarnessResult.loads((local / "result.json").read_text(), request)
+        result = HarnessResult.read(local / "result.json", request, name=f"{output_dir}/result.json")
     except ProtocolError as e:
         raise VitdeployError(f"bad result from the harness on {adb.serial}: {e}") from None
     for cfg in result.ok_configs:

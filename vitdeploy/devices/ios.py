@@ -299,7 +299,8 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
     for step in steps + fetch:
         _check(step, runner)
     try:
-        result = HarnessResult.loads((out_dir / "result.json").read_text(), request)
+        result = HarnessResult.read(out_dir / "result.json", request,
+                                    name=f"{REMOTE_ROOT}/{request.request_id}/result.json")
     except (OSError, ProtocolError) as e:
         raise VitdeployError(f"bad result from the iOS harness: {e}") from None
     remote = f"{REMOTE_ROOT}/{request.request_id}"
