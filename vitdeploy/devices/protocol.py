@@ -440,8 +440,8 @@ class HarnessResult(_Message):
         for i, c in enumerate(cfgs):
             name = c.get("name") if isinstance(c, dict) else None
             expected = None
-            if asked is not None:
-                _require(isinstance(name, str) and name in asked, f"{w} configs[{i}]",
+            if asked is not None and isinstance(name, str):  # (a malformed entry is ConfigResult's to describe)
+                _require(name in asked, f"{w} configs[{i}]",
                          f"config {_short(name)} was not requested (asked: {', '.join(asked)})")
                 expected = asked[name]
             configs.append(ConfigResult.from_json(c, f"{w} configs[{i}]", runs, expected))
