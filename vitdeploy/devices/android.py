@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from vitdeploy.errors import VitdeployError
+from vitdeploy.files import scratch_dir
 from vitdeploy.devices.protocol import (
     ANDROID_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id, read_tensor,
     write_tensor,
@@ -392,7 +393,7 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
     chosen = choose_device(list_connected_android(adb, server_socket=server_socket), serial, device)
     dev = client.for_serial(chosen["serial"])
     ensure_harness(dev, harness_apks)
-    with tempfile.TemporaryDirectory(prefix="vitdeploy-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="android-", dir=scratch_dir()) as tmp:
         tmp = Path(tmp)
         inputs = [write_tensor(tmp / t.file, a) for t, a in zip(request.inputs, arrays)]
         (tmp / "request.json").write_text(request.dumps())
