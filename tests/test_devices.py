@@ -198,7 +198,7 @@ def _result(req, **cfg_over) -> dict:
         cfg.update(cfg_over)
         configs.append(cfg)
     return {"protocol": "vitdeploy-harness", "version": 1, "request_id": req.request_id, "status": "ok",
-            "error": None, "device": {"platform": "android"}, "configs": configs}
+            "error": None, "device": {"platform": req.platform}, "configs": configs}
 
 
 def test_result_validation():

@@ -41,6 +41,7 @@ def _quiet_third_party_noise() -> None:
 _quiet_third_party_noise()
 
 from . import __version__
+from .diagnostics import visible
 from .errors import CheckFailed, VitdeployError
 from .formats import TARGETS
 from .exits import _Group
@@ -62,7 +63,14 @@ def runtime_option(help: str | None = None):  # noqa: A002 - click's keyword
                         show_default=True, help=help)
 
 
+def _echo(message: object = "", err: bool = False, nl: bool = True) -> None:
+    """Every human-readable line: file names, labels, checkpoint keys and a phone's words are untrusted, so
+    control characters (ANSI escapes, CR, bidi overrides) are shown escaped, never sent to the terminal."""
+    click.echo(visible(message), err=err, nl=nl)
+
+
 def _echo_json(obj) -> None:
+    # json.dumps escapes every control and non-ASCII character (ensure_ascii): nothing raw reaches the terminal.
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
@@ -110,7 +118,7 @@ def _print_inspect(info: dict) -> None:
         rows.append(("ops", ", ".join(f"{k} {v}" for k, v in ops)))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
-        click.echo(f"{k:<{width}}  {v}")
+        _echo(f"{k:<{width}}  {v}")
 
 
 @main.command()
@@ -141,12 +149,12 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
                     "predictions": [{"input": name, "top": t} for name, t in zip(pred.inputs, tops)]})
         return
     for name, t in zip(pred.inputs, tops):
-        click.echo(name)
+        _echo(name)
         for r in t:
             label = f"  {r['label']}" if r["label"] else ""
-            click.echo(f"  {r['class']:>5}  {r['prob']:7.2%}  logit {r['logit']:8.3f}{label}")
+            _echo(f"  {r['class']:>5}  {r['prob']:7.2%}  logit {r['logit']:8.3f}{label}")
     if save_logits:
-        click.echo(f"logits {tuple(pred.logits.shape)} -> {save_logits}", err=True)
+        _echo(f"logits {tuple(pred.logits.shape)} -> {save_logits}", err=True)
 
 
 @main.command()
@@ -205,7 +213,7 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
             raise VitdeployError(f"--precision fp16-compute contradicts --quantize {quantize}")
         precision, quantize = None, "fp16-compute"
     precision, quantize = precision or "fp16", quantize or "none"
-    say = None if as_json else (lambda msg: click.echo(msg, err=True))
+    say = None if as_json else (lambda msg: _echo(msg, err=True))
     report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
                          deployment_target=deployment_target, compute_units=compute_units, variant=variant,
@@ -218,16 +226,16 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
             raise CheckFailed(f"{report['path']}: w8a8 below the accuracy target (see {where})")
         return
     mb = report.get("size_bytes", 0) / 1e6
-    click.echo(f"{report['path']}  {report['variant']} -> {target} ({report.get('precision') or report.get('quantize')}), "
+    _echo(f"{report['path']}  {report['variant']} -> {target} ({report.get('precision') or report.get('quantize')}), "
                f"{mb:.1f} MB, "
                f"{report['bn_folding']['total_folded']} BatchNorm folded, {report['total_seconds']:.1f} s")
     if report.get("float_fallback_ops"):
-        click.echo(f"kept in float: {', '.join(report['float_fallback_ops'])}")
+        _echo(f"kept in float: {', '.join(report['float_fallback_ops'])}")
     if report.get("quant_report", {}).get("activations") == "int16":
-        click.echo("activations: int16 (int8 weights)")
+        _echo("activations: int16 (int8 weights)")
     warnings = report.get("warnings", [])
     for w in warnings[:-1] if missed else warnings:
-        click.echo(f"warning: {w}", err=True)
+        _echo(f"warning: {w}", err=True)
     if missed:  # a check failed, as in `parity`: the model was kept aside under a name that says so
         raise CheckFailed(warnings[-1] if warnings else "w8a8 below the accuracy target")
 
@@ -290,15 +298,15 @@ def _profile_report_data(result: dict) -> dict:
 
 def _print_profile(r: dict) -> None:
     if r.get("device") == "host":
-        click.echo(f"{r['model']} on host ({r.get('runtime', r['kind'])}, {r.get('threads')} threads, "
+        _echo(f"{r['model']} on host ({r.get('runtime', r['kind'])}, {r.get('threads')} threads, "
                    f"{r['runs']} runs)")
-        click.echo(f"  load {r['load_ms']:.1f} ms, first {r['first_ms']:.2f} ms")
-        click.echo(f"  min {r['min_ms']:.2f}  median {r['median_ms']:.2f}  p90 {r['p90_ms']:.2f}  "
+        _echo(f"  load {r['load_ms']:.1f} ms, first {r['first_ms']:.2f} ms")
+        _echo(f"  min {r['min_ms']:.2f}  median {r['median_ms']:.2f}  p90 {r['p90_ms']:.2f}  "
                    f"mean {r['mean_ms']:.2f}  std {r['std_ms']:.2f}  (ms)")
         return
     parity = {p["config"]: p for p in r.get("parity", [])}
-    click.echo(f"{r['model']} on {r.get('serial') or r.get('device')}")
-    click.echo(f"  {'config':<24} {'median ms':>10} {'min ms':>8} {'cosine':>9} {'top-1':>6}")
+    _echo(f"{r['model']} on {r.get('serial') or r.get('device')}")
+    _echo(f"  {'config':<24} {'median ms':>10} {'min ms':>8} {'cosine':>9} {'top-1':>6}")
     for c in r.get("configs", []):
         lat = sorted(c.get("latencies_ms") or [])
         p = parity.get(c.get("name"), {})
@@ -306,7 +314,7 @@ def _print_profile(r: dict) -> None:
         mn = f"{lat[0]:.2f}" if lat else "-"
         cos = f"{p['cosine']:.5f}" if "cosine" in p else "-"
         top = ("yes" if p.get("top1_match") else "NO") if "top1_match" in p else "-"
-        click.echo(f"  {c.get('name', '?'):<24} {med:>10} {mn:>8} {cos:>9} {top:>6}"
+        _echo(f"  {c.get('name', '?'):<24} {med:>10} {mn:>8} {cos:>9} {top:>6}"
                    + (f"  ({c.get('error') or c.get('status')})" if not lat else ""))
 
 
@@ -334,14 +342,14 @@ def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[s
     def on_cell(row: dict) -> None:
         if not as_json:
             mode = row["quantize"] if row["target"] == "tflite" else f"{row['precision']}/{row['quantize']}"
-            click.echo(f"[{row['status']:>6}] {row['variant']} {row['target']} {mode} ({row['seconds']} s)", err=True)
+            _echo(f"[{row['status']:>6}] {row['variant']} {row['target']} {mode} ({row['seconds']} s)", err=True)
 
     summary = run_build(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants,
                         images_dir=images_dir, parity_images=n_images, calib_dir=calib_dir, on_cell=on_cell)
     if as_json:
         _echo_json(summary)
     else:
-        click.echo(format_build_table(summary))
+        _echo(format_build_table(summary))
     if summary["failed"]:
         raise CheckFailed(f"{summary['failed']} of {len(summary['cells'])} cells failed")
 
@@ -407,11 +415,11 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
         _echo_json(data)
     else:
         for result in results:
-            click.echo(result.summary())
+            _echo(result.summary())
         if loc is not None:
-            click.echo(loc.table())
+            _echo(loc.table())
         if report_dir:
-            click.echo(f"report: {report_dir}/report.html")
+            _echo(f"report: {report_dir}/report.html")
     failures = [(f"{r.arm['cpu']}: " if len(results) > 1 else "") + f.describe() for r in results for f in r.failures]
     if failures:
         raise CheckFailed("; ".join(failures))
@@ -460,7 +468,7 @@ def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None
     if as_json:
         _echo_json(result.to_dict())
     else:
-        click.echo(result.table())
+        _echo(result.table())
 
 
 @main.command("package")
@@ -486,7 +494,7 @@ def package_cmd(artifact: str, platform: str | None, into: str | None, out: str 
         raise VitdeployError("give exactly one of --into APP_DIR or -o DIR")
     r = package(Path(artifact), platform=platform or infer_platform(Path(artifact)), into=Path(into) if into else None,
                 out=Path(out) if out else None, force=force, top_k=top_k, android_package=android_package)
-    click.echo(json.dumps(r.to_dict(), indent=2, default=str) if as_json else "\n".join(r.lines()))
+    _echo(json.dumps(r.to_dict(), indent=2, default=str) if as_json else "\n".join(r.lines()))
 
 
 @main.command()
@@ -499,7 +507,7 @@ def devices(as_json: bool) -> None:
     if as_json:
         _echo_json(listing)
     else:
-        click.echo(format_devices(listing))
+        _echo(format_devices(listing))
 
 
 @main.group()
@@ -532,7 +540,7 @@ def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
         bars.append(bar)
         return bar.update
 
-    say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+    say = (lambda line: None) if as_json else (lambda line: _echo(line, err=True))
     try:
         env = setup_arm(Path(cache) if cache else None, force=force, say=say, progress=progress)
     finally:
@@ -541,7 +549,7 @@ def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
     if as_json:
         _echo_json({"root": str(env.root), "qemu": str(env.qemu), **env.manifest})
     else:
-        click.echo(env.describe())
+        _echo(env.describe())
 
 
 @main.command()
@@ -556,7 +564,7 @@ def demo(checkpoints: tuple[str, ...], out_dir: str, quick: bool, as_json: bool)
     from .outputs import check_output_dir
 
     check_output_dir(out_dir, "-o")
-    summary = run_demo(list(checkpoints), out_dir, echo=None if as_json else click.echo, quick=quick)
+    summary = run_demo(list(checkpoints), out_dir, echo=None if as_json else _echo, quick=quick)
     if as_json:
         _echo_json(summary)
 

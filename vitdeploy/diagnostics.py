@@ -10,9 +10,44 @@ import contextlib
 import io
 import logging
 import os
+import signal
+import unicodedata
 import warnings
 
 from .errors import ConversionError, VitdeployError
+
+# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts colour and cursor
+# sequences, CR overwrites the line), format characters (U+202E reverses the text that follows, zero-width
+# marks hide), line/paragraph separators, lone surrogates (unprintable: stdout would raise) and private use.
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if ch == "\r":
+        return "\\r"
+    if ch == "\t":
+        return "\\t"
+    if ch == "\n":
+        return "\\n"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def visible(text: object, newlines: bool = True) -> str:
+    """``text`` with every character a terminal would act on written out (``\\x1b``, ``\\r``, ``\\u202e``):
+    label strings, checkpoint keys, file names and a phone's messages are untrusted, and printed raw an
+    ANSI sequence recolours or rewrites the user's terminal, a CR hides what came before it on the line, a
+    bidi override reverses what follows. Newlines (and tabs) stay where text legitimately spans lines
+    (``newlines=False`` escapes them too, for a one-line message). Ordinary text, non-ASCII letters
+    included, is unchanged."""
+    text = text if isinstance(text, str) else str(text)
+    if text.isprintable():  # fast path: no control, format or separator character at all
+        return text
+    keep = "\n\t" if newlines else ""
+    return "".join(_escape_char(ch) if ch not in keep and unicodedata.category(ch) in _INVISIBLE_CATEGORIES else ch
+                   for ch in text)
 
 
 def one_line(e: BaseException, limit: int = 400) -> str:
@@ -95,3 +130,63 @@ def native_quiet():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the CLI prints "interrupted" and exits 128 + the signal number
+    (130 for Ctrl-C, 143 for SIGTERM). A KeyboardInterrupt, so code that already stops on Ctrl-C stops on it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return "interrupted"
+
+
+# The signal the CLI received (None: none). Sticky: a KeyboardInterrupt raised inside a ``__del__`` or a gc
+# callback is printed as "Exception ignored in ..." and lost, and the work would carry on and publish its
+# artifact; every stage boundary and every publishing helper asks :func:`raise_if_interrupted` instead.
+_received: int | None = None
+_deferred = 0  # > 0 while cleanup that must finish runs: a signal is recorded, not raised
+
+
+def note_signal(signum: int) -> None:
+    """Record ``signum`` (the CLI's SIGINT/SIGTERM handler); raise :class:`Interrupted` unless deferred."""
+    global _received
+    if _received is None or signum == signal.SIGTERM:  # SIGTERM wins over an earlier Ctrl-C: the caller asked to stop
+        _received = signum
+    if not _deferred:
+        raise Interrupted(signum)
+
+
+def received_signal() -> int | None:
+    """The signal received since :func:`clear_signal` (None if none)."""
+    return _received
+
+
+def clear_signal() -> None:
+    global _received
+    _received = None
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` if a signal arrived, even one whose exception someone swallowed: call it at
+    stage boundaries and before publishing anything."""
+    if _received is not None:
+        raise Interrupted(_received)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Cleanup that must run to the end (removing temporaries): a signal arriving now is recorded, not raised."""
+    global _deferred
+    _deferred += 1
+    try:
+        yield
+    finally:
+        _deferred -= 1

@@ -7,11 +7,17 @@ traceback (``VITDEPLOY_DEBUG=1`` shows it, for a bug report).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
+import sys
+import threading
 
 import click
 
-from .diagnostics import first_line
+from . import files
+from .diagnostics import clear_signal, first_line, note_signal, raise_if_interrupted, received_signal, visible
 from .errors import CheckFailed, VitdeployError
 
 # Exceptions that mean "this input file is malformed" whatever reader raised them, matched by
@@ -134,6 +140,58 @@ def unexpected_error_line(e: BaseException, ctx: click.Context | None) -> tuple[
             f"{_DEBUG_ENV}=1 shows the traceback)", INTERNAL_ERROR_EXIT)
 
 
+# A write that failed for want of room or rights: the user's disk, not vitdeploy's bug nor a failed check.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+# The same, as native converters (LLVM, MLIR, TensorFlow, coremltools' C++) word it in a RuntimeError.
+_DISK_TEXTS = {"no space left on device": errno.ENOSPC, "disk quota exceeded": errno.EDQUOT,
+               "read-only file system": errno.EROFS}
+# Parameters that name what a command writes, most specific first (where a full disk most likely hit).
+_OUTPUT_PARAMS = ("out", "output", "out_dir", "into", "save_logits", "report_dir", "cache")
+
+
+def _chain(e: BaseException, limit: int = 32) -> list[BaseException]:
+    """``e`` and everything it was raised from or while handling (``__cause__``/``__context__``), each once."""
+    seen, todo, out = set(), [e], []
+    while todo and len(out) < limit:
+        x = todo.pop(0)
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        out.append(x)
+        todo += [x.__cause__, x.__context__]
+    return out
+
+
+def _output_param(ctx: click.Context | None) -> str | None:
+    params = getattr(ctx, "params", None) or {}
+    for name in _OUTPUT_PARAMS:
+        v = params.get(name)
+        if isinstance(v, (str, os.PathLike)) and str(v):
+            return str(v)
+    return None
+
+
+def disk_error_line(e: BaseException, ctx: click.Context | None) -> str | None:
+    """One line for a full disk, a quota, a read-only or forbidden destination anywhere in ``e``'s chain (an
+    OSError, or a converter's RuntimeError saying "No space left on device"), naming the path; else None.
+    A disk problem is the user's to fix (exit 2), whoever saw it first and however they worded it."""
+    for x in _chain(e):
+        if isinstance(x, OSError) and x.errno in _DISK_ERRNOS:
+            if x.errno in (errno.EACCES, errno.EPERM) and not x.filename:
+                continue  # "permission denied" on no file in particular: not clearly the disk
+            where = x.filename or _output_param(ctx) or files.temporary_base()
+            return f"error: {where}: {os.strerror(x.errno)}"
+    for x in _chain(e):
+        text = str(x).lower()
+        code = next((c for phrase, c in _DISK_TEXTS.items() if phrase in text), None)
+        if code is not None:
+            out = _output_param(ctx)
+            where = f"{out}: {os.strerror(code)} (there, or in the temporary folder {files.temporary_base()})" \
+                if out else f"{files.temporary_base()}: {os.strerror(code)}"
+            return f"error: {where}"
+    return None
+
+
 def _naming_the_file(message: str, e: BaseException, ctx: click.Context) -> str:
     """``message``, prefixed with the file being read when a reader deep down did not name it
     (e.g. "unknown variant 'None'" from a recipe's ``variant:``): every input error names its file."""
@@ -147,21 +205,75 @@ def _naming_the_file(message: str, e: BaseException, ctx: click.Context) -> str:
 
 def _exit_for(e: BaseException, ctx: click.Context) -> None:
     """The one place that turns an exception into the exit-code contract: 1 check failed, 2 bad input (one
-    line naming the file), 3 a bug (one line), 130 interrupted; never a traceback unless VITDEPLOY_DEBUG=1."""
+    line naming the file; a full disk too), 3 a bug (one line), 130/143 interrupted by SIGINT/SIGTERM; never a
+    traceback unless VITDEPLOY_DEBUG=1.
+
+    Every line goes through :func:`~vitdeploy.diagnostics.visible`: messages embed file names, checkpoint
+    keys, labels and a phone's words, none of which may drive the terminal."""
+    signum = received_signal()
+    if signum is not None or isinstance(e, KeyboardInterrupt):
+        # Whatever the signal turned into on its way up (a converter's wrapper, a swallowed interrupt), it wins.
+        _say("interrupted")
+        ctx.exit(128 + (signum or getattr(e, "signum", signal.SIGINT)))
+    disk = disk_error_line(e, ctx)
+    if disk:
+        _say(disk)
+        ctx.exit(2)
     if isinstance(e, VitdeployError):
-        click.echo(f"error: {_naming_the_file(' '.join(str(e).splitlines()), e, ctx)}", err=True)
+        _say(f"error: {_naming_the_file(' '.join(str(e).splitlines()), e, ctx)}")
         ctx.exit(e.exit_code)
     if isinstance(e, CheckFailed):
-        click.echo(f"check failed: {e}", err=True)
+        _say(f"check failed: {e}")
         ctx.exit(e.exit_code)
-    if isinstance(e, KeyboardInterrupt):
-        click.echo("interrupted", err=True)
-        ctx.exit(130)
     if os.environ.get(_DEBUG_ENV):
         raise e
     line, code = unexpected_error_line(e, ctx)
-    click.echo(line, err=True)
+    _say(line)
     ctx.exit(code)
+
+
+def _say(line: str) -> None:
+    """The error line on stderr: one line, control characters made visible."""
+    click.echo(visible(" ".join(str(line).splitlines()), newlines=False), err=True)
+
+
+@contextlib.contextmanager
+def signals_handled():
+    """For one CLI run: SIGINT and SIGTERM raise :class:`~vitdeploy.diagnostics.Interrupted` in the main thread
+    (so ``finally`` blocks remove temporaries and ``.partial`` files, which the default SIGTERM would not) and
+    are remembered (so an interrupt swallowed by a ``__del__`` or gc callback still stops the run before it
+    publishes). The previous handlers come back afterwards; a signal the parent ignored stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    clear_signal()
+
+    def handler(signum, _frame):
+        note_signal(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(sig)
+        if old is signal.SIG_IGN:  # nohup, a background job: the caller chose to ignore it
+            continue
+        previous[sig] = old
+        signal.signal(sig, handler)
+    hook = sys.unraisablehook
+
+    def unraisable(u):
+        # The interrupt raised inside a __del__ or gc callback is lost there: it is recorded and the run stops
+        # at the next stage boundary; no "Exception ignored in ..." noise on the user's terminal.
+        if isinstance(u.exc_value, KeyboardInterrupt) and received_signal() is not None:
+            return
+        hook(u)
+
+    sys.unraisablehook = unraisable
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 class _Command(click.Command):
@@ -169,7 +281,9 @@ class _Command(click.Command):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
+            raise_if_interrupted()  # a signal swallowed on the way (a __del__, a gc callback) still fails the run
+            return rv
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click's own usage errors and exits already follow the contract
         except (Exception, KeyboardInterrupt) as e:
@@ -181,9 +295,24 @@ class _Group(click.Group):
 
     command_class = _Command  # @main.command() makes _Commands: no command can leak a traceback
 
+    def main(self, *args, **kwargs):
+        """The entry point: signals become exceptions, temporaries live in one scratch folder that goes
+        whatever happens (:func:`signals_handled`, :func:`vitdeploy.files.scratch_session`)."""
+        with signals_handled(), files.scratch_session():
+            return super().main(*args, **kwargs)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except KeyboardInterrupt as e:  # while click parses: still "interrupted", not click's "Aborted!" (exit 1)
+            _say("interrupted")
+            raise click.exceptions.Exit(128 + (received_signal() or getattr(e, "signum", signal.SIGINT))) from None
+
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
+            raise_if_interrupted()
+            return rv
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except (Exception, KeyboardInterrupt) as e:

@@ -96,8 +96,10 @@ def _say_warnings(result: dict, progress: bool) -> None:
     if progress:  # human output: the CLI prints latencies only, so the finding goes to stderr here
         import click
 
+        from .diagnostics import visible
+
         for w in result.get("warnings", []):
-            click.echo(f"warning: {w}", err=True)
+            click.echo(visible(f"warning: {w}"), err=True)
 
 
 def _profile_coreml_mac(path: Path, *, runs, warmup, progress) -> dict:  # pragma: no cover - macOS only

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from vitdeploy.errors import VitdeployError
+from vitdeploy.files import scratch_dir
 from vitdeploy.devices.protocol import (
     ANDROID_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id, read_tensor,
     write_tensor,
@@ -392,7 +393,7 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
     chosen = choose_device(list_connected_android(adb, server_socket=server_socket), serial, device)
     dev = client.for_serial(chosen["serial"])
     ensure_harness(dev, harness_apks)
-    with tempfile.TemporaryDirectory(prefix="vitdeploy-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="android-", dir=scratch_dir()) as tmp:
         tmp = Path(tmp)
         inputs = [write_tensor(tmp / t.file, a) for t, a in zip(request.inputs, arrays)]
         (tmp / "request.json").write_text(request.dumps())
@@ -473,7 +474,7 @@ def _fetch_result(adb: Adb, request: HarnessRequest, output_dir: str, local: Pat
         raise VitdeployError(f"the harness wrote no result on {adb.serial} ({output_dir}/result.json): "
                              "check `adb logcat -s VitdeployHarness`")
     try:
-        result = HarnessResult.loads((local / "result.json").read_text(), request)
+        result = HarnessResult.read(local / "result.json", request, name=f"{output_dir}/result.json")
     except ProtocolError as e:
         raise VitdeployError(f"bad result from the harness on {adb.serial}: {e}") from None
     for cfg in result.ok_configs:

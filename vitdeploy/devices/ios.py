@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from vitdeploy.errors import VitdeployError
+from vitdeploy.files import scratch_dir
 from vitdeploy.devices.protocol import (
     IOS_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
 )
@@ -76,7 +77,7 @@ def list_connected_ios(*, notes: list | None = None, platform: str = sys.platfor
 
 
 def _list_devicectl(notes: list) -> list[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="devicectl-", dir=scratch_dir()) as tmp:
         out = Path(tmp) / "devices.json"
         p = _run_tool(["xcrun", "devicectl", "list", "devices", "-j", str(out)], timeout=60)
         if p is None or p.returncode != 0 or not out.is_file():
@@ -282,7 +283,7 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
         tensor = np.ascontiguousarray(input_array, dtype=np.float32)
     chosen = _choose_ios(list_connected_ios(platform=platform), udid, device)
     team = team or os.environ.get("VITDEPLOY_IOS_TEAM")
-    work = Path(work_dir or tempfile.mkdtemp(prefix="vitdeploy-ios-"))
+    work = Path(work_dir or tempfile.mkdtemp(prefix="ios-", dir=scratch_dir()))  # removed with the scratch folder
     local_dir, out_dir = work / "request", work / "out"
     local_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +300,8 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
     for step in steps + fetch:
         _check(step, runner)
     try:
-        result = HarnessResult.loads((out_dir / "result.json").read_text(), request)
+        result = HarnessResult.read(out_dir / "result.json", request,
+                                    name=f"{REMOTE_ROOT}/{request.request_id}/result.json")
     except (OSError, ProtocolError) as e:
         raise VitdeployError(f"bad result from the iOS harness: {e}") from None
     remote = f"{REMOTE_ROOT}/{request.request_id}"
