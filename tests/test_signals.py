@@ -131,3 +131,46 @@ def test_scratch_session_gathers_every_temporary_and_restores_tmpdir(tmp_path, m
         assert Path(tempfile.mkdtemp()).parent == scratch and os.environ["TMPDIR"] == str(scratch)
         assert files.temporary_base() == str(tmp_path)
     assert list(tmp_path.iterdir()) == [] and os.environ["TMPDIR"] == str(tmp_path) and tempfile.tempdir is None
+
+
+def test_a_swallowed_signal_stops_a_conversion_before_it_writes(tmp_path, monkeypatch):
+    """convert asks at its stage boundaries: a Ctrl-C some converter's GC callback swallowed still stops it,
+    before the (tens of seconds of) export and before anything reaches -o."""
+    from vitdeploy import checkpoints, convert as convert_module, passes
+    from vitdeploy.synthetic import seeded_model
+
+    ckpt = tmp_path / "m.pth"
+    import torch
+
+    torch.save(seeded_model("levit_128s").state_dict(), ckpt)
+    prepare_for = passes.prepare_for
+
+    def prepare_then_swallowed_ctrl_c(*args, **kwargs):
+        prepared = prepare_for(*args, **kwargs)
+        diagnostics._received = signal.SIGINT  # what note_signal records when the raise is lost
+        return prepared
+
+    monkeypatch.setattr(diagnostics, "_received", None)
+    monkeypatch.setattr(passes, "prepare_for", prepare_then_swallowed_ctrl_c)
+    monkeypatch.setattr(convert_module, "_convert_tflite", lambda *a, **k: pytest.fail("the export started"))
+    assert checkpoints.load(ckpt).variant == "levit_128s"
+    with pytest.raises(diagnostics.Interrupted) as e:
+        convert_module.convert(ckpt, "tflite", out=tmp_path / "m.tflite")
+    assert e.value.exit_code == 130
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_a_full_disk_in_a_build_cell_stops_the_build(tmp_path, monkeypatch):
+    """A full disk is not one failed cell of many (exit 1) but the user's to fix: it propagates (exit 2)."""
+    from vitdeploy import convert as convert_module, pipeline
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "m.tflite"))
+
+    monkeypatch.setattr(convert_module, "convert", full)
+    with pytest.raises(OSError) as e:
+        pipeline.build_artifact(tmp_path / "m.pth", "tflite", "fp32", "none", tmp_path / "m.tflite")
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.setattr(convert_module, "convert", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bad graph")))
+    assert pipeline.build_artifact(tmp_path / "m.pth", "tflite", "fp32", "none", tmp_path / "m.tflite")["status"] \
+        == "failed"

@@ -64,6 +64,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     :func:`vitdeploy.targets.tflite.convert_tflite`).
     """
     from . import __version__, checkpoints
+    from .diagnostics import raise_if_interrupted
     from .passes import prepare_for
 
     if target not in TARGETS:
@@ -91,6 +92,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
                 "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
     # BatchNorm folded once, whatever the target; then the target's own passes (passes.PIPELINES).
     prepared = prepare_for(target, ckpt.model, delegate)
+    raise_if_interrupted()  # a Ctrl-C a converter's GC callback swallowed still stops the work here
     if target == "tflite":
         result = _convert_tflite(prepared.model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
                                  int8_finetune, progress)
@@ -100,6 +102,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     else:
         result = _convert_coreml(prepared.model, ckpt, out, quantize, precision, calib, labels, raw_input,
                                  deployment_target, compute_units, metadata, progress)
+    raise_if_interrupted()
     result.update(bn_folding=prepared.bn_folding, rewrites={**result.get("rewrites", {}), **prepared.rewrites})
     return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
             "total_seconds": round(time.perf_counter() - t0, 2), **result}

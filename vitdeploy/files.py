@@ -138,3 +138,22 @@ def scratch_session():
             tempfile.tempdir = tempdir
             _saved_tempdir = None
             remove_scratch()
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` or what it was raised from is a full disk or quota (errno, or a native converter's words)."""
+    import errno
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo and len(seen) < 32:
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(t in str(x).lower() for t in ("no space left on device", "disk quota exceeded")):
+            return True
+        todo += [x.__cause__, x.__context__]
+    return False

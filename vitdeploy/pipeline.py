@@ -33,7 +33,10 @@ def build_artifact(checkpoint: str | Path, target: str, precision: str, quantize
     artifact's precision; ``html_report`` writes ``<artifact>.report/report.html`` beside it.
     """
     from .convert import convert
+    from .diagnostics import raise_if_interrupted
+    from .files import disk_full
 
+    raise_if_interrupted()  # after a Ctrl-C, no further cell starts
     say = say or (lambda _msg: None)
     path = Path(path)
     row = {"target": target, "precision": precision, "quantize": quantize,
@@ -57,6 +60,8 @@ def build_artifact(checkpoint: str | Path, target: str, precision: str, quantize
         row.update(check_parity(path, checkpoint, n_images=parity_images, images_dir=images_dir,
                                 tolerances=tolerances, html_report=html_report, say=say))
     except (VitdeployError, RuntimeError, ValueError, OSError) as e:
+        if disk_full(e):  # a full disk is the user's to fix, for every cell: exit 2, not a failed cell
+            raise
         row.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
         say(f"  failed: {row['error']}")
     row["seconds"] = round(time.perf_counter() - start, 1)

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..diagnostics import raise_if_interrupted
 from ..errors import VitdeployError
 from . import debian
 from .environment import CPUS, DEBIAN_SUITE, FORMAT, MANIFEST, ArmEnvironment, arm_dir, find_environment
@@ -62,6 +63,7 @@ def setup_arm(cache: Path | None = None, *, force: bool = False, say=lambda line
         smoke_test(env, cpu="cortex-a76")
         manifest.update(seconds=round(time.perf_counter() - started, 1), size_mb=round(_size(work) / 1e6))
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        raise_if_interrupted()  # a half-built environment is never published
         if final.exists():
             shutil.rmtree(final)
         work.rename(final)

@@ -119,11 +119,9 @@ def copy_tree_atomically(source: Path, target: Path) -> None:
     try:
         staged = work / target.name
         _copy_members(source, staged, members)
-        if target.is_dir() and not target.is_symlink():
-            os.replace(target, work / "previous")  # removed with ``work``
-        elif target.exists() or target.is_symlink():
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
             target.unlink()
-        os.replace(staged, target)
+        files.publish(staged, target, aside=work / "previous")  # not after a Ctrl-C; ``previous`` goes with ``work``
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -51,6 +51,7 @@ from typing import Callable
 import numpy as np
 
 from . import Conversion, check_image_arguments
+from .. import files
 from ..diagnostics import converter_errors, one_line, quiet
 from ..errors import ConversionError, VitdeployError
 from ..formats.coreml import (IMAGE_INPUT, LABEL_OUTPUT, LAYOUT_IMAGE, LAYOUT_RAW, LOGITS_OUTPUT, METADATA_FORMAT,
@@ -466,10 +467,9 @@ def _save_atomically(mlmodel, out: Path) -> None:
         staged = work / out.name
         with quiet(), converter_errors("saving the .mlpackage"):
             mlmodel.save(str(staged))
-        if out.exists() or out.is_symlink():
-            old = work / "previous"
-            os.replace(out, old)  # atomic on one filesystem; the old package is removed with ``work``
-        os.replace(staged, out)
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            os.replace(out, work / "previous")
+        files.publish(staged, out, aside=work / "previous")  # not after a Ctrl-C; the old package goes with ``work``
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
