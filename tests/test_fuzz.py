@@ -422,3 +422,214 @@ def test_seeds_are_valid(seeds, tmp_path):
     assert code == 0, err
     code, _, err = cli("eval", seeds["tflite"], "--data", seeds["data"])
     assert code == 0, err
+
+
+# ----------------------------------------------------------------------------- issue 28: structure, modes, results
+# The surfaces around the byte-level readers: what an .mlpackage folder holds (links, special files, manifest
+# paths), images of every PIL mode and odd sizes, and the result file a phone writes.
+
+PACKAGE_EDITS = ("link_out", "link_in", "link_dir", "fifo", "manifest_dotdot", "manifest_absolute",
+                 "manifest_missing", "deep", "many", "manifest_list")
+
+
+@st.composite
+def package_tree_edit(draw):
+    """One structural edit of an .mlpackage (and where), as data, so the campaign can replay it."""
+    return {"edit": draw(st.sampled_from(PACKAGE_EDITS)), "part": draw(st.sampled_from(MLPACKAGE_PARTS)),
+            "n": draw(st.integers(1, 64))}
+
+
+def apply_package_edit(pkg: Path, edit: dict, outside: Path) -> None:
+    """Apply a :func:`package_tree_edit` to the package copy ``pkg``; ``outside`` is a file beyond it."""
+    kind, part = edit["edit"], pkg / edit["part"]
+    manifest = pkg / "Manifest.json"
+    doc = json.loads(manifest.read_text())
+    item = next(iter(doc["itemInfoEntries"].values()))
+    if kind in ("link_out", "link_in"):
+        part.unlink()
+        os.symlink(outside if kind == "link_out" else pkg / "Manifest.json", part)
+    elif kind == "link_dir":
+        os.symlink(outside.parent, pkg / "Data" / "elsewhere")
+    elif kind == "fifo":
+        part.unlink()
+        os.mkfifo(part)
+    elif kind.startswith("manifest_") and kind != "manifest_list":
+        item["path"] = {"manifest_dotdot": "../" * edit["n"] + "etc/passwd", "manifest_absolute": str(outside),
+                        "manifest_missing": "com.apple.CoreML/nothing.mlmodel"}[kind]
+        manifest.write_text(json.dumps(doc))
+    elif kind == "manifest_list":
+        manifest.write_text(json.dumps([doc] * edit["n"]))
+    elif kind == "deep":
+        (pkg / "Data" / Path(*["d"] * (12 + edit["n"] % 8))).mkdir(parents=True)
+    elif kind == "many":
+        extra = pkg / "Data" / "extra"
+        extra.mkdir()
+        for i in range(1000 + edit["n"]):
+            (extra / f"{i}").touch()
+
+
+def test_fuzz_mlpackage_structure(seeds):
+    """inspect and package refuse every structural edit in one line (exit 2): nothing outside is read or copied."""
+    seed = seeds["mlpackage"]
+
+    @FUZZ
+    @given(edit=package_tree_edit())
+    def check(edit):
+        with tempfile.TemporaryDirectory() as tmp:
+            pkg, outside = Path(tmp) / seed.name, Path(tmp) / "secret.txt"
+            outside.write_text("secret")
+            shutil.copytree(seed, pkg)
+            apply_package_edit(pkg, edit, outside)
+            for args in (("inspect", pkg), ("package", pkg, "--platform", "ios", "-o", Path(tmp) / "app")):
+                code, _, err = cli(*args)
+                assert_contract(code, err, [pkg], must_fail=True)
+            assert not (Path(tmp) / "app").exists()
+
+    check()
+
+
+IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "F", "HSV")
+
+
+@st.composite
+def odd_image(draw):
+    """An image of any PIL mode, with an extreme size or aspect and values over the mode's whole range."""
+    mode = draw(st.sampled_from(IMAGE_MODES))
+    w = draw(st.sampled_from([1, 2, 7, 64, 300, 5000, 20000]))
+    h = draw(st.sampled_from([1, 2, 7, 64, 300]))
+    fmt = draw(st.sampled_from(["png", "tiff", "bmp", "jpeg", "webp"]))
+    peak = draw(st.sampled_from([0.0, 1.0, 255.0, 65535.0, 1e30, -1.0, float("nan")]))
+    return {"mode": mode, "size": (w, h) if draw(st.booleans()) else (h, w), "format": fmt, "peak": peak}
+
+
+def write_odd_image(spec: dict, folder: Path) -> Path | None:
+    """The image ``spec`` describes, or None where PIL cannot write that mode in that format."""
+    from PIL import Image
+
+    w, h = spec["size"]
+    grid = np.linspace(0, 1, w * h, dtype=np.float64).reshape(h, w)
+    try:
+        if spec["mode"] in ("I", "F", "I;16"):
+            values = np.nan_to_num(grid * spec["peak"], nan=0.0) if spec["mode"] != "F" else grid * spec["peak"]
+            dtype = {"I": np.int32, "F": np.float32, "I;16": np.uint16}[spec["mode"]]
+            info = np.iinfo(dtype) if dtype != np.float32 else None
+            if info is not None:
+                values = np.clip(values, info.min, info.max)
+            im = Image.fromarray(values.astype(dtype), mode=None if spec["mode"] != "I;16" else "I;16")
+        else:
+            im = Image.new(spec["mode"], (w, h))
+        path = folder / f"odd.{spec['format']}"
+        im.save(path)
+        return path
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def test_fuzz_image_modes_and_sizes(seeds):
+    """predict on every mode and extreme size: a class from a faithfully converted image, or one line (exit 2)."""
+
+    @FUZZ
+    @given(spec=odd_image())
+    def check(spec):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_odd_image(spec, Path(tmp))
+            if path is None:
+                return
+            code, _, err = cli("predict", seeds["tflite"], path)
+            assert_contract(code, err, [path])
+
+    check()
+
+
+@st.composite
+def result_mutation(draw, text: str):
+    """A harness result file edited where a hostile or broken phone would: a value replaced by any JSON value
+    (or a non-JSON number), a key duplicated, nesting, size, bytes that are not UTF-8."""
+    doc = json.loads(text)
+    kind = draw(st.sampled_from(["value", "raw_number", "duplicate", "nest", "huge_string", "bytes"]))
+    if kind == "value":
+        paths = list(_json_paths(doc))
+        path = draw(st.sampled_from(paths))
+        value = draw(yaml_values | st.floats(allow_nan=False, allow_infinity=False, width=64))
+        _json_set(doc, path, value)
+        return json.dumps(doc).encode()
+    if kind == "raw_number":
+        bad = draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400, "-0"]))
+        return json.dumps(doc).replace("1.0", bad, 1).encode()
+    if kind == "duplicate":
+        return json.dumps(doc).replace('"status": "ok"', '"status": "ok", "status": "error"', 1).encode()
+    if kind == "nest":
+        depth = draw(st.integers(10, 5000))
+        doc["device"]["extra"] = None
+        return json.dumps(doc).replace("null", "[" * depth + "]" * depth, 1).encode()
+    if kind == "huge_string":
+        doc["error"] = "x" * draw(st.sampled_from([501, 100_000, 9_000_000]))
+        return json.dumps(doc).encode()
+    return json.dumps(doc).encode().replace(b'"ok"', b'"o\xff\xfek"', 1)
+
+
+def _json_paths(node, prefix=()):
+    yield prefix
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        yield from _json_paths(v, prefix + (k,))
+
+
+def _json_set(doc, path, value):
+    if not path:
+        return
+    node = doc
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+
+
+def valid_result(req) -> str:
+    """A well-formed harness result for ``req`` (the seed the mutations start from)."""
+    configs = [{**c, "status": "ok", "error": None, "load_ms": 1.0, "init_ms": 2.0, "first_inference_ms": 3.0,
+                "latencies_ms": [1.0] * req.runs, "peak_memory_kb": 100,
+                "outputs": [{"file": f"{c['name']}.output0.bin", "shape": [1, 10], "dtype": "float32"}],
+                "op_placement": None} for c in req.configs()]
+    return json.dumps({"protocol": "vitdeploy-harness", "version": 1, "request_id": req.request_id, "status": "ok",
+                       "error": None, "device": {"platform": req.platform, "model": "Pixel 7", "sdk": 34},
+                       "configs": configs})
+
+
+def harness_request():
+    from vitdeploy.devices.protocol import HarnessRequest, TensorFile
+
+    return HarnessRequest(platform="android", model="m.tflite", inputs=[TensorFile("input0.bin", [1, 3, 8, 8])],
+                          compute_units=["xnnpack", "gpu"], runs=3, warmup=1, threads=[1, 4], request_id="r1")
+
+
+def check_result_contract(blob: bytes, req, tmp: Path) -> None:
+    """A result file is accepted (then every number in it is finite, in range and as requested) or refused
+    with one line of ProtocolError; never any other exception."""
+    import math
+
+    from vitdeploy.devices.protocol import HarnessResult, ProtocolError
+
+    path = tmp / "result.json"
+    path.write_bytes(blob)
+    try:
+        result = HarnessResult.read(path, req)
+    except ProtocolError as e:
+        assert "\n" not in str(e) and len(str(e)) < 2000, str(e)[:300]
+        return
+    requested = {(c["compute_unit"], c["threads"]) for c in req.configs()}
+    for c in result.configs:
+        assert (c.compute_unit, c.threads) in requested
+        assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in c.latencies_ms)
+        assert len(c.latencies_ms) <= req.runs
+
+
+def test_fuzz_harness_result_file(tmp_path):
+    req = harness_request()
+    seed = valid_result(req)
+
+    @FUZZ
+    @given(blob=result_mutation(seed))
+    def check(blob):
+        check_result_contract(blob, req, tmp_path)
+
+    check()

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the seeds and mutation strategies live with the tests
 
 READERS = ("ckpt_pth", "ckpt_pth_tensor_bytes", "ckpt_legacy", "ckpt_bin", "ckpt_safetensors", "ckpt_random_bytes",
-           "hf_config", "image_png", "image_jpg", "npy_header", "npy_bytes", "tflite", "mlpackage", "recipe",
-           "labels")
+           "hf_config", "image_png", "image_jpg", "image_modes", "npy_header", "npy_bytes", "tflite", "mlpackage",
+           "mlpackage_tree", "recipe", "labels", "harness_result")
 
 
 def build_seeds(out: Path) -> dict[str, str]:
@@ -244,12 +244,66 @@ def run_reader(reader: str, seeds: dict[str, str], out: Path, seconds: float, ex
                 tally.record(code, err, [data / "labels.txt", data], False, data / "labels.txt")
         return prop
 
+    def mlpackage_tree():
+        @budget
+        @given(edit=T.package_tree_edit())
+        def prop(edit):
+            tally.check_time()
+            with tempfile.TemporaryDirectory() as tmp:
+                pkg, outside = Path(tmp) / S["mlpackage"].name, Path(tmp) / "secret.txt"
+                outside.write_text("secret")
+                shutil.copytree(S["mlpackage"], pkg)
+                T.apply_package_edit(pkg, edit, outside)
+                for args in (("inspect", pkg), ("package", pkg, "--platform", "ios", "-o", Path(tmp) / "app")):
+                    code, _, err = T.cli(*args)
+                    tally.record(code, err, [pkg], True, pkg)
+        return prop
+
+    def image_modes():
+        @budget
+        @given(spec=T.odd_image())
+        def prop(spec):
+            tally.check_time()
+            with tempfile.TemporaryDirectory() as tmp:
+                path = T.write_odd_image(spec, Path(tmp))
+                if path is None:
+                    return
+                tally.stash(path)
+                code, _, err = T.cli("predict", S["tflite"], path)
+                tally.record(code, err, [path], False, path)
+        return prop
+
+    def harness_result():
+        req = T.harness_request()
+
+        @budget
+        @given(blob=T.result_mutation(T.valid_result(req)))
+        def prop(blob):
+            tally.check_time()
+            with tempfile.TemporaryDirectory() as tmp:
+                tally.tried += 1
+                try:
+                    T.check_result_contract(blob, req, Path(tmp))
+                    tally.exits["0|2"] = tally.exits.get("0|2", 0) + 1
+                except Exception as e:  # noqa: BLE001 - any other exception is the finding
+                    sig = _signature(3, f"{type(e).__name__}: {e}")
+                    entry = tally.failures.setdefault(sig, {"count": 0, "exit": 3, "example": None,
+                                                            "stderr": str(e)[:500]})
+                    entry["count"] += 1
+                    if entry["example"] is None:
+                        dest = out / "harness_result" / f"failure_{len(tally.failures)}.json"
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        dest.write_bytes(blob)
+                        entry["example"] = str(dest)
+        return prop
+
     props = {"ckpt_pth": lambda: checkpoint("pth"), "ckpt_pth_tensor_bytes": tensor_bytes,
              "ckpt_legacy": lambda: checkpoint("legacy"), "ckpt_bin": lambda: checkpoint("bin"),
              "ckpt_safetensors": lambda: checkpoint("safetensors"), "ckpt_random_bytes": random_bytes,
              "hf_config": hf_config, "image_png": lambda: image("png"), "image_jpg": lambda: image("jpg"),
              "npy_header": lambda: npy("header"), "npy_bytes": lambda: npy("bytes"), "tflite": tflite,
-             "mlpackage": mlpackage, "recipe": recipe, "labels": labels}
+             "mlpackage": mlpackage, "recipe": recipe, "labels": labels, "mlpackage_tree": mlpackage_tree,
+             "image_modes": image_modes, "harness_result": harness_result}
     started = time.monotonic()
     try:
         props[reader]()()
