@@ -22,7 +22,12 @@ def overflowing(tmp_path_factory):
     root = tmp_path_factory.mktemp("overflow")
     sd = seeded_model("mobilevit_xxs", seed=1).state_dict()
     torch.save(sd, root / "good.pth")
-    big = dict(sd, **{"head.fc.weight": torch.full_like(sd["head.fc.weight"], 3e38)})
+    # Every weight within checkpoints.MAX_ABS_WEIGHT (a single 3e38 tensor is refused at load): the last
+    # conv layers (after the transformer's LayerNorm, nothing renormalizes) scaled to 9e5 compound past float32.
+    big = dict(sd)
+    for k in ("stages.4.1.conv_proj", "stages.4.1.conv_fusion", "final_conv"):
+        for t in (f"{k}.conv.weight", f"{k}.bn.weight"):
+            big[t] = sd[t] * (9e5 / sd[t].abs().max())
     torch.save(big, root / "overflow.pth")
     return root / "good.pth", root / "overflow.pth"
 

@@ -23,12 +23,17 @@ def read_labels(path: str | Path | None, num_classes: int) -> list[str] | None:
     """One label per line; the count must match the classifier."""
     if path is None:
         return None
+    from .untrusted import LABELS_LIMIT, read_side_text
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() and not p.is_symlink():
         raise VitdeployError(f"{p}: labels file not found")
-    labels = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = read_side_text(p, LABELS_LIMIT, "labels file")  # regular file, bounded, UTF-8: else one line
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if len(labels) != num_classes:
-        raise VitdeployError(f"{p}: {len(labels)} labels, but the model has {num_classes} classes")
+        more_or_fewer = "fewer" if len(labels) < num_classes else "more"
+        raise VitdeployError(f"{p}: {len(labels)} labels, {more_or_fewer} than the model's {num_classes} classes "
+                             "(one label per class, one per line)")
     return labels
 
 

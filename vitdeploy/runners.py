@@ -86,6 +86,9 @@ def _with_preprocessing(runner: Runner) -> Runner:
     if runner.preprocessing is None:
         raise VitdeployError(f"{runner.path}: not written by vitdeploy (no preprocessing metadata); "
                              "convert the checkpoint with `vitdeploy convert`")
+    labels = getattr(runner, "labels", None)
+    if labels is not None and len(labels) != runner.num_classes:  # predict would index past the list
+        raise VitdeployError(f"{runner.path}: damaged metadata: {len(labels)} labels for {runner.num_classes} classes")
     return runner
 
 

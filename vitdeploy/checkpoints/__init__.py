@@ -92,12 +92,26 @@ def load(path: str | Path, variant: str | None = None, prefer_ema: bool = False)
                       labels=_hf_labels(raw, num_classes), variant_detected=detected)
 
 
+# The most classes a classifier here may have: ImageNet-21k (21,843) is the largest label set these
+# families are trained on; 100,000 leaves room for any real one, while a head declaring millions is corrupt
+# (and its logits would not fit a phone app's label table anyway).
+MAX_CLASSES = 100_000
+
+
 def _num_classes(sd: dict, family_name: str) -> int:
     key = family(family_name).classifier
     if key not in sd:
         raise CheckpointError(f"{family_name} checkpoint has no classifier weight ('{key}' after mapping); "
                               "backbone-only checkpoints are not supported")
-    return int(sd[key].shape[0])
+    shape = tuple(sd[key].shape)
+    n = int(shape[0]) if shape else 0
+    if n < 1:
+        # A zero-class head builds an empty Linear and crashes converters natively (TFLite: SIGFPE).
+        raise CheckpointError(f"classifier '{key}' has shape {shape}: zero classes")
+    if n > MAX_CLASSES:
+        raise CheckpointError(f"classifier '{key}' has {n:,} classes, more than any real label set "
+                              f"({MAX_CLASSES:,}); the checkpoint is corrupt")
+    return n
 
 
 def detect_variant(sd: dict, family_name: str) -> str:
@@ -129,6 +143,7 @@ def _load_strict(model, sd: dict, path: Path, variant: str, layout: str) -> None
         if not sd[k].dtype.is_floating_point and v.dtype.is_floating_point:
             raise CheckpointError(f"{path}: '{k}' holds {sd[k].dtype} values, expected floating point")
     _require_finite(sd, path)
+    _require_sane_values(sd, path)
     model.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in sd.items()}, strict=True)
 
 
@@ -140,6 +155,47 @@ def _require_finite(sd: dict, path: Path) -> None:
     if bad:
         raise CheckpointError(f"{path}: weights not finite (NaN or inf) in {len(bad)} tensor(s): "
                               f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
+
+
+# Largest |value| a weight may hold. Trained LeViT/MobileViT tensors stay below ~1e3 (seeded stand-ins
+# measured on real photos: <= 160); 1e6 leaves three orders of magnitude of margin, and is where a model starts to
+# go wrong silently: fp16 artifacts overflow at 65,504, and a few such layers overflow float32 logits.
+MAX_ABS_WEIGHT = 1e6
+# BatchNorm running_var is a squared scale: the same bound on its square root.
+MAX_RUNNING_VAR = MAX_ABS_WEIGHT ** 2
+
+
+def _require_sane_values(sd: dict, path: Path) -> None:
+    """Values no training run produces, refused by tensor name before anything is converted: they fold or
+    convert into a model that outputs NaN or garbage with exit 0.
+
+    * BatchNorm ``running_var`` < 0: a variance cannot be negative; folding takes its square root (NaN).
+    * ``|value| > MAX_ABS_WEIGHT`` (``running_var > MAX_RUNNING_VAR``): corruption or a diverged run.
+    * ``num_batches_tracked`` < 0: a count (unused at inference, but a negative one marks a damaged file).
+    """
+    import torch
+
+    for k, v in sd.items():
+        if k.endswith("num_batches_tracked"):
+            if not v.dtype.is_floating_point and v.numel() and int(v.min()) < 0:
+                raise CheckpointError(f"{path}: '{k}' is negative ({int(v.min())}); a batch count cannot be")
+            continue
+        if not v.dtype.is_floating_point or not v.numel():
+            continue
+        v = v.detach().to(torch.float64)
+        if k.endswith("running_var"):
+            low, high = float(v.min()), float(v.max())
+            if low < 0:
+                raise CheckpointError(f"{path}: BatchNorm '{k}' holds a negative variance ({low:.3g}); "
+                                      "folding it would give NaN weights")
+            if high > MAX_RUNNING_VAR:
+                raise CheckpointError(f"{path}: BatchNorm '{k}' holds variance {high:.3g}, above "
+                                      f"{MAX_RUNNING_VAR:.0e}: no trained model has it (corrupt checkpoint?)")
+            continue
+        peak = float(v.abs().max())
+        if peak > MAX_ABS_WEIGHT:
+            raise CheckpointError(f"{path}: '{k}' holds |value| {peak:.3g}, above {MAX_ABS_WEIGHT:.0e}: no trained "
+                                  "model has such weights (corrupt checkpoint or a diverged run)")
 
 
 def _hf_labels(raw: RawCheckpoint, num_classes: int) -> list[str] | None:

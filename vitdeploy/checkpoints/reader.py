@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from ..diagnostics import first_line
+from ..untrusted import CONFIG_LIMIT, read_side_text
 
 # Wrappers seen in training checkpoints, in order of preference.
 _MODEL_KEYS = ("model", "state_dict", "model_state_dict", "net", "network")
@@ -54,6 +55,7 @@ def read_checkpoint(path: str | Path, prefer_ema: bool = False) -> RawCheckpoint
     _require_regular_file(weights)
     obj = _read_safetensors(weights) if weights.suffix == ".safetensors" else _read_pickle(weights)
     sd, wrapper, others = _unwrap(obj, weights, prefer_ema)
+    _require_plain_tensors(sd, weights)
     return RawCheckpoint(_strip_prefixes(sd), path, weights, wrapper, others, hf_config)
 
 
@@ -72,10 +74,12 @@ def _require_regular_file(path: Path) -> None:
 def _hf_directory_files(directory: Path) -> tuple[Path, dict | None]:
     config = None
     cfg_path = directory / "config.json"
-    if cfg_path.exists():
+    if cfg_path.exists() or cfg_path.is_symlink():
+        # Regular file, bounded read: a FIFO here would hang `inspect`, a link to /dev/zero fill memory.
+        text = read_side_text(cfg_path, CONFIG_LIMIT, "config.json", error=CheckpointError)
         try:
-            config = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as e:
+            config = json.loads(text)
+        except (ValueError, RecursionError) as e:
             raise CheckpointError(f"{cfg_path}: unreadable config.json ({first_line(e)})") from None
         if not isinstance(config, dict):
             raise CheckpointError(f"{cfg_path}: config.json holds a JSON {type(config).__name__}, not an object")
@@ -181,6 +185,29 @@ def _unwrap(obj: object, path: Path, prefer_ema: bool) -> tuple[dict, str | None
     hint = f" (nested tensor dicts under: {', '.join(map(str, tensors))})" if tensors else ""
     raise CheckpointError(
         f"{path}: no state dict found; top-level keys are {', '.join(map(str, list(obj)[:8]))}{hint}")
+
+
+def _require_plain_tensors(sd: dict, path: Path) -> None:
+    """Dense CPU tensors only: a sparse, meta, nested or quantized tensor has no weights vitdeploy can load
+    (a meta tensor has no data at all), and every later step (layout detection, shape checks) would trip on it."""
+    import torch
+
+    for key, t in sd.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        kind = None
+        if t.is_nested:
+            kind = "a nested tensor"
+        elif t.layout != torch.strided:
+            kind = f"a sparse tensor ({str(t.layout).removeprefix('torch.')})"
+        elif t.device.type == "meta":
+            kind = "a meta tensor (shape only, no data: saved from a model never materialised)"
+        elif t.device.type != "cpu":
+            kind = f"a tensor on device {t.device.type}"
+        elif t.is_quantized:
+            kind = f"a quantized tensor ({str(t.dtype).removeprefix('torch.')})"
+        if kind:
+            raise CheckpointError(f"{path}: '{key}' is {kind}; expected dense floating-point weights")
 
 
 def _strip_prefixes(sd: dict) -> dict:

@@ -73,8 +73,13 @@ def read_pte_metadata(path_or_bytes) -> dict:
     if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
         raise VitdeployError(f"{name}: damaged vitdeploy metadata (labels are not a list of strings)")
     census = _census(plans["forward"]) if "forward" in plans else None
+    forward = _methods(plans, name).get("forward")
+    outputs = (forward or {}).get("outputs") or []
+    shape = outputs[0].get("shape") if len(outputs) == 1 else None
+    if labels is not None and shape and len(labels) != shape[-1]:
+        raise VitdeployError(f"{name}: damaged vitdeploy metadata ({len(labels)} labels for {shape[-1]} classes)")
     return {"vitdeploy": config, "labels": labels, "methods": sorted(plans), "census": census,
-            "forward": _methods(plans, name).get("forward")}
+            "forward": forward}
 
 
 def read_program(path_or_bytes) -> dict:
@@ -131,12 +136,16 @@ def _plans(path_or_bytes) -> tuple[dict, str]:
     """``({method name: ExecutionPlan}, name for errors)``: the one place a .pte is opened, checked and parsed."""
     name = _name(path_or_bytes)
     if isinstance(path_or_bytes, (str, Path)):
+        from ..untrusted import ARTIFACT_LIMIT, read_side_file
+
         path = Path(path_or_bytes)
         if not path.is_file():
             raise VitdeployError(f"{path}: {'a directory, not' if path.is_dir() else 'no such'} .pte file")
-        data = path.read_bytes()
+        data = read_side_file(path, ARTIFACT_LIMIT, ".pte program")
     else:
         data = bytes(path_or_bytes)
+    if len(data) >= 8 and data[4:8] == b"TFL3":
+        raise VitdeployError(f"{name}: a TFLite model (.tflite), not an ExecuTorch program (renamed?)")
     if len(data) < 8 or data[4:6] != _MAGIC:
         raise VitdeployError(f"{name}: not an ExecuTorch program (no 'ET' file identifier)")
     try:

@@ -222,11 +222,43 @@ def read_tflite_metadata(path_or_bytes) -> dict:
     where ``model_metadata`` is the parsed TFLITE_METADATA (name, description, min_parser_version,
     input/output tensor metadata with normalization mean/std, colour space, associated files).
     """
-    data = Path(path_or_bytes).read_bytes() if isinstance(path_or_bytes, (str, Path)) else bytes(path_or_bytes)
+    if isinstance(path_or_bytes, (str, Path)):
+        from ..untrusted import ARTIFACT_LIMIT, read_side_file
+
+        name = str(path_or_bytes)
+        data = read_side_file(path_or_bytes, ARTIFACT_LIMIT, ".tflite model")
+    else:
+        name, data = "model", bytes(path_or_bytes)
+    require_tflite(data, name)
     blobs = _metadata_blobs(data)
-    vitdeploy = json.loads(blobs[VITDEPLOY_METADATA].decode()) if VITDEPLOY_METADATA in blobs else None
+    vitdeploy = None
+    if VITDEPLOY_METADATA in blobs:
+        try:
+            vitdeploy = json.loads(blobs[VITDEPLOY_METADATA].decode())
+        except (ValueError, RecursionError) as e:
+            raise VitdeployError(f"{name}: damaged vitdeploy metadata (not JSON: {describe(e)})") from None
+        if not isinstance(vitdeploy, dict):
+            raise VitdeployError(f"{name}: damaged vitdeploy metadata (a JSON {type(vitdeploy).__name__}, "
+                                 "not an object)")
     model_metadata = _parse_model_metadata(blobs[TFLITE_METADATA]) if TFLITE_METADATA in blobs else None
-    return {"vitdeploy": vitdeploy, "model_metadata": model_metadata, "labels": _read_labels(data)}
+    labels = _read_labels(data)
+    classes = (vitdeploy or {}).get("num_classes")
+    if labels is not None and isinstance(classes, int) and not isinstance(classes, bool) and len(labels) != classes:
+        raise VitdeployError(f"{name}: damaged metadata: {len(labels)} labels in {LABELS_FILE} for "
+                             f"{classes} classes")
+    return {"vitdeploy": vitdeploy, "model_metadata": model_metadata, "labels": labels}
+
+
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier (bytes 4..8) of every TFLite model; LiteRT requires it
+
+
+def require_tflite(data: bytes, name: str = "model") -> None:
+    """A one-line error unless ``data`` starts like a TFLite flatbuffer (a .pte or anything else renamed .tflite)."""
+    if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
+        return
+    if len(data) >= 8 and data[4:6] == b"ET":
+        raise VitdeployError(f"{name}: an ExecuTorch program (.pte), not a .tflite model (renamed?)")
+    raise VitdeployError(f"{name}: not a .tflite model (no 'TFL3' file identifier)")
 
 
 def _metadata_blobs(data: bytes) -> dict[str, bytes]:
@@ -254,9 +286,16 @@ def _read_labels(data: bytes) -> list[str] | None:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             if LABELS_FILE not in archive.namelist():
                 return None
-            text = archive.read(LABELS_FILE).decode()
+            info = archive.getinfo(LABELS_FILE)
+            if info.file_size > 4 << 20:  # untrusted.LABELS_LIMIT: a declared size past it is not a labels file
+                raise VitdeployError(f"damaged metadata: {LABELS_FILE} declares {info.file_size:,} bytes")
+            text = archive.read(LABELS_FILE).decode("utf-8")
     except zipfile.BadZipFile:
         return None
+    except VitdeployError:
+        raise
+    except Exception as e:  # noqa: BLE001 - untrusted zip: bad CRC, bad compression, not UTF-8 ...
+        raise VitdeployError(f"damaged metadata: unreadable {LABELS_FILE} ({describe(e)})") from None
     return text.splitlines()
 
 

@@ -70,14 +70,9 @@ def read_image_folder(data_dir: str | Path, limit_per_class: int | None = None) 
 
 def _read_labels(path: Path) -> list[str]:
     """Lines of a labels file, or one clear error: a directory, a symlink loop or binary data is not one."""
-    if not path.is_file():
-        raise VitdeployError(f"{path}: not a regular file (expected one label per line)")
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise VitdeployError(f"{path}: not UTF-8 text (byte {e.start}); expected one label per line") from None
-    except OSError as e:
-        raise VitdeployError(f"{path}: cannot read it ({e.strerror})") from None
+    from ..untrusted import LABELS_LIMIT, read_side_text
+
+    return read_side_text(path, LABELS_LIMIT, "labels file (one label per line)").splitlines()
 
 
 @dataclass

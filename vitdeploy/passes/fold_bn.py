@@ -20,8 +20,20 @@ def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, 
     mean = bn.running_mean.double()
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
-    scale = gamma / torch.sqrt(var + bn.eps)
-    return scale, beta - mean * scale
+    denominator = var + bn.eps
+    if not bool((denominator > 0).all()):
+        # checkpoints.load refuses negative running_var by name; a model built in memory can still carry it.
+        from ..errors import VitdeployError
+
+        raise VitdeployError(f"cannot fold BatchNorm: running_var + eps <= 0 (min {float(denominator.min()):.3g}); "
+                             "a variance cannot be negative")
+    scale = gamma / torch.sqrt(denominator)
+    shift = beta - mean * scale
+    if not (bool(torch.isfinite(scale).all()) and bool(torch.isfinite(shift).all())):
+        from ..errors import VitdeployError
+
+        raise VitdeployError("cannot fold BatchNorm: the folded weights are not finite")
+    return scale, shift
 
 
 def _with_bias(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:

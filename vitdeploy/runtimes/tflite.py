@@ -27,10 +27,11 @@ class TFLiteRunner(ImageArtifactRunner):
     def __init__(self, path, *, threads: int = 2, model_content: bytes | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        from ..formats.tflite import read_tflite_metadata
+        from ..formats.tflite import read_tflite_metadata, require_tflite
 
         self.path, model_content = self._read_artifact(path, model_content, ".tflite")
         name = path or "model"
+        require_tflite(model_content, str(name))  # a .pte (or anything) renamed .tflite: say so before LiteRT sees it
         if self.path is not None:  # a file from the user: untrusted bytes
             check_loadable(self.path, model_content)
         try:
