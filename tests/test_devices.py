@@ -655,6 +655,34 @@ def test_profile_on_device_dispatches_names_and_serials(emu, tiny_tflite, tmp_pa
     assert "iphone15pro" in text and "W8A8 on ANE" in text
 
 
+@needs_adb
+def test_local_android_backend_through_the_registry(emu, tiny_tflite, tmp_path):
+    """The adb driver is the registered "android" backend; its result becomes LatencyRecords (farm schema)."""
+    from vitdeploy.devices.backend import ProfileRequest, backend_names, get_backend
+    from vitdeploy.devices.local import records_from_result
+
+    emu.add(pixel7("EMU7LB", tmp_path / "dev"))
+    assert {"android", "ios"} <= set(backend_names())
+    backend = get_backend("android", adb=ADB, server_socket=emu.socket_spec)
+    assert not backend.remote
+    (ref,) = backend.resolve(["pixel7"])
+    assert (ref.id, ref.name, ref.soc, ref.vendor, ref.os) == ("EMU7LB", "Pixel 7", "Tensor G2", "Google", "14")
+    assert backend.resolve(["EMU7LB"]) == [ref] and backend.resolve([], platform="ios") == []
+    with pytest.raises(VitdeployError, match="no connected android phone matches 'pixel8'; attached: EMU7LB"):
+        backend.resolve(["pixel8"])
+    request = ProfileRequest(model=tiny_tflite, runs=3, warmup=0, threads=(1, 2), compute_units=("xnnpack", "gpu"),
+                             repeat=1, options={"input_array": _x(), "timeout_s": 60})
+    result = backend.run(request, ref)
+    assert result["serial"] == "EMU7LB" and [c["name"] for c in result["configs"]] == ["xnnpack-1t", "xnnpack-2t", "gpu"]
+    records = records_from_result(result, backend="android", repeat=0, device=ref)
+    assert [(r.compute_units, r.threads, r.error is None) for r in records] == [
+        ("xnnpack", 1, True), ("xnnpack", 2, True), ("gpu", None, False)]
+    assert records[0].latencies_ms == result["configs"][0]["latencies_ms"] and len(records[0].latencies_ms) == 3
+    assert records[0].runtime == "tflite" and records[0].soc == "Tensor G2" and records[0].vendor == "Google"
+    assert records[0].source == "vitdeploy-harness" and records[0].median_ms > 0 and records[0].peak_memory_mb > 0
+    assert "gpu delegate is not available" in records[2].error and records[2].latencies_ms == []
+
+
 def test_devicectl_states():
     def doc(conn):
         return {"result": {"devices": [{"identifier": "X", "connectionProperties": conn, "deviceProperties": {},

@@ -317,3 +317,22 @@ def test_unstable_repeats_through_the_cli(models, tmp_path, monkeypatch, no_slee
     assert row["repeats"] == 2 and row["unstable"] and row["why_unstable"] == "repeats differ by 20% > 5%"
     r = run("farm", "collect", "fake-m_fp32", "--state-dir", tmp_path / "s", "--max-repeat-spread", "0.25", "--json")
     assert not json.loads(r.stdout)["rows"][0]["unstable"]
+
+
+@pytest.mark.parametrize("name,soc,vendor", [
+    ("Google Pixel 6", "Google Tensor", "Google"), ("Google Pixel 9 Pro XL", "Google Tensor G4", "Google"),
+    ("Samsung Galaxy S21", "Exynos 2100 / Snapdragon 888", None),
+    ("Samsung Galaxy S22 (SM-S901B)", "Exynos 2200", "Samsung"),
+    ("Samsung Galaxy S24 (Snapdragon)", "Snapdragon 8 Gen 3 for Galaxy", "Qualcomm"),
+    ("Samsung Galaxy S23 (Family)", "Snapdragon 8 Gen 2 for Galaxy", "Qualcomm"),
+    ("Samsung Galaxy S24+", "Exynos 2400 / Snapdragon 8 Gen 3 for Galaxy", None),
+    ("OnePlus 12", "Snapdragon 8 Gen 3", "Qualcomm"), ("Xiaomi 13T Pro", "Dimensity 9200+", "MediaTek"),
+    ("Apple iPhone 12 mini", "A14 Bionic", "Apple"), ("Apple iPhone 16 Pro", "A18 Pro", "Apple"),
+    ("Nokia 3310", None, None),
+])
+def test_catalog_maps_farm_names_to_socs(name, soc, vendor):
+    from vitdeploy.devices.catalog import soc_of
+
+    assert soc_of(name) == (soc, vendor)
+    assert DeviceRef.named("aws", "x", name, "android").soc == soc
+    assert soc_of(name, model_id="SM-S921U")[1] in (vendor, "Qualcomm")  # a model id can settle the variant
