@@ -204,6 +204,7 @@ def test_wait_backs_off_and_times_out_keeping_the_record(models, tmp_path):
     (["--farm", "android"], "'android' is a phone on this machine, not a farm: use --device"),
     (["--farm", "fakefarm", "--devices", "Nokia 3310"], "no fakefarm device matched 'Nokia 3310'"),
     (["--devices", "Google Pixel 7"], "--devices is for farms: add --farm"),
+    (["--farm", "fakefarm", "--device", "pixel7"], "--farm runs on the farm's phones: drop --device"),
 ])
 def test_bad_farm_input_is_one_line_exit_2(models, tmp_path, args, msg):
     r = run("profile", models[0], *args, "--state-dir", tmp_path / "s")

@@ -272,6 +272,9 @@ def profile(ctx: click.Context, models: tuple[str, ...], device: str, farm: str 
         raise VitdeployError(f"--device-threads takes comma-separated integers, got '{device_threads}'") from None
     units = tuple(u.strip() for u in compute_units.split(",") if u.strip()) if compute_units else None
     if farm:
+        if device != "host" or report_dir or build_harness:
+            raise VitdeployError("--farm runs on the farm's phones: drop --device/--report/--build-harness "
+                                 "(the farm's table: --json, --markdown, --plot)")
         return profile_farm(ctx, models, farm=farm, devices=farm_devices, max_devices=max_devices, runs=runs,
                             warmup=warmup, threads=threads, device_threads=dthreads, compute_units=units,
                             repeat=repeat, no_wait=no_wait, dry_run=dry_run, harness_apks=harness_apks,
