@@ -14,6 +14,7 @@ import pytest
 
 from vitdeploy.devices import catalog, host_info, list_devices, resolve_device
 from vitdeploy.devices import android, ios
+from vitdeploy.formats import io as fmt_io
 from vitdeploy.devices.android import DeviceLost, parse_adb_devices, profile_android
 from vitdeploy.devices.protocol import (
     HarnessRequest, HarnessResult, ProtocolError, TensorFile, expand_configs, read_tensor, write_tensor,
@@ -654,6 +655,34 @@ def test_profile_on_device_dispatches_names_and_serials(emu, tiny_tflite, tmp_pa
     assert "iphone15pro" in text and "W8A8 on ANE" in text
 
 
+@needs_adb
+def test_local_android_backend_through_the_registry(emu, tiny_tflite, tmp_path):
+    """The adb driver is the registered "android" backend; its result becomes LatencyRecords (farm schema)."""
+    from vitdeploy.devices.backend import ProfileRequest, backend_names, get_backend
+    from vitdeploy.devices.local import records_from_result
+
+    emu.add(pixel7("EMU7LB", tmp_path / "dev"))
+    assert {"android", "ios"} <= set(backend_names())
+    backend = get_backend("android", adb=ADB, server_socket=emu.socket_spec)
+    assert not backend.remote
+    (ref,) = backend.resolve(["pixel7"])
+    assert (ref.id, ref.name, ref.soc, ref.vendor, ref.os) == ("EMU7LB", "Pixel 7", "Tensor G2", "Google", "14")
+    assert backend.resolve(["EMU7LB"]) == [ref] and backend.resolve([], platform="ios") == []
+    with pytest.raises(VitdeployError, match="no connected android phone matches 'pixel8'; attached: EMU7LB"):
+        backend.resolve(["pixel8"])
+    request = ProfileRequest(model=tiny_tflite, runs=3, warmup=0, threads=(1, 2), compute_units=("xnnpack", "gpu"),
+                             repeat=1, options={"input_array": _x(), "timeout_s": 60})
+    result = backend.run(request, ref)
+    assert result["serial"] == "EMU7LB" and [c["name"] for c in result["configs"]] == ["xnnpack-1t", "xnnpack-2t", "gpu"]
+    records = records_from_result(result, backend="android", repeat=0, device=ref)
+    assert [(r.compute_units, r.threads, r.error is None) for r in records] == [
+        ("xnnpack", 1, True), ("xnnpack", 2, True), ("gpu", None, False)]
+    assert records[0].latencies_ms == result["configs"][0]["latencies_ms"] and len(records[0].latencies_ms) == 3
+    assert records[0].runtime == "tflite" and records[0].soc == "Tensor G2" and records[0].vendor == "Google"
+    assert records[0].source == "vitdeploy-harness" and records[0].median_ms > 0 and records[0].peak_memory_mb > 0
+    assert "gpu delegate is not available" in records[2].error and records[2].latencies_ms == []
+
+
 def test_devicectl_states():
     def doc(conn):
         return {"result": {"devices": [{"identifier": "X", "connectionProperties": conn, "deviceProperties": {},
@@ -674,7 +703,7 @@ def test_mlpackage_input_shape(tmp_path):
     model = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(1, 3, 8, 8))], convert_to="mlprogram",
                        minimum_deployment_target=ct.target.iOS16)
     model.save(str(tmp_path / "m.mlpackage"))
-    assert ios.mlpackage_input_shape(tmp_path / "m.mlpackage") == [1, 3, 8, 8]
+    assert fmt_io.mlpackage_input_shape(tmp_path / "m.mlpackage") == [1, 3, 8, 8]
 
 
 @needs_adb
@@ -843,14 +872,14 @@ def test_android_quantized_io_models(emu, tiny_tflite, quantized_io, tmp_path, d
 
 def test_model_input_quantizes_and_float16_is_refused():
     det = {"name": "x", "dtype": np.int8, "quantization": (0.5, 3)}
-    np.testing.assert_array_equal(android.model_input(det, np.array([0.0, 1.0, 100.0, -100.0])),
+    np.testing.assert_array_equal(fmt_io.model_input(det, np.array([0.0, 1.0, 100.0, -100.0])),
                                   np.array([3, 5, 127, -128], np.int8))
-    assert android.model_input(det, np.array([1, 2], np.int8)).tolist() == [1, 2]  # already quantized
+    assert fmt_io.model_input(det, np.array([1, 2], np.int8)).tolist() == [1, 2]  # already quantized
     with pytest.raises(VitdeployError, match="input x is int8 without quantization parameters"):
-        android.model_input({**det, "quantization": (0.0, 0)}, np.zeros(2))
-    np.testing.assert_allclose(android.dequantized(np.array([3, 5], np.int8), det), [0.0, 1.0])
+        fmt_io.model_input({**det, "quantization": (0.0, 0)}, np.zeros(2))
+    np.testing.assert_allclose(fmt_io.dequantized(np.array([3, 5], np.int8), det), [0.0, 1.0])
     with pytest.raises(VitdeployError, match="m.tflite: output 0 is float16, which the Android harness"):
-        android.check_harness_dtypes(Path("m.tflite"), [{"dtype": np.float32}], [{"dtype": np.float16}])
+        fmt_io.check_harness_dtypes(Path("m.tflite"), [{"dtype": np.float32}], [{"dtype": np.float16}])
 
 
 def test_request_accepts_the_model_input_types():
@@ -905,7 +934,7 @@ def image_classifier(tmp_path_factory) -> Path:
 
 
 def test_mlpackage_image_input_is_described(image_classifier):
-    assert ios.mlpackage_input(image_classifier) == {"name": "image", "kind": "image", "shape": [8, 6, 3],
+    assert fmt_io.mlpackage_input(image_classifier) == {"name": "image", "kind": "image", "shape": [8, 6, 3],
                                                       "color": "BGR"}
 
 
@@ -935,9 +964,9 @@ def test_profile_ios_sends_pixels_for_an_image_input(image_classifier, tmp_path,
     assert sent["pixels"] == rgb[0].astype(np.uint8).tobytes()  # RGB, row-major: the harness makes BGRA
     with pytest.raises(VitdeployError, match=r"image input image takes 6x8 BGR pixels \(\[8, 6, 3\]\); got an array "
                                              r"of shape \[1, 3, 4, 4\]"):
-        ios.image_pixels(np.zeros((1, 3, 4, 4)), ios.mlpackage_input(image_classifier))
+        ios.image_pixels(np.zeros((1, 3, 4, 4)), fmt_io.mlpackage_input(image_classifier))
     with pytest.raises(VitdeployError, match="takes pixels 0..255; got values -2.*pass the image"):
-        ios.image_pixels(np.full((8, 6, 3), -2.0), ios.mlpackage_input(image_classifier))
+        ios.image_pixels(np.full((8, 6, 3), -2.0), fmt_io.mlpackage_input(image_classifier))
 
 
 SWIFT_DIR = Path(__file__).resolve().parents[1] / "ios_harness"

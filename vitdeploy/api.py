@@ -142,6 +142,57 @@ def devices() -> dict:
     return list_devices()
 
 
+def farm_devices(farm: str, platform: str | None = None, **backend_kwargs) -> list:
+    """``vitdeploy farm devices``: the DeviceRefs a farm offers (:func:`vitdeploy.devices.farm.farm_devices`)."""
+    from .devices.farm import farm_devices as run
+
+    return run(farm, platform, **backend_kwargs)
+
+
+def profile_farm(farm: str, models: list[str | Path], **options) -> dict:
+    """``vitdeploy profile MODEL... --farm NAME``: submit, record, wait, collect
+    (:func:`vitdeploy.devices.farm.profile_on_farm`); ``{"submissions", "records", "done"}``."""
+    from .devices.farm import profile_on_farm
+
+    return profile_on_farm(farm, list(models), **options)
+
+
+def farm_status(ids: list[str], **options) -> list[dict]:
+    """``vitdeploy farm status ID...`` (:func:`vitdeploy.devices.farm.farm_status`)."""
+    from .devices.farm import farm_status as run
+
+    return run(list(ids), **options)
+
+
+def farm_collect(ids: list[str], **options) -> list:
+    """``vitdeploy farm collect ID...``: LatencyRecords, waiting for unfinished submissions first."""
+    from .devices.farm import farm_collect as run
+
+    return run(list(ids), **options)
+
+
+def farm_cancel(ids: list[str], **options) -> list[dict]:
+    """``vitdeploy farm cancel ID...`` (:func:`vitdeploy.devices.farm.farm_cancel`)."""
+    from .devices.farm import farm_cancel as run
+
+    return run(list(ids), **options)
+
+
+def farm_list(**options) -> list[dict]:
+    """``vitdeploy farm list``: the recorded submissions."""
+    from .devices.farm import farm_list as run
+
+    return run(**options)
+
+
+def latency_table(records: list, **thresholds) -> dict:
+    """The comparison of LatencyRecords as JSON (rows, unstable flags, errors; :mod:`vitdeploy.reports.farm`)."""
+    from .reports import farm as report
+
+    rows, errors = report.rows(records, **thresholds)
+    return report.to_json(rows, errors, records, **thresholds)
+
+
 def demo(checkpoints: list[str | Path] = (), out_dir: str | Path = "out/demo", **options) -> dict:
     """``vitdeploy demo``: the committed references through every target, checked and timed."""
     from .demo import run_demo

@@ -45,6 +45,7 @@ from .diagnostics import visible
 from .errors import CheckFailed, VitdeployError
 from .formats import TARGETS
 from .exits import _Group
+from .cli_farm import farm, profile_farm, report_options, state_option
 
 # The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
 EMULATED_CPUS = ("cortex-a55", "cortex-a76", "cortex-a710")
@@ -241,27 +242,40 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=str))
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--device", default="host", show_default=True,
               help="host, a catalog name (pixel7, iphone12, ...) or a serial/UDID (see `vitdeploy devices`).")
+@click.option("--farm", help="Profile on a hosted farm instead: aws or qai-hub (several models at once; docs/farms.md).")
+@click.option("--devices", "farm_devices", help='Farm devices by name, comma-separated: "Google Pixel 7,Samsung Galaxy S24".')
+@click.option("--max-devices", type=click.IntRange(1, None), help="Farm: at most this many of the matched devices.")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1, None))
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0, None))
-@threads_option("Host CPU threads.")
+@threads_option("Host CPU threads (with --farm: the one thread count to run).")
 @click.option("--device-threads", default="1,4", show_default=True, help="Android CPU thread counts to try.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, None),
+              help="Farm: whole harness runs per device (repeats that disagree flag a result unstable).")
 @click.option("--compute-units", help="Comma list: Android xnnpack,gpu,nnapi; iOS cpuOnly,cpuAndGPU,"
                                       "cpuAndNeuralEngine,all (default: all the device has).")
 @click.option("--harness-apk", "harness_apks", multiple=True, type=click.Path(path_type=str),
               help="Prebuilt Android harness APK(s) to install (app and test APK).")
 @click.option("--build-harness", is_flag=True,
               help="Build android_harness/ with Gradle first (needs an Android SDK) and install it.")
-@click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Seconds before a device run is abandoned.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, None),
+              help="Seconds before a device run is abandoned (default 600; with --farm, the wait: 4 h).")
+@click.option("--no-wait", is_flag=True, help="Farm: submit, record and return (`vitdeploy farm collect ID` later).")
+@click.option("--dry-run", is_flag=True, help="Farm: show what would be uploaded and run; needs no credentials.")
+@state_option()
 @click.option("--variant", help="Override variant detection (checkpoints).")
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
-@json_option("output")
-def profile(model: str, device: str, runs: int, warmup: int, threads: int, device_threads: str,
-            compute_units: str | None, harness_apks: tuple[str, ...], build_harness: bool, timeout_s: float,
-            variant: str | None, report_dir: str | None, as_json: bool) -> None:
-    """Latency of MODEL (checkpoint or artifact) on the host or a phone: load, first run, min/median/p90/mean/std."""
+@report_options
+@click.pass_context
+def profile(ctx: click.Context, models: tuple[str, ...], device: str, farm: str | None, farm_devices: str | None,
+            max_devices: int | None, runs: int, warmup: int, threads: int, device_threads: str, repeat: int,
+            compute_units: str | None, harness_apks: tuple[str, ...], build_harness: bool, timeout_s: float | None,
+            no_wait: bool, dry_run: bool, state_dir: str | None, variant: str | None, report_dir: str | None,
+            as_json: bool, plot_path: str | None, markdown_path: str | None, max_cv: float,
+            max_repeat_spread: float) -> None:
+    """Latency of MODEL (checkpoint or artifact) on the host, a phone or farm phones: load, first run, min/median/p90/mean/std."""
     from .profile import profile as run_profile
 
     try:
@@ -269,10 +283,28 @@ def profile(model: str, device: str, runs: int, warmup: int, threads: int, devic
     except ValueError:
         raise VitdeployError(f"--device-threads takes comma-separated integers, got '{device_threads}'") from None
     units = tuple(u.strip() for u in compute_units.split(",") if u.strip()) if compute_units else None
+    if farm:
+        if device != "host" or report_dir or build_harness:
+            raise VitdeployError("--farm runs on the farm's phones: drop --device/--report/--build-harness "
+                                 "(the farm's table: --json, --markdown, --plot)")
+        return profile_farm(ctx, models, farm=farm, devices=farm_devices, max_devices=max_devices, runs=runs,
+                            warmup=warmup, threads=threads, device_threads=dthreads, compute_units=units,
+                            repeat=repeat, no_wait=no_wait, dry_run=dry_run, harness_apks=harness_apks,
+                            timeout_s=timeout_s, state_dir=state_dir, as_json=as_json, plot_path=plot_path,
+                            markdown_path=markdown_path, max_cv=max_cv, max_repeat_spread=max_repeat_spread)
+    farm_only = [name for name, on in (("--devices", farm_devices), ("--max-devices", max_devices),
+                                       ("--no-wait", no_wait), ("--dry-run", dry_run), ("--repeat", repeat != 1),
+                                       ("--plot", plot_path), ("--markdown", markdown_path)) if on]
+    if farm_only:
+        raise VitdeployError(f"{farm_only[0]} is for farms: add --farm aws|qai-hub (a phone here: --device NAME)")
+    if len(models) != 1:
+        raise VitdeployError("several models are profiled together on a farm (--farm); --device takes one model")
+    model = models[0]
     _check_report_dir(report_dir)
     result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
                          progress=not as_json, compute_units=units, device_threads=dthreads,
-                         harness_apks=harness_apks, timeout_s=timeout_s, build_harness=build_harness)
+                         harness_apks=harness_apks, timeout_s=600.0 if timeout_s is None else timeout_s,
+                         build_harness=build_harness)
     if report_dir:
         from .reports import write_report
 
@@ -508,6 +540,9 @@ def devices(as_json: bool) -> None:
         _echo_json(listing)
     else:
         _echo(format_devices(listing))
+
+
+main.add_command(farm)
 
 
 @main.group()

@@ -23,7 +23,10 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
         result = _profile_host(path, runs=runs, warmup=warmup, threads=threads, variant=variant, progress=progress)
         _say_warnings(result, progress)
         return result
-    if path.suffix.lower() == ".tflite" and not harness_apks:
+    from .formats import format_of
+
+    fmt = format_of(path)
+    if fmt is not None and "android" in fmt.platforms and not harness_apks:
         from .devices import harness_build
 
         # --build-harness builds android_harness/ with Gradle (needs an SDK); otherwise reuse an earlier build.
@@ -135,8 +138,14 @@ def _profile_device(path: Path, device: str, *, runs, warmup, compute_units, thr
 
     if not path.exists():
         raise VitdeployError(f"{path}: no such file or directory")
-    if path.suffix.lower() not in (".tflite", ".mlpackage"):
-        raise VitdeployError(f"{path}: profile on a device takes a .tflite or .mlpackage artifact")
+    from .devices.catalog import lookup
+    from .formats import ARTIFACT_SUFFIXES, format_of, refuse_on_platform
+
+    if format_of(path) is None:  # the formats table says which artifacts exist (.tflite, .mlpackage, .pte)
+        raise VitdeployError(f"{path}: profile on a device takes an artifact ({', '.join(ARTIFACT_SUFFIXES)})")
+    spec = lookup(device)
+    if spec is not None and spec.platform != "host":  # a catalog name: refuse a format it cannot run offline
+        refuse_on_platform(path, spec.platform, spec.name)
     from .sample_images import natural_images
 
     runner = open_runner(path)

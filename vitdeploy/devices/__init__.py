@@ -148,22 +148,25 @@ def profile_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 
     the host runtime itself. `team` / `bundle_id`: iOS signing (default $VITDEPLOY_IOS_TEAM,
     $VITDEPLOY_IOS_BUNDLE_ID).
     """
+    from vitdeploy.devices.backend import DeviceRef, ProfileRequest, get_backend
+    from vitdeploy.formats import refuse_on_platform
+
     connected = None
     if lookup(device) is None:
         connected = discover_connected(adb, server_socket=server_socket)
     resolved = resolve_device(device, connected=connected)
-    by_name = None if resolved.serial else resolved.spec.name
-    if resolved.platform == "android":
-        return profile_android(model_path, serial=resolved.serial, device=by_name, runs=runs, warmup=warmup,
-                               threads=threads, delegates=compute_units or None,
-                               input_array=input_array, timeout_s=timeout_s, adb=adb, server_socket=server_socket,
-                               harness_apks=harness_apks)
-    if resolved.platform == "ios":
-        return profile_ios(model_path, udid=resolved.serial, device=by_name, runs=runs, warmup=warmup,
-                           compute_units=compute_units or None,
-                           input_array=input_array, timeout_s=max(timeout_s, 1800), team=team,
-                           bundle_id=bundle_id)
-    raise VitdeployError("--device host is this computer, not a phone: profile it with the host runtime")
+    if resolved.platform == "host":
+        raise VitdeployError("--device host is this computer, not a phone: profile it with the host runtime")
+    refuse_on_platform(model_path, resolved.platform, device)
+    # The local backend of the phone's platform ("android": adb, "ios": devicectl), from the registry.
+    backend = get_backend(resolved.platform, adb=adb, server_socket=server_socket)
+    ref = DeviceRef(backend=resolved.platform, id=resolved.serial or "", name=resolved.name,
+                    platform=resolved.platform, soc=resolved.spec.soc if resolved.spec else None)
+    request = ProfileRequest(model=Path(model_path), runs=runs, warmup=warmup, threads=tuple(threads),
+                             compute_units=tuple(compute_units) if compute_units else None,
+                             options={"input_array": input_array, "timeout_s": timeout_s,
+                                      "harness_apks": tuple(harness_apks), "team": team, "bundle_id": bundle_id})
+    return backend.run(request, ref)
 
 
 __all__ = ["CATALOG", "DeviceSpec", "ResolvedDevice", "discover_connected", "format_devices", "get_device",

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.files import scratch_dir
+from vitdeploy.formats.io import check_harness_dtypes, default_input, dequantized, model_input, model_io, pte_model_io
 from vitdeploy.devices.protocol import (
     ANDROID_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id, read_tensor,
     write_tensor,
@@ -228,104 +229,8 @@ def ensure_harness(adb: Adb, apks: Iterable[str | os.PathLike], timeout: float =
                              "build it (docs/harness.md) and pass both APKs with --harness-apk")
 
 
-def model_io(model_path: Path) -> tuple[list[dict], list[dict]]:
-    """Input and output tensor details of a .tflite, read with the host LiteRT runtime."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        interp = Interpreter(model_path=str(model_path))
-        return interp.get_input_details(), interp.get_output_details()
-    except (ValueError, RuntimeError) as e:
-        raise VitdeployError(f"cannot read {model_path.name} with LiteRT: {_last_line(str(e))}") from None
-
-
-def default_input(model_path: Path, seed: int = 0):
-    """A fixed random input with the model's input shape (read with the host LiteRT runtime)."""
-    import numpy as np
-
-    det = model_io(model_path)[0][0]
-    return np.random.default_rng(seed).standard_normal(tuple(det["shape"])).astype(np.float32)
-
-
-# The Java Interpreter API's org.tensorflow.lite.DataType has no FLOAT16: the harness can neither
-# feed nor read such a tensor, so the host says so before touching the phone.
-JAVA_DTYPES = ("float32", "int32", "int64", "int16", "int8", "uint8", "bool")
-
-
-def check_harness_dtypes(model_path: Path, inputs: list[dict], outputs: list[dict]) -> None:
-    import numpy as np
-
-    for kind, dets in (("input", inputs), ("output", outputs)):
-        for i, det in enumerate(dets):
-            name = np.dtype(det["dtype"]).name
-            if name not in JAVA_DTYPES:
-                raise VitdeployError(f"{model_path.name}: {kind} {i} is {name}, which the Android harness (LiteRT "
-                                     "Java Interpreter API) cannot use; export with float32 or integer I/O")
-
-
-def model_input(det: dict, array):
-    """`array` in the type the model takes: float32 as is; for an int8/uint8/int16 input, a float
-    array is quantized with the tensor's scale and zero point (an integer array is passed through)."""
-    import numpy as np
-
-    want = np.dtype(det["dtype"])
-    a = np.asarray(array)
-    if want == np.float32:
-        return np.ascontiguousarray(a, dtype=np.float32)
-    if a.dtype == want:
-        return np.ascontiguousarray(a)
-    scale, zero_point = det.get("quantization", (0.0, 0))
-    if not scale:
-        raise VitdeployError(f"input {det.get('name')} is {want.name} without quantization parameters: "
-                             f"pass a {want.name} input array")
-    info = np.iinfo(want)
-    q = np.round(a.astype(np.float64) / scale + zero_point)
-    return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(want))
-
-
-def dequantized(array, det: dict | None):
-    """An integer output of a quantized model as float32 (what parity compares); others unchanged."""
-    import numpy as np
-
-    if det is None or not np.issubdtype(np.asarray(array).dtype, np.integer):
-        return array
-    scale, zero_point = det.get("quantization", (0.0, 0))
-    if not scale:
-        return array
-    return ((np.asarray(array, dtype=np.float64) - zero_point) * scale).astype(np.float32)
-
-
 DEFAULT_DELEGATES = ("xnnpack", "gpu", "nnapi")
 DEFAULT_PTE_UNITS = PTE_COMPUTE_UNITS["android"]
-
-
-def pte_model_io(model_path: Path) -> tuple[list[dict], list[dict]]:
-    """Input/output details of a .pte's forward method, shaped like LiteRT's (shape, dtype), and a
-    one-line error when its delegates cannot run on Android (Core ML) -- before the phone is touched."""
-    import numpy as np
-
-    from vitdeploy.formats.executorch import forward_of, unit_mismatch
-
-    fwd = forward_of(model_path)
-    why = unit_mismatch("android", "cpu", fwd["delegates"])
-    if why:
-        raise VitdeployError(f"{model_path.name}: {why}")
-
-    def dets(values, kind):
-        out = []
-        for i, v in enumerate(values):
-            if v["dtype"] is None:
-                raise VitdeployError(f"{model_path.name}: forward {kind} {i} is not a tensor of a type the harness "
-                                     "reads (float32/int* tensors only)")
-            out.append({"shape": np.array(v["shape"]), "dtype": np.dtype(v["dtype"]), "quantization": (0.0, 0)})
-        return out
-
-    ins, outs = dets(fwd["inputs"], "input"), dets(fwd["outputs"], "output")
-    bad = [d for d in ins if d["dtype"] != np.float32]
-    if bad:
-        raise VitdeployError(f"{model_path.name}: the harness feeds a .pte float32 inputs; forward takes "
-                             f"{bad[0]['dtype'].name}")
-    return ins, outs
 
 
 def profile_android(model_path, *, serial: str | None = None, device: str | None = None, runs: int = 50,

@@ -46,6 +46,18 @@ class DeviceRef:
     def from_json(cls, d: dict) -> "DeviceRef":
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
 
+    @classmethod
+    def named(cls, backend: str, id: str, name: str, platform: str, *, os: str | None = None,  # noqa: A002
+              soc: str | None = None, model_id: str | None = None, available: bool = True) -> "DeviceRef":
+        """A DeviceRef whose SoC and vendor come from the device catalog (``catalog.soc_of``): ``soc`` as the
+        farm reports it wins, else the farm's name ("Google Pixel 7") or a Samsung model code in it or in
+        ``model_id`` ("SM-S921U": the Snapdragon S24) picks the chip."""
+        from .catalog import soc_of
+
+        soc, vendor = soc_of(name, soc=soc, model_id=model_id)
+        return cls(backend=backend, id=id, name=name, platform=platform, os=os, soc=soc, vendor=vendor,
+                   available=available)
+
 
 @dataclass(frozen=True)
 class ProfileRequest:
@@ -175,6 +187,10 @@ class LocalBackend(DeviceBackend, Protocol):
 
 
 class RemoteBackend(DeviceBackend, Protocol):
+    """A farm. Optionally also ``dry_run(request, names, *, platform=None, max_devices=None) -> dict``: what
+    would be uploaded and run (the generated test spec, the payload), with no credentials and no network;
+    ``vitdeploy profile --farm NAME --dry-run`` prints it (without it, the request and the names)."""
+
     def submit(self, request: ProfileRequest, devices: Sequence[DeviceRef]) -> Submission: ...
 
     def poll(self, submission: Submission) -> Submission: ...
@@ -221,4 +237,4 @@ def _import_builtin_backends() -> None:
 
 
 # Each module registers its backend(s) on import; new ones add a line here.
-_BUILTIN_MODULES: list[str] = []
+_BUILTIN_MODULES: list[str] = ["vitdeploy.devices.local"]

@@ -246,3 +246,85 @@ def resolve_device(name_or_serial: str, connected) -> ResolvedDevice:
                                   connected=d)
     serials = [d.get("serial") or d.get("udid") for d in connected if d.get("serial") or d.get("udid")]
     raise VitdeployError(unknown_device_message(name_or_serial, serials))
+
+
+# -- farm device names -> SoC and vendor -----------------------------------------------------------
+# Hosted farms (AWS Device Farm, Qualcomm AI Hub) name phones by marketing name ("Google Pixel 7",
+# "Samsung Galaxy S23 (Family)", "Apple iPhone 15"). The comparison table and the plot colour by SoC
+# vendor, so each common farm phone maps to its SoC here (vendor specifications). A Galaxy sold with an
+# Exynos in some regions and a Snapdragon in others is (exynos, snapdragon): the name (or the Samsung model
+# code in it, SM-S921U vs SM-S921B) picks one; otherwise both are shown and the vendor stays unknown.
+SOC_VENDORS = (("Snapdragon", "Qualcomm"), ("Qualcomm", "Qualcomm"), ("Exynos", "Samsung"), ("Tensor", "Google"),
+               ("Dimensity", "MediaTek"), ("Helio", "MediaTek"), ("Kirin", "HiSilicon"), ("Apple", "Apple"))
+_SD = "Snapdragon"
+FARM_SOCS: dict[str, str | tuple[str, str]] = {
+    "galaxys21": ("Exynos 2100", f"{_SD} 888"), "galaxys21plus": ("Exynos 2100", f"{_SD} 888"),
+    "galaxys21ultra": ("Exynos 2100", f"{_SD} 888"), "galaxys21fe": ("Exynos 2100", f"{_SD} 888"),
+    "galaxys22": ("Exynos 2200", f"{_SD} 8 Gen 1"), "galaxys22plus": ("Exynos 2200", f"{_SD} 8 Gen 1"),
+    "galaxys22ultra": ("Exynos 2200", f"{_SD} 8 Gen 1"),
+    "galaxys23": f"{_SD} 8 Gen 2 for Galaxy", "galaxys23plus": f"{_SD} 8 Gen 2 for Galaxy",
+    "galaxys23ultra": f"{_SD} 8 Gen 2 for Galaxy", "galaxys23fe": ("Exynos 2200", f"{_SD} 8 Gen 1"),
+    "galaxys24": ("Exynos 2400", f"{_SD} 8 Gen 3 for Galaxy"), "galaxys24plus": ("Exynos 2400", f"{_SD} 8 Gen 3 for Galaxy"),
+    "galaxys24ultra": f"{_SD} 8 Gen 3 for Galaxy", "galaxys24fe": ("Exynos 2400e", f"{_SD} 8 Gen 3"),
+    "galaxys25": f"{_SD} 8 Elite for Galaxy", "galaxys25plus": f"{_SD} 8 Elite for Galaxy",
+    "galaxys25ultra": f"{_SD} 8 Elite for Galaxy",
+    "galaxya54": "Exynos 1380", "galaxya53": "Exynos 1280", "galaxya34": "Dimensity 1080",
+    "galaxytabs8": f"{_SD} 8 Gen 1", "galaxytabs9": f"{_SD} 8 Gen 2 for Galaxy",
+    "oneplus9": f"{_SD} 888", "oneplus9pro": f"{_SD} 888", "oneplus10pro": f"{_SD} 8 Gen 1",
+    "oneplus11": f"{_SD} 8 Gen 2", "oneplus12": f"{_SD} 8 Gen 3", "oneplus13": f"{_SD} 8 Elite",
+    "oneplusnord2": "Dimensity 1200", "oneplusnordce3": f"{_SD} 782G",
+    "xiaomi12": f"{_SD} 8 Gen 1", "xiaomi13": f"{_SD} 8 Gen 2", "xiaomi13pro": f"{_SD} 8 Gen 2",
+    "xiaomi14": f"{_SD} 8 Gen 3", "xiaomi14pro": f"{_SD} 8 Gen 3", "xiaomi13tpro": "Dimensity 9200+",
+    "xiaomiredminote12": f"{_SD} 685", "xiaomiredminote13pro": f"{_SD} 7s Gen 2", "redminote12": f"{_SD} 685",
+    "redminote13pro": f"{_SD} 7s Gen 2", "xiaomiredminote11": f"{_SD} 680", "redminote11": f"{_SD} 680",
+    "pixel9profold": "Google Tensor G4",
+    # Qualcomm's reference hardware on AI Hub.
+    "snapdragon8gen3qrd": f"{_SD} 8 Gen 3", "snapdragon8eliteqrd": f"{_SD} 8 Elite",
+}
+# Samsung model codes: SM-S921U / U1 / W / 0 (US, Canada, China) carry the Snapdragon; B / N / E the Exynos.
+_SAMSUNG_CODE = re.compile(r"\bSM-[A-Z]\d{3,4}([A-Z0-9]*)", re.I)
+
+
+def _farm_key(name: str) -> str:
+    s = name.lower().replace("+", " plus")
+    s = re.sub(r"\([^)]*\)", " ", s)  # "(Family)", "(SM-S921U)"
+    s = re.sub(r"\b(apple|google|samsung|5g|exynos|snapdragon|qualcomm)\b", " ", s)
+    return re.sub(r"[^a-z0-9]+", "", s)
+
+
+def vendor_of(soc: str | None) -> str | None:
+    """The SoC vendor (Qualcomm, Samsung, Google, MediaTek, Apple, HiSilicon), or None if unknown."""
+    if not soc:
+        return None
+    if re.match(r"^(Apple )?[AM]\d{1,2}\b", soc):
+        return "Apple"
+    hits = {vendor for word, vendor in SOC_VENDORS if word.lower() in soc.lower()}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def soc_of(name: str | None, soc: str | None = None, model_id: str | None = None) -> tuple[str | None, str | None]:
+    """(SoC, vendor) of a phone a farm or adb names: ``soc`` as reported wins (getprop, AI Hub's chipset
+    attribute); else the name ("Samsung Galaxy S24 (SM-S921U)", "Google Pixel 7", "Apple iPhone 15")."""
+    if soc:
+        return soc, vendor_of(soc)
+    if not name:
+        return None, None
+    key = _farm_key(name)
+    entry = FARM_SOCS.get(key)
+    if entry is None:
+        spec = _NORMALIZED.get(key) or lookup(name)
+        if spec is None or spec.platform == "host":
+            return None, None
+        entry = spec.soc
+    if isinstance(entry, tuple):
+        exynos, snapdragon = entry
+        text = f"{name} {model_id or ''}"
+        code = _SAMSUNG_CODE.search(text)
+        if "snapdragon" in text.lower() or "qualcomm" in text.lower() or (
+                code and code.group(1)[:1].upper() in ("U", "W", "0")):
+            entry = snapdragon
+        elif "exynos" in text.lower() or (code and code.group(1)[:1].upper() in ("B", "N", "E")):
+            entry = exynos
+        else:
+            return f"{exynos} / {snapdragon}", None
+    return entry, vendor_of(entry)

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.files import scratch_dir
+from vitdeploy.formats.io import mlpackage_input
 from vitdeploy.devices.protocol import (
     IOS_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
 )
@@ -137,6 +138,10 @@ class Step:
 
 
 def _mlpackage_files(model: Path) -> list[Path]:
+    """The package's files, each copied on its own: checked first, so no link inside leads the copy out of it."""
+    from vitdeploy.formats.coreml import check_package_tree
+
+    check_package_tree(model)
     return sorted(p.relative_to(model) for p in model.rglob("*") if p.is_file())
 
 
@@ -326,45 +331,6 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
     return {"platform": "ios", "serial": chosen["udid"], "catalog": chosen.get("catalog"),
             "device": {**chosen, **result.device}, "request": request.to_json(), "result": result.to_json(),
             "configs": configs, "output": ok[0]["outputs"][0]}
-
-
-def mlpackage_input(model_path: Path) -> dict:
-    """The first input of an .mlpackage (coremltools, no model load).
-
-    {"name", "kind": "multiArray", "shape"} or, for an ImageType input (the default Core ML
-    export), {"name", "kind": "image", "shape": [H, W, C], "color": "RGB"|"BGR"|"GRAYSCALE"}:
-    the harness builds a CVPixelBuffer of that size from C-channel uint8 pixels.
-    """
-    try:
-        import coremltools as ct
-    except ImportError:
-        raise VitdeployError("pass an input array (or install coremltools to read the model's input)") from None
-    try:
-        spec = ct.models.MLModel(str(model_path), skip_model_load=True).get_spec()
-    except Exception as e:  # coremltools raises RuntimeError/ValueError/... for a damaged package
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise VitdeployError(f"cannot read {model_path.name} with coremltools: {msg}") from None
-    inputs = spec.description.input
-    if not inputs:
-        raise VitdeployError(f"{model_path.name}: the model has no inputs")
-    first = inputs[0]
-    kind = first.type.WhichOneof("Type")
-    if kind == "imageType":
-        it = first.type.imageType
-        color = ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(it.colorSpace)
-        if color not in ("RGB", "BGR", "GRAYSCALE"):
-            raise VitdeployError(f"{model_path.name}: image input {first.name} has color space {color}; the harness "
-                                 "builds RGB, BGR and grayscale pixel buffers")
-        return {"name": first.name, "kind": "image", "shape": [int(it.height), int(it.width), 1 if color == "GRAYSCALE" else 3],
-                "color": color}
-    if kind == "multiArrayType":
-        return {"name": first.name, "kind": "multiArray", "shape": [int(d) for d in first.type.multiArrayType.shape]}
-    raise VitdeployError(f"{model_path.name}: input {first.name} is a {kind}; the harness feeds multi-arrays and images")
-
-
-def mlpackage_input_shape(model_path: Path) -> list[int]:
-    """The first input's shape: a multi-array's shape, or [H, W, C] pixels for an image input."""
-    return mlpackage_input(model_path)["shape"]
 
 
 def _first_input(model_path: Path, input_array, input_shape) -> dict:

@@ -13,6 +13,7 @@ write the files.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from ..precisions import COREML_MODES, EXECUTORCH_MODES, TFLITE_MODES, label
 
@@ -42,6 +43,25 @@ FORMATS: dict[str, Format] = {
 TARGETS = tuple(sorted(FORMATS))
 ARTIFACT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())
 HOST_TIMED_TARGETS = tuple(name for name, f in FORMATS.items() if f.host_latency)
+
+
+def format_of(path) -> Format | None:
+    """The row whose suffix ``path`` has (``.tflite``, ``.mlpackage``, ``.pte``), or None."""
+    suffix = PurePath(path).suffix.lower()
+    return next((f for f in FORMATS.values() if f.suffix == suffix), None)
+
+
+def refuse_on_platform(path, platform: str, where: str) -> None:
+    """A one-line error when ``platform`` (android, ios) cannot run the artifact ``path``, as the table says."""
+    from ..errors import VitdeployError
+
+    fmt = format_of(path)
+    name = PurePath(path).name
+    if fmt is None:
+        raise VitdeployError(f"{name}: profile on a device takes an artifact ({', '.join(ARTIFACT_SUFFIXES)})")
+    if platform not in fmt.platforms:
+        raise VitdeployError(f"{name}: a {fmt.suffix} runs on {' and '.join(fmt.platforms)}, not on {where} "
+                             f"({platform}); convert to {' or '.join(f.suffix for f in FORMATS.values() if platform in f.platforms)}")
 
 
 def artifact_name(stem: str, target: str, quantize: str, precision: str = "fp16") -> str:
