@@ -311,3 +311,18 @@ def png_with_size(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + \
         chunk(b"IEND", b"")
+
+
+def minimal_mlpackage(pkg: Path) -> Path:
+    """The smallest folder that passes formats.coreml.check_package_tree (a manifest whose root entry names a
+    model file): for tests that drive the iOS plan without coremltools reading the model."""
+    import json
+
+    core = pkg / "Data" / "com.apple.CoreML"
+    (core / "weights").mkdir(parents=True, exist_ok=True)
+    (core / "model.mlmodel").write_bytes(b"m")
+    (core / "weights" / "weight.bin").write_bytes(b"w")
+    entries = {"M": {"path": "com.apple.CoreML/model.mlmodel"}, "W": {"path": "com.apple.CoreML/weights"}}
+    (pkg / "Manifest.json").write_text(json.dumps({"fileFormatVersion": "1.0.0", "itemInfoEntries": entries,
+                                                   "rootModelIdentifier": "M"}))
+    return pkg

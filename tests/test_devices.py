@@ -23,6 +23,7 @@ from vitdeploy.errors import VitdeployError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from adb_emulator import AdbEmulator, EmulatedDevice, pixel7  # noqa: E402
+from fuzz_seeds import minimal_mlpackage  # noqa: E402
 
 ADB = shutil.which("adb")
 needs_adb = pytest.mark.skipif(ADB is None, reason="adb client not installed (apt-get install adb)")
@@ -236,11 +237,7 @@ def test_tensor_files_are_raw_little_endian(tmp_path):
 # -- iOS command contract ----------------------------------------------------------------
 
 def test_ios_plan_contract(tmp_path):
-    pkg = tmp_path / "Le ViT.mlpackage"
-    (pkg / "Data" / "com.apple.CoreML" / "weights").mkdir(parents=True)
-    (pkg / "Manifest.json").write_text("{}")
-    (pkg / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"m")
-    (pkg / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"w")
+    pkg = minimal_mlpackage(tmp_path / "Le ViT.mlpackage")
     req = HarnessRequest(platform="ios", model=pkg.name, inputs=[TensorFile("input0.bin", [1, 3, 224, 224])],
                          compute_units=["cpuOnly", "all"], runs=10, warmup=2, threads=[1], request_id="r42")
     local, out, dd, proj = tmp_path / "req", tmp_path / "out", tmp_path / "DD", Path("/p/VitdeployHarness.xcodeproj")
@@ -282,9 +279,7 @@ def test_profile_ios_needs_macos(tmp_path):
 
 def test_profile_ios_drives_the_plan_and_reads_the_result(tmp_path, monkeypatch):
     """Everything but the phone: the recorded commands run through a runner that plays the harness."""
-    pkg = tmp_path / "m.mlpackage"
-    pkg.mkdir()
-    (pkg / "Manifest.json").write_text("{}")
+    pkg = minimal_mlpackage(tmp_path / "m.mlpackage")
     monkeypatch.setattr(ios, "list_connected_ios", lambda **kw: [
         {"udid": "U1", "platform": "ios", "catalog": "iphone12", "model": "iPhone 12", "state": "device"}])
     ran, expected = [], np.linspace(0, 1, 10, dtype=np.float32).reshape(1, 10)
@@ -891,9 +886,7 @@ def test_request_accepts_the_model_input_types():
 # -- iOS: bundle id, image inputs, classifier outputs (issue 20) -------------------------
 
 def _tiny_package(tmp_path) -> Path:
-    pkg = tmp_path / "m.mlpackage"
-    pkg.mkdir()
-    (pkg / "Manifest.json").write_text("{}")
+    pkg = minimal_mlpackage(tmp_path / "m.mlpackage")
     return pkg
 
 

@@ -13,6 +13,7 @@ import pytest
 from vitdeploy.devices import android, ios
 from vitdeploy.devices import protocol
 from vitdeploy.devices.protocol import HarnessRequest, HarnessResult, ProtocolError, TensorFile
+from fuzz_seeds import minimal_mlpackage
 from vitdeploy.errors import VitdeployError
 
 OUT_DIR = "/sdcard/Android/data/com.vitdeploy.harness/files/vitdeploy/r1"
@@ -243,9 +244,7 @@ def test_android_reports_a_hostile_result_as_one_line_naming_the_phone(tmp_path,
 
 
 def test_ios_reports_a_non_utf8_result_as_one_line(tmp_path, monkeypatch):
-    pkg = tmp_path / "m.mlpackage"
-    pkg.mkdir()
-    (pkg / "Manifest.json").write_text("{}")
+    pkg = minimal_mlpackage(tmp_path / "m.mlpackage")
     monkeypatch.setattr(ios, "list_connected_ios", lambda **kw: [
         {"udid": "U1", "platform": "ios", "catalog": "iphone12", "model": "iPhone 12", "state": "device"}])
 

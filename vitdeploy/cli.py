@@ -19,29 +19,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 # initialised, so the level above does not reach it; its oneDNN ops are not what the .tflite runs.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from . import __version__  # noqa: E402 (after the environment above, which the converters read at import)
+from .diagnostics import quiet_third_party_noise, visible  # noqa: E402
 
-def _quiet_third_party_noise() -> None:
-    """Silence import-time chatter of libraries the converters pull in (not vitdeploy's own messages):
-    torchao's "Failed to load ..._C_cutlass_90a.so" (CUDA kernels on a CPU build), torch's pytree and
-    LeafSpec deprecation notices raised from inside torch.export, coremltools' "Failed to load
-    _MLModelProxy" off macOS."""
-    import logging
-    import warnings
+quiet_third_party_noise()
 
-    for name in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    if sys.platform != "darwin":  # coremltools' native runtime only exists on macOS: its absence is expected
-        logging.getLogger("coremltools").addFilter(lambda r: not r.getMessage().startswith("Failed to load _ML"))
-    # coremltools' version notes: vitdeploy pins and tests its own combination (constraints file).
-    logging.getLogger("coremltools").addFilter(
-        lambda r: not r.getMessage().startswith(("scikit-learn version", "Torch version")))
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(copyreg|torch\.|torchao|litert_torch)")
-
-
-_quiet_third_party_noise()
-
-from . import __version__
-from .diagnostics import visible
 from .errors import CheckFailed, VitdeployError
 from .formats import TARGETS
 from .exits import _Group

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import signal
+import sys
 import unicodedata
 import warnings
 
@@ -190,3 +191,21 @@ def signals_deferred():
         yield
     finally:
         _deferred -= 1
+
+
+def quiet_third_party_noise() -> None:
+    """Silence import-time chatter of libraries the converters pull in (not vitdeploy's own messages):
+    torchao's "Failed to load ..._C_cutlass_90a.so" (CUDA kernels on a CPU build), torch's pytree and
+    LeafSpec deprecation notices raised from inside torch.export, coremltools' "Failed to load
+    _MLModelProxy" off macOS."""
+    import logging
+    import warnings
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if sys.platform != "darwin":  # coremltools' native runtime only exists on macOS: its absence is expected
+        logging.getLogger("coremltools").addFilter(lambda r: not r.getMessage().startswith("Failed to load _ML"))
+    # coremltools' version notes: vitdeploy pins and tests its own combination (constraints file).
+    logging.getLogger("coremltools").addFilter(
+        lambda r: not r.getMessage().startswith(("scikit-learn version", "Torch version")))
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(copyreg|torch\.|torchao|litert_torch)")
