@@ -257,7 +257,8 @@ def test_presigned_put_refused(tiny_tflite, apks):
         stub.add_response("list_projects", {"projects": [{"arn": PROJECT, "name": "vitdeploy"}]}, {})
         url = "https://prod-us-west-2-uploads.s3-us-west-2.amazonaws.com/upload0?X-Amz-Signature=abc"
         responses.put(url, status=403)
-        stub.add_response("create_upload", {"upload": {"arn": _upload_arn(0), "url": url}}, ANY)
+        stub.add_response("create_upload", {"upload": {"arn": _upload_arn(0), "url": url}},
+                          {"projectArn": PROJECT, "name": ANY, "type": "ANDROID_APP", "contentType": ANY})
         sub = _backend(client).submit(_request(tiny_tflite, apks), _devices())
     assert sub.status == FAILED and "uploading app-debug.apk to AWS Device Farm failed: HTTP 403" in sub.state["error"]
 
