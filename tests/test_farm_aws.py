@@ -406,7 +406,7 @@ def test_dry_run_needs_no_client(tiny_tflite, apks, monkeypatch):
     assert {m["name"] for m in plan["payload"]} == {"tiny.tflite", "input0.bin", "request-r1.json", "request-r2.json",
                                                    "SHA256SUMS"}
     assert plan["test_spec"].startswith("# vitdeploy test spec") and "am instrument -w -r -e request" in plan["test_spec"]
-    assert len(testspec.phases(plan["test_spec"])["test"]) == 2 * 8
+    assert len(testspec.phases(plan["test_spec"])["test"]) == 2 * 9  # per repeat: cool-down, telemetry, run, copy
     no_apk = b.dry_run(_request(tiny_tflite, []), _devices())
     assert no_apk["uploads"][0]["path"] is None and "--harness-apk" in no_apk["uploads"][0]["note"]
     with pytest.raises(VitdeployError, match="--harness-apk"):
