@@ -284,7 +284,7 @@ def test_run_errored_and_timeout(tiny_tflite, apks):
         stub.assert_no_pending_responses()
     assert [r.device for r in records] == ["Google Pixel 7", "Samsung Galaxy S24"]
     assert all(r.error == "timed out after 600 s (running); the run was stopped" for r in records)
-    assert records[0].queue_s == 43.0 and records[1].queue_s is None
+    assert records[0].queue_s == 43.0 and records[1].queue_s > 0  # B: still queued, so far
 
 
 @responses.activate
@@ -483,3 +483,17 @@ def test_spec_runs_on_the_emulated_phone(tiny_tflite, apks, tmp_path, debuggable
     stdout = "".join(p.stdout for p in ran["test"])
     assert pl.records_from_result(pl.between_markers(stdout, "r2"), payload.requests[1], backend="aws", device=device,
                                   repeat=2)[0].error is None
+
+
+
+@responses.activate
+def test_cancel_stops_the_run(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit(stub)
+        b = _backend(client)
+        sub = b.submit(_request(tiny_tflite, apks), _devices())
+        stub.add_response("stop_run", {"run": {"arn": RUN, "status": "STOPPING"}}, {"arn": RUN})
+        b.cancel(sub)
+        stub.assert_no_pending_responses()
+    assert sub.status == CANCELLED and b.poll(sub) is sub

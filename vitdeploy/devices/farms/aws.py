@@ -103,6 +103,10 @@ def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]", "", s.lower())
 
 
+def _now(like) -> datetime | None:
+    return datetime.now(tz=like.tzinfo) if isinstance(like, datetime) else None
+
+
 def _secs(a, b) -> float | None:
     if isinstance(a, datetime) and isinstance(b, datetime):
         return max(0.0, (b - a).total_seconds())
@@ -319,7 +323,6 @@ class AwsDeviceFarm:
             return sub
         run = self._call("get_run", arn=sub.state["run_arn"])["run"]
         jobs = self._pages("list_jobs", "jobs", arn=sub.state["run_arn"])
-        now = datetime.now(tz=run.get("created").tzinfo) if isinstance(run.get("created"), datetime) else None
         for job in jobs:
             dev_arn = (job.get("device") or {}).get("arn")
             if dev_arn not in sub.per_device:
@@ -328,7 +331,8 @@ class AwsDeviceFarm:
             entry = sub.per_device[dev_arn]
             entry.update(job_arn=job["arn"], url=job_url(job["arn"], self.region), farm_status=status, result=result,
                          status=DONE if status == "COMPLETED" else QUEUED if status in RUN_QUEUED else RUNNING,
-                         queue_s=_secs(job.get("created"), job.get("started") or (now if status in RUN_QUEUED else None)))
+                         queue_s=_secs(job.get("created"), job.get("started") or (
+                             _now(job.get("created")) if status in RUN_QUEUED else None)))
             if status == "COMPLETED" and result in ("ERRORED", "STOPPED", "SKIPPED"):
                 entry["error"] = f"the farm's job {result}: {job.get('message') or 'no message'}"
         status, result = run.get("status"), run.get("result")

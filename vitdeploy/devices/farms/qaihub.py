@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from vitdeploy.devices.backend import (
-    CANCELLED, DONE, FAILED, FINAL_STATES, QUEUED, RUNNING, SOURCE_QAI_HUB, DeviceRef, LatencyRecord, ProfileRequest,
+    DONE, FAILED, FINAL_STATES, QUEUED, RUNNING, SOURCE_QAI_HUB, DeviceRef, LatencyRecord, ProfileRequest,
     Submission, register_backend,
 )
 from vitdeploy.devices.protocol import new_request_id
