@@ -24,6 +24,11 @@ Fault injection per device (`EmulatedDevice.faults`):
   instrument_delay_s      sleep this long inside `am instrument` (timeouts)
   pin_error               sched_setaffinity fails with this errno (22: EINVAL, a cpuset
                           that excludes the fastest cores); the result reports it
+
+What AWS Device Farm's generated test spec also calls (tests/test_farm_aws.py): `run-as PKG cat PATH`
+(the app's uid, only for a package in `debuggable`), `dumpsys thermalservice` (a "Thermal Status: N"
+line from `thermal_status`), and the cpufreq files in sysfs (`cpu_khz`), which `cat` reaches through a
+glob as the device shell would expand it.
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ class EmulatedDevice:
     packages: set = field(default_factory=set)
     faults: dict = field(default_factory=dict)
     online: bool = True
+    debuggable: set = field(default_factory=set)  # packages `run-as` may enter (a debug build)
+    thermal_status: int = 0  # PowerManager THERMAL_STATUS_* (0 none .. 6 shutdown)
+    cpu_khz: list = field(default_factory=list)  # /sys/devices/system/cpu/cpuN/cpufreq/scaling_cur_freq
     state: str = "device"  # or "unauthorized" / "offline", as `adb devices` shows them
     transport_id: int = 1
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -212,7 +220,9 @@ def pixel7(serial: str, root: Path) -> EmulatedDevice:
         "ro.product.model": "Pixel 7", "ro.product.device": "panther", "ro.product.name": "panther",
         "ro.product.manufacturer": "Google", "ro.soc.model": "Tensor G2", "ro.soc.manufacturer": "Google",
         "ro.build.version.release": "14", "ro.build.version.sdk": "34", "ro.product.cpu.abi": "arm64-v8a",
-    }, packages={HARNESS_PACKAGE, TEST_PACKAGE})
+    }, packages={HARNESS_PACKAGE, TEST_PACKAGE},
+        # Tensor G2 at idle-ish clocks: 4x A55, 2x A78, 2x X1.
+        cpu_khz=[1803000] * 4 + [2348000] * 2 + [2850000] * 2)
 
 
 class AdbEmulator:
@@ -233,6 +243,10 @@ class AdbEmulator:
         # What the system image and vold create before anyone logs in.
         for path in [*device.owners, "/sdcard/Android/data"]:
             device.host_path(path).mkdir(parents=True, exist_ok=True)
+        for i, khz in enumerate(device.cpu_khz):  # sysfs: world-readable, root-owned
+            f = device.host_path(f"/sys/devices/system/cpu/cpu{i}/cpufreq/scaling_cur_freq")
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(f"{khz}\n")
         self.devices[device.serial] = device
         return device
 
@@ -438,6 +452,7 @@ class Shell:
         self.dev = dev
         self.v2 = v2
         self.exec_mode = exec_mode
+        self.uid = SHELL_UID  # `run-as` runs its command as the app
 
     def send(self, stream: int, data: bytes) -> None:
         if not data:
@@ -489,6 +504,7 @@ class Shell:
             "getprop": self.cmd_getprop, "mkdir": self.cmd_mkdir, "rm": self.cmd_rm, "ls": self.cmd_ls,
             "cat": self.cmd_cat, "echo": self.cmd_echo, "true": lambda a: 0, "pm": self.cmd_pm,
             "cmd": self.cmd_cmd, "am": self.cmd_am, "chmod": self.cmd_chmod,
+            "run-as": self.cmd_run_as, "dumpsys": self.cmd_dumpsys,
         }.get(name)
         if handler is None:
             self.err(f"/system/bin/sh: {name}: inaccessible or not found\n")
@@ -564,14 +580,34 @@ class Shell:
                 return 1
         return 0
 
+    def _glob(self, pattern: str) -> list[str]:
+        """What the device shell makes of an unmatched-looking path with * ? [ in it: the sorted matches,
+        or the word itself when nothing matches (POSIX sh)."""
+        import fnmatch
+
+        if not any(c in pattern for c in "*?[") or self.dev.host_path(pattern).exists():
+            return [pattern]
+        matches = [""]
+        for part in self.dev.norm(pattern).strip("/").split("/"):
+            nxt = []
+            for m in matches:
+                hp = self.dev.host_path(m or "/")
+                if any(c in part for c in "*?["):
+                    if hp.is_dir():
+                        nxt += [f"{m}/{x.name}" for x in sorted(hp.iterdir()) if fnmatch.fnmatchcase(x.name, part)]
+                elif (hp / part).exists():
+                    nxt.append(f"{m}/{part}")
+            matches = nxt
+        return matches or [pattern]
+
     def cmd_cat(self, args: list[str]) -> int:
-        for p in args:
+        for p in [g for a in args for g in self._glob(a)]:
             hp = self.dev.host_path(p)
             if not hp.is_file():
                 self.err(f"cat: {p}: No such file or directory\n")
                 return 1
             try:
-                self.send(1, self.dev.read_file(SHELL_UID, p))
+                self.send(1, self.dev.read_file(self.uid, p))
             except AccessDenied:
                 self.err(f"cat: {p}: Permission denied\n")
                 return 1
@@ -593,6 +629,38 @@ class Shell:
                 self.err(f"chmod: {p}: Operation not permitted\n")
                 return 1
             self.dev.owners[self.dev.norm(p)] = (uid, gid, int(args[0], 8))
+        return 0
+
+    def cmd_run_as(self, args: list[str]) -> int:
+        """`run-as PKG CMD...`: CMD as the app's uid, for an installed debuggable package (cat only here)."""
+        if len(args) < 2:
+            self.err("run-as: usage: run-as <package-name> [--user <uid>] <command> [<args>]\n")
+            return 1
+        pkg, cmd = args[0], args[1:]
+        if pkg not in self.dev.packages:
+            self.err(f"run-as: unknown package: {pkg}\n")
+            return 1
+        if pkg not in self.dev.debuggable:
+            self.err(f"run-as: package not debuggable: {pkg}\n")
+            return 1
+        if cmd[0] != "cat":
+            self.err(f"run-as: exec failed for {cmd[0]}: the vitdeploy emulator runs only cat as the app\n")
+            return 1
+        self.uid = HARNESS_UID
+        try:
+            return self.cmd_cat(cmd[1:])
+        finally:
+            self.uid = SHELL_UID
+
+    def cmd_dumpsys(self, args: list[str]) -> int:
+        if args[:1] == ["thermalservice"]:
+            self.out("IsStatusOverride: false\nThermalEventListeners:\n\tcallbacks: 1\n"
+                     f"\tkilled: false\n\tbroadcasts count: -1\nThermalStatusListeners:\n\tcallbacks: 1\n"
+                     f"\tkilled: false\n\tbroadcasts count: -1\nThermal Status: {self.dev.thermal_status}\n"
+                     "Cached temperatures:\n\tTemperature{mValue=36.2, mType=3, mName=SKIN, mStatus=0}\n"
+                     "HAL Ready: true\n")
+            return 0
+        self.err(f"Can't find service: {args[0] if args else ''}\n")
         return 0
 
     def cmd_echo(self, args: list[str]) -> int:

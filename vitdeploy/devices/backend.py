@@ -136,6 +136,8 @@ class LatencyRecord:
     queue_s: float | None = None
     url: str | None = None  # the farm's job page
     error: str | None = None
+    # AI Hub's per-layer detail summarized: layer count per compute unit, e.g. {"NPU": 212, "CPU": 3}.
+    layers_by_unit: dict | None = None
 
     @property
     def median_ms(self) -> float | None:
@@ -237,4 +239,5 @@ def _import_builtin_backends() -> None:
 
 
 # Each module registers its backend(s) on import; new ones add a line here.
-_BUILTIN_MODULES: list[str] = ["vitdeploy.devices.local"]
+_BUILTIN_MODULES: list[str] = ["vitdeploy.devices.local", "vitdeploy.devices.farms.aws",
+                               "vitdeploy.devices.farms.qaihub"]

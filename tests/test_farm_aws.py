@@ -1,0 +1,499 @@
+"""AWS Device Farm backend: the flow against botocore's Stubber (every request and response checked
+against the real devicefarm service model) and `responses` for the presigned upload/download URLs;
+the generated test spec executed with bash against the emulated phone with the real adb client."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from vitdeploy.devices.backend import (
+    CANCELLED, DONE, FAILED, FINAL_STATES, SOURCE_HARNESS, DeviceRef, ProfileRequest, get_backend,
+)
+from vitdeploy.devices.farms import payload as pl
+from vitdeploy.devices.farms import testspec
+from vitdeploy.devices.protocol import HarnessRequest
+from vitdeploy.errors import VitdeployError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from adb_emulator import HARNESS_PACKAGE, AdbEmulator, pixel7  # noqa: E402
+
+botocore = pytest.importorskip("botocore")
+responses = pytest.importorskip("responses")
+from botocore.stub import ANY, Stubber  # noqa: E402
+
+from vitdeploy.devices.farms.aws import AwsDeviceFarm, job_url, make_client  # noqa: E402
+
+ADB = shutil.which("adb")
+ACCT = "123456789012"
+PROJ_ID = "5e01a8c7-c861-4c0a-b1d5-5b6b6f7d8e9f"
+PROJECT = f"arn:aws:devicefarm:us-west-2:{ACCT}:project:{PROJ_ID}"
+RUN = f"arn:aws:devicefarm:us-west-2:{ACCT}:run:{PROJ_ID}/0f4c2d9e-3a5b-4c6d-8e7f-9a0b1c2d3e4f"
+DEV_A = "arn:aws:devicefarm:us-west-2::device:E86BDD6A40FB4235957517589B2DA368"  # Google Pixel 7
+DEV_B = "arn:aws:devicefarm:us-west-2::device:A0E0AB9F5B7E4C4A9C0C1E7C2D4B6F70"  # Samsung Galaxy S24
+T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=timezone.utc)
+
+
+def _job_arn(n: int) -> str:
+    return f"arn:aws:devicefarm:us-west-2:{ACCT}:job:{PROJ_ID}/0f4c2d9e-3a5b-4c6d-8e7f-9a0b1c2d3e4f/0000{n}"
+
+
+def _upload_arn(n: int) -> str:
+    return f"arn:aws:devicefarm:us-west-2:{ACCT}:upload:{PROJ_ID}/aa0{n}c2d9-3a5b-4c6d-8e7f-9a0b1c2d3e4f"
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory) -> Path:
+    """A small conv + linear classifier converted with litert-torch (about 10 s, once per module)."""
+    torch = pytest.importorskip("torch")
+    litert_torch = pytest.importorskip("litert_torch")
+    from fuzz_seeds import tiny_torch_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny.tflite"
+    litert_torch.convert(tiny_torch_model(), (torch.randn(1, 3, 16, 16),)).export(str(path))
+    return path
+
+
+@pytest.fixture
+def apks(tmp_path) -> list[Path]:
+    out = []
+    for name in ("app-debug.apk", "app-debug-androidTest.apk"):
+        p = tmp_path / name
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr("AndroidManifest.xml", b"\x03\x00\x08\x00")
+        out.append(p)
+    return out
+
+
+def _request(model: Path, apks, **kw) -> ProfileRequest:
+    kw = {"runs": 3, "warmup": 1, "threads": (1,), "compute_units": ("xnnpack",), "repeat": 1,
+          "options": {"harness_apk": [str(a) for a in apks]}, **kw}
+    return ProfileRequest(model=model, **kw)
+
+
+def _devices() -> list[DeviceRef]:
+    return [DeviceRef("aws", DEV_A, "Google Pixel 7", "android", "14", "Google Tensor G2", "Google"),
+            DeviceRef("aws", DEV_B, "Samsung Galaxy S24", "android", "14", None, None)]
+
+
+def _client():
+    import botocore.session
+
+    return botocore.session.get_session().create_client(
+        "devicefarm", region_name="us-west-2", aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+
+
+def _backend(client, **kw) -> AwsDeviceFarm:
+    return AwsDeviceFarm(client, sleep=lambda s: None, **kw)
+
+
+def _stub_submit(stub: Stubber, *, fail_upload: str | None = None, existing_project: bool = True) -> None:
+    if existing_project:
+        stub.add_response("list_projects", {"projects": [{"arn": PROJECT, "name": "vitdeploy"}]}, {})
+    else:
+        stub.add_response("list_projects", {"projects": []}, {})
+        stub.add_response("create_project", {"project": {"arn": PROJECT, "name": "vitdeploy"}},
+                          {"name": "vitdeploy", "defaultJobTimeoutMinutes": 60})
+    kinds = ["ANDROID_APP", "INSTRUMENTATION_TEST_PACKAGE", "INSTRUMENTATION_TEST_SPEC", "EXTERNAL_DATA"]
+    for n, kind in enumerate(kinds):
+        url = f"https://prod-us-west-2-uploads.s3-us-west-2.amazonaws.com/upload{n}?X-Amz-Signature=abc"
+        responses.put(url, status=200)
+        stub.add_response("create_upload", {"upload": {"arn": _upload_arn(n), "status": "INITIALIZED", "url": url,
+                                                       "type": kind}},
+                          {"projectArn": PROJECT, "name": ANY, "type": kind, "contentType": "application/octet-stream"})
+        stub.add_response("get_upload", {"upload": {"arn": _upload_arn(n), "status": "PROCESSING"}}, {"arn": _upload_arn(n)})
+        if kind == fail_upload:
+            stub.add_response("get_upload", {"upload": {"arn": _upload_arn(n), "status": "FAILED",
+                                                        "metadata": "{\"errorMessage\": \"invalid APK\"}"}},
+                              {"arn": _upload_arn(n)})
+            return
+        stub.add_response("get_upload", {"upload": {"arn": _upload_arn(n), "status": "SUCCEEDED"}}, {"arn": _upload_arn(n)})
+    stub.add_response("schedule_run", {"run": {"arn": RUN, "status": "SCHEDULING"}}, {
+        "projectArn": PROJECT, "appArn": _upload_arn(0), "name": ANY,
+        "deviceSelectionConfiguration": {"filters": [{"attribute": "ARN", "operator": "IN", "values": [DEV_A, DEV_B]}],
+                                         "maxDevices": 2},
+        "test": {"type": "INSTRUMENTATION", "testPackageArn": _upload_arn(1), "testSpecArn": _upload_arn(2)},
+        "configuration": {"extraDataPackageArn": _upload_arn(3)},
+        "executionConfiguration": {"jobTimeoutMinutes": 60}})
+
+
+def _job(n: int, dev: str, status: str, result: str = "PENDING", message: str | None = None) -> dict:
+    job = {"arn": _job_arn(n), "status": status, "result": result, "created": T0,
+           "device": {"arn": dev, "name": "Google Pixel 7" if dev == DEV_A else "Samsung Galaxy S24"}}
+    if status not in ("PENDING", "PENDING_DEVICE", "PENDING_CONCURRENCY"):
+        job["started"] = T0 + timedelta(seconds=42 + n)
+    if message:
+        job["message"] = message
+    return job
+
+
+def fake_result(hreq: dict, *, latencies=(5.0, 5.5, 6.0)) -> str:
+    req = HarnessRequest.from_json(hreq)
+    configs = [{"name": c["name"], "compute_unit": c["compute_unit"], "threads": c["threads"], "status": "ok",
+                "load_ms": 12.0, "init_ms": 3.0, "first_inference_ms": 9.0, "latencies_ms": list(latencies)[:req.runs],
+                "peak_memory_kb": 20480, "outputs": [{"file": f"{c['name']}.output0.bin", "shape": [1, 10],
+                                                      "dtype": "float32"}]} for c in req.configs()]
+    return json.dumps({"protocol": "vitdeploy-harness", "version": 1, "request_id": req.request_id, "status": "ok",
+                       "device": {"model": "Pixel 7"}, "configs": configs})
+
+
+def _artifact_zip(files: dict[str, str | bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _stub_artifacts(stub: Stubber, n: int, zip_bytes: bytes | None, log: str = "") -> None:
+    file_url = f"https://prod-us-west-2-results.s3-us-west-2.amazonaws.com/job{n}/customer.zip?sig=1"
+    arts = [{"arn": f"arn:aws:devicefarm:us-west-2:{ACCT}:artifact:{PROJ_ID}/x/job{n}/00000", "name": "Customer Artifacts",
+             "type": "CUSTOMER_ARTIFACT", "extension": "zip", "url": file_url}] if zip_bytes is not None else []
+    if zip_bytes is not None:
+        responses.get(file_url, body=zip_bytes)
+    stub.add_response("list_artifacts", {"artifacts": arts}, {"arn": _job_arn(n), "type": "FILE"})
+    log_url = f"https://prod-us-west-2-results.s3-us-west-2.amazonaws.com/job{n}/spec.txt?sig=1"
+    logs = [{"arn": f"arn:aws:devicefarm:us-west-2:{ACCT}:artifact:{PROJ_ID}/x/job{n}/00001", "name": "TestSpec Output",
+             "type": "TESTSPEC_OUTPUT", "extension": "txt", "url": log_url}]
+    responses.get(log_url, body=log)
+    stub.add_response("list_artifacts", {"artifacts": logs}, {"arn": _job_arn(n), "type": "LOG"})
+
+
+TELEMETRY = ("before.cpu_khz: 1803000 1803000 2348000 2850000 \nbefore.thermal: Thermal Status: 0\n"
+             "after.cpu_khz: 1197000 1197000 1803000 2000000 \nafter.thermal: Thermal Status: 1\n")
+
+
+# -- the whole flow ------------------------------------------------------------------------------
+
+@responses.activate
+def test_happy_path_two_devices_one_without_result(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit(stub, existing_project=False)
+        b = _backend(client)
+        sub = b.submit(_request(tiny_tflite, apks), _devices())
+        assert sub.state["run_arn"] == RUN and len(sub.state["uploads"]) == 4
+        assert json.loads(json.dumps(sub.to_json()))["state"]["project_arn"] == PROJECT  # JSON-able
+        stub.add_response("get_run", {"run": {"arn": RUN, "status": "PENDING_DEVICE"}}, {"arn": RUN})
+        stub.add_response("list_jobs", {"jobs": [_job(1, DEV_A, "PENDING_DEVICE"), _job(2, DEV_B, "PENDING")]},
+                          {"arn": RUN})
+        stub.add_response("get_run", {"run": {"arn": RUN, "status": "COMPLETED", "result": "PASSED"}}, {"arn": RUN})
+        stub.add_response("list_jobs", {"jobs": [_job(1, DEV_A, "COMPLETED", "PASSED"),
+                                                 _job(2, DEV_B, "COMPLETED", "PASSED")]}, {"arn": RUN})
+        seen = []
+        while sub.status not in FINAL_STATES:  # the plain loop the farm CLI runs
+            sub = b.poll(sub)
+            seen.append(sub.status)
+        assert seen == ["queued", "done"]
+        hreq = sub.state["requests"][0]
+        _stub_artifacts(stub, 1, _artifact_zip({
+            "Host_Machine_Files/$DEVICEFARM_LOG_DIR/vitdeploy/result-r1.json": fake_result(hreq),
+            "Host_Machine_Files/$DEVICEFARM_LOG_DIR/vitdeploy/telemetry-r1.txt": TELEMETRY}))
+        _stub_artifacts(stub, 2, _artifact_zip({"Host_Machine_Files/$DEVICEFARM_LOG_DIR/vitdeploy/instrument-r1.txt": "x"}))
+        records = b.collect(sub)
+        stub.assert_no_pending_responses()
+    good, bad = records
+    assert (good.device, good.error, good.source, good.runtime) == ("Google Pixel 7", None, SOURCE_HARNESS, "tflite")
+    assert good.latencies_ms == [5.0, 5.5, 6.0] and good.median_ms == 5.5 and good.threads == 1
+    assert good.queue_s == 43.0 and good.url == job_url(_job_arn(1)) and "devicefarm/home" in good.url
+    assert good.thermal == {"cpu_khz_before": [1803000, 1803000, 2348000, 2850000], "before": "none",
+                            "cpu_khz_after": [1197000, 1197000, 1803000, 2000000], "after": "light"}
+    assert good.peak_memory_mb == 20.0 and good.soc == "Google Tensor G2"
+    assert bad.device == "Samsung Galaxy S24" and not bad.latencies_ms
+    assert "no harness result for repeat 1" in bad.error and "\n" not in bad.error
+    # What was PUT to the presigned URLs: the app, the test APK, the spec, the payload.
+    puts = [c.request for c in responses.calls if c.request.method == "PUT"]
+    assert len(puts) == 4 and all(p.headers["content-type"] == "application/octet-stream" for p in puts)
+
+
+@responses.activate
+def test_result_only_in_the_spec_log_between_markers(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit(stub)
+        b = _backend(client)
+        sub = b.submit(_request(tiny_tflite, apks), _devices()[:1] + _devices()[1:])
+        stub.add_response("get_run", {"run": {"arn": RUN, "status": "COMPLETED", "result": "PASSED"}}, {"arn": RUN})
+        stub.add_response("list_jobs", {"jobs": [_job(1, DEV_A, "COMPLETED", "PASSED")]}, {"arn": RUN})
+        sub = b.poll(sub)
+        text = fake_result(sub.state["requests"][0])
+        log = f"noise\n{pl.MARK_BEGIN} r1@@\n{text}\n{pl.MARK_END} r1@@\nmore\n"
+        _stub_artifacts(stub, 1, None, log=log)
+        good, missing = b.collect(sub)
+    assert good.error is None and good.latencies_ms == [5.0, 5.5, 6.0]
+    # Device B got no job at all: the farm did not schedule it.
+    assert "ran no job on this device" in missing.error
+
+
+@responses.activate
+def test_upload_failed_gives_one_error_per_device(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit(stub, fail_upload="INSTRUMENTATION_TEST_PACKAGE")
+        b = _backend(client)
+        sub = b.submit(_request(tiny_tflite, apks), _devices())
+        stub.assert_no_pending_responses()
+    assert sub.status == FAILED and "run_arn" not in sub.state
+    assert b.poll(sub) is sub  # nothing to poll
+    records = b.collect(sub)
+    assert [r.device for r in records] == ["Google Pixel 7", "Samsung Galaxy S24"]
+    assert all("rejected app-debug-androidTest.apk (INSTRUMENTATION_TEST_PACKAGE)" in r.error and "invalid APK" in r.error
+               for r in records)
+
+
+@responses.activate
+def test_presigned_put_refused(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        stub.add_response("list_projects", {"projects": [{"arn": PROJECT, "name": "vitdeploy"}]}, {})
+        url = "https://prod-us-west-2-uploads.s3-us-west-2.amazonaws.com/upload0?X-Amz-Signature=abc"
+        responses.put(url, status=403)
+        stub.add_response("create_upload", {"upload": {"arn": _upload_arn(0), "url": url}},
+                          {"projectArn": PROJECT, "name": ANY, "type": "ANDROID_APP", "contentType": ANY})
+        sub = _backend(client).submit(_request(tiny_tflite, apks), _devices())
+    assert sub.status == FAILED and "uploading app-debug.apk to AWS Device Farm failed: HTTP 403" in sub.state["error"]
+
+
+@responses.activate
+def test_run_errored_and_timeout(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit(stub)
+        clock = [1000.0]
+        b = AwsDeviceFarm(client, sleep=lambda s: None, clock=lambda: clock[0])
+        req = _request(tiny_tflite, apks, options={"harness_apk": [str(a) for a in apks], "timeout_s": 600})
+        sub = b.submit(req, _devices())
+        # Still running past the limit: the run is stopped and every device says so.
+        clock[0] += 601
+        stub.add_response("get_run", {"run": {"arn": RUN, "status": "RUNNING"}}, {"arn": RUN})
+        stub.add_response("list_jobs", {"jobs": [_job(1, DEV_A, "RUNNING"), _job(2, DEV_B, "PENDING_DEVICE")]},
+                          {"arn": RUN})
+        stub.add_response("stop_run", {"run": {"arn": RUN, "status": "STOPPING"}}, {"arn": RUN})
+        sub = b.poll(sub)
+        assert sub.status == FAILED and "timed out after 600 s (running)" in sub.state["error"]
+        records = b.collect(sub)  # no artifact calls: neither job finished
+        stub.assert_no_pending_responses()
+    assert [r.device for r in records] == ["Google Pixel 7", "Samsung Galaxy S24"]
+    assert all(r.error == "timed out after 600 s (running); the run was stopped" for r in records)
+    assert records[0].queue_s == 43.0 and records[1].queue_s > 0  # B: still queued, so far
+
+
+@responses.activate
+def test_job_errored_keeps_the_other_device(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit(stub)
+        b = _backend(client)
+        sub = b.submit(_request(tiny_tflite, apks), _devices())
+        stub.add_response("get_run", {"run": {"arn": RUN, "status": "COMPLETED", "result": "ERRORED"}}, {"arn": RUN})
+        stub.add_response("list_jobs", {"jobs": [_job(1, DEV_A, "COMPLETED", "PASSED"), _job(
+            2, DEV_B, "COMPLETED", "ERRORED", "There was a problem setting up the device.")]}, {"arn": RUN})
+        sub = b.poll(sub)
+        assert sub.status == DONE
+        _stub_artifacts(stub, 1, _artifact_zip({"a/vitdeploy/result-r1.json": fake_result(sub.state["requests"][0])}))
+        _stub_artifacts(stub, 2, None)
+        good, bad = b.collect(sub)
+    assert good.error is None
+    assert bad.error == "the farm's job ERRORED: There was a problem setting up the device."
+
+
+@responses.activate
+def test_malformed_result_and_hostile_zip(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit(stub)
+        b = _backend(client)
+        sub = b.submit(_request(tiny_tflite, apks), _devices())
+        stub.add_response("get_run", {"run": {"arn": RUN, "status": "COMPLETED", "result": "PASSED"}}, {"arn": RUN})
+        stub.add_response("list_jobs", {"jobs": [_job(1, DEV_A, "COMPLETED", "PASSED"),
+                                                 _job(2, DEV_B, "COMPLETED", "PASSED")]}, {"arn": RUN})
+        sub = b.poll(sub)
+        _stub_artifacts(stub, 1, _artifact_zip({"x/vitdeploy/result-r1.json": '{"protocol": "vitdeploy-harness", "vers'}))
+        _stub_artifacts(stub, 2, _artifact_zip({"../../evil/vitdeploy/result-r1.json": fake_result(sub.state["requests"][0])}))
+        bad_json, escape = b.collect(sub)
+    assert bad_json.error.startswith("bad result from the harness: harness result: not valid JSON")
+    assert "escapes the extraction folder" in escape.error
+
+
+def test_safe_extract_refuses_links_bombs_and_absolute_paths(tmp_path):
+    link = io.BytesIO()
+    with zipfile.ZipFile(link, "w") as z:
+        info = zipfile.ZipInfo("vitdeploy/result-r1.json")
+        info.external_attr = (0o120777) << 16
+        z.writestr(info, "/etc/passwd")
+    with pytest.raises(pl.ArtifactError, match="symbolic link"):
+        pl.safe_extract(link.getvalue(), tmp_path / "a")
+    with pytest.raises(pl.ArtifactError, match="escapes"):
+        pl.safe_extract(_artifact_zip({"/abs/result.json": "x"}), tmp_path / "b")
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("big.bin", b"\0" * (2 << 20))
+    with pytest.raises(pl.ArtifactError, match="budget|limit"):
+        pl.safe_extract(bomb.getvalue(), tmp_path / "c", max_member=1 << 20)
+    with pytest.raises(pl.ArtifactError, match="entries"):
+        pl.safe_extract(_artifact_zip({f"f{i}": "x" for i in range(5)}), tmp_path / "d", max_entries=4)
+    with pytest.raises(pl.ArtifactError, match="not a zip"):
+        pl.safe_extract(b"<html>AccessDenied</html>", tmp_path / "e")
+    assert not (tmp_path / "abs").exists() and not any((tmp_path / "a").rglob("*.json"))
+
+
+def test_list_and_resolve_devices():
+    client = _client()
+    page1 = [{"arn": DEV_A, "name": "Google Pixel 7", "platform": "ANDROID", "os": "13", "modelId": "Pixel 7",
+              "availability": "AVAILABLE"},
+             {"arn": DEV_A.replace("E86", "F86"), "name": "Google Pixel 7", "platform": "ANDROID", "os": "14",
+              "modelId": "Pixel 7", "availability": "HIGHLY_AVAILABLE"}]
+    page2 = [{"arn": DEV_B, "name": "Samsung Galaxy S24", "platform": "ANDROID", "os": "14", "modelId": "SM-S921U",
+              "availability": "BUSY"},
+             {"arn": "arn:aws:devicefarm:us-west-2::device:D1E0AB9F5B7E4C4A9C0C1E7C2D4B6F71", "name": "Apple iPhone 15",
+              "platform": "IOS", "os": "17.4", "modelId": "A2846"}]
+    with Stubber(client) as stub:
+        stub.add_response("list_devices", {"devices": page1, "nextToken": "t" * 8}, {})
+        stub.add_response("list_devices", {"devices": page2}, {"nextToken": "t" * 8})
+        b = _backend(client)
+        android = b.list_devices("android")
+        assert [(d.name, d.os, d.available) for d in android] == [
+            ("Google Pixel 7", "13", True), ("Google Pixel 7", "14", True), ("Samsung Galaxy S24", "14", False)]
+        assert android[0].soc == "Google Tensor G2" and android[0].vendor == "Google"
+        assert b.resolve(["google pixel 7"])[0].os == "14"  # newest OS of that name
+        assert b.resolve(["SM-S921U", DEV_A])[1].id == DEV_A  # model id, then ARN
+        assert b.resolve(["Pixel-7"], platform="android")[0].name == "Google Pixel 7"  # loose, vendor left out
+        with pytest.raises(VitdeployError, match=r"no AWS Device Farm device 'Galaxy S42'.*close matches: Samsung Galaxy S24"):
+            b.resolve(["Galaxy S42"])
+        assert len(b.resolve([], platform="android", max_devices=1)) == 1
+
+
+# -- credentials, dry run -------------------------------------------------------------------------
+
+def test_no_credentials_one_line(monkeypatch, tmp_path):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(VitdeployError) as e:
+        make_client()
+    msg = str(e.value)
+    assert "\n" not in msg and "AWS_PROFILE" in msg and "AWS_ACCESS_KEY_ID" in msg and "~/.aws/credentials" in msg
+    with pytest.raises(VitdeployError, match="no AWS credentials"):
+        get_backend("aws").list_devices()
+
+
+def test_boto3_missing_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(VitdeployError, match=r"pip install 'vitdeploy\[aws\]'"):
+        make_client()
+
+
+def test_dry_run_needs_no_client(tiny_tflite, apks, monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)  # not even importable
+    b = get_backend("aws")
+    plan = b.dry_run(_request(tiny_tflite, apks, repeat=2), _devices())
+    assert b._client is None
+    assert [u["type"] for u in plan["uploads"]] == ["ANDROID_APP", "INSTRUMENTATION_TEST_PACKAGE",
+                                                     "INSTRUMENTATION_TEST_SPEC", "EXTERNAL_DATA"]
+    assert all(len(u["sha256"]) == 64 and u["bytes"] > 0 for u in plan["uploads"])
+    assert {m["name"] for m in plan["payload"]} == {"tiny.tflite", "input0.bin", "request-r1.json", "request-r2.json",
+                                                   "SHA256SUMS"}
+    assert plan["test_spec"].startswith("# vitdeploy test spec") and "am instrument -w -r -e request" in plan["test_spec"]
+    assert len(testspec.phases(plan["test_spec"])["test"]) == 2 * 9  # per repeat: cool-down, telemetry, run, copy
+    no_apk = b.dry_run(_request(tiny_tflite, []), _devices())
+    assert no_apk["uploads"][0]["path"] is None and "--harness-apk" in no_apk["uploads"][0]["note"]
+    with pytest.raises(VitdeployError, match="--harness-apk"):
+        b.submit(_request(tiny_tflite, []), _devices())
+
+
+# -- the generated spec, executed against the emulated phone ---------------------------------------
+
+def _run_phases(spec: str, env: dict, cwd: Path) -> dict[str, list[subprocess.CompletedProcess]]:
+    """Each command in its own bash, as Device Farm's version 0.1 runs them; a failing command stops its phase."""
+    out = {}
+    for phase, commands in testspec.phases(spec).items():
+        out[phase] = []
+        for cmd in commands:
+            p = subprocess.run(["bash", "-c", cmd], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+            out[phase].append(p)
+            assert p.returncode == 0, f"{phase}: {cmd}\n{p.stdout}\n{p.stderr}"
+    return out
+
+
+@pytest.mark.skipif(ADB is None, reason="adb client not installed (apt-get install adb)")
+@pytest.mark.parametrize("debuggable", [True, False], ids=["run-as", "adb-pull"])
+def test_spec_runs_on_the_emulated_phone(tiny_tflite, apks, tmp_path, debuggable):
+    from vitdeploy.devices.android import RUNNER
+
+    req = _request(tiny_tflite, apks, threads=(1, 2), repeat=2)
+    payload = pl.build_android_payload(req, tmp_path / "work")
+    spec = testspec.android_spec(payload, cooldown_s=0)
+    with AdbEmulator() as emu:
+        dev = emu.add(pixel7("FARM7", tmp_path / "dev"))
+        dev.packages.clear()  # the spec installs the harness
+        dev.thermal_status = 1 if debuggable else 0
+        if debuggable:
+            dev.debuggable.add(HARNESS_PACKAGE)
+        # What Device Farm does with the EXTERNAL_DATA zip on Android: extract it onto external storage.
+        with zipfile.ZipFile(payload.outer_zip) as z:
+            z.extractall(dev.root / "sdcard")
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ADB_SERVER_SOCKET": emu.socket_spec,
+               "DEVICEFARM_DEVICE_UDID": "FARM7", "DEVICEFARM_LOG_DIR": str(logs),
+               "DEVICEFARM_APP_PATH": str(apks[0]), "DEVICEFARM_TEST_PACKAGE_PATH": str(apks[1])}
+        ran = _run_phases(spec, env, tmp_path)
+        assert "host:kill" not in emu.log
+    # The same instrumentation command line as the local backend, for each repeat's request.
+    for hreq in payload.requests:
+        want = f"am instrument -w -r -e request /data/local/tmp/vitdeploy/{hreq.request_id}/request.json {RUNNER}"
+        assert any(s.startswith("shell,v2") and s.endswith(want) for s in emu.log)
+    assert any(("run-as com.vitdeploy.harness cat" in s) for s in emu.log)
+    assert any(s.startswith("sync:RECV /sdcard/Android/data/") for s in emu.log) != debuggable  # pull fallback
+    # Everything pushed was cleaned up afterwards.
+    assert not any((dev.root / "data/local/tmp/vitdeploy").iterdir())
+    assert not (dev.root / "sdcard" / payload.inner_name).exists()
+    # The log dir, zipped as Device Farm returns it, parses into records with the collect-side code.
+    art = io.BytesIO()
+    with zipfile.ZipFile(art, "w") as z:
+        for f in logs.rglob("*"):
+            if f.is_file():
+                z.write(f, "Host_Machine_Files/$DEVICEFARM_LOG_DIR/" + f.relative_to(logs).as_posix())
+    files = pl.safe_extract(art.getvalue(), tmp_path / "collected")
+    device = DeviceRef("aws", DEV_A, "Google Pixel 7", "android", "14", "Google Tensor G2", "Google")
+    records = []
+    for k, hreq in enumerate(payload.requests, start=1):
+        text = pl.find_named(files, f"result-r{k}.json").read_text()
+        thermal = pl.parse_telemetry(pl.find_named(files, f"telemetry-r{k}.txt").read_text())
+        records += pl.records_from_result(text, hreq, backend="aws", device=device, repeat=k, thermal=thermal)
+    assert [(r.compute_units, r.threads, r.repeat, r.error) for r in records] == [
+        ("xnnpack", 1, 1, None), ("xnnpack", 2, 1, None), ("xnnpack", 1, 2, None), ("xnnpack", 2, 2, None)]
+    assert all(len(r.latencies_ms) == 3 and r.median_ms > 0 for r in records)
+    status = "light" if debuggable else "none"
+    assert records[0].thermal == {"cpu_khz_before": [1803000] * 4 + [2348000] * 2 + [2850000] * 2, "before": status,
+                                  "cpu_khz_after": [1803000] * 4 + [2348000] * 2 + [2850000] * 2, "after": status}
+    # The fallback copy between marker lines in the spec's own output parses too.
+    stdout = "".join(p.stdout for p in ran["test"])
+    assert pl.records_from_result(pl.between_markers(stdout, "r2"), payload.requests[1], backend="aws", device=device,
+                                  repeat=2)[0].error is None
+
+
+
+@responses.activate
+def test_cancel_stops_the_run(tiny_tflite, apks):
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit(stub)
+        b = _backend(client)
+        sub = b.submit(_request(tiny_tflite, apks), _devices())
+        stub.add_response("stop_run", {"run": {"arn": RUN, "status": "STOPPING"}}, {"arn": RUN})
+        b.cancel(sub)
+        stub.assert_no_pending_responses()
+    assert sub.status == CANCELLED and b.poll(sub) is sub
