@@ -497,3 +497,27 @@ def test_cancel_stops_the_run(tiny_tflite, apks):
         b.cancel(sub)
         stub.assert_no_pending_responses()
     assert sub.status == CANCELLED and b.poll(sub) is sub
+
+
+def test_cli_dry_run_shows_uploads_and_the_spec_without_credentials(tiny_tflite, apks, tmp_path, monkeypatch):
+    """`vitdeploy profile M --farm aws --devices ... --dry-run`: no boto3 client, no credentials; the devices are
+    taken by name, the uploads (with the user's harness APKs) and the generated spec are printed."""
+    from click.testing import CliRunner
+
+    from vitdeploy.cli import main
+
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    args = ["profile", str(tiny_tflite), "--farm", "aws", "--devices", "Google Pixel 7,Samsung Galaxy S24",
+            "--dry-run", "--json", "--state-dir", str(tmp_path / "state"),
+            *[x for a in apks for x in ("--harness-apk", str(a))]]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)["dry_run"][0]
+    assert [d["name"] for d in plan["devices"]] == ["Google Pixel 7", "Samsung Galaxy S24"]
+    # The S24 ships with Exynos or Snapdragon by region: without a model code its SoC vendor stays unknown.
+    assert [d["vendor"] for d in plan["devices"]] == ["Google", None]
+    assert [u["path"] for u in plan["uploads"][:2]] == [str(a) for a in apks]
+    assert "am instrument" in plan["test_spec"]
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").rglob("*.json"))

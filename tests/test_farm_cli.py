@@ -270,7 +270,8 @@ def test_cancel_and_dry_run(models, tmp_path, no_sleep):
     dry = run("profile", models[0], "--farm", "fakefarm", "--devices", "Google Pixel 7", "--dry-run", "--json",
               "--state-dir", tmp_path / "dry")
     plan = json.loads(dry.stdout)["dry_run"][0]
-    assert plan["devices"] == ["Google Pixel 7"] and plan["request"]["model"].endswith("m_fp32.tflite")
+    assert [d["name"] for d in plan["devices"]] == ["Google Pixel 7"]
+    assert plan["request"]["model"].endswith("m_fp32.tflite")
     assert not (tmp_path / "dry").exists()
 
 

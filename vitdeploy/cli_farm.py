@@ -71,7 +71,7 @@ def profile_farm(ctx: click.Context, models: tuple[str, ...], *, farm: str, devi
     names = [n.strip() for n in (devices or "").split(",") if n.strip()]
     out = profile_on_farm(farm, list(models), devices=names, max_devices=max_devices, runs=runs, warmup=warmup,
                           threads=(threads,) if explicit else device_threads, compute_units=compute_units,
-                          repeat=repeat, options={"harness_apks": list(harness_apks)} if harness_apks else {},
+                          repeat=repeat, options={"harness_apk": list(harness_apks)} if harness_apks else {},
                           wait=not no_wait, dry_run=dry_run, state=state_dir,
                           timeout_s=timeout_s if timeout_s is not None else DEFAULT_TIMEOUT_S)
     if dry_run:

@@ -177,6 +177,20 @@ def _devices_for(request: ProfileRequest, devices: Sequence[DeviceRef]) -> list[
     return [d for d in devices if d.platform in format_of(request.model).platforms]
 
 
+def _dry_run_plan(backend, farm: str, req: ProfileRequest, names: list[str], max_devices: int | None) -> dict:
+    """What would be sent for ``req``, without credentials: the devices are taken by name as given (no farm to
+    look them up in), on the first platform that runs the model's format."""
+    from vitdeploy.formats import format_of
+
+    fmt = format_of(req.model)
+    platform = fmt.platforms[0] if fmt and fmt.platforms else "android"
+    refs = [DeviceRef.named(farm, name, name, platform) for name in names][:max_devices or None]
+    planner = getattr(backend, "dry_run", None)
+    plan = planner(req, refs) if planner else None
+    return plan or {"backend": farm, "request": req.to_json(), "devices": [r.to_json() for r in refs],
+                    "max_devices": max_devices}
+
+
 def profile_on_farm(farm: str, models: Sequence[str | os.PathLike], *, devices: Sequence[str] = (),
                     max_devices: int | None = None, runs: int = 50, warmup: int = 5, threads: Sequence[int] = (1, 4),
                     compute_units: Sequence[str] | None = None, repeat: int = 1, options: dict | None = None,
@@ -194,13 +208,7 @@ def profile_on_farm(farm: str, models: Sequence[str | os.PathLike], *, devices: 
                          options=dict(options or {}))
     backend = remote_backend(farm, **(backend_kwargs or {}))
     if dry_run:
-        plans = []
-        for req in requests:
-            planner = getattr(backend, "dry_run", None)
-            plan = planner(req, names, max_devices=max_devices) if planner else None
-            plans.append(plan or {"backend": farm, "request": req.to_json(), "devices": names,
-                                  "max_devices": max_devices})
-        return {"dry_run": plans}
+        return {"dry_run": [_dry_run_plan(backend, farm, req, names, max_devices) for req in requests]}
     matched = list(backend.resolve(names, max_devices=max_devices))
     if not matched:
         raise VitdeployError(f"no {farm} device matched {', '.join(map(repr, names)) if names else 'the filters'} "
