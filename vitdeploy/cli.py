@@ -20,21 +20,19 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from . import __version__  # noqa: E402 (after the environment above, which the converters read at import)
-from .diagnostics import quiet_third_party_noise, visible  # noqa: E402
+from .diagnostics import quiet_third_party_noise  # noqa: E402
 
 quiet_third_party_noise()
 
 from .errors import CheckFailed, VitdeployError
 from .formats import TARGETS
 from .exits import _Group
+from .cli_output import echo as _echo, echo_json as _echo_json, json_option
+from .progress import step
 from .cli_farm import farm, profile_farm, report_options, state_option
 
 # The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
 EMULATED_CPUS = ("cortex-a55", "cortex-a76", "cortex-a710")
-
-
-def json_option(what: str = "output"):
-    return click.option("--json", "as_json", is_flag=True, help=f"Machine-readable {what}.")
 
 
 def threads_option(help: str | None = None):  # noqa: A002 - click's keyword
@@ -44,17 +42,6 @@ def threads_option(help: str | None = None):  # noqa: A002 - click's keyword
 def runtime_option(help: str | None = None):  # noqa: A002 - click's keyword
     return click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto",
                         show_default=True, help=help)
-
-
-def _echo(message: object = "", err: bool = False, nl: bool = True) -> None:
-    """Every human-readable line: file names, labels, checkpoint keys and a phone's words are untrusted, so
-    control characters (ANSI escapes, CR, bidi overrides) are shown escaped, never sent to the terminal."""
-    click.echo(visible(message), err=err, nl=nl)
-
-
-def _echo_json(obj) -> None:
-    # json.dumps escapes every control and non-ASCII character (ensure_ascii): nothing raw reaches the terminal.
-    click.echo(json.dumps(obj, indent=2, default=str))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
