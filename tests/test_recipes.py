@@ -12,7 +12,7 @@ from vitdeploy.models import VARIANTS, levit, mobilevit
 from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR
 from vitdeploy.recipes import load_recipe, load_recipes
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "vitdeploy" / "recipe_files"
 
 
 def test_one_recipe_per_variant():
@@ -119,7 +119,7 @@ def test_build_converts_checks_and_continues_past_a_failed_cell(tmp_path):
         assert bad["status"] == "failed" and "no checkpoint for mobilevit_xxs" in bad["error"]
     assert summary["failed"] == 4
 
-    from vitdeploy.recipes import format_build_table
+    from vitdeploy.build import format_build_table
 
     table = format_build_table(summary)
     assert "levit_128s" in table and "max abs" in table and "5 cells, 4 failed" in table
@@ -139,12 +139,12 @@ def test_list_images_spreads_a_limited_sample_over_all_classes(tmp_path):
 
 
 def test_build_table_marks_int16_activation_cells():
-    from vitdeploy.recipes import format_build_table
+    from vitdeploy.build import format_build_table
 
-    cell = {"variant": "mobilevit_xxs", "target": "tflite", "precision": "fp32", "status": "ok", "size_mb": 1.8,
+    cell = {"checkpoint": "ckpts/xxs.pth", "variant": "mobilevit_xxs", "target": "tflite", "precision": "fp32", "status": "ok", "size_mb": 1.8,
             "convert_s": 96.0, "parity": "pass", "cosine_min": 0.9988, "max_abs": 0.3, "top1_agreement": 1.0,
             "host_median_ms": 400.0}
     table = format_build_table({"cells": [dict(cell, quantize="int8", activations="int16"),
                                           dict(cell, quantize="int8")], "failed": 0})
-    rows = [line for line in table.splitlines() if line.startswith("mobilevit_xxs")]
+    rows = [line for line in table.splitlines() if line.startswith("xxs.pth")]
     assert "int8 (a16)" in rows[0] and "(a16)" not in rows[1]
