@@ -154,7 +154,6 @@ def build(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: 
     built-in set). ``on_plan`` gets the plan before the first cell, ``on_cell`` each row as it is done.
     """
     from .pipeline import STATUS_BELOW_TARGET, build_artifact
-    from .precisions import label
     from .progress import step
 
     the_plan = plan(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants)
@@ -163,7 +162,7 @@ def build(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: 
     rows = []
     for i, c in enumerate(the_plan["cells"], 1):
         with step(f"build {i}/{len(the_plan['cells'])}: {c.checkpoint.name} ({c.variant}) -> {c.target} "
-                  f"{label(c.target, c.quantize, c.precision)}"):
+                  f"{cell_mode(c.target, c.precision, c.quantize)}"):
             row = build_artifact(c.checkpoint, c.target, c.precision, c.quantize, c.path, variant=c.variant,
                                  calib_dir=calib_dir, parity_images=parity_images, images_dir=images_dir,
                                  tolerances=c.tolerances, force=True)  # build rebuilds its own folder
@@ -182,6 +181,15 @@ def build(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: 
     return summary
 
 
+def cell_mode(target: str, precision: str, quantize: str) -> str:
+    """A cell's mode as the plan, the progress line and the per-cell line show it (canonical names; Core ML's
+    compute precision first when it quantizes: ``fp16 w8``)."""
+    from .precisions import label
+
+    mode = label(target, quantize, precision)
+    return f"{precision} {mode}" if target == "coreml" and mode != precision else mode
+
+
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:
     from .runners import open_runner
     from .runtimes.timing import profile_runner
@@ -191,13 +199,11 @@ def _host_latency(artifact: Path, runs: int, threads: int) -> float:
 
 def format_plan(the_plan: dict) -> str:
     """The plan as the build prints it up front: N checkpoints x cells, what each builds, what is skipped."""
-    from .precisions import label
-
     cells = the_plan["cells"]
     lines = [f"plan: {len(the_plan['checkpoints'])} checkpoint(s), {len(cells)} artifact(s) -> {the_plan['out_dir']} "
              f"(recipes: {the_plan['recipes']})"]
     for ck in the_plan["checkpoints"]:
-        modes = [f"{c.target} {label(c.target, c.quantize, c.precision)}" for c in cells
+        modes = [f"{c.target} {cell_mode(c.target, c.precision, c.quantize)}" for c in cells
                  if str(c.checkpoint) == ck["path"]]
         lines.append(f"  {Path(ck['path']).name} ({ck['variant']}): {len(modes)} cells: {', '.join(modes)}")
     for s in the_plan["skipped"]:

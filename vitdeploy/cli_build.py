@@ -36,7 +36,7 @@ def build(recipes_dir: str | None, checkpoints_dir: str, out_dir: str, targets: 
     """Convert every checkpoint in a folder to the matrix its recipe lists (targets x precisions), check parity
     and host latency, summarise (table + build_report.json/.md in the output folder)."""
     from .build import build as run_build
-    from .build import format_build_table, format_plan
+    from .build import cell_mode, format_build_table, format_plan
 
     def on_plan(plan: dict) -> None:
         if not as_json:
@@ -44,7 +44,7 @@ def build(recipes_dir: str | None, checkpoints_dir: str, out_dir: str, targets: 
 
     def on_cell(row: dict) -> None:
         if not as_json:
-            mode = row["quantize"] if row["target"] == "tflite" else f"{row['precision']}/{row['quantize']}"
+            mode = cell_mode(row["target"], row["precision"], row["quantize"])
             echo(f"[{row['status']:>6}] {click.format_filename(row['checkpoint'], shorten=True)} ({row['variant']}) "
                  f"{row['target']} {mode} ({row['seconds']} s)", err=True)
 
