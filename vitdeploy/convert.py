@@ -113,7 +113,8 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
         labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
         calib = read_calibration_images(calib_dir, ckpt.preprocessing)
         metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
-                    "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
+                    "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(),
+                    "vitdeploy_version": __version__}
         # BatchNorm folded once, whatever the target; then the target's own passes (passes.PIPELINES).
         note("folding BatchNorm")
         prepared = prepare_for(target, ckpt.model, delegate)

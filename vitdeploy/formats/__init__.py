@@ -65,7 +65,8 @@ def refuse_on_platform(path, platform: str, where: str) -> None:
                              f"({platform}); convert to {' or '.join(f.suffix for f in FORMATS.values() if platform in f.platforms)}")
 
 
-def artifact_name(stem: str, target: str, quantize: str, precision: str = "fp16", variant: str | None = None) -> str:
+def artifact_name(stem: str, target: str, quantize: str, precision: str = "fp16",
+                  variant: str | None = None) -> str:
     """``<stem>_<mode><suffix>``, the one naming of ``convert``, ``demo`` and ``build``: the mode is the
     canonical precision; Core ML's names its compute precision first (``fp16``, ``fp16_w8``). ``variant``
     (``build``: several checkpoints, maybe of one variant) joins the stem unless the stem already names it:
