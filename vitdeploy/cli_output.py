@@ -12,7 +12,7 @@ import json
 import click
 
 from .diagnostics import visible
-from .progress import JSON_META, JSON_PRINTED_META, clear_line
+from .progress import JSON_META, JSON_PRINTED_META, printing
 
 
 def json_option(what: str = "output"):
@@ -23,8 +23,8 @@ def json_option(what: str = "output"):
 def echo(message: object = "", err: bool = False, nl: bool = True) -> None:
     """Every human-readable line: file names, labels, checkpoint keys and a phone's words are untrusted, so
     control characters (ANSI escapes, CR, bidi overrides) are shown escaped, never sent to the terminal."""
-    clear_line()  # a ticking progress line is wiped first
-    click.echo(visible(message), err=err, nl=nl)
+    with printing():  # a ticking progress line is wiped first
+        click.echo(visible(message), err=err, nl=nl)
 
 
 def echo_json(obj) -> None:

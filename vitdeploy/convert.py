@@ -102,9 +102,9 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     said = progress
 
     def progress(msg: str) -> None:  # the converter's stages (each int8 search attempt) show on the ticking line
-        note(msg.strip())
         if said:
             said(msg)
+        note(msg.strip())
 
     with step(f"converting {Path(checkpoint).name} -> {target} {label(target, quantize, precision)}"):
         note("loading the checkpoint")

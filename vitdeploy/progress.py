@@ -169,11 +169,14 @@ def note(detail: str) -> None:
             _ticker.draw()
 
 
-def clear_line() -> None:
-    """Before printing a line of one's own: the ticking line is wiped (and redrawn below at the next tick)."""
+@contextlib.contextmanager
+def printing():
+    """Around printing a line of one's own: the ticking line is wiped first, and not redrawn until the line
+    is out (the next tick draws it again below)."""
     with _lock:
         if _ticker is not None:
             _ticker.clear()
+        yield
 
 
 def _write_plain(text: str) -> None:
