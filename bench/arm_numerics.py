@@ -66,7 +66,7 @@ def artifact(variant: str, ckpt: Path, precision: str) -> Path:
         if path.is_file():
             return path
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = convert(ckpt, "tflite", out=out, quantize=precision)
+    report = convert(ckpt, "tflite", out=out, quantize=precision, force=True)
     return Path(report["path"])
 
 

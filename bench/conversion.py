@@ -168,10 +168,10 @@ def run_job(job: dict) -> dict:
         base, c0 = _rss_kb(), _cpu_s()
         t0 = time.perf_counter()
         if target == "tflite":
-            report = convert(ckpt, "tflite", out=out, quantize=mode)
+            report = convert(ckpt, "tflite", out=out, quantize=mode, force=True)
         else:
             precision, _, quant = mode.partition("_")
-            report = convert(ckpt, "coreml", out=out, precision=precision, quantize=quant or "none")
+            report = convert(ckpt, "coreml", out=out, precision=precision, quantize=quant or "none", force=True)
         seconds = time.perf_counter() - t0
         extra = {"float_fallback_ops": report.get("float_fallback_ops"),
                  "quant_cosine": (report.get("quant_report") or {}).get("cosine_after")}

@@ -63,7 +63,7 @@ def convert_all(variant: str, ckpt: Path, kinds: list[str], reuse: bool) -> dict
             old.unlink()
         print(f"  converting {kind}", flush=True)
         t = time.perf_counter()
-        report = convert(ckpt, target, out=out / f"{variant}_{kind}{suffix}", quantize=precision)
+        report = convert(ckpt, target, out=out / f"{variant}_{kind}{suffix}", quantize=precision, force=True)
         made[kind] = {"path": Path(report["path"]), "convert_s": round(time.perf_counter() - t, 1),
                       "target_met": report.get("accuracy_target_met", True),
                       "report": {k: report.get("quant_report", {}).get(k) for k in

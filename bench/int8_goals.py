@@ -78,11 +78,11 @@ def run_variant(variant: str, ckpt: Path, data: Path, args) -> dict:
     row: dict = {"variant": variant, "checkpoint": str(ckpt.relative_to(ROOT))}
     fp32 = out / f"{variant}_fp32.tflite"
     t = time.perf_counter()
-    convert(ckpt, "tflite", out=fp32, quantize="fp32")
+    convert(ckpt, "tflite", out=fp32, quantize="fp32", force=True)
     row["convert_fp32_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     report = convert(ckpt, "tflite", out=out / f"{variant}_w8a8.tflite", quantize="w8a8", calib_dir=data / "calib",
-                     progress=lambda m: print(f"  {m}", flush=True))
+                     progress=lambda m: print(f"  {m}", flush=True), force=True)
     row["convert_w8a8_s"] = round(time.perf_counter() - t, 1)
     w8a8 = Path(report["path"])
     q = report["quant_report"]
@@ -94,7 +94,7 @@ def run_variant(variant: str, ckpt: Path, data: Path, args) -> dict:
     if args.coreml:
         ml = out / f"{variant}_fp16_w8a8.mlpackage"
         t = time.perf_counter()
-        cq = convert(ckpt, "coreml", out=ml, quantize="w8a8", calib_dir=data / "calib").get("quant_report", {})
+        cq = convert(ckpt, "coreml", out=ml, quantize="w8a8", calib_dir=data / "calib", force=True).get("quant_report", {})
         row["convert_coreml_w8a8_s"] = round(time.perf_counter() - t, 1)
         row["coreml"] = {k: cq.get(k) for k in ("float_prefix", "float_prefix_cosine", "clipped_tensors",
                                                  "calibrated_tensors")}

@@ -17,9 +17,8 @@ from click.testing import CliRunner
 
 from vitdeploy.cli import main
 from vitdeploy.errors import VitdeployError
+from vitdeploy.recipes import BUILTIN_RECIPES as RECIPES
 from vitdeploy.recipes import MAX_BYTES, load_recipe
-
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 BASE = (RECIPES / "levit_128s.yaml").read_text()
 
 BILLION_LAUGHS = "variant: levit_128s\n" + "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -30,16 +29,16 @@ BILLION_LAUGHS = "variant: levit_128s\n" + "a: &a [lol, lol, lol, lol, lol, lol,
 @pytest.fixture(autouse=True)
 def no_conversion(monkeypatch):
     """Nothing here may get as far as loading a checkpoint or converting one."""
+    import vitdeploy.build as build
     import vitdeploy.checkpoints as checkpoints
     import vitdeploy.pipeline as pipeline
-    import vitdeploy.recipes as recipes
 
     def boom(*_a, **_k):
         pytest.fail("reached the checkpoint/converter: the refusal came too late")
 
     monkeypatch.setattr(checkpoints, "load", boom)
     monkeypatch.setattr(pipeline, "build_artifact", boom)
-    monkeypatch.setattr(recipes, "find_checkpoints", boom)
+    monkeypatch.setattr(build, "find_checkpoints", boom)
 
 
 def cli(*args, timeout: float = 10.0):
@@ -286,7 +285,12 @@ def test_convert_still_creates_missing_folders(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no probe file left, no folder made
 
 
-def test_build_checks_every_artifact_path_before_loading_checkpoints(tmp_path):
+def test_build_checks_every_artifact_path_before_any_conversion(tmp_path, monkeypatch):
+    import vitdeploy.build as build
+
+    # The checkpoints are found (their variants detected) first: the artifact names come from them.
+    monkeypatch.setattr(build, "find_checkpoints",
+                        lambda d: [build.FolderEntry(Path(d) / "levit_128s.pth", variant="levit_128s")])
     out = tmp_path / "out"
     out.mkdir()
     (out / "levit_128s").write_text("")  # where the variant's artifacts go

@@ -120,9 +120,9 @@ def profile(model: str | Path, **options) -> dict:
     return run(model, **options)
 
 
-def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | Path, **options) -> dict:
-    """``vitdeploy build``: every recipe cell converted, checked and timed (:func:`vitdeploy.recipes.build`)."""
-    from .recipes import build as run
+def build(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: str | Path, **options) -> dict:
+    """``vitdeploy build``: every checkpoint x recipe cell converted, checked and timed (:func:`vitdeploy.build.build`)."""
+    from .build import build as run
 
     return run(recipes_dir, checkpoints_dir, out_dir, **options)
 

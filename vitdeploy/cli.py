@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a check failed, 2 bad input or usage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,21 +21,20 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from . import __version__  # noqa: E402 (after the environment above, which the converters read at import)
-from .diagnostics import quiet_third_party_noise, visible  # noqa: E402
+from .diagnostics import quiet_third_party_noise  # noqa: E402
 
 quiet_third_party_noise()
 
 from .errors import CheckFailed, VitdeployError
 from .formats import TARGETS
 from .exits import _Group
+from .cli_output import echo as _echo, echo_json as _echo_json, json_option
+from .progress import step
+from .cli_build import build
 from .cli_farm import farm, profile_farm, report_options, state_option
 
 # The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
 EMULATED_CPUS = ("cortex-a55", "cortex-a76", "cortex-a710")
-
-
-def json_option(what: str = "output"):
-    return click.option("--json", "as_json", is_flag=True, help=f"Machine-readable {what}.")
 
 
 def threads_option(help: str | None = None):  # noqa: A002 - click's keyword
@@ -44,17 +44,6 @@ def threads_option(help: str | None = None):  # noqa: A002 - click's keyword
 def runtime_option(help: str | None = None):  # noqa: A002 - click's keyword
     return click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto",
                         show_default=True, help=help)
-
-
-def _echo(message: object = "", err: bool = False, nl: bool = True) -> None:
-    """Every human-readable line: file names, labels, checkpoint keys and a phone's words are untrusted, so
-    control characters (ANSI escapes, CR, bidi overrides) are shown escaped, never sent to the terminal."""
-    click.echo(visible(message), err=err, nl=nl)
-
-
-def _echo_json(obj) -> None:
-    # json.dumps escapes every control and non-ASCII character (ensure_ascii): nothing raw reaches the terminal.
-    click.echo(json.dumps(obj, indent=2, default=str))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,11 +156,12 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--delegate", type=click.Choice(["xnnpack", "coreml"]), default="xnnpack", show_default=True,
               help="executorch: the backend the program is lowered to.")
 @click.option("--variant", help="Override variant detection.")
+@click.option("--force", is_flag=True, help="Replace an artifact already at the output path.")
 @json_option("report")
 def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, quantize: str | None,
             precision: str | None, calib_dir: str | None, labels_file: str | None, raw_input: bool, int8_io: bool,
             int8_finetune: int, no_int16: bool, deployment_target: str | None, compute_units: str,
-            delegate: str, variant: str | None, as_json: bool) -> None:
+            delegate: str, variant: str | None, force: bool, as_json: bool) -> None:
     """Convert CHECKPOINT to a Core ML .mlpackage, a .tflite or an ExecuTorch .pte (BatchNorm folded first)."""
     from .convert import convert as run_convert
 
@@ -200,7 +190,7 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
     report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
                          deployment_target=deployment_target, compute_units=compute_units, variant=variant,
-                         int8_finetune=int8_finetune, delegate=delegate, progress=say)
+                         int8_finetune=int8_finetune, delegate=delegate, progress=say, force=force)
     missed = report.get("accuracy_target_met") is False
     if as_json:
         _echo_json(report)
@@ -283,10 +273,12 @@ def profile(ctx: click.Context, models: tuple[str, ...], device: str, farm: str 
         raise VitdeployError("several models are profiled together on a farm (--farm); --device takes one model")
     model = models[0]
     _check_report_dir(report_dir)
-    result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
-                         progress=not as_json, compute_units=units, device_threads=dthreads,
-                         harness_apks=harness_apks, timeout_s=600.0 if timeout_s is None else timeout_s,
-                         build_harness=build_harness)
+    # The host has its own bar (timing runs); a phone's harness run is minutes of silence without this line.
+    with step(f"profiling {os.path.basename(model)} on {device}") if device != "host" else contextlib.nullcontext():
+        result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
+                             progress=not as_json, compute_units=units, device_threads=dthreads,
+                             harness_apks=harness_apks, timeout_s=600.0 if timeout_s is None else timeout_s,
+                             build_harness=build_harness)
     if report_dir:
         from .reports import write_report
 
@@ -333,42 +325,6 @@ def _print_profile(r: dict) -> None:
 
 
 @main.command()
-@click.option("--recipes", "recipes_dir", default="recipes", show_default=True, type=click.Path(path_type=str),
-              help="Directory of recipe YAML files.")
-@click.option("--checkpoints", "checkpoints_dir", required=True, type=click.Path(path_type=str),
-              help="Directory holding a checkpoint per variant (matched by detection).")
-@click.option("-o", "--out", "out_dir", default="out/build", show_default=True, type=click.Path(path_type=str))
-@click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS), help="Limit targets.")
-@click.option("--variant", "variants", multiple=True, help="Limit variants.")
-@click.option("--images", "images_dir", type=click.Path(path_type=str),
-              help="Parity images (default: the built-in natural-image set).")
-@click.option("--n-images", default=16, show_default=True, type=click.IntRange(1, None),
-              help="Parity images per cell (spread evenly over --images).")
-@click.option("--calib", "calib_dir", type=click.Path(path_type=str),
-              help="Calibration images for int8/w8a8 cells (default: built-in natural images).")
-@json_option("summary")
-def build(recipes_dir: str, checkpoints_dir: str, out_dir: str, targets: tuple[str, ...], variants: tuple[str, ...],
-          images_dir: str | None, n_images: int, calib_dir: str | None, as_json: bool) -> None:
-    """Convert the whole matrix (variants x targets x precisions), check parity and host latency, summarise."""
-    from .recipes import build as run_build
-    from .recipes import format_build_table
-
-    def on_cell(row: dict) -> None:
-        if not as_json:
-            mode = row["quantize"] if row["target"] == "tflite" else f"{row['precision']}/{row['quantize']}"
-            _echo(f"[{row['status']:>6}] {row['variant']} {row['target']} {mode} ({row['seconds']} s)", err=True)
-
-    summary = run_build(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants,
-                        images_dir=images_dir, parity_images=n_images, calib_dir=calib_dir, on_cell=on_cell)
-    if as_json:
-        _echo_json(summary)
-    else:
-        _echo(format_build_table(summary))
-    if summary["failed"]:
-        raise CheckFailed(f"{summary['failed']} of {len(summary['cells'])} cells failed")
-
-
-@main.command()
 @click.argument("artifact", type=click.Path(path_type=str))
 @click.option("--checkpoint", required=True, type=click.Path(path_type=str), help="The PyTorch reference checkpoint.")
 @click.option("--images", "images_dir", type=click.Path(path_type=str),
@@ -407,10 +363,14 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
     if (fp16 != "model" or not xnnpack) and not targets:
         raise VitdeployError("--fp16 and --no-xnnpack choose how an emulated CPU runs: add --cpu or --device")
     _check_report_dir(report_dir)
-    results = [run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images,
-                          n_random=n_random, tolerances=parse_overrides(tolerances) or None, threads=threads,
-                          precision=precision, variant=variant, runtime=runtime, cpu=cpu, fp16=fp16, xnnpack=xnnpack)
-               for cpu in (targets or [None])]
+    results = []
+    for i, cpu in enumerate(targets or [None], 1):  # an emulated CPU takes minutes: a ticking line per stage
+        with step(f"parity {i}/{len(targets or [None])}: {os.path.basename(artifact)} on "
+                  f"{f'emulated {cpu}' if cpu else 'the host'}"):
+            results.append(run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images,
+                                      n_random=n_random, tolerances=parse_overrides(tolerances) or None,
+                                      threads=threads, precision=precision, variant=variant, runtime=runtime,
+                                      cpu=cpu, fp16=fp16, xnnpack=xnnpack))
     data = results[0].to_dict()
     if len(results) > 1:  # one result per emulated CPU; the first stays at the top level
         data["other_cpus"] = [r.to_dict() for r in results[1:]]
@@ -418,8 +378,9 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
     if do_localize:
         arm = results[0].arm  # the CPU parity ran on, asked for or chosen (an fp16-compute file)
         emulate = {"cpu": arm["cpu"], "fp16": fp16, "xnnpack": xnnpack, "threads": threads} if arm else None
-        loc = localize(artifact, checkpoint, images_dir=images_dir, variant=variant, precision=results[0].precision,
-                       emulate=emulate)
+        with step(f"localizing the divergence of {os.path.basename(artifact)}"):
+            loc = localize(artifact, checkpoint, images_dir=images_dir, variant=variant,
+                           precision=results[0].precision, emulate=emulate)
         data["localization"] = loc.to_dict()
     if report_dir:
         from .reports import write_report
@@ -473,8 +434,9 @@ def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None
     from .parity import evaluate
 
     _check_report_dir(report_dir)
-    result = evaluate(list(models), data_dir, threads=threads, limit_per_class=limit_per_class, variant=variant,
-                      runtime=runtime)
+    with step(f"evaluating {len(models)} model(s) on {os.path.basename(os.path.normpath(data_dir))}"):
+        result = evaluate(list(models), data_dir, threads=threads, limit_per_class=limit_per_class, variant=variant,
+                          runtime=runtime)
     if report_dir:
         from .reports import write_report
 
@@ -525,6 +487,7 @@ def devices(as_json: bool) -> None:
 
 
 main.add_command(farm)
+main.add_command(build)
 
 
 @main.group()

@@ -11,12 +11,17 @@ from .errors import VitdeployError
 from .formats import TARGETS, artifact_name
 
 
-def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:
-    """``<checkpoint stem>_<mode>.tflite|.mlpackage|...`` in the current directory (:func:`formats.artifact_name`)."""
+def checkpoint_stem(checkpoint: str | Path) -> str:
+    """The checkpoint's name without its weights suffix (a Hugging Face folder keeps its name)."""
     stem = Path(checkpoint).name
     for suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
         stem = stem.removesuffix(suffix)
-    return Path(artifact_name(stem, target, quantize, precision))
+    return stem
+
+
+def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:
+    """``<checkpoint stem>_<mode>.tflite|.mlpackage|...`` in the current directory (:func:`formats.artifact_name`)."""
+    return Path(artifact_name(checkpoint_stem(checkpoint), target, quantize, precision))
 
 
 def read_labels(path: str | Path | None, num_classes: int) -> list[str] | None:
@@ -58,7 +63,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
             precision: str = "fp16", calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
             compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,
-            delegate: str = "xnnpack", progress=None) -> dict:
+            delegate: str = "xnnpack", progress=None, force: bool = False) -> dict:
     """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report.
 
     ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning on the
@@ -66,7 +71,8 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     ``quantize``: a name of :mod:`vitdeploy.precisions` (``fp32``, ``fp16``, ``w8``, ``w8a8``,
     ``w8a16``, ``dynamic``) or an alias (``none``, ``int8``). A TFLite w8a8 model below the
     accuracy target is written aside (``accuracy_target_met`` False in the report; see
-    :func:`vitdeploy.targets.tflite.convert_tflite`).
+    :func:`vitdeploy.targets.tflite.convert_tflite`). An artifact already at ``out`` is refused before any
+    work unless ``force``.
     """
     from . import __version__, checkpoints
     from .diagnostics import raise_if_interrupted
@@ -88,29 +94,44 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     from .outputs import check_artifact_path
 
     # The output path is judged before the checkpoint loads: a conversion takes 20-30 s.
-    out = check_artifact_path(Path(out) if out else default_output(checkpoint, target, quantize, precision), target)
-    t0 = time.perf_counter()
-    ckpt = checkpoints.load(checkpoint, variant=variant)
-    labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
-    calib = read_calibration_images(calib_dir, ckpt.preprocessing)
-    metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
-                "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(), "vitdeploy_version": __version__}
-    # BatchNorm folded once, whatever the target; then the target's own passes (passes.PIPELINES).
-    prepared = prepare_for(target, ckpt.model, delegate)
-    raise_if_interrupted()  # a Ctrl-C a converter's GC callback swallowed still stops the work here
-    if target == "tflite":
-        result = _convert_tflite(prepared.model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
-                                 int8_finetune, progress)
-    elif target == "executorch":
-        result = _convert_executorch(prepared.model, ckpt, out, quantize, calib, labels, raw_input, metadata,
-                                     delegate, progress)
-    else:
-        result = _convert_coreml(prepared.model, ckpt, out, quantize, precision, calib, labels, raw_input,
-                                 deployment_target, compute_units, metadata, progress)
-    raise_if_interrupted()
-    result.update(bn_folding=prepared.bn_folding, rewrites={**result.get("rewrites", {}), **prepared.rewrites})
-    return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
-            "total_seconds": round(time.perf_counter() - t0, 2), **result}
+    out = check_artifact_path(Path(out) if out else default_output(checkpoint, target, quantize, precision), target,
+                              force=force)
+    from .precisions import label
+    from .progress import note, step
+
+    said = progress
+
+    def progress(msg: str) -> None:  # the converter's stages (each int8 search attempt) show on the ticking line
+        if said:
+            said(msg)
+        note(msg.strip())
+
+    with step(f"converting {Path(checkpoint).name} -> {target} {label(target, quantize, precision)}"):
+        note("loading the checkpoint")
+        t0 = time.perf_counter()
+        ckpt = checkpoints.load(checkpoint, variant=variant)
+        labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
+        calib = read_calibration_images(calib_dir, ckpt.preprocessing)
+        metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
+                    "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(),
+                    "vitdeploy_version": __version__}
+        # BatchNorm folded once, whatever the target; then the target's own passes (passes.PIPELINES).
+        note("folding BatchNorm")
+        prepared = prepare_for(target, ckpt.model, delegate)
+        raise_if_interrupted()  # a Ctrl-C a converter's GC callback swallowed still stops the work here
+        if target == "tflite":
+            result = _convert_tflite(prepared.model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
+                                     int8_finetune, progress)
+        elif target == "executorch":
+            result = _convert_executorch(prepared.model, ckpt, out, quantize, calib, labels, raw_input, metadata,
+                                         delegate, progress)
+        else:
+            result = _convert_coreml(prepared.model, ckpt, out, quantize, precision, calib, labels, raw_input,
+                                     deployment_target, compute_units, metadata, progress)
+        raise_if_interrupted()
+        result.update(bn_folding=prepared.bn_folding, rewrites={**result.get("rewrites", {}), **prepared.rewrites})
+        return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
+                "total_seconds": round(time.perf_counter() - t0, 2), **result}
 
 
 def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, int8_finetune,

@@ -78,7 +78,8 @@ def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
             rows.append({"target": target, "quantize": quantize, "status": f"skipped ({needs} not installed)"})
             continue
         path = artifact_path(out, ckpt.name.split(".")[0], target, precision, quantize)
-        rows.append(build_artifact(ckpt, target, precision, quantize, path, html_report=True, say=say))
+        rows.append(build_artifact(ckpt, target, precision, quantize, path, html_report=True, say=say,
+                                   force=True))  # the demo rebuilds its own folder
     return rows
 
 

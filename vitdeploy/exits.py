@@ -213,22 +213,34 @@ def _exit_for(e: BaseException, ctx: click.Context) -> None:
     signum = received_signal()
     if signum is not None or isinstance(e, KeyboardInterrupt):
         # Whatever the signal turned into on its way up (a converter's wrapper, a swallowed interrupt), it wins.
-        _say("interrupted")
-        ctx.exit(128 + (signum or getattr(e, "signum", signal.SIGINT)))
+        _fail(ctx, "interrupted", 128 + (signum or getattr(e, "signum", signal.SIGINT)))
     disk = disk_error_line(e, ctx)
     if disk:
-        _say(disk)
-        ctx.exit(2)
+        _fail(ctx, disk, 2)
     if isinstance(e, VitdeployError):
-        _say(f"error: {_naming_the_file(' '.join(str(e).splitlines()), e, ctx)}")
-        ctx.exit(e.exit_code)
+        _fail(ctx, f"error: {_naming_the_file(' '.join(str(e).splitlines()), e, ctx)}", e.exit_code)
     if isinstance(e, CheckFailed):
-        _say(f"check failed: {e}")
-        ctx.exit(e.exit_code)
+        _fail(ctx, f"check failed: {e}", e.exit_code)
     if os.environ.get(_DEBUG_ENV):
         raise e
     line, code = unexpected_error_line(e, ctx)
+    _fail(ctx, line, code)
+
+
+def _fail(ctx: click.Context, line: str, code: int) -> None:
+    """The one line on stderr, then the exit; under --json, when the command has not printed its JSON document
+    yet, an error object on stdout too (``{"error": ..., "exit_code": ...}``), so stdout is always one JSON."""
     _say(line)
+    from .progress import JSON_PRINTED_META, json_requested
+
+    if json_requested(ctx) and not ctx.meta.get(JSON_PRINTED_META):
+        import json
+
+        text = visible(" ".join(str(line).splitlines()), newlines=False)
+        for prefix in ("error: ", "check failed: "):
+            text = text.removeprefix(prefix)
+        click.echo(json.dumps({"error": text, "exit_code": code}))
+        ctx.meta[JSON_PRINTED_META] = True
     ctx.exit(code)
 
 

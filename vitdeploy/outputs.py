@@ -5,7 +5,8 @@ before that, in one line naming the path the user gave (not the temporary file w
 Nothing is created or replaced here: a folder that does not exist yet is judged by its nearest existing
 ancestor, which must be a folder this process can create entries in (checked with a probe file that is
 removed at once, since ``os.access`` says yes to root on a read-only mount such as /proc or /sys).
-Whether an existing *file* is overwritten is the writer's business, not decided here.
+An existing artifact is replaced only when asked (``force``: ``convert --force``, and ``build``/``demo``,
+which rebuild into their own folders): ``convert`` refuses it before any work, as ``package`` does.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from .errors import VitdeployError
 from .formats import FORMATS
 
 
-def check_artifact_path(path: str | Path, target: str, option: str = "-o") -> Path:
-    """``path`` can take ``target``'s artifact: its suffix, a folder for a .mlpackage, a file otherwise."""
+def check_artifact_path(path: str | Path, target: str, option: str = "-o", force: bool = False) -> Path:
+    """``path`` can take ``target``'s artifact: its suffix, a folder for a .mlpackage, a file otherwise; one
+    already there is refused unless ``force`` (a second convert must not replace a labelled model silently)."""
     p = Path(path)
     suffix = FORMATS[target].suffix
     if p.suffix.lower() != suffix:
         raise VitdeployError(f"{p}: {option} for --target {target} must end in {suffix}")
+    if not force and _lexists(p) and (p.is_dir() if suffix == ".mlpackage" else p.is_file()):
+        raise VitdeployError(f"{p}: already exists; add --force to replace it (or choose another {option})")
     if suffix == ".mlpackage":  # a Core ML package is a folder; an existing one is replaced whole
         if _lexists(p) and not p.is_dir():
             raise VitdeployError(f"{p}: exists and is not a folder; a .mlpackage is a folder")

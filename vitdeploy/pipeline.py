@@ -19,18 +19,21 @@ from .precisions import canonical, label
 STATUS_BELOW_TARGET = "below target"  # a w8a8 model that missed its accuracy target, written aside
 
 
-def artifact_path(out_dir: str | Path, stem: str, target: str, precision: str, quantize: str) -> Path:
-    return Path(out_dir) / artifact_name(stem, target, quantize, precision)
+def artifact_path(out_dir: str | Path, stem: str, target: str, precision: str, quantize: str,
+                  variant: str | None = None) -> Path:
+    """Where a cell's artifact goes: :func:`formats.artifact_name` (``variant``: see there) in ``out_dir``."""
+    return Path(out_dir) / artifact_name(stem, target, quantize, precision, variant=variant)
 
 
 def build_artifact(checkpoint: str | Path, target: str, precision: str, quantize: str, path: str | Path, *,
                    variant: str | None = None, calib_dir: str | Path | None = None, parity_images: int = 16,
                    images_dir: str | Path | None = None, tolerances: dict | None = None, html_report: bool = False,
-                   say: Callable[[str], None] | None = None) -> dict:
+                   say: Callable[[str], None] | None = None, force: bool = False) -> dict:
     """Convert ``checkpoint`` to ``path`` and check its parity; a row with ``status`` ok / below target / failed.
 
     ``calib_dir`` calibrates w8a8/w8a16 cells only. ``tolerances`` override the parity preset of the
-    artifact's precision; ``html_report`` writes ``<artifact>.report/report.html`` beside it.
+    artifact's precision; ``html_report`` writes ``<artifact>.report/report.html`` beside it. ``force``
+    replaces an artifact already at ``path`` (``build`` and ``demo`` rebuild their own folders).
     """
     from .convert import convert
     from .diagnostics import raise_if_interrupted
@@ -46,7 +49,7 @@ def build_artifact(checkpoint: str | Path, target: str, precision: str, quantize
     try:
         calib = calib_dir if canonical(quantize) in ("w8a8", "w8a16") else None
         report = convert(checkpoint, target, out=path, quantize=quantize, precision=precision, variant=variant,
-                         calib_dir=calib)
+                         calib_dir=calib, force=force)
         path = Path(report["path"])  # a w8a8 model below the accuracy target is written aside
         met = report.get("accuracy_target_met", True)
         row.update(status="ok" if met else STATUS_BELOW_TARGET, path=str(path),
@@ -72,7 +75,9 @@ def check_parity(artifact: Path, checkpoint: str | Path, *, n_images: int = 16, 
                  tolerances: dict | None = None, html_report: bool = False, say=None) -> dict:
     """The parity columns of a row (natural images), with an HTML report beside the artifact when asked."""
     from .parity import run_parity
+    from .progress import note
 
+    note(f"checking parity of {Path(artifact).name}")
     result = run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images, tolerances=tolerances)
     nat = result.natural
     row = {"parity": "pass" if result.passed else "FAIL", "precision_preset": result.precision,

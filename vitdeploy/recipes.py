@@ -1,4 +1,5 @@
-"""Recipes: one YAML per variant saying how to build and check it; ``build`` runs a whole matrix."""
+"""Recipes: one YAML per variant saying how to build and check it (``vitdeploy/recipe_files/``, shipped with the
+package); ``vitdeploy.build`` runs a whole matrix from them."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .errors import VitdeployError
-from .formats import HOST_TIMED_TARGETS
 from .models import family_of, variant_info
 
 _REQUIRED = ("variant", "targets", "parity")
 # What the variant already fixes; older recipes repeated it, and may still, if it agrees.
 _DERIVED = ("family", "input_size", "architecture", "preprocessing")
 _TARGET_KEYS = ("quantize", "precision", "default")
-_COREML_PRECISIONS = ("fp32", "fp16")  # Core ML's compute precision (the `precision` list and default)
+_COREML_PRECISIONS = ("fp32", "fp16")
+# The recipes that ship with vitdeploy (package data): `build` uses them when --recipes is not given.
+BUILTIN_RECIPES = Path(__file__).resolve().with_name("recipe_files")  # Core ML's compute precision (the `precision` list and default)
 
 # The budget of a recipe file, checked before anything is built from it. A recipe is ~1 KB, ~60 YAML
 # nodes, 4 levels deep: these bounds are 50-100x that. The file is read up to MAX_BYTES + 1 bytes (a
@@ -389,97 +390,3 @@ def precision_class(precision: str, quantize: str) -> str:
 
     name = canonical(quantize)
     return parity_preset(precision if name == "fp32" and precision in ("fp16", "fp32") else name)
-
-
-def find_checkpoints(directory: str | Path) -> dict[str, Path]:
-    """variant -> checkpoint file, by loading each candidate (files that are not checkpoints are skipped)."""
-    from . import checkpoints
-    from .checkpoints.reader import WEIGHT_SUFFIXES
-
-    d = Path(directory)
-    if not d.is_dir():
-        raise VitdeployError(f"{d}: --checkpoints must be a directory")
-    found: dict[str, Path] = {}
-    candidates = sorted(p for p in d.iterdir() if p.suffix in WEIGHT_SUFFIXES or (p / "config.json").exists())
-    for p in candidates:
-        try:
-            found.setdefault(checkpoints.load(p).variant, p)
-        except VitdeployError:
-            continue
-    return found
-
-
-def build(recipes_dir: str | Path, checkpoints_dir: str | Path, out_dir: str | Path, *, targets: tuple[str, ...] = (),
-          variants: tuple[str, ...] = (), parity_images: int = 16, latency_runs: int = 20, threads: int = 2,
-          images_dir: str | Path | None = None, calib_dir: str | Path | None = None,
-          on_cell: Callable[[dict], None] | None = None) -> dict:
-    """Convert every (variant x target x mode) the recipes ask for; check parity and host latency; never stop early.
-
-    ``images_dir``: parity images (default: the built-in natural-image set); ``calib_dir``:
-    calibration images for int8/w8a8 cells (default: the built-in set).
-    """
-    from .outputs import check_artifact_path, check_output_dir
-    from .pipeline import STATUS_BELOW_TARGET, artifact_path, build_artifact
-
-    every = load_recipes(recipes_dir)
-    unknown = [v for v in variants if v not in {r.variant for r in every}]
-    if unknown:
-        raise VitdeployError(f"--variant {unknown[0]}: no recipe for it in {recipes_dir}"
-                             f"{_did_you_mean(unknown[0], sorted(r.variant for r in every))}")
-    recipes = [r for r in every if not variants or r.variant in variants]
-    out = Path(out_dir)
-    # Every artifact path is checked before the first (minutes-long) conversion, and before the checkpoints load.
-    check_output_dir(out, "-o")
-    plan = [(recipe, cell, artifact_path(out / recipe.variant, recipe.variant, *cell))
-            for recipe in recipes for cell in recipe.cells() if not targets or cell[0] in targets]
-    for _, (target, _, _), path in plan:
-        check_artifact_path(path, target, option="-o")
-    ckpts = find_checkpoints(checkpoints_dir)
-    rows = []
-    for recipe, (target, precision, quantize), path in plan:
-        ckpt = ckpts.get(recipe.variant)
-        if ckpt is None:
-            row = {"target": target, "precision": precision, "quantize": quantize, "status": "failed",
-                   "error": f"no checkpoint for {recipe.variant} in {checkpoints_dir}", "seconds": 0.0}
-        else:
-            tolerances = recipe.parity.get(precision_class(precision, quantize)) or None
-            row = build_artifact(ckpt, target, precision, quantize, path, variant=recipe.variant,
-                                 calib_dir=calib_dir, parity_images=parity_images, images_dir=images_dir,
-                                 tolerances=tolerances)
-        if row["status"] == STATUS_BELOW_TARGET:  # written aside under a name that says so; a failed cell
-            row.update(status="failed", error=row.pop("verdict"))
-        if row["status"] == "ok" and target in HOST_TIMED_TARGETS:
-            row["host_median_ms"] = _host_latency(Path(row["path"]), latency_runs, threads)
-        row = {"variant": recipe.variant, **row}
-        rows.append(row)
-        if on_cell:
-            on_cell(row)
-    return {"out_dir": str(out), "cells": rows, "failed": sum(r["status"] != "ok" for r in rows)}
-
-
-def _host_latency(artifact: Path, runs: int, threads: int) -> float:
-    from .runners import open_runner
-    from .runtimes.timing import profile_runner
-
-    return profile_runner(lambda: open_runner(artifact, threads=threads), runs=runs, warmup=3)["median_ms"]
-
-
-def format_build_table(summary: dict) -> str:
-    head = f"{'variant':<14} {'target':<10} {'mode':<13} {'status':<7} {'MB':>6} {'conv s':>7} {'parity':>6} " \
-           f"{'cos min':>9} {'max abs':>8} {'top-1':>6} {'host ms':>8}"
-    lines = [head, "-" * len(head)]
-    for r in summary["cells"]:
-        mode = f"{r['precision']}/{r['quantize']}" if r["target"] == "coreml" else r["quantize"]
-        mode += " (a16)" if r.get("activations") == "int16" else ""
-        fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
-        lines.append(f"{r['variant']:<14} {r['target']:<10} {mode:<13} {r['status']:<7} {fmt(r.get('size_mb'), '{:.1f}'):>6} "
-                     f"{fmt(r.get('convert_s'), '{:.1f}'):>7} {r.get('parity', '-'):>6} "
-                     f"{fmt(r.get('cosine_min'), '{:.6f}'):>9} {fmt(r.get('max_abs'), '{:.2e}'):>8} "
-                     f"{fmt(r.get('top1_agreement'), '{:.0%}'):>6} "
-                     f"{fmt(r.get('host_median_ms'), '{:.2f}'):>8}")
-        if r["status"] != "ok":
-            lines.append(f"    error: {r.get('error')}")
-        elif r.get("float_fallback_ops"):
-            lines.append(f"    kept in float: {', '.join(r['float_fallback_ops'])}")
-    lines.append(f"{len(summary['cells'])} cells, {summary['failed']} failed")
-    return "\n".join(lines)

@@ -12,6 +12,7 @@ write the files.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -64,9 +65,14 @@ def refuse_on_platform(path, platform: str, where: str) -> None:
                              f"({platform}); convert to {' or '.join(f.suffix for f in FORMATS.values() if platform in f.platforms)}")
 
 
-def artifact_name(stem: str, target: str, quantize: str, precision: str = "fp16") -> str:
+def artifact_name(stem: str, target: str, quantize: str, precision: str = "fp16",
+                  variant: str | None = None) -> str:
     """``<stem>_<mode><suffix>``, the one naming of ``convert``, ``demo`` and ``build``: the mode is the
-    canonical precision; Core ML's names its compute precision first (``fp16``, ``fp16_w8``)."""
+    canonical precision; Core ML's names its compute precision first (``fp16``, ``fp16_w8``). ``variant``
+    (``build``: several checkpoints, maybe of one variant) joins the stem unless the stem already names it:
+    ``mine_levit_128s_fp32.tflite``, ``levit_128s_fp32.tflite``."""
+    if variant and not re.search(rf"(^|[_.-]){re.escape(variant)}($|[_.-])", stem):
+        stem = f"{stem}_{variant}"
     mode = label(target, quantize, precision)
     if target == "coreml" and mode != precision:
         mode = f"{precision}_{mode}"

@@ -118,6 +118,7 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
              limit_per_class: int | None = None, variant: str | None = None, runtime: str = "auto") -> EvalResult:
     """Accuracy of each model on ``data_dir``; every model sees the same images in its own input convention."""
     from ..preprocessing import load_images
+    from ..progress import note
     from ..runners import open_runner
 
     if not models:
@@ -126,7 +127,8 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
         raise VitdeployError("batch_size must be >= 1")
     data = read_image_folder(data_dir, limit_per_class)
     results = []
-    for model in models:
+    for i, model in enumerate(models, 1):
+        note(f"{Path(model).name} ({i}/{len(models)})")  # the CLI's progress line: which model, of how many
         started = time.perf_counter()
         runner = open_runner(model, variant=variant, threads=threads, runtime=runtime)
         pre = getattr(runner, "preprocessing", None)
