@@ -9,15 +9,24 @@ import XCTest
 /// `xcodebuild test-without-building ... -only-testing:VitdeployHarnessTests/HarnessBenchmarkTests/testRunRequest`
 /// with TEST_RUNNER_VITDEPLOY_REQUEST=Documents/vitdeploy/<id>/request.json in xcodebuild's
 /// environment: xcodebuild strips the TEST_RUNNER_ prefix and hands VITDEPLOY_REQUEST to this process.
+///
+/// AWS Device Farm (vitdeploy/devices/farms/xctest.py; not run on a real farm yet): the request and its
+/// files ride inside the host app bundle, VITDEPLOY_REQUEST=__TESTHOST__/vitdeploy/request-rK.json comes from
+/// the generated .xctestrun, and VITDEPLOY_RESULT_TAG=rK makes the result also print between marker lines.
 final class HarnessBenchmarkTests: XCTestCase {
 
     func testRunRequest() async throws {
         guard let requestPath = ProcessInfo.processInfo.environment["VITDEPLOY_REQUEST"] else {
             throw XCTSkip("VITDEPLOY_REQUEST is not set; vitdeploy passes it as TEST_RUNNER_VITDEPLOY_REQUEST")
         }
-        // Relative paths are relative to the app's data container (what devicectl's appDataContainer domain addresses).
-        let requestURL = requestPath.hasPrefix("/") ? URL(fileURLWithPath: requestPath)
+        // Relative paths are relative to the app's data container (what devicectl's appDataContainer domain addresses);
+        // __TESTHOST__/... (a farm's .xctestrun, if xcodebuild left the placeholder as it is) to the host app bundle.
+        let hostPrefix = "__TESTHOST__/"
+        let requestURL = requestPath.hasPrefix(hostPrefix)
+            ? Bundle.main.bundleURL.appendingPathComponent(String(requestPath.dropFirst(hostPrefix.count)))
+            : requestPath.hasPrefix("/") ? URL(fileURLWithPath: requestPath)
             : URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(requestPath)
+        let resultTag = ProcessInfo.processInfo.environment["VITDEPLOY_RESULT_TAG"]
         let inDir = requestURL.deletingLastPathComponent()
         let request = try HarnessRequest.load(from: requestURL)
         let outDir = request.outputDir.map { path in
@@ -36,7 +45,9 @@ final class HarnessBenchmarkTests: XCTestCase {
                     configs.append(PteBenchmark.runConfig(unit: unit, modelURL: modelURL, request: request, inDir: inDir,
                                                           outDir: outDir, peakMemoryKb: { self.peakFootprintKb() }))
                 }
-                try ResultJSON.write(resultObject(request, "ok", NSNull(), configs), to: outDir.appendingPathComponent("result.json"))
+                let result = resultObject(request, "ok", NSNull(), configs)
+                try ResultJSON.write(result, to: outDir.appendingPathComponent("result.json"))
+                if let tag = resultTag { ResultJSON.echo(result, tag: tag) }
                 return
             }
             let inputs = try request.inputs.map { try loadInput($0, in: inDir) }
@@ -59,7 +70,9 @@ final class HarnessBenchmarkTests: XCTestCase {
             status = "error"
             resultError = "\(error)".split(separator: "\n").first.map(String.init) ?? "unknown error"
         }
-        try ResultJSON.write(resultObject(request, status, resultError, configs), to: outDir.appendingPathComponent("result.json"))
+        let result = resultObject(request, status, resultError, configs)
+        try ResultJSON.write(result, to: outDir.appendingPathComponent("result.json"))
+        if let tag = resultTag { ResultJSON.echo(result, tag: tag) }
     }
 
     private func resultObject(_ request: HarnessRequest, _ status: String, _ error: Any, _ configs: [[String: Any]]) -> [String: Any] {

@@ -98,6 +98,15 @@ enum ResultJSON {
         if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
         try FileManager.default.moveItem(at: tmp, to: url)
     }
+
+    /// The result on one line between the marker lines a farm's test spec reads from xcodebuild's output
+    /// (vitdeploy/devices/farms/payload.py MARK_BEGIN / MARK_END): no devicectl needed on the farm's host.
+    static func echo(_ object: [String: Any], tag: String) {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
+              let text = String(data: data, encoding: .utf8) else { return }
+        print("@@VITDEPLOY-RESULT-BEGIN \(tag)@@\n\(text)\n@@VITDEPLOY-RESULT-END \(tag)@@")
+        fflush(stdout)
+    }
 }
 
 /// How a pixel buffer stores one pixel: the formats Core ML image inputs ask for
