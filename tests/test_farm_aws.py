@@ -521,3 +521,212 @@ def test_cli_dry_run_shows_uploads_and_the_spec_without_credentials(tiny_tflite,
     assert [u["path"] for u in plan["uploads"][:2]] == [str(a) for a in apks]
     assert "am instrument" in plan["test_spec"]
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").rglob("*.json"))
+
+
+# -- iOS (issue 26): NOT run on a Mac or a farm; the request shapes, the generated files and the parser --------
+
+IOS_DEV = "arn:aws:devicefarm:us-west-2::device:352FDCFAA36C43AD8ABBF3DD2F5B8E6E"  # Apple iPhone 15
+IOS_BUNDLE = "com.example.vitdeploy-harness"
+
+
+def _ios_devices() -> list[DeviceRef]:
+    return [DeviceRef("aws", IOS_DEV, "Apple iPhone 15", "ios", "17.4", "A16 Bionic", "Apple")]
+
+
+@pytest.fixture
+def fake_mlpackage(tmp_path, monkeypatch) -> Path:
+    """An .mlpackage tree (no coremltools here: its first input is given as a 1x3x8x8 multi-array)."""
+    from vitdeploy.devices import ios
+
+    pkg = tmp_path / "tiny.mlpackage"
+    (pkg / "Data" / "com.apple.CoreML" / "weights").mkdir(parents=True)
+    (pkg / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"\x08\x07fake-spec")
+    (pkg / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"\0" * 64)
+    (pkg / "Manifest.json").write_text(json.dumps({
+        "fileFormatVersion": "1.0.0", "rootModelIdentifier": "A1",
+        "itemInfoEntries": {"A1": {"author": "com.apple.CoreML", "name": "model.mlmodel",
+                                   "path": "com.apple.CoreML/model.mlmodel"},
+                            "A2": {"author": "com.apple.CoreML", "name": "weights",
+                                   "path": "com.apple.CoreML/weights"}}}))
+    monkeypatch.setattr(ios, "_first_input", lambda model, a, s: {"name": "x", "kind": "multiArray", "shape": [1, 3, 8, 8]})
+    return pkg
+
+
+@pytest.fixture
+def fake_pte(tmp_path, monkeypatch) -> Path:
+    """A .pte file whose delegates and input shape are given (no executorch export here)."""
+    from vitdeploy.devices import ios
+
+    pte = tmp_path / "tiny.pte"
+    pte.write_bytes(b"\0" * 32)
+    monkeypatch.setattr(ios, "pte_units", lambda model, units: (list(units or ["cpu"]), [1, 8, 8, 3]))
+    return pte
+
+
+def _xctestrun_doc(host: str = "__TESTROOT__/Debug-iphoneos/VitdeployHarness.app") -> dict:
+    """What `xcodebuild build-for-testing` writes (FormatVersion 2), trimmed to the keys that matter here."""
+    return {"__xctestrun_metadata__": {"FormatVersion": 2, "ContainerInfo": {"ContainerName": "VitdeployHarness"}},
+            "CodeCoverageBuildableInfos": [],
+            "TestConfigurations": [{"Name": "Test Scheme Action", "TestTargets": [{
+                "BlueprintName": "VitdeployHarnessTests", "TestHostPath": host,
+                "TestBundlePath": "__TESTHOST__/PlugIns/VitdeployHarnessTests.xctest",
+                "EnvironmentVariables": {"OS_ACTIVITY_DT_MODE": "YES"},
+                "TestingEnvironmentVariables": {"DYLD_INSERT_LIBRARIES": "__TESTHOST__/Frameworks/libXCTestBundleInject.dylib",
+                                                "XCInjectBundleInto": "unused"},
+                "IsAppHostedTestBundle": True, "ProductModuleName": "VitdeployHarnessTests"}]}],
+            "TestPlan": {"IsDefault": True, "Name": "VitdeployHarness"}}
+
+
+@pytest.fixture
+def ios_build(tmp_path) -> dict:
+    """The two files the user builds once (docs/farms.md): the harness .ipa and the .xctestrun."""
+    import plistlib
+
+    ipa = tmp_path / "VitdeployHarness.ipa"
+    with zipfile.ZipFile(ipa, "w") as z:
+        app = "Payload/VitdeployHarness.app"
+        z.writestr(f"{app}/Info.plist", plistlib.dumps({"CFBundleIdentifier": IOS_BUNDLE,
+                                                        "CFBundleExecutable": "VitdeployHarness"}, fmt=plistlib.FMT_BINARY))
+        z.writestr(f"{app}/VitdeployHarness", b"\xcf\xfa\xed\xfe")
+        z.writestr(f"{app}/PlugIns/VitdeployHarnessTests.xctest/Info.plist", plistlib.dumps({"CFBundleIdentifier": "t"}))
+    run = tmp_path / "VitdeployHarness_VitdeployHarness_iphoneos17.4-arm64.xctestrun"
+    run.write_bytes(plistlib.dumps(_xctestrun_doc()))
+    return {"harness_ipa": str(ipa), "xctestrun": str(run)}
+
+
+def _ios_request(model: Path, options: dict, **kw) -> ProfileRequest:
+    kw = {"runs": 3, "warmup": 1, "threads": (1,), "repeat": 1, "options": options, **kw}
+    return ProfileRequest(model=model, **kw)
+
+
+IOS_KINDS = ["IOS_APP", "APPIUM_NODE_TEST_PACKAGE", "APPIUM_NODE_TEST_SPEC"]
+
+
+def _stub_submit_ios(stub: Stubber) -> None:
+    import gzip
+
+    model = json.loads(gzip.open(next(Path(botocore.__file__).parent.glob("data/devicefarm/*/service-2.json.gz"))).read())
+    assert set(IOS_KINDS) <= set(model["shapes"]["UploadType"]["enum"])  # the types exist in the service model
+    assert "XCTEST_TEST_SPEC" not in model["shapes"]["UploadType"]["enum"]  # why not XCTEST: no spec type for it
+    stub.add_response("list_projects", {"projects": [{"arn": PROJECT, "name": "vitdeploy"}]}, {})
+    for n, kind in enumerate(IOS_KINDS):
+        url = f"https://prod-us-west-2-uploads.s3-us-west-2.amazonaws.com/upload{n}?X-Amz-Signature=abc"
+        responses.put(url, status=200)
+        stub.add_response("create_upload", {"upload": {"arn": _upload_arn(n), "status": "INITIALIZED", "url": url,
+                                                       "type": kind}},
+                          {"projectArn": PROJECT, "name": ANY, "type": kind, "contentType": "application/octet-stream"})
+        stub.add_response("get_upload", {"upload": {"arn": _upload_arn(n), "status": "SUCCEEDED"}}, {"arn": _upload_arn(n)})
+    stub.add_response("schedule_run", {"run": {"arn": RUN, "status": "SCHEDULING"}}, {
+        "projectArn": PROJECT, "appArn": _upload_arn(0), "name": ANY,
+        "deviceSelectionConfiguration": {"filters": [{"attribute": "ARN", "operator": "IN", "values": [IOS_DEV]}],
+                                         "maxDevices": 1},
+        "test": {"type": "APPIUM_NODE", "testPackageArn": _upload_arn(1), "testSpecArn": _upload_arn(2)},
+        "executionConfiguration": {"jobTimeoutMinutes": 60}})  # no extraDataPackageArn: the payload is in the test package
+
+
+def _recording(b: AwsDeviceFarm) -> dict:
+    """What each upload carried, by upload type."""
+    sent, upload = {}, b._upload
+
+    def record(project_arn, kind, path):
+        sent[kind] = (Path(path).name, Path(path).read_bytes())
+        return upload(project_arn, kind, path)
+
+    b._upload = record
+    return sent
+
+
+def fake_ios_result(hreq: dict, latencies=(4.0, 4.5, 5.0)) -> str:
+    req = HarnessRequest.from_json(hreq)
+    configs = [{"name": c["name"], "compute_unit": c["compute_unit"], "threads": c["threads"], "status": "ok",
+                "error": None, "load_ms": 30.0, "init_ms": 8.0, "first_inference_ms": 9.0,
+                "latencies_ms": list(latencies)[:req.runs], "peak_memory_kb": 40960,
+                "outputs": [{"file": f"{c['name']}.output0.bin", "shape": [1, 10], "dtype": "float32"}]}
+               for c in req.configs()]
+    return json.dumps({"protocol": "vitdeploy-harness", "version": 1, "request_id": req.request_id, "status": "ok",
+                       "error": None, "device": {"platform": "ios", "model": "iPhone15,4"}, "configs": configs},
+                      sort_keys=True)
+
+
+@responses.activate
+@pytest.mark.parametrize("kind", ["mlpackage", "pte"])
+def test_ios_happy_path(kind, fake_mlpackage, fake_pte, ios_build):
+    """Submit (IOS_APP + the test package + the spec, checked against the service model), poll, collect the
+    result the harness printed between the markers in xcodebuild's output (only in the spec's log)."""
+    import plistlib
+
+    import yaml
+
+    model = fake_mlpackage if kind == "mlpackage" else fake_pte
+    units = ("cpuAndNeuralEngine", "all") if kind == "mlpackage" else ("cpu",)
+    client = _client()
+    with Stubber(client) as stub:
+        _stub_submit_ios(stub)
+        b = _backend(client, cooldown_s=0)
+        sent = _recording(b)
+        sub = b.submit(_ios_request(model, ios_build, compute_units=units, repeat=2), _ios_devices())
+        assert sorted(sent) == sorted(IOS_KINDS) and sub.state["platform"] == "ios"
+        assert sent["IOS_APP"][1] == Path(ios_build["harness_ipa"]).read_bytes()
+        hreqs = sub.state["requests"]
+        assert [r["request_id"] for r in hreqs] == [f"{sub.state['base_id']}-r1", f"{sub.state['base_id']}-r2"]
+        assert {r["platform"] for r in hreqs} == {"ios"} and hreqs[0]["compute_units"] == list(units)
+        assert hreqs[0]["output_dir"] == f"Documents/vitdeploy/{hreqs[0]['request_id']}" and hreqs[0]["threads"] == [1]
+
+        # The test package: one rewritten .xctestrun per repeat, the payload beside them, checked by sums.
+        pkg = zipfile.ZipFile(io.BytesIO(sent["APPIUM_NODE_TEST_PACKAGE"][1]))
+        names = pkg.namelist()
+        assert "vitdeploy-r1.xctestrun" in names and "vitdeploy-r2.xctestrun" in names
+        for k in (1, 2):
+            doc = plistlib.loads(pkg.read(f"vitdeploy-r{k}.xctestrun"))
+            target = doc["TestConfigurations"][0]["TestTargets"][0]
+            for key in ("EnvironmentVariables", "TestingEnvironmentVariables"):
+                assert target[key]["VITDEPLOY_REQUEST"] == f"__TESTHOST__/vitdeploy/request-r{k}.json"
+                assert target[key]["VITDEPLOY_RESULT_TAG"] == f"r{k}"
+            assert target["TestingEnvironmentVariables"]["DYLD_INSERT_LIBRARIES"].endswith("libXCTestBundleInject.dylib")
+            assert target["TestHostPath"] == "__TESTROOT__/Debug-iphoneos/VitdeployHarness.app"  # the rest untouched
+            assert json.loads(pkg.read(f"vitdeploy-payload/request-r{k}.json")) == hreqs[k - 1]
+        model_files = ({"vitdeploy-payload/tiny.mlpackage/Manifest.json",
+                        "vitdeploy-payload/tiny.mlpackage/Data/com.apple.CoreML/model.mlmodel",
+                        "vitdeploy-payload/tiny.mlpackage/Data/com.apple.CoreML/weights/weight.bin"}
+                       if kind == "mlpackage" else {"vitdeploy-payload/tiny.pte"})
+        assert model_files <= set(names) and "vitdeploy-payload/input0.bin" in names
+        sums = pkg.read("vitdeploy-payload/SHA256SUMS").decode().splitlines()
+        assert sorted(line.split("  ", 1)[1] for line in sums) == sorted(
+            n[len("vitdeploy-payload/"):] for n in names if n.startswith("vitdeploy-payload/") and not n.endswith("SHA256SUMS"))
+
+        # The spec: copy the payload into the farm's app, then xcodebuild test-without-building per repeat.
+        spec = sent["APPIUM_NODE_TEST_SPEC"][1].decode()
+        doc = yaml.safe_load(spec)
+        assert doc["version"] == 0.1 and "ios_test_host" in doc and doc["artifacts"] == ["$DEVICEFARM_LOG_DIR"]
+        ph = testspec.phases(spec)
+        pre = "\n".join(ph["pre_test"])
+        assert 'unzip -o -q "$DEVICEFARM_APP_PATH"' in pre and "shasum -a 256 -c SHA256SUMS" in pre
+        assert "Payload/VitdeployHarness.app/vitdeploy/" in pre
+        assert '"$DEVICEFARM_TEST_PACKAGE_PATH"/Debug-iphoneos/VitdeployHarness.app' in pre
+        runs = [c for c in ph["test"] if c.startswith("xcodebuild ")]
+        assert len(runs) == 2
+        for k, cmd in enumerate(runs, start=1):
+            assert cmd.startswith(f'xcodebuild test-without-building -xctestrun "$DEVICEFARM_TEST_PACKAGE_PATH"/vitdeploy-r{k}.xctestrun '
+                                  '-destination id="$DEVICEFARM_DEVICE_UDID" '
+                                  "-only-testing:VitdeployHarnessTests/HarnessBenchmarkTests/testRunRequest")
+        assert any(f"--domain-identifier {IOS_BUNDLE}" in c for c in ph["test"])  # read from the .ipa's Info.plist
+
+        stub.add_response("get_run", {"run": {"arn": RUN, "status": "COMPLETED", "result": "PASSED"}}, {"arn": RUN})
+        stub.add_response("list_jobs", {"jobs": [{**_job(1, IOS_DEV, "COMPLETED", "PASSED"),
+                                                  "device": {"arn": IOS_DEV, "name": "Apple iPhone 15"}}]}, {"arn": RUN})
+        sub = b.poll(sub)
+        assert sub.status == DONE
+        # Repeat 1: the customer artifact's result file; repeat 2: only what xcodebuild echoed into the spec log.
+        log = ("Test Case '-[VitdeployHarnessTests.HarnessBenchmarkTests testRunRequest]' started.\n"
+               f"@@VITDEPLOY-RESULT-BEGIN r2@@\n{fake_ios_result(hreqs[1], (6.0, 6.5, 7.0))}\n@@VITDEPLOY-RESULT-END r2@@\n"
+               "Test Case '-[VitdeployHarnessTests.HarnessBenchmarkTests testRunRequest]' passed (2.1 seconds).\n")
+        _stub_artifacts(stub, 1, _artifact_zip({
+            "Host_Machine_Files/$DEVICEFARM_LOG_DIR/vitdeploy/result-r1.json": fake_ios_result(hreqs[0])}), log=log)
+        records = b.collect(sub)
+    runtime = "coreml" if kind == "mlpackage" else "executorch"
+    assert [(r.repeat, r.compute_units) for r in records] == [(k, u) for k in (1, 2) for u in units]
+    for r in records:
+        assert (r.platform, r.runtime, r.model, r.source, r.error) == ("ios", runtime, model.name, SOURCE_HARNESS, None)
+        assert r.device == "Apple iPhone 15" and r.vendor == "Apple" and r.queue_s == 43
+        assert r.latencies_ms == ([4.0, 4.5, 5.0] if r.repeat == 1 else [6.0, 6.5, 7.0])
+        assert r.peak_memory_mb == 40 and r.thermal is None

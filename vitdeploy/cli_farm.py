@@ -71,7 +71,7 @@ def profile_farm(ctx: click.Context, models: tuple[str, ...], *, farm: str, devi
     names = [n.strip() for n in (devices or "").split(",") if n.strip()]
     out = profile_on_farm(farm, list(models), devices=names, max_devices=max_devices, runs=runs, warmup=warmup,
                           threads=(threads,) if explicit else device_threads, compute_units=compute_units,
-                          repeat=repeat, options={"harness_apk": list(harness_apks)} if harness_apks else {},
+                          repeat=repeat, options=_harness_options(harness_apks),
                           wait=not no_wait, dry_run=dry_run, state=state_dir,
                           timeout_s=timeout_s if timeout_s is not None else DEFAULT_TIMEOUT_S)
     if dry_run:
@@ -91,6 +91,16 @@ def profile_farm(ctx: click.Context, models: tuple[str, ...], *, farm: str, devi
         return
     show_records(out["records"], as_json=as_json, plot_path=plot_path, markdown_path=markdown_path, max_cv=max_cv,
                  max_repeat_spread=max_repeat_spread)
+
+
+def _harness_options(files: tuple[str, ...]) -> dict:
+    """--harness-apk files by kind: Android APKs, or the iOS harness .ipa and its .xctestrun (or a zip of it)."""
+    items = [f.strip() for v in files for f in v.split(",") if f.strip()]
+    ipa = [f for f in items if f.lower().endswith(".ipa")]
+    run = [f for f in items if f.lower().endswith((".xctestrun", ".zip"))]
+    apks = [f for f in items if f not in ipa and f not in run]
+    return {**({"harness_apk": apks} if apks else {}), **({"harness_ipa": ipa} if ipa else {}),
+            **({"xctestrun": run} if run else {})}
 
 
 @click.group(cls=_Group)

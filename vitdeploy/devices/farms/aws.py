@@ -1,7 +1,8 @@
 """AWS Device Farm: our harness app on farm phones, driven by a generated test spec (backend "aws").
 
-submit: project "vitdeploy" (found or created), uploads (harness app, harness test APK or the iOS
-.xctestrun zip, the generated test spec, the payload as EXTERNAL_DATA), each PUT to its presigned URL
+submit: project "vitdeploy" (found or created), uploads (Android: harness APK, test APK, the generated
+test spec, the payload as EXTERNAL_DATA; iOS: harness .ipa, a test package holding the rewritten .xctestrun
+and the payload (farms/xctest.py), the generated test spec), each PUT to its presigned URL
 and polled until the farm has processed it, then ``schedule_run`` on the devices' ARNs; it returns at
 once. poll: ``get_run`` + ``list_jobs`` (queue seconds = a job's ``started`` - ``created``). collect:
 each job's customer artifact zip (extracted with a budget: it is untrusted), the result JSON in it (or
@@ -19,7 +20,7 @@ import re
 import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
 from vitdeploy.devices.backend import (
@@ -27,7 +28,7 @@ from vitdeploy.devices.backend import (
     register_backend,
 )
 from vitdeploy.devices.farms import payload as pl
-from vitdeploy.devices.farms import testspec
+from vitdeploy.devices.farms import testspec, xctest
 from vitdeploy.devices.protocol import HarnessRequest, ProtocolError
 from vitdeploy.errors import VitdeployError
 
@@ -38,7 +39,9 @@ RUN_RUNNING = ("PREPARING", "RUNNING", "STOPPING")
 UPLOAD_TYPES = {
     "android": {"app": "ANDROID_APP", "tests": "INSTRUMENTATION_TEST_PACKAGE", "spec": "INSTRUMENTATION_TEST_SPEC",
                 "test_type": "INSTRUMENTATION"},
-    # pytorch/test-infra runs an .xctestrun zip this way: an Appium Node package + spec in custom mode.
+    # pytorch/test-infra runs an .xctestrun zip this way: an Appium Node package + spec in custom mode. The
+    # service model has no XCTEST_TEST_SPEC (only XCTEST_UI_TEST_SPEC), so XCTEST_TEST_PACKAGE cannot take a
+    # spec that calls `xcodebuild test-without-building` (farms/xctest.py).
     "ios": {"app": "IOS_APP", "tests": "APPIUM_NODE_TEST_PACKAGE", "spec": "APPIUM_NODE_TEST_SPEC",
             "test_type": "APPIUM_NODE"},
 }
@@ -225,15 +228,26 @@ class AwsDeviceFarm:
             apks = _harness_apks(request.options.get("harness_apk"))
             app, tests = (apks + [None, None])[:2]
             requests_ = payload.requests
+        elif platform == "ios":  # NOT RUN on a farm (docs/farms.md): the payload rides in the test package
+            from vitdeploy.devices.ios import BUNDLE_ID
+
+            payload = pl.build_ios_payload(request, work)
+            app, xctestrun = _ios_inputs(request.options)
+            run = xctest.read_xctestrun(xctestrun) if xctestrun else None
+            host_rel = run.host_rel if run else xctest.DEFAULT_HOST
+            bundle_id = (xctest.ipa_bundle_id(app, PurePosixPath(host_rel).name) if app and app.is_file() else None)
+            spec = testspec.ios_spec(payload, host_rel=host_rel, bundle_id=bundle_id or BUNDLE_ID,
+                                     cooldown_s=self.cooldown_s)
+            tests = xctest.build_test_package(payload, run, work / f"vitdeploy-{payload.base_id}-tests.zip") if run else None
+            requests_ = payload.requests
         else:
-            # testspec.ios_spec exists (not run here); the iOS payload (request in the app's sandbox) is not built yet.
-            raise VitdeployError(f"AWS Device Farm runs on iOS are not supported yet ({model.name}): "
-                                 "use Android farm devices, or a local iPhone (`vitdeploy profile --device`)")
+            raise VitdeployError(f"AWS Device Farm runs Android and iOS devices, got platform {platform!r} ({model.name})")
         spec_path = work / f"vitdeploy-{payload.base_id}.yml"
         spec_path.write_text(spec)
         types = UPLOAD_TYPES[platform]
-        uploads = [("app", types["app"], app), ("tests", types["tests"], tests), ("spec", types["spec"], spec_path),
-                   ("extra_data", "EXTERNAL_DATA", payload.outer_zip)]
+        uploads = [("app", types["app"], app), ("tests", types["tests"], tests), ("spec", types["spec"], spec_path)]
+        if payload.outer_zip is not None:  # Android; iOS carries its payload in the test package
+            uploads.append(("extra_data", "EXTERNAL_DATA", payload.outer_zip))
         return {"platform": platform, "payload": payload, "spec": spec, "uploads": uploads, "requests": requests_}
 
     def dry_run(self, request: ProfileRequest, devices: Sequence[DeviceRef]) -> dict:
@@ -246,7 +260,7 @@ class AwsDeviceFarm:
                 if path is not None and Path(path).is_file():
                     entry.update(bytes=Path(path).stat().st_size, sha256=pl.sha256_file(Path(path)))
                 else:
-                    entry["note"] = "missing: pass the harness app and its test APK with --harness-apk (docs/farms.md)"
+                    entry["note"] = f"missing: {_missing_message(prep['platform'])}"
                 files.append(entry)
             return {"backend": self.name, "region": self.region, "project": self.project_name,
                     "platform": prep["platform"], "devices": [d.to_json() for d in devices], "uploads": files,
@@ -292,8 +306,7 @@ class AwsDeviceFarm:
             payload = prep["payload"]
             missing = [role for role, _, path in prep["uploads"] if path is None or not Path(path).is_file()]
             if missing:
-                raise VitdeployError("AWS Device Farm needs the harness app and its test APK: pass both with "
-                                     "--harness-apk app.apk,app-androidTest.apk (docs/farms.md)")
+                raise VitdeployError(_missing_message(prep["platform"]))
             sub = Submission(id=f"aws-{payload.base_id}", backend=self.name, request=request, devices=devices,
                              status=QUEUED, created_s=self.clock(),
                              state={"region": self.region, "platform": prep["platform"], "base_id": payload.base_id,
@@ -311,7 +324,7 @@ class AwsDeviceFarm:
                                                        "values": [d.id for d in devices]}],
                                           "maxDevices": len(devices)},
             test={"type": types["test_type"], "testPackageArn": ups["tests"], "testSpecArn": ups["spec"]},
-            configuration={"extraDataPackageArn": ups["extra_data"]},
+            **({"configuration": {"extraDataPackageArn": ups["extra_data"]}} if "extra_data" in ups else {}),
             executionConfiguration={"jobTimeoutMinutes": self.job_timeout_min})["run"]
         sub.state["run_arn"] = run["arn"]
         sub.per_device = {d.id: {"status": QUEUED, "queue_s": None, "error": None, "url": None} for d in devices}
@@ -428,6 +441,30 @@ def _failed(sub: Submission, why: str) -> Submission:
     sub.state["error"] = why
     sub.per_device = {d.id: {"status": FAILED, "queue_s": None, "error": why, "url": None} for d in sub.devices}
     return sub
+
+
+def _missing_message(platform: str) -> str:
+    if platform == "ios":
+        return ("AWS Device Farm on iOS needs the harness app .ipa and the .xctestrun from `xcodebuild "
+                "build-for-testing`: pass both, --harness-apk VitdeployHarness.ipa --harness-apk "
+                "VitdeployHarness_iphoneos.xctestrun (options harness_ipa, xctestrun; docs/farms.md)")
+    return ("AWS Device Farm needs the harness app and its test APK: pass both with "
+            "--harness-apk app.apk,app-androidTest.apk (docs/farms.md)")
+
+
+def _ios_inputs(options: dict) -> tuple[Path | None, Path | None]:
+    """(the harness .ipa, the .xctestrun or a zip holding it) from ``options``."""
+    def one(key):
+        value = options.get(key)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if len(value) == 1 else None if not value else _too_many(key)
+        return Path(str(value).strip()) if value and str(value).strip() else None
+
+    return one("harness_ipa"), one("xctestrun")
+
+
+def _too_many(key: str):
+    raise VitdeployError(f"one {key} per AWS Device Farm run (got several)")
 
 
 def _harness_apks(value) -> list[Path]:

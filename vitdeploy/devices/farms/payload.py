@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from vitdeploy.devices.backend import SOURCE_HARNESS, LatencyRecord, ProfileRequest
 from vitdeploy.devices.protocol import (
-    ANDROID_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile,
+    ANDROID_COMPUTE_UNITS, IOS_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile,
     new_request_id, write_tensor,
 )
 from vitdeploy.errors import VitdeployError
@@ -45,9 +45,9 @@ class Payload:
     platform: str
     model: Path
     requests: list[HarnessRequest]
-    files: dict[str, Path]  # name in the inner zip -> local file
-    inner_zip: Path
-    outer_zip: Path  # what is uploaded as EXTERNAL_DATA: the inner zip as its only member
+    files: dict[str, Path]  # name in the inner zip -> local file (an .mlpackage: one entry per file in it)
+    inner_zip: Path | None  # Android only (iOS: the files go into the test package, farms/xctest.py)
+    outer_zip: Path | None  # what is uploaded as EXTERNAL_DATA: the inner zip as its only member
     input_names: list[str] = field(default_factory=list)
 
     @property
@@ -112,13 +112,28 @@ def build_android_payload(request: ProfileRequest, work: Path, base_id: str | No
     for t, a in zip(inputs, arrays):
         write_tensor(work / t.file, a)
         files[t.file] = work / t.file
+    requests = _write_requests(request, work, files, base_id, platform="android", model=model, inputs=inputs,
+                               units=units, threads=list(request.threads), output_root=OUTPUT_ROOT)
+    payload = Payload(base_id=base_id, platform="android", model=model, requests=requests, files=files,
+                      inner_zip=work / f"vitdeploy-{base_id}.zip", outer_zip=work / f"vitdeploy-{base_id}-extra-data.zip",
+                      input_names=[t.file for t in inputs])
+    _write_zip(payload.inner_zip, sorted(files.items()))
+    _write_zip(payload.outer_zip, [(payload.inner_name, payload.inner_zip)])
+    return payload
+
+
+def _write_requests(request: ProfileRequest, work: Path, files: dict[str, Path], base_id: str, *, platform: str,
+                    model: Path, inputs: list[TensorFile], units: list[str], threads: list[int],
+                    output_root: str) -> list[HarnessRequest]:
+    """One ``request-rK.json`` per repeat (ids ``<base>-rK``, output in ``<output_root>/<id>``) and
+    ``SHA256SUMS`` over every file, added to ``files``."""
     requests = []
     for k in range(1, request.repeat + 1):
         rid = f"{base_id}-r{k}"
         try:
-            req = HarnessRequest(platform="android", model=model.name, inputs=inputs, compute_units=units,
-                                 runs=request.runs, warmup=request.warmup, threads=list(request.threads),
-                                 request_id=rid, output_dir=f"{OUTPUT_ROOT}/{rid}")
+            req = HarnessRequest(platform=platform, model=model.name, inputs=inputs, compute_units=units,
+                                 runs=request.runs, warmup=request.warmup, threads=threads,
+                                 request_id=rid, output_dir=f"{output_root}/{rid}")
         except ProtocolError as e:
             raise VitdeployError(str(e).replace("harness request: ", "")) from None
         name = f"request-r{k}.json"
@@ -128,12 +143,59 @@ def build_android_payload(request: ProfileRequest, work: Path, base_id: str | No
     sums = "".join(f"{sha256_file(p)}  {n}\n" for n, p in sorted(files.items()))
     (work / "SHA256SUMS").write_text(sums)
     files["SHA256SUMS"] = work / "SHA256SUMS"
-    payload = Payload(base_id=base_id, platform="android", model=model, requests=requests, files=files,
-                      inner_zip=work / f"vitdeploy-{base_id}.zip", outer_zip=work / f"vitdeploy-{base_id}-extra-data.zip",
-                      input_names=[t.file for t in inputs])
-    _write_zip(payload.inner_zip, sorted(files.items()))
-    _write_zip(payload.outer_zip, [(payload.inner_name, payload.inner_zip)])
-    return payload
+    return requests
+
+
+def _ios_request_inputs(model: Path, units: list[str] | None):
+    """(array, compute units) exactly as ios.profile_ios prepares them (no input array given)."""
+    import numpy as np
+
+    from vitdeploy.devices import ios
+
+    if model.suffix == ".pte":
+        units, shape = ios.pte_units(model, units)
+        first = {"name": "input", "kind": "multiArray", "shape": shape}
+    else:
+        units = list(units) if units else list(IOS_COMPUTE_UNITS)
+        bad = [u for u in units if u not in IOS_COMPUTE_UNITS]
+        if bad:
+            raise VitdeployError(f"unknown iOS compute unit {bad[0]!r} for {model.name}; "
+                                 f"choose from {', '.join(IOS_COMPUTE_UNITS)}")
+        first = ios._first_input(model, None, None)
+    if first["kind"] == "image":
+        return ios.image_pixels(None, first), units
+    return np.random.default_rng(0).standard_normal(tuple(first["shape"])).astype(np.float32), units
+
+
+def build_ios_payload(request: ProfileRequest, work: Path, base_id: str | None = None) -> Payload:
+    """The payload of an iOS farm run of an ``.mlpackage`` or ``.pte``: the model (an .mlpackage file by file,
+    checked for links first), ``input0.bin``, one HarnessRequest per repeat (platform ios, threads [1],
+    output in the app's ``Documents/vitdeploy/<id>``, as devices/ios.py asks) and SHA256SUMS. farms/xctest.py
+    puts these files into the test package; the spec copies them into the host app bundle."""
+    from vitdeploy.devices import ios
+
+    model = Path(request.model)
+    if model.suffix == ".pte":
+        if not model.is_file():
+            raise VitdeployError(f"model not found: {model}")
+    elif model.suffix != ".mlpackage" or not model.is_dir():
+        raise VitdeployError(f"an iOS farm run takes an .mlpackage directory or a .pte file, got {model.name}")
+    if not isinstance(request.repeat, int) or not 1 <= request.repeat <= 20:
+        raise VitdeployError(f"--repeat must be 1..20, got {request.repeat!r}")
+    array, units = _ios_request_inputs(model, list(request.compute_units) if request.compute_units else None)
+    base_id = base_id or new_request_id()
+    work.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    if model.is_dir():
+        files.update({f"{model.name}/{rel.as_posix()}": model / rel for rel in ios._mlpackage_files(model)})
+    else:
+        files[model.name] = model
+    tensor = write_tensor(work / "input0.bin", array)
+    files[tensor.file] = work / tensor.file
+    requests = _write_requests(request, work, files, base_id, platform="ios", model=model, inputs=[tensor],
+                               units=units, threads=[1], output_root=ios.REMOTE_ROOT)
+    return Payload(base_id=base_id, platform="ios", model=model, requests=requests, files=files, inner_zip=None,
+                   outer_zip=None, input_names=[tensor.file])
 
 
 def _write_zip(path: Path, members) -> None:

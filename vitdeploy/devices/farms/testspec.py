@@ -12,8 +12,12 @@ Every command stands alone (version 0.1 runs each in its own shell): no variable
 nothing a command fails on stops the ones that collect results (``|| true``), because the host reads
 success from the result file, not from the spec's exit status. Every path and argument is quoted with shlex.
 
+iOS (farms/xctest.py): the payload rides in the test package, the spec copies it into the farm's re-signed
+app before ``xcodebuild test-without-building``, and the harness prints its result between the same markers.
+
 tests/test_farm_aws.py executes the Android spec's phases with bash against the emulated phone with the
-real adb client; the iOS spec has not been run anywhere here.
+real adb client, and the iOS spec's phases with bash and a stand-in ``xcodebuild`` (no Mac here: the real
+xcodebuild, the phone and Device Farm's iOS host have not run it).
 """
 
 from __future__ import annotations
@@ -79,29 +83,50 @@ def android_spec(payload: Payload, *, cooldown_s: int = DEFAULT_COOLDOWN_S, time
                  f"vitdeploy test spec for request {payload.base_id} ({len(payload.requests)} repeat(s), Android)")
 
 
-def ios_spec(base_id: str, request_ids: Sequence[str], *, cooldown_s: int = DEFAULT_COOLDOWN_S,
-             bundle_id: str = "com.vitdeploy.harness") -> str:
-    """NOT RUN HERE (no macOS host, no iPhone): the xctestrun from `xcodebuild build-for-testing` is the test
-    package; Device Farm extracts the EXTERNAL_DATA zip into the app's sandbox, where the request names it."""
-    from vitdeploy.devices.ios import REMOTE_ROOT, REQUEST_ENV, TEST_ID
+def ios_spec(payload: Payload, *, host_rel: str = "Debug-iphoneos/VitdeployHarness.app",
+             bundle_id: str = "com.vitdeploy.harness", cooldown_s: int = DEFAULT_COOLDOWN_S) -> str:
+    """NOT RUN on a Mac or on Device Farm (none here): the request rides in the app bundle (farms/xctest.py).
 
-    test, post = [], []
-    for k, rid in enumerate(request_ids, start=1):
-        remote = f"{REMOTE_ROOT}/{rid}"
-        result = f"{LOG}/result-r{k}.json"
-        test += [f"sleep {int(cooldown_s)}",
-                 f"TEST_RUNNER_{REQUEST_ENV}={shlex.quote(remote + '/request.json')} "
-                 'xcodebuild test-without-building -xctestrun "$(ls "$DEVICEFARM_TEST_PACKAGE_PATH"/*.xctestrun | head -1)" '
+    pre_test: check the payload in the test package, unzip the farm's re-signed .ipa, copy the payload into the
+    app as ``vitdeploy/``, put the app where the xctestrun's TestHostPath (``host_rel`` under __TESTROOT__)
+    points. Per repeat: cool down, ``xcodebuild test-without-building -xctestrun vitdeploy-rK.xctestrun``
+    (its environment names request-rK.json and the tag rK), cut the result the harness printed between the
+    marker lines out of xcodebuild's output into result-rK.json (else ``devicectl`` copies result.json from the
+    app's container, where a host has it), and print it between the markers again for the spec's log.
+    """
+    from pathlib import PurePosixPath
+
+    from vitdeploy.devices.farms.xctest import BUNDLE_SUBDIR, PAYLOAD_DIR, xctestrun_name
+    from vitdeploy.devices.ios import TEST_ID
+
+    pkg = '"$DEVICEFARM_TEST_PACKAGE_PATH"'
+    work = shlex.quote(f"/tmp/vitdeploy-{payload.base_id}")
+    host = PurePosixPath(host_rel)
+    app = f"{work}/Payload/{shlex.quote(host.name)}"
+    host_dir = f"{pkg}/{shlex.quote(str(host.parent))}"
+    install = [f"mkdir -p {LOG}", "xcodebuild -version || true"]
+    pre = [f"rm -rf {work} && mkdir -p {work} {LOG}",
+           f"cd {pkg}/{PAYLOAD_DIR} && shasum -a 256 -c SHA256SUMS",
+           f'unzip -o -q "$DEVICEFARM_APP_PATH" -d {work}',
+           f"mkdir -p {app}/{BUNDLE_SUBDIR} && cp -R {pkg}/{PAYLOAD_DIR}/. {app}/{BUNDLE_SUBDIR}/",
+           f"rm -rf {pkg}/{shlex.quote(host_rel)} && mkdir -p {host_dir} && cp -R {app} {host_dir}/"]
+    test = []
+    for k, req in enumerate(payload.requests, start=1):
+        result, out = f"{LOG}/result-r{k}.json", f"{LOG}/xcodebuild-r{k}.txt"
+        cut = f"/{MARK_END} r{k}@@/{{exit}} f{{print}} /{MARK_BEGIN} r{k}@@/{{f=1}}"
+        test += [f"echo 'vitdeploy: repeat {k}: cool-down {int(cooldown_s)} s'", f"sleep {int(cooldown_s)}",
+                 f"xcodebuild test-without-building -xctestrun {pkg}/{xctestrun_name(k)} "
                  f'-destination id="$DEVICEFARM_DEVICE_UDID" -only-testing:{TEST_ID} '
-                 f'-resultBundlePath {LOG}/r{k}.xcresult || true',
-                 'xcrun devicectl device copy from --device "$DEVICEFARM_DEVICE_UDID" --domain-type appDataContainer '
-                 f"--domain-identifier {shlex.quote(bundle_id)} --source {shlex.quote(remote + '/result.json')} "
-                 f"--destination {result} || true",
+                 f"-resultBundlePath {LOG}/r{k}.xcresult 2>&1 | tee {out} || true",
+                 f"awk {shlex.quote(cut)} {out} > {result} || true",
+                 f"[ -s {result} ] || xcrun devicectl device copy from --device \"$DEVICEFARM_DEVICE_UDID\" "
+                 f"--domain-type appDataContainer --domain-identifier {shlex.quote(bundle_id)} "
+                 f"--source {shlex.quote(req.output_dir + '/result.json')} --destination {result} || true",
                  f"echo '{MARK_BEGIN} r{k}@@'; cat {result} 2>/dev/null; echo; echo '{MARK_END} r{k}@@'"]
     return _dump({"version": 0.1, "ios_test_host": "macos_sequoia",
-                  "phases": {"install": [f"mkdir -p {LOG}"], "pre_test": ["xcrun devicectl list devices || true"],
-                             "test": test, "post_test": post or ["true"]}},
-                 f"vitdeploy test spec for request {base_id} (iOS; not run here)")
+                  "phases": {"install": install, "pre_test": pre, "test": test, "post_test": [f"rm -rf {work}"]}},
+                 f"vitdeploy test spec for request {payload.base_id} ({len(payload.requests)} repeat(s), iOS; "
+                 "not run on a farm yet)")
 
 
 def _dump(spec: dict, title: str) -> str:
