@@ -730,3 +730,167 @@ def test_ios_happy_path(kind, fake_mlpackage, fake_pte, ios_build):
         assert r.device == "Apple iPhone 15" and r.vendor == "Apple" and r.queue_s == 43
         assert r.latencies_ms == ([4.0, 4.5, 5.0] if r.repeat == 1 else [6.0, 6.5, 7.0])
         assert r.peak_memory_mb == 40 and r.thermal is None
+
+
+# A stand-in for `xcodebuild test-without-building` on the farm's Mac: it does what the harness XCTest does
+# with the files (ios_harness/VitdeployHarnessTests/HarnessBenchmarkTests.swift), no phone: reads the
+# .xctestrun, finds the host app where TestHostPath puts it (__TESTROOT__ = the .xctestrun's folder), resolves
+# VITDEPLOY_REQUEST's __TESTHOST__/ against that app, opens the request and its model and input, and prints
+# the result between the markers tagged VITDEPLOY_RESULT_TAG, among xcodebuild-like lines.
+FAKE_XCODEBUILD = r'''
+import json, os, plistlib, sys
+sys.path.insert(0, os.environ["FAKE_TESTS_DIR"])
+from test_farm_aws import fake_ios_result
+args = sys.argv[1:]
+assert args[0] == "test-without-building", args
+run = args[args.index("-xctestrun") + 1]
+assert args[args.index("-destination") + 1] == "id=" + os.environ["DEVICEFARM_DEVICE_UDID"], args
+doc = plistlib.load(open(run, "rb"))
+target = doc["TestConfigurations"][0]["TestTargets"][0]
+host = target["TestHostPath"].replace("__TESTROOT__", os.path.dirname(run))
+env = target["EnvironmentVariables"]
+request = env["VITDEPLOY_REQUEST"].replace("__TESTHOST__", host)
+req = json.load(open(request))
+folder = os.path.dirname(request)
+assert os.path.exists(os.path.join(folder, req["model"])), os.listdir(folder)
+for t in req["inputs"]:
+    assert os.path.getsize(os.path.join(folder, t["file"])) > 0
+assert os.path.isfile(os.path.join(host, "Info.plist"))  # the farm's app, not one of ours
+tag = env["VITDEPLOY_RESULT_TAG"]
+print("Testing started")
+print("Test Case '-[VitdeployHarnessTests.HarnessBenchmarkTests testRunRequest]' started.")
+print(f"@@VITDEPLOY-RESULT-BEGIN {tag}@@\n{fake_ios_result(req)}\n@@VITDEPLOY-RESULT-END {tag}@@")
+print("** TEST EXECUTE SUCCEEDED **")
+'''
+
+
+@pytest.mark.skipif(not (shutil.which("unzip") and shutil.which("shasum") and shutil.which("awk")),
+                    reason="unzip, shasum and awk are needed to run the iOS spec's commands")
+def test_ios_spec_phases_run_with_a_stand_in_xcodebuild(fake_mlpackage, fake_pte, ios_build, tmp_path):
+    """The generated iOS spec, phase by phase with bash, as Device Farm's host would run it: the test package
+    extracted at $DEVICEFARM_TEST_PACKAGE_PATH, the farm's .ipa at $DEVICEFARM_APP_PATH; the payload must land in
+    the app where the rewritten .xctestrun sends the harness, and the log folder must parse into records."""
+    b = AwsDeviceFarm(client=None, cooldown_s=0)
+    req = _ios_request(fake_mlpackage, ios_build, compute_units=("all",), repeat=2)
+    prep = b._prepare(req, _ios_devices(), tmp_path / "work")
+    uploads = {kind: Path(path) for _, kind, path in prep["uploads"]}
+    pkg_dir, log_dir, bin_dir = tmp_path / "farm" / "test-package", tmp_path / "farm" / "logs", tmp_path / "bin"
+    with zipfile.ZipFile(uploads["APPIUM_NODE_TEST_PACKAGE"]) as z:
+        z.extractall(pkg_dir)
+    bin_dir.mkdir()
+    (bin_dir / "xcodebuild").write_text(f"#!{sys.executable}\n{FAKE_XCODEBUILD}")
+    (bin_dir / "xcrun").write_text("#!/bin/sh\necho \"xcrun: $*: not here\" >&2\nexit 1\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_TESTS_DIR": str(Path(__file__).parent),
+           "DEVICEFARM_DEVICE_UDID": "00008120-001A2B3C4D5E6F70", "DEVICEFARM_LOG_DIR": str(log_dir),
+           "DEVICEFARM_APP_PATH": str(uploads["IOS_APP"]), "DEVICEFARM_TEST_PACKAGE_PATH": str(pkg_dir)}
+    done = _run_phases(prep["spec"], env, tmp_path)
+    for phase in ("install", "pre_test"):
+        for p in done[phase]:
+            assert p.returncode == 0, (phase, p.args, p.stdout, p.stderr)
+    assert (pkg_dir / "Debug-iphoneos" / "VitdeployHarness.app" / "vitdeploy" / "tiny.mlpackage" / "Manifest.json").is_file()
+    assert (pkg_dir / "Debug-iphoneos" / "VitdeployHarness.app" / "PlugIns" / "VitdeployHarnessTests.xctest").is_dir()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:  # the customer artifact: the log folder, zipped
+        for f in sorted(log_dir.rglob("*")):
+            if f.is_file():
+                z.write(f, f"Host_Machine_Files/$DEVICEFARM_LOG_DIR/{f.relative_to(log_dir)}")
+    files = pl.safe_extract(buf.getvalue(), tmp_path / "collected")
+    log_text = "".join(p.stdout for p in done["test"])
+    for k, hreq in enumerate(prep["requests"], start=1):
+        res = pl.find_named(files, f"result-r{k}.json")
+        assert res is not None and json.loads(res.read_text())["request_id"] == hreq.request_id
+        for text in (res.read_text(), pl.between_markers(log_text, f"r{k}")):
+            recs = pl.records_from_result(text, hreq, backend="aws", device=_ios_devices()[0], repeat=k)
+            assert [(r.platform, r.runtime, r.compute_units, r.error) for r in recs] == [("ios", "coreml", "all", None)]
+    assert not Path(f"/tmp/vitdeploy-{prep['payload'].base_id}").exists()  # post_test cleaned up
+
+
+def test_ios_needs_the_ipa_and_the_xctestrun(fake_mlpackage, ios_build, tmp_path):
+    client = _client()
+    with Stubber(client):  # nothing may be called: the check comes before any request
+        b = _backend(client)
+        for options in ({}, {"harness_ipa": ios_build["harness_ipa"]}, {"xctestrun": ios_build["xctestrun"]}):
+            with pytest.raises(VitdeployError) as e:
+                b.submit(_ios_request(fake_mlpackage, options), _ios_devices())
+            msg = str(e.value)
+            assert "\n" not in msg and ".ipa" in msg and ".xctestrun" in msg and "--harness-apk" in msg
+    plan = AwsDeviceFarm(client=None).dry_run(_ios_request(fake_mlpackage, {}), _ios_devices())
+    assert [u["type"] for u in plan["uploads"]] == IOS_KINDS
+    assert all("xctestrun" in u["note"] for u in plan["uploads"][:2]) and "sha256" in plan["uploads"][2]
+    assert "xcodebuild test-without-building" in plan["test_spec"]
+
+
+def test_ios_bad_xctestrun_or_ipa_is_one_line(fake_mlpackage, ios_build, tmp_path):
+    import plistlib
+
+    b = AwsDeviceFarm(client=None)
+
+    def plan(**options):
+        return b.dry_run(_ios_request(fake_mlpackage, {**ios_build, **options}), _ios_devices())
+
+    cases = []
+    (tmp_path / "junk.xctestrun").write_text("not a plist")
+    cases.append(({"xctestrun": str(tmp_path / "junk.xctestrun")}, r"\.xctestrun junk\.xctestrun: not a property list"))
+    doc = _xctestrun_doc()
+    doc["TestConfigurations"][0]["TestTargets"][0]["BlueprintName"] = "OtherTests"
+    doc["TestConfigurations"][0]["TestTargets"][0]["TestBundlePath"] = "__TESTHOST__/PlugIns/OtherTests.xctest"
+    (tmp_path / "other.xctestrun").write_bytes(plistlib.dumps(doc))
+    cases.append(({"xctestrun": str(tmp_path / "other.xctestrun")}, "no VitdeployHarnessTests test target"))
+    (tmp_path / "escape.xctestrun").write_bytes(plistlib.dumps(_xctestrun_doc("__TESTROOT__/../../x.app")))
+    cases.append(({"xctestrun": str(tmp_path / "escape.xctestrun")}, "is not an app under __TESTROOT__/"))
+    cases.append(({"xctestrun": str(tmp_path / "gone.xctestrun")}, r"\.xctestrun not found"))
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as z:
+        z.writestr("a.xctestrun", b"")
+        z.writestr("b.xctestrun", b"")
+    cases.append(({"xctestrun": str(tmp_path / "two.zip")}, "holds 2 .xctestrun files"))
+    with zipfile.ZipFile(tmp_path / "other.ipa", "w") as z:
+        z.writestr("Payload/Other.app/Info.plist", b"")
+    cases.append(({"harness_ipa": str(tmp_path / "other.ipa")}, r"no Payload/VitdeployHarness\.app in it \(has: Other\.app\)"))
+    (tmp_path / "flat.ipa").write_text("not a zip")
+    cases.append(({"harness_ipa": str(tmp_path / "flat.ipa")}, r"not an \.ipa"))
+    for options, pattern in cases:
+        with pytest.raises(VitdeployError, match=pattern) as e:
+            plan(**options)
+        assert "\n" not in str(e.value)
+    # A zip of Build/Products is taken as well as the bare .xctestrun.
+    with zipfile.ZipFile(tmp_path / "products.zip", "w") as z:
+        z.write(ios_build["xctestrun"], "Build/Products/VitdeployHarness_iphoneos17.4-arm64.xctestrun")
+    assert "vitdeploy-r1.xctestrun" in plan(xctestrun=str(tmp_path / "products.zip"))["test_spec"]
+
+
+def test_ios_refuses_a_tflite_and_unknown_units(fake_mlpackage, ios_build, tmp_path):
+    b = AwsDeviceFarm(client=None)
+    tfl = tmp_path / "m.tflite"
+    tfl.write_bytes(b"\0")
+    with pytest.raises(VitdeployError, match=r"an iOS farm run takes an \.mlpackage directory or a \.pte file"):
+        b.dry_run(_ios_request(tfl, ios_build), _ios_devices())
+    with pytest.raises(VitdeployError, match="unknown iOS compute unit 'xnnpack'"):
+        b.dry_run(_ios_request(fake_mlpackage, ios_build, compute_units=("xnnpack",)), _ios_devices())
+    with pytest.raises(VitdeployError, match="one AWS Device Farm run takes one platform"):
+        b.dry_run(_ios_request(fake_mlpackage, ios_build), _ios_devices() + _devices()[:1])
+
+
+def test_cli_ios_dry_run_and_a_bad_xctestrun(fake_mlpackage, ios_build, tmp_path, monkeypatch):
+    """`vitdeploy profile M.mlpackage --farm aws --harness-apk H.ipa --harness-apk H.xctestrun --dry-run`: the CLI
+    sorts the files into options harness_ipa / xctestrun; a damaged .xctestrun is one line and exit 2."""
+    from click.testing import CliRunner
+
+    from vitdeploy.cli import main
+
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    base = ["profile", str(fake_mlpackage), "--farm", "aws", "--devices", "Apple iPhone 15", "--dry-run", "--json",
+            "--state-dir", str(tmp_path / "state"), "--compute-units", "cpuAndNeuralEngine"]
+    result = CliRunner().invoke(main, [*base, "--harness-apk", ios_build["harness_ipa"],
+                                       "--harness-apk", ios_build["xctestrun"]], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)["dry_run"][0]
+    assert plan["platform"] == "ios" and [u["type"] for u in plan["uploads"]] == IOS_KINDS
+    assert plan["uploads"][0]["path"] == ios_build["harness_ipa"] and all("sha256" in u for u in plan["uploads"])
+    assert plan["requests"][0]["compute_units"] == ["cpuAndNeuralEngine"]
+    bad = tmp_path / "bad.xctestrun"
+    bad.write_text("<plist><dict><key>x</key>")
+    result = CliRunner().invoke(main, [*base, "--harness-apk", f"{ios_build['harness_ipa']},{bad}"])
+    assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0
+    assert "bad.xctestrun: not a property list" in result.stderr
