@@ -3,7 +3,8 @@ and the test that executes the generated spec against the emulated phone.
 
 The payload is built exactly like devices/android.py builds a local run (the same input tensor, the
 same ``HarnessRequest`` with the same remote and output directories), once per repeat, so the spec
-can push and run it with the same adb commands. Artifacts that come back are untrusted: zips are
+can push and run it with the same adb commands; an iOS payload (``build_ios_payload``) likewise follows
+devices/ios.py and rides in the test package (farms/xctest.py). Artifacts that come back are untrusted: zips are
 extracted with an entry and size budget, no absolute paths, no ``..``, no links.
 """
 
