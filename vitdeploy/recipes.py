@@ -465,11 +465,13 @@ def _host_latency(artifact: Path, runs: int, threads: int) -> float:
 
 
 def format_build_table(summary: dict) -> str:
+    from .precisions import describe
+
     head = f"{'variant':<14} {'target':<10} {'mode':<13} {'status':<7} {'MB':>6} {'conv s':>7} {'parity':>6} " \
            f"{'cos min':>9} {'max abs':>8} {'top-1':>6} {'host ms':>8}"
     lines = [head, "-" * len(head)]
     for r in summary["cells"]:
-        mode = f"{r['precision']}/{r['quantize']}" if r["target"] == "coreml" else r["quantize"]
+        mode = describe(r["target"], r["quantize"], r["precision"])  # the canonical words (precisions.py)
         mode += " (a16)" if r.get("activations") == "int16" else ""
         fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
         lines.append(f"{r['variant']:<14} {r['target']:<10} {mode:<13} {r['status']:<7} {fmt(r.get('size_mb'), '{:.1f}'):>6} "
