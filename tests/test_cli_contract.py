@@ -33,7 +33,7 @@ WALK = {
     ("build", "checkpoints_dir"): ["build", "--recipes", "{recipe_dir}", "--checkpoints", "{bad}", "-o", "{out}"],
     ("parity", "artifact"): ["parity", "{bad}", "--checkpoint", "{ckpt}", "--n-images", "1", "--n-random", "0"],
     ("parity", "checkpoint"): ["parity", "{tflite}", "--checkpoint", "{bad}", "--n-images", "1"],
-    ("parity", "images_dir"): ["parity", "{ckpt}", "--checkpoint", "{ckpt}", "--images", "{bad}", "--n-random", "0"],
+    ("parity", "data_dir"): ["parity", "{ckpt}", "--checkpoint", "{ckpt}", "--data", "{bad}", "--n-random", "0"],
     ("eval", "models"): ["eval", "{bad}", "--data", "{data}"],
     ("eval", "data_dir"): ["eval", "{tflite}", "--data", "{bad}"],
     ("package", "artifact"): ["package", "{bad}", "-o", "{out}/pkg"],
@@ -56,7 +56,7 @@ NOT_WALKED = {
     ("package", "out"): "an output path",
     ("demo", "out_dir"): "an output path",
     ("profile", "harness_apks"): "read only with --device <phone> (tests/test_devices.py)",
-    ("build", "images_dir"): "read per cell after its conversion (minutes); build reports it as a failed cell",
+    ("build", "data_dir"): "read per cell after its conversion (minutes); build reports it as a failed cell",
     ("build", "calib_dir"): "read per int8 cell after its conversion starts; reported as a failed cell",
 }
 

@@ -199,4 +199,61 @@ def _compute_units(raw: str, device: str, models) -> tuple[str, ...]:
     return compute_units(platform, values, say=lambda line: echo(line, err=True))
 
 
-compare_commands = [profile, eval_cmd]
+@click.command()
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@data_option("Images to judge on: an ImageFolder (labelled accuracy) or a flat folder (top-1 agreement with the "
+             "checkpoint). Default: the shipped held-out set for the references, else built-in natural images.")
+@click.option("--targets", "targets", multiple=True, help="Limit targets (repeatable or comma list; default: all).")
+@click.option("--precisions", "precisions", multiple=True,
+              help="Limit precisions (repeatable or comma list; canonical names: fp32, fp16, w8a8, ...).")
+@click.option("--quick", is_flag=True, help="TFLite fp32 and w8a8 only (a minute, not the whole matrix).")
+@click.option("--n-images", type=click.IntRange(1, None),
+              help="At most this many images, spread evenly (default: every image; 64 built-in ones).")
+@click.option("--runs", default=30, show_default=True, type=click.IntRange(1, None), help="Interleaved timing rounds.")
+@threads_option("Host CPU threads for every runtime.")
+@click.option("--calib", "calib_dir", type=click.Path(path_type=str),
+              help="Calibration images for w8a8/w8a16 (default: built-in natural images).")
+@click.option("--variant", help="Override variant detection.")
+@click.option("-o", "--out", "out_dir", default="out/benchmark", show_default=True, type=click.Path(path_type=str),
+              help="Where the artifacts are written.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=str),
+              help="Also write the table as Markdown.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=str),
+              help="Also write a PNG: accuracy (zoomed axis) against host latency.")
+@json_option("summary")
+def benchmark(checkpoint: str, data_dir: str | None, targets: tuple[str, ...], precisions: tuple[str, ...],
+              quick: bool, n_images: int | None, runs: int, threads: int, calib_dir: str | None, variant: str | None,
+              out_dir: str, markdown_path: str | None, plot_path: str | None, as_json: bool) -> None:
+    """Every target x precision this host can run for CHECKPOINT, in one table: size, accuracy, worst-image
+    cosine, host latency and speed-up vs fp32 measured interleaved in one run, noise flagged."""
+    from .benchmark import benchmark as run_benchmark
+    from .benchmark import format_markdown, format_table, plan
+    from .files import write_atomically
+    from .outputs import check_output_file
+
+    split = lambda values: tuple(v.strip() for value in values for v in value.split(",") if v.strip())  # noqa: E731
+    targets, precisions = split(targets), split(precisions)
+    plan(targets, precisions, quick)  # a bad --targets/--precisions is refused before the checkpoint loads
+    for path, option in ((markdown_path, "--markdown"), (plot_path, "--plot")):
+        if path:
+            check_output_file(path, option)
+    say = None if as_json else (lambda line: echo(line, err=True))
+    summary = run_benchmark(checkpoint, out_dir=out_dir, data_dir=data_dir, targets=targets, precisions=precisions,
+                            quick=quick, n_images=n_images, runs=runs, threads=threads, calib_dir=calib_dir,
+                            variant=variant, say=say)
+    if markdown_path:
+        write_atomically(markdown_path, format_markdown(summary))
+    if plot_path:
+        from .benchmark import plot
+
+        plot(summary, plot_path)
+    if as_json:
+        echo_json(summary)
+    else:
+        echo(format_table(summary))
+    failed = [r for r in summary["rows"] if r.get("status") == "failed"]
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(summary['rows']) - 1} cells failed")
+
+
+compare_commands = [profile, eval_cmd, benchmark]

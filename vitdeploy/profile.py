@@ -130,7 +130,7 @@ def format_many(result: dict) -> str:
     return "\n".join(lines + [f"warning: {w}" for w in result["warnings"]])
 
 
-class _TorchTimed:
+class TorchTimed:
     """A checkpoint as :func:`interleaved` times it: one batch-1 forward pass in PyTorch eager per ``run_once``."""
 
     def __init__(self, model, input_size, threads: int):
@@ -159,7 +159,7 @@ def _timed_runner(path: Path, threads: int, variant: str | None):
         from . import checkpoints
 
         ckpt = checkpoints.load(path, variant=variant)
-        return _TorchTimed(ckpt.model, ckpt.input_size, threads)
+        return TorchTimed(ckpt.model, ckpt.input_size, threads)
     if not fmt.host_latency:
         raise VitdeployError(f"{path.name}: {fmt.name} latency is not measured on this host (the formats table); "
                              f"profile it on a device (--device), or drop it from the list")

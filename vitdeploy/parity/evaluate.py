@@ -123,7 +123,6 @@ class EvalResult:
 def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2, batch_size: int = 16,
              limit_per_class: int | None = None, variant: str | None = None, runtime: str = "auto") -> EvalResult:
     """Accuracy of each model on ``data_dir``; every model sees the same images in its own input convention."""
-    from ..preprocessing import load_images
     from ..runners import open_runner
     from .precision import artifact_label
 
@@ -142,9 +141,7 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
         top5_hits = np.zeros(len(data.files), dtype=bool)
         top1_hits = np.zeros(len(data.files), dtype=bool)
         nonfinite = 0
-        for start in range(0, len(data.files), batch_size):
-            x = load_images(data.files[start:start + batch_size], pre)
-            logits = np.asarray(runner.predict_nchw(x), dtype=np.float64)
+        for start, logits in batched_logits(runner, data.files, batch_size):
             finite = np.isfinite(logits).all(1)
             nonfinite += int((~finite).sum())
             num_classes = logits.shape[1]
@@ -154,8 +151,8 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
                                      f"{int(target.max())}")
             order = np.argsort(-np.where(np.isnan(logits), -np.inf, logits), axis=1, kind="stable")[:, :5]
             # NaN/inf logits rank nothing: a non-finite output is a miss, whatever argsort made of it.
-            top1_hits[start:start + len(x)] = (order[:, 0] == target) & finite
-            top5_hits[start:start + len(x)] = (order == target[:, None]).any(1) & finite
+            top1_hits[start:start + len(logits)] = (order[:, 0] == target) & finite
+            top5_hits[start:start + len(logits)] = (order == target[:, None]).any(1) & finite
         per_class = {c: float(top1_hits[data.targets == data.class_index[c]].mean())
                      for c in data.classes if (data.targets == data.class_index[c]).any()}
         n = len(data.files)
@@ -167,6 +164,15 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
     for m in results:
         m.delta_top1 = round(m.top1 - results[0].top1, 6)
     return EvalResult(data, results)
+
+
+def batched_logits(runner, files: list[Path], batch_size: int = 16):
+    """(start index, float64 logits) per batch of image ``files``, each read with ``runner``'s own preprocessing."""
+    from ..preprocessing import load_images
+
+    for start in range(0, len(files), batch_size):
+        x = load_images(files[start:start + batch_size], runner.preprocessing)
+        yield start, np.asarray(runner.predict_nchw(x), dtype=np.float64)
 
 
 def size_on_disk(path: str | Path) -> int | None:
