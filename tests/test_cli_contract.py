@@ -39,6 +39,8 @@ WALK = {
     ("package", "artifact"): ["package", "{bad}", "-o", "{out}/pkg"],
     ("package", "into"): ["package", "{tflite_pixels}", "--into", "{bad}"],
     ("demo", "checkpoints"): ["demo", "{bad}", "-o", "{out}/demo", "--quick"],
+    ("benchmark", "checkpoint"): ["benchmark", "{bad}", "--quick", "-o", "{out}/bench"],
+    ("benchmark", "data_dir"): ["benchmark", "{ckpt}", "--quick", "--data", "{bad}", "-o", "{out}/bench"],
 }
 
 # Outputs (a missing path is created, not an error) and inputs that only matter in a mode the walk does not
@@ -58,6 +60,10 @@ NOT_WALKED = {
     ("profile", "harness_apks"): "read only with --device <phone> (tests/test_devices.py)",
     ("build", "data_dir"): "read per cell after its conversion (minutes); build reports it as a failed cell",
     ("build", "calib_dir"): "read per int8 cell after its conversion starts; reported as a failed cell",
+    ("benchmark", "out_dir"): "an output path",
+    ("benchmark", "markdown_path"): "an output path",
+    ("benchmark", "plot_path"): "an output path",
+    ("benchmark", "calib_dir"): "read per w8a8 cell by build_artifact (as build's --calib)",
 }
 
 # An empty directory is a well-formed (if useless) folder argument for these: the command runs and reports.

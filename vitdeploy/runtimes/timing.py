@@ -59,8 +59,8 @@ def noise_warning(stats: dict, name: str = "") -> str | None:
     if ratio <= NOISY_P90_RATIO and cv <= NOISY_CV:
         return None
     return (f"{name + ': ' if name else ''}noisy timing: p90 {p90:.2f} ms is {ratio:.1f}x the median {median:.2f} ms "
-            f"(CV {cv:.0%}; flagged above {NOISY_P90_RATIO}x or CV {NOISY_CV:.0%}): the host was busy; rerun on an "
-            f"idle machine, and compare models interleaved (`vitdeploy profile A B`)")
+            f"(CV {cv:.0%}; flagged above {NOISY_P90_RATIO}x or CV {NOISY_CV:.0%}): another process shared the cores: "
+            f"rerun on an idle machine; ratios of models timed interleaved (`vitdeploy profile A B`) hold better")
 
 
 def _percentile(ordered: list[float], q: float) -> float:
