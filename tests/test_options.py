@@ -53,12 +53,12 @@ def test_defaults_reach_the_converter(recorded, target, q, want):
     (["--target", "coreml", "--quantize", "fp16", "--precision", "fp32"], "contradicts"),
     (["--target", "tflite", "--quantize", "w8a8", "--precision", "fp16"], "contradicts"),
     (["--target", "executorch", "--precision", "fp16"], "not available for executorch"),
-    (["--target", "tflite", "--compute-units", "cpu_ne"], "--compute-units does nothing"),
-    (["--target", "tflite", "--deployment-target", "iOS17"], "--deployment-target does nothing"),
-    (["--target", "coreml", "--delegate", "coreml"], "--delegate does nothing"),
-    (["--target", "tflite", "--quantize", "fp16", "--int8-io"], "--int8-io does nothing"),
-    (["--target", "tflite", "--calib", "."], "--calib does nothing"),
-    (["--target", "coreml", "--quantize", "w8", "--calib", "."], "--calib does nothing"),
+    (["--target", "tflite", "--compute-units", "cpu_ne"], "--compute-units is for --target coreml"),
+    (["--target", "tflite", "--deployment-target", "iOS17"], "--deployment-target is for --target coreml"),
+    (["--target", "coreml", "--delegate", "coreml"], "--delegate is for --target executorch"),
+    (["--target", "tflite", "--quantize", "fp16", "--int8-io"], "--int8-io is for w8a8"),
+    (["--target", "tflite", "--calib", "."], "--calib is for w8a8/w8a16"),
+    (["--target", "coreml", "--quantize", "w8", "--calib", "."], "--calib is for w8a8/w8a16"),
 ])
 def test_conflicting_or_idle_options_refused_before_work(recorded, args, words):
     result = run("convert", "ck.pth", *args)

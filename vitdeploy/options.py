@@ -27,11 +27,11 @@ def refuse_inapplicable(target: str, precision: str, given: list[str]) -> None:
     for option in given:
         targets, precisions = SCOPE.get(option, ((target,), None))
         if target not in targets:
-            raise VitdeployError(f"{option} does nothing for --target {target} (it is for "
-                                 f"{' and '.join(targets)}): drop it")
+            raise VitdeployError(f"{option} is for --target {' and '.join(targets)}: it does nothing for "
+                                 f"--target {target}; drop it")
         if precisions is not None and precision not in precisions:
-            raise VitdeployError(f"{option} does nothing for {target} {precision} (it is for "
-                                 f"{'/'.join(precisions)}): drop it")
+            raise VitdeployError(f"{option} is for {'/'.join(precisions)}: it does nothing for {target} {precision}; "
+                                 f"drop it")
 
 
 # One spelling set per platform: Apple's MLComputeUnits names on iOS (what the harness, the farm tables and the
