@@ -108,7 +108,7 @@ class EvalResult:
         for m in self.models:
             mb = f"{m.size_bytes / 1e6:.1f}" if m.size_bytes is not None else "-"
             delta = "baseline" if m is self.models[0] else f"{m.delta_top1 * 100:+.2f} pt"
-            rows.append((Path(m.model).name, m.name, mb, f"{m.top1:.2%}", delta, f"{m.top5:.2%}", str(m.n),
+            rows.append((m.model, m.name, mb, f"{m.top1:.2%}", delta, f"{m.top5:.2%}", str(m.n),
                          f"{m.seconds:.1f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(r))
