@@ -20,7 +20,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from . import __version__  # noqa: E402 (after the environment above, which the converters read at import)
-from .diagnostics import quiet_third_party_noise, visible  # noqa: E402
+from .diagnostics import quiet_third_party_noise  # noqa: E402
 
 quiet_third_party_noise()
 
