@@ -33,12 +33,14 @@ WALK = {
     ("build", "checkpoints_dir"): ["build", "--recipes", "{recipe_dir}", "--checkpoints", "{bad}", "-o", "{out}"],
     ("parity", "artifact"): ["parity", "{bad}", "--checkpoint", "{ckpt}", "--n-images", "1", "--n-random", "0"],
     ("parity", "checkpoint"): ["parity", "{tflite}", "--checkpoint", "{bad}", "--n-images", "1"],
-    ("parity", "images_dir"): ["parity", "{ckpt}", "--checkpoint", "{ckpt}", "--images", "{bad}", "--n-random", "0"],
+    ("parity", "data_dir"): ["parity", "{ckpt}", "--checkpoint", "{ckpt}", "--data", "{bad}", "--n-random", "0"],
     ("eval", "models"): ["eval", "{bad}", "--data", "{data}"],
     ("eval", "data_dir"): ["eval", "{tflite}", "--data", "{bad}"],
     ("package", "artifact"): ["package", "{bad}", "-o", "{out}/pkg"],
     ("package", "into"): ["package", "{tflite_pixels}", "--into", "{bad}"],
     ("demo", "checkpoints"): ["demo", "{bad}", "-o", "{out}/demo", "--quick"],
+    ("benchmark", "checkpoint"): ["benchmark", "{bad}", "--quick", "-o", "{out}/bench"],
+    ("benchmark", "data_dir"): ["benchmark", "{ckpt}", "--quick", "--data", "{bad}", "-o", "{out}/bench"],
 }
 
 # Outputs (a missing path is created, not an error) and inputs that only matter in a mode the walk does not
@@ -56,8 +58,12 @@ NOT_WALKED = {
     ("package", "out"): "an output path",
     ("demo", "out_dir"): "an output path",
     ("profile", "harness_apks"): "read only with --device <phone> (tests/test_devices.py)",
-    ("build", "images_dir"): "read per cell after its conversion (minutes); build reports it as a failed cell",
+    ("build", "data_dir"): "read per cell after its conversion (minutes); build reports it as a failed cell",
     ("build", "calib_dir"): "read per int8 cell after its conversion starts; reported as a failed cell",
+    ("benchmark", "out_dir"): "an output path",
+    ("benchmark", "markdown_path"): "an output path",
+    ("benchmark", "plot_path"): "an output path",
+    ("benchmark", "calib_dir"): "read per w8a8 cell by build_artifact (as build's --calib)",
 }
 
 # An empty directory is a well-formed (if useless) folder argument for these: the command runs and reports.

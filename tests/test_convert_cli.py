@@ -80,9 +80,10 @@ def test_convert_bad_options(converted, tmp_path):
     cases = [
         (["--target", "tflite", "--quantize", "w8"], "not available for tflite"),
         (["--target", "tflite", "--labels", tmp_path / "none.txt"], "labels file not found"),
-        (["--target", "tflite", "--calib", tmp_path], "no images"),
-        (["--target", "tflite", "--quantize", "dynamic", "--int8-finetune", "5"], "needs --target tflite --quantize w8a8"),
-        (["--target", "coreml", "--quantize", "w8a8", "--int8-finetune", "5"], "needs --target tflite --quantize w8a8"),
+        (["--target", "tflite", "--quantize", "w8a8", "--calib", tmp_path], "no images"),
+        (["--target", "tflite", "--calib", tmp_path], "--calib is for w8a8/w8a16"),  # fp32 calibrates nothing
+        (["--target", "tflite", "--quantize", "dynamic", "--int8-finetune", "5"], "--int8-finetune is for w8a8"),
+        (["--target", "coreml", "--quantize", "w8a8", "--int8-finetune", "5"], "--int8-finetune is for --target tflite"),
         (["--target", "tflite", "--quantize", "int8", "--no-int16"], "int16 activations are only used when asked"),
         (["--target", "tflite", "--quantize", "w8"], "--quantize w8 is not available for tflite"),
         (["--target", "coreml", "--quantize", "w8a16"], "--quantize w8a16 is not available for coreml"),

@@ -147,4 +147,4 @@ def test_build_table_marks_int16_activation_cells():
     table = format_build_table({"cells": [dict(cell, quantize="int8", activations="int16"),
                                           dict(cell, quantize="int8")], "failed": 0})
     rows = [line for line in table.splitlines() if line.startswith("xxs.pth")]
-    assert "int8 (a16)" in rows[0] and "(a16)" not in rows[1]
+    assert "w8a8 (a16)" in rows[0] and "(a16)" not in rows[1]

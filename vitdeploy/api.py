@@ -113,10 +113,16 @@ def eval(models: list[str | Path], data_dir: str | Path, **options):  # noqa: A0
     return evaluate(list(models), data_dir, **options)
 
 
-def profile(model: str | Path, **options) -> dict:
-    """``vitdeploy profile``: latency on the host or a phone (:func:`vitdeploy.profile.profile`)."""
+def profile(model, **options) -> dict:
+    """``vitdeploy profile``: latency on the host or a phone (:func:`vitdeploy.profile.profile`); a list of
+    several models is timed interleaved on the host (:func:`vitdeploy.profile.profile_many`)."""
     from .profile import profile as run
+    from .profile import profile_many
 
+    if isinstance(model, (list, tuple)):
+        if len(model) > 1:
+            return profile_many(list(model), **options)
+        model = model[0]
     return run(model, **options)
 
 
@@ -205,3 +211,11 @@ def setup_arm(cache: str | Path | None = None, *, force: bool = False, say=print
     from .emulation import setup_arm as build
 
     return build(Path(cache) if cache else None, force=force, say=say)
+
+
+def benchmark(checkpoint: str | Path, **options) -> dict:
+    """``vitdeploy benchmark``: every target x precision this host can run for ``checkpoint`` in one summary
+    (:func:`vitdeploy.benchmark.benchmark`; its table: :func:`vitdeploy.benchmark.format_table`)."""
+    from .benchmark import benchmark as run
+
+    return run(checkpoint, **options)

@@ -212,11 +212,13 @@ def format_plan(the_plan: dict) -> str:
 
 
 def format_build_table(summary: dict) -> str:
+    from .precisions import describe
+
     head = f"{'checkpoint':<22} {'variant':<14} {'target':<10} {'mode':<13} {'status':<7} {'MB':>6} {'conv s':>7} " \
            f"{'parity':>6} {'cos min':>9} {'max abs':>8} {'top-1':>6} {'host ms':>8}"
     lines = [head, "-" * len(head)]
     for r in summary["cells"]:
-        mode = f"{r['precision']}/{r['quantize']}" if r["target"] == "coreml" else r["quantize"]
+        mode = describe(r["target"], r["quantize"], r["precision"])  # the canonical words (precisions.py)
         mode += " (a16)" if r.get("activations") == "int16" else ""
         fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
         source = Path(r["checkpoint"]).name if r.get("checkpoint") else "-"

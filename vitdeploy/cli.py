@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 a check failed, 2 bad input or usage.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -28,22 +27,20 @@ quiet_third_party_noise()
 from .errors import CheckFailed, VitdeployError
 from .formats import TARGETS
 from .exits import _Group
-from .cli_output import echo as _echo, echo_json as _echo_json, json_option
-from .progress import step
+from .cli_common import (data_option, echo, echo_json, check_report_dir, json_option, runtime_option,
+                         threads_option, top_k_option)
 from .cli_build import build
-from .cli_farm import farm, profile_farm, report_options, state_option
+from .cli_farm import farm
+from .progress import step
+from .options import COMPUTE_UNITS, COREML_CONVERTER_UNITS, SCOPE, compute_units, refuse_inapplicable
+from .precisions import COMPUTE_PRECISIONS, DEFAULT, MODES, PRECISIONS, canonical, describe, label, resolve
+from .cli_compare import compare_commands
 
 # The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
 EMULATED_CPUS = ("cortex-a55", "cortex-a76", "cortex-a710")
 
 
-def threads_option(help: str | None = None):  # noqa: A002 - click's keyword
-    return click.option("--threads", default=2, show_default=True, type=click.IntRange(1, None), help=help)
-
-
-def runtime_option(help: str | None = None):  # noqa: A002 - click's keyword
-    return click.option("--runtime", type=click.Choice(["auto", "coreml", "interpreter"]), default="auto",
-                        show_default=True, help=help)
+_echo, _echo_json, _check_report_dir = echo, echo_json, check_report_dir
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,11 +96,11 @@ def _print_inspect(info: dict) -> None:
 @click.option("--variant", help="Override variant detection for a checkpoint.")
 @click.option("--save-logits", type=click.Path(dir_okay=False, path_type=str),
               help="Write float32 (N, classes) logits to this .npy file.")
-@click.option("--top", default=5, show_default=True, type=click.IntRange(1, None), help="Classes to print per input.")
+@top_k_option("Classes to print per input.")
 @threads_option("CPU threads (artifacts).")
 @runtime_option(help="Core ML: real Core ML (macOS) or vitdeploy's MIL interpreter.")
 @json_option("output")
-def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logits: str | None, top: int,
+def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logits: str | None, top_k: int,
             threads: int, runtime: str, as_json: bool) -> None:
     """Classify INPUTS (image files, or one preprocessed .npy NCHW batch) with MODEL (checkpoint or artifact)."""
     from . import api
@@ -115,7 +112,7 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
     pred = api.predict(model, list(inputs), variant=variant, threads=threads, runtime=runtime)
     if save_logits:
         api.save_array(save_logits, pred.logits)
-    tops = pred.top(top)
+    tops = pred.top(top_k)
     if as_json:
         _echo_json({"model": model, "logits_file": save_logits, "shape": list(pred.logits.shape),
                     "predictions": [{"input": name, "top": t} for name, t in zip(pred.inputs, tops)]})
@@ -135,11 +132,14 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--recipe", type=click.Path(path_type=str),
               help="A recipes/*.yaml: fixes the variant and the default precision/quantization.")
 @click.option("-o", "--out", type=click.Path(path_type=str), help="Output path (default: <checkpoint>_<mode>.<ext>).")
-@click.option("--quantize", help="tflite: fp32|fp16|fp16-compute|dynamic|w8a8|w8a16; coreml: fp32|fp16|w8|w8a8; "
-                                 "executorch: fp32|w8a8 (aliases: none=fp32, int8=w8a8)  [default: fp32]")
-@click.option("--precision", type=click.Choice(["fp16", "fp32", "fp16-compute"]),
-              help="Core ML: compute precision [default: fp16]. tflite: fp16-compute = fp16 weights and fp16 "
-                   "arithmetic on phones that have it (same as --quantize fp16-compute).")
+@click.option("--quantize", help="; ".join(f"{t}: {'|'.join(dict.fromkeys([*MODES[t], *COMPUTE_PRECISIONS.get(t, ())]))}"
+                                           for t in TARGETS) + " (aliases: none=fp32, int8=w8a8)  [default: "
+                                 + ", ".join(f"{t} {DEFAULT[t]}" for t in TARGETS) + "]")
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Core ML: compute precision, fp16|fp32, of a quantized model too [default: "
+                   f"{DEFAULT['coreml']}]. tflite, executorch: the file's precision, the same as --quantize "
+                   "(fp16-compute = fp16 weights and fp16 arithmetic on phones that have it). A --quantize it "
+                   "contradicts is refused.")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=str),
               help="Directory of calibration images (int8/w8a8; default: built-in natural images).")
 @click.option("--labels", "labels_file", type=click.Path(path_type=str), help="Class labels, one per line.")
@@ -151,16 +151,18 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--no-int16", "no_int16", is_flag=True, hidden=True)  # gone: int16 only as --quantize w8a16
 @click.option("--deployment-target", type=click.Choice(["iOS16", "iOS17", "iOS18"]),
               help="Core ML: minimum iOS (default: the lowest that supports what was asked).")
-@click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu_gpu", "cpu_ne"]), default="all",
-              show_default=True, help="Core ML: the model's default compute units.")
+@click.option("--compute-units", "compute_units_", default="all", show_default=True,
+              help=f"Core ML: the model's default compute units, {'|'.join(COMPUTE_UNITS['ios'])} "
+                   "(old spellings cpu, cpu_gpu, cpu_ne still accepted).")
 @click.option("--delegate", type=click.Choice(["xnnpack", "coreml"]), default="xnnpack", show_default=True,
               help="executorch: the backend the program is lowered to.")
 @click.option("--variant", help="Override variant detection.")
 @click.option("--force", is_flag=True, help="Replace an artifact already at the output path.")
 @json_option("report")
-def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, quantize: str | None,
+@click.pass_context
+def convert(ctx: click.Context, checkpoint: str, target: str, recipe: str | None, out: str | None, quantize: str | None,
             precision: str | None, calib_dir: str | None, labels_file: str | None, raw_input: bool, int8_io: bool,
-            int8_finetune: int, no_int16: bool, deployment_target: str | None, compute_units: str,
+            int8_finetune: int, no_int16: bool, deployment_target: str | None, compute_units_: str,
             delegate: str, variant: str | None, force: bool, as_json: bool) -> None:
     """Convert CHECKPOINT to a Core ML .mlpackage, a .tflite or an ExecuTorch .pte (BatchNorm folded first)."""
     from .convert import convert as run_convert
@@ -173,23 +175,22 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
             raise VitdeployError(f"--variant {variant} contradicts the recipe's variant {r.variant}")
         variant = r.variant
         default_precision, default_quantize = r.default_mode(target)
-        precision, quantize = precision or default_precision, quantize or default_quantize
+        if quantize is None and (precision is None or target in COMPUTE_PRECISIONS):
+            quantize = default_quantize
+        if precision is None and target in COMPUTE_PRECISIONS and canonical(quantize) not in COMPUTE_PRECISIONS[target]:
+            precision = default_precision  # the recipe's compute precision, unless --quantize named one
     if no_int16:
         raise VitdeployError("--no-int16 is gone: int16 activations are only used when asked, with --quantize w8a16")
-    if precision == "fp16-compute":
-        from .precisions import canonical as _canonical
-
-        if target != "tflite":
-            raise VitdeployError("--precision fp16-compute is for --target tflite; Core ML's --precision fp16 "
-                                 "already computes in fp16")
-        if quantize and _canonical(quantize) != "fp16-compute":
-            raise VitdeployError(f"--precision fp16-compute contradicts --quantize {quantize}")
-        precision, quantize = None, "fp16-compute"
-    precision, quantize = precision or "fp16", quantize or "none"
+    quantize, precision = resolve(target, quantize, precision)  # contradictions refused, nothing overridden
+    given = [p.opts[0] for p in ctx.command.params if p.opts and p.opts[0] in SCOPE and p.name
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    refuse_inapplicable(target, label(target, quantize, precision), given)
+    units = compute_units("ios", [compute_units_], say=lambda line: _echo(line, err=True))[0]
+    compute_units_ = COREML_CONVERTER_UNITS[units]
     say = None if as_json else (lambda msg: _echo(msg, err=True))
     report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
-                         deployment_target=deployment_target, compute_units=compute_units, variant=variant,
+                         deployment_target=deployment_target, compute_units=compute_units_, variant=variant,
                          int8_finetune=int8_finetune, delegate=delegate, progress=say, force=force)
     missed = report.get("accuracy_target_met") is False
     if as_json:
@@ -199,7 +200,8 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
             raise CheckFailed(f"{report['path']}: w8a8 below the accuracy target (see {where})")
         return
     mb = report.get("size_bytes", 0) / 1e6
-    _echo(f"{report['path']}  {report['variant']} -> {target} ({report.get('precision') or report.get('quantize')}), "
+    mode = describe(target, report.get("quantize") or "fp32", report.get("compute_precision") or "fp16")
+    _echo(f"{report['path']}  {report['variant']} -> {target} ({mode}), "
                f"{mb:.1f} MB, "
                f"{report['bn_folding']['total_folded']} BatchNorm folded, {report['total_seconds']:.1f} s")
     if report.get("float_fallback_ops"):
@@ -214,127 +216,16 @@ def convert(checkpoint: str, target: str, recipe: str | None, out: str | None, q
 
 
 @main.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--device", default="host", show_default=True,
-              help="host, a catalog name (pixel7, iphone12, ...) or a serial/UDID (see `vitdeploy devices`).")
-@click.option("--farm", help="Profile on a hosted farm instead: aws or qai-hub (several models at once; docs/farms.md).")
-@click.option("--devices", "farm_devices", help='Farm devices by name, comma-separated: "Google Pixel 7,Samsung Galaxy S24".')
-@click.option("--max-devices", type=click.IntRange(1, None), help="Farm: at most this many of the matched devices.")
-@click.option("--runs", default=50, show_default=True, type=click.IntRange(1, None))
-@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0, None))
-@threads_option("Host CPU threads (with --farm: the one thread count to run).")
-@click.option("--device-threads", default="1,4", show_default=True, help="Android CPU thread counts to try.")
-@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, None),
-              help="Farm: whole harness runs per device (repeats that disagree flag a result unstable).")
-@click.option("--compute-units", help="Comma list: Android xnnpack,gpu,nnapi; iOS cpuOnly,cpuAndGPU,"
-                                      "cpuAndNeuralEngine,all (default: all the device has).")
-@click.option("--harness-apk", "harness_apks", multiple=True, type=click.Path(path_type=str),
-              help="Prebuilt Android harness APK(s) to install (app and test APK).")
-@click.option("--build-harness", is_flag=True,
-              help="Build android_harness/ with Gradle first (needs an Android SDK) and install it.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0, None),
-              help="Seconds before a device run is abandoned (default 600; with --farm, the wait: 4 h).")
-@click.option("--no-wait", is_flag=True, help="Farm: submit, record and return (`vitdeploy farm collect ID` later).")
-@click.option("--dry-run", is_flag=True, help="Farm: show what would be uploaded and run; needs no credentials.")
-@state_option()
-@click.option("--variant", help="Override variant detection (checkpoints).")
-@click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
-@report_options
-@click.pass_context
-def profile(ctx: click.Context, models: tuple[str, ...], device: str, farm: str | None, farm_devices: str | None,
-            max_devices: int | None, runs: int, warmup: int, threads: int, device_threads: str, repeat: int,
-            compute_units: str | None, harness_apks: tuple[str, ...], build_harness: bool, timeout_s: float | None,
-            no_wait: bool, dry_run: bool, state_dir: str | None, variant: str | None, report_dir: str | None,
-            as_json: bool, plot_path: str | None, markdown_path: str | None, max_cv: float,
-            max_repeat_spread: float) -> None:
-    """Latency of MODEL (checkpoint or artifact) on the host, a phone or farm phones: load, first run, min/median/p90/mean/std."""
-    from .profile import profile as run_profile
-
-    try:
-        dthreads = tuple(int(t) for t in device_threads.split(",") if t.strip())
-    except ValueError:
-        raise VitdeployError(f"--device-threads takes comma-separated integers, got '{device_threads}'") from None
-    units = tuple(u.strip() for u in compute_units.split(",") if u.strip()) if compute_units else None
-    if farm:
-        if device != "host" or report_dir or build_harness:
-            raise VitdeployError("--farm runs on the farm's phones: drop --device/--report/--build-harness "
-                                 "(the farm's table: --json, --markdown, --plot)")
-        return profile_farm(ctx, models, farm=farm, devices=farm_devices, max_devices=max_devices, runs=runs,
-                            warmup=warmup, threads=threads, device_threads=dthreads, compute_units=units,
-                            repeat=repeat, no_wait=no_wait, dry_run=dry_run, harness_apks=harness_apks,
-                            timeout_s=timeout_s, state_dir=state_dir, as_json=as_json, plot_path=plot_path,
-                            markdown_path=markdown_path, max_cv=max_cv, max_repeat_spread=max_repeat_spread)
-    farm_only = [name for name, on in (("--devices", farm_devices), ("--max-devices", max_devices),
-                                       ("--no-wait", no_wait), ("--dry-run", dry_run), ("--repeat", repeat != 1),
-                                       ("--plot", plot_path), ("--markdown", markdown_path)) if on]
-    if farm_only:
-        raise VitdeployError(f"{farm_only[0]} is for farms: add --farm aws|qai-hub (a phone here: --device NAME)")
-    if len(models) != 1:
-        raise VitdeployError("several models are profiled together on a farm (--farm); --device takes one model")
-    model = models[0]
-    _check_report_dir(report_dir)
-    # The host has its own bar (timing runs); a phone's harness run is minutes of silence without this line.
-    with step(f"profiling {os.path.basename(model)} on {device}") if device != "host" else contextlib.nullcontext():
-        result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
-                             progress=not as_json, compute_units=units, device_threads=dthreads,
-                             harness_apks=harness_apks, timeout_s=600.0 if timeout_s is None else timeout_s,
-                             build_harness=build_harness)
-    if report_dir:
-        from .reports import write_report
-
-        write_report(report_dir, kind="profile", data=_profile_report_data(result))
-    if as_json:
-        _echo_json(result)
-        return
-    _print_profile(result)
-
-
-def _profile_report_data(result: dict) -> dict:
-    """Device runs report one latency list per config; the report plots the first that ran."""
-    if "runs_ms" in result:
-        return result
-    ran = next((c for c in result.get("configs", []) if c.get("latencies_ms")), None)
-    data = {k: v for k, v in result.items() if k not in ("configs", "request", "result", "output")}
-    data["configs"] = [{k: v for k, v in c.items() if k != "outputs"} for c in result.get("configs", [])]
-    if ran:
-        data["runs_ms"] = ran["latencies_ms"]
-        data["median_ms"] = ran.get("median_ms")
-    return data
-
-
-def _print_profile(r: dict) -> None:
-    if r.get("device") == "host":
-        _echo(f"{r['model']} on host ({r.get('runtime', r['kind'])}, {r.get('threads')} threads, "
-                   f"{r['runs']} runs)")
-        _echo(f"  load {r['load_ms']:.1f} ms, first {r['first_ms']:.2f} ms")
-        _echo(f"  min {r['min_ms']:.2f}  median {r['median_ms']:.2f}  p90 {r['p90_ms']:.2f}  "
-                   f"mean {r['mean_ms']:.2f}  std {r['std_ms']:.2f}  (ms)")
-        return
-    parity = {p["config"]: p for p in r.get("parity", [])}
-    _echo(f"{r['model']} on {r.get('serial') or r.get('device')}")
-    _echo(f"  {'config':<24} {'median ms':>10} {'min ms':>8} {'cosine':>9} {'top-1':>6}")
-    for c in r.get("configs", []):
-        lat = sorted(c.get("latencies_ms") or [])
-        p = parity.get(c.get("name"), {})
-        med = f"{c['median_ms']:.2f}" if c.get("median_ms") is not None else "-"
-        mn = f"{lat[0]:.2f}" if lat else "-"
-        cos = f"{p['cosine']:.5f}" if "cosine" in p else "-"
-        top = ("yes" if p.get("top1_match") else "NO") if "top1_match" in p else "-"
-        _echo(f"  {c.get('name', '?'):<24} {med:>10} {mn:>8} {cos:>9} {top:>6}"
-                   + (f"  ({c.get('error') or c.get('status')})" if not lat else ""))
-
-
-@main.command()
 @click.argument("artifact", type=click.Path(path_type=str))
 @click.option("--checkpoint", required=True, type=click.Path(path_type=str), help="The PyTorch reference checkpoint.")
-@click.option("--images", "images_dir", type=click.Path(path_type=str),
-              help="Directory of images (default: the built-in natural-image set).")
+@data_option("Directory of images (default: the built-in natural-image set).")
 @click.option("--n-images", type=click.IntRange(1, None),
-              help="How many images (default: 16 built-in, or every image under --images; spread evenly).")
+              help="How many images (default: 16 built-in, or every image under --data; spread evenly).")
 @click.option("--n-random", default=4, show_default=True, type=click.IntRange(0, None),
               help="Seeded random tensors, reported separately.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "fp16-compute", "int8"]),
-              help="Tolerance preset (default: read from the artifact).")
+              help="The tolerance preset to judge with, not a conversion precision (default: the artifact's, read "
+                   "from its metadata).")
 @click.option("--cpu", "cpus", multiple=True, type=click.Choice(list(EMULATED_CPUS)),
               help="Run the .tflite on this emulated phone CPU (qemu + the aarch64 LiteRT; repeatable; "
                    "`vitdeploy setup arm` once first).")
@@ -352,7 +243,7 @@ def _print_profile(r: dict) -> None:
 @runtime_option()
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
 @json_option("output")
-def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int | None, n_random: int,
+def parity(artifact: str, checkpoint: str, data_dir: str | None, n_images: int | None, n_random: int,
            precision: str | None, cpus: tuple[str, ...], device: str | None, fp16: str, xnnpack: bool,
            tolerances: tuple[str, ...], do_localize: bool, variant: str | None, threads: int,
            runtime: str, report_dir: str | None, as_json: bool) -> None:
@@ -367,7 +258,7 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
     for i, cpu in enumerate(targets or [None], 1):  # an emulated CPU takes minutes: a ticking line per stage
         with step(f"parity {i}/{len(targets or [None])}: {os.path.basename(artifact)} on "
                   f"{f'emulated {cpu}' if cpu else 'the host'}"):
-            results.append(run_parity(artifact, checkpoint, images_dir=images_dir, n_images=n_images,
+            results.append(run_parity(artifact, checkpoint, images_dir=data_dir, n_images=n_images,
                                       n_random=n_random, tolerances=parse_overrides(tolerances) or None,
                                       threads=threads, precision=precision, variant=variant, runtime=runtime,
                                       cpu=cpu, fp16=fp16, xnnpack=xnnpack))
@@ -379,7 +270,7 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
         arm = results[0].arm  # the CPU parity ran on, asked for or chosen (an fp16-compute file)
         emulate = {"cpu": arm["cpu"], "fp16": fp16, "xnnpack": xnnpack, "threads": threads} if arm else None
         with step(f"localizing the divergence of {os.path.basename(artifact)}"):
-            loc = localize(artifact, checkpoint, images_dir=images_dir, variant=variant,
+            loc = localize(artifact, checkpoint, images_dir=data_dir, variant=variant,
                            precision=results[0].precision, emulate=emulate)
         data["localization"] = loc.to_dict()
     if report_dir:
@@ -400,14 +291,6 @@ def parity(artifact: str, checkpoint: str, images_dir: str | None, n_images: int
         raise CheckFailed("; ".join(failures))
 
 
-def _check_report_dir(report_dir: str | None) -> None:
-    """--report must be a folder that can be written, judged before the measurements that fill it."""
-    if report_dir:
-        from .outputs import check_output_dir
-
-        check_output_dir(report_dir, "--report")
-
-
 def _emulated_cpus(cpus: tuple[str, ...], device: str | None) -> list[str]:
     """The emulated CPUs asked for: --cpu as given, then the stand-ins for a catalog phone's cores."""
     chosen = list(dict.fromkeys(cpus))
@@ -416,35 +299,6 @@ def _emulated_cpus(cpus: tuple[str, ...], device: str | None) -> list[str]:
 
         chosen += [c for c in emulated_cpus(get_device(device)) if c not in chosen]
     return chosen
-
-
-@main.command("eval")
-@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=str),
-              help="ImageFolder layout: one subfolder per class (sorted order = class index), or labels.txt.")
-@click.option("--limit-per-class", type=click.IntRange(1, None), help="Evaluate at most this many images per class.")
-@click.option("--variant", help="Override variant detection for checkpoints.")
-@threads_option()
-@runtime_option()
-@click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
-@json_option("output")
-def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None, variant: str | None, threads: int,
-             runtime: str, report_dir: str | None, as_json: bool) -> None:
-    """Top-1/top-5 accuracy of MODELS (checkpoints and artifacts) side by side on a labelled image set."""
-    from .parity import evaluate
-
-    _check_report_dir(report_dir)
-    with step(f"evaluating {len(models)} model(s) on {os.path.basename(os.path.normpath(data_dir))}"):
-        result = evaluate(list(models), data_dir, threads=threads, limit_per_class=limit_per_class, variant=variant,
-                          runtime=runtime)
-    if report_dir:
-        from .reports import write_report
-
-        write_report(report_dir, kind="eval", data=result.to_dict())
-    if as_json:
-        _echo_json(result.to_dict())
-    else:
-        _echo(result.table())
 
 
 @main.command("package")
@@ -486,8 +340,10 @@ def devices(as_json: bool) -> None:
         _echo(format_devices(listing))
 
 
-main.add_command(farm)
 main.add_command(build)
+main.add_command(farm)
+for _command in compare_commands:
+    main.add_command(_command)
 
 
 @main.group()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_output import echo, echo_json, json_option
+from .cli_common import data_option, echo, echo_json, json_option
 from .errors import CheckFailed
 from .exits import _Command
 from .formats import TARGETS
@@ -23,15 +23,14 @@ from .formats import TARGETS
 @click.option("-o", "--out", "out_dir", default="out/build", show_default=True, type=click.Path(path_type=str))
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS), help="Limit targets.")
 @click.option("--variant", "variants", multiple=True, help="Limit variants.")
-@click.option("--images", "images_dir", type=click.Path(path_type=str),
-              help="Parity images (default: the built-in natural-image set).")
+@data_option("Parity images (default: the built-in natural-image set).")
 @click.option("--n-images", default=16, show_default=True, type=click.IntRange(1, None),
-              help="Parity images per cell (spread evenly over --images).")
+              help="Parity images per cell (spread evenly over --data).")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=str),
               help="Calibration images for int8/w8a8 cells (default: built-in natural images).")
 @json_option("summary")
 def build(recipes_dir: str | None, checkpoints_dir: str, out_dir: str, targets: tuple[str, ...],
-          variants: tuple[str, ...], images_dir: str | None, n_images: int, calib_dir: str | None,
+          variants: tuple[str, ...], data_dir: str | None, n_images: int, calib_dir: str | None,
           as_json: bool) -> None:
     """Convert every checkpoint in a folder to the matrix its recipe lists (targets x precisions), check parity
     and host latency, summarise (table + build_report.json/.md in the output folder)."""
@@ -49,7 +48,7 @@ def build(recipes_dir: str | None, checkpoints_dir: str, out_dir: str, targets: 
                  f"{row['target']} {mode} ({row['seconds']} s)", err=True)
 
     summary = run_build(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants,
-                        images_dir=images_dir, parity_images=n_images, calib_dir=calib_dir, on_plan=on_plan,
+                        images_dir=data_dir, parity_images=n_images, calib_dir=calib_dir, on_plan=on_plan,
                         on_cell=on_cell)
     if as_json:
         echo_json(summary)

@@ -130,8 +130,22 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
                                      deployment_target, compute_units, metadata, progress)
         raise_if_interrupted()
         result.update(bn_folding=prepared.bn_folding, rewrites={**result.get("rewrites", {}), **prepared.rewrites})
+        result.update(_precision_words(target, result))
         return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
                 "total_seconds": round(time.perf_counter() - t0, 2), **result}
+
+
+def _precision_words(target: str, result: dict) -> dict:
+    """The report's precision in the one vocabulary (:mod:`vitdeploy.precisions`): ``precision`` and ``quantize``
+    are both the canonical label (``w8a8``, never ``int8`` or ``none``: the ``--quantize`` that makes this file);
+    a target with a compute precision (Core ML) adds ``compute_precision`` (fp16/fp32)."""
+    from .precisions import COMPUTE_PRECISIONS, label
+
+    name = label(target, result.get("quantize") or "none", result.get("precision") or "fp16")
+    words = {"precision": name, "quantize": name}
+    if target in COMPUTE_PRECISIONS:
+        words["compute_precision"] = result.get("precision") or "fp16"
+    return words
 
 
 def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, int8_finetune,

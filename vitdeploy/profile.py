@@ -20,7 +20,13 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
         raise VitdeployError("--runs and --threads must be >= 1, --warmup >= 0")
     path = Path(model)
     if device == "host":
+        from .runtimes.timing import noise_warning
+
         result = _profile_host(path, runs=runs, warmup=warmup, threads=threads, variant=variant, progress=progress)
+        noisy = noise_warning(result)
+        result["noisy"] = noisy is not None
+        if noisy:
+            result.setdefault("warnings", []).append(noisy)
         _say_warnings(result, progress)
         return result
     from .formats import format_of
@@ -72,6 +78,92 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
         stats.update(_output_check(_host_runner(path, ckpt, threads)))
     return {"model": str(path), "kind": kind, "device": "host", "host": host_info(), "runs": runs, "warmup": warmup,
             **stats}
+
+
+def profile_many(models: list[str | Path], *, runs: int = 50, warmup: int = 5, threads: int = 2,
+                 variant: str | None = None) -> dict:
+    """Several models on this host timed interleaved (every round runs each once, so a change in load hits all
+    alike): one row per model with its latency, its speed-up over the first (median of per-round ratios) and a
+    noise flag (:func:`vitdeploy.runtimes.timing.noise_warning`)."""
+    from .devices import host_info
+    from .parity.evaluate import size_on_disk
+    from .parity.precision import artifact_label
+    from .runtimes.timing import interleaved, noise_warning
+
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise VitdeployError("--runs and --threads must be >= 1, --warmup >= 0")
+    names = [str(m) for m in models]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise VitdeployError(f"{dup} is given twice: each model once")
+    runners = {name: _timed_runner(Path(name), threads, variant) for name in names}
+    measured = interleaved(runners, rounds=runs, warmup=max(1, warmup), baseline=names[0])
+    speedup = measured.pop("speedup", {})
+    rows, warnings = [], []
+    for name in names:
+        stats = measured[name]
+        noisy = noise_warning(stats, Path(name).name)
+        if noisy:
+            warnings.append(noisy)
+        rows.append({"model": name, "label": artifact_label(name), "size_bytes": size_on_disk(name),
+                     **{k: stats[k] for k in ("min_ms", "median_ms", "p90_ms", "mean_ms", "std_ms")},
+                     "speedup_vs_first": 1.0 if name == names[0] else speedup.get(name), "noisy": noisy is not None})
+    return {"kind": "profile", "device": "host", "host": host_info(), "interleaved": True, "rounds": runs,
+            "warmup": warmup, "threads": threads, "baseline": names[0], "models": rows, "warnings": warnings}
+
+
+def format_many(result: dict) -> str:
+    """The table of :func:`profile_many`: one row per model, speed-up over the first."""
+    rows = [("model", "target precision", "MB", "median ms", "p90 ms", "min ms", "vs first", "noise")]
+    for r in result["models"]:
+        mb = f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") is not None else "-"
+        speed = "baseline" if r["model"] == result["baseline"] else (
+            f"{r['speedup_vs_first']:.2f}x" if r.get("speedup_vs_first") else "-")
+        rows.append((Path(r["model"]).name, r["label"], mb, f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                     f"{r['min_ms']:.2f}", speed, "NOISY" if r["noisy"] else "ok"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(row))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"host, {result['threads']} threads, {result['rounds']} interleaved rounds; vs first = "
+                 f"{Path(result['baseline']).name} time / this (median of per-round ratios)")
+    return "\n".join(lines + [f"warning: {w}" for w in result["warnings"]])
+
+
+class TorchTimed:
+    """A checkpoint as :func:`interleaved` times it: one batch-1 forward pass in PyTorch eager per ``run_once``."""
+
+    def __init__(self, model, input_size, threads: int):
+        import torch
+
+        self.model, self.threads, self._torch = model.eval(), threads, torch
+        self._x = torch.randn(1, *tuple(input_size))
+
+    def run_once(self) -> None:
+        torch = self._torch
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                self.model(self._x)
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _timed_runner(path: Path, threads: int, variant: str | None):
+    from .formats import format_of
+    from .runners import open_runner
+
+    fmt = format_of(path)
+    if fmt is None:
+        from . import checkpoints
+
+        ckpt = checkpoints.load(path, variant=variant)
+        return TorchTimed(ckpt.model, ckpt.input_size, threads)
+    if not fmt.host_latency:
+        raise VitdeployError(f"{path.name}: {fmt.name} latency is not measured on this host (the formats table); "
+                             f"profile it on a device (--device), or drop it from the list")
+    return open_runner(path, threads=threads, require_metadata=False)
 
 
 def _host_runner(path: Path, ckpt, threads: int):

@@ -87,6 +87,9 @@ class ModelAccuracy:
     seconds: float
     per_class_top1: dict[str, float] = field(default_factory=dict)
     nonfinite: int = 0  # images whose logits held NaN/inf (counted as misses)
+    name: str = ""  # target + canonical precision from the artifact's metadata ("tflite w8a8", "checkpoint fp32")
+    size_bytes: int | None = None  # the file (or .mlpackage folder) on disk
+    delta_top1: float | None = None  # top-1 minus the first model's (the baseline column), in [-1, 1]
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -101,9 +104,12 @@ class EvalResult:
         return {"kind": "eval", "dataset": self.dataset.to_dict(), "models": [m.to_dict() for m in self.models]}
 
     def table(self) -> str:
-        rows = [("model", "kind", "top-1", "top-5", "images", "seconds")]
+        rows = [("model", "target precision", "MB", "top-1", "vs first", "top-5", "images", "seconds")]
         for m in self.models:
-            rows.append((m.model, m.kind, f"{m.top1:.2%}", f"{m.top5:.2%}", str(m.n), f"{m.seconds:.1f}"))
+            mb = f"{m.size_bytes / 1e6:.1f}" if m.size_bytes is not None else "-"
+            delta = "baseline" if m is self.models[0] else f"{m.delta_top1 * 100:+.2f} pt"
+            rows.append((m.model, m.name, mb, f"{m.top1:.2%}", delta, f"{m.top5:.2%}", str(m.n),
+                         f"{m.seconds:.1f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(r))
                  for r in rows]
@@ -117,9 +123,10 @@ class EvalResult:
 def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2, batch_size: int = 16,
              limit_per_class: int | None = None, variant: str | None = None, runtime: str = "auto") -> EvalResult:
     """Accuracy of each model on ``data_dir``; every model sees the same images in its own input convention."""
-    from ..preprocessing import load_images
     from ..progress import note
+    from ..preprocessing import load_images
     from ..runners import open_runner
+    from .precision import artifact_label
 
     if not models:
         raise VitdeployError("no model given to evaluate")
@@ -137,9 +144,7 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
         top5_hits = np.zeros(len(data.files), dtype=bool)
         top1_hits = np.zeros(len(data.files), dtype=bool)
         nonfinite = 0
-        for start in range(0, len(data.files), batch_size):
-            x = load_images(data.files[start:start + batch_size], pre)
-            logits = np.asarray(runner.predict_nchw(x), dtype=np.float64)
+        for start, logits in batched_logits(runner, data.files, batch_size):
             finite = np.isfinite(logits).all(1)
             nonfinite += int((~finite).sum())
             num_classes = logits.shape[1]
@@ -149,8 +154,8 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
                                      f"{int(target.max())}")
             order = np.argsort(-np.where(np.isnan(logits), -np.inf, logits), axis=1, kind="stable")[:, :5]
             # NaN/inf logits rank nothing: a non-finite output is a miss, whatever argsort made of it.
-            top1_hits[start:start + len(x)] = (order[:, 0] == target) & finite
-            top5_hits[start:start + len(x)] = (order == target[:, None]).any(1) & finite
+            top1_hits[start:start + len(logits)] = (order[:, 0] == target) & finite
+            top5_hits[start:start + len(logits)] = (order == target[:, None]).any(1) & finite
         per_class = {c: float(top1_hits[data.targets == data.class_index[c]].mean())
                      for c in data.classes if (data.targets == data.class_index[c]).any()}
         n = len(data.files)
@@ -158,5 +163,26 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
                                      top1=float(top1_hits.mean()), top5=float(top5_hits.mean()),
                                      correct1=int(top1_hits.sum()), correct5=int(top5_hits.sum()), n=n,
                                      seconds=round(time.perf_counter() - started, 3), per_class_top1=per_class,
-                                     nonfinite=nonfinite))
+                                     nonfinite=nonfinite, name=artifact_label(model), size_bytes=size_on_disk(model)))
+    for m in results:
+        m.delta_top1 = round(m.top1 - results[0].top1, 6)
     return EvalResult(data, results)
+
+
+def batched_logits(runner, files: list[Path], batch_size: int = 16):
+    """(start index, float64 logits) per batch of image ``files``, each read with ``runner``'s own preprocessing."""
+    from ..preprocessing import load_images
+
+    for start in range(0, len(files), batch_size):
+        x = load_images(files[start:start + batch_size], runner.preprocessing)
+        yield start, np.asarray(runner.predict_nchw(x), dtype=np.float64)
+
+
+def size_on_disk(path: str | Path) -> int | None:
+    """Bytes of a file, or of every file under a folder (an .mlpackage, a Hugging Face directory)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+    return None

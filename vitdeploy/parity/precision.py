@@ -106,3 +106,55 @@ def _coreml_precision(path: Path) -> tuple[str, str]:
     if any("fp16" in t for t in types):
         return "fp16", "ML Program value types (fp16)"
     return "fp32", "ML Program value types (fp32)"
+
+
+def artifact_label(path: str | Path) -> str:
+    """How tables name a model: its target and canonical precision from vitdeploy's metadata (``tflite w8a8``,
+    ``coreml fp16 w8``, ``executorch fp32``); ``checkpoint fp32`` for a checkpoint; the tolerance preset the
+    file's tensor types imply when vitdeploy did not write it."""
+    from ..formats import format_of
+    from ..precisions import PRECISIONS, describe
+
+    fmt = format_of(path)
+    if fmt is None:
+        return "checkpoint fp32"
+    config = {}
+    try:
+        config = _stored_config(Path(path), fmt.name)
+    except Exception:  # noqa: BLE001 - a file without (readable) metadata still gets a name below
+        config = {}
+    quantize, precision = config.get("quantize"), config.get("precision")
+    try:
+        if fmt.name == "coreml" and quantize:
+            return f"coreml {describe('coreml', quantize, str(precision or 'fp16'))}"
+        if isinstance(precision, str) and precision in PRECISIONS:
+            return f"{fmt.name} {precision}"
+        if quantize:
+            return f"{fmt.name} {describe(fmt.name, quantize)}"
+    except Exception:  # noqa: BLE001 - an unknown word in metadata: fall back to what the tensors say
+        pass
+    return f"{fmt.name} {artifact_precision(path)[0]}"
+
+
+def _stored_config(path: Path, target: str) -> dict:
+    if target == "tflite":
+        from ..formats.tflite import read_tflite_metadata
+
+        return read_tflite_metadata(path).get("vitdeploy") or {}
+    if target == "executorch":
+        from ..formats.executorch import read_pte_metadata
+
+        return read_pte_metadata(path)["vitdeploy"] or {}
+    import coremltools as ct
+
+    from ..formats.coreml import check_package_tree
+
+    check_package_tree(path)
+    user = dict(ct.models.MLModel(str(path), skip_model_load=True).get_spec().description.metadata.userDefined)
+    for key in ("vitdeploy", "vitdeploy.config", "com.vitdeploy"):
+        if key in user:
+            try:
+                return json.loads(user[key])
+            except ValueError:
+                continue
+    return {}

@@ -202,9 +202,14 @@ def _sections(kind: str, data: dict) -> list[tuple[str, list, list[list[str]] | 
                                    f"{ds.get('root', '?')}" + (f", class indices from {ds['labels_file']}"
                                                                if ds.get("labels_file") else
                                                                ", class index = sorted folder order")))
-        out.append(("Accuracy", ["model", "kind", "top-1", "top-5", "images", "outputs not finite", "seconds"],
-                    [[_name(m["model"]), str(m.get("kind")), _pct(m["top1"]), _pct(m["top5"]), str(m["n"]),
-                      str(m.get("nonfinite", 0)), _num(m.get("seconds"), ".1f")] for m in data.get("models", [])]))
+        out.append(("Accuracy", ["model", "target precision", "MB", "top-1", "top-1 vs first (pt)", "top-5", "images",
+                                 "outputs not finite", "seconds"],
+                    [[_name(m["model"]), str(m.get("name") or m.get("kind")),
+                      _num(m["size_bytes"] / 1e6, ".1f") if isinstance(m.get("size_bytes"), (int, float)) else "-",
+                      _pct(m["top1"]),
+                      _num(m["delta_top1"] * 100, "+.2f") if isinstance(m.get("delta_top1"), (int, float)) else "-",
+                      _pct(m["top5"]), str(m["n"]), str(m.get("nonfinite", 0)), _num(m.get("seconds"), ".1f")]
+                     for m in data.get("models", [])]))
     return out
 
 

@@ -125,25 +125,47 @@ def latency(data: dict) -> Figure | None:
 
 
 def accuracy(data: dict) -> Figure | None:
+    """Top-1/top-5 per model as points on an axis zoomed to the data (:func:`zoomed_axis`), the range in the
+    title: a 0.9-point drop between fp32 and int8 is as visible as it is consequential."""
     models = data.get("models") or []
     if not models:
         return None
     plt = _plt()
     import numpy as np
 
-    names = [m.get("name") or _short(m["model"]) for m in models]
+    names = [f"{m['name']}\n{_short(m['model'])}" if m.get("name") else _short(m["model"]) for m in models]
     x = np.arange(len(models))
+    top1 = [_plottable(m["top1"]) * 100 for m in models]
+    top5 = [_plottable(m["top5"]) * 100 for m in models]
+    lo, hi = zoomed_axis(top1 + top5)
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models) + 2), 3.6))
-    ax.bar(x - 0.2, [m["top1"] * 100 for m in models], 0.4, label="top-1", color="C0")
-    ax.bar(x + 0.2, [m["top5"] * 100 for m in models], 0.4, label="top-5", color="C2")
+    ax.plot(x, top1, "o-", label="top-1", color="C0")
+    ax.plot(x, top5, "s--", label="top-5", color="C2")
+    for xi, v in zip(x, top1):
+        if math.isfinite(v):
+            ax.annotate(f"{v:.2f}", (xi, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Accuracy")
+    ax.set_ylim(lo, hi)
+    ax.set_title(f"Accuracy (axis {lo:.1f}-{hi:.1f} %, zoomed to the data)")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
-    return render(fig, "Accuracy per model", "accuracy")
+    return render(fig, f"Accuracy per model (axis {lo:.1f}-{hi:.1f} %)", "accuracy")
+
+
+def zoomed_axis(values, *, floor: float = 0.0, ceiling: float = 100.0, min_span: float = 2.0) -> tuple[float, float]:
+    """An axis range around ``values`` (finite ones), padded by a quarter of their spread and at least
+    ``min_span`` wide, clipped to [floor, ceiling]: differences of a point fill the plot instead of a pixel."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return floor, ceiling
+    low, high = min(finite), max(finite)
+    pad = max((high - low) * 0.25, (min_span - (high - low)) / 2, 0.0)
+    lo, hi = max(floor, low - pad), min(ceiling, high + pad)
+    if hi - lo < min_span:  # clipped at a bound: extend the other way
+        lo, hi = (max(floor, hi - min_span), hi) if hi >= ceiling else (lo, min(ceiling, lo + min_span))
+    return round(lo, 3), round(hi, 3)
 
 
 def _plottable(v) -> float:

@@ -43,6 +43,26 @@ def summarize(runs_ms: list[float]) -> dict:
     return {k: round(v, 3) for k, v in stats.items()}
 
 
+# A host run is flagged noisy when its p90 passes this multiple of its median, or its coefficient of variation
+# (std / mean) passes NOISY_CV: another process shared the cores, and a single median is not to be trusted.
+NOISY_P90_RATIO = 1.5
+NOISY_CV = 0.10
+
+
+def noise_warning(stats: dict, name: str = "") -> str | None:
+    """One line when ``stats`` (:func:`summarize`'s keys) are too spread to compare, else None."""
+    median, p90 = stats.get("median_ms"), stats.get("p90_ms")
+    mean, std = stats.get("mean_ms"), stats.get("std_ms")
+    if not median or p90 is None or not mean or std is None:
+        return None
+    ratio, cv = p90 / median, std / mean
+    if ratio <= NOISY_P90_RATIO and cv <= NOISY_CV:
+        return None
+    return (f"{name + ': ' if name else ''}noisy timing: p90 {p90:.2f} ms is {ratio:.1f}x the median {median:.2f} ms "
+            f"(CV {cv:.0%}; flagged above {NOISY_P90_RATIO}x or CV {NOISY_CV:.0%}): another process shared the cores: "
+            f"rerun on an idle machine; ratios of models timed interleaved (`vitdeploy profile A B`) hold better")
+
+
 def _percentile(ordered: list[float], q: float) -> float:
     position = (len(ordered) - 1) * q
     low = int(position)
