@@ -99,7 +99,7 @@ def test_convert_json_precision_in_one_vocabulary():
 
 
 def test_build_table_uses_canonical_labels():
-    from vitdeploy.recipes import format_build_table
+    from vitdeploy.build import format_build_table
 
     cells = [{"variant": "levit_128s", "target": "tflite", "precision": "fp16", "quantize": q, "status": "ok"}
              for q in ("none", "int8")]
