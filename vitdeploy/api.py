@@ -31,13 +31,20 @@ def inspect(path: str | Path, *, variant: str | None = None) -> dict:
         info = runner.describe()
         if hasattr(runner, "op_counts"):
             info["op_counts"] = runner.op_counts()
+        from .summary import artifact_summary
+        from .verdict import target_of
+
+        info.update(accuracy_target=target_of(getattr(runner, "config", None)),
+                    label_names=list(runner.labels) if runner.labels else None, summary=artifact_summary(runner))
         return info
     from . import checkpoints
     from .passes import fold_batchnorm
+    from .summary import checkpoint_summary
 
     ckpt = checkpoints.load(path, variant=variant)
     info = ckpt.describe()
     info["bn_folding"] = fold_batchnorm(copy.deepcopy(ckpt.model)).to_dict()
+    info["summary"] = checkpoint_summary(ckpt)
     return info
 
 

@@ -90,7 +90,7 @@ def _print_inspect(info: dict) -> None:
             if key == "variant" and info.get("variant_source") == "--variant":
                 value = f"{value} (from --variant)"
             rows.append((key, value))
-    rows.append(("preprocessing", Preprocessing.from_dict(info["preprocessing"]).describe()))
+    rows += [*info.get("summary", {}).items(), ("preprocessing", Preprocessing.from_dict(info["preprocessing"]).describe())]
     if "bn_folding" in info:
         f = info["bn_folding"]
         rows.append(("bn folding", f"{f['total_folded']} BatchNorm folded "
