@@ -87,18 +87,21 @@ def below_target(artifact: Path) -> str | None:
     from ..verdict import describe, target_of
 
     suffix = artifact.suffix.lower()
-    if suffix == PTE_SUFFIX:
-        from ..formats.executorch import read_pte_metadata
+    try:  # a damaged file is refused by the platform's own inspector, in its words: here it has no verdict
+        if suffix == PTE_SUFFIX:
+            from ..formats.executorch import read_pte_metadata
 
-        config = read_pte_metadata(artifact)["vitdeploy"]
-    elif suffix == ".tflite":
-        from ..formats.tflite import read_tflite_metadata
+            config = read_pte_metadata(artifact)["vitdeploy"]
+        elif suffix == ".tflite":
+            from ..formats.tflite import read_tflite_metadata
 
-        config = read_tflite_metadata(artifact)["vitdeploy"]
-    else:
-        from ..formats.coreml import METADATA_KEY, check_package_tree
+            config = read_tflite_metadata(artifact)["vitdeploy"]
+        else:
+            from ..formats.coreml import METADATA_KEY
 
-        config = _mlpackage_config(check_package_tree(artifact), METADATA_KEY)
+            config = _mlpackage_config(artifact, METADATA_KEY)
+    except VitdeployError:
+        return None
     record = target_of(config)
     return describe(record) if record is not None and not record["met"] else None
 
