@@ -581,6 +581,11 @@ def test_int8_never_falls_back_to_int16_and_a_miss_is_kept_aside_with_measured_o
     assert report["activations"] == "int8" and not int16_op_counts(conv.path.read_bytes())
     assert report["cosine_min_after"] < 0.99 and conv.accuracy_target_met is False
     assert not out.exists() and conv.path == tmp_path / "a8.below-target.tflite"
+    from vitdeploy.formats.tflite import read_tflite_metadata  # the verdict travels in the file (issue 30)
+
+    record = read_tflite_metadata(conv.path)["vitdeploy"]["accuracy_target"]
+    assert record["met"] is False and record["threshold"] == 0.99
+    assert record["measured"] == pytest.approx(report["cosine_min_after"])
     alternatives = report["alternatives"]
     assert alternatives["w8a16"]["cosine_min"] >= 0.99 > alternatives["w8a8"]["cosine_min"]
     assert all(alternatives[m]["ms_per_image"] > 0 for m in ("fp32", "fp16", "dynamic", "w8a16"))

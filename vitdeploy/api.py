@@ -31,13 +31,20 @@ def inspect(path: str | Path, *, variant: str | None = None) -> dict:
         info = runner.describe()
         if hasattr(runner, "op_counts"):
             info["op_counts"] = runner.op_counts()
+        from .summary import artifact_summary
+        from .verdict import target_of
+
+        info.update(accuracy_target=target_of(getattr(runner, "config", None)),
+                    label_names=list(runner.labels) if runner.labels else None, summary=artifact_summary(runner))
         return info
     from . import checkpoints
     from .passes import fold_batchnorm
+    from .summary import checkpoint_summary
 
     ckpt = checkpoints.load(path, variant=variant)
     info = ckpt.describe()
     info["bn_folding"] = fold_batchnorm(copy.deepcopy(ckpt.model)).to_dict()
+    info["summary"] = checkpoint_summary(ckpt)
     return info
 
 
@@ -60,15 +67,22 @@ class Prediction:
 
 
 def predict(model: str | Path, inputs: list[str | Path], *, variant: str | None = None, threads: int = 2,
-            runtime: str = "auto") -> Prediction:
-    """Logits of a checkpoint or artifact on image files or one preprocessed .npy NCHW batch."""
+            runtime: str = "auto", labels_file: str | Path | None = None) -> Prediction:
+    """Logits of a checkpoint or artifact on image files or one preprocessed .npy NCHW batch.
+
+    ``labels_file``: class names, one per line, instead of the model's own (their count must match)."""
     runner = open_runner(model, variant=variant, threads=threads, runtime=runtime)
     x = read_inputs(list(inputs), runner)
     logits = np.asarray(runner.predict_nchw(x), dtype=np.float32)
+    labels = runner.labels
+    if labels_file is not None:
+        from .convert import read_labels
+
+        labels = read_labels(labels_file, int(logits.shape[1]))
     names = [str(p) for p in inputs]
     if len(names) == 1 and str(names[0]).endswith(".npy"):
         names = [f"{names[0]}[{i}]" for i in range(len(logits))]
-    return Prediction(logits=logits, labels=runner.labels, inputs=names)
+    return Prediction(logits=logits, labels=labels, inputs=names)
 
 
 def save_array(path: str | Path, array: np.ndarray) -> Path:

@@ -76,7 +76,7 @@ def _print_inspect(info: dict) -> None:
             if key == "variant" and info.get("variant_source") == "--variant":
                 value = f"{value} (from --variant)"
             rows.append((key, value))
-    rows.append(("preprocessing", Preprocessing.from_dict(info["preprocessing"]).describe()))
+    rows += [*info.get("summary", {}).items(), ("preprocessing", Preprocessing.from_dict(info["preprocessing"]).describe())]
     if "bn_folding" in info:
         f = info["bn_folding"]
         rows.append(("bn folding", f"{f['total_folded']} BatchNorm folded "
@@ -97,11 +97,13 @@ def _print_inspect(info: dict) -> None:
 @click.option("--save-logits", type=click.Path(dir_okay=False, path_type=str),
               help="Write float32 (N, classes) logits to this .npy file.")
 @top_k_option("Classes to print per input.")
+@click.option("--labels", "labels_file", type=click.Path(path_type=str),
+              help="Class names, one per line (default: the model's own).")
 @threads_option("CPU threads (artifacts).")
 @runtime_option(help="Core ML: real Core ML (macOS) or vitdeploy's MIL interpreter.")
 @json_option("output")
 def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logits: str | None, top_k: int,
-            threads: int, runtime: str, as_json: bool) -> None:
+            labels_file: str | None, threads: int, runtime: str, as_json: bool) -> None:
     """Classify INPUTS (image files, or one preprocessed .npy NCHW batch) with MODEL (checkpoint or artifact)."""
     from . import api
 
@@ -109,7 +111,7 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
         from .outputs import check_output_file
 
         check_output_file(save_logits, "--save-logits")
-    pred = api.predict(model, list(inputs), variant=variant, threads=threads, runtime=runtime)
+    pred = api.predict(model, list(inputs), variant=variant, threads=threads, runtime=runtime, labels_file=labels_file)
     if save_logits:
         api.save_array(save_logits, pred.logits)
     tops = pred.top(top_k)
@@ -312,9 +314,10 @@ def _emulated_cpus(cpus: tuple[str, ...], device: str | None) -> list[str]:
 @click.option("--force", is_flag=True, help="Replace existing files that differ.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes the helper returns.")
 @click.option("--package", "android_package", help="Kotlin package of the helper with -o (android).")
+@click.option("--allow-below-target", is_flag=True, help="Package a model its converter judged below target (warned).")
 @json_option("report")
 def package_cmd(artifact: str, platform: str | None, into: str | None, out: str | None, force: bool, top_k: int,
-                android_package: str | None, as_json: bool) -> None:
+                android_package: str | None, allow_below_target: bool, as_json: bool) -> None:
     """Put a converted model into an iOS or Android app, with labels and a generated Swift/Kotlin helper."""
     from pathlib import Path
 
@@ -323,7 +326,8 @@ def package_cmd(artifact: str, platform: str | None, into: str | None, out: str 
     if bool(into) == bool(out):
         raise VitdeployError("give exactly one of --into APP_DIR or -o DIR")
     r = package(Path(artifact), platform=platform or infer_platform(Path(artifact)), into=Path(into) if into else None,
-                out=Path(out) if out else None, force=force, top_k=top_k, android_package=android_package)
+                out=Path(out) if out else None, force=force, top_k=top_k, android_package=android_package,
+                allow_below_target=allow_below_target)
     _echo(json.dumps(r.to_dict(), indent=2, default=str) if as_json else "\n".join(r.lines()))
 
 

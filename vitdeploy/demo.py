@@ -167,7 +167,7 @@ def _print_summary(results: list[dict], say) -> None:
             f"{r['folded_max_rel_diff']:>13.2e} {len(set(r['top1_classes'])):>14}")
     rows = [(r["variant"], a) for r in results for a in r.get("artifacts", [])]
     if rows:
-        say(f"\n{'variant':<15} {'artifact':<22} {'status':<12} {'MB':>6} {'parity':>6} {'cos min':>9} {'top-1':>6} "
+        say(f"\n{'variant':<15} {'artifact':<22} {'status':<12} {'MB':>6} {'parity':>12} {'cos min':>9} {'top-1':>6} "
             f"{'host ms':>8} {'vs fp32':>8}")
         for variant, a in rows:
             latency = next((r.get("latency", {}) for r in results if r["variant"] == variant), {})
@@ -179,7 +179,7 @@ def _print_summary(results: list[dict], say) -> None:
                 f"coreml {a.get('precision', '')}" + (f" {label}" if label and label != a.get("precision") else "")
             fmt = lambda v, f: f.format(v) if isinstance(v, (int, float)) else "-"  # noqa: E731
             say(f"{variant:<15} {name:<22} {a['status'][:12]:<12} {fmt(a.get('size_mb'), '{:.1f}'):>6} "
-                f"{a.get('parity', '-'):>6} {fmt(a.get('cosine_min'), '{:.6f}'):>9} "
+                f"{a.get('parity', '-'):>12} {fmt(a.get('cosine_min'), '{:.6f}'):>9} "
                 f"{fmt(a.get('top1_agreement'), '{:.0%}'):>6} {fmt(ms, '{:.2f}'):>8} {fmt(speedup, '{:.2f}x'):>8}")
         for r in results:
             eager = r.get("latency", {}).get("pytorch eager")

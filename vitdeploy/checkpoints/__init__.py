@@ -3,6 +3,11 @@
 ``load(path)`` reads the file safely, recognises the layout (timm, timm-conv, official,
 cvnets, hf) and the variant from key names and tensor shapes, maps the weights to
 vitdeploy's model and records the preprocessing the checkpoint's source expects.
+
+Labels rule (:func:`find_labels`), first match wins: a Hugging Face folder's ``config.json`` ``id2label``;
+``<stem>.labels.txt`` beside a checkpoint file ``<stem>.<ext>`` (``<stem>`` without the last suffix) (its count must match the classifier, else
+an error); ``labels.txt`` in the checkpoint's folder (a HF folder: inside it), used when its count matches
+the classifier and otherwise ignored with a note ``inspect`` shows. One label per line, blank lines skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Checkpoint:
     other_entries: list[str] = field(default_factory=list)
     labels: list[str] | None = None
     variant_detected: bool = True
+    labels_source: str | None = None  # where the labels came from (config.json id2label, a labels file)
+    labels_note: str | None = None  # why a labels file beside it was not used
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -62,6 +69,7 @@ class Checkpoint:
             "input_size": list(self.input_size),
             "preprocessing": self.preprocessing.to_dict(),
             "labels": len(self.labels) if self.labels else None,
+            "labels_source": self.labels_source,
         }
 
 
@@ -86,10 +94,50 @@ def load(path: str | Path, variant: str | None = None, prefer_ema: bool = False)
         name, detected = detect_variant(sd, family_name), True
     model = create_model(name, num_classes=num_classes)
     _load_strict(model, sd, raw.path, name, layout)
+    labels, source, note = find_labels(raw, num_classes)
     return Checkpoint(model=model.eval(), variant=name, family=family_name, layout=layout,
                       preprocessing=preprocessing_for(family_name, layout), num_classes=num_classes, path=raw.path,
                       weights_file=raw.file, wrapper=raw.wrapper, other_entries=raw.other_entries,
-                      labels=_hf_labels(raw, num_classes), variant_detected=detected)
+                      labels=labels, variant_detected=detected, labels_source=source, labels_note=note)
+
+
+LABELS_FILE = "labels.txt"
+
+
+def labels_beside(path: Path) -> tuple[Path, Path]:
+    """(``<stem>.labels.txt``, the folder's ``labels.txt``) for a checkpoint file or HF folder ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        return path / LABELS_FILE, path / LABELS_FILE
+    return path.with_name(f"{path.stem}.labels.txt"), path.with_name(LABELS_FILE)
+
+
+def find_labels(raw: RawCheckpoint, num_classes: int) -> tuple[list[str] | None, str | None, str | None]:
+    """(labels, where from, note) by the module's labels rule."""
+    labels = _hf_labels(raw, num_classes)
+    if labels:
+        return labels, "config.json id2label", None
+    own, shared = labels_beside(raw.path)
+    if own != shared and (own.exists() or own.is_symlink()):
+        found = _read_labels(own)
+        if len(found) != num_classes:
+            raise CheckpointError(f"{own}: {len(found)} labels for the checkpoint's {num_classes} classes "
+                                  "(one label per class, one per line)")
+        return found, own.name, None
+    if shared.is_file():
+        found = _read_labels(shared)
+        if len(found) == num_classes:
+            return found, shared.name, None
+        return None, None, (f"{shared.name} beside it has {len(found)} labels for {num_classes} classes: not used; "
+                            f"name a matching file {own.name}")
+    return None, None, None
+
+
+def _read_labels(path: Path) -> list[str]:
+    from ..untrusted import LABELS_LIMIT, read_side_text
+
+    text = read_side_text(path, LABELS_LIMIT, "labels file", error=CheckpointError)
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 # The most classes a classifier here may have: ImageNet-21k (21,843) is the largest label set these

@@ -48,6 +48,17 @@ class AdbTimeout(VitdeployError):
     """An adb command did not finish in time."""
 
 
+class AdbMissing(VitdeployError):
+    """The adb client is not installed: said as such, with what works without a phone."""
+
+
+def adb_missing_message(adb: str = "adb", device: str | None = None) -> str:
+    tool = "adb" if adb == "adb" else f"adb ('{adb}')"
+    return (f"{tool} is not installed (apt install adb / Android platform-tools); without a phone, "
+            f"`vitdeploy parity MODEL --checkpoint CKPT --device {device or 'pixel7'}` checks the phone's numerics "
+            "under emulation")
+
+
 class Adb:
     """Runs the adb client; `server_socket` (e.g. tcp:127.0.0.1:5037) selects the adb server."""
 
@@ -71,8 +82,7 @@ class Adb:
             p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
                                stdin=subprocess.DEVNULL, env=self.env)
         except FileNotFoundError:
-            raise VitdeployError(f"'{self.adb}' not found: install Android platform-tools "
-                                 "(Debian/Ubuntu: apt-get install adb)") from None
+            raise AdbMissing(adb_missing_message(self.adb)) from None
         except subprocess.TimeoutExpired:
             raise AdbTimeout(f"{what} on {self.serial or 'the device'} timed out after {timeout:g} s") from None
         if p.returncode != 0 and self.serial and _LOST.search(p.stderr + p.stdout):
@@ -134,6 +144,8 @@ def list_connected_android(adb: str = "adb", *, server_socket: str | None = None
     try:
         p = client.run(["devices", "-l"], timeout=timeout, what="adb devices")
     except VitdeployError as e:
+        if isinstance(e, AdbMissing) and notes is None:  # a caller that needs a phone: say adb is missing
+            raise
         if notes is not None:
             notes.append(f"android: {e}")
         return []
@@ -295,7 +307,11 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
         raise VitdeployError(str(e).replace("harness request: ", "")) from None
 
     client = Adb(adb, server_socket=server_socket)
-    chosen = choose_device(list_connected_android(adb, server_socket=server_socket), serial, device)
+    try:
+        connected = list_connected_android(adb, server_socket=server_socket)
+    except AdbMissing:
+        raise AdbMissing(adb_missing_message(adb, device)) from None
+    chosen = choose_device(connected, serial, device)
     dev = client.for_serial(chosen["serial"])
     ensure_harness(dev, harness_apks)
     with tempfile.TemporaryDirectory(prefix="android-", dir=scratch_dir()) as tmp:

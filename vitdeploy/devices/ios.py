@@ -210,7 +210,8 @@ def _run_step(step: Step) -> subprocess.CompletedProcess:
         return subprocess.run(step.argv, capture_output=True, text=True, errors="replace", timeout=step.timeout,
                               stdin=subprocess.DEVNULL, env={**os.environ, **step.env})
     except FileNotFoundError:
-        raise VitdeployError(f"{step.argv[0]} not found: profiling on iPhone needs macOS with Xcode") from None
+        raise VitdeployError(f"{step.argv[0]} is not installed (xcode-select --install; iPhone profiling needs "
+                             f"macOS with Xcode 15+); {without_a_phone()}") from None
     except subprocess.TimeoutExpired:
         raise VitdeployError(f"{step.what} timed out after {step.timeout:g} s") from None
 
@@ -265,7 +266,11 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
 
     if platform != "darwin":
         raise VitdeployError("profiling on iPhone needs macOS with Xcode (this is "
-                             f"{'Linux' if platform.startswith('linux') else platform}); run it on a Mac")
+                             f"{'Linux' if platform.startswith('linux') else platform}): run it on a Mac; "
+                             + without_a_phone(model_path))
+    if runner is _run_step and not shutil.which("xcrun"):
+        raise VitdeployError("xcrun is not installed (xcode-select --install; iPhone profiling needs Xcode 15+ for "
+                             "devicectl); " + without_a_phone(model_path))
     model_path = Path(model_path)
     pte = model_path.suffix == ".pte"
     if pte:
@@ -371,6 +376,12 @@ def image_pixels(array, spec: dict):
                                  "normalized tensor)")
         a = np.round(a).astype(np.uint8)
     return np.ascontiguousarray(a)
+
+
+def without_a_phone(model_path=None) -> str:
+    """What checks an iOS model here when no iPhone can be driven."""
+    name = Path(model_path).name if model_path else "MODEL"
+    return f"without one, `vitdeploy parity {name} --checkpoint CKPT` checks its numerics on this host"
 
 
 def _choose_ios(devices: list[dict], udid: str | None, device: str | None) -> dict:

@@ -57,6 +57,18 @@ def constant_methods(config: dict) -> dict[str, str]:
     return {METADATA_METHOD: json.dumps({"format": FORMAT_VERSION, **config}, sort_keys=True, default=str)}
 
 
+def with_metadata_in_place(program: bytes, config: dict, updated: dict) -> bytes | None:
+    """``program`` (written with ``constant_methods(config)``) with its metadata string replaced by ``updated``'s,
+    in place: the new JSON padded with spaces to the old length (the flatbuffer's string length is unchanged,
+    and JSON allows trailing blanks). None when the new text is longer or the old one is not found exactly once:
+    the caller lowers again. Lets a converter store a verdict measured on the lowered program itself."""
+    old = constant_methods(config)[METADATA_METHOD].encode()
+    new = constant_methods(updated)[METADATA_METHOD].encode()
+    if len(new) > len(old) or program.count(old) != 1:
+        return None
+    return program.replace(old, new + b" " * (len(old) - len(new)))
+
+
 def read_pte_metadata(path_or_bytes) -> dict:
     """``{"vitdeploy": dict | None, "labels": list | None, "methods": [names], "census": dict | None,
     "forward": its inputs/outputs/delegates (as :func:`read_program`) | None}`` of a .pte file or its bytes,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import VitdeployError
+from ..errors import CheckFailed, VitdeployError
 from ..formats.executorch import PTE_SUFFIX
 from .android import package_android, package_android_pte
 from .codegen import KOTLIN_HELPER, SWIFT_HELPER
@@ -44,14 +44,16 @@ PLATFORMS = ("ios", "android")
 
 
 def package(artifact, *, platform: str, into: Path | None = None, out: Path | None = None, force: bool = False,
-            top_k: int = 5, android_package: str | None = None) -> PackageReport:
+            top_k: int = 5, android_package: str | None = None, allow_below_target: bool = False) -> PackageReport:
     """Put ``artifact`` (.mlpackage for ``ios``, .tflite for ``android``, .pte for either) into an app.
 
     Exactly one of ``into`` (an app project: Xcode project folder / Android project or module) or
     ``out`` (a plain folder) is required. ``top_k`` is the helper's default number of results.
     ``android_package``: Kotlin package of the helper in ``out`` mode (``into`` detects it).
     Raises :class:`VitdeployError` (exit 2) for bad input, a folder that is not an app, or an
-    existing different file without ``force``.
+    existing different file without ``force``. An artifact whose converter recorded it below its accuracy
+    target (:mod:`vitdeploy.verdict`) is refused with :class:`CheckFailed` (exit 1, nothing written) unless
+    ``allow_below_target``: then it is packaged with the verdict as the report's first warning.
     """
     if platform not in PLATFORMS:
         raise VitdeployError(f"unknown platform '{platform}'; choose ios or android")
@@ -61,15 +63,59 @@ def package(artifact, *, platform: str, into: Path | None = None, out: Path | No
         raise VitdeployError(f"top-k must be at least 1, got {top_k}")
     artifact = Path(artifact)
     _check_artifact(artifact, platform)
+    below = below_target(artifact)
+    if below and not allow_below_target:
+        raise CheckFailed(f"{artifact}: {below}; not packaged (package it anyway: --allow-below-target)")
     if artifact.suffix.lower() == PTE_SUFFIX:
         if platform == "ios":
-            return package_ios_pte(artifact, into=into, out=out, force=force, top_k=int(top_k))
-        return package_android_pte(artifact, into=into, out=out, force=force, top_k=int(top_k),
-                                   android_package=android_package)
-    if platform == "ios":
-        return package_ios(artifact, into=into, out=out, force=force, top_k=int(top_k))
-    return package_android(artifact, into=into, out=out, force=force, top_k=int(top_k),
-                           android_package=android_package)
+            report = package_ios_pte(artifact, into=into, out=out, force=force, top_k=int(top_k))
+        else:
+            report = package_android_pte(artifact, into=into, out=out, force=force, top_k=int(top_k),
+                                         android_package=android_package)
+    elif platform == "ios":
+        report = package_ios(artifact, into=into, out=out, force=force, top_k=int(top_k))
+    else:
+        report = package_android(artifact, into=into, out=out, force=force, top_k=int(top_k),
+                                 android_package=android_package)
+    if below:
+        report.warnings.insert(0, f"{below}: packaged because --allow-below-target was given")
+    return report
+
+
+def below_target(artifact: Path) -> str | None:
+    """The artifact's recorded verdict in one line when it is below its accuracy target, else None."""
+    from ..verdict import describe, target_of
+
+    suffix = artifact.suffix.lower()
+    try:  # a damaged file is refused by the platform's own inspector, in its words: here it has no verdict
+        if suffix == PTE_SUFFIX:
+            from ..formats.executorch import read_pte_metadata
+
+            config = read_pte_metadata(artifact)["vitdeploy"]
+        elif suffix == ".tflite":
+            from ..formats.tflite import read_tflite_metadata
+
+            config = read_tflite_metadata(artifact)["vitdeploy"]
+        else:
+            from ..formats.coreml import METADATA_KEY
+
+            config = _mlpackage_config(artifact, METADATA_KEY)
+    except VitdeployError:
+        return None
+    record = target_of(config)
+    return describe(record) if record is not None and not record["met"] else None
+
+
+def _mlpackage_config(path: Path, key: str) -> dict | None:
+    """The vitdeploy JSON of an .mlpackage, None when absent or unreadable (inspect_mlpackage judges the rest)."""
+    import json
+
+    from .inspect import mlpackage_user_metadata
+
+    try:
+        return json.loads(mlpackage_user_metadata(path).get(key, "")) or None
+    except ValueError:
+        return None
 
 
 def infer_platform(artifact) -> str:

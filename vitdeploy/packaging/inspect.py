@@ -16,8 +16,12 @@ from ..errors import VitdeployError
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 
 
-def inspect_mlpackage(path: Path) -> dict:
-    """Input/outputs/labels/metadata of an .mlpackage, read from its spec (no Core ML runtime needed)."""
+def mlpackage_user_metadata(path: Path) -> dict:
+    """The user-defined metadata of an .mlpackage (checked tree, read from its spec)."""
+    return dict(_load_spec(path).description.metadata.userDefined)
+
+
+def _load_spec(path: Path):
     from ..formats.coreml import check_package_tree
 
     check_package_tree(path)  # an artifact is untrusted: no link, no path out of the package, before coremltools
@@ -31,6 +35,12 @@ def inspect_mlpackage(path: Path) -> dict:
             spec = ct.utils.load_spec(str(path))
     except Exception as e:  # noqa: BLE001 - coremltools raises many types for a broken package
         raise VitdeployError(f"{path}: not a readable Core ML model ({type(e).__name__}: {str(e).strip()[:200]})") from None
+    return spec
+
+
+def inspect_mlpackage(path: Path) -> dict:
+    """Input/outputs/labels/metadata of an .mlpackage, read from its spec (no Core ML runtime needed)."""
+    spec = _load_spec(path)
     desc = spec.description
     images = [i for i in desc.input if i.type.WhichOneof("Type") == "imageType"]
     if len(desc.input) != 1 or not images:

@@ -27,7 +27,7 @@ from ..formats import LAYOUT_RAW
 from ..preprocessing import IMAGE_SUFFIXES, list_images  # noqa: F401  (list_images: part of this module's API)
 from . import metrics as M
 from .precision import artifact_precision  # noqa: F401 (part of this module's API)
-from .tolerances import Failure, NonFinite, check, resolve
+from .tolerances import BelowTarget, Failure, NonFinite, changes, check, describe_preset, resolve
 
 
 
@@ -53,6 +53,9 @@ class ParityResult:
     first_nonfinite: str | None = None  # the first value in the artifact's graph that was not finite
     # On an emulated phone CPU: {"cpu", "fp16_compute", "xnnpack", "emulator", "host_vs_arm": metrics, ...}
     arm: dict | None = None
+    # --tol keys that differ from the preset: {"key", "preset", "given", "change": loosened|tightened|added}
+    tolerance_changes: list = field(default_factory=list)
+    accuracy_target: dict | None = None  # the verdict its converter stored (vitdeploy.verdict), if any
 
     @property
     def passed(self) -> bool:
@@ -79,13 +82,15 @@ class ParityResult:
             "nonfinite": self.nonfinite,
             "first_nonfinite": self.first_nonfinite,
             "arm": self.arm,
+            "tolerance_changes": self.tolerance_changes,
+            "accuracy_target": self.accuracy_target,
         }
 
     def summary(self) -> str:
         """A few human-readable lines (what the CLI prints)."""
         where = f" on an emulated {self.arm['cpu']}" if self.arm else ""
         lines = [f"parity {'PASSED' if self.passed else 'FAILED'}: {self.artifact}{where} vs {self.checkpoint} "
-                 f"(preset {self.precision}, from {self.precision_source})",
+                 f"({describe_preset(self.precision, self.tolerance_changes)}; preset from {self.precision_source})",
                  f"  natural images ({self.inputs['natural']['count']}, {self.inputs['natural']['source']}): "
                  + self._metrics_text(self.natural, "natural", full=True)]
         if self.random:
@@ -207,6 +212,15 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
     cpu = _emulation_plan(artifact, precision, cpu, warnings)
     emulate = {"cpu": cpu, "fp16": fp16, "xnnpack": xnnpack} if cpu else None
     runner = open_runner(artifact, variant=variant, threads=threads, runtime=runtime, emulate=emulate)
+    if getattr(runner, "fp16_compute", False) and precision in ("fp32", "fp16") and precision_source != "given":
+        # fp16 arithmetic (--fp16 force, or the file's request) is judged as fp16 arithmetic, not as the file's fp32
+        precision, precision_source = "fp16-compute", f"fp16 arithmetic on the emulated CPU; the file: {precision_source}"
+        tol = resolve(precision, tolerances)
+    from ..verdict import target_of
+
+    target = target_of(getattr(runner, "config", None))
+    if target is not None and target["metric"] in tol and target["metric"] not in (tolerances or {}):
+        tol[target["metric"]] = max(tol[target["metric"]] or float("-inf"), target["threshold"])  # the bar it missed
     ref_size = tuple(reference.input_size)
     got_size = _runner_input_size(runner)
     if got_size != ref_size:
@@ -256,6 +270,8 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
         first_bad = _first_nonfinite_layer(artifact, reference, x_bad[M.nonfinite_rows(got_bad)][:1], emulate)
     if nonfinite_nat["count"]:
         failures.insert(0, NonFinite.of(nonfinite_nat, "natural", first_bad))
+    if target is not None and not target["met"]:
+        failures.insert(0, BelowTarget.of(target))
     if failures and arm and arm.get("fp16_compute"):
         arm["fp32_arithmetic"], hint = _fp16_fix(artifact, reference, x_nat, ref_nat, tol, threads, arm)
         warnings.append(hint)
@@ -275,7 +291,8 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
                 "random": {"count": int(n_random), "seed": int(seed), "kind": "uniform pixels 0..255, preprocessed"}},
         failures=failures, warnings=warnings, seconds=round(time.perf_counter() - started, 3),
         artifact_info=_jsonable(info), nonfinite=nonfinite, first_nonfinite=first_bad,
-        arm=_jsonable(arm) if arm else None)
+        arm=_jsonable(arm) if arm else None, tolerance_changes=changes(precision, tolerances),
+        accuracy_target=target)
 
 
 def _fp16_fix(artifact: Path, reference, x: np.ndarray, ref: np.ndarray, tol: dict, threads: int,

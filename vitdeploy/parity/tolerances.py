@@ -148,6 +148,60 @@ def check(measured: dict[str, dict], tolerances: dict[str, float | None]) -> lis
     return failures
 
 
+def changes(precision: str, overrides: dict | None) -> list[dict]:
+    """How ``overrides`` change the ``precision`` preset: ``{"key", "preset", "given", "change"}`` per key that
+    differs, ``change`` one of loosened (a check made easier or turned off), tightened, added."""
+    out = []
+    preset = PRESETS.get(precision, {})
+    for key, given in (overrides or {}).items():
+        was = preset.get(key)
+        if given == was:
+            continue
+        if was is None:
+            change = "added"
+        elif given is None:
+            change = "loosened"
+        else:
+            change = "loosened" if (float(given) < was if key.endswith("_min") else float(given) > was) else "tightened"
+        out.append({"key": key, "preset": was, "given": given, "change": change})
+    return out
+
+
+def describe_preset(precision: str, changed: list[dict]) -> str:
+    """``preset int8, loosened: cosine_min 0.99 -> 0.98`` (the preset's name alone when nothing changed)."""
+    parts = [f"preset {precision}"]
+    for kind in ("loosened", "tightened", "added"):
+        items = [f"{c['key']} {_fmt_opt(c['preset'])} -> {_fmt_opt(c['given'])}" for c in changed if c["change"] == kind]
+        if items:
+            parts.append(f"{kind}: {', '.join(items)}")
+    return ", ".join(parts)
+
+
+def _fmt_opt(v) -> str:
+    return "off" if v is None else _fmt(float(v))
+
+
+@dataclass
+class BelowTarget(Failure):
+    """The artifact's own verdict (:mod:`vitdeploy.verdict`): its converter measured it below its accuracy target."""
+
+    against: str = ""
+
+    @classmethod
+    def of(cls, record: dict) -> "BelowTarget":
+        return cls("accuracy_target", "conversion", float(record["measured"]), float(record["threshold"]), "min",
+                   against=record.get("against", "the float model"))
+
+    def describe(self) -> str:
+        return (f"below target: its converter measured {self.measured:.6g} worst-image logits cosine vs "
+                f"{self.against}, needs >= {_fmt(self.threshold)} (recorded in the artifact; convert wrote it aside "
+                "as .below-target): use the float or another precision, or ship it knowingly with "
+                "`vitdeploy package --allow-below-target`")
+
+    def to_dict(self) -> dict:
+        return dict(super().to_dict(), against=self.against)
+
+
 @dataclass
 class NonFinite(Failure):
     """Artifact outputs holding NaN or inf: a finding on its own, not a metric value (cosine -1, rel L2 inf)."""

@@ -57,8 +57,11 @@ from ..errors import ConversionError, VitdeployError
 from ..formats.coreml import (IMAGE_INPUT, LABEL_OUTPUT, LAYOUT_IMAGE, LAYOUT_RAW, LOGITS_OUTPUT, METADATA_FORMAT,
                               METADATA_KEY, PROBS_OUTPUT, RAW_INPUT, load_program)
 from ..preprocessing import Preprocessing
+from ..verdict import KEY as ACCURACY_TARGET, describe as describe_target, target_record
 
 PRECISIONS = ("fp16", "fp32")
+BELOW_TARGET_SUFFIX = ".below-target"  # a w8a8 model that missed MIN_COSINE is written aside, as TFLite's
+MIN_COSINE = 0.99  # the worst image's logits cosine vs float: the bar every int8 target shares
 QUANTIZE_MODES = ("none", "w8", "w8a8")
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
@@ -93,6 +96,7 @@ class CoreMLConversion(Conversion):
     rewrites: dict = field(default_factory=dict)
     quant_report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    accuracy_target_met: bool = True
 
 
 
@@ -150,6 +154,9 @@ def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, 
                                                 preprocessing=preprocessing, input_size=(3, height, width),
                                                 raw_input=raw_input, calib=calib, progress=say)
         warnings += quant_report.pop("warnings", [])
+    verdict = _accuracy_target(quant_report, warnings) if quantize == "w8a8" else None
+    if verdict is not None and not verdict["met"]:
+        out = out.with_name(out.stem + BELOW_TARGET_SUFFIX + out.suffix)
 
     counts, max_rank = _program_stats(mlmodel)
     checks = _graph_checks(counts, max_rank, variant)
@@ -159,7 +166,7 @@ def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, 
     outputs = [LABEL_OUTPUT, PROBS_OUTPUT, LOGITS_OUTPUT] if labels else [LOGITS_OUTPUT]
     _set_metadata(mlmodel, variant=variant, input_spec=input_spec, preprocessing=preprocessing, precision=precision,
                   quantize=quantize, target=target, labels=labels, outputs=outputs, user=metadata or {},
-                  quant_report=quant_report)
+                  quant_report=quant_report, accuracy_target=verdict)
     say(f"writing {out}")
     _save_atomically(mlmodel, out)
     seconds = time.perf_counter() - started
@@ -169,7 +176,8 @@ def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, 
                             quantize=quantize, deployment_target=target, compute_units=compute_units,
                             input=input_spec, outputs=outputs, op_counts_before=before, op_counts_after=counts,
                             max_tensor_rank=max_rank, graph_checks=checks, bn_folding=folding, rewrites=rewrites,
-                            quant_report=quant_report, warnings=warnings)
+                            quant_report=quant_report, warnings=warnings,
+                            accuracy_target_met=verdict is None or verdict["met"])
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -399,8 +407,26 @@ def _graph_checks(counts: dict[str, int], max_rank: int, variant: str | None) ->
 # ----------------------------------------------------------------------------- metadata and writing
 
 
+def _accuracy_target(quant_report: dict, warnings: list[str]) -> dict | None:
+    """The w8a8 verdict (:mod:`vitdeploy.verdict`): the float-prefix search's worst-image cosine against the
+    bar every int8 target shares (:data:`MIN_COSINE`); the search itself aims higher (0.999). A miss is
+    warned about last (convert fails on it) and written aside as ``.below-target``."""
+    from ..quantization.coreml import SEARCH_FEEDS
+
+    measured = quant_report.get("float_prefix_cosine")
+    if not isinstance(measured, (int, float)):
+        return None
+    images = min(SEARCH_FEEDS, int(quant_report.get("calibration_images") or SEARCH_FEEDS))
+    record = target_record("cosine_min", MIN_COSINE, measured, against=f"the float model, {images} calibration images")
+    if not record["met"]:
+        warnings.append(f"w8a8 misses the accuracy target: worst calibration image logits cosine {measured:.4f} < "
+                        f"{MIN_COSINE} with {quant_report.get('float_prefix')} ops kept float; written aside as "
+                        ".below-target; use w8 or fp16")
+    return record
+
+
 def _set_metadata(mlmodel, *, variant, input_spec, preprocessing, precision, quantize, target, labels, outputs, user,
-                  quant_report) -> None:
+                  quant_report, accuracy_target=None) -> None:
     from .. import __version__
 
     user = {k: v for k, v in (user or {}).items()}
@@ -419,6 +445,8 @@ def _set_metadata(mlmodel, *, variant, input_spec, preprocessing, precision, qua
         "quant_report": {k: v for k, v in quant_report.items() if isinstance(v, (int, float, str, bool))},
         "user": user,
     }
+    if accuracy_target is not None:
+        config[ACCURACY_TARGET] = accuracy_target
     mlmodel.author = "vitdeploy"
     mlmodel.version = str(__version__)
     mlmodel.short_description = (f"{variant or 'image classifier'} from {name} ({precision}, "
@@ -433,6 +461,8 @@ def _set_metadata(mlmodel, *, variant, input_spec, preprocessing, precision, qua
         "precision": precision,
         METADATA_KEY: json.dumps(config),
     }
+    if accuracy_target is not None:  # Xcode's metadata pane shows flat keys: the verdict in one line
+        flat["status"] = describe_target(accuracy_target)
     for key, value in user.items():
         if key not in flat and isinstance(value, (str, int, float, bool)):
             flat[str(key)] = str(value)

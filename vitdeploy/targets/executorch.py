@@ -31,10 +31,11 @@ from ..diagnostics import describe, quiet
 from ..errors import ConversionError, VitdeployError
 from ..files import write_atomically
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
-from ..formats.executorch import constant_methods
+from ..formats.executorch import constant_methods, with_metadata_in_place
 from ..precisions import label
 from ..preprocessing import Preprocessing
 from ..quantization.calibration import natural_images_hw, split_calibration
+from ..verdict import KEY as ACCURACY_TARGET, target_record
 
 QUANTIZE_MODES = ("none", "int8")  # internal keys; names: vitdeploy.precisions.EXECUTORCH_MODES
 DELEGATES = ("xnnpack", "coreml")
@@ -116,7 +117,10 @@ def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing
     config = {"input": input_spec, "preprocessing": preprocessing.to_dict(), "num_classes": num_classes,
               "quantize": quantize, "precision": label("executorch", quantize), "delegate": delegate,
               "labels": list(labels) if labels else None, "float_modules": quant_report.get("float_modules", []),
-              **{k: v for k, v in (metadata or {}).items() if k not in ("input", "labels")}}
+              **{k: v for k, v in (metadata or {}).items() if k not in ("input", "labels", ACCURACY_TARGET)}}
+    if quantize == "int8":  # room for the verdict, measured on the lowered program and written in place below
+        config[ACCURACY_TARGET] = dict(target_record("cosine_min", MIN_COSINE, 0.0, against=" " * 80),
+                                       pending=" " * 40)
     say(f"lowering to ExecuTorch ({delegate})")
     program = _lower(to_lower, sample, delegate, config)
 
@@ -145,6 +149,10 @@ def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing
                             f"{', '.join(h['tried'] for h in quant_report['search'])}); "
                             "written aside as .below-target; use fp32")
             out = out.with_name(out.stem + BELOW_TARGET_SUFFIX + out.suffix)
+        record = target_record("cosine_min", MIN_COSINE, measured["cosine_min"],
+                               against=f"the float model, {len(eval_inputs)} held-out images")
+        updated = dict(config, **{ACCURACY_TARGET: record})
+        program = with_metadata_in_place(program, config, updated) or _lower(to_lower, sample, delegate, updated)
     write_atomically(out, program)
     seconds = time.perf_counter() - started
     say(f"wrote {out} ({len(program) / 1e6:.1f} MB) in {seconds:.1f} s")

@@ -36,6 +36,7 @@ from ..formats.tflite import FP16_COMPUTE, REDUCED_PRECISION_KEY, add_metadata, 
 from ..precisions import label
 from ..preprocessing import Preprocessing
 from ..quantization.calibration import natural_images_hw, split_calibration
+from ..verdict import KEY as ACCURACY_TARGET, target_record
 
 QUANTIZE_MODES = ("none", "fp16", "fp16-compute", "dynamic", "int8", "w8a16")  # internal keys; names: vitdeploy.precisions
 BELOW_TARGET_SUFFIX = ".below-target"  # a w8a8 model that missed the accuracy target is written aside
@@ -122,9 +123,13 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
             "has_labels": bool(labels),
             "user": metadata or {},
         }
+        if "target_met" in quant_report and quant_report.get("cosine_min_after") is not None:  # verdict.KEY
+            config[ACCURACY_TARGET] = target_record(
+                "cosine_min", quant_report["min_cosine"], quant_report["cosine_min_after"],
+                against=f"the float model, {quant_report.get('eval_images', '?')} held-out images")
         final = add_metadata(final, config=config, preprocessing=preprocessing, labels=labels,
                              name=str((metadata or {}).get("name", "vitdeploy image classifier")))
-    met = quant_report.get("target_met", True)
+    met = config.get(ACCURACY_TARGET, {}).get("met", quant_report.get("target_met", True))
     if not met:
         out = out.with_name(out.stem + BELOW_TARGET_SUFFIX + out.suffix)
     write_atomically(out, final)
