@@ -23,6 +23,7 @@ WALK = {
     ("inspect", "path"): ["inspect", "{bad}"],
     ("predict", "model"): ["predict", "{bad}", "{npy}"],
     ("predict", "inputs"): ["predict", "{tflite}", "{bad}"],
+    ("predict", "labels_file"): ["predict", "{tflite}", "{npy}", "--labels", "{bad}"],
     ("convert", "checkpoint"): ["convert", "{bad}", "--target", "tflite", "-o", "{out}/x.tflite"],
     ("convert", "recipe"): ["convert", "{ckpt}", "--target", "tflite", "--recipe", "{bad}", "-o", "{out}/x.tflite"],
     ("convert", "calib_dir"): ["convert", "{ckpt}", "--target", "tflite", "--quantize", "w8a8", "--calib", "{bad}",

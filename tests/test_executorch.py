@@ -203,12 +203,13 @@ def test_w8a8_pte_is_judged_on_itself_and_a_miss_is_written_aside(converted, var
 
 # MobileViT-XXS misses the goal, as its TFLite w8a8 does (tests/test_references.py): worst held-out image
 # cosine of the .pte 0.9856 < 0.99, and no module kept in float gains 0.002 (the search in the report).
-# strict: the day it passes, this test says so.
+# Not strict: 0.0012 below the bar, and calibration runs on the host CPU's float kernels; with ATen/oneDNN forced
+# to AVX2 (VITDEPLOY_TEST_KERNELS=alternate, issue 31) it passed, so a strict xfail fails on some CPUs.
 MISSES_TODAY = {"mobilevit_xxs": "w8a8 MobileViT-XXS .pte: worst cosine 0.9888 < 0.99 (docs/executorch.md)"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=MISSES_TODAY[v]))
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.xfail(strict=False, reason=MISSES_TODAY[v]))
                                      if v in MISSES_TODAY else v for v in references.VARIANTS])
 def test_w8a8_pte_on_the_reference_meets_the_accuracy_target(converted, variant):
     from vitdeploy.parity import evaluate

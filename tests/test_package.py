@@ -1068,7 +1068,7 @@ def test_pte_bad_metadata_is_refused_and_none_is_warned_about(tmp_path):
     miscounted = write_tiny_pte(tmp_path / "miscounted.pte", metadata={"labels": ["a", "b"]})
     with pytest.raises(VitdeployError) as e:
         package(miscounted, platform="ios", out=tmp_path / "o")
-    assert f"miscounted.pte: 2 labels but the model has {NUM_CLASSES} classes" in _one_line_error(e)
+    assert f"miscounted.pte: damaged vitdeploy metadata (2 labels for {NUM_CLASSES} classes)" in _one_line_error(e)
     assert not (tmp_path / "o").exists()
     # No metadata (a .pte not written by vitdeploy convert): packaged, with what the helper assumes said.
     plain = write_tiny_pte(tmp_path / "plain.pte", size=8)  # NHWC pixels: fine; an NCHW program is not

@@ -173,7 +173,9 @@ def test_gate_passes_a_checkpoint_against_itself(ckpts):
     assert r.natural["max_abs"] == 0.0 and r.natural["top1"] == 1.0
     d = r.to_dict()
     assert d["passed"] and d["inputs"]["natural"]["count"] == 4 and d["inputs"]["random"]["count"] == 1
-    assert d["metrics"]["random"]["cosine_min"] == 1.0
+    # A cosine of identical float32 logits is 1 up to float64 rounding of dot / (|a| |b|) (0.9999999999999999
+    # with ATen forced to AVX2, issue 31): a few ulps, never a real difference.
+    assert d["metrics"]["random"]["cosine_min"] == pytest.approx(1.0, rel=0, abs=1e-12)
     assert r.inputs["natural"]["distinct_top1"] >= 3  # the stand-in discriminates between images
     r.raise_if_failed()
 

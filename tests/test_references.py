@@ -60,13 +60,14 @@ def test_w8a8_on_the_reference_never_uses_int16_activations(w8a8, variant):
 
 
 # MobileViT-XXS misses the goal today (issue 15 stays open): worst-image cosine 0.987 < 0.99 on the
-# judging images, top-1 -1.1 points on 880 held-out crops (docs/int8-goals.md). strict: the day it
-# passes, this test says so.
+# judging images, top-1 -1.1 points on 880 held-out crops (docs/int8-goals.md). Not strict: the miss is
+# 0.003 below the bar and calibration runs on the host CPU's float kernels, so whether it passes depends on the
+# CPU (issue 31: the .pte twin passed with ATen/oneDNN forced to AVX2); docs/int8-goals.md tracks the figure.
 MISSES_TODAY = {"mobilevit_xxs": "w8a8 MobileViT-XXS: worst cosine 0.987 < 0.99 (docs/int8-goals.md)"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=MISSES_TODAY[v]))
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.xfail(strict=False, reason=MISSES_TODAY[v]))
                                      if v in MISSES_TODAY else v for v in references.VARIANTS])
 def test_w8a8_on_the_reference_meets_the_accuracy_target(w8a8, variant):
     report, path = w8a8(variant)

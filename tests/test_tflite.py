@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import ALTERNATE_KERNELS
 from vitdeploy.errors import ConversionError, VitdeployError
 from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing
 from vitdeploy.runtimes.timing import measure_latency, summarize
@@ -309,8 +310,11 @@ def test_fp16_and_dynamic_stay_close_to_float(request, artifacts, quantize, fami
     conv = fam.convert(artifacts, quantize=quantize)
     float_logits = TFLiteRunner(float_conv.path).predict_nchw(fam.x)
     logits = TFLiteRunner(conv.path).predict_nchw(fam.x)
-    assert cosines(logits, float_logits).mean() >= 0.999
-    assert cosines(logits, fam.reference).mean() >= 0.999
+    # Dynamic-range int8 quantizes activations at run time, and the kernels decide how: XNNPACK's meet 0.999,
+    # TFLite's builtin hybrid kernels (XNNPACK off, VITDEPLOY_TEST_KERNELS=alternate) measured 0.99894.
+    bound = 0.998 if quantize == "dynamic" and ALTERNATE_KERNELS else 0.999
+    assert cosines(logits, float_logits).mean() >= bound
+    assert cosines(logits, fam.reference).mean() >= bound
     assert conv.size_bytes < 0.6 * float_conv.size_bytes  # the weights really shrank
     assert conv.quantize == quantize and conv.float_fallback_ops == []
 
@@ -387,6 +391,7 @@ def test_int8_float_fallback_keeps_chosen_ops_float_and_helps(artifacts, mobilev
 
 
 @pytest.mark.slow
+@pytest.mark.needs_default_kernels
 def test_int8_keeps_in_float_what_xnnpack_cannot_run_in_int8(artifacts, levit_calm):
     """Full int8 LeViT leaves HARD_SWISH/BATCH_MATMUL/SOFTMAX to TFLite's built-in kernels; the route
     keeps such op types float so XNNPACK runs (nearly) the whole graph, and reports it truly."""
@@ -394,7 +399,7 @@ def test_int8_keeps_in_float_what_xnnpack_cannot_run_in_int8(artifacts, levit_ca
     from vitdeploy.runtimes.tflite import delegation_census
 
     conv = levit_calm.convert(artifacts, quantize="int8")
-    xnn = conv.quant_report["xnnpack"]
+    xnn = conv.quant_report["xnnpack"]  # XNNPACK's own delegation: VITDEPLOY_TEST_KERNELS=alternate skips this test
     outside_full = sum(xnn["int8_not_delegated"].values())
     assert xnn["int8_partitions"] > 10 and outside_full > 20  # what a plain full-int8 LeViT looks like
     assert xnn["kept_float"], xnn["tried"]
