@@ -157,3 +157,14 @@ def disk_full(e: BaseException) -> bool:
             return True
         todo += [x.__cause__, x.__context__]
     return False
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks (checkpoints, farm payloads)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

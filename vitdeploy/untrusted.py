@@ -45,13 +45,7 @@ def read_side_file(path: str | Path, limit: int, what: str = "file", *, error=Vi
     except OSError as e:
         raise error(f"{path}: {what}: cannot open it ({e.strerror or e})") from None
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise error(f"{path}: {what}: a directory, not a file")
-        if not stat.S_ISREG(info.st_mode):
-            raise error(f"{path}: {what}: not a regular file (a pipe, socket or device)")
-        if info.st_size > limit:
-            raise error(f"{path}: {what}: {_human(info.st_size)}, more than the {_human(limit)} such a file can be")
+        _require_regular(os.fstat(fd), path, limit, what, error)
         chunks, total = [], 0
         while total <= limit:
             chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
@@ -87,6 +81,11 @@ def require_regular_file(path: str | Path, limit: int, what: str = "file", *, er
         raise error(f"{path}: {what}: {gone}") from None
     except OSError as e:
         raise error(f"{path}: {what}: cannot read it ({e.strerror or e})") from None
+    _require_regular(info, path, limit, what, error)
+
+
+def _require_regular(info: os.stat_result, path, limit: int, what: str, error) -> None:
+    """A regular file of at most ``limit`` bytes, from its stat; else a one-line ``error``."""
     if stat.S_ISDIR(info.st_mode):
         raise error(f"{path}: {what}: a directory, not a file")
     if not stat.S_ISREG(info.st_mode):

@@ -6,7 +6,6 @@ which refuses any object that is not a tensor, a container or a plain value.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +34,9 @@ class RawCheckpoint:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..files import sha256_file
+
+    return sha256_file(path)
 
 
 def read_checkpoint(path: str | Path, prefer_ema: bool = False) -> RawCheckpoint:

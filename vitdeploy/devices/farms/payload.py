@@ -10,7 +10,6 @@ extracted with an entry and size budget, no absolute paths, no ``..``, no links.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -25,6 +24,7 @@ from vitdeploy.devices.protocol import (
     new_request_id, write_tensor,
 )
 from vitdeploy.errors import VitdeployError
+from vitdeploy.files import sha256_file
 
 # Deterministic zips: the same model and request give the same bytes (dry-run sha256 is stable).
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -59,12 +59,6 @@ class Payload:
         return [{"name": n, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for n, p in sorted(self.files.items())]
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def runtime_of(model: Path | str) -> str:
