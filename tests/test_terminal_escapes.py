@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vitdeploy import cli
+from vitdeploy import cli_compare
 from vitdeploy.cli import main
 from vitdeploy.diagnostics import visible
 
@@ -83,7 +83,7 @@ def test_error_lines_escape_keys_and_file_names(tmp_path):
 
 
 def test_a_phones_words_are_escaped_in_the_profile_table(capsys):
-    cli._print_profile({"model": "m.tflite", "serial": f"EMU{HOSTILE}", "device": "pixel7", "parity": [],
+    cli_compare._print_profile({"model": "m.tflite", "serial": f"EMU{HOSTILE}", "device": "pixel7", "parity": [],
                         "configs": [{"name": "gpu", "status": "error", "error": f"GPU {HOSTILE}", "latencies_ms": []}]})
     out = capsys.readouterr().out
     assert _raw_controls(out) == [] and "GPU \\x1b[31mred" in out

@@ -335,7 +335,10 @@ def insert_activation_quantization(mlmodel, stats: dict, float_ops=()):
     from coremltools.models import utils as model_utils
 
 
-    config = activation_config(float_ops)
+    # An op whose output is a model output that `classify` also reads (a labelled model's logits) stays float:
+    # coremltools' suffix pass would otherwise try to remove it ("cannot delete op ... that's block's output"),
+    # which failed every Core ML w8a8 conversion of a labelled model.
+    config = activation_config((*float_ops, *_output_producers(mlmodel)))
     passes = []
     for name in ("compression::insert_prefix_quantize_dequantize_pair",
                  "compression::insert_suffix_quantize_dequantize_pair"):
@@ -347,6 +350,16 @@ def insert_activation_quantization(mlmodel, stats: dict, float_ops=()):
     with quiet(), converter_errors("activation quantization passes"):
         return model_utils._apply_graph_pass(mlmodel, passes, spec_version=_SPECIFICATION_VERSION_IOS_17,
                                              pymil_load_func=milproto_load.load, skip_model_load=True)
+
+
+def _output_producers(mlmodel) -> list[str]:
+    """Names of the ops whose output is a model output that another op also reads (a classifier's logits, read by
+    `classify`); an unlabelled model's logits have no reader and are not listed (its quantization is unchanged)."""
+    from ..formats.coreml import load_program
+
+    main = load_program(mlmodel).functions["main"]
+    outputs = {id(v) for v in main.outputs}
+    return [op.name for op in main.operations if any(id(v) in outputs and v.child_ops for v in op.outputs)]
 
 
 def _count_quant_ops(mlmodel) -> dict:
