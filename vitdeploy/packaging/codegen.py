@@ -12,6 +12,7 @@ from importlib import resources
 
 from ..errors import VitdeployError
 from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
+from ..untrusted import read_side_file
 
 HELPER_SUFFIX = {"ios": ".swift", "android": ".kt"}
 CLASS_SUFFIX = "Classifier"
@@ -113,9 +114,8 @@ def swift_identifier(name: str, what: str = "model name",
                      why: str = "Xcode derives a Swift class from it; rename the file to") -> str:
     """``name`` when it is a Swift identifier Xcode can name a generated class after; else VitdeployError."""
     if not (isinstance(name, str) and SWIFT_IDENTIFIER.fullmatch(name)) or name in SWIFT_RESERVED:
-        raise VitdeployError(f"{what} {comment_text(name) if isinstance(name, str) else name!r} is not a valid "
-                             f"identifier ({why} letters, digits and underscores, not starting with a digit "
-                             "and not a Swift keyword)")
+        raise VitdeployError(f"{what} {name!r} is not a valid identifier ({why} letters, digits and underscores, "
+                             "not starting with a digit and not a Swift keyword)")
     return name
 
 
@@ -130,8 +130,7 @@ def class_identifier(name: str, platform: str) -> str:
     except VitdeployError:
         ok = False
     if not ok:
-        shown = comment_text(name) if isinstance(name, str) else name
-        raise VitdeployError(f"class name {shown!r} is not a valid identifier (the helper's Kotlin class and file "
+        raise VitdeployError(f"class name {name!r} is not a valid identifier (the helper's Kotlin class and file "
                              "are named after it: use letters, digits and underscores, not starting with a digit "
                              "and not a Kotlin keyword)")
     return name
@@ -172,8 +171,6 @@ def same_model(owner: str, artifact_name: str) -> bool:
 def helper_owner(path) -> str | None:
     """The model an existing helper file was generated for (as :func:`helper_header` shows it), or None when
     ``path`` is not a readable regular file starting with that header (not a vitdeploy helper, or an old one)."""
-    from ..untrusted import read_side_file
-
     try:
         first = read_side_file(path, 1 << 20, "helper").split(b"\n", 1)[0].decode("utf-8")
     except (VitdeployError, UnicodeDecodeError):
