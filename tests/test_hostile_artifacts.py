@@ -308,7 +308,7 @@ SWIFT_INFO = {"input_name": "image", "width": 16, "height": 16, "color_layout": 
 def test_kotlin_helper_escapes_names(name, executorch):
     def render(asset, labels):
         return kotlin_helper(KT_INFO, package_name="com.example.app", model_asset=asset, labels_asset=labels,
-                             top_k=3, executorch=executorch)
+                             top_k=3, class_name="M", executorch=executorch)
 
     clean, dirty = render("clean.tflite", "labels.txt"), render(name, name + "_labels")
     assert_only_comments_and_literals_differ(clean, dirty, ("const val MODEL_ASSET", "val LABELS_ASSET"))
@@ -317,11 +317,13 @@ def test_kotlin_helper_escapes_names(name, executorch):
 
 
 def test_kotlin_package_names_are_checked_and_keywords_quoted():
-    ok = kotlin_helper(KT_INFO, package_name="com.fun.in.app", model_asset="m.tflite", labels_asset=None, top_k=1)
+    ok = kotlin_helper(KT_INFO, package_name="com.fun.in.app", model_asset="m.tflite", labels_asset=None, top_k=1,
+                       class_name="M")
     assert "package com.`fun`.`in`.app\n" in ok
     for bad in ("com.example\n", "com.example\nimport evil", "com.example\r", "com..x", "1com.x", "com.x;"):
         with pytest.raises(VitdeployError, match="not a valid Kotlin package"):
-            kotlin_helper(KT_INFO, package_name=bad, model_asset="m.tflite", labels_asset=None, top_k=1)
+            kotlin_helper(KT_INFO, package_name=bad, model_asset="m.tflite", labels_asset=None, top_k=1,
+                          class_name="M")
 
 
 @pytest.mark.parametrize("name", HOSTILE, ids=[repr(h)[:24] for h in HOSTILE])
@@ -329,16 +331,17 @@ def test_swift_helpers_escape_names_and_parse(name):
     from test_package import _swift_syntax_errors
 
     pte_info = {"width": 16, "height": 16, "num_classes": 3, "preprocessing": None, "delegates": []}
-    clean = swift_pte_helper(pte_info, model_file="clean.pte", labels_resource="clean_labels.txt", top_k=3)
-    dirty = swift_pte_helper(pte_info, model_file=name, labels_resource=name + "_labels", top_k=3)
+    clean = swift_pte_helper(pte_info, model_file="clean.pte", labels_resource="clean_labels.txt", top_k=3,
+                             class_name="M")
+    dirty = swift_pte_helper(pte_info, model_file=name, labels_resource=name + "_labels", top_k=3, class_name="M")
     assert_only_comments_and_literals_differ(clean, dirty, ("public static let modelFile",
                                                             "public static let labelsResource"))
     assert decode_swift_literal(literal_after(dirty, "public static let modelFile =")) == name
     assert _swift_syntax_errors(dirty) == []
     # An .mlpackage's input and output names come from its spec: as untrusted as a file name.
-    clean = swift_helper(SWIFT_INFO, model_name="M", labels_resource="M_labels.txt", top_k=3)
+    clean = swift_helper(SWIFT_INFO, model_name="M", labels_resource="M_labels.txt", top_k=3, class_name="C")
     dirty = swift_helper(dict(SWIFT_INFO, input_name=name, logits_output=name), model_name="M",
-                         labels_resource=name, top_k=3)
+                         labels_resource=name, top_k=3, class_name="C")
     assert_only_comments_and_literals_differ(clean, dirty, ("public static let inputName",
                                                             "public static let logitsOutput",
                                                             "public static let labelsResource"))
@@ -349,7 +352,7 @@ def test_swift_helpers_escape_names_and_parse(name):
 @pytest.mark.parametrize("model_name", ["M\n", "M\rlet x = 1", "class", "Type", "M-1", "1M", "M\u2028"])
 def test_swift_model_name_must_be_a_plain_identifier(model_name):
     with pytest.raises(VitdeployError, match="not a valid identifier"):
-        swift_helper(SWIFT_INFO, model_name=model_name, labels_resource=None, top_k=3)
+        swift_helper(SWIFT_INFO, model_name=model_name, labels_resource=None, top_k=3, class_name="C")
 
 
 def test_labels_resource_keeps_one_label_per_line():
@@ -410,13 +413,18 @@ def test_package_cli_with_a_hostile_pte_name_injects_nothing(pte_program, tmp_pa
     shutil.copy(pte_program, evil)
     clean = tmp_path / "in" / "clean.pte"
     shutil.copy(pte_program, clean)
-    for platform, helper in (("android", codegen.KOTLIN_HELPER), ("ios", codegen.SWIFT_HELPER)):
+    for platform in ("android", "ios"):
         outs = {}
         for artifact in (clean, evil):
             out = tmp_path / f"out_{platform}_{artifact is evil}"
             result, _ = run_cli(["package", str(artifact), "--platform", platform, "-o", str(out)])
             assert result.exit_code == 0, result.output
-            outs[artifact] = (out / helper).read_text(encoding="utf-8")
+            # The helper class is named after the file, with everything but ASCII letters and digits dropped.
+            class_name = "MFunPwnedValSXYZClassifier" if artifact is evil else "CleanClassifier"
+            helper = codegen.helper_file_name(class_name, platform)
+            assert sorted(p.name for p in out.iterdir() if p.suffix in (".kt", ".swift")) == [helper]
+            # Compared with the clean helper line by line once the class names agree.
+            outs[artifact] = (out / helper).read_text(encoding="utf-8").replace(class_name, "C")
             assert (out / evil.name if artifact is evil else out / clean.name).is_file()
             readme = (out / "README.md").read_text(encoding="utf-8")
             assert len(readme.splitlines()) == readme.count("\n")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from vitdeploy.errors import VitdeployError
-from vitdeploy.packaging import KOTLIN_HELPER, SWIFT_HELPER, infer_platform, package
+from vitdeploy.packaging import default_class_name, infer_platform, package
 from vitdeploy.packaging.android import find_android_app
 from vitdeploy.packaging.codegen import kotlin_helper, swift_helper
 from vitdeploy.packaging.ios import add_files_to_pbxproj, dangling_references, find_xcode_project, parse_pbxproj
@@ -31,6 +31,13 @@ ANDROID_HARNESS = REPO / "android_harness"
 IOS_HARNESS = REPO / "ios_harness"
 LABELS = [f"label {i}" for i in range(1000)]
 TINY_LABELS = ["cat", "dog", "bird", "fish", "frog"]
+# Each model's helper class is named after its file (default_class_name); the fixtures' helpers:
+NET_SWIFT = "NetClassifier.swift"  # the file the pbxproj tests add next to Net.mlpackage
+TFLITE_KT = "MobilevitXxsClassifier.kt"  # mobilevit_xxs.tflite
+TFLITE_LABELS = "mobilevit_xxs_labels.txt"
+TINY_SWIFT = "TinyLabelsClassifier.swift"  # Tiny_labels.mlpackage
+PTE_KT, PTE_SWIFT = "TinyVitClassifier.kt", "TinyVitClassifier.swift"  # tiny_vit.pte
+PTE_LABELS = "tiny_vit_labels.txt"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -204,15 +211,15 @@ def test_find_xcode_project_in_harness(tmp_path):
 def test_add_files_to_pbxproj_groups_and_phases(tmp_path):
     app = _copy(IOS_HARNESS, tmp_path)
     found = find_xcode_project(app)
-    files = [("Net.mlpackage", "model"), ("Net_labels.txt", "resource"), (SWIFT_HELPER, "source")]
+    files = [("Net.mlpackage", "model"), ("Net_labels.txt", "resource"), (NET_SWIFT, "source")]
     text = add_files_to_pbxproj(found["pbx_text"], found["target_id"], found["group_id"], files)
     assert _ids_consistent(text) == []
     objects = parse_pbxproj(text)["objects"]
     group = objects[found["group_id"]]
     refs = {objects[c]["path"]: c for c in group["children"]}
-    assert set(refs) == {"VitdeployHarnessApp.swift", "Net.mlpackage", "Net_labels.txt", SWIFT_HELPER}
+    assert set(refs) == {"VitdeployHarnessApp.swift", "Net.mlpackage", "Net_labels.txt", NET_SWIFT}
     assert objects[refs["Net.mlpackage"]]["lastKnownFileType"] == "folder.mlpackage"
-    assert objects[refs[SWIFT_HELPER]]["lastKnownFileType"] == "sourcecode.swift"
+    assert objects[refs[NET_SWIFT]]["lastKnownFileType"] == "sourcecode.swift"
 
     def phase_refs(target_id, isa):
         phase = next(objects[p] for p in objects[target_id]["buildPhases"] if objects[p]["isa"] == isa)
@@ -220,11 +227,11 @@ def test_add_files_to_pbxproj_groups_and_phases(tmp_path):
 
     app_target, test_target = parse_pbxproj(text)["objects"][parse_pbxproj(text)["rootObject"]]["targets"]
     # Core ML models compile (Sources) so Xcode generates the class; labels are a resource.
-    assert {refs["Net.mlpackage"], refs[SWIFT_HELPER]} <= phase_refs(app_target, "PBXSourcesBuildPhase")
+    assert {refs["Net.mlpackage"], refs[NET_SWIFT]} <= phase_refs(app_target, "PBXSourcesBuildPhase")
     assert refs["Net_labels.txt"] in phase_refs(app_target, "PBXResourcesBuildPhase")
     assert refs["Net_labels.txt"] not in phase_refs(app_target, "PBXSourcesBuildPhase")
     # Nothing leaks into the unit-test target.
-    assert not {refs["Net.mlpackage"], refs[SWIFT_HELPER]} & phase_refs(test_target, "PBXSourcesBuildPhase")
+    assert not {refs["Net.mlpackage"], refs[NET_SWIFT]} & phase_refs(test_target, "PBXSourcesBuildPhase")
     # Adding the same files again changes nothing.
     assert add_files_to_pbxproj(text, found["target_id"], found["group_id"], files) == text
 
@@ -259,7 +266,7 @@ def test_unreadable_project_is_refused(tmp_path):
     assert "cannot parse" in _one_line_error(e)
     for broken in (text[:len(text) // 2], text.replace("isa = PBXGroup;", "isa = PBXGroup", 1), ""):
         with pytest.raises(VitdeployError) as e:
-            add_files_to_pbxproj(broken, found["target_id"], found["group_id"], [(SWIFT_HELPER, "source")])
+            add_files_to_pbxproj(broken, found["target_id"], found["group_id"], [(NET_SWIFT, "source")])
         assert "cannot parse" in _one_line_error(e) and "nothing written" in str(e.value)
 
 
@@ -269,7 +276,7 @@ def test_project_with_dangling_references_is_not_edited(tmp_path):
     broken = found["pbx_text"].replace(child, child + "\n\t\t\t\t0A00000000000000000000FF /* gone.swift */,", 1)
     assert _ids_consistent(broken) == ["0A00000000000000000000FF"]
     with pytest.raises(VitdeployError) as e:
-        add_files_to_pbxproj(broken, found["target_id"], found["group_id"], [(SWIFT_HELPER, "source")])
+        add_files_to_pbxproj(broken, found["target_id"], found["group_id"], [(NET_SWIFT, "source")])
     message = _one_line_error(e)
     assert "0A00000000000000000000FF" in message and "nothing written" in message
 
@@ -292,7 +299,7 @@ def test_add_files_next_to_a_swift_package_product(tmp_path):
         "\t\t0A00000000000000000000A1 /* Y */ = {\n\t\t\tisa = XCSwiftPackageProductDependency;\n"
         "\t\t\tproductName = Y;\n\t\t};\n/* End XCSwiftPackageProductDependency section */\n", 1)
     assert _ids_consistent(text) == [] and dangling_references(parse_pbxproj(text)) == []
-    files = [("Net.mlpackage", "model"), (SWIFT_HELPER, "source")]
+    files = [("Net.mlpackage", "model"), (NET_SWIFT, "source")]
     edited = add_files_to_pbxproj(text, found["target_id"], found["group_id"], files)
     assert _ids_consistent(edited) == []
     before, after = parse_pbxproj(text)["objects"], parse_pbxproj(edited)["objects"]
@@ -309,7 +316,7 @@ def test_add_files_next_to_a_swift_package_product(tmp_path):
     refs = {after[c]["path"]: c for c in after[found["group_id"]]["children"]}
     sources = next(after[p] for p in after[found["target_id"]]["buildPhases"]
                    if after[p]["isa"] == "PBXSourcesBuildPhase")
-    assert {refs["Net.mlpackage"], refs[SWIFT_HELPER]} <= {after[b]["fileRef"] for b in sources["files"]}
+    assert {refs["Net.mlpackage"], refs[NET_SWIFT]} <= {after[b]["fileRef"] for b in sources["files"]}
 
 
 def test_synchronized_folder_project_detected(tmp_path):
@@ -407,9 +414,11 @@ def test_garbage_tflite_is_rejected(tmp_path):
 def test_kotlin_helper_rejects_bad_package_name():
     info = {"width": 8, "height": 8, "num_classes": 2, "preprocessing": None}
     with pytest.raises(VitdeployError):
-        kotlin_helper(info, package_name="com.example.1bad", model_asset="m.tflite", labels_asset=None, top_k=5)
+        kotlin_helper(info, package_name="com.example.1bad", model_asset="m.tflite", labels_asset=None, top_k=5,
+                      class_name="MClassifier")
     source = kotlin_helper(info, package_name="com.example.ok", model_asset='we"ird$.tflite',
-                           labels_asset=None, top_k=3)
+                           labels_asset=None, top_k=3, class_name="WeirdClassifier")
+    assert "class WeirdClassifier @JvmOverloads constructor(" in source and "VitdeployClassifier" not in source
     assert 'const val MODEL_ASSET = "we\\"ird\\$.tflite"' in source
     assert "val LABELS_ASSET: String? = null" in source and "@@" not in source
 
@@ -417,25 +426,26 @@ def test_kotlin_helper_rejects_bad_package_name():
 def test_existing_reference_without_target_membership_gets_a_build_file(tmp_path):
     app = _copy(IOS_HARNESS, tmp_path)
     found = find_xcode_project(app)
-    files = [(SWIFT_HELPER, "source")]
+    files = [(NET_SWIFT, "source")]
     text = add_files_to_pbxproj(found["pbx_text"], found["target_id"], found["group_id"], files)
     # The user unticks the target: the build-file line goes, the file reference stays.
     unticked = "\n".join(line for line in text.splitlines()
-                          if f"{SWIFT_HELPER} in Sources" not in line) + "\n"
+                          if f"{NET_SWIFT} in Sources" not in line) + "\n"
     assert _ids_consistent(unticked) == []
     again = add_files_to_pbxproj(unticked, found["target_id"], found["group_id"], files)
     assert _ids_consistent(again) == []
-    assert again.count(f"/* {SWIFT_HELPER} */ = {{isa = PBXFileReference") == 1  # no second reference
-    assert again.count(f"{SWIFT_HELPER} in Sources */ = {{isa = PBXBuildFile") == 1
+    assert again.count(f"/* {NET_SWIFT} */ = {{isa = PBXFileReference") == 1  # no second reference
+    assert again.count(f"{NET_SWIFT} in Sources */ = {{isa = PBXBuildFile") == 1
 
 
 def test_model_named_like_the_helper_is_refused(tmp_path):
-    model = tmp_path / "VitdeployClassifier.mlpackage"
+    model = tmp_path / "Net.mlpackage"
     model.mkdir()
     (model / "Manifest.json").write_text("{}")
     with pytest.raises(VitdeployError) as e:
-        package(model, platform="ios", out=tmp_path / "o")
-    assert "clashes" in _one_line_error(e)
+        package(model, platform="ios", out=tmp_path / "o", class_name="Net")  # Xcode's class for Net.mlpackage
+    assert "clashes with the helper class Net" in _one_line_error(e)
+    assert not (tmp_path / "o").exists()
 
 
 SWIFT_INFO = {"input_name": "image", "width": 256, "height": 224, "color_layout": "BGR", "classifier": False,
@@ -444,16 +454,20 @@ SWIFT_INFO = {"input_name": "image", "width": 256, "height": 224, "color_layout"
 
 
 def test_swift_helper_structure():
-    swift = swift_helper(SWIFT_INFO, model_name="MobileViT_XXS", labels_resource="MobileViT_XXS_labels.txt", top_k=4)
+    swift = swift_helper(SWIFT_INFO, model_name="MobileViT_XXS", labels_resource="MobileViT_XXS_labels.txt", top_k=4,
+                         class_name="MobileViTXXSClassifier")
     assert "@@" not in swift
+    assert swift.startswith("// Generated by `vitdeploy package` for the model MobileViT_XXS.mlpackage\n")
+    assert "public final class MobileViTXXSClassifier {" in swift and "VitdeployClassifier" not in swift
     assert 'public static let modelName = "MobileViT_XXS"' in swift
-    assert 'bundle.url(forResource: VitdeployClassifier.modelName, withExtension: "mlmodelc")' in swift
+    assert 'bundle.url(forResource: MobileViTXXSClassifier.modelName, withExtension: "mlmodelc")' in swift
     assert 'public static let inputName = "image"' in swift
     assert "public static let inputWidth = 256" in swift and "public static let inputHeight = 224" in swift
     assert "public static let cropFraction: Double = 0.8888888888888888" in swift
     assert "computeUnits: MLComputeUnits = .cpuAndGPU" in swift  # fp32 models stay off the Neural Engine
     assert "public static let defaultTopK = 4" in swift
-    no_labels = swift_helper(dict(SWIFT_INFO, precision="fp16"), model_name="M", labels_resource=None, top_k=5)
+    no_labels = swift_helper(dict(SWIFT_INFO, precision="fp16"), model_name="M", labels_resource=None, top_k=5,
+                             class_name="MClassifier")
     assert "public static let labelsResource: String? = nil" in no_labels
     assert "computeUnits: MLComputeUnits = .all" in no_labels
 
@@ -474,7 +488,9 @@ def test_swift_helper_parses_as_swift():
         return found
 
     for info, labels in ((SWIFT_INFO, "M_labels.txt"), (dict(SWIFT_INFO, classifier=True, logits_output=None), None)):
-        assert errors(swift_helper(info, model_name="M", labels_resource=labels, top_k=5)) == []
+        for class_name in ("MClassifier", "M_2"):
+            assert errors(swift_helper(info, model_name="M", labels_resource=labels, top_k=5,
+                                       class_name=class_name)) == []
     assert errors("let x = = 3\nfunc f( {\n") != []  # the check can fail
 
 
@@ -568,19 +584,21 @@ def test_android_into_harness_copy(tflite_model, tmp_path):
     build_before = (root / "app/build.gradle.kts").read_text()
     report = package(tflite_model, platform="android", into=root, top_k=3)
     assets = root / "app/src/main/assets"
-    helper = root / "app/src/main/java/com/vitdeploy/harness" / KOTLIN_HELPER
+    helper = root / "app/src/main/java/com/vitdeploy/harness" / TFLITE_KT
     assert (assets / tflite_model.name).read_bytes() == tflite_model.read_bytes()
     assert read_tflite_metadata(assets / tflite_model.name)["labels"] == LABELS  # metadata + labels kept
-    assert (assets / "labels.txt").read_text().splitlines() == LABELS
+    assert (assets / TFLITE_LABELS).read_text().splitlines() == LABELS
     source = helper.read_text()
-    assert source.startswith("// Generated") and "package com.vitdeploy.harness\n" in source
+    assert source.startswith("// Generated by `vitdeploy package` for the model mobilevit_xxs.tflite\n")
+    assert "package com.vitdeploy.harness\n" in source and "class MobilevitXxsClassifier @JvmOverloads" in source
+    assert 'val LABELS_ASSET: String? = "mobilevit_xxs_labels.txt"' in source
     assert "const val INPUT_WIDTH = 256" in source and "const val INPUT_HEIGHT = 256" in source
     assert "const val NUM_CLASSES = 1000" in source and "const val TOP_K = 3" in source
     assert "const val CROP_FRACTION = 0.8888889f" in source  # MobileViT: crop 256 of 288
     assert "@@" not in source
     assert _written(report) == {tflite_model.name: tflite_model.stat().st_size,
-                                "labels.txt": (assets / "labels.txt").stat().st_size,
-                                KOTLIN_HELPER: helper.stat().st_size}
+                                TFLITE_LABELS: (assets / TFLITE_LABELS).stat().st_size,
+                                TFLITE_KT: helper.stat().st_size}
     assert report.warnings == []  # the harness keeps .tflite uncompressed and depends on LiteRT
     assert (root / "app/build.gradle.kts").read_text() == build_before
     assert not list(assets.glob(".*"))  # no temporary files left behind
@@ -592,10 +610,10 @@ def test_android_into_harness_copy(tflite_model, tmp_path):
     helper.write_text(source + "// my edit\n")
     with pytest.raises(VitdeployError) as e:
         package(tflite_model, platform="android", into=root, top_k=5)
-    assert KOTLIN_HELPER in _one_line_error(e) and "--force" in str(e.value)
+    assert TFLITE_KT in _one_line_error(e) and "--force" in str(e.value)
     assert helper.read_text().endswith("// my edit\n")
     forced = package(tflite_model, platform="android", into=root, top_k=5, force=True)
-    assert _written(forced) == {KOTLIN_HELPER: helper.stat().st_size}
+    assert _written(forced) == {TFLITE_KT: helper.stat().st_size}
     assert "const val TOP_K = 5" in helper.read_text()
 
 
@@ -616,9 +634,11 @@ def test_android_reports_missing_no_compress(tflite_model, tmp_path):
 def test_android_out_mode(tflite_model, tmp_path):
     out = tmp_path / "bundle"
     report = package(tflite_model, platform="android", out=out, android_package="org.example.cam")
-    assert set(_written(report)) == {tflite_model.name, "labels.txt", KOTLIN_HELPER, "README.md"}
-    assert "package org.example.cam\n" in (out / KOTLIN_HELPER).read_text()
+    assert set(_written(report)) == {tflite_model.name, TFLITE_LABELS, TFLITE_KT, "README.md"}
+    assert "package org.example.cam\n" in (out / TFLITE_KT).read_text()
     readme = (out / "README.md").read_text()
+    assert f"`{TFLITE_KT}` -> your sources (class `MobilevitXxsClassifier`)" in readme
+    assert "val classifier = MobilevitXxsClassifier(context)" in readme
     assert 'noCompress += "tflite"' in readme and "app/src/main/assets/" + tflite_model.name in readme
     with pytest.raises(VitdeployError):
         package(tflite_model, platform="android", out=out, android_package="org.other")
@@ -631,7 +651,7 @@ def test_android_into_plain_module_with_groovy_build(tflite_model, tmp_path):
     (module / "build.gradle").write_text("plugins { id 'com.android.application' }\nandroid { namespace 'org.example.cam' }\n")
     (module / "src/main/AndroidManifest.xml").write_text("<manifest/>\n")
     report = package(tflite_model, platform="android", into=module)
-    assert (module / "src/main/java/org/example/cam" / KOTLIN_HELPER).is_file()
+    assert (module / "src/main/java/org/example/cam" / TFLITE_KT).is_file()
     assert any("noCompress 'tflite'" in w for w in report.warnings)
     assert any("com.google.ai.edge.litert:litert" in w for w in report.warnings)
 
@@ -775,7 +795,7 @@ KOTLIN_DRIVER = """
 import android.content.Context
 import android.content.res.AssetManager
 import android.graphics.Bitmap
-import com.vitdeploy.harness.VitdeployClassifier
+import com.vitdeploy.harness.MobilevitXxsClassifier
 import java.io.File
 
 fun main(args: Array<String>) {
@@ -784,7 +804,7 @@ fun main(args: Array<String>) {
     val size = lines[0].split(" ")
     val pixels = lines[1].split(" ").map { it.toLong().toInt() }.toIntArray()
     val bitmap = Bitmap.createBitmap(pixels, size[0].toInt(), size[1].toInt(), Bitmap.Config.ARGB_8888)
-    val classifier = VitdeployClassifier(Context(AssetManager(File(args[1]), args[2] == "compressed")))
+    val classifier = MobilevitXxsClassifier(Context(AssetManager(File(args[1]), args[2] == "compressed")))
     val top = classifier.classify(bitmap, 3)
     classifier.close()
     File(dir, "result.txt").writeText(top.joinToString("\\n") { "${it.index}\\t${it.label}\\t${it.probability}" })
@@ -810,11 +830,11 @@ def kotlin_build(tflite_model, tmp_path_factory):
                    capture_output=True, text=True)
     (work / "Driver.kt").write_text(KOTLIN_DRIVER)
     jar = work / "helper.jar"
-    helper = root / "app/src/main/java/com/vitdeploy/harness" / KOTLIN_HELPER
+    helper = root / "app/src/main/java/com/vitdeploy/harness" / TFLITE_KT
     built = subprocess.run(["kotlinc", str(helper), str(work / "Driver.kt"), "-cp", str(classes),
                             "-include-runtime", "-d", str(jar)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-3000:]
-    warnings = [line for line in built.stderr.splitlines() if KOTLIN_HELPER in line and "warning" in line]
+    warnings = [line for line in built.stderr.splitlines() if TFLITE_KT in line and "warning" in line]
     assert warnings == [], warnings
     assets = root / "app/src/main/assets"
 
@@ -911,20 +931,22 @@ def test_ios_into_harness_copy(mlpackages, tmp_path):
     src = app / "VitdeployHarness"
     assert (src / model.name / "Manifest.json").is_file()
     assert (src / "Tiny_labels_labels.txt").read_text().splitlines() == TINY_LABELS
-    swift = (src / SWIFT_HELPER).read_text()
+    swift = (src / TINY_SWIFT).read_text()
     assert report.project_edit == "pbxproj"
     assert report.project["target_name"] == "VitdeployHarness" and "pbx_text" not in report.project
     json.dumps(report.to_dict())  # JSON-able for --json output
     names = set(_written(report))
-    assert names == {model.name, "Tiny_labels_labels.txt", SWIFT_HELPER, "project.pbxproj"}
+    assert names == {model.name, "Tiny_labels_labels.txt", TINY_SWIFT, "project.pbxproj"}
 
     pbx_text = (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text()
     assert _ids_consistent(pbx_text) == [] and dangling_references(parse_pbxproj(pbx_text)) == []
     objects = parse_pbxproj(pbx_text)["objects"]
     paths = {o.get("path") for o in objects.values() if o.get("isa") == "PBXFileReference"}
-    assert {model.name, "Tiny_labels_labels.txt", SWIFT_HELPER} <= paths
+    assert {model.name, "Tiny_labels_labels.txt", TINY_SWIFT} <= paths
     # Swift helper: structure (it cannot be compiled on Linux).
     assert 'public static let modelName = "Tiny_labels"' in swift
+    assert "public final class TinyLabelsClassifier {" in swift
+    assert any("let classifier = try TinyLabelsClassifier()" in step for step in report.next_steps)
     assert 'public static let inputName = "image"' in swift
     assert "public static let inputWidth = 64" in swift and "public static let inputHeight = 64" in swift
     assert 'public static let labelsResource: String? = "Tiny_labels_labels.txt"' in swift
@@ -938,12 +960,12 @@ def test_ios_into_harness_copy(mlpackages, tmp_path):
     again = package(model, platform="ios", into=app)
     assert again.written == [] and again.project_edit == "none"
     assert (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text() == pbx_text
-    (src / SWIFT_HELPER).write_text(swift.replace("defaultTopK = 5", "defaultTopK = 2"))
+    (src / TINY_SWIFT).write_text(swift.replace("defaultTopK = 5", "defaultTopK = 2"))
     with pytest.raises(VitdeployError) as e:
         package(model, platform="ios", into=app)
-    assert SWIFT_HELPER in _one_line_error(e)
+    assert TINY_SWIFT in _one_line_error(e)
     forced = package(model, platform="ios", into=app, force=True)
-    assert set(_written(forced)) == {SWIFT_HELPER}
+    assert set(_written(forced)) == {TINY_SWIFT}
     assert (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text() == pbx_text
 
 
@@ -953,14 +975,15 @@ def test_ios_logits_model_out_mode(mlpackages, tmp_path):
     report = package(model, platform="ios", out=tmp_path / "out", top_k=3)
     names = set(_written(report))
     labels_file = "Tiny_logits_labels.txt"
-    assert names == {model.name, SWIFT_HELPER, "README.md"}  # no labels in the model: no labels file
+    assert names == {model.name, "TinyLogitsClassifier.swift", "README.md"}  # no labels in the model: no labels file
     assert not (tmp_path / "out" / labels_file).exists()
     assert any("no labels" in w for w in report.warnings)
-    swift = (tmp_path / "out" / SWIFT_HELPER).read_text()
+    swift = (tmp_path / "out" / "TinyLogitsClassifier.swift").read_text()
     assert "public static let isClassifier = false" in swift
     assert 'public static let logitsOutput = "logits"' in swift and "softmax" in swift
     assert "public static let defaultTopK = 3" in swift
-    assert "Tiny_logits.mlpackage" in (tmp_path / "out" / "README.md").read_text()
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "Tiny_logits.mlpackage" in readme and "let classifier = try TinyLogitsClassifier()" in readme
 
 
 @pytest.mark.slow
@@ -969,7 +992,7 @@ def test_ios_synchronized_folder_drops_files(mlpackages, tmp_path):
     before = (app / "MyApp.xcodeproj/project.pbxproj").read_text()
     report = package(mlpackages["labels"], platform="ios", into=app)
     assert report.project_edit == "synchronized-folder"
-    assert (app / "MyApp" / SWIFT_HELPER).is_file() and (app / "MyApp" / mlpackages["labels"].name).is_dir()
+    assert (app / "MyApp" / TINY_SWIFT).is_file() and (app / "MyApp" / mlpackages["labels"].name).is_dir()
     assert (app / "MyApp.xcodeproj/project.pbxproj").read_text() == before
     assert "project.pbxproj" not in _written(report)
 
@@ -1083,12 +1106,13 @@ def test_pte_bad_metadata_is_refused_and_none_is_warned_about(tmp_path):
 def test_pte_android_out_mode_copies_the_program_with_its_metadata(pte_model, tmp_path):
     report = package(pte_model, platform="android", out=tmp_path / "o", top_k=3, android_package="org.example.app")
     out = tmp_path / "o"
-    assert sorted(p.name for p in out.iterdir()) == sorted(["tiny_vit.pte", "labels.txt", KOTLIN_HELPER, "README.md"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["tiny_vit.pte", PTE_LABELS, PTE_KT, "README.md"])
     assert (out / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()  # metadata and all: one file
     assert read_pte_metadata(out / "tiny_vit.pte")["vitdeploy"]["preprocessing"] == PTE_META["preprocessing"]
-    assert (out / "labels.txt").read_text().splitlines() == TINY_LABELS
-    kt = (out / KOTLIN_HELPER).read_text()
-    assert kt.splitlines()[2] == "package org.example.app" and "@@" not in kt
+    assert (out / PTE_LABELS).read_text().splitlines() == TINY_LABELS
+    kt = (out / PTE_KT).read_text()
+    assert kt.splitlines()[3] == "package org.example.app" and "@@" not in kt
+    assert "class TinyVitClassifier @JvmOverloads constructor(" in kt
     assert 'const val MODEL_ASSET = "tiny_vit.pte"' in kt and "const val NUM_CLASSES = 5" in kt
     assert "const val INPUT_WIDTH = 8" in kt and "const val CROP_FRACTION = 0.8888889f" in kt
     assert f"org.pytorch:executorch-android:{RUNTIME_VERSION}" in (out / "README.md").read_text()
@@ -1096,17 +1120,17 @@ def test_pte_android_out_mode_copies_the_program_with_its_metadata(pte_model, tm
     # Same files again: nothing rewritten; a different file is refused without --force, and nothing written.
     again = package(pte_model, platform="android", out=out, top_k=3, android_package="org.example.app")
     assert again.written == [] and len(again.skipped) == 4
-    (out / "labels.txt").write_text("other\n")
+    (out / PTE_LABELS).write_text("other\n")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(VitdeployError) as e:
         package(pte_model, platform="android", out=out, top_k=4, android_package="org.example.app")
-    assert "labels.txt already exists and differs; pass --force" in _one_line_error(e)
+    assert f"{PTE_LABELS} already exists and differs; pass --force" in _one_line_error(e)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the new helper was not written either
     assert not list(out.glob(".*tmp*"))
     forced = package(pte_model, platform="android", out=out, top_k=4, android_package="org.example.app", force=True)
-    assert sorted(Path(w["path"]).name for w in forced.written) == sorted(["labels.txt", KOTLIN_HELPER, "README.md"])
-    assert (out / "labels.txt").read_text().splitlines() == TINY_LABELS
-    assert "const val TOP_K = 4" in (out / KOTLIN_HELPER).read_text()
+    assert sorted(Path(w["path"]).name for w in forced.written) == sorted([PTE_LABELS, PTE_KT, "README.md"])
+    assert (out / PTE_LABELS).read_text().splitlines() == TINY_LABELS
+    assert "const val TOP_K = 4" in (out / PTE_KT).read_text()
 
 
 def test_pte_android_into_the_harness(pte_model, tmp_path):
@@ -1114,9 +1138,9 @@ def test_pte_android_into_the_harness(pte_model, tmp_path):
     report = package(pte_model, platform="android", into=root)
     assets = root / "app/src/main/assets"
     assert (assets / "tiny_vit.pte").read_bytes() == pte_model.read_bytes()
-    assert (assets / "labels.txt").read_text().splitlines() == TINY_LABELS
+    assert (assets / PTE_LABELS).read_text().splitlines() == TINY_LABELS
     assert not list(assets.glob("*.json"))  # no sidecar: the metadata is inside the .pte
-    kt = (root / "app/src/main/java/com/vitdeploy/harness" / KOTLIN_HELPER).read_text()
+    kt = (root / "app/src/main/java/com/vitdeploy/harness" / PTE_KT).read_text()
     assert "package com.vitdeploy.harness" in kt and "Module.load(modelFile(context, modelAsset).absolutePath" in kt
     assert report.warnings == []  # the harness already depends on executorch-android
     plain = tmp_path / "plain"
@@ -1131,7 +1155,7 @@ def test_pte_kotlin_helper_calls_the_executorch_api():
     info = {"width": 256, "height": 224, "num_classes": 10, "labels": None, "preprocessing": None,
             "delegates": ["XnnpackBackend"]}
     kt = kotlin_helper(info, package_name="a.b", model_asset='m "x".pte', labels_asset=None, top_k=2,
-                       executorch=True)
+                       class_name="MXClassifier", executorch=True)
     assert "@@" not in kt and 'const val MODEL_ASSET = "m \\"x\\".pte"' in kt
     for call in ("import org.pytorch.executorch.Module", "Module.LOAD_MODE_MMAP, numThreads)", 'module.loadMethod("forward")',
                  "Tensor.fromBlob(input, longArrayOf(1, INPUT_HEIGHT.toLong(), INPUT_WIDTH.toLong(), 3))",
@@ -1140,22 +1164,25 @@ def test_pte_kotlin_helper_calls_the_executorch_api():
     assert "val LABELS_ASSET: String? = null" in kt and "const val TOP_K = 2" in kt
     assert kt.count("{") == kt.count("}") and kt.count("(") == kt.count(")")
     with pytest.raises(VitdeployError, match="not a valid Kotlin package name"):
-        kotlin_helper(info, package_name="1bad", model_asset="m.pte", labels_asset=None, top_k=2, executorch=True)
+        kotlin_helper(info, package_name="1bad", model_asset="m.pte", labels_asset=None, top_k=2,
+                      class_name="MClassifier", executorch=True)
 
 
 def test_pte_swift_helper_parses_and_names_the_products():
     info = {"width": 256, "height": 224, "num_classes": 10, "labels": None, "preprocessing": {"resize": 256, "crop": 224},
             "delegates": ["XnnpackBackend"]}
-    swift = swift_pte_helper(info, model_file="LeViT.pte", labels_resource="LeViT_labels.txt", top_k=3)
+    swift = swift_pte_helper(info, model_file="LeViT.pte", labels_resource="LeViT_labels.txt", top_k=3,
+                             class_name="LeViTClassifier")
     assert "@@" not in swift and _swift_syntax_errors(swift) == []
     for call in ("import ExecuTorch", "Module(filePath: path)", 'try module.load("forward")',
-                 "Tensor<Float>(pixels, shape: [1, VitdeployClassifier.inputHeight, VitdeployClassifier.inputWidth, 3])",
+                 "Tensor<Float>(pixels, shape: [1, LeViTClassifier.inputHeight, LeViTClassifier.inputWidth, 3])",
                  "try module.forward(input)", "let logits: Tensor<Float> = first.tensor()", "logits.scalars()",
                  'bundle.path(forResource: name, ofType: "pte")'):
         assert call in swift, call
     assert f"branch swiftpm-{RUNTIME_VERSION}" in swift and "backend_coreml" not in swift
     assert "public static let cropFraction: Double = 0.875" in swift
-    coreml = swift_pte_helper(dict(info, delegates=["CoreMLBackend"]), model_file="M.pte", labels_resource=None, top_k=3)
+    coreml = swift_pte_helper(dict(info, delegates=["CoreMLBackend"]), model_file="M.pte", labels_resource=None, top_k=3,
+                              class_name="MClassifier")
     assert "backend_xnnpack, backend_coreml" in coreml and "labelsResource: String? = nil" in coreml
     assert _swift_syntax_errors(coreml) == []
 
@@ -1179,7 +1206,7 @@ def test_pte_ios_into_the_harness_edits_the_project(pte_model, tmp_path):
             for b in o["files"]:
                 phase_of[objects[b].get("fileRef")] = o["isa"]
     assert phase_of[refs["tiny_vit.pte"]] == phase_of[refs["tiny_vit_labels.txt"]] == "PBXResourcesBuildPhase"
-    assert phase_of[refs[SWIFT_HELPER]] == "PBXSourcesBuildPhase"
+    assert phase_of[refs[PTE_SWIFT]] == "PBXSourcesBuildPhase"
     # The harness project already has the ExecuTorch package (its test target), so no warning about it.
     assert not any("ExecuTorch Swift package" in w for w in report.warnings)
     # A second run changes nothing.
@@ -1190,8 +1217,167 @@ def test_pte_ios_into_the_harness_edits_the_project(pte_model, tmp_path):
 def test_pte_ios_out_mode_says_what_to_add(pte_model, tmp_path):
     report = package(pte_model, platform="ios", out=tmp_path / "o")
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
-        ["tiny_vit.pte", "tiny_vit_labels.txt", SWIFT_HELPER, "README.md"])
+        ["tiny_vit.pte", "tiny_vit_labels.txt", PTE_SWIFT, "README.md"])
     readme = (tmp_path / "o/README.md").read_text()
     assert f"branch swiftpm-{RUNTIME_VERSION}" in readme and "-all_load" in readme
     assert any("https://github.com/pytorch/executorch" in s for s in report.next_steps)
-    assert _swift_syntax_errors((tmp_path / "o" / SWIFT_HELPER).read_text()) == []
+    assert "let classifier = try TinyVitClassifier()" in readme and f"`{PTE_SWIFT}` as a source" in readme
+    assert _swift_syntax_errors((tmp_path / "o" / PTE_SWIFT).read_text()) == []
+
+
+# ----------------------------------------------------------------------------- one helper class per model
+
+
+def test_default_class_name_is_named_after_the_model():
+    for name, expected in (("levit_128s_w8a8.tflite", "Levit128sW8a8Classifier"),
+                           ("levit_128s_w8a8.below-target.tflite", "Levit128sW8a8Classifier"),
+                           ("MobileViT_XXS.mlpackage", "MobileViTXXSClassifier"),
+                           ("mobilevit-xxs.fp16.pte", "MobilevitXxsFp16Classifier"),
+                           ("1st model.pte", "Model1stModelClassifier"),  # a leading digit is prefixed
+                           ("é.pte", "ModelClassifier"),  # nothing left of the name
+                           ("class.tflite", "ClassClassifier"),  # a keyword never stays one: the suffix
+                           ("m\rfun pwned() {}\u2028.pte", "MFunPwnedClassifier")):  # odd characters dropped
+        for platform in ("ios", "android"):
+            assert default_class_name(name, platform) == expected, (name, platform)
+
+
+def test_class_name_is_validated_for_the_platform(tmp_path):
+    from click.testing import CliRunner
+
+    from vitdeploy.cli import main
+
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(b"\0" * 64)
+    pte = tmp_path / "m.pte"
+    pte.write_bytes(b"\0" * 64)
+    cases = [(tflite, "android", bad) for bad in ("my-class", "1Net", "Net.Sub", "", "fun", "object", "Net\nX")]
+    cases += [(pte, "ios", bad) for bad in ("my class", "9x", "Type", "struct", "Self", "Net\u2028")]
+    for artifact, platform, bad in cases:
+        result = CliRunner().invoke(main, ["package", str(artifact), "--platform", platform, "-o",
+                                           str(tmp_path / "o"), "--class-name", bad])
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, (bad, result.stderr)
+        assert lines[0].startswith("error: class name") and "not a valid identifier" in lines[0], lines[0]
+        assert ("Kotlin keyword" if platform == "android" else "Swift keyword") in lines[0]
+    # Keywords of the other language are fine: Kotlin's "fun" is a Swift identifier, Swift's "struct" a Kotlin one.
+    from vitdeploy.packaging.codegen import class_identifier
+
+    assert class_identifier("fun", "ios") == "fun" and class_identifier("struct", "android") == "struct"
+    assert not (tmp_path / "o").exists()
+
+
+OTHER_LABELS = ["ant", "bee", "cow", "doe", "elk"]
+
+
+@pytest.fixture(scope="module")
+def other_pte(tmp_path_factory) -> Path:
+    """A second model with its own labels: packaged next to tiny_vit.pte."""
+    pytest.importorskip("executorch")
+    meta = dict(PTE_META, labels=OTHER_LABELS)
+    return write_tiny_pte(tmp_path_factory.mktemp("pte2") / "other-net.v2.pte", metadata=meta)
+
+
+def _tree(root: Path) -> dict:
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_two_models_into_one_android_app(pte_model, other_pte, tmp_path):
+    root = _copy(ANDROID_HARNESS, tmp_path)
+    first = package(pte_model, platform="android", into=root)
+    second = package(other_pte, platform="android", into=root)
+    assets, src = root / "app/src/main/assets", root / "app/src/main/java/com/vitdeploy/harness"
+    assert set(_written(second)) == {other_pte.name, "other-net.v2_labels.txt", "OtherNetV2Classifier.kt"}
+    assert not second.skipped  # nothing of the first model was touched
+    for model, helper, labels, cls in ((pte_model, PTE_KT, PTE_LABELS, "TinyVitClassifier"),
+                                       (other_pte, "OtherNetV2Classifier.kt", "other-net.v2_labels.txt",
+                                        "OtherNetV2Classifier")):
+        assert (assets / model.name).read_bytes() == model.read_bytes()
+        kt = (src / helper).read_text()
+        assert f"class {cls} @JvmOverloads constructor(" in kt
+        assert f'const val MODEL_ASSET = "{model.name}"' in kt and f'val LABELS_ASSET: String? = "{labels}"' in kt
+    assert (assets / PTE_LABELS).read_text().splitlines() == TINY_LABELS
+    assert (assets / "other-net.v2_labels.txt").read_text().splitlines() == OTHER_LABELS
+    assert any("val classifier = OtherNetV2Classifier(context)" in s for s in second.next_steps)
+    assert any("val classifier = TinyVitClassifier(context)" in s for s in first.next_steps)
+
+    # The same class for a different model: refused, naming both models, even with --force; nothing written.
+    before = _tree(root)
+    for force in (False, True):
+        with pytest.raises(VitdeployError) as e:
+            package(other_pte, platform="android", into=root, class_name="TinyVitClassifier", force=force)
+        message = _one_line_error(e)
+        assert "is the helper class of tiny_vit.pte, not of other-net.v2.pte" in message
+        assert "--class-name" in message
+        assert _tree(root) == before
+    # The same model again: the --force / identical-file rules as before.
+    assert package(pte_model, platform="android", into=root).written == []
+    with pytest.raises(VitdeployError, match="already exists and differs; pass --force"):
+        package(pte_model, platform="android", into=root, top_k=2)
+    forced = package(pte_model, platform="android", into=root, top_k=2, force=True)
+    assert set(_written(forced)) == {PTE_KT} and "const val TOP_K = 2" in (src / PTE_KT).read_text()
+    # A chosen name: a third helper beside the other two.
+    package(other_pte, platform="android", into=root, class_name="Birds")
+    assert {p.name for p in src.glob("*.kt")} >= {PTE_KT, "OtherNetV2Classifier.kt", "Birds.kt"}
+    assert "class Birds @JvmOverloads constructor(" in (src / "Birds.kt").read_text()
+
+
+def test_two_models_into_one_ios_project(pte_model, other_pte, tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    package(pte_model, platform="ios", into=app)
+    second = package(other_pte, platform="ios", into=app)
+    assert second.project_edit == "pbxproj"
+    src = app / "VitdeployHarness"
+    pbx_text = (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text()
+    assert _ids_consistent(pbx_text) == [] and dangling_references(parse_pbxproj(pbx_text)) == []
+    objects = parse_pbxproj(pbx_text)["objects"]
+    refs = {o["path"]: oid for oid, o in objects.items() if o.get("isa") == "PBXFileReference"}
+    sources = {objects[b]["fileRef"] for o in objects.values() if o.get("isa") == "PBXSourcesBuildPhase"
+               for b in o["files"]}
+    for model, helper, cls in ((pte_model, PTE_SWIFT, "TinyVitClassifier"),
+                               (other_pte, "OtherNetV2Classifier.swift", "OtherNetV2Classifier")):
+        assert (src / model.name).read_bytes() == model.read_bytes()
+        swift = (src / helper).read_text()
+        assert f"public final class {cls} {{" in swift and f"{cls}.numClasses" in swift
+        assert "VitdeployClassifier" not in swift and _swift_syntax_errors(swift) == []
+        assert refs[helper] in sources
+    assert (src / "other-net.v2_labels.txt").read_text().splitlines() == OTHER_LABELS
+    assert any("let classifier = try OtherNetV2Classifier()" in s for s in second.next_steps)
+
+    before = _tree(app)
+    with pytest.raises(VitdeployError) as e:
+        package(other_pte, platform="ios", into=app, class_name="TinyVitClassifier", force=True)
+    assert "TinyVitClassifier.swift is the helper class of tiny_vit.pte, not of other-net.v2.pte" in _one_line_error(e)
+    assert _tree(app) == before  # neither the files nor project.pbxproj
+
+
+def test_helper_owner_reads_the_model_back(tmp_path):
+    from vitdeploy.packaging.codegen import helper_owner, same_model
+
+    info = {"width": 8, "height": 8, "num_classes": 2, "preprocessing": None}
+    name = "m\r\nx */.pte"
+    path = tmp_path / "X.kt"
+    path.write_text(kotlin_helper(info, package_name="a.b", model_asset=name, labels_asset=None, top_k=1,
+                                  class_name="X", executorch=True))
+    owner = helper_owner(path)
+    assert owner is not None and same_model(owner, name) and not same_model(owner, "m.pte")
+    assert same_model("net.below-target.tflite", "net.tflite")  # the same model, now on target
+    path.write_text("// my own class\nclass X\n")
+    assert helper_owner(path) is None  # not a vitdeploy helper: the --force rules decide
+    assert helper_owner(tmp_path / "missing.kt") is None
+
+
+@pytest.mark.slow
+def test_two_mlpackages_into_one_ios_project(mlpackages, tmp_path):
+    app = _copy(IOS_HARNESS, tmp_path)
+    for key in ("labels", "logits"):
+        package(mlpackages[key], platform="ios", into=app)
+    src = app / "VitdeployHarness"
+    for helper, cls, model in ((TINY_SWIFT, "TinyLabelsClassifier", "Tiny_labels"),
+                               ("TinyLogitsClassifier.swift", "TinyLogitsClassifier", "Tiny_logits")):
+        swift = (src / helper).read_text()
+        assert f"public final class {cls} {{" in swift and f'public static let modelName = "{model}"' in swift
+        assert _swift_syntax_errors(swift) == []
+    pbx_text = (app / "VitdeployHarness.xcodeproj/project.pbxproj").read_text()
+    assert _ids_consistent(pbx_text) == [] and dangling_references(parse_pbxproj(pbx_text)) == []
+    with pytest.raises(VitdeployError, match="is the helper class of Tiny_labels.mlpackage, not of Tiny_logits"):
+        package(mlpackages["logits"], platform="ios", into=app, class_name="TinyLabelsClassifier")

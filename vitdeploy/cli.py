@@ -315,9 +315,11 @@ def _emulated_cpus(cpus: tuple[str, ...], device: str | None) -> list[str]:
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes the helper returns.")
 @click.option("--package", "android_package", help="Kotlin package of the helper with -o (android).")
 @click.option("--allow-below-target", is_flag=True, help="Package a model its converter judged below target (warned).")
+@click.option("--class-name", help="The helper's Swift/Kotlin class (and file) name. Default: named after the model "
+              "(levit_128s_w8a8.tflite -> Levit128sW8a8Classifier).")
 @json_option("report")
 def package_cmd(artifact: str, platform: str | None, into: str | None, out: str | None, force: bool, top_k: int,
-                android_package: str | None, allow_below_target: bool, as_json: bool) -> None:
+                android_package: str | None, allow_below_target: bool, class_name: str | None, as_json: bool) -> None:
     """Put a converted model into an iOS or Android app, with labels and a generated Swift/Kotlin helper."""
     from pathlib import Path
 
@@ -327,7 +329,7 @@ def package_cmd(artifact: str, platform: str | None, into: str | None, out: str 
         raise VitdeployError("give exactly one of --into APP_DIR or -o DIR")
     r = package(Path(artifact), platform=platform or infer_platform(Path(artifact)), into=Path(into) if into else None,
                 out=Path(out) if out else None, force=force, top_k=top_k, android_package=android_package,
-                allow_below_target=allow_below_target)
+                allow_below_target=allow_below_target, class_name=class_name)
     _echo(json.dumps(r.to_dict(), indent=2, default=str) if as_json else "\n".join(r.lines()))
 
 

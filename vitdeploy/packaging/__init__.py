@@ -2,21 +2,25 @@
 
 iOS (``.mlpackage``, :mod:`.ios`)
     The model package, ``<Name>_labels.txt`` when the model carries labels, and
-    ``VitdeployClassifier.swift`` (a Vision-based helper: ``CVPixelBuffer`` in, top-K
+    ``<Class>.swift`` (a Vision-based helper: ``CVPixelBuffer`` in, top-K
     ``(label, probability)`` out). With ``into=APP_DIR`` the files go into the app target's source
     folder and, unless that is an Xcode 16 synchronized folder, into ``project.pbxproj`` (edited
     with the ``pbxproj`` library, checked again before it is written).
 
 Android (``.tflite``, :mod:`.android`)
-    The model under ``app/src/main/assets/``, ``labels.txt`` next to it, and
-    ``VitdeployClassifier.kt`` in the app's package (LiteRT ``Interpreter``, ``Bitmap`` in, top-K
+    The model under ``app/src/main/assets/``, ``<stem>_labels.txt`` next to it, and
+    ``<Class>.kt`` in the app's package (LiteRT ``Interpreter``, ``Bitmap`` in, top-K
     out). The Gradle file is never rewritten; the report says what it lacks.
 
 ExecuTorch (``.pte``, both platforms)
     The program (one file: ``vitdeploy convert`` stores preprocessing and labels inside it), a
-    labels file, and an ExecuTorch ``VitdeployClassifier`` (``Module``, XNNPACK) in Kotlin or Swift:
+    labels file, and an ExecuTorch helper class (``Module``, XNNPACK) in Kotlin or Swift:
     Android assets / iOS bundle resources. The report says when the app lacks the ExecuTorch
     dependency; neither the Gradle file nor the Xcode package list is rewritten.
+
+Each model gets its own helper class, named after the model file (``levit_128s_w8a8.tflite`` ->
+``Levit128sW8a8Classifier``, :func:`.codegen.default_class_name`) or ``class_name``, so several models
+live in one app; a helper of that class generated for another model is never replaced.
 
 ``out=DIR`` writes the same files into DIR with a ``README.md`` saying where they go.
 Existing files are never replaced without ``force=True`` (identical files are skipped), and
@@ -34,22 +38,25 @@ from pathlib import Path
 from ..errors import CheckFailed, VitdeployError
 from ..formats.executorch import PTE_SUFFIX
 from .android import package_android, package_android_pte
-from .codegen import KOTLIN_HELPER, SWIFT_HELPER
+from .codegen import class_identifier, default_class_name, helper_file_name
 from .ios import package_ios, package_ios_pte
 from .report import PackageReport
 
-__all__ = ["KOTLIN_HELPER", "PLATFORMS", "SWIFT_HELPER", "PackageReport", "infer_platform", "package"]
+__all__ = ["PLATFORMS", "PackageReport", "default_class_name", "helper_file_name", "infer_platform", "package"]
 
 PLATFORMS = ("ios", "android")
 
 
 def package(artifact, *, platform: str, into: Path | None = None, out: Path | None = None, force: bool = False,
-            top_k: int = 5, android_package: str | None = None, allow_below_target: bool = False) -> PackageReport:
+            top_k: int = 5, android_package: str | None = None, allow_below_target: bool = False,
+            class_name: str | None = None) -> PackageReport:
     """Put ``artifact`` (.mlpackage for ``ios``, .tflite for ``android``, .pte for either) into an app.
 
     Exactly one of ``into`` (an app project: Xcode project folder / Android project or module) or
     ``out`` (a plain folder) is required. ``top_k`` is the helper's default number of results.
     ``android_package``: Kotlin package of the helper in ``out`` mode (``into`` detects it).
+    ``class_name``: the helper's class (and file) name, a Swift / Kotlin identifier; default: named after the
+    model (:func:`default_class_name`). A helper of that class generated for another model is refused.
     Raises :class:`VitdeployError` (exit 2) for bad input, a folder that is not an app, or an
     existing different file without ``force``. An artifact whose converter recorded it below its accuracy
     target (:mod:`vitdeploy.verdict`) is refused with :class:`CheckFailed` (exit 1, nothing written) unless
@@ -61,6 +68,8 @@ def package(artifact, *, platform: str, into: Path | None = None, out: Path | No
         raise VitdeployError("give exactly one of --into APP_DIR or -o DIR")
     if int(top_k) < 1:
         raise VitdeployError(f"top-k must be at least 1, got {top_k}")
+    if class_name is not None:
+        class_identifier(class_name, platform)
     artifact = Path(artifact)
     _check_artifact(artifact, platform)
     below = below_target(artifact)
@@ -68,15 +77,16 @@ def package(artifact, *, platform: str, into: Path | None = None, out: Path | No
         raise CheckFailed(f"{artifact}: {below}; not packaged (package it anyway: --allow-below-target)")
     if artifact.suffix.lower() == PTE_SUFFIX:
         if platform == "ios":
-            report = package_ios_pte(artifact, into=into, out=out, force=force, top_k=int(top_k))
+            report = package_ios_pte(artifact, into=into, out=out, force=force, top_k=int(top_k),
+                                     class_name=class_name)
         else:
             report = package_android_pte(artifact, into=into, out=out, force=force, top_k=int(top_k),
-                                         android_package=android_package)
+                                         android_package=android_package, class_name=class_name)
     elif platform == "ios":
-        report = package_ios(artifact, into=into, out=out, force=force, top_k=int(top_k))
+        report = package_ios(artifact, into=into, out=out, force=force, top_k=int(top_k), class_name=class_name)
     else:
         report = package_android(artifact, into=into, out=out, force=force, top_k=int(top_k),
-                                 android_package=android_package)
+                                 android_package=android_package, class_name=class_name)
     if below:
         report.warnings.insert(0, f"{below}: packaged because --allow-below-target was given")
     return report

@@ -1,7 +1,7 @@
 """Android (``.tflite``): the model into a Gradle app module, with labels and the Kotlin helper.
 
-The model goes under ``app/src/main/assets/``, ``labels.txt`` next to it when the model carries
-labels, and ``VitdeployClassifier.kt`` in the app's package (from the module's ``namespace`` or the
+The model goes under ``app/src/main/assets/``, ``<stem>_labels.txt`` next to it when the model carries
+labels, and ``<Class>.kt`` (named after the model, or ``--class-name``) in the app's package (from the module's ``namespace`` or the
 manifest's ``package``): LiteRT ``Interpreter``, ``Bitmap`` in, top-K out. The module's Gradle
 file is never rewritten; the report says when it lacks ``noCompress += "tflite"`` or the LiteRT
 dependency, with the exact line to add.
@@ -14,17 +14,29 @@ from pathlib import Path
 
 from ..errors import VitdeployError
 from ..formats.executorch import RUNTIME_VERSION
-from .codegen import KOTLIN_HELPER, PACKAGE_NAME, comment_text, kotlin_helper, labels_text
+from .codegen import (PACKAGE_NAME, class_identifier, comment_text, default_class_name, helper_file_name,
+                      kotlin_helper, labels_text)
 from .files import Writer, refuse_file
 from .inspect import inspect_pte, inspect_tflite, pte_warnings
 from .report import PackageReport
 
-ANDROID_LABELS = "labels.txt"
 DEFAULT_ANDROID_PACKAGE = "com.vitdeploy.classifier"
 NO_COMPRESS_KTS = 'androidResources { noCompress += "tflite" }'
 NO_COMPRESS_GROOVY = "androidResources { noCompress 'tflite' }"
 LITERT_KTS = 'implementation("com.google.ai.edge.litert:litert:1.4.2")'
 LITERT_GROOVY = "implementation 'com.google.ai.edge.litert:litert:1.4.2'"
+
+
+def labels_asset(artifact: Path) -> str:
+    """The labels asset of a model: ``<stem>_labels.txt``, one per model, so several models share assets/."""
+    return f"{artifact.stem}_labels.txt"
+
+
+def helper_class(artifact: Path, class_name: str | None) -> str:
+    """The Kotlin helper's class: ``class_name`` (checked) or the one named after the model."""
+    if class_name is not None:
+        return class_identifier(class_name, "android")
+    return default_class_name(artifact.name, "android")
 
 
 def _executorch_lines() -> tuple[str, str]:
@@ -33,27 +45,29 @@ def _executorch_lines() -> tuple[str, str]:
 
 
 def package_android_pte(artifact: Path, *, into, out, force: bool, top_k: int,
-                        android_package: str | None) -> PackageReport:
-    """A .pte (one file: its metadata is inside) under assets/, labels.txt, and the ExecuTorch
-    ``VitdeployClassifier.kt``.
+                        android_package: str | None, class_name: str | None = None) -> PackageReport:
+    """A .pte (one file: its metadata is inside) under assets/, its labels, and the ExecuTorch helper
+    ``<Class>.kt``.
 
     The helper copies the asset to the app's files dir (Module.load takes a path), so the Gradle file
     needs no noCompress entry; the report says when it lacks the executorch-android dependency.
     """
+    class_name = helper_class(artifact, class_name)
+    helper = helper_file_name(class_name, "android")
     info = inspect_pte(artifact)
     report = PackageReport(platform="android", artifact=artifact, destination=Path(into or out),
                            mode="into" if into is not None else "out")
     report.warnings.extend(pte_warnings(info))
-    labels_name = ANDROID_LABELS if info["labels"] else None
+    labels_name = labels_asset(artifact) if info["labels"] else None
     kts_line, groovy_line = _executorch_lines()
 
     def add_files(writer: Writer, folder: Path, package_name: str, helper_dir: Path) -> None:
         writer.add(folder / artifact.name, artifact.read_bytes())
         if labels_name:
             writer.add(folder / labels_name, labels_text(info["labels"]))
-        writer.add(helper_dir / KOTLIN_HELPER, kotlin_helper(
+        writer.add_helper(helper_dir / helper, kotlin_helper(
             info, package_name=package_name, model_asset=artifact.name, labels_asset=labels_name, top_k=top_k,
-            executorch=True).encode())
+            class_name=class_name, executorch=True).encode(), artifact.name)
 
     if out is not None:
         folder = Path(out)
@@ -64,8 +78,8 @@ def package_android_pte(artifact: Path, *, into, out, force: bool, top_k: int,
         shown = comment_text(artifact.name)  # a name in Markdown: no line break of its own
         writer.add(folder / "README.md", f"""# {shown} for Android (vitdeploy package)
 
-Copy `{shown}`{' and `' + labels_name + '`' if labels_name else ''}
-to `app/src/main/assets/`, and `{KOTLIN_HELPER}` to your sources (it declares `package {package_name}`).
+Copy `{shown}`{' and `' + comment_text(labels_name) + '`' if labels_name else ''}
+to `app/src/main/assets/`, and `{helper}` to your sources (it declares `package {package_name}`).
 
 ```kotlin
 dependencies {{
@@ -77,15 +91,15 @@ Input: [1, {info['height']}, {info['width']}, 3] float32 RGB pixels 0..255 (norm
 program). Output: {info['num_classes']} logits; the helper applies softmax.
 
 ```kotlin
-val classifier = VitdeployClassifier(context)   // copies assets/{shown} to filesDir, loads it
-val top = classifier.classify(bitmap)           // List<VitdeployClassifier.Recognition>, top {top_k}
+val classifier = {class_name}(context)   // copies assets/{shown} to filesDir, loads it
+val top = classifier.classify(bitmap)           // List<{class_name}.Recognition>, top {top_k}
 classifier.close()
 ```
 """.encode())
         writer.check()
         writer.run()
         copied = artifact.name + (f" and {labels_name}" if labels_name else "")
-        report.next_steps.append(f"copy {copied} to app/src/main/assets/ and {KOTLIN_HELPER} to your package "
+        report.next_steps.append(f"copy {copied} to app/src/main/assets/ and {helper} to your package "
                                  "(see README.md)")
         return report
 
@@ -98,13 +112,15 @@ classifier.close()
     if not re.search(r"org\.pytorch:executorch-android\b", app["build_text"]):
         report.warnings.append(f"{build_file} has no ExecuTorch dependency; add inside dependencies {{ }}: "
                                f"{kts_line if build_file.suffix == '.kts' else groovy_line}")
-    report.next_steps.append(f"use it: val classifier = VitdeployClassifier(context); "
+    report.next_steps.append(f"use it: val classifier = {class_name}(context); "
                              f"val top = classifier.classify(bitmap)  (package {app['package']})")
     return report
 
 
 def package_android(artifact: Path, *, into, out, force: bool, top_k: int,
-                    android_package: str | None) -> PackageReport:
+                    android_package: str | None, class_name: str | None = None) -> PackageReport:
+    class_name = helper_class(artifact, class_name)
+    helper = helper_file_name(class_name, "android")
     info = inspect_tflite(artifact)
     report = PackageReport(platform="android", artifact=artifact, destination=Path(into or out),
                            mode="into" if into is not None else "out")
@@ -113,36 +129,36 @@ def package_android(artifact: Path, *, into, out, force: bool, top_k: int,
                                "with normalization inside the graph")
     if info["labels"] is None:
         report.warnings.append("the model carries no labels: results are named by class index")
-    labels_name = ANDROID_LABELS if info["labels"] else None
+    labels_name = labels_asset(artifact) if info["labels"] else None
 
     if out is not None:
         folder = Path(out)
         refuse_file(folder)
         package_name = android_package or DEFAULT_ANDROID_PACKAGE
         kotlin = kotlin_helper(info, package_name=package_name, model_asset=artifact.name,
-                               labels_asset=labels_name, top_k=top_k).encode()
+                               labels_asset=labels_name, top_k=top_k, class_name=class_name).encode()
         writer = Writer(report, force)
         writer.add(folder / artifact.name, artifact.read_bytes())
         if labels_name:
             writer.add(folder / labels_name, labels_text(info["labels"]))
-        writer.add(folder / KOTLIN_HELPER, kotlin)
+        writer.add_helper(folder / helper, kotlin, artifact.name)
         writer.add(folder / "README.md", _android_readme(comment_text(artifact.name), labels_name, package_name, info,
-                                                         top_k).encode())
+                                                         top_k, class_name).encode())
         writer.check()
         writer.run()
         report.next_steps.append(f"copy {artifact.name}{' and ' + labels_name if labels_name else ''} to "
-                                 f"app/src/main/assets/ and {KOTLIN_HELPER} to your package (see README.md)")
+                                 f"app/src/main/assets/ and {helper} to your package (see README.md)")
         return report
 
     app = _app_for(into, android_package, report)
     kotlin = kotlin_helper(info, package_name=app["package"], model_asset=artifact.name,
-                           labels_asset=labels_name, top_k=top_k).encode()
+                           labels_asset=labels_name, top_k=top_k, class_name=class_name).encode()
     assets = app["module_dir"] / "src" / "main" / "assets"
     writer = Writer(report, force)
     writer.add(assets / artifact.name, artifact.read_bytes())
     if labels_name:
         writer.add(assets / labels_name, labels_text(info["labels"]))
-    writer.add(app["source_dir"] / KOTLIN_HELPER, kotlin)
+    writer.add_helper(app["source_dir"] / helper, kotlin, artifact.name)
     writer.check()
     writer.run()
 
@@ -155,18 +171,20 @@ def package_android(artifact: Path, *, into, out, force: bool, top_k: int,
     if not app["litert"]:
         report.warnings.append(f"{build_file} has no LiteRT dependency; add inside dependencies {{ }}: "
                                f"{LITERT_KTS if kts else LITERT_GROOVY}")
-    report.next_steps.append(f"use it: val classifier = VitdeployClassifier(context); "
+    report.next_steps.append(f"use it: val classifier = {class_name}(context); "
                              f"val top = classifier.classify(bitmap)  (package {app['package']})")
     return report
 
 
-def _android_readme(model_file: str, labels_name: str | None, package_name: str, info: dict, top_k: int) -> str:
+def _android_readme(model_file: str, labels_name: str | None, package_name: str, info: dict, top_k: int,
+                    class_name: str) -> str:
+    labels_name = comment_text(labels_name) if labels_name else None  # from the model's file name: one line
     labels_line = f"- `{labels_name}` -> `app/src/main/assets/{labels_name}`\n" if labels_name else ""
     return f"""# {model_file} for Android (vitdeploy package)
 
 Copy:
 - `{model_file}` -> `app/src/main/assets/{model_file}`
-{labels_line}- `{KOTLIN_HELPER}` -> your sources; it declares `package {package_name}`: change that line to
+{labels_line}- `{class_name}.kt` -> your sources (class `{class_name}`); it declares `package {package_name}`: change that line to
   your app's package (or re-run with `--package`, or use `--into` to detect it).
 
 In the app module's `build.gradle.kts`:
@@ -184,8 +202,8 @@ Input: `{comment_text(info['input_name'])}`, [1, {info['height']}, {info['width'
 (normalization runs inside the model). Output: {info['num_classes']} logits; the helper applies softmax.
 
 ```kotlin
-val classifier = VitdeployClassifier(context)           // loads assets/{model_file}
-val top = classifier.classify(bitmap)                   // List<VitdeployClassifier.Recognition>, top {top_k}
+val classifier = {class_name}(context)           // loads assets/{model_file}
+val top = classifier.classify(bitmap)                   // List<{class_name}.Recognition>, top {top_k}
 classifier.close()
 ```
 """

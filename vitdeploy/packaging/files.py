@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import files
 from ..errors import VitdeployError
+from .codegen import comment_text, helper_owner, same_model
 from .report import PackageReport
 
 
@@ -20,12 +21,26 @@ class Writer:
     def __init__(self, report: PackageReport, force: bool):
         self.report, self.force = report, force
         self.files: list[tuple[Path, bytes | Path]] = []  # bytes for files, Path for a directory copy
+        self.helpers: list[tuple[Path, str]] = []  # (helper file, the model it is generated for)
 
     def add(self, target: Path, content: bytes | Path) -> None:
         self.files.append((target, content))
 
+    def add_helper(self, target: Path, content: bytes, model: str) -> None:
+        """A generated helper class for the model file ``model``: like :meth:`add`, but an existing helper of
+        that class generated for another model is refused even with ``force`` (two models, one class)."""
+        self.add(target, content)
+        self.helpers.append((target, model))
+
     def check(self) -> None:
-        """Raise before anything is written when an existing, different file would be replaced."""
+        """Raise before anything is written when an existing, different file would be replaced, or when a
+        helper would replace one generated for a different model."""
+        for target, model in self.helpers:
+            owner = helper_owner(target)
+            if owner is not None and not same_model(owner, model):
+                raise VitdeployError(f"{target} is the helper class of {owner}, not of {comment_text(model)}: "
+                                     f"two models cannot share the class {target.stem}; choose another "
+                                     "--class-name (or delete the file to replace that model's helper)")
         for target, content in self.files:
             if not (target.exists() or target.is_symlink()) or self.force:
                 continue

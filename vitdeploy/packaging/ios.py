@@ -1,8 +1,8 @@
 """iOS (``.mlpackage``): the model into an Xcode app target, with labels and the Swift helper.
 
 The model package (Xcode compiles it into ``<Name>.mlmodelc`` and generates a Swift class),
-``<Name>_labels.txt`` when the model carries labels, and ``VitdeployClassifier.swift``: a
-Vision-based helper that takes a ``CVPixelBuffer`` and returns the top-K ``(label, probability)``.
+``<Name>_labels.txt`` when the model carries labels, and ``<Class>.swift`` (``<Name>Classifier``, or
+``--class-name``): a Vision-based helper that takes a ``CVPixelBuffer`` and returns the top-K ``(label, probability)``.
 With ``into=APP_DIR`` the Xcode project is found, the files go into the app target's source folder
 and -- unless the folder is an Xcode 16 synchronized folder (``PBXFileSystemSynchronizedRootGroup``),
 which picks files up by itself -- they are added to ``project.pbxproj`` (file references, group
@@ -31,7 +31,8 @@ from pbxproj.pbxsections import PBXBuildFile, PBXFileReference
 
 from ..errors import VitdeployError
 from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
-from .codegen import SWIFT_HELPER, comment_text, labels_text, swift_helper, swift_identifier, swift_pte_helper
+from .codegen import (class_identifier, comment_text, default_class_name, helper_file_name, labels_text, swift_helper,
+                      swift_identifier, swift_pte_helper)
 from .files import Writer, refuse_file
 from .inspect import inspect_mlpackage, inspect_pte, pte_warnings
 from .report import PackageReport
@@ -39,18 +40,26 @@ from .report import PackageReport
 _APPLICATION = "com.apple.product-type.application"
 
 
-def package_ios(artifact: Path, *, into, out, force: bool, top_k: int) -> PackageReport:
+def helper_class(artifact: Path, class_name: str | None) -> str:
+    """The Swift helper's class: ``class_name`` (checked) or the one named after the model."""
+    return class_identifier(class_name, "ios") if class_name is not None else default_class_name(artifact.name, "ios")
+
+
+def package_ios(artifact: Path, *, into, out, force: bool, top_k: int, class_name: str | None = None) -> PackageReport:
     model_name = swift_identifier(artifact.stem)
-    if model_name == Path(SWIFT_HELPER).stem:
-        raise VitdeployError(f"a model named {model_name} would make Xcode generate a class that clashes with "
-                             f"{SWIFT_HELPER}; rename the .mlpackage")
+    class_name = helper_class(artifact, class_name)
+    if model_name == class_name:
+        raise VitdeployError(f"a model named {model_name} makes Xcode generate a class {model_name}, which clashes "
+                             f"with the helper class {class_name}; choose another --class-name")
+    helper = helper_file_name(class_name, "ios")
     info = inspect_mlpackage(artifact)
     labels_name = f"{model_name}_labels.txt" if info["labels"] else None
     report = PackageReport(platform="ios", artifact=artifact, destination=Path(into or out),
                            mode="into" if into is not None else "out")
     if not info["labels"]:
         report.warnings.append("the model carries no labels: results are named by class index")
-    swift = swift_helper(info, model_name=model_name, labels_resource=labels_name, top_k=top_k).encode()
+    swift = swift_helper(info, model_name=model_name, labels_resource=labels_name, top_k=top_k,
+                         class_name=class_name).encode()
 
     if out is not None:
         folder = Path(out)
@@ -59,11 +68,11 @@ def package_ios(artifact: Path, *, into, out, force: bool, top_k: int) -> Packag
         writer.add(folder / artifact.name, artifact)
         if labels_name:
             writer.add(folder / labels_name, labels_text(info["labels"]))
-        writer.add(folder / SWIFT_HELPER, swift)
-        writer.add(folder / "README.md", _ios_readme(model_name, labels_name, info, top_k).encode())
+        writer.add_helper(folder / helper, swift, artifact.name)
+        writer.add(folder / "README.md", _ios_readme(model_name, labels_name, info, top_k, class_name).encode())
         writer.check()
         writer.run()
-        report.next_steps.append(f"drag {artifact.name}, {SWIFT_HELPER}"
+        report.next_steps.append(f"drag {artifact.name}, {helper}"
                                  f"{' and ' + labels_name if labels_name else ''} into your app target in Xcode "
                                  "(see README.md)")
         return report
@@ -71,9 +80,9 @@ def package_ios(artifact: Path, *, into, out, force: bool, top_k: int) -> Packag
     files = [(artifact.name, artifact, "model")]
     if labels_name:
         files.append((labels_name, labels_text(info["labels"]), "resource"))
-    files.append((SWIFT_HELPER, swift, "source"))
-    project = _write_into_project(Path(into), files, report, force)
-    report.next_steps.append(f"use it: let classifier = try VitdeployClassifier(); "
+    files.append((helper, swift, "source"))
+    project = _write_into_project(Path(into), files, report, force, artifact.name)
+    report.next_steps.append(f"use it: let classifier = try {class_name}(); "
                              f"let top = try classifier.classify(pixelBuffer)  (target {project['target_name']})")
     return report
 
@@ -81,24 +90,28 @@ def package_ios(artifact: Path, *, into, out, force: bool, top_k: int) -> Packag
 EXECUTORCH_PACKAGE_URL = "https://github.com/pytorch/executorch"
 
 
-def package_ios_pte(artifact: Path, *, into, out, force: bool, top_k: int) -> PackageReport:
-    """A .pte (one file: its metadata is inside) and labels as app resources, and the ExecuTorch
-    ``VitdeployClassifier.swift``.
+def package_ios_pte(artifact: Path, *, into, out, force: bool, top_k: int,
+                    class_name: str | None = None) -> PackageReport:
+    """A .pte (one file: its metadata is inside) and labels as app resources, and the ExecuTorch helper
+    ``<Class>.swift``.
 
     The ExecuTorch Swift package is not added to the user's project (it is a build setting and
     linker-flag decision: -all_load, iOS 17); the report says what to add when the project lacks it.
     """
+    class_name = helper_class(artifact, class_name)
+    helper = helper_file_name(class_name, "ios")
     info = inspect_pte(artifact)
     # No class is generated from a .pte's name (unlike an .mlpackage), so any file name will do.
     labels_name = f"{artifact.stem}_labels.txt" if info["labels"] else None
     report = PackageReport(platform="ios", artifact=artifact, destination=Path(into or out),
                            mode="into" if into is not None else "out")
     report.warnings.extend(pte_warnings(info))
-    swift = swift_pte_helper(info, model_file=artifact.name, labels_resource=labels_name, top_k=top_k).encode()
+    swift = swift_pte_helper(info, model_file=artifact.name, labels_resource=labels_name, top_k=top_k,
+                             class_name=class_name).encode()
     files = [(artifact.name, artifact.read_bytes(), "resource")]
     if labels_name:
         files.append((labels_name, labels_text(info["labels"]), "resource"))
-    files.append((SWIFT_HELPER, swift, "source"))
+    files.append((helper, swift, "source"))
     products = "executorch, backend_xnnpack" + (", backend_coreml" if COREML_BACKEND in info["delegates"] else "")
     products += ", kernels_optimized"
     package_step = (f"add the Swift package {EXECUTORCH_PACKAGE_URL} (branch swiftpm-{RUNTIME_VERSION}; products "
@@ -108,19 +121,22 @@ def package_ios_pte(artifact: Path, *, into, out, force: bool, top_k: int) -> Pa
         folder = Path(out)
         refuse_file(folder)
         writer = Writer(report, force)
-        for name, content, _ in files:
-            writer.add(folder / name, content)
+        for name, content, kind in files:
+            if kind == "source":
+                writer.add_helper(folder / name, content, artifact.name)
+            else:
+                writer.add(folder / name, content)
         shown = comment_text(artifact.name)  # a name in Markdown: no line break of its own
         writer.add(folder / "README.md", f"""# {shown} for iOS (vitdeploy package)
 
 Add {', '.join(f'`{comment_text(n)}`' for n, _, kind in files if kind == 'resource')} to the app target as bundle
-resources (Copy Bundle Resources) and `{SWIFT_HELPER}` as a source; then {package_step}.
+resources (Copy Bundle Resources) and `{helper}` as a source; then {package_step}.
 
 Input: [1, {info['height']}, {info['width']}, 3] float32 RGB pixels 0..255 (normalization runs inside the
 program). Output: {info['num_classes']} logits; the helper applies softmax.
 
 ```swift
-let classifier = try VitdeployClassifier()     // loads {shown} from the app bundle
+let classifier = try {class_name}()     // loads {shown} from the app bundle
 let top = try classifier.classify(cgImage)     // [(label: String, probability: Float)], top {top_k}
 ```
 """.encode())
@@ -129,17 +145,18 @@ let top = try classifier.classify(cgImage)     // [(label: String, probability: 
         report.next_steps.append(f"drag the files into your app target in Xcode, then {package_step} (see README.md)")
         return report
 
-    project = _write_into_project(Path(into), files, report, force)
+    project = _write_into_project(Path(into), files, report, force, artifact.name)
     if EXECUTORCH_PACKAGE_URL not in project["pbx_text"]:
         report.warnings.append(f"{project['xcodeproj'].name} does not use the ExecuTorch Swift package: {package_step}")
-    report.next_steps.append(f"use it: let classifier = try VitdeployClassifier(); "
+    report.next_steps.append(f"use it: let classifier = try {class_name}(); "
                              f"let top = try classifier.classify(cgImage)  (target {project['target_name']})")
     return report
 
 
-def _write_into_project(into: Path, files: list, report: PackageReport, force: bool) -> dict:
+def _write_into_project(into: Path, files: list, report: PackageReport, force: bool, model: str) -> dict:
     """``files`` ((name, content, kind)) into the Xcode project's source folder, and into its target through
-    the pbxproj unless the folder is synchronized; returns the project found at ``into``.
+    the pbxproj unless the folder is synchronized; returns the project found at ``into``. The ``source``
+    file is the helper generated for the model file ``model`` (:meth:`Writer.add_helper`).
 
     The pbxproj is always ours to edit (that is what --into asks for): only the files are held to --force."""
     for name, _, _ in files:
@@ -147,8 +164,11 @@ def _write_into_project(into: Path, files: list, report: PackageReport, force: b
     project = find_xcode_project(into)
     report.project = {k: str(v) if isinstance(v, Path) else v for k, v in project.items() if k != "pbx_text"}
     writer = Writer(report, force)
-    for name, content, _ in files:
-        writer.add(project["source_dir"] / name, content)
+    for name, content, kind in files:
+        if kind == "source":
+            writer.add_helper(project["source_dir"] / name, content, model)
+        else:
+            writer.add(project["source_dir"] / name, content)
     new_pbx = None
     if project["synchronized"]:
         report.project_edit = "synchronized-folder"
@@ -163,7 +183,7 @@ def _write_into_project(into: Path, files: list, report: PackageReport, force: b
     return project
 
 
-def _ios_readme(model_name: str, labels_name: str | None, info: dict, top_k: int) -> str:
+def _ios_readme(model_name: str, labels_name: str | None, info: dict, top_k: int, class_name: str) -> str:
     labels_line = f"- `{labels_name}`: class labels, one per line (a bundle resource).\n" if labels_name else ""
     kind = ("a classifier (Vision returns probabilities)" if info["classifier"]
             else f"logits in `{comment_text(info['logits_output'] or '')}` (the helper applies softmax)")
@@ -173,14 +193,14 @@ Files:
 - `{model_name}.mlpackage`: the Core ML model. Xcode compiles it into `{model_name}.mlmodelc`
   and generates a `{model_name}` Swift class; it must be a member of the app target (it goes in
   the target's *Compile Sources* phase, which Xcode does when you add it to the target).
-{labels_line}- `{SWIFT_HELPER}`: Vision-based helper. Input `{comment_text(info['input_name'])}` is a
+{labels_line}- `{class_name}.swift`: Vision-based helper (class `{class_name}`). Input `{comment_text(info['input_name'])}` is a
   {info['width']}x{info['height']} {info['color_layout']} image; output is {kind}.
 
 Add all files to your app target (drag them into the project navigator with *Copy items if
 needed* and your app target ticked), then:
 
 ```swift
-let classifier = try VitdeployClassifier()          // loads {model_name}.mlmodelc from the app bundle
+let classifier = try {class_name}()          // loads {model_name}.mlmodelc from the app bundle
 let top = try classifier.classify(pixelBuffer)      // [(label: String, probability: Float)], top {top_k}
 ```
 
