@@ -221,7 +221,7 @@ def test_a_format_no_matched_device_runs(tmp_path):
         in r.stderr
 
 
-@pytest.mark.parametrize("sub_id", ["../../etc", "/etc/passwd", "..", ".hidden", "a/b", ""])
+@pytest.mark.parametrize("sub_id", ["../../etc", "/etc/passwd", "..", ".hidden", "a/b", "", "abc\n"])
 def test_submission_ids_cannot_leave_the_state_folder(tmp_path, sub_id):
     for cmd in ("status", "collect", "cancel"):
         r = run("farm", cmd, sub_id, "--state-dir", tmp_path)

@@ -33,7 +33,7 @@ from vitdeploy.files import write_atomically
 
 STATE_ENV = "VITDEPLOY_STATE_DIR"
 STATE_FORMAT = 1
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # whole id: fullmatch (a trailing newline is not an id)
 DEFAULT_TIMEOUT_S = 4 * 3600.0  # farm queues can be long; the submission stays recorded past it
 POLL_FIRST_S, POLL_MAX_S, POLL_FACTOR = 5.0, 60.0, 1.5
 HEARTBEAT_S = 120.0  # a progress line at least this often while nothing changes
@@ -72,7 +72,7 @@ def state_dir(explicit: str | os.PathLike | None = None) -> Path:
 def check_id(submission_id: str) -> str:
     """A submission id as the state folder names it: 1-128 of [A-Za-z0-9._-], starting alphanumeric
     (so ``../../etc`` or an absolute path never leaves the folder)."""
-    if not isinstance(submission_id, str) or not _ID.match(submission_id) or ".." in submission_id:
+    if not isinstance(submission_id, str) or not _ID.fullmatch(submission_id) or ".." in submission_id:
         raise VitdeployError(f"bad submission id {submission_id!r}: ids are letters, digits, '.', '_' and '-' "
                              "(see `vitdeploy farm list`)")
     return submission_id
@@ -80,7 +80,7 @@ def check_id(submission_id: str) -> str:
 
 def local_id(submission: Submission) -> str:
     """The name a submission is filed under: its id, or (an id with ':' or '/', an ARN) a safe form of it."""
-    if _ID.match(submission.id) and ".." not in submission.id:
+    if _ID.fullmatch(submission.id) and ".." not in submission.id:
         return submission.id
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", submission.id).replace("..", "-").strip("-.")
     return check_id(f"{submission.backend}-{safe[-100:]}".strip("-"))
@@ -130,7 +130,7 @@ class Store:
     def keys(self) -> list[str]:
         if not self.dir.is_dir():
             return []
-        files = [p for p in self.dir.glob("*.json") if _ID.match(p.stem)]
+        files = [p for p in self.dir.glob("*.json") if _ID.fullmatch(p.stem)]
         return [p.stem for p in sorted(files, key=lambda p: p.stat().st_mtime)]
 
 
