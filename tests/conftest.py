@@ -57,3 +57,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory):
+    """A small conv + linear classifier converted with litert-torch (about 10 s, once per session): the device
+    and farm tests' model."""
+    torch = pytest.importorskip("torch")
+    litert_torch = pytest.importorskip("litert_torch")
+    from fuzz_seeds import tiny_torch_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny.tflite"
+    litert_torch.convert(tiny_torch_model(), (torch.randn(1, 3, 16, 16),)).export(str(path))
+    return path

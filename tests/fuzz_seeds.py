@@ -7,6 +7,8 @@ to .tflite and .mlpackage carrying vitdeploy's metadata, a PNG/JPEG, an .npy bat
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import shutil
@@ -326,3 +328,20 @@ def minimal_mlpackage(pkg: Path) -> Path:
     (pkg / "Manifest.json").write_text(json.dumps({"fileFormatVersion": "1.0.0", "itemInfoEntries": entries,
                                                    "rootModelIdentifier": "M"}))
     return pkg
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """A hang (reading a FIFO, /dev/zero) fails the test instead of stalling the suite."""
+    import signal
+
+    def _alarm(*_):
+        raise TimeoutError(f"no answer within {seconds} s: something read a FIFO or a device")
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

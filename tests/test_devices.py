@@ -317,18 +317,6 @@ def test_parse_devicectl_devices():
 
 # -- Android end to end: the real adb client against the emulator ------------------------
 
-@pytest.fixture(scope="session")
-def tiny_tflite(tmp_path_factory) -> Path:
-    """A small conv + linear classifier converted with litert-torch (about 10 s, once per session)."""
-    torch = pytest.importorskip("torch")
-    litert_torch = pytest.importorskip("litert_torch")
-    from fuzz_seeds import tiny_torch_model
-
-    path = tmp_path_factory.mktemp("model") / "tiny.tflite"
-    litert_torch.convert(tiny_torch_model(), (torch.randn(1, 3, 16, 16),)).export(str(path))
-    return path
-
-
 def _local_reference(model: Path, x: np.ndarray) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 

@@ -51,18 +51,6 @@ def _upload_arn(n: int) -> str:
     return f"arn:aws:devicefarm:us-west-2:{ACCT}:upload:{PROJ_ID}/aa0{n}c2d9-3a5b-4c6d-8e7f-9a0b1c2d3e4f"
 
 
-@pytest.fixture(scope="module")
-def tiny_tflite(tmp_path_factory) -> Path:
-    """A small conv + linear classifier converted with litert-torch (about 10 s, once per module)."""
-    torch = pytest.importorskip("torch")
-    litert_torch = pytest.importorskip("litert_torch")
-    from fuzz_seeds import tiny_torch_model
-
-    path = tmp_path_factory.mktemp("model") / "tiny.tflite"
-    litert_torch.convert(tiny_torch_model(), (torch.randn(1, 3, 16, 16),)).export(str(path))
-    return path
-
-
 @pytest.fixture
 def apks(tmp_path) -> list[Path]:
     out = []

@@ -8,15 +8,14 @@ stderr naming the package, no traceback, nothing written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
+from fuzz_seeds import deadline
 from click.testing import CliRunner
 
 from vitdeploy.cli import main
@@ -30,19 +29,7 @@ HOSTILE = ["a\rfun pwned() = Runtime.getRuntime().exec(\"id\")\r//", "a\nimport 
            "a\\(evil())", "é😀"]
 
 
-@contextlib.contextmanager
-def deadline(seconds: int):
-    """A hang (reading a FIFO, /dev/zero) fails the test instead of stalling the suite."""
-    def _alarm(*_):
-        raise TimeoutError(f"no answer within {seconds} s: something read a FIFO or a device")
 
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def run_cli(args: list[str]):

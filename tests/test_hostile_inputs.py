@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzz_seeds import deadline
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -36,19 +35,7 @@ def assert_refused(code: int, stderr: str, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-@contextmanager
-def deadline(seconds: int):
-    """Fail (instead of hanging the suite) when the code inside blocks, e.g. on a FIFO."""
-    def expire(*_):
-        raise TimeoutError(f"still blocked after {seconds} s")
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
