@@ -61,3 +61,38 @@ def test_benchmark_quick_end_to_end(tmp_path):
     assert rows["tflite fp32"]["speedup_vs_fp32"] == 1.0 and rows["tflite w8a8"]["speedup_vs_fp32"] > 0
     assert rows["tflite fp32"]["worst_cosine"] > 0.999 and summary["images"]["labelled"] is False
     assert "| tflite w8a8 |" in md.read_text() and png.read_bytes()[:4] == b"\x89PNG"
+    assert set(summary["fastest"]) == {"criteria", "per_target", "overall", "noisy"}
+
+
+def _row(target, label, ms, delta, cos, noisy=False, status="ok"):
+    r = {"target": target, "label": label, "status": status, "median_ms": ms, "p90_ms": ms * (2 if noisy else 1.1),
+         "delta_pt": delta, "worst_cosine": cos, "noisy": noisy, "speedup_vs_fp32": 1.0}
+    if noisy:
+        r["noise"] = "noisy timing: ..."
+    return r
+
+
+def test_the_fastest_accurate_artifact_is_named_per_target_and_overall():
+    """The question a benchmark answers: the fastest file within 1 point and a worst cosine of 0.99."""
+    from vitdeploy.benchmark import fastest_within
+
+    head = _row("checkpoint", "fp32", 250.0, 0.0, 1.0)
+    rows = [_row("tflite", "fp32", 30.0, 0.0, 1.0), _row("tflite", "dynamic", 9.2, +0.46, 0.9993),
+            _row("tflite", "w8a8", 7.5, -0.91, 0.9858),  # faster, but its worst image is below 0.99
+            _row("tflite", "fp16", 8.0, -1.5, 0.999),  # faster, but drops 1.5 points
+            _row("executorch", "fp32", 19.0, 0.0, 1.0), _row("executorch", "w8a8", 8.7, -0.5, 0.995),
+            _row("executorch", "w8a16", 1.0, 0.0, 1.0, status="below target")]
+    pick = fastest_within(rows, head)
+    assert pick["per_target"] == {"executorch": "executorch w8a8", "tflite": "tflite dynamic"}
+    assert pick["overall"] == "executorch w8a8" and pick["noisy"] is False
+    assert fastest_within([_row("tflite", "w8a8", 7.5, -2.0, 0.9)], head)["overall"] is None
+
+
+def test_a_noisy_run_is_one_warning_not_one_per_model():
+    from vitdeploy.benchmark import _footer
+
+    rows = [_row("checkpoint", "fp32", 250.0, 0.0, 1.0, noisy=True)] + [
+        _row("tflite", name, 10.0, 0.0, 1.0, noisy=True) for name in ("fp32", "fp16", "w8a8")]
+    summary = {"images": {"labelled": True, "n": 4, "source": "x"}, "threads": 2, "runs": 3, "rows": rows}
+    warnings = [line for line in _footer(summary) if line.startswith("warning:")]
+    assert len(warnings) == 1 and "4 of 4 timed models" in warnings[0] and "tflite w8a8" in warnings[0]

@@ -91,7 +91,33 @@ def benchmark(checkpoint: str | Path, *, out_dir: str | Path = "out/benchmark", 
     return {"kind": "benchmark", "checkpoint": str(checkpoint), "variant": ckpt.variant, "out_dir": str(out),
             "images": {k: v for k, v in images.items() if k not in ("x", "targets")}, "runs": runs,
             "threads": threads, "host": _host(), "rows": [head, *rows],
-            "timed_targets": list(_timed_targets())}
+            "timed_targets": list(_timed_targets()), "fastest": fastest_within(rows, head)}
+
+
+# What "accurate" means for the pick: the int8 goal's top-1 drop (docs/int8-goals.md) and the int8 parity
+# preset's worst-image cosine.
+PICK_MAX_DROP_PT = 1.0
+PICK_MIN_COSINE = 0.99
+
+
+def fastest_within(rows: list[dict], head: dict, max_drop_pt: float = PICK_MAX_DROP_PT,
+                   min_cosine: float = PICK_MIN_COSINE) -> dict:
+    """The fastest timed artifact per target that passed its parity gate, lost at most ``max_drop_pt`` points
+    against the checkpoint and kept a worst-image cosine >= ``min_cosine``, and the overall fastest of those:
+    the question a benchmark is run to answer ("which file do I ship?"). ``{}`` when none qualifies."""
+    def accurate(r: dict) -> bool:
+        drop = -(r.get("delta_pt") or 0.0)
+        return (r.get("status") == "ok" and r.get("median_ms") is not None and drop <= max_drop_pt
+                and (r.get("worst_cosine") or 0.0) >= min_cosine)
+
+    ok = [r for r in rows if accurate(r)]
+    per_target = {}
+    for r in sorted(ok, key=lambda r: r["median_ms"]):
+        per_target.setdefault(r["target"], f"{r['target']} {r['label']}")
+    best = min(ok, key=lambda r: r["median_ms"], default=None)
+    return {"criteria": {"max_drop_pt": max_drop_pt, "min_worst_cosine": min_cosine},
+            "per_target": per_target, "overall": f"{best['target']} {best['label']}" if best else None,
+            "noisy": bool(best and (best.get("noisy") or head.get("noisy")))}
 
 
 def _timed_targets() -> tuple[str, ...]:
@@ -216,7 +242,7 @@ def _cells(summary: dict) -> list[tuple[str, ...]]:
     fmt = lambda v, f: f.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"  # noqa: E731
     out = []
     for r in summary["rows"]:
-        name = "checkpoint (PyTorch)" if r["target"] == "checkpoint" else f"{r['target']} {r['label']}"
+        name = _name(r)
         timed = r.get("median_ms") is not None
         out.append((name, str(r.get("status", "-"))[:24], fmt(r.get("size_mb"), "{:.1f}"),
                     fmt(r.get("accuracy"), "{:.2%}"),
@@ -236,10 +262,44 @@ def _footer(summary: dict) -> list[str]:
              f"latency: host, {summary['threads']} threads, {summary['runs']} interleaved rounds (every round runs "
              f"each model once); vs fp32 = the same target's fp32 time / this (median of per-round ratios); "
              f"noisy: p90 > 1.5x median or CV > 10 %"]
-    lines += [f"warning: {r['target']} {r['label']}: {r['noise']}" for r in summary["rows"] if r.get("noise")]
+    lines += _noise_lines(summary["rows"])
+    lines += _pick_lines(summary)
     lines += [f"{r['target']} {r['label']}: {r.get('error') or r.get('accuracy_error')}" for r in summary["rows"]
               if r.get("error") or r.get("accuracy_error")]
     return lines
+
+
+def _noise_lines(rows: list[dict]) -> list[str]:
+    """One warning for a noisy run, not one per model (nine identical lines read as nine problems)."""
+    noisy = [r for r in rows if r.get("noise")]
+    if len(noisy) <= 1:
+        return [f"warning: {_name(r)}: {r['noise']}" for r in noisy]
+    timed = sum(r.get("median_ms") is not None for r in rows)
+    worst = max(r["p90_ms"] / r["median_ms"] for r in noisy)
+    return [f"warning: noisy timing on {len(noisy)} of {timed} timed models (p90 up to {worst:.1f}x the median; "
+            f"{', '.join(_name(r) for r in noisy)}): another process shared the cores; the medians are not to be "
+            f"quoted, the interleaved `vs fp32` ratios hold better; rerun on an idle machine (each model's figures: "
+            f"--json, rows[].noise)"]
+
+
+def _pick_lines(summary: dict) -> list[str]:
+    pick = summary.get("fastest")
+    if pick is None:
+        return []
+    crit = pick["criteria"]
+    rule = f"within {crit['max_drop_pt']:g} pt of the checkpoint, worst cos >= {crit['min_worst_cosine']:g}"
+    if not pick["overall"]:
+        return [f"fastest accurate: none ({rule}): see the table for what each precision costs"]
+    rows = {_name(r): r for r in summary["rows"]}
+    best = rows[pick["overall"]]
+    per = "; ".join(f"{t}: {name}" for t, name in pick["per_target"].items())
+    return [f"fastest accurate ({rule}): {pick['overall']} ({best['median_ms']:.2f} ms, "
+            f"{best.get('speedup_vs_fp32', 0):.2f}x its fp32{', noisy host' if pick['noisy'] else ''}); "
+            f"per target: {per}"]
+
+
+def _name(r: dict) -> str:
+    return "checkpoint (PyTorch)" if r["target"] == "checkpoint" else f"{r['target']} {r['label']}"
 
 
 def format_table(summary: dict) -> str:
