@@ -55,8 +55,9 @@ def profile_ops(path: str | Path, *, runs: int = 50, warmup: int = 5, threads: i
     whole = _interpreter(content, threads, delegate=True, name=str(path))
     delegated = delegated_nodes(whole)
     values = _tensor_values(content)
-    timed = {"whole": whole.invoke, **{f"overhead {kernel}": _interpreter(_null_model(), threads, kernel == "XNNPACK").invoke
-                                       for kernel in ("XNNPACK", "builtin")}}
+    timed = {"whole": whole.invoke}
+    for kernel in ("XNNPACK", "builtin"):
+        timed[f"overhead {kernel}"] = _interpreter(_null_model(), threads, kernel == "XNNPACK").invoke
     rows = []
     for i in range(len(graph.operators)):
         row, invoke = _op_row(model, i, values, threads, i in delegated)
