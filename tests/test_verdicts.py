@@ -52,19 +52,41 @@ def test_executorch_w8a8_below_target_records_its_verdict_in_the_program(below_p
     assert record["threshold"] == 0.99 and record["measured"] == pytest.approx(below_pte.quant_report["cosine_min_after"])
 
 
-def test_coreml_w8a8_below_target_records_its_verdict_and_is_written_aside(tmp_path):
-    from vitdeploy.formats.coreml import read_config
+@pytest.fixture(scope="module")
+def below_mlpackage(tmp_path_factory):
     from vitdeploy.preprocessing import LEVIT
     from vitdeploy.sample_images import natural_images
     from vitdeploy.targets.coreml import convert_coreml
 
-    conv = convert_coreml(outlier_channel_net(), input_size=(3, 32, 32), preprocessing=LEVIT,
-                          out=tmp_path / "outlier.mlpackage", quantize="w8a8", calib=natural_images(20, 32, seed=5),
-                          count_before=False, restructure=False)
+    return convert_coreml(outlier_channel_net(), input_size=(3, 32, 32), preprocessing=LEVIT,
+                          out=tmp_path_factory.mktemp("mlpackage") / "outlier.mlpackage", quantize="w8a8",
+                          calib=natural_images(20, 32, seed=5), count_before=False, restructure=False)
+
+
+def test_coreml_w8a8_below_target_records_its_verdict_and_is_written_aside(below_mlpackage):
+    from vitdeploy.formats.coreml import read_config
+
+    conv = below_mlpackage
     record = read_config(conv.path)["accuracy_target"]
     assert conv.accuracy_target_met is False and conv.path.name == "outlier.below-target.mlpackage"
-    assert record["met"] is False and record["measured"] == pytest.approx(conv.quant_report["float_prefix_cosine"])
-    assert "misses the accuracy target" in conv.warnings[-1]
+    # the same rule as TFLite and ExecuTorch: judged on held-out images, not on the calibration images it searched on
+    assert record["met"] is False and record["measured"] == pytest.approx(conv.quant_report["heldout_cosine_min"])
+    assert record["against"] == f"the float model, {conv.quant_report['heldout_images']} held-out images"
+    assert "misses the accuracy target" in conv.warnings[-1] and "held-out" in conv.warnings[-1]
+
+
+def test_coreml_below_target_is_shown_by_inspect_and_refused_by_package(below_mlpackage, tmp_path):
+    shown = CliRunner().invoke(main, ["inspect", str(below_mlpackage.path), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["accuracy_target"]["status"] == "below target"
+    args = ["package", str(below_mlpackage.path), "--platform", "ios", "-o"]
+    refused = CliRunner().invoke(main, [*args, str(tmp_path / "a")])
+    assert refused.exit_code == 1 and "below target" in refused.output, refused.output
+    assert not (tmp_path / "a").exists()
+    allowed = CliRunner().invoke(main, [*args, str(tmp_path / "b"), "--allow-below-target"])
+    assert allowed.exit_code == 0 and "warning: below target" in allowed.output, allowed.output
+    # Xcode names the model's class after its file: it goes in under its plain name, the helper after it
+    assert (tmp_path / "b" / "outlier.mlpackage").is_dir() and (tmp_path / "b" / "OutlierClassifier.swift").is_file()
 
 
 def test_inspect_shows_the_status_input_type_and_labels_of_an_artifact(below_pte):

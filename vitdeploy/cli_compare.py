@@ -45,13 +45,16 @@ from .progress import step
 @state_option()
 @click.option("--variant", help="Override variant detection (checkpoints).")
 @click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json/.md/.html here.")
+@click.option("--ops", "per_op", is_flag=True,
+              help="A .tflite on the host: time per op type and arithmetic (int8, float, QUANTIZE/DEQUANTIZE), "
+                   "each op cut out and timed alone on its kernel, vs the whole model.")
 @report_options
 @click.pass_context
 def profile(ctx: click.Context, models: tuple[str, ...], device: str, farm: str | None, farm_devices: str | None,
             max_devices: int | None, runs: int, warmup: int, threads: int, device_threads: str, repeat: int,
             compute_units: str | None, harness_apks: tuple[str, ...], build_harness: bool, timeout_s: float | None,
             no_wait: bool, dry_run: bool, state_dir: str | None, variant: str | None, report_dir: str | None,
-            as_json: bool, plot_path: str | None, markdown_path: str | None, max_cv: float,
+            per_op: bool, as_json: bool, plot_path: str | None, markdown_path: str | None, max_cv: float,
             max_repeat_spread: float) -> None:
     """Latency of MODELS (checkpoints or artifacts) on the host, a phone or farm phones.
 
@@ -60,6 +63,10 @@ def profile(ctx: click.Context, models: tuple[str, ...], device: str, farm: str 
     """
     from .profile import profile as run_profile
 
+    if per_op:
+        given = [name for name, on in (("--farm", farm), ("--device", device != "host"), ("--report", report_dir),
+                                       ("several models", len(models) > 1)) if on]
+        return _profile_ops(models[0], given, runs=runs, warmup=warmup, threads=threads, as_json=as_json)
     try:
         dthreads = tuple(int(t) for t in device_threads.split(",") if t.strip())
     except ValueError:
@@ -182,6 +189,19 @@ def _profile_host_many(models, *, runs, warmup, threads, variant, report_dir, as
         echo_json(result)
     else:
         echo(format_many(result))
+
+
+def _profile_ops(model: str, given: list[str], *, runs, warmup, threads, as_json) -> None:
+    from .op_profile import format_ops, profile_ops
+
+    if given:
+        raise VitdeployError(f"--ops profiles one .tflite on this host: drop {given[0]}")
+    with step(f"timing each op of {os.path.basename(model)}") if not as_json else contextlib.nullcontext():
+        result = profile_ops(model, runs=runs, warmup=warmup, threads=threads)
+    if as_json:
+        echo_json(result)
+    else:
+        echo(format_ops(result))
 
 
 def _compute_units(raw: str, device: str, models) -> tuple[str, ...]:

@@ -159,13 +159,15 @@ def helper_header(artifact_name: str) -> str:
     return HELPER_HEADER + comment_text(artifact_name)
 
 
+def plain_name(name: str) -> str:
+    """``name`` without its ``.below-target`` parts (``net.below-target.mlpackage`` -> ``net.mlpackage``)."""
+    return ".".join(part for part in name.split(".") if part.lower() != "below-target")
+
+
 def same_model(owner: str, artifact_name: str) -> bool:
     """Whether a helper generated for ``owner`` (as :func:`helper_owner` reads it) is one of ``artifact_name``:
     the same file name, ``.below-target`` parts aside (a model that now meets its target is the same model)."""
-    def plain(name: str) -> str:
-        return ".".join(part for part in name.split(".") if part.lower() != "below-target")
-
-    return plain(owner) == plain(comment_text(artifact_name))
+    return plain_name(owner) == plain_name(comment_text(artifact_name))
 
 
 def helper_owner(path) -> str | None:

@@ -31,8 +31,8 @@ from pbxproj.pbxsections import PBXBuildFile, PBXFileReference
 
 from ..errors import VitdeployError
 from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
-from .codegen import (class_identifier, comment_text, default_class_name, helper_file_name, labels_text, swift_helper,
-                      swift_identifier, swift_pte_helper)
+from .codegen import (class_identifier, comment_text, default_class_name, helper_file_name, labels_text, plain_name,
+                      swift_helper, swift_identifier, swift_pte_helper)
 from .files import Writer, refuse_file
 from .inspect import inspect_mlpackage, inspect_pte, pte_warnings
 from .report import PackageReport
@@ -46,7 +46,10 @@ def helper_class(artifact: Path, class_name: str | None) -> str:
 
 
 def package_ios(artifact: Path, *, into, out, force: bool, top_k: int, class_name: str | None = None) -> PackageReport:
-    model_name = swift_identifier(artifact.stem)
+    # Xcode names the model's class after its file: a model packaged with --allow-below-target goes in under its
+    # plain name (``net.below-target.mlpackage`` -> ``net.mlpackage``, class ``net``); its metadata keeps the verdict.
+    packaged = plain_name(artifact.name)
+    model_name = swift_identifier(Path(packaged).stem)
     class_name = helper_class(artifact, class_name)
     if model_name == class_name:
         raise VitdeployError(f"a model named {model_name} makes Xcode generate a class {model_name}, which clashes "
@@ -65,19 +68,19 @@ def package_ios(artifact: Path, *, into, out, force: bool, top_k: int, class_nam
         folder = Path(out)
         refuse_file(folder)
         writer = Writer(report, force)
-        writer.add(folder / artifact.name, artifact)
+        writer.add(folder / packaged, artifact)
         if labels_name:
             writer.add(folder / labels_name, labels_text(info["labels"]))
         writer.add_helper(folder / helper, swift, artifact.name)
         writer.add(folder / "README.md", _ios_readme(model_name, labels_name, info, top_k, class_name).encode())
         writer.check()
         writer.run()
-        report.next_steps.append(f"drag {artifact.name}, {helper}"
+        report.next_steps.append(f"drag {packaged}, {helper}"
                                  f"{' and ' + labels_name if labels_name else ''} into your app target in Xcode "
                                  "(see README.md)")
         return report
 
-    files = [(artifact.name, artifact, "model")]
+    files = [(packaged, artifact, "model")]
     if labels_name:
         files.append((labels_name, labels_text(info["labels"]), "resource"))
     files.append((helper, swift, "source"))

@@ -140,14 +140,10 @@ def run_tflite(model_content: bytes, inputs: np.ndarray, *, threads: int = 2) ->
 def delegation_census(model, *, threads: int = 1) -> dict:
     """Which ops XNNPACK takes: op counts by type, the ones it leaves out, and its partition count.
 
-    ``model``: .tflite bytes or a path. After ``allocate_tensors`` the interpreter lists the
-    original nodes plus one ``DELEGATE`` node per XNNPACK partition; a node is delegated when it
-    lies between a partition's outputs and its inputs (walked back through producers). Every
-    other node runs on TFLite's built-in kernels and splits the graph, which is what makes an
-    int8 model with unsupported int8 ops slower than its float original.
+    ``model``: .tflite bytes or a path. Every node XNNPACK does not take runs on TFLite's built-in
+    kernels and splits the graph, which is what makes an int8 model with unsupported int8 ops slower
+    than its float original.
     """
-    from collections import Counter
-
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(model, (bytes, bytearray)):
@@ -155,9 +151,29 @@ def delegation_census(model, *, threads: int = 1) -> dict:
     else:
         interpreter = Interpreter(model_path=str(model), num_threads=threads)
     interpreter.allocate_tensors()
+    return delegation_census_of(interpreter)
+
+
+def delegation_census_of(interpreter) -> dict:
+    """:func:`delegation_census` of an interpreter already allocated."""
+    from collections import Counter
+
     ops = interpreter._get_ops_details()  # the public API has no op list
+    delegated = delegated_nodes(interpreter)
+    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    return {"ops": dict(Counter(op["op_name"] for op in nodes).most_common()),
+            "not_delegated": dict(Counter(op["op_name"] for op in nodes if op["index"] not in delegated).most_common()),
+            "partitions": sum(op["op_name"] == "DELEGATE" for op in ops)}
+
+
+def delegated_nodes(interpreter) -> set[int]:
+    """Indices (in the file's op order) of the nodes a delegate took, of an interpreter already allocated.
+
+    The interpreter lists the original nodes plus one ``DELEGATE`` node per partition; a node is
+    delegated when it lies between a partition's outputs and its inputs (walked back through producers)."""
+    ops = interpreter._get_ops_details()
     producer = {int(t): op["index"] for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
-    delegated: set = set()
+    delegated: set[int] = set()
     for partition in (op for op in ops if op["op_name"] == "DELEGATE"):
         boundary = {int(t) for t in partition["inputs"]}
         todo, seen = [int(t) for t in partition["outputs"]], set()
@@ -170,10 +186,7 @@ def delegation_census(model, *, threads: int = 1) -> dict:
             if index not in delegated:
                 delegated.add(index)
                 todo += [int(t) for t in ops[index]["inputs"] if int(t) >= 0]
-    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
-    return {"ops": dict(Counter(op["op_name"] for op in nodes).most_common()),
-            "not_delegated": dict(Counter(op["op_name"] for op in nodes if op["index"] not in delegated).most_common()),
-            "partitions": sum(op["op_name"] == "DELEGATE" for op in ops)}
+    return delegated
 
 
 # LiteRT follows a .tflite's flatbuffer offsets without verifying them: a damaged file can crash the
