@@ -184,3 +184,28 @@ def test_convert_prints_canonical_label(recorded):
     assert result.exit_code == 0
     assert recorded[-1]["quantize"] == "w8a8"
     json.loads(result.output)
+
+
+def test_coreml_default_is_fp16_through_the_real_converter(tmp_path, monkeypatch):
+    """No recorder: the real convert() picks the output name from the compute precision it will use. Reading the
+    CLI's canonical quantize "fp32" (not quantized) as the fp32 compute precision made every default Core ML
+    conversion fp32 while --help said fp16. Both names exist, so the refusal names the one it chose, at once."""
+    from vitdeploy.synthetic import write_seeded_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = write_seeded_checkpoint("levit_128s", tmp_path / "levit_128s.safetensors")
+    for name in ("levit_128s_fp16.mlpackage", "levit_128s_fp32.mlpackage"):
+        (tmp_path / name).mkdir()
+    result = run("convert", ckpt, "--target", "coreml")
+    assert result.exit_code == 2 and "levit_128s_fp16.mlpackage" in result.output, result.output
+    result = run("convert", ckpt, "--target", "coreml", "--precision", "fp32")
+    assert result.exit_code == 2 and "levit_128s_fp32.mlpackage" in result.output, result.output
+
+
+@pytest.mark.parametrize("quantize,precision,want", [
+    ("fp32", "fp16", ("none", "fp16")), ("fp32", None, ("none", "fp32")), ("fp16", None, ("none", "fp16")),
+    ("none", None, ("none", "fp16")), ("w8", "fp32", ("w8", "fp32")), ("fp32", "fp32", ("none", "fp32"))])
+def test_convert_reads_core_ml_compute_words(quantize, precision, want):
+    from vitdeploy.convert import _coreml_compute_words
+
+    assert _coreml_compute_words("coreml", quantize, precision) == want

@@ -60,7 +60,7 @@ def read_calibration_images(directory: str | Path | None, preprocessing, limit: 
 
 
 def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = None, quantize: str = "none",
-            precision: str = "fp16", calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
+            precision: str | None = None, calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
             compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,
             delegate: str = "xnnpack", progress=None, force: bool = False) -> dict:
@@ -82,8 +82,7 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
         raise VitdeployError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
     from .precisions import target_mode
 
-    if target == "coreml" and str(quantize).lower() in ("fp16", "fp32"):
-        precision, quantize = str(quantize).lower(), "none"
+    quantize, precision = _coreml_compute_words(target, quantize, precision)
     quantize = target_mode(target, quantize)
     if int8_finetune and (target, quantize) != ("tflite", "int8"):
         raise VitdeployError("--int8-finetune needs --target tflite --quantize w8a8")
@@ -133,6 +132,22 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
         result.update(_precision_words(target, result))
         return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
                 "total_seconds": round(time.perf_counter() - t0, 2), **result}
+
+
+def _coreml_compute_words(target: str, quantize: str, precision: str | None) -> tuple[str, str]:
+    """(quantize, compute precision). Core ML's ``quantize`` fp16/fp32 names its compute precision when no
+    ``precision`` is given; with one given, ``fp32`` is the canonical "not quantized" (what the CLI passes for
+    ``--precision fp16`` alone: read as compute fp32 it turned the fp16 default into an fp32 model)."""
+    from .precisions import DEFAULT
+
+    word = str(quantize).strip().lower()
+    if target != "coreml" or word not in ("fp16", "fp32"):
+        return quantize, precision or "fp16"
+    if precision is None:
+        return "none", word
+    if word == "fp16" and precision != "fp16":
+        raise VitdeployError(f"quantize fp16 contradicts Core ML compute precision {precision}: give one of them")
+    return "none", precision or DEFAULT["coreml"]
 
 
 def _precision_words(target: str, result: dict) -> dict:
