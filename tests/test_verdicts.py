@@ -100,6 +100,18 @@ def test_inspect_shows_the_status_input_type_and_labels_of_an_artifact(below_pte
     assert data["accuracy_target"]["met"] is False
 
 
+def test_eval_and_profile_tables_name_a_below_target_artifact_as_such(below_pte, tmp_path):
+    """`eval` listed a `.below-target.tflite` as plain "tflite w8a8" beside the files that met their target."""
+    import shutil
+
+    from vitdeploy.parity.precision import artifact_label
+
+    assert artifact_label(below_pte.path) == "executorch w8a8 (below target)"
+    renamed = tmp_path / "plain_name.pte"  # the verdict is in the file, not in its name
+    shutil.copy(below_pte.path, renamed)
+    assert artifact_label(renamed) == "executorch w8a8 (below target)"
+
+
 def test_package_refuses_a_below_target_artifact_unless_allowed(below_pte, tmp_path):
     args = ["package", str(below_pte.path), "--platform", "android", "-o"]
     refused = CliRunner().invoke(main, [*args, str(tmp_path / "a")])

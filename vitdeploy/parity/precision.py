@@ -110,30 +110,37 @@ def _coreml_precision(path: Path) -> tuple[str, str]:
 
 def artifact_label(path: str | Path) -> str:
     """How tables name a model: its target and canonical precision from vitdeploy's metadata (``tflite w8a8``,
-    ``coreml fp16 w8``, ``executorch fp32``); ``checkpoint fp32`` for a checkpoint; the tolerance preset the
-    file's tensor types imply when vitdeploy did not write it."""
+    ``coreml fp16 w8``, ``executorch fp32``), with ``(below target)`` when its converter recorded a missed
+    accuracy target (the one verdict, :mod:`vitdeploy.verdict`); ``checkpoint fp32`` for a checkpoint; the
+    tolerance preset the file's tensor types imply when vitdeploy did not write it."""
     from ..formats import format_of
-    from ..precisions import PRECISIONS, describe
+    from ..verdict import STATUS_BELOW_TARGET, status_of
 
     fmt = format_of(path)
     if fmt is None:
         return "checkpoint fp32"
-    config = {}
     try:
         config = _stored_config(Path(path), fmt.name)
-    except Exception:  # noqa: BLE001 - a file without (readable) metadata still gets a name below
+    except Exception:  # noqa: BLE001 - a file without (readable) metadata still gets a name
         config = {}
+    name = _precision_label(path, fmt.name, config if isinstance(config, dict) else {})
+    return f"{name} ({STATUS_BELOW_TARGET})" if status_of(config) == STATUS_BELOW_TARGET else name
+
+
+def _precision_label(path: str | Path, target: str, config: dict) -> str:
+    from ..precisions import PRECISIONS, describe
+
     quantize, precision = config.get("quantize"), config.get("precision")
     try:
-        if fmt.name == "coreml" and quantize:
+        if target == "coreml" and quantize:
             return f"coreml {describe('coreml', quantize, str(precision or 'fp16'))}"
         if isinstance(precision, str) and precision in PRECISIONS:
-            return f"{fmt.name} {precision}"
+            return f"{target} {precision}"
         if quantize:
-            return f"{fmt.name} {describe(fmt.name, quantize)}"
+            return f"{target} {describe(target, quantize)}"
     except Exception:  # noqa: BLE001 - an unknown word in metadata: fall back to what the tensors say
         pass
-    return f"{fmt.name} {artifact_precision(path)[0]}"
+    return f"{target} {artifact_precision(path)[0]}"
 
 
 def _stored_config(path: Path, target: str) -> dict:
