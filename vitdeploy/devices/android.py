@@ -54,9 +54,14 @@ class AdbMissing(VitdeployError):
 
 def adb_missing_message(adb: str = "adb", device: str | None = None) -> str:
     tool = "adb" if adb == "adb" else f"adb ('{adb}')"
-    return (f"{tool} is not installed (apt install adb / Android platform-tools); without a phone, "
-            f"`vitdeploy parity MODEL --checkpoint CKPT --device {device or 'pixel7'}` checks the phone's numerics "
-            "under emulation")
+    return f"{tool} is not installed (apt install adb / Android platform-tools); {without_a_phone(device)}"
+
+
+def without_a_phone(device: str | None = None) -> str:
+    """What works when no phone is on the desk: emulated numerics here, latency on a hosted farm's phones."""
+    return (f"without a phone, `vitdeploy parity MODEL --checkpoint CKPT --device {device or 'pixel7'}` checks its "
+            "numerics under emulation, and `vitdeploy profile MODEL --farm aws|qai-hub --devices NAME` times it on "
+            "a hosted phone (`vitdeploy farm devices --farm aws` lists them)")
 
 
 class Adb:
@@ -203,7 +208,8 @@ def choose_device(devices: list[dict], serial: str | None = None, device: str | 
                 return d
         raise VitdeployError(f"no Android device with serial {serial}; attached: {listing or 'none'}")
     if not devices:
-        raise VitdeployError("no Android device connected: plug one in with USB debugging on (check `adb devices`)")
+        raise VitdeployError("no Android device connected: plug one in with USB debugging on (check `adb devices`); "
+                             + without_a_phone(device))
     if device:
         matches = [d for d in ready if d.get("catalog") == device]
         if len(matches) == 1:

@@ -381,7 +381,8 @@ def image_pixels(array, spec: dict):
 def without_a_phone(model_path=None) -> str:
     """What checks an iOS model here when no iPhone can be driven."""
     name = Path(model_path).name if model_path else "MODEL"
-    return f"without one, `vitdeploy parity {name} --checkpoint CKPT` checks its numerics on this host"
+    return (f"without one, `vitdeploy parity {name} --checkpoint CKPT` checks its numerics on this host, and "
+            f"`vitdeploy profile {name} --farm aws --devices NAME` times it on a hosted iPhone")
 
 
 def _choose_ios(devices: list[dict], udid: str | None, device: str | None) -> dict:
