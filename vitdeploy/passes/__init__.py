@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import coreml, fold_bn, xnnpack  # noqa: F401  (register the Core ML / XNNPACK rewrites and the BatchNorm folds)
+from . import coreml, fold_bn, hardswish, xnnpack  # noqa: F401  (register the rewrites and the BatchNorm folds)
 from .coreml import COREML_REWRITES
 from .registry import PASSES, register_pass, run_passes  # noqa: F401  (the registry is part of this package's API)
 
@@ -17,7 +17,7 @@ BATCHNORM_FOLDS = ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear")  # in thi
 # What each target's model goes through before export (a target, or target-delegate where the delegate
 # changes it). BatchNorm first: the Core ML rewrites need it folded.
 PIPELINES = {
-    "tflite": BATCHNORM_FOLDS,
+    "tflite": BATCHNORM_FOLDS + ("hardswish_scale_forward",),
     "coreml": BATCHNORM_FOLDS + COREML_REWRITES,
     "executorch": BATCHNORM_FOLDS + ("layernorm_as_linear",),  # XNNPACK delegate (passes.xnnpack)
     "executorch-coreml": BATCHNORM_FOLDS,  # Core ML delegate: Core ML runs layer_norm itself
