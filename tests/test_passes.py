@@ -190,6 +190,12 @@ def test_each_target_pipeline_is_data_and_runs_once_on_a_copy():
         assert again.bn_folding["total_folded"] == 0 and not any(again.rewrites.values())
     assert prepare_for("coreml", model).rewrites == {"two_op_hardswish": 25, "attention_scale_into_query": 11,
                                                     "merged_heads": 1}
+    # Hard-swish as int8 ops: the TFLite w8a8 model only (in float, ADD + MUL cost more than HARD_SWISH).
+    assert prepare_for("tflite", model, precision="w8a8").rewrites == {"hardswish_scale_forward": 25}
+    for precision in ("fp32", "fp16", "dynamic", "w8a16"):
+        assert prepare_for("tflite", model, precision=precision).rewrites == {}
+    for target in ("coreml", "executorch"):
+        assert "hardswish_scale_forward" not in prepare_for(target, model, precision="w8a8").rewrites
 
 
 @pytest.mark.parametrize("source", ["random", "trained"])
