@@ -2,11 +2,11 @@
 
 ``hardswish(x) = x * relu6(x + 3) / 6``. TFLite's XNNPACK delegate has no int8 HARD_SWISH, so in a w8a8
 LeViT each one ran in float between a DEQUANTIZE and a QUANTIZE (trained LeViT-128S: 25 of them). The
-TFLite converter fuses the decomposed form back into HARD_SWISH only when the ``/ 6`` is there, so
-:func:`hardswish_scale_forward` computes ``x * relu6(x + 3)`` (ADD with a fused RELU6, then MUL: int8 in
-the delegate) and divides the weights (not the bias) of the Linear/Conv that takes it by 6:
-``W (6 h) / 6 + b = W h + b``, exact up to one rounding of the weights; a conv's padding (zeros, or copies of
-the input) commutes with the scale. A Hardswish whose only consumer is not such a layer stays as it is.
+converter (litert-torch 0.10) makes HARD_SWISH of ``aten.hardswish`` only; written out, ``x * relu6(x + 3) / 6``
+stays ADD (fused RELU6), MUL, MUL. :func:`hardswish_scale_forward` computes ``x * relu6(x + 3)`` (ADD + MUL,
+both int8 in the delegate) and saves the third op by dividing the weights (not the bias) of the Linear/Conv
+that takes it by 6: ``W (6 h) / 6 + b = W h + b``, exact up to one rounding of the weights; a conv's padding
+(zeros, or copies of the input) commutes with the scale. A Hardswish whose only consumer is not such a layer stays as it is.
 """
 
 from __future__ import annotations
