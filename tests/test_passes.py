@@ -207,7 +207,7 @@ def test_hardswish_scale_forward_is_the_same_function(source):
 
     model = seeded_model("levit_128s") if source == "random" else load(checkpoint("levit_128s")).model
     fold_batchnorm(model)
-    x = torch.from_numpy(LEVIT.normalize(natural_images(4, 224, seed=5)))
+    x = torch.from_numpy(LEVIT.normalize(natural_images(2, 224, seed=5)))
     moved = copy.deepcopy(model)
     assert PASSES["hardswish_scale_forward"](moved) == 25  # stem 3, 9 blocks x 2, 2 downsamples x 2
     assert not any(isinstance(m, nn.Hardswish) for m in moved.modules())
