@@ -215,7 +215,15 @@ def write_doc(results: dict) -> None:
               f"{rows[0]['heldout_images'] if rows else 0} held-out crops (positive: int8 is worse). "
               "`graph`: `smoothed` when LayerNorm -> Linear scale migration won; `ranges`: the activation-range "
               "statistic the search kept (`mse`: per-tensor MSE-optimal clipping).", ""]
-    DOC.write_text("\n".join(lines))
+    DOC.write_text("\n".join(lines + _kept_sections()))
+
+
+def _kept_sections() -> list[str]:
+    """The doc's dated sections below the generated text (each a ``## `` heading, written by hand from other
+    benches): a rerun of this bench keeps them."""
+    text = DOC.read_text() if DOC.is_file() else ""
+    at = text.find("\n## ")
+    return [text[at + 1:].rstrip("\n"), ""] if at >= 0 else []
 
 
 def main() -> None:

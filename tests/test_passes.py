@@ -190,3 +190,71 @@ def test_each_target_pipeline_is_data_and_runs_once_on_a_copy():
         assert again.bn_folding["total_folded"] == 0 and not any(again.rewrites.values())
     assert prepare_for("coreml", model).rewrites == {"two_op_hardswish": 25, "attention_scale_into_query": 11,
                                                     "merged_heads": 1}
+    # Hard-swish as int8 ops: the TFLite w8a8 model only (in float, ADD + MUL cost more than HARD_SWISH).
+    assert prepare_for("tflite", model, precision="w8a8").rewrites == {"hardswish_scale_forward": 25}
+    for precision in ("fp32", "fp16", "dynamic", "w8a16"):
+        assert prepare_for("tflite", model, precision=precision).rewrites == {}
+    for target in ("coreml", "executorch"):
+        assert "hardswish_scale_forward" not in prepare_for(target, model, precision="w8a8").rewrites
+
+
+@pytest.mark.parametrize("source", ["random", "trained"])
+def test_hardswish_scale_forward_is_the_same_function(source):
+    """x * relu6(x + 3) into weights / 6: exact algebra (float64), and in float32 within the rounding bound of
+    test_fold_batchnorm_whole_model plus one rounding of the scaled weights (<= S)."""
+    from vitdeploy.checkpoints import load
+    from vitdeploy.references import checkpoint
+
+    model = seeded_model("levit_128s") if source == "random" else load(checkpoint("levit_128s")).model
+    fold_batchnorm(model)
+    x = torch.from_numpy(LEVIT.normalize(natural_images(2, 224, seed=5)))
+    moved = copy.deepcopy(model)
+    assert PASSES["hardswish_scale_forward"](moved) == 25  # stem 3, 9 blocks x 2, 2 downsamples x 2
+    assert not any(isinstance(m, nn.Hardswish) for m in moved.modules())
+    assert PASSES["hardswish_scale_forward"](moved) == 0
+    with torch.no_grad():
+        truth = copy.deepcopy(model).double()(x.double()).numpy()
+        f64 = copy.deepcopy(model).double()
+        assert PASSES["hardswish_scale_forward"](f64) == 25
+        assert _rel(f64(x.double()).numpy(), truth) < 1e-12
+        ref, got = model(x).numpy(), moved(x).numpy()
+        s = _roundoff_sensitivity(model, x, truth)
+    assert _rel(got, ref) <= (2 * np.sqrt(_largest_fan_in(model)) + 1) * s, (_rel(got, ref), s)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+def test_hardswish_without_a_linear_or_conv_consumer_is_left_alone():
+    """Only a Hardswish whose output goes to one Linear/Conv alone (weight not shared) moves its 1/6; padding
+    of any mode commutes with the scale."""
+    from vitdeploy.passes.hardswish import hardswish_consumers
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act_conv, self.conv = nn.Hardswish(), nn.Conv2d(4, 4, 3, padding=1)
+            self.act_reflect, self.reflect = nn.Hardswish(), nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
+            self.act_two, self.a, self.b = nn.Hardswish(), nn.Linear(4, 4), nn.Linear(4, 4)
+            self.act_norm, self.norm = nn.Hardswish(), nn.LayerNorm(4)
+            self.act_tied, self.tied, self.twin = nn.Hardswish(), nn.Linear(4, 4), nn.Linear(4, 4)
+            self.twin.weight = self.tied.weight
+            self.act_last = nn.Hardswish()
+
+        def forward(self, x):
+            x = self.reflect(self.act_reflect(self.conv(self.act_conv(x)))).mean((2, 3))
+            y = self.act_two(x)
+            x = self.a(y) + self.b(y)
+            x = self.norm(self.act_norm(x))
+            x = self.tied(self.act_tied(x)) + self.twin(x)
+            return self.act_last(x)
+
+    torch.manual_seed(0)
+    net = Net().double().eval()
+    x = 4 * torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    pairs, left = hardswish_consumers(net)
+    assert pairs == {"act_conv": "conv", "act_reflect": "reflect"}
+    assert left == ["act_two", "act_norm", "act_tied", "act_last"]
+    with torch.no_grad():
+        ref = net(x)
+        assert PASSES["hardswish_scale_forward"](net) == 2
+        assert _rel(net(x).numpy(), ref.numpy()) < 1e-14
+    assert [n for n, m in net.named_modules() if isinstance(m, nn.Hardswish)] == left

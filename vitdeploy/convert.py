@@ -114,9 +114,9 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
         metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
                     "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(),
                     "vitdeploy_version": __version__}
-        # BatchNorm folded once, whatever the target; then the target's own passes (passes.PIPELINES).
+        # BatchNorm folded once, whatever the target; then the target's (and precision's) passes (passes.PIPELINES).
         note("folding BatchNorm")
-        prepared = prepare_for(target, ckpt.model, delegate)
+        prepared = prepare_for(target, ckpt.model, delegate, label(target, quantize, precision))
         raise_if_interrupted()  # a Ctrl-C a converter's GC callback swallowed still stops the work here
         if target == "tflite":
             result = _convert_tflite(prepared.model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,

@@ -9,25 +9,32 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import coreml, fold_bn, xnnpack  # noqa: F401  (register the Core ML / XNNPACK rewrites and the BatchNorm folds)
+from . import coreml, fold_bn, hardswish, xnnpack  # noqa: F401  (register the rewrites and the BatchNorm folds)
 from .coreml import COREML_REWRITES
 from .registry import PASSES, register_pass, run_passes  # noqa: F401  (the registry is part of this package's API)
 
 BATCHNORM_FOLDS = ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear")  # in this order: conv, then linear pairs
-# What each target's model goes through before export (a target, or target-delegate where the delegate
-# changes it). BatchNorm first: the Core ML rewrites need it folded.
+# What each target's model goes through before export (a target, target-delegate where the delegate
+# changes it, target-precision where the precision does). BatchNorm first: the Core ML rewrites need it folded.
 PIPELINES = {
     "tflite": BATCHNORM_FOLDS,
+    # int8 only: XNNPACK has no int8 HARD_SWISH (trained LeViT-128S w8a8: 225 -> 195 float ops, 80 -> 52
+    # QUANTIZE/DEQUANTIZE), but in float ADD+MUL cost one more pass than HARD_SWISH (fp32 ~4 % slower,
+    # docs/int8-goals.md, "Hard-swish as int8 ops").
+    "tflite-w8a8": BATCHNORM_FOLDS + ("hardswish_scale_forward",),
     "coreml": BATCHNORM_FOLDS + COREML_REWRITES,
     "executorch": BATCHNORM_FOLDS + ("layernorm_as_linear",),  # XNNPACK delegate (passes.xnnpack)
     "executorch-coreml": BATCHNORM_FOLDS,  # Core ML delegate: Core ML runs layer_norm itself
 }
 
 
-def pipeline_name(target: str, delegate: str | None = None) -> str:
-    """The :data:`PIPELINES` key of a target (and, where it has one that changes the model, its delegate)."""
-    key = f"{target}-{delegate}"
-    return key if key in PIPELINES else target
+def pipeline_name(target: str, delegate: str | None = None, precision: str | None = None) -> str:
+    """The :data:`PIPELINES` key of a target (and, where it has one that changes the model, its delegate or
+    its precision: a canonical name of :mod:`vitdeploy.precisions`)."""
+    for key in (f"{target}-{delegate}", f"{target}-{precision}"):
+        if key in PIPELINES:
+            return key
+    return target
 
 
 @dataclass
@@ -77,9 +84,9 @@ class Prepared:
     rewrites: dict[str, int]  # the pipeline's other passes -> rewrites made
 
 
-def prepare_for(target: str, model, delegate: str | None = None) -> Prepared:
+def prepare_for(target: str, model, delegate: str | None = None, precision: str | None = None) -> Prepared:
     """A copy of ``model`` through its target's pipeline (eval mode; the caller's model is not touched)."""
-    return prepare(model, PIPELINES[pipeline_name(target, delegate)])
+    return prepare(model, PIPELINES[pipeline_name(target, delegate, precision)])
 
 
 def prepare(model, pipeline: tuple[str, ...]) -> Prepared:
