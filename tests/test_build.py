@@ -249,3 +249,28 @@ def test_json_check_failure_after_the_document_adds_nothing(two_levits, fake_cel
     result = _build(["--checkpoints", two_levits, "-o", tmp_path / "out", "--target", "executorch", "--json"])
     assert result.exit_code == 1
     assert json.loads(result.stdout)["failed"] == 4  # one document: the summary, not an error object after it
+
+
+def test_a_timm_training_checkpoint_name_is_a_checkpoint(tmp_path):
+    """timm's train.py writes model_best.pth.tar / checkpoint-N.pth.tar: build skipped them as "not a checkpoint
+    file" while inspect and convert read them; their artifacts are named without the .pth.tar."""
+    import argparse
+
+    import torch
+
+    from vitdeploy.build import _entry
+    from vitdeploy.convert import default_output
+    from vitdeploy.synthetic import write_seeded_checkpoint
+
+    from safetensors.torch import load_file
+
+    weights = load_file(write_seeded_checkpoint("levit_128s", tmp_path / "w.safetensors"))
+    ckpt = tmp_path / "model_best.pth.tar"  # what timm's CheckpointSaver writes: args is an argparse.Namespace
+    torch.save({"epoch": 3, "arch": "levit_128s", "state_dict": weights, "version": 2,
+                "args": argparse.Namespace(model="levit_128s", lr=5e-4)}, ckpt)
+    entry = _entry(ckpt)
+    assert entry.variant == "levit_128s" and not entry.reason, entry
+    assert _entry(tmp_path / "w.safetensors").variant == "levit_128s"
+    (tmp_path / "images.tar").write_bytes(b"x" * 10)
+    assert "not a checkpoint file" in _entry(tmp_path / "images.tar").reason
+    assert default_output(ckpt, "tflite", "none").name == "model_best_fp32.tflite"

@@ -60,6 +60,7 @@ def benchmark(checkpoint: str | Path, *, out_dir: str | Path = "out/benchmark", 
     ``rows`` start with the checkpoint itself (the accuracy baseline)."""
     from . import checkpoints
     from .outputs import check_output_dir
+    from .convert import checkpoint_stem
     from .pipeline import STATUS_BELOW_TARGET, artifact_path, build_artifact
 
     say = say or (lambda _msg: None)
@@ -69,7 +70,7 @@ def benchmark(checkpoint: str | Path, *, out_dir: str | Path = "out/benchmark", 
     out = check_output_dir(Path(out_dir), "-o")
     ckpt = checkpoints.load(checkpoint, variant=variant)
     images = _images(checkpoint, ckpt, data_dir, n_images)
-    stem = Path(checkpoint).name.split(".")[0]
+    stem = checkpoint_stem(checkpoint)
     rows = []
     for cell in cells:
         needs = NEEDS.get(cell["target"])

@@ -48,14 +48,14 @@ def find_checkpoints(directory: str | Path) -> list[FolderEntry]:
 
 def _entry(p: Path) -> FolderEntry:
     from . import checkpoints
-    from .checkpoints.reader import WEIGHT_SUFFIXES
+    from .checkpoints.reader import WEIGHT_NAME_ENDINGS, is_weights_name
     from .diagnostics import first_line
     from .files import disk_full
 
     if p.is_dir() and not (p / "config.json").exists():
         return FolderEntry(p, reason="a folder without config.json (not a Hugging Face checkpoint)")
-    if not p.is_dir() and p.suffix not in WEIGHT_SUFFIXES:
-        return FolderEntry(p, reason=f"not a checkpoint file (checkpoints end in {', '.join(WEIGHT_SUFFIXES)})")
+    if not p.is_dir() and not is_weights_name(p.name):
+        return FolderEntry(p, reason=f"not a checkpoint file (checkpoints end in {', '.join(WEIGHT_NAME_ENDINGS)})")
     try:
         return FolderEntry(p, variant=checkpoints.load(p).variant)
     except Exception as e:  # noqa: BLE001 - an unreadable file is skipped and said so, whatever the reader raised

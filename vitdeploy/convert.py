@@ -13,10 +13,9 @@ from .formats import TARGETS, artifact_name
 
 def checkpoint_stem(checkpoint: str | Path) -> str:
     """The checkpoint's name without its weights suffix (a Hugging Face folder keeps its name)."""
-    stem = Path(checkpoint).name
-    for suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
-        stem = stem.removesuffix(suffix)
-    return stem
+    from .checkpoints.reader import weights_stem
+
+    return weights_stem(Path(checkpoint).name)
 
 
 def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:

@@ -67,6 +67,7 @@ def run_demo(checkpoint_paths: list[str], out_dir: str | Path, echo: Callable[[s
 
 def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
     """Convert, then check parity (with an HTML report) of every demo artifact; failures are recorded, not fatal."""
+    from .convert import checkpoint_stem
     from .pipeline import artifact_path, build_artifact
 
     rows = []
@@ -77,7 +78,7 @@ def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
         if needs and not _has(needs):
             rows.append({"target": target, "quantize": quantize, "status": f"skipped ({needs} not installed)"})
             continue
-        path = artifact_path(out, ckpt.name.split(".")[0], target, precision, quantize)
+        path = artifact_path(out, checkpoint_stem(ckpt), target, precision, quantize)
         rows.append(build_artifact(ckpt, target, precision, quantize, path, html_report=True, say=say,
                                    force=True))  # the demo rebuilds its own folder
     return rows

@@ -19,6 +19,21 @@ _MODEL_KEYS = ("model", "state_dict", "model_state_dict", "net", "network")
 _EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+# timm's train.py writes model_best.pth.tar, last.pth.tar and checkpoint-N.pth.tar (a torch zip, not a tarball).
+WEIGHT_NAME_ENDINGS = (".pth.tar", *WEIGHT_SUFFIXES)
+
+
+def is_weights_name(name: str) -> bool:
+    """Whether a file name says it holds weights vitdeploy reads (``.pth.tar`` included, a plain ``.tar`` not)."""
+    return name.lower().endswith(WEIGHT_NAME_ENDINGS)
+
+
+def weights_stem(name: str) -> str:
+    """The name without its weights ending: ``model_best.pth.tar`` -> ``model_best``."""
+    for ending in WEIGHT_NAME_ENDINGS:
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return name
 
 
 @dataclass
@@ -85,7 +100,7 @@ def _hf_directory_files(directory: Path) -> tuple[Path, dict | None]:
             return directory / name, config
     if (directory / "model.safetensors.index.json").exists():
         raise CheckpointError(f"{directory}: sharded checkpoints are not supported (these models fit in one file)")
-    candidates = sorted(p for p in directory.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    candidates = sorted(p for p in directory.iterdir() if is_weights_name(p.name))
     if len(candidates) == 1:
         return candidates[0], config
     raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin in this directory")
