@@ -35,7 +35,8 @@ import numpy as np
 from ..errors import ConversionError
 from ..diagnostics import describe, quiet
 from ..similarity import logits_agreement
-from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_next_to, _tensor_ops, fallback_candidates, float_op_counts, int16_op_counts)
+from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_next_to, _matmuls_fed_by, _tensor_ops,
+                           fallback_candidates, float_op_counts, int16_op_counts)
 
 # Activation-range statistics tried for int8 calibration (see _calibrate; "mse": ranges.py), and for
 # int16 (which has resolution to spare: clipping never pays there).
@@ -209,12 +210,13 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
                                ) -> tuple[list[str], bytes, dict, dict]:
     """Keep float the op types XNNPACK leaves to TFLite's built-in kernels in the full int8 model.
 
-    XNNPACK has no int8 HARD_SWISH, BATCH_MATMUL, SOFTMAX or the LayerNorm pieces (RSQRT,
-    SQUARED_DIFFERENCE...), so a full int8 ViT runs as 60-90 partitions and is slower than float;
-    in float XNNPACK takes them. The set is tried alone and with the layout ops float that connect
-    to those ops through layout ops only (see ``_LAYOUT_OPS`` and :func:`_layout_next_to`; not every
-    layout op: trained LeViT-128S, same accuracy, 2.21 vs 2.65 ms -- the stem's PAD and the head's
-    reshapes in float cost 0.44 ms). It is accepted only if its cosine stays above
+    XNNPACK has no int8 HARD_SWISH, SOFTMAX or the LayerNorm pieces (RSQRT, SQUARED_DIFFERENCE...), and
+    BATCH_MATMUL only with a symmetric right-hand input (``SYMMETRIC_MATMUL_RHS``), so a full int8 ViT runs
+    as 60-90 partitions and is slower than float; in float XNNPACK takes them. The set is tried alone and
+    with the layout ops float that connect to those ops through layout ops only (see ``_LAYOUT_OPS`` and
+    :func:`_layout_next_to`; not every layout op: trained LeViT-128S, same accuracy, 2.21 vs 2.65 ms -- the
+    stem's PAD and the head's reshapes in float cost 0.44 ms), and also with the matmuls that take those
+    ops' outputs float (:func:`_matmuls_fed_by`: attention probabilities @ V). It is accepted only if its cosine stays above
     ``min(min_cosine, c) - max(noise, (1 - c) / 4)`` with ``c`` the full int8 cosine; when neither
     passes, each leave-one-out subset (with the layout ops) is tried. Among acceptable sets the one
     leaving the fewest ops outside XNNPACK wins, ties by cosine.
@@ -250,6 +252,10 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     run(tuple(slow))
     if layout:  # float layout ops between float compute ops (see _LAYOUT_OPS); XNNPACK runs them
         run(tuple(slow) + layout)
+    fed = _matmuls_fed_by(float_model, slow) if "BATCH_MATMUL" not in slow else None
+    if fed is not None:  # int8 matmuls (XNNPACK's, symmetric right-hand input) except those after float ops
+        groups[fed.name] = fed
+        run(tuple(slow) + (fed.name,) + layout)
     if max(_criterion(t[1]) for t in trials.values()) < target and len(slow) > 1:
         for drop in slow:
             run(tuple(op for op in slow if op != drop) + layout)
