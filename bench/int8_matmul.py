@@ -1,6 +1,7 @@
 """Attention matmuls in int8: w8a8 with and without a symmetric right-hand BATCH_MATMUL input, one run.
 
     .venv/bin/python bench/int8_matmul.py [--variants levit_128s mobilevit_xxs] [--rounds 30] [--threads 2]
+                                          [--latency-only]
 
 For each committed trained reference this converts TFLite fp32 and w8a8 twice, exactly as
 ``vitdeploy convert CKPT --target tflite --quantize w8a8`` does (built-in natural images calibrate and
@@ -40,8 +41,6 @@ def run_variant(variant: str, args) -> dict:
     from vitdeploy.convert import convert
     from vitdeploy.parity import evaluate, run_parity
     from vitdeploy.quantization import tflite as q
-    from vitdeploy.runtimes.timing import interleaved_tflite
-
     ckpt = references.checkpoint(variant)
     out = OUT / variant
     out.mkdir(parents=True, exist_ok=True)
@@ -62,11 +61,18 @@ def run_variant(variant: str, args) -> dict:
     res = evaluate([ckpt, *paths.values()], references.heldout_dir(), threads=args.threads, batch_size=32)
     row["top1"] = {Path(m.model).name: m.top1 for m in res.models}
     row["heldout_images"] = res.models[0].n
-    timing = interleaved_tflite(paths, threads=args.threads, rounds=args.rounds, baseline="fp32")
-    row["median_ms"] = {n: timing[n]["median_ms"] for n in paths}
-    row["speedup_vs_fp32"] = timing["speedup"]
+    row.update(latency(paths, args))
     print(json.dumps({k: row[k] for k in ("variant", "top1", "median_ms", "speedup_vs_fp32")}), flush=True)
     return row
+
+
+def latency(paths: dict, args) -> dict:
+    """fp32, before and after side by side; the speed-up is the median of per-round ratios."""
+    from vitdeploy.runtimes.timing import interleaved_tflite
+
+    timing = interleaved_tflite(paths, threads=args.threads, rounds=args.rounds, baseline="fp32")
+    return {"median_ms": {n: timing[n]["median_ms"] for n in paths}, "speedup_vs_fp32": timing["speedup"],
+            "rounds": args.rounds, "threads": args.threads}
 
 
 def main() -> None:
@@ -75,9 +81,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parity-images", type=int, default=32)
+    parser.add_argument("--latency-only", action="store_true", help="re-time the files of an earlier run")
     args = parser.parse_args()
-    rows = {v: run_variant(v, args) for v in args.variants}
-    (OUT.parent / "int8_matmul.json").write_text(json.dumps(rows, indent=1))
+    results = OUT.parent / "int8_matmul.json"
+    if args.latency_only:
+        rows = json.loads(results.read_text())
+        for v in args.variants:
+            rows[v].update(latency({n: OUT / v / f"{v}_{'fp32' if n == 'fp32' else 'w8a8_' + n}.tflite"
+                                    for n in ("fp32", "before", "after")}, args))
+            print(json.dumps({k: rows[v][k] for k in ("variant", "median_ms", "speedup_vs_fp32")}), flush=True)
+    else:
+        rows = {v: run_variant(v, args) for v in args.variants}
+    results.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -76,3 +76,20 @@ def test_the_quantizer_keeps_its_own_matmul_materializer_after_quantizing(attent
     calib = np.random.default_rng(1).standard_normal((4, 16, 32)).astype(np.float32)
     q._static_int8(attention_tflite, q._calibrate(attention_tflite, calib, 1, "min_max"), [], False)
     assert current() is before
+
+
+def test_the_matmuls_fed_by_a_float_softmax_form_one_fallback_group(attention_tflite):
+    """probabilities @ V (fed by SOFTMAX through layout ops) is the search's float candidate; q @ k is not."""
+    from vitdeploy.quantization import tflite as q
+    from vitdeploy.quantization.tflite_graph import _matmuls_fed_by
+    from vitdeploy.runtimes.tflite import delegation_census
+
+    group = _matmuls_fed_by(attention_tflite, ["SOFTMAX"])
+    assert group.op_counts == (("BATCH_MATMUL", 1),)
+    assert _matmuls_fed_by(attention_tflite, ["HARD_SWISH"]) is None  # hard-swish comes after both matmuls
+    calib = np.random.default_rng(2).standard_normal((8, 16, 32)).astype(np.float32)
+    softmax = q.FallbackGroup("SOFTMAX", "op_type", "SOFTMAX", (("SOFTMAX", 1),))
+    model = q._static_int8(attention_tflite, q._calibrate(attention_tflite, calib, 1, "min_max"), [softmax, group], False)
+    kinds = [(lhs["dtype"], rhs["dtype"]) for lhs, rhs, _ in _matmul_inputs(model)]
+    assert sorted(kinds, key=str) == sorted([(np.int8, np.int8), (np.float32, np.float32)], key=str)
+    assert "BATCH_MATMUL" not in delegation_census(model)["not_delegated"]
