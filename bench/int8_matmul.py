@@ -49,18 +49,19 @@ def run_variant(variant: str, args) -> dict:
     row: dict = {"variant": variant}
     for name, symmetric in (("before", False), ("after", True)):
         q.SYMMETRIC_MATMUL_RHS = symmetric
-        paths[name] = out / f"{variant}_w8a8_{name}.tflite"
-        report = convert(ckpt, "tflite", out=paths[name], quantize="w8a8", force=True,
-                         progress=lambda m: print(f"  [{name}] {m}", flush=True))["quant_report"]
+        result = convert(ckpt, "tflite", out=out / f"{variant}_w8a8_{name}.tflite", quantize="w8a8", force=True,
+                         progress=lambda m: print(f"  [{name}] {m}", flush=True))
+        paths[name], report = Path(result["path"]), result["quant_report"]  # ".below-target" when it missed
         row[name] = {"search_cosine_min": report["cosine_min_after"], "float_ops_kept": report["float_fallback_ops"],
                      "ranges": report["calibration"]["ranges"], "graph": report["calibration"]["graph"],
                      "census": census(paths[name]),
                      "natural_cosine_min": run_parity(paths[name], ckpt, n_images=args.parity_images
                                                       ).natural.get("cosine_min")}
-    q.SYMMETRIC_MATMUL_RHS = True
+    q.SYMMETRIC_MATMUL_RHS = False  # the default again
     res = evaluate([ckpt, *paths.values()], references.heldout_dir(), threads=args.threads, batch_size=32)
     row["top1"] = {Path(m.model).name: m.top1 for m in res.models}
     row["heldout_images"] = res.models[0].n
+    row["paths"] = {n: str(p) for n, p in paths.items()}
     row.update(latency(paths, args))
     print(json.dumps({k: row[k] for k in ("variant", "top1", "median_ms", "speedup_vs_fp32")}), flush=True)
     return row
@@ -84,15 +85,15 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="re-time the files of an earlier run")
     args = parser.parse_args()
     results = OUT.parent / "int8_matmul.json"
-    if args.latency_only:
-        rows = json.loads(results.read_text())
-        for v in args.variants:
-            rows[v].update(latency({n: OUT / v / f"{v}_{'fp32' if n == 'fp32' else 'w8a8_' + n}.tflite"
-                                    for n in ("fp32", "before", "after")}, args))
+    rows = json.loads(results.read_text()) if results.is_file() else {}
+    for v in args.variants:
+        if args.latency_only:
+            rows[v].update(latency({n: Path(p) for n, p in rows[v]["paths"].items()}, args))
             print(json.dumps({k: rows[v][k] for k in ("variant", "median_ms", "speedup_vs_fp32")}), flush=True)
-    else:
-        rows = {v: run_variant(v, args) for v in args.variants}
-    results.write_text(json.dumps(rows, indent=1))
+        else:
+            row = run_variant(v, args)
+            rows = {**(json.loads(results.read_text()) if results.is_file() else {}), v: row}
+        results.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -43,8 +43,11 @@ from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_
 CALIBRATION_STATISTICS = ("moving_average", "min_max", "mse")
 INT16_STATISTICS = ("moving_average", "min_max")
 # int8 BATCH_MATMUL with a symmetric (zero point 0) right-hand input, which XNNPACK runs in int8
-# (see _symmetric_matmul_rhs_only); False: asymmetric, left to TFLite's built-in kernels (or float).
-SYMMETRIC_MATMUL_RHS = True
+# (see _symmetric_matmul_rhs_only); False: asymmetric, left to TFLite's built-in kernels, so the search keeps
+# it float. Off: at equal accuracy it is not faster (docs/int8-goals.md, "Attention matmuls in int8"):
+# probabilities @ V must stay float for accuracy, and q @ k alone in int8 measured 0.94-1.02x the float-matmul
+# w8a8 on trained LeViT-128S, 0.98-1.01x on MobileViT-XXS (bench/int8_matmul.py, 2026-12-07).
+SYMMETRIC_MATMUL_RHS = False
 # After the first sweep over all op types, later greedy rounds only retry this many best candidates.
 _RETRY_TOP = 5
 
