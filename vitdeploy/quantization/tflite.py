@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from typing import Callable
@@ -34,12 +35,19 @@ import numpy as np
 from ..errors import ConversionError
 from ..diagnostics import describe, quiet
 from ..similarity import logits_agreement
-from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_next_to, _tensor_ops, fallback_candidates, float_op_counts, int16_op_counts)
+from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_next_to, _matmuls_fed_by, _tensor_ops,
+                           fallback_candidates, float_op_counts, int16_op_counts)
 
 # Activation-range statistics tried for int8 calibration (see _calibrate; "mse": ranges.py), and for
 # int16 (which has resolution to spare: clipping never pays there).
 CALIBRATION_STATISTICS = ("moving_average", "min_max", "mse")
 INT16_STATISTICS = ("moving_average", "min_max")
+# int8 BATCH_MATMUL with a symmetric (zero point 0) right-hand input, which XNNPACK runs in int8
+# (see _symmetric_matmul_rhs_only); False: asymmetric, left to TFLite's built-in kernels, so the search keeps
+# it float. Off: at equal accuracy it is not faster (docs/int8-goals.md, "Attention matmuls in int8"):
+# probabilities @ V must stay float for accuracy, and q @ k alone in int8 measured 0.94-1.02x the float-matmul
+# w8a8 on trained LeViT-128S, 0.98-1.01x on MobileViT-XXS (bench/int8_matmul.py, 2026-12-07).
+SYMMETRIC_MATMUL_RHS = False
 # After the first sweep over all op types, later greedy rounds only retry this many best candidates.
 _RETRY_TOP = 5
 
@@ -205,12 +213,13 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
                                ) -> tuple[list[str], bytes, dict, dict]:
     """Keep float the op types XNNPACK leaves to TFLite's built-in kernels in the full int8 model.
 
-    XNNPACK has no int8 HARD_SWISH, BATCH_MATMUL, SOFTMAX or the LayerNorm pieces (RSQRT,
-    SQUARED_DIFFERENCE...), so a full int8 ViT runs as 60-90 partitions and is slower than float;
-    in float XNNPACK takes them. The set is tried alone and with the layout ops float that connect
-    to those ops through layout ops only (see ``_LAYOUT_OPS`` and :func:`_layout_next_to`; not every
-    layout op: trained LeViT-128S, same accuracy, 2.21 vs 2.65 ms -- the stem's PAD and the head's
-    reshapes in float cost 0.44 ms). It is accepted only if its cosine stays above
+    XNNPACK has no int8 HARD_SWISH, SOFTMAX or the LayerNorm pieces (RSQRT, SQUARED_DIFFERENCE...), and
+    BATCH_MATMUL only with a symmetric right-hand input (``SYMMETRIC_MATMUL_RHS``), so a full int8 ViT runs
+    as 60-90 partitions and is slower than float; in float XNNPACK takes them. The set is tried alone and
+    with the layout ops float that connect to those ops through layout ops only (see ``_LAYOUT_OPS`` and
+    :func:`_layout_next_to`; not every layout op: trained LeViT-128S, same accuracy, 2.21 vs 2.65 ms -- the
+    stem's PAD and the head's reshapes in float cost 0.44 ms), and also with the matmuls that take those
+    ops' outputs float (:func:`_matmuls_fed_by`: attention probabilities @ V). It is accepted only if its cosine stays above
     ``min(min_cosine, c) - max(noise, (1 - c) / 4)`` with ``c`` the full int8 cosine; when neither
     passes, each leave-one-out subset (with the layout ops) is tried. Among acceptable sets the one
     leaving the fewest ops outside XNNPACK wins, ties by cosine.
@@ -246,6 +255,10 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     run(tuple(slow))
     if layout:  # float layout ops between float compute ops (see _LAYOUT_OPS); XNNPACK runs them
         run(tuple(slow) + layout)
+    fed = _matmuls_fed_by(float_model, slow) if "BATCH_MATMUL" not in slow else None
+    if fed is not None:  # int8 matmuls (XNNPACK's, symmetric right-hand input) except those after float ops
+        groups[fed.name] = fed
+        run(tuple(slow) + (fed.name,) + layout)
     if max(_criterion(t[1]) for t in trials.values()) < target and len(slow) > 1:
         for drop in slow:
             run(tuple(op for op in slow if op != drop) + layout)
@@ -500,6 +513,9 @@ def _static_int8(float_model: bytes, qsvs: dict, float_groups: list[FallbackGrou
     no_quantize = algorithm_manager.AlgorithmName.NO_QUANTIZE
     q = quantizer.Quantizer(bytearray(float_model))
     q.load_quantization_recipe(recipe.static_wi8_ai16() if activation_bits == 16 else recipe.static_wi8_ai8())
+    symmetric_rhs = activation_bits == 8 and SYMMETRIC_MATMUL_RHS
+    if symmetric_rhs:
+        q.update_quantization_recipe(".*", "BATCH_MATMUL", op_config=_symmetric_activations_config())
     # INPUT/OUTPUT are the quantizer's virtual ops for the graph's inputs and outputs: excluding
     # them keeps a float interface (QUANTIZE/DEQUANTIZE ops are inserted inside the graph).
     # Later recipe entries win, so these override the ".*" int8 default.
@@ -510,7 +526,65 @@ def _static_int8(float_model: bytes, qsvs: dict, float_groups: list[FallbackGrou
             q.update_quantization_recipe(".*", group.pattern, algorithm_key=no_quantize)
     for op in [] if int8_io else ["INPUT", "OUTPUT"]:
         q.update_quantization_recipe(".*", op, algorithm_key=no_quantize)
-    return _run_quantizer(q, qsvs, "int8")
+    if not symmetric_rhs:
+        return _run_quantizer(q, qsvs, "int8")
+    with _symmetric_matmul_rhs_only():
+        return _run_quantizer(q, qsvs, "int8")
+
+
+def _symmetric_activations_config():
+    from ai_edge_quantizer import qtyping
+
+    return qtyping.OpQuantizationConfig(
+        activation_tensor_config=qtyping.TensorQuantizationConfig(num_bits=8, symmetric=True),
+        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=8, symmetric=True,
+                                                              granularity=qtyping.QuantGranularity.CHANNELWISE),
+        compute_precision=qtyping.ComputePrecision.INTEGER, explicit_dequantize=False)
+
+
+@contextlib.contextmanager
+def _symmetric_matmul_rhs_only():
+    """While quantizing: a BATCH_MATMUL configured with symmetric activations gets zero point 0 on its
+    right-hand input only; its left-hand input and output stay asymmetric.
+
+    XNNPACK (LiteRT >= 2.1.3) runs int8 BATCH_MATMUL only with a zero right-hand zero point. The quantizer
+    applies ``symmetric`` to every tensor of the op, and a symmetric left-hand input (the softmax output,
+    all in [0, 1]) loses half its levels: trained LeViT-128S, only its matmuls int8, worst-image cosine
+    0.80 all-symmetric vs 0.986 right-hand only (0.985 asymmetric, not delegated). The quantizer requantizes
+    the right-hand producer's asymmetric output into the symmetric input (one int8 QUANTIZE, run by XNNPACK).
+    The quantizer's recipe takes only its own algorithm names, so its min/max materializer for
+    BATCH_MATMUL is swapped for the duration of the call and restored after.
+    """
+    import dataclasses
+
+    from ai_edge_quantizer import algorithm_manager as am, qtyping
+    from ai_edge_quantizer.algorithms.uniform_quantize import common_quantize, naive_min_max_quantize
+
+    key, op = am.AlgorithmName.MIN_MAX_UNIFORM_QUANT, qtyping.TFLOperationName.BATCH_MATMUL
+    original = (am.get_init_qsv_func(key, op), am.get_quantization_func(key, op, qtyping.QuantizeMode.CALIBRATE),
+                am.get_quantization_func(key, op, qtyping.QuantizeMode.MATERIALIZE), am.get_update_qsv_func(key, op))
+
+    def materialize(op_info, graph_info, tensor_name_to_qsv, tensor_quant_params_cache):
+        config = op_info.op_quant_config
+        if config.activation_tensor_config is None or not config.activation_tensor_config.symmetric:
+            return original[2](op_info=op_info, graph_info=graph_info, tensor_name_to_qsv=tensor_name_to_qsv,
+                               tensor_quant_params_cache=tensor_quant_params_cache)
+        asymmetric = dataclasses.replace(config.activation_tensor_config, symmetric=False)
+        plain = common_quantize.materialize_batch_matmul(
+            naive_min_max_quantize.get_tensor_quant_params,
+            dataclasses.replace(op_info, op_quant_config=dataclasses.replace(config, activation_tensor_config=asymmetric)),
+            graph_info, tensor_name_to_qsv, tensor_quant_params_cache)
+        symmetric = common_quantize.materialize_batch_matmul(naive_min_max_quantize.get_tensor_quant_params, op_info,
+                                                             graph_info, tensor_name_to_qsv, tensor_quant_params_cache)
+        return [plain[0], symmetric[1], *plain[2:]]  # [lhs, rhs, output]
+
+    am.register_quantized_op(key, op, original[0], calibration_func=original[1], update_qsv_func=original[3],
+                             materialize_func=materialize)
+    try:
+        yield
+    finally:
+        am.register_quantized_op(key, op, original[0], calibration_func=original[1], materialize_func=original[2],
+                                 update_qsv_func=original[3])
 
 
 def _run_quantizer(q, qsvs: dict | None, what: str) -> bytes:
