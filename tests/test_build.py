@@ -251,6 +251,30 @@ def test_json_check_failure_after_the_document_adds_nothing(two_levits, fake_cel
     assert json.loads(result.stdout)["failed"] == 4  # one document: the summary, not an error object after it
 
 
+def test_a_below_target_cell_says_below_target_like_every_other_command(two_levits, fake_cells, tmp_path):
+    """build turned a w8a8 file written `.below-target` into a "failed" cell while convert, inspect, parity and eval
+    say "below target": one verdict; still exit 1, counted apart from real failures."""
+    import vitdeploy.pipeline as pipeline
+
+    def below(checkpoint, target, precision, quantize, path, **_kw):
+        return {"target": target, "precision": precision, "quantize": quantize, "path": str(path),
+                "status": "below target", "verdict": "w8a8 logits cosine (worst image) 0.9742 is below 0.99",
+                "parity": "below target", "seconds": 0.0}
+
+    pipeline_fake, pipeline.build_artifact = pipeline.build_artifact, below
+    try:
+        result = _build(["--checkpoints", two_levits, "-o", tmp_path / "out", "--target", "executorch"])
+    finally:
+        pipeline.build_artifact = pipeline_fake
+    assert result.exit_code == 1, result.output
+    assert "0 of 4 cells failed, 4 below target" in result.stderr
+    table = result.stdout.splitlines()
+    header = next(line for line in table if line.startswith("checkpoint"))
+    row = next(line for line in table if line.startswith("a.safetensors"))
+    assert row[header.index("status"):].startswith("below target")  # in its column, not shifted
+    assert "    below target: w8a8 logits cosine (worst image) 0.9742 is below 0.99" in table
+
+
 def test_a_timm_training_checkpoint_name_is_a_checkpoint(tmp_path):
     """timm's train.py writes model_best.pth.tar / checkpoint-N.pth.tar: build skipped them as "not a checkpoint
     file" while inspect and convert read them; their artifacts are named without the .pth.tar."""

@@ -166,8 +166,8 @@ def build(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: 
             row = build_artifact(c.checkpoint, c.target, c.precision, c.quantize, c.path, variant=c.variant,
                                  calib_dir=calib_dir, parity_images=parity_images, images_dir=images_dir,
                                  tolerances=c.tolerances, force=True)  # build rebuilds its own folder
-            if row["status"] == STATUS_BELOW_TARGET:  # written aside under a name that says so; a failed cell
-                row.update(status="failed", error=row.pop("verdict"))
+            if row["status"] == STATUS_BELOW_TARGET:  # written aside under a name that says so: the one verdict
+                row["error"] = row.pop("verdict")  # the line under the cell says which target it missed
             if row["status"] == "ok" and c.target in HOST_TIMED_TARGETS:
                 row["host_median_ms"] = _host_latency(Path(row["path"]), latency_runs, threads)
         row = {"checkpoint": str(c.checkpoint), "variant": c.variant, **row}
@@ -176,7 +176,8 @@ def build(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: 
             on_cell(row)
     summary = {"out_dir": the_plan["out_dir"], "recipes": the_plan["recipes"],
                "checkpoints": the_plan["checkpoints"], "skipped": the_plan["skipped"], "cells": rows,
-               "failed": sum(r["status"] != "ok" for r in rows)}
+               "failed": sum(r["status"] not in ("ok", STATUS_BELOW_TARGET) for r in rows),
+               "below_target": sum(r["status"] == STATUS_BELOW_TARGET for r in rows)}
     summary["report"] = write_build_report(summary)
     return summary
 
@@ -211,34 +212,42 @@ def format_plan(the_plan: dict) -> str:
     return "\n".join(lines)
 
 
-def format_build_table(summary: dict) -> str:
-    from .precisions import describe
+_BUILD_COLUMNS = ("checkpoint", "variant", "target", "mode", "status", "MB", "conv s", "parity", "cos min", "max abs",
+                  "top-1", "host ms")
 
-    head = f"{'checkpoint':<22} {'variant':<14} {'target':<10} {'mode':<13} {'status':<7} {'MB':>6} {'conv s':>7} " \
-           f"{'parity':>6} {'cos min':>9} {'max abs':>8} {'top-1':>6} {'host ms':>8}"
-    lines = [head, "-" * len(head)]
-    for r in summary["cells"]:
-        mode = describe(r["target"], r["quantize"], r["precision"])  # the canonical words (precisions.py)
-        mode += " (a16)" if r.get("activations") == "int16" else ""
-        fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
-        source = Path(r["checkpoint"]).name if r.get("checkpoint") else "-"
-        lines.append(f"{source:<22} {r['variant']:<14} {r['target']:<10} {mode:<13} {r['status']:<7} "
-                     f"{fmt(r.get('size_mb'), '{:.1f}'):>6} "
-                     f"{fmt(r.get('convert_s'), '{:.1f}'):>7} {r.get('parity', '-'):>6} "
-                     f"{fmt(r.get('cosine_min'), '{:.6f}'):>9} {fmt(r.get('max_abs'), '{:.2e}'):>8} "
-                     f"{fmt(r.get('top1_agreement'), '{:.0%}'):>6} "
-                     f"{fmt(r.get('host_median_ms'), '{:.2f}'):>8}")
+
+def format_build_table(summary: dict) -> str:
+    """The build table, each column as wide as its longest cell (checkpoint names are the user's)."""
+    rows = [_BUILD_COLUMNS] + [_build_cells(r) for r in summary["cells"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_BUILD_COLUMNS))]
+    line = lambda r: "  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines = [line(rows[0]), "  ".join("-" * w for w in widths)]
+    for r, cells in zip(summary["cells"], rows[1:]):
+        lines.append(line(cells))
         if r["status"] != "ok":
-            lines.append(f"    error: {r.get('error')}")
+            lines.append(f"    {'below target' if r['status'] == 'below target' else 'error'}: {r.get('error')}")
         elif r.get("float_fallback_ops"):
             lines.append(f"    kept in float: {', '.join(r['float_fallback_ops'])}")
     for s in summary.get("skipped", []):
         lines.append(f"skipped {Path(s['path']).name}: {s['reason']}")
     n_ck = len(summary.get("checkpoints", []))
     lines.append((f"{n_ck} checkpoint(s), " if n_ck else "") + f"{len(summary['cells'])} cells, "
-                 f"{summary['failed']} failed" + (f", {len(summary['skipped'])} skipped" if summary.get("skipped")
-                                                  else ""))
+                 f"{summary['failed']} failed"
+                 + (f", {summary['below_target']} below target" if summary.get("below_target") else "")
+                 + (f", {len(summary['skipped'])} skipped" if summary.get("skipped") else ""))
     return "\n".join(lines)
+
+
+def _build_cells(r: dict) -> tuple[str, ...]:
+    from .precisions import describe
+
+    mode = describe(r["target"], r["quantize"], r["precision"])  # the canonical words (precisions.py)
+    mode += " (a16)" if r.get("activations") == "int16" else ""
+    fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
+    return (Path(r["checkpoint"]).name if r.get("checkpoint") else "-", r["variant"], r["target"], mode, r["status"],
+            fmt(r.get("size_mb"), "{:.1f}"), fmt(r.get("convert_s"), "{:.1f}"), str(r.get("parity", "-")),
+            fmt(r.get("cosine_min"), "{:.6f}"), fmt(r.get("max_abs"), "{:.2e}"),
+            fmt(r.get("top1_agreement"), "{:.0%}"), fmt(r.get("host_median_ms"), "{:.2f}"))
 
 
 def write_build_report(summary: dict) -> dict:

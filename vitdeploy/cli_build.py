@@ -55,5 +55,6 @@ def build(recipes_dir: str | None, checkpoints_dir: str, out_dir: str, targets: 
     else:
         echo(format_build_table(summary))
         echo(f"report: {summary['report']['markdown']}", err=True)
-    if summary["failed"]:
-        raise CheckFailed(f"{summary['failed']} of {len(summary['cells'])} cells failed")
+    if summary["failed"] or summary.get("below_target"):
+        below = f", {summary['below_target']} below target" if summary.get("below_target") else ""
+        raise CheckFailed(f"{summary['failed']} of {len(summary['cells'])} cells failed{below}")
