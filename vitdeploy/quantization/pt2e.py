@@ -98,7 +98,7 @@ def _qat(module, calib_inputs, eval_inputs, steps, lr, batch, seed, input_range,
     import torch
 
     with quiet():
-        from torchao.quantization.pt2e import disable_observer
+        from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     started = time.perf_counter()
@@ -124,7 +124,7 @@ def _qat(module, calib_inputs, eval_inputs, steps, lr, batch, seed, input_range,
     report["loss_first10"] = round(float(np.mean(losses[:10])), 5)
     report["loss_last10"] = round(float(np.mean(losses[-10:])), 5)
     with quiet():
-        converted = convert_pt2e(prepared, fold_quantize=False)
+        converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))  # else litert warns
     report["seconds"] = round(time.perf_counter() - started, 1)
     return converted, qat, report
 
