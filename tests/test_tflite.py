@@ -543,8 +543,8 @@ def test_int8_finetune_is_reported_and_judged_against_the_original_float_model(t
                           quantize="int8", calib=calib, int8_finetune=4)
     report = conv.quant_report
     assert report["finetune"]["steps"] == 4 and report["finetune"]["images"] == 15
-    assert report["finetune"]["sim_before"] is not None and report["finetune"]["sim_after"] is not None
-    # The search's numbers are against the original model's float export, not the fine-tuned one.
+    assert report["finetune"]["pytorch_before"] is not None and report["finetune"]["pytorch_after"] is not None
+    # The file's numbers are against the original model's float export, not the fine-tuned one.
     heldout = calib[3::4]
     measured = cosines(TFLiteRunner(conv.path).predict_pixels(heldout),
                        TFLiteRunner(float_conv.path).predict_pixels(heldout))

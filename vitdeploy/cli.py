@@ -148,8 +148,9 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--raw-input", is_flag=True, help="Keep a float NCHW tensor input instead of an image input.")
 @click.option("--int8-io", is_flag=True, help="tflite int8: int8 input/output tensors instead of float.")
 @click.option("--int8-finetune", type=click.IntRange(min=0), default=0, metavar="STEPS",
-              help="tflite int8: quantization-aware fine-tuning steps on the --calib images first "
-                   "(distillation, no labels; for MobileViT). 0 = off.")
+              help="tflite int8: quantization-aware fine-tuning steps of the int8 graph on the --calib "
+                   "images, written with its own scales and int8 input/output (distillation, no labels; "
+                   "for MobileViT). 0 = off.")
 @click.option("--no-int16", "no_int16", is_flag=True, hidden=True)  # gone: int16 only as --quantize w8a16
 @click.option("--deployment-target", type=click.Choice(["iOS16", "iOS17", "iOS18"]),
               help="Core ML: minimum iOS (default: the lowest that supports what was asked).")

@@ -65,8 +65,8 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
             delegate: str = "xnnpack", progress=None, force: bool = False) -> dict:
     """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report.
 
-    ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning on the
-    calibration images before quantizing (:mod:`vitdeploy.quantization.finetune`).
+    ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning of the int8 graph on
+    the calibration images, written with the scales it trained with (:mod:`vitdeploy.quantization.pt2e`).
     ``quantize``: a name of :mod:`vitdeploy.precisions` (``fp32``, ``fp16``, ``w8``, ``w8a8``,
     ``w8a16``, ``dynamic``) or an alias (``none``, ``int8``). A TFLite w8a8 model below the
     accuracy target is written aside (``accuracy_target_met`` False in the report; see

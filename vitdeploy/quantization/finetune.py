@@ -15,6 +15,9 @@ TFLite calibration's default). Gradients pass the rounding straight through and 
 values. Attention's matmuls and softmax stay float in the simulation: the int8 route keeps them
 float for XNNPACK anyway. The result is a plain float model; the usual int8 conversion (calibration,
 float-fallback search) runs on it, judged against the *original* float model.
+
+The TFLite target's ``--int8-finetune`` now trains the int8 graph itself (:mod:`vitdeploy.quantization.pt2e`),
+whose ranges reach the file; after this module TFLite's calibration recomputed them.
 """
 
 from __future__ import annotations

@@ -74,9 +74,9 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
     default: built-in natural images -- with the ops that break accuracy kept float automatically,
     see :func:`vitdeploy.quantization.tflite.quantize_int8`). ``int8_io`` makes an int8 model take
     and return int8 tensors; otherwise every model keeps float input/output. ``int8_finetune``:
-    that many steps of quantization-aware fine-tuning on the calibration images before int8
-    (:func:`vitdeploy.quantization.finetune.finetune_for_int8`); the int8 model is still judged
-    against ``model``'s own float export. ``w8a16``: int8 weights and int16 activations, only
+    that many steps of quantization-aware fine-tuning of the int8 graph on the calibration images
+    (:func:`vitdeploy.quantization.pt2e.qat_int8`), written by litert-torch with the scales it trained
+    with (int8 input/output) and judged against ``model``'s own float export. ``w8a16``: int8 weights and int16 activations, only
     when asked (no XNNPACK kernels: slow).
     The file appears at ``out`` only when everything succeeded (written aside, then renamed). An
     int8 model below the accuracy target is written to ``<out stem>.below-target.tflite`` instead
@@ -106,6 +106,7 @@ def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Pr
                                             finetune=(model, int8_finetune, Path(work)))
             float_fallback = list(quant_report.get("float_fallback_ops", []))
             warnings += quant_report.pop("warnings", [])
+            int8_io = int8_io or bool(quant_report.get("int8_io"))  # a PT2E file (--int8-finetune) always is
         if quantize == "int8" and int8_io:
             input_spec = dict(input_spec, dtype="int8")
 
@@ -262,21 +263,19 @@ def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessin
                                 eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre), progress=say,
                                 input_range=input_range, calib_source=source)
     torch_model, steps, work = finetune
-    to_quantize, finetune_report, equivalents, smoothing = float_model, None, {}, None
     if steps:
-        to_quantize, finetune_report = _finetuned_float(torch_model, steps, calib_pixels, heldout_pixels, input_spec,
-                                                        pre, work, say)
-    elif torch_model is not None:
+        return _pt2e_int8(torch_model, steps, float_model, calib_pixels, heldout_pixels, input_spec, pre, work,
+                          say, input_range, source)
+    equivalents, smoothing = {}, None
+    if torch_model is not None:
         equivalents, smoothing = _smoothed_float(torch_model, calib_pixels, input_spec, pre, work, say)
     model, report = q.quantize_int8(
-        to_quantize, reference_model=float_model if steps else None, equivalents=equivalents,
+        float_model, equivalents=equivalents,
         calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, pre),
         eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre),
         int8_io=int8_io, progress=say,
         input_range=input_range, calib_source=source,
     )
-    if finetune_report is not None:
-        report["finetune"] = finetune_report
     if smoothing is not None:
         report["smoothing"] = {**smoothing, "kept": report["calibration"]["graph"] == "smoothed"}
     return model, report
@@ -303,15 +302,52 @@ def _smoothed_float(model, calib_pixels, input_spec: dict, pre: Preprocessing, w
     return {"smoothed": _export_float(smoothed, input_spec, pre, work / "smoothed.tflite")}, {**report, "tried": True}
 
 
-def _finetuned_float(model, steps: int, calib_pixels, heldout_pixels, input_spec: dict, pre: Preprocessing,
-                     work: Path, say: Callable[[str], None]) -> tuple[bytes, dict]:
-    """Fine-tune ``model`` for int8 on the calibration images and export it as a float .tflite."""
-    from ..quantization.finetune import finetune_for_int8
+def _pt2e_int8(model, steps: int, float_model: bytes, calib_pixels, heldout_pixels, input_spec: dict,
+               pre: Preprocessing, work: Path, say: Callable[[str], None], input_range, source: str,
+               min_cosine: float = 0.99) -> tuple[bytes, dict]:
+    """``--int8-finetune``: the int8 graph trained in PyTorch (:mod:`vitdeploy.quantization.pt2e`) and written
+    by litert-torch with its own scales, judged as a file against the float export on the held-out images.
+    Trained MobileViT-XXS: see docs/int8-goals.md, "Learned ranges through PT2E"."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize.quant_config import QuantConfig
 
-    say(f"fine-tuning for int8 ({steps} steps on {len(calib_pixels)} images)")
-    tuned, report = finetune_for_int8(model, pre.normalize(calib_pixels), steps=steps,
-                                      eval_images=pre.normalize(heldout_pixels), progress=say)
-    return _export_float(tuned, input_spec, pre, work / "finetuned.tflite"), report
+    from ..quantization.pt2e import activation_scales, qat_int8
+    from ..quantization.tflite_graph import float_op_counts, int16_op_counts
+    from ..runtimes.tflite import run_tflite
+    from ..similarity import logits_agreement
+
+    wrapper = logits_module(model) if input_spec["layout"] == LAYOUT_RAW else pixel_input_module(model, pre)
+    calib = model_inputs_from_pixels(calib_pixels, input_spec, pre)
+    held = model_inputs_from_pixels(heldout_pixels, input_spec, pre)
+    say(f"fine-tuning the int8 graph ({steps} steps on {len(calib_pixels)} images)")
+    converted, quantizer, finetune = qat_int8(wrapper, calib_inputs=calib, eval_inputs=held, steps=steps,
+                                              input_range=input_range, progress=say)
+    say("writing the int8 graph with litert-torch (its own scales)")
+    try:
+        with torch.no_grad(), _quiet_litert_torch():
+            edge = litert_torch.convert(converted, (torch.from_numpy(held[:1]),),
+                                        quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            edge.export(str(work / "pt2e.tflite"))
+    except Exception as e:  # the converter raises many unrelated types; report stage + reason
+        raise ConversionError(f"TFLite int8 conversion of the fine-tuned graph failed: {describe(e)}") from e
+    model_bytes = (work / "pt2e.tflite").read_bytes()
+    score = logits_agreement(run_tflite(model_bytes, held), run_tflite(float_model, held))
+    met = score["cosine_min"] >= min_cosine
+    floats = float_op_counts(model_bytes)
+    report = {"recipe": finetune["recipe"], "precision": "w8a8", "activations": "int8", "target_met": met,
+              "min_cosine": min_cosine, "calibration": {"images": len(calib), "source": source, "ranges": "histogram",
+                                                        "graph": "pt2e"},
+              "eval_images": len(held), "criterion": f"logits cosine vs float >= {min_cosine} on every held-out image",
+              "cosine_after": score["cosine_mean"], "cosine_min_after": score["cosine_min"],
+              "top1_agreement_after": score["top1_agreement"], "float_fallback_ops": sorted(floats),
+              "float_op_counts": floats, "int16_op_counts": int16_op_counts(model_bytes), "int8_io": True,
+              "finetune": {**finetune, "activation_scales": activation_scales(converted)}, "warnings": []}
+    if not met:
+        report["warnings"].append(f"int8 after {steps} fine-tuning steps: worst held-out logits cosine "
+                                  f"{score['cosine_min']:.4f} < {min_cosine}; more steps or --calib images "
+                                  "of your domain may help")
+    return model_bytes, report
 
 
 # ----------------------------------------------------------------------------- output
