@@ -85,3 +85,22 @@ def test_accuracy_chart_axis_zoomed_to_a_point_drop():
                                {"model": "b.tflite", "name": "tflite w8a8", "top1": 0.8955, "top5": 0.985}]})
     lo, hi = zoomed_axis([90.45, 89.55, 99.0, 98.5])
     assert f"axis {lo:.1f}-{hi:.1f} %" in fig.title and hi - lo < 15
+
+
+def test_a_busy_host_is_said_even_when_the_spread_looks_fine():
+    """PyTorch eager ran at 1549 ms median / 1554 ms p90 (no spread, so "not noisy") on a host whose other processes
+    filled the cores; the load average is what shows it."""
+    from vitdeploy.runtimes.timing import busy_host_warning
+
+    assert busy_host_warning(load=6.5, cores=2).startswith("busy host: load average 6.5 on 2 cores")
+    assert busy_host_warning(load=2.4, cores=2) is None  # our own two timing threads are load 2
+    assert busy_host_warning() is None or "busy host" in busy_host_warning()  # the real load average reads
+
+
+def test_benchmark_footer_carries_the_busy_host_line():
+    from vitdeploy.benchmark import _footer
+
+    rows = [{"target": "checkpoint", "label": "fp32", "median_ms": 1549.0, "p90_ms": 1554.0,
+             "busy_host": "busy host: load average 6.5 on 2 cores while timing: ..."}]
+    summary = {"images": {"labelled": True, "n": 4, "source": "x"}, "threads": 2, "runs": 3, "rows": rows}
+    assert "warning: busy host: load average 6.5 on 2 cores while timing: ..." in _footer(summary)

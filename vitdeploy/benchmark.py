@@ -118,7 +118,7 @@ def fastest_within(rows: list[dict], head: dict, max_drop_pt: float = PICK_MAX_D
     best = min(ok, key=lambda r: r["median_ms"], default=None)
     return {"criteria": {"max_drop_pt": max_drop_pt, "min_worst_cosine": min_cosine},
             "per_target": per_target, "overall": f"{best['target']} {best['label']}" if best else None,
-            "noisy": bool(best and (best.get("noisy") or head.get("noisy")))}
+            "noisy": bool(best and (best.get("noisy") or head.get("noisy") or head.get("busy_host")))}
 
 
 def _timed_targets() -> tuple[str, ...]:
@@ -210,7 +210,7 @@ def _time(ckpt, rows: list[dict], runs: int, threads: int) -> dict:
     its speed-up over the same target's fp32 and a noise flag; returns the checkpoint's latency columns."""
     from .profile import TorchTimed
     from .runners import open_runner
-    from .runtimes.timing import interleaved, median_ratio, noise_warning
+    from .runtimes.timing import busy_host_warning, interleaved, median_ratio, noise_warning
 
     timed = [r for r in rows if r["target"] in _timed_targets()]
     for r in rows:
@@ -225,7 +225,9 @@ def _time(ckpt, rows: list[dict], runs: int, threads: int) -> dict:
         fp32 = measured.get(f"{r['target']} fp32") or measured.get(f"{r['target']} fp16")
         if fp32 is not None:
             r["speedup_vs_fp32"] = median_ratio(fp32["runs_ms"], measured[f"{r['target']} {r['label']}"]["runs_ms"])
-    return {**_latency(measured["checkpoint"], noise_warning), "timing_s": round(time.perf_counter() - started, 1)}
+    busy = busy_host_warning()  # right after the run: the 1-minute load average covers it
+    return {**_latency(measured["checkpoint"], noise_warning), "timing_s": round(time.perf_counter() - started, 1),
+            **({"busy_host": busy} if busy else {})}
 
 
 def _latency(stats: dict, noise_warning) -> dict:
@@ -264,6 +266,7 @@ def _footer(summary: dict) -> list[str]:
              f"each model once); vs fp32 = the same target's fp32 time / this (median of per-round ratios); "
              f"noisy: p90 > 1.5x median or CV > 10 %"]
     lines += _noise_lines(summary["rows"])
+    lines += [f"warning: {r['busy_host']}" for r in summary["rows"][:1] if r.get("busy_host")]
     lines += _pick_lines(summary)
     lines += [f"{r['target']} {r['label']}: {r.get('error') or r.get('accuracy_error')}" for r in summary["rows"]
               if r.get("error") or r.get("accuracy_error")]

@@ -20,13 +20,14 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
         raise VitdeployError("--runs and --threads must be >= 1, --warmup >= 0")
     path = Path(model)
     if device == "host":
-        from .runtimes.timing import noise_warning
+        from .runtimes.timing import busy_host_warning, noise_warning
 
         result = _profile_host(path, runs=runs, warmup=warmup, threads=threads, variant=variant, progress=progress)
         noisy = noise_warning(result)
         result["noisy"] = noisy is not None
-        if noisy:
-            result.setdefault("warnings", []).append(noisy)
+        for warning in (noisy, busy_host_warning()):
+            if warning:
+                result.setdefault("warnings", []).append(warning)
         _say_warnings(result, progress)
         return result
     from .formats import format_of
@@ -88,7 +89,7 @@ def profile_many(models: list[str | Path], *, runs: int = 50, warmup: int = 5, t
     from .devices import host_info
     from .parity.evaluate import size_on_disk
     from .parity.precision import artifact_label
-    from .runtimes.timing import interleaved, noise_warning
+    from .runtimes.timing import busy_host_warning, interleaved, noise_warning
 
     if runs < 1 or warmup < 0 or threads < 1:
         raise VitdeployError("--runs and --threads must be >= 1, --warmup >= 0")
@@ -99,7 +100,8 @@ def profile_many(models: list[str | Path], *, runs: int = 50, warmup: int = 5, t
     runners = {name: _timed_runner(Path(name), threads, variant) for name in names}
     measured = interleaved(runners, rounds=runs, warmup=max(1, warmup), baseline=names[0])
     speedup = measured.pop("speedup", {})
-    rows, warnings = [], []
+    busy = busy_host_warning()
+    rows, warnings = [], [busy] if busy else []
     for name in names:
         stats = measured[name]
         noisy = noise_warning(stats, Path(name).name)

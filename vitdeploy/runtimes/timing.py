@@ -63,6 +63,22 @@ def noise_warning(stats: dict, name: str = "") -> str | None:
             f"rerun on an idle machine; ratios of models timed interleaved (`vitdeploy profile A B`) hold better")
 
 
+def busy_host_warning(load: float | None = None, cores: int | None = None) -> str | None:
+    """One line when the host ran more than it has cores while timing (1-minute load average, our own threads
+    included), else None. Spread alone misses it: PyTorch eager (OpenMP barriers) ran LeViT-128S at 1549 ms
+    median, p90 1554 ms -- "not noisy" -- beside 12-18 ms on the idle host, while a test suite shared the 2
+    cores; TFLite's own thread pool slowed ~2x in the same run."""
+    import os
+
+    load = os.getloadavg()[0] if load is None else load
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if load <= cores + 0.5:
+        return None
+    return (f"busy host: load average {load:.1f} on {cores} cores while timing: other processes shared the cores, "
+            f"so absolute times (PyTorch eager most: its OpenMP threads wait on each other) are not to be quoted; "
+            f"rerun on an idle machine")
+
+
 def _percentile(ordered: list[float], q: float) -> float:
     position = (len(ordered) - 1) * q
     low = int(position)
