@@ -203,22 +203,9 @@ def _finetune(model, images, steps, eval_images, lr, batch, seed, say, learn_ran
     if learn_ranges:  # log-factors on each range end: Adam's steps are then relative (1 % at lr 1e-2)
         groups.append({"params": [p for q in sim.ranges for p in q.learn()], "lr": RANGE_LR})
     report["learn_ranges"] = learn_ranges
-    optimizer = torch.optim.Adam(groups)
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
     started = time.perf_counter()
-    for step in range(steps):
-        x = augment(train_x[torch.randint(0, len(train_x), (batch,), generator=generator)], generator)
-        with torch.no_grad():
-            target = teacher(x)
-        sim.observe(not learn_ranges)
-        loss = torch.nn.functional.mse_loss(student(x), target) / target.var().clamp_min(1e-12)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % 10 == 0 or step + 1 == steps:
-            say(f"int8 fine-tuning step {step + 1}/{steps}: loss {np.mean(losses[-10:]):.4f}")
+    losses = distill(student, teacher, train_x, torch.optim.Adam(groups), steps=steps, batch=batch, seed=seed,
+                     say=say, before_step=lambda: sim.observe(not learn_ranges))
     report["sim_after"] = _sim_agreement(sim, student, teacher, eval_x)
     if learn_ranges:
         factors = np.exp([float(p.detach()) for q in sim.ranges for p in (q.log_lo, q.log_hi)])
@@ -228,6 +215,33 @@ def _finetune(model, images, steps, eval_images, lr, batch, seed, say, learn_ran
     report["loss_last10"] = round(float(np.mean(losses[-10:])), 5)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return sim.detach(), report
+
+
+def distill(student, teacher, pool, optimizer, *, steps: int, batch: int, seed: int, say,
+            before_step=None, clamp: tuple[float, float] | None = None) -> list[float]:
+    """``steps`` optimizer steps fitting ``student`` to ``teacher``'s logits on augmented batches drawn from
+    ``pool`` (MSE normalised by the target's variance, no labels); the per-step losses. ``before_step`` runs
+    before each forward pass; ``clamp`` keeps augmented inputs in the pool's value range."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(steps):
+        x = augment(pool[torch.randint(0, len(pool), (batch,), generator=generator)], generator)
+        if clamp is not None:
+            x = x.clamp(*clamp)
+        with torch.no_grad():
+            target = teacher(x)
+        if before_step is not None:
+            before_step()
+        loss = torch.nn.functional.mse_loss(student(x), target) / target.var().clamp_min(1e-12)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 10 == 0 or step + 1 == steps:
+            say(f"int8 fine-tuning step {step + 1}/{steps}: loss {np.mean(losses[-10:]):.4f}")
+    return losses
 
 
 def augment(x, generator):

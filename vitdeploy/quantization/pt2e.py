@@ -201,25 +201,11 @@ def _train(prepared, teacher, calib, steps, lr, batch, seed, say) -> list[float]
     """Adam on the weights, MSE to the float logits (normalised by their variance), augmented batches."""
     import torch
 
-    from .finetune import augment
+    from .finetune import distill
 
-    params = [p for p in prepared.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    lo, hi = float(calib.min()), float(calib.max())
-    losses = []
-    for step in range(steps):
-        x = augment(calib[torch.randint(0, len(calib), (batch,), generator=generator)], generator).clamp(lo, hi)
-        with torch.no_grad():
-            target = teacher(x)
-        loss = torch.nn.functional.mse_loss(prepared(x), target) / target.var().clamp_min(1e-12)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % 10 == 0 or step + 1 == steps:
-            say(f"int8 fine-tuning step {step + 1}/{steps}: loss {np.mean(losses[-10:]):.4f}")
-    return losses
+    optimizer = torch.optim.Adam([p for p in prepared.parameters() if p.requires_grad], lr=lr)
+    return distill(prepared, teacher, calib, optimizer, steps=steps, batch=batch, seed=seed, say=say,
+                   clamp=(float(calib.min()), float(calib.max())))
 
 
 def _agreement(model, x, reference) -> dict:
