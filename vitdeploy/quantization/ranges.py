@@ -13,6 +13,8 @@ and the plain statistics stays with :func:`vitdeploy.quantization.tflite.quantiz
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 # Values kept per tensor per calibration image (plus its min and max): enough that a tail of
@@ -89,8 +91,12 @@ def mse_ranges(float_model: bytes, inputs: np.ndarray, qsvs: dict, threads: int 
     names = [n for n in qsvs if n not in skip]
     values = collect_activations(float_model, inputs, names, threads)
     out, gains, clipped = dict(qsvs), [], 0
+    # One search per tensor, independent and deterministic: numpy releases the GIL in the big array
+    # operations, so ``threads`` searches run at once (MobileViT-XXS, 695 tensors: 25 s on one core).
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        searched = dict(zip(values, pool.map(mse_range, values.values())))
     for name, v in values.items():
-        lo, hi, info = mse_range(v)
+        lo, hi, info = searched[name]
         old = qsvs[name]
         out[name] = {**old, "min": np.full_like(np.asarray(old["min"], dtype=np.float32), lo),
                      "max": np.full_like(np.asarray(old["max"], dtype=np.float32), hi)}
