@@ -104,7 +104,7 @@ class UnfoldableAttention(TypeError):
     def __init__(self, module):
         cls = type(module)
         super().__init__(f"attention_scale_into_query: {cls.__module__}.{cls.__qualname__} has an attention scale "
-                         f"({module.scale:g}) but no query_projection(); define it on the class: return (the nn.Linear "
+                         f"({module.scale:.3g}) but no query_projection(); define it on the class: return (the nn.Linear "
                          "computing the queries, the indices of its query rows), or None to keep the scale as a multiply")
 
 
