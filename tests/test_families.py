@@ -133,7 +133,7 @@ def toy_family():
     saved = dict(models.FAMILIES), dict(models.VARIANTS)
     fam = register_family(
         Family("toy", "Toy", __name__, "head.fc.weight", ("width",),
-               layouts=(Layout("toyhub", TOY_HUB), Layout("native", TOY_NATIVE)),
+               layouts=(Layout("toyhub", TOY_HUB), Layout("native", TOY_NATIVE)), canonical_layout="native",
                coreml_ops=frozenset({"conv", "linear", "matmul", "softmax"})),
         variants={"toy_tiny": (32, _params(8)), "toy_wide": (32, _params(16))})
     yield fam
@@ -206,14 +206,16 @@ def test_the_mil_registry_reads_a_familys_ops_from_its_row(toy_family):
 
 
 def test_coreml_passes_ask_the_family_and_its_attention(toy_family):
-    model = _toy("toy_tiny")
+    from vitdeploy.synthetic import seeded_model
+
+    model = seeded_model("toy_tiny")  # stand-in weights need nothing beyond the registry entry either
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
         prepared = prepare_for("coreml", model)
         got = prepared.model(x)
     assert prepared.rewrites == {"two_op_hardswish": 0, "attention_scale_into_query": 1, "merged_heads": 1}
-    assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert float((got - ref).abs().max() / ref.abs().max()) < 1e-5  # float rounding only
     assert prepare_for("coreml", prepared.model).rewrites == {"two_op_hardswish": 0, "attention_scale_into_query": 0,
                                                              "merged_heads": 0}
 

@@ -38,12 +38,16 @@ class Family:
     architecture_keys: tuple[str, ...]  # the config fields that tell its variants apart (recipes, inspect)
     # Its checkpoint sources; the first is the family's own (official code): what a recipe records.
     layouts: tuple[Layout, ...]
+    canonical_layout: str = "timm"  # the layout whose names the model itself uses (to_canonical maps to it)
     # MIL op types its Core ML programs contain: vitdeploy's artifacts in every mode and coremltools' default
     # conversion of the unmodified model (the MIL interpreter's family_ops; tests/test_coreml_target.py checks it).
     coreml_ops: frozenset[str] = frozenset()
     # Stand-in weights (vitdeploy.synthetic): LeViT's nearly uniform attention branches need a floor on their
     # BatchNorm variance, or the seeded network turns chaotic (1e-7 input changes move logits by percents).
     seeded_variance_floor: bool = False
+    # Stand-in weights: the BatchNorms (name suffixes) that end a residual branch, scaled down as trained
+    # networks have them (zero-init BN).
+    residual_branch_ends: tuple[str, ...] = ()
 
     @property
     def impl(self):
@@ -116,6 +120,9 @@ VARIANTS: dict[str, VariantInfo] = {}
 
 def register_family(f: Family, variants: dict[str, tuple[int, int]]) -> Family:
     """Add a family and its variants (name -> (input side, parameters with the 1000-class head))."""
+    if f.canonical_layout not in f.layout_names():
+        raise ValueError(f"family {f.name}: canonical layout '{f.canonical_layout}' is not one of its layouts "
+                         f"({', '.join(f.layout_names())})")
     FAMILIES[f.name] = f
     for name, (img_size, params) in variants.items():
         VARIANTS[name] = VariantInfo(name, f.name, img_size, params)
@@ -144,7 +151,7 @@ register_family(
                     Layout("timm-conv", LEVIT_TIMM)),  # timm levit_conv_* (1x1 conv weights)
            coreml_ops=_COMMON_COREML_OPS | {"batch_norm", "expand_dims", "sigmoid_hard", "slice_by_index", "squeeze",
                                             "thresholded_relu"},
-           seeded_variance_floor=True),
+           seeded_variance_floor=True, residual_branch_ends=("attn.proj.ln.bn", "mlp.ln2.bn")),
     variants={"levit_128s": (224, 7_777_058), "levit_128": (224, 9_213_936), "levit_192": (224, 10_947_069),
               "levit_256": (224, 18_893_876), "levit_384": (224, 39_128_836)})
 
@@ -160,7 +167,8 @@ register_family(
            layouts=(Layout("cvnets", MOBILEVIT_BGR),  # apple/ml-cvnets
                     Layout("hf", MOBILEVIT_BGR),  # HF transformers MobileViT*
                     Layout("timm", MOBILEVIT_RGB)),  # timm mobilevit_*
-           coreml_ops=_COMMON_COREML_OPS | {"concat", "layer_norm", "silu"}),
+           coreml_ops=_COMMON_COREML_OPS | {"concat", "layer_norm", "silu"},
+           residual_branch_ends=("conv3_1x1.bn",)),
     variants={"mobilevit_xxs": (256, 1_272_024), "mobilevit_xs": (256, 2_317_848), "mobilevit_s": (256, 5_578_632)})
 
 
