@@ -103,9 +103,10 @@ class UnfoldableAttention(TypeError):
 
     def __init__(self, module):
         cls = type(module)
-        super().__init__(f"attention_scale_into_query: {cls.__module__}.{cls.__qualname__} has an attention scale "
-                         f"({module.scale:.3g}) but no query_projection(); define it on the class: return (the nn.Linear "
-                         "computing the queries, the indices of its query rows), or None to keep the scale as a multiply")
+        super().__init__(f"attention_scale_into_query: {cls.__module__}.{cls.__qualname__} has an attention "
+                         f"scale ({module.scale:.3g}) but no query_projection(); define it on the class: return "
+                         "(the nn.Linear computing the queries, the indices of its query rows), or None to keep "
+                         "the scale as a multiply")
 
 
 def _has_batchnorm_after(module) -> bool:
@@ -125,7 +126,7 @@ def merged_heads(model):
 
 
 def _foldable_heads(model) -> list:
-    """The model's classifier Linears when there are several and no BatchNorm before them; else []."""
+    """The model's classifier Linears when there are several, with biases and no BatchNorm before them; else []."""
     from torch import nn
 
     from ..models import FAMILIES
@@ -134,7 +135,8 @@ def _foldable_heads(model) -> list:
     if fam is None or isinstance(model, _merged_heads_cls()):
         return []
     heads = fam.classifier_heads(model)
-    if len(heads) < 2 or not all(bn is None or isinstance(bn, nn.Identity) for bn, _ in heads):
+    if len(heads) < 2 or not all((bn is None or isinstance(bn, nn.Identity)) and linear.bias is not None
+                                 for bn, linear in heads):
         return []
     return [linear for _, linear in heads]
 
