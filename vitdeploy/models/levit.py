@@ -8,6 +8,9 @@ matter for deployment:
   model enters eval mode or loads weights, so an exported graph holds a constant and
   no gather;
 * distillation: inference returns ``(head(x) + head_dist(x)) / 2``, like all three sources.
+
+Checkpoint layouts (:func:`layout_of`, :func:`to_canonical`): ``timm`` (timm ``levit_*``), ``timm-conv``
+(timm ``levit_conv_*``: 1x1 conv weights), ``official`` (facebookresearch/LeViT), ``hf`` (HF ``Levit*``).
 """
 
 from __future__ import annotations

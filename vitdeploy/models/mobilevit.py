@@ -4,6 +4,9 @@ Numerically the same network as apple/ml-cvnets, timm's ``mobilevit_*`` and HF
 transformers' ``MobileViT*``; state-dict names are timm's. Every tensor stays at rank
 <= 4: the attention splits q/k/v without timm's rank-5 reshape, and unfold/fold use
 rank-4 reshapes and transposes (Core ML rejects rank > 5; mobile delegates want <= 4).
+
+Checkpoint layouts (:func:`layout_of`, :func:`to_canonical`): ``timm`` (timm ``mobilevit_*``), ``cvnets``
+(apple/ml-cvnets), ``hf`` (HF ``MobileViT*``).
 """
 
 from __future__ import annotations
