@@ -111,7 +111,7 @@ def _tiny_preprocessing():
     """LeViT's convention scaled to the tiny model's 16x16 input, so image files can be fed to it."""
     from dataclasses import replace
 
-    from vitdeploy.preprocessing import LEVIT
+    from vitdeploy.models import LEVIT
 
     return replace(LEVIT, resize=18, crop=16)
 

@@ -190,3 +190,44 @@ def test_no_family_branching_outside_models():
                 if set(names) & set(FAMILIES):
                     offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not offenders, offenders
+
+
+def _outside_models() -> list[Path]:
+    return [p for p in sorted(PACKAGE.rglob("*.py")) if p.relative_to(PACKAGE).parts[0] != "models"]
+
+
+def test_no_family_name_outside_models():
+    """Stricter than a comparison: no module outside models/ spells a family's name at all (a dict key, a
+    default, a tuple of names); it asks the registry (families(), family_of) instead."""
+    from vitdeploy.models import FAMILIES
+
+    offenders = []
+    for path in _outside_models():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in FAMILIES:
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value!r}")
+    assert not offenders, offenders
+
+
+def test_no_module_outside_models_imports_a_family_module():
+    """A pass or a loader that imports vitdeploy.models.levit holds LeViT knowledge: it asks the Family row,
+    or a hook the family's classes define (query_projection), instead."""
+    from vitdeploy.models import FAMILIES
+
+    family_modules = {fam.module for fam in FAMILIES.values()}
+    graph = import_graph()
+    offenders = {m: sorted(graph[m] & family_modules) for m in graph
+                 if not m.startswith("vitdeploy.models") and graph[m] & family_modules}
+    assert not offenders, offenders
+
+
+def test_input_conventions_are_declared_by_their_family():
+    """A checkpoint source's Preprocessing is data of its family's row (models/), not a constant elsewhere."""
+    offenders = []
+    for path in _outside_models():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            value = getattr(node, "value", None)
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(value, ast.Call) \
+                    and getattr(value.func, "id", None) == "Preprocessing":
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, offenders

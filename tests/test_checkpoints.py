@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from layout_writers import randomize_batchnorm, to_cvnets, to_official, to_timm_conv
-from vitdeploy import checkpoints, preprocessing
+from vitdeploy import checkpoints, models
 from vitdeploy.errors import CheckpointError
 from vitdeploy.models import VARIANTS, create_model, levit, mobilevit
 
@@ -70,7 +70,7 @@ def test_hf_directory_matches_transformers(variant, tmp_path):
         ref = ref_model(pixel_values=x).logits.numpy()
         got = ckpt.model(x).numpy()
     assert _rel(got, ref) < 1e-5, _rel(got, ref)
-    expected = preprocessing.MOBILEVIT_BGR if variant.startswith("mobilevit") else preprocessing.LEVIT
+    expected = models.MOBILEVIT_BGR if variant.startswith("mobilevit") else models.LEVIT
     assert ckpt.preprocessing == expected
 
 

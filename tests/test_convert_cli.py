@@ -40,7 +40,7 @@ def test_convert_report(converted):
 
 def test_artifact_predicts_like_checkpoint(converted, tmp_path):
     ckpt, out, _ = converted
-    from vitdeploy.preprocessing import MOBILEVIT_RGB
+    from vitdeploy.models import MOBILEVIT_RGB
     from vitdeploy.sample_images import natural_images
 
     x = MOBILEVIT_RGB.normalize(natural_images(4, 256))

@@ -27,8 +27,8 @@ torch = pytest.importorskip("torch")
 ct = pytest.importorskip("coremltools")
 
 from vitdeploy.errors import ConversionError, VitdeployError  # noqa: E402
-from vitdeploy.models import variant_info  # noqa: E402
-from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing  # noqa: E402
+from vitdeploy.models import LEVIT, MOBILEVIT_BGR, MOBILEVIT_RGB, variant_info  # noqa: E402
+from vitdeploy.preprocessing import Preprocessing  # noqa: E402
 from vitdeploy.runtimes.coreml import CoreMLRunner, nchw_to_rgb_pixels  # noqa: E402
 from vitdeploy.runtimes.mil import MILInterpreter  # noqa: E402
 from vitdeploy.sample_images import natural_images  # noqa: E402

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitdeploy.preprocessing import LEVIT
+from vitdeploy.models import LEVIT
 from vitdeploy.sample_images import natural_images
 
 SIZE = 64

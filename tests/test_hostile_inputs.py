@@ -19,7 +19,8 @@ from PIL import Image
 
 from vitdeploy.cli import main
 from vitdeploy.errors import CheckpointError, VitdeployError
-from vitdeploy.preprocessing import LEVIT, Preprocessing, PreprocessingError, load_image_rgb
+from vitdeploy.models import LEVIT
+from vitdeploy.preprocessing import Preprocessing, PreprocessingError, load_image_rgb
 
 
 def cli(*args):

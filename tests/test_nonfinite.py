@@ -128,7 +128,7 @@ def test_first_nonfinite_names_the_overflowing_layer_of_an_fp16_mlpackage(tmp_pa
     """fp16 compute: a conv whose outputs pass 65504 is the first value that is not finite."""
     ct = pytest.importorskip("coremltools")
     from vitdeploy.parity.localize import first_nonfinite
-    from vitdeploy.preprocessing import LEVIT
+    from vitdeploy.models import LEVIT
 
     class Net(torch.nn.Module):
         def __init__(self):

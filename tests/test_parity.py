@@ -456,7 +456,7 @@ def test_fp16_artifact_gets_the_fp16_preset(tmp_path):
     import torch
 
     from vitdeploy.parity import artifact_precision
-    from vitdeploy.preprocessing import LEVIT
+    from vitdeploy.models import LEVIT
     from vitdeploy.targets.tflite import convert_tflite
 
     torch.manual_seed(0)

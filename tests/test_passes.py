@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from vitdeploy.models import VARIANTS, create_model
+from vitdeploy.models import LEVIT, MOBILEVIT_BGR, VARIANTS, create_model
 from vitdeploy.models.layers import ConvNorm, LinearNorm, NormLinear
 from vitdeploy.passes import PASSES, count_batchnorm, fold_batchnorm, run_passes
-from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR
 from vitdeploy.sample_images import natural_images
 from vitdeploy.synthetic import seeded_model
 

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 from torch import nn  # noqa: E402
 
-from vitdeploy.preprocessing import LEVIT  # noqa: E402
+from vitdeploy.models import LEVIT  # noqa: E402
 from vitdeploy.sample_images import natural_images  # noqa: E402
 
 

@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from vitdeploy.errors import VitdeployError
-from vitdeploy.models import VARIANTS, levit, mobilevit
-from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR
+from vitdeploy.models import LEVIT, MOBILEVIT_BGR, VARIANTS, levit, mobilevit
 from vitdeploy.recipes import load_recipe, load_recipes
 
 RECIPES = Path(__file__).resolve().parents[1] / "vitdeploy" / "recipe_files"

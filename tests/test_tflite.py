@@ -19,7 +19,8 @@ import pytest
 
 from conftest import ALTERNATE_KERNELS
 from vitdeploy.errors import ConversionError, VitdeployError
-from vitdeploy.preprocessing import LEVIT, MOBILEVIT_BGR, MOBILEVIT_RGB, Preprocessing
+from vitdeploy.models import LEVIT, MOBILEVIT_BGR, MOBILEVIT_RGB
+from vitdeploy.preprocessing import Preprocessing
 from vitdeploy.runtimes.timing import measure_latency, summarize
 from vitdeploy.sample_images import natural_images
 
@@ -213,7 +214,7 @@ def test_read_calibration_images_spreads_over_class_folders(tmp_path):
 
     from vitdeploy.convert import read_calibration_images
     from vitdeploy.errors import VitdeployError
-    from vitdeploy.preprocessing import LEVIT
+    from vitdeploy.models import LEVIT
 
     for c in range(4):  # 4 classes x 10 images, class c has pixel value 60*c
         (tmp_path / str(c)).mkdir()

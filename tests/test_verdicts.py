@@ -32,7 +32,7 @@ MISSED = {"met": False, "status": "below target", "metric": "cosine_min", "thres
 
 @pytest.fixture(scope="module")
 def below_pte(tmp_path_factory):
-    from vitdeploy.preprocessing import LEVIT
+    from vitdeploy.models import LEVIT
     from vitdeploy.sample_images import natural_images
     from vitdeploy.targets.executorch import convert_executorch
 
@@ -54,7 +54,7 @@ def test_executorch_w8a8_below_target_records_its_verdict_in_the_program(below_p
 
 @pytest.fixture(scope="module")
 def below_mlpackage(tmp_path_factory):
-    from vitdeploy.preprocessing import LEVIT
+    from vitdeploy.models import LEVIT
     from vitdeploy.sample_images import natural_images
     from vitdeploy.targets.coreml import convert_coreml
 

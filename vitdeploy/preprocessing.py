@@ -1,4 +1,7 @@
-"""What each checkpoint source expects its input images to look like.
+"""How a checkpoint source expects its input images to look (:class:`Preprocessing`), and reading images that way.
+
+Generic: each source's convention is declared by its family (the ``layouts`` of its
+:class:`~vitdeploy.models.Family` row); ``checkpoints.preprocessing_for(family, layout)`` looks it up.
 
 A model input is computed from 8-bit pixels as
 ``x[c] = (pixel[c] * scale - mean[c]) / std[c]`` with channels taken in
@@ -106,17 +109,6 @@ class Preprocessing:
         norm = "no mean/std" if self.mean == (0.0, 0.0, 0.0) and self.std == (1.0, 1.0, 1.0) else "mean/std normalized"
         return (f"{self.channel_order} x{self.scale:g}, {norm}, resize {self.resize} {self.interpolation}, "
                 f"centre crop {self.crop}")
-
-
-LEVIT = Preprocessing("RGB", 1 / 255, IMAGENET_MEAN, IMAGENET_STD, 256, 224, "bicubic",
-                      "LeViT (official/timm/HF): RGB, ImageNet mean/std")
-MOBILEVIT_BGR = Preprocessing("BGR", 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 288, 256, "bilinear",
-                              "MobileViT ml-cvnets / HF weights: BGR in 0..1")
-# timm evaluates with crop_pct 0.9: the shorter side is resized to crop / 0.9 (bicubic).
-MOBILEVIT_RGB = Preprocessing("RGB", 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 284, 256, "bicubic",
-                              "MobileViT timm: RGB in 0..1, timm eval resize (crop_pct 0.9)")
-LEVIT_TIMM = Preprocessing("RGB", 1 / 255, IMAGENET_MEAN, IMAGENET_STD, 248, 224, "bicubic",
-                           "LeViT timm: RGB, ImageNet mean/std, timm eval resize (crop_pct 0.9)")
 
 
 def _number(value, name: str) -> float:

@@ -33,9 +33,6 @@ def seeded_model(variant: str, seed: int = 0, num_classes: int = 1000):
     return model.eval()
 
 
-_RESIDUAL_BRANCH_ENDS = ("attn.proj.ln.bn", "mlp.ln2.bn", "conv3_1x1.bn")
-
-
 def _calibration_images(variant: str):
     import torch
 
@@ -43,7 +40,8 @@ def _calibration_images(variant: str):
     from .sample_images import natural_images
 
     info = variant_info(variant)
-    pre = family_of(variant).preprocessing("timm")
+    fam = family_of(variant)
+    pre = fam.preprocessing(fam.canonical_layout)  # a stand-in's weights carry the model's own (canonical) names
     return torch.from_numpy(pre.normalize(natural_images(8, info.img_size, seed=1234)))
 
 
@@ -74,8 +72,8 @@ def _set_batchnorm_statistics(model, images) -> None:
             # (a 1e-7 input change moving the logits by percents), which no trained model is.
             if fam.seeded_variance_floor:
                 bn.running_var.add_(bn.running_var.median())
-            if name.endswith(_RESIDUAL_BRANCH_ENDS):
-                bn.weight.mul_(0.3)  # trained LeViT/MobileViT residual branches are small (zero-init BN)
+            if fam.residual_branch_ends and name.endswith(fam.residual_branch_ends):
+                bn.weight.mul_(0.3)  # trained residual branches are small (zero-init BN)
     model.eval()
 
 

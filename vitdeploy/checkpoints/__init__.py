@@ -1,8 +1,8 @@
 """Load a LeViT or MobileViT checkpoint from any supported ecosystem.
 
-``load(path)`` reads the file safely, recognises the layout (timm, timm-conv, official,
-cvnets, hf) and the variant from key names and tensor shapes, maps the weights to
-vitdeploy's model and records the preprocessing the checkpoint's source expects.
+``load(path)`` reads the file safely, recognises the family and its layout (timm, timm-conv, official,
+cvnets, hf: whatever the registered families declare) and the variant from key names and tensor shapes,
+maps the weights to vitdeploy's model and records the preprocessing the checkpoint's source expects.
 
 Labels rule (:func:`find_labels`), first match wins: a Hugging Face folder's ``config.json`` ``id2label``;
 ``<stem>.labels.txt`` beside a checkpoint file ``<stem>.<ext>`` (``<stem>`` without the last suffix) (its count must match the classifier, else
@@ -18,10 +18,16 @@ from pathlib import Path
 from ..errors import CheckpointError
 from ..models import VARIANTS, create_model, family, variant_info
 from ..preprocessing import Preprocessing
-from .layouts import LAYOUTS, detect_layout, to_canonical
+from .layouts import detect_layout, layout_names, to_canonical
 from .reader import RawCheckpoint, read_checkpoint, sha256_of
 
-__all__ = ["Checkpoint", "load", "detect_layout", "detect_variant", "preprocessing_for", "LAYOUTS"]
+__all__ = ["Checkpoint", "load", "detect_layout", "detect_variant", "preprocessing_for", "layout_names", "LAYOUTS"]
+
+
+def __getattr__(name: str):
+    if name == "LAYOUTS":  # the former constant: now whatever the registered families declare
+        return layout_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -82,7 +88,7 @@ def load(path: str | Path, variant: str | None = None, prefer_ema: bool = False)
     """Load a checkpoint file or HF directory into a vitdeploy model (eval mode)."""
     raw = read_checkpoint(path, prefer_ema=prefer_ema)
     layout, family_name = detect_layout(raw.state_dict)
-    sd = to_canonical(raw.state_dict, layout)
+    sd = to_canonical(raw.state_dict, layout, family_name)
     num_classes = _num_classes(sd, family_name)
     if variant is not None:
         info = variant_info(variant)

@@ -8,15 +8,21 @@ matter for deployment:
   model enters eval mode or loads weights, so an exported graph holds a constant and
   no gather;
 * distillation: inference returns ``(head(x) + head_dist(x)) / 2``, like all three sources.
+
+Checkpoint layouts (:func:`layout_of`, :func:`to_canonical`): ``timm`` (timm ``levit_*``), ``timm-conv``
+(timm ``levit_conv_*``: 1x1 conv weights), ``official`` (facebookresearch/LeViT), ``hf`` (HF ``Levit*``).
 """
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from .layers import ConvNorm, LinearNorm, NormLinear
 
 
@@ -102,6 +108,12 @@ class Attention(_BiasedAttentionBase):
         x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, self.val_attn_dim)
         return self.proj(x)
 
+    def query_projection(self) -> tuple[nn.Linear, list[int]]:
+        """The Linear computing the queries and its query rows (the attention-scale fold multiplies them):
+        per head, the first ``key_dim`` of its ``2 * key_dim + val_dim`` rows."""
+        per_head = 2 * self.key_dim + self.val_dim
+        return self.qkv.linear, [h * per_head + i for h in range(self.num_heads) for i in range(self.key_dim)]
+
 
 class Subsample(nn.Module):
     """Keep every ``stride``-th token in both spatial directions."""
@@ -144,6 +156,11 @@ class AttentionDownsample(_BiasedAttentionBase):
         attn = (q @ k) * self.scale + self._bias()
         x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, -1, self.val_attn_dim)
         return self.proj(x)
+
+    def query_projection(self) -> tuple[nn.Linear, list[int]]:
+        """The Linear computing the queries: every row is a query row."""
+        layer = self.q.ln.linear
+        return layer, list(range(layer.out_features))
 
 
 class LevitMlp(nn.Module):
@@ -260,10 +277,6 @@ def build(cfg: LevitConfig) -> Levit:
 
 def state_dict_signature(sd: dict) -> dict:
     """The distinguishing config of a canonical (timm-named) LeViT state dict, from its keys and shapes."""
-    import re
-
-    from ..errors import CheckpointError
-
     def count(pattern: str) -> int:
         return len({m.group(1) for k in sd if (m := re.match(pattern, k))})
 
@@ -296,3 +309,140 @@ def classifier_heads(model: Levit) -> list:
 
 def pool(features: torch.Tensor) -> torch.Tensor:
     return features.mean(1)  # tokens (B, N, C)
+
+
+# ----------------------------------------------------------------------------- checkpoint layouts
+# Every mapping is by name and structure, never by position: a safetensors file stores keys sorted.
+
+
+def layout_of(sd: dict) -> str | None:
+    """Which source wrote a LeViT state dict (a layout of the Family row), from its key names; None: not LeViT."""
+    has = lambda prefix: any(k.startswith(prefix) for k in sd)  # noqa: E731
+    if has("levit.patch_embeddings."):
+        return "hf"
+    if has("patch_embed.0.c.") and has("blocks."):
+        return "official"
+    if has("stem.conv1.linear.") and has("stages."):
+        qkv = next((v for k, v in sd.items() if k.endswith("attn.qkv.linear.weight")), None)
+        return "timm-conv" if qkv is not None and qkv.ndim == 4 else "timm"
+    return None
+
+
+def to_canonical(sd: dict, layout: str) -> dict:
+    """A state dict in ``layout`` renamed (and where needed reshaped) into timm's names."""
+    return _TO_CANONICAL[layout](sd)
+
+
+def _timm_levit(sd: dict) -> dict:
+    return {k: v for k, v in sd.items() if not k.endswith("attention_bias_idxs")}
+
+
+def _timm_conv_levit(sd: dict) -> dict:
+    """levit_conv_*: the same names, Linear weights stored as (out, in, 1, 1) convs."""
+    out = {}
+    for k, v in _timm_levit(sd).items():
+        if k.endswith(".linear.weight") and v.ndim == 4 and not k.startswith("stem."):
+            v = v.reshape(v.shape[0], v.shape[1])
+        out[k] = v
+    return out
+
+
+def _official_levit(sd: dict) -> dict:
+    """facebookresearch/LeViT: flat ``blocks.N`` list -> timm stages, by each block's kind."""
+    sd = {k: v for k, v in sd.items() if not k.endswith("attention_bias_idxs")}
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("patch_embed."):
+            idx, rest = k[len("patch_embed."):].split(".", 1)
+            out[f"stem.conv{int(idx) // 2 + 1}.{_official_lbn(rest)}"] = v
+        elif k.startswith(("head.", "head_dist.")):
+            out[k.replace(".l.", ".linear.")] = v
+    out.update(_official_blocks(sd))
+    return out
+
+
+def _official_blocks(sd: dict) -> dict:
+    blocks: dict[int, dict[str, object]] = defaultdict(dict)
+    for k, v in sd.items():
+        m = re.match(r"blocks\.(\d+)\.(.+)", k)
+        if m:
+            blocks[int(m.group(1))][m.group(2)] = v
+    out = {}
+    stage, block, pending_mlp_target = 0, 0, None
+    for n in sorted(blocks):
+        params = blocks[n]
+        if any(p.startswith("kv.") for p in params):  # AttentionSubsample: starts the next stage
+            stage, block = stage + 1, 0
+            prefix = f"stages.{stage}.downsample"
+            for p, v in params.items():
+                p = re.sub(r"^q\.1\.", "q.ln.", p)
+                p = re.sub(r"^proj\.1\.", "proj.ln.", p)
+                out[f"{prefix}.attn_downsample.{_official_lbn(p)}"] = v
+            pending_mlp_target = f"{prefix}.mlp"
+        elif any(p.startswith("m.qkv.") for p in params):  # residual attention
+            prefix = f"stages.{stage}.blocks.{block}.attn"
+            for p, v in params.items():
+                p = re.sub(r"^proj\.1\.", "proj.ln.", p[len("m."):])
+                out[f"{prefix}.{_official_lbn(p)}"] = v
+            pending_mlp_target = f"stages.{stage}.blocks.{block}.mlp"
+            block += 1
+        elif any(p.startswith("m.0.") for p in params):  # residual MLP: follows its attention
+            if pending_mlp_target is None:
+                raise CheckpointError(f"official LeViT checkpoint: blocks.{n} is an MLP with no attention before it")
+            for p, v in params.items():
+                p = re.sub(r"^m\.0\.", "ln1.", p)
+                p = re.sub(r"^m\.2\.", "ln2.", p)
+                out[f"{pending_mlp_target}.{_official_lbn(p)}"] = v
+            pending_mlp_target = None
+        else:
+            raise CheckpointError(f"official LeViT checkpoint: blocks.{n} has unexpected keys {sorted(params)[:4]}")
+    return out
+
+
+def _official_lbn(p: str) -> str:
+    return re.sub(r"(^|\.)c\.", r"\1linear.", p)
+
+
+def _hf_levit(sd: dict) -> dict:
+    """HF Levit: per-stage ``layers`` (attn, mlp, ..., subsample, mlp) -> timm stages."""
+    depths = defaultdict(int)
+    for k in sd:
+        m = re.match(r"levit\.encoder\.stages\.(\d+)\.layers\.(\d+)\.module\.queries_keys_values\.", k)
+        if m:
+            depths[int(m.group(1))] = max(depths[int(m.group(1))], int(m.group(2)) // 2 + 1)
+    out = {}
+    for k, v in sd.items():
+        new = _hf_levit_key(k, depths)
+        if new is not None:
+            out[new] = v
+    if "head_dist.linear.weight" not in out and "head.linear.weight" in out:
+        # LevitForImageClassification has no distillation head; averaging a head with itself is the head.
+        for k in [k for k in out if k.startswith("head.")]:
+            out["head_dist." + k[len("head."):]] = out[k]
+    return out
+
+
+def _hf_levit_key(k: str, depths: dict) -> str | None:
+    k = k.replace(".batch_norm.", ".bn.").replace(".convolution.", ".linear.")
+    m = re.match(r"levit\.patch_embeddings\.embedding_layer_(\d)\.(.+)", k)
+    if m:
+        return f"stem.conv{m.group(1)}.{m.group(2)}"
+    m = re.match(r"classifier(_distill)?\.(.+)", k)
+    if m:
+        return f"head{'_dist' if m.group(1) else ''}.{m.group(2)}"
+    m = re.match(r"levit\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)", k)
+    if not m:
+        return k
+    s, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+    rest = rest.replace("module.", "", 1)
+    rest = (rest.replace("queries_keys_values.", "qkv.").replace("keys_values.", "kv.")
+            .replace("queries.", "q.ln.").replace("projection.", "proj.ln.")
+            .replace("linear_up.", "ln1.").replace("linear_down.", "ln2."))
+    if j < 2 * depths[s]:
+        part = "attn" if j % 2 == 0 else "mlp"
+        return f"stages.{s}.blocks.{j // 2}.{part}.{rest}"
+    part = "attn_downsample" if j == 2 * depths[s] else "mlp"
+    return f"stages.{s + 1}.downsample.{part}.{rest}"
+
+
+_TO_CANONICAL = {"timm": _timm_levit, "timm-conv": _timm_conv_levit, "official": _official_levit, "hf": _hf_levit}

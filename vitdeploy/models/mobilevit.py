@@ -4,17 +4,22 @@ Numerically the same network as apple/ml-cvnets, timm's ``mobilevit_*`` and HF
 transformers' ``MobileViT*``; state-dict names are timm's. Every tensor stays at rank
 <= 4: the attention splits q/k/v without timm's rank-5 reshape, and unfold/fold use
 rank-4 reshapes and transposes (Core ML rejects rank > 5; mobile delegates want <= 4).
+
+Checkpoint layouts (:func:`layout_of`, :func:`to_canonical`): ``timm`` (timm ``mobilevit_*``), ``cvnets``
+(apple/ml-cvnets), ``hf`` (HF ``MobileViT*``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CheckpointError
 from .layers import ConvNormAct
 
 
@@ -82,6 +87,10 @@ class MultiHeadAttention(nn.Module):
         attn = ((q * self.scale) @ k).softmax(dim=-1)
         x = (attn @ v).transpose(1, 2).reshape(B, N, C)
         return self.proj(x)
+
+    def query_projection(self) -> tuple[nn.Linear, list[int]]:
+        """The Linear computing the queries and its query rows (the first third of qkv)."""
+        return self.qkv, list(range(self.num_heads * self.head_dim))
 
 
 class Mlp(nn.Module):
@@ -199,10 +208,6 @@ def build(cfg: MobileVitConfig) -> MobileVit:
 
 def state_dict_signature(sd: dict) -> dict:
     """The distinguishing config of a canonical (timm-named) MobileViT state dict, from its keys and shapes."""
-    import re
-
-    from ..errors import CheckpointError
-
     try:
         channels = [int(sd[f"stages.{s}.0.conv3_1x1.conv.weight"].shape[0]) for s in range(5)]
         dims = [int(sd[f"stages.{s}.1.conv_1x1.weight"].shape[0]) for s in (2, 3, 4)]
@@ -228,3 +233,117 @@ def classifier_heads(model: MobileVit) -> list:
 
 def pool(features: torch.Tensor) -> torch.Tensor:
     return features.mean((2, 3))  # feature map (B, C, H, W)
+
+
+# ----------------------------------------------------------------------------- checkpoint layouts
+# Every mapping is by name and structure, never by position: a safetensors file stores keys sorted.
+
+
+def layout_of(sd: dict) -> str | None:
+    """Which source wrote a MobileViT state dict (a layout of the Family row), from its key names; None: not
+    MobileViT."""
+    has = lambda prefix: any(k.startswith(prefix) for k in sd)  # noqa: E731
+    if has("mobilevit.conv_stem."):
+        return "hf"
+    if has("stem.conv.") and has("stages.0.0.conv1_1x1."):
+        return "timm"
+    if has("conv_1.block.conv.") or has("encoder.conv_1.block.conv."):
+        return "cvnets"
+    return None
+
+
+def to_canonical(sd: dict, layout: str) -> dict:
+    """A state dict in ``layout`` renamed (HF: query/key/value merged into qkv) into timm's names."""
+    return _TO_CANONICAL[layout](sd)
+
+
+def _rename(sd: dict, rules: list[tuple[str, str]]) -> dict:
+    out = {}
+    for key, value in sd.items():
+        new = key
+        for pattern, repl in rules:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def _timm_mobilevit(sd: dict) -> dict:
+    return dict(sd)
+
+
+_CVNETS_RULES = [
+    (r"^encoder\.", ""),
+    (r"^conv_1\.block\.", "stem."),
+    (r"^conv_1x1_exp\.block\.", "final_conv."),
+    (r"^classifier\.fc\.", "head.fc."),
+    (r"^layer_(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}."),
+    (r"\.block\.(exp_1x1|conv_3x3|red_1x1)\.block\.",
+     lambda m: "." + {"exp_1x1": "conv1_1x1", "conv_3x3": "conv2_kxk", "red_1x1": "conv3_1x1"}[m.group(1)] + "."),
+    (r"\.local_rep\.conv_3x3\.block\.", ".conv_kxk."),
+    (r"\.local_rep\.conv_1x1\.block\.conv\.", ".conv_1x1."),
+    (r"\.global_rep\.(\d+)\.pre_norm_mha\.0\.", r".transformer.\1.norm1."),
+    (r"\.global_rep\.(\d+)\.pre_norm_mha\.1\.qkv_proj\.", r".transformer.\1.attn.qkv."),
+    (r"\.global_rep\.(\d+)\.pre_norm_mha\.1\.out_proj\.", r".transformer.\1.attn.proj."),
+    (r"\.global_rep\.(\d+)\.pre_norm_ffn\.0\.", r".transformer.\1.norm2."),
+    (r"\.global_rep\.(\d+)\.pre_norm_ffn\.1\.", r".transformer.\1.mlp.fc1."),
+    (r"\.global_rep\.(\d+)\.pre_norm_ffn\.4\.", r".transformer.\1.mlp.fc2."),
+    (r"\.global_rep\.\d+\.(weight|bias)$", r".norm.\1"),
+    (r"\.conv_proj\.block\.", ".conv_proj."),
+    (r"\.fusion\.block\.", ".conv_fusion."),
+]
+
+
+def _cvnets_mobilevit(sd: dict) -> dict:
+    out = {}
+    for k, v in sd.items():
+        new = k
+        for pattern, repl in _CVNETS_RULES:
+            new = re.sub(pattern, repl, new)
+        # BatchNorm is "norm" in cvnets and "bn" in timm; the final transformer LayerNorm is "norm" in both.
+        new = re.sub(r"\.(stem|conv\w*|final_conv)\.norm\.", r".\1.bn.", new)
+        new = re.sub(r"^(stem|final_conv)\.norm\.", r"\1.bn.", new)
+        out[new] = v
+    return out
+
+
+def _hf_mobilevit(sd: dict) -> dict:
+    rules = [
+        (r"^mobilevit\.conv_stem\.", "stem."),
+        (r"^mobilevit\.conv_1x1_exp\.", "final_conv."),
+        (r"^classifier\.", "head.fc."),
+        (r"^mobilevit\.encoder\.layer\.([01])\.layer\.(\d+)\.", r"stages.\1.\2."),
+        (r"^mobilevit\.encoder\.layer\.(\d)\.downsampling_layer\.", r"stages.\1.0."),
+        (r"^mobilevit\.encoder\.layer\.(\d)\.", r"stages.\1.1."),
+        (r"\.expand_1x1\.", ".conv1_1x1."), (r"\.conv_3x3\.", ".conv2_kxk."), (r"\.reduce_1x1\.", ".conv3_1x1."),
+        (r"\.conv_1x1\.convolution\.", ".conv_1x1."),
+        (r"\.conv_projection\.", ".conv_proj."), (r"\.fusion\.", ".conv_fusion."),
+        (r"\.convolution\.", ".conv."), (r"\.normalization\.", ".bn."),
+        (r"\.transformer\.layer\.(\d+)\.layernorm_before\.", r".transformer.\1.norm1."),
+        (r"\.transformer\.layer\.(\d+)\.layernorm_after\.", r".transformer.\1.norm2."),
+        (r"\.transformer\.layer\.(\d+)\.attention\.output\.dense\.", r".transformer.\1.attn.proj."),
+        (r"\.transformer\.layer\.(\d+)\.intermediate\.dense\.", r".transformer.\1.mlp.fc1."),
+        (r"\.transformer\.layer\.(\d+)\.output\.dense\.", r".transformer.\1.mlp.fc2."),
+        (r"\.transformer\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.", r".transformer.\1.attn.\2."),
+        (r"\.layernorm\.", ".norm."),
+    ]
+    renamed = _rename(sd, rules)
+    return _merge_qkv(renamed)
+
+
+def _merge_qkv(sd: dict) -> dict:
+    """HF keeps query/key/value as three Linears; timm and cvnets use one fused qkv."""
+    out = {}
+    for k, v in sd.items():
+        m = re.match(r"(.+\.attn)\.(query|key|value)\.(weight|bias)$", k)
+        if not m:
+            out[k] = v
+        elif m.group(2) == "query":
+            base, kind = m.group(1), m.group(3)
+            parts = [sd.get(f"{base}.{p}.{kind}") for p in ("query", "key", "value")]
+            if any(p is None for p in parts):
+                raise CheckpointError(f"HF MobileViT checkpoint: {base} lacks one of query/key/value {kind}")
+            out[f"{base}.qkv.{kind}"] = torch.cat(parts, 0)
+    return out
+
+
+_TO_CANONICAL = {"timm": _timm_mobilevit, "cvnets": _cvnets_mobilevit, "hf": _hf_mobilevit}

@@ -21,9 +21,11 @@ def restructure_for_coreml(model):
     * ``two_op_hardswish``: coremltools lowers ``nn.Hardswish`` to thresholded_relu + sigmoid_hard + mul;
       ``x * hardsigmoid(x)`` is the same function (hardsigmoid is exactly 0 below -3) in two ops.
     * ``attention_scale_into_query``: folded into the query projection's weights and bias (one ``mul`` on
-      every attention map fewer; exact for LeViT-128S's 1/4, one float rounding otherwise).
-    * ``merged_heads``: LeViT's two classifier heads averaged into one linear layer: ``(h(x) + h_dist(x)) / 2``
-      -> ``linear(x, (W + W_d) / 2, (b + b_d) / 2)`` (two ops fewer, one rounding of the weights).
+      every attention map fewer; exact for LeViT-128S's 1/4, one float rounding otherwise). Each attention
+      class says which rows are queries (``query_projection``); one that does not is refused.
+    * ``merged_heads``: several classifier heads averaged into one linear layer (LeViT's two:
+      ``(h(x) + h_dist(x)) / 2`` -> ``linear(x, (W + W_d) / 2, (b + b_d) / 2)``: two ops fewer, one rounding
+      of the weights); the family says which heads (``Family.classifier_heads``).
     Returns (model, {rewrite: count}).
     """
     return run_passes(COREML_REWRITES, model)
@@ -71,30 +73,40 @@ def _TwoOpHardswish():  # noqa: N802 - a factory standing in for a class defined
 
 
 def _fold_attention_scale(module) -> bool:
-    """Multiply the query rows of the q projection by ``module.scale`` and set the scale to 1."""
-    from ..models import levit, mobilevit
+    """Multiply the query rows of the module's query projection by ``module.scale`` and set the scale to 1.
 
-    scale = float(getattr(module, "scale", 1.0))
-    if scale == 1.0:
+    A module with a float ``scale`` other than 1 is an attention, and its class says where its queries come
+    from: ``query_projection() -> (nn.Linear, query rows)``, or None to keep its scale as a multiply. A class
+    that does not say is refused (:class:`UnfoldableAttention`): guessing would either leave a mul the pass
+    claims to remove or scale the wrong rows."""
+    scale = getattr(module, "scale", None)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale == 1.0:
         return False
-    if isinstance(module, levit.Attention):
-        layer = module.qkv.linear
-        per_head = 2 * module.key_dim + module.val_dim
-        rows = [h * per_head + i for h in range(module.num_heads) for i in range(module.key_dim)]
-    elif isinstance(module, levit.AttentionDownsample):
-        layer = module.q.ln.linear
-        rows = list(range(layer.out_features))
-    elif isinstance(module, mobilevit.MultiHeadAttention):
-        layer = module.qkv
-        rows = list(range(module.num_heads * module.head_dim))
-    else:
-        return False
+    hook = getattr(module, "query_projection", None)
+    if hook is None:
+        raise UnfoldableAttention(module)
+    found = hook()
+    if found is None:
+        return False  # the class keeps its scale (its own decision, stated in its query_projection)
+    layer, rows = found
     if layer.bias is None or _has_batchnorm_after(module):
         return False  # unfolded BN after the projection would undo the scaling
     layer.weight[rows] *= scale
     layer.bias[rows] *= scale
     module.scale = 1.0
     return True
+
+
+class UnfoldableAttention(TypeError):
+    """An attention (a module with a float ``scale``) whose class does not say how its scale folds into its
+    queries: a family's bug, not bad input, so a TypeError with the fix in its message."""
+
+    def __init__(self, module):
+        cls = type(module)
+        super().__init__(f"attention_scale_into_query: {cls.__module__}.{cls.__qualname__} has an attention "
+                         f"scale ({module.scale:.3g}) but no query_projection(); define it on the class: return "
+                         "(the nn.Linear computing the queries, the indices of its query rows), or None to keep "
+                         "the scale as a multiply")
 
 
 def _has_batchnorm_after(module) -> bool:
@@ -105,41 +117,55 @@ def _has_batchnorm_after(module) -> bool:
 
 @register_pass("merged_heads", wraps=True)
 def merged_heads(model):
-    """LeViT's class and distillation heads averaged into one Linear (a new module around the model)."""
-    if not _heads_foldable(model):
+    """A model whose logits average several BatchNorm-free classifier heads (LeViT's class and distillation
+    heads, its family says which) wrapped in a module computing them as one Linear."""
+    heads = _foldable_heads(model)
+    if not heads:
         return model, 0
-    return _MergedHeadLevit(model), 1
+    return _merged_heads_cls()(model, heads).eval(), 1
 
 
-def _heads_foldable(model) -> bool:
+def _foldable_heads(model) -> list:
+    """The model's classifier Linears when there are several, with biases and no BatchNorm before them; else []."""
     from torch import nn
 
-    heads = (getattr(model, "head", None), getattr(model, "head_dist", None))
-    return all(h is not None and isinstance(getattr(h, "bn", None), nn.Identity) for h in heads)
+    from ..models import FAMILIES
+
+    fam = FAMILIES.get(getattr(model, "family", None))
+    if fam is None or isinstance(model, _merged_heads_cls()):
+        return []
+    heads = fam.classifier_heads(model)
+    if len(heads) < 2 or not all((bn is None or isinstance(bn, nn.Identity)) and linear.bias is not None
+                                 for bn, linear in heads):
+        return []
+    return [linear for _, linear in heads]
 
 
-def _MergedHeadLevit(model):  # noqa: N802 - factory for a lazily defined nn.Module
+@functools.lru_cache(maxsize=None)
+def _merged_heads_cls():
     import torch
     from torch import nn
 
-    class MergedHeadLevit(nn.Module):
-        """LeViT with head and head_dist averaged into one linear layer (model BN-folded)."""
+    from ..models import family
 
-        family = "levit"
+    class MergedHeads(nn.Module):
+        """A model (BN-folded) whose classifier heads, averaged, are one linear layer:
+        ``mean_i(W_i x + b_i) = (mean_i W_i) x + mean_i b_i`` (its pooled features in, logits out)."""
 
-        def __init__(self, levit_model):
+        def __init__(self, model, heads):
             super().__init__()
-            self.levit = levit_model
-            h, d = levit_model.head.linear, levit_model.head_dist.linear
+            self.family = model.family
+            self.add_module(model.family, model)  # the module names stay those of the family's model
             with torch.no_grad():
-                weight = (h.weight.double() + d.weight.double()) / 2
-                bias = (h.bias.double() + d.bias.double()) / 2
-            self.head = nn.Linear(h.in_features, h.out_features)
+                weight = sum(h.weight.double() for h in heads) / len(heads)
+                bias = sum(h.bias.double() for h in heads) / len(heads)
+            self.head = nn.Linear(heads[0].in_features, heads[0].out_features)
             with torch.no_grad():
                 self.head.weight.copy_(weight)
                 self.head.bias.copy_(bias)
 
         def forward(self, x):
-            return self.head(self.levit.forward_features(x).mean(1))
+            inner = getattr(self, self.family)
+            return self.head(family(self.family).pool(inner.forward_features(x)))
 
-    return MergedHeadLevit(model).eval()
+    return MergedHeads

@@ -5,29 +5,23 @@ its ops, ``coremltools/converters/mil/mil/ops/defs/iOS*/``) registers its ops wi
 :func:`register`. An op function takes the op's resolved inputs (:class:`Args`) and returns its
 output, or a tuple of outputs; the interpreter casts each to the dtype the program declares.
 
-``families`` records which model families' Core ML programs contain the op: vitdeploy's artifacts
-(every precision, quantization mode, deployment target, with or without labels and image input)
-and coremltools' default conversion of the unmodified model (what ``op_counts_before`` counts: LeViT's
-BatchNorm1d as ``batch_norm``, its hardswish as ``thresholded_relu``). Ops with no family are kept
-for other programs and tested like the rest; ``tests/test_coreml_target.py`` checks the record
-against its conversions.
+Which ops a model family's Core ML programs contain is the family's own record (``coreml_ops`` of its
+:class:`~vitdeploy.models.Family` row): vitdeploy's artifacts (every precision, quantization mode,
+deployment target, with or without labels and image input) and coremltools' default conversion of the
+unmodified model (what ``op_counts_before`` counts: LeViT's BatchNorm1d as ``batch_norm``, its hardswish
+as ``thresholded_relu``). :func:`family_ops` reads it; ops no family records are kept for other programs
+and tested like the rest; ``tests/test_coreml_target.py`` checks the record against its conversions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from vitdeploy.errors import VitdeployError
-
-LEVIT = "levit"
-MOBILEVIT = "mobilevit"
-FAMILIES = (LEVIT, MOBILEVIT)
-BOTH = FAMILIES
-
 
 class UnsupportedOpError(VitdeployError):
     """The model contains a MIL op the interpreter does not implement."""
@@ -93,7 +87,6 @@ class OpDef:
 
     op_type: str
     fn: OpFn
-    families: frozenset[str]  # model families whose programs contain the op (module docstring); empty: none
     module: str  # the ops module (coremltools op-definition file name) that defines it
 
 
@@ -101,19 +94,15 @@ _REGISTRY: dict[str, OpDef] = {}
 REGISTRY: Mapping[str, OpDef] = MappingProxyType(_REGISTRY)
 
 
-def register(*op_types: str, families: Iterable[str] = ()) -> Callable[[OpFn], OpFn]:
-    """Decorator: ``fn`` executes the MIL ops ``op_types``; ``families`` emit them (see the module docstring)."""
-    fams = frozenset(families)
-    unknown = fams - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown model families {sorted(unknown)}; known: {FAMILIES}")
+def register(*op_types: str) -> Callable[[OpFn], OpFn]:
+    """Decorator: ``fn`` executes the MIL ops ``op_types``."""
 
     def add(fn: OpFn) -> OpFn:
         module = fn.__module__.rpartition(".")[2]
         for op_type in op_types:
             if op_type in _REGISTRY:
                 raise ValueError(f"MIL op '{op_type}' registered twice ({_REGISTRY[op_type].module}, {module})")
-            _REGISTRY[op_type] = OpDef(op_type, fn, fams, module)
+            _REGISTRY[op_type] = OpDef(op_type, fn, module)
         return fn
 
     return add
@@ -129,10 +118,15 @@ def supported_ops() -> list[str]:
 
 
 def family_ops(family: str | None = None) -> set[str]:
-    """Op types the programs of ``family`` contain (of any family when None); const excluded."""
-    return {name for name, op in _REGISTRY.items() if (op.families if family is None else family in op.families)}
+    """Op types the programs of ``family`` contain (of any registered family when None), as the family
+    records them (``Family.coreml_ops``); const excluded."""
+    from vitdeploy.models import families
+    from vitdeploy.models import family as family_named
+
+    chosen = families() if family is None else [family_named(family)]
+    return {op for fam in chosen for op in fam.coreml_ops}
 
 
 def unused_ops() -> set[str]:
-    """Op types no family's programs contain (kept for other programs)."""
-    return {name for name, op in _REGISTRY.items() if not op.families}
+    """Registered op types no family's programs contain (kept for other programs)."""
+    return set(_REGISTRY) - family_ops()

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..registry import BOTH, LEVIT, MOBILEVIT, register
+from ..registry import register
 from ._utils import erf, f32, sigmoid
 
 
@@ -44,13 +44,13 @@ def sigmoid_op(a):
     return sigmoid(f32(a["x"]))
 
 
-@register("sigmoid_hard", families=(LEVIT,))
+@register("sigmoid_hard")
 def sigmoid_hard(a):
     x = f32(a["x"])
     return np.clip(np.float32(a.scalar("alpha", 0.2)) * x + np.float32(a.scalar("beta", 0.5)), 0.0, 1.0)
 
 
-@register("silu", families=(MOBILEVIT,))
+@register("silu")
 def silu(a):
     x = f32(a["x"])
     return x * sigmoid(x)
@@ -87,7 +87,7 @@ def clamped_relu(a):
     return np.minimum(np.where(x >= 0, x, alpha * x), beta)
 
 
-@register("thresholded_relu", families=(LEVIT,))
+@register("thresholded_relu")
 def thresholded_relu(a):
     x = f32(a["x"])
     return np.where(x > np.float32(a.scalar("alpha", 1.0)), x, np.float32(0.0))
@@ -112,7 +112,7 @@ def gelu(a):
     raise a.unsupported(f"mode '{mode}'")
 
 
-@register("softmax", families=BOTH)
+@register("softmax")
 def softmax(a):
     x = f32(a["x"])
     axis = int(a.scalar("axis", -1))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BOTH, register
+from ..registry import register
 from ._utils import f32
 
 
-@register("classify", families=BOTH)
+@register("classify")
 def classify(a):
     """(top label, {label: probability}) as Core ML's classifier outputs."""
     probs = np.ravel(f32(a["probabilities"]))

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..registry import BOTH, register
+from ..registry import register
 from ._utils import f32, per_axis
 
 
@@ -47,7 +47,7 @@ def _lut_blockwise(indices: np.ndarray, lut: np.ndarray, vector_axis) -> np.ndar
     return values.reshape(shape)
 
 
-@register("constexpr_affine_dequantize", families=BOTH)
+@register("constexpr_affine_dequantize")
 def constexpr_affine_dequantize(a):
     data = np.asarray(a["quantized_data"]).astype(np.float32)
     axis = a.scalar("axis")
@@ -55,7 +55,7 @@ def constexpr_affine_dequantize(a):
     return (data - zero_point) * per_axis(f32(a["scale"]), data.ndim, axis)
 
 
-@register("constexpr_blockwise_shift_scale", families=BOTH)
+@register("constexpr_blockwise_shift_scale")
 def constexpr_blockwise_shift_scale(a):
     data = np.asarray(a["data"]).astype(np.float32)
     if "offset" in a:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BOTH, register
+from ..registry import register
 from ._utils import f32, spatial_pads, torch, torch_pad_arg
 
 
-@register("conv", families=BOTH)
+@register("conv")
 def conv(a):
     t = torch()
     F = t.nn.functional

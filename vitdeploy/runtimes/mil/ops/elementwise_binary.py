@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..program import FLOAT_TYPES
-from ..registry import BOTH, register
+from ..registry import register
 from ._utils import f32
 
 
@@ -17,9 +17,9 @@ def _logical(fn):
     return lambda a: fn(np.asarray(a["x"]).astype(bool), np.asarray(a["y"]).astype(bool))
 
 
-register("add", families=BOTH)(_binary(np.add))
+register("add")(_binary(np.add))
 register("sub")(_binary(np.subtract))
-register("mul", families=BOTH)(_binary(np.multiply))
+register("mul")(_binary(np.multiply))
 register("mod")(_binary(np.mod))
 register("maximum")(_binary(np.maximum))
 register("minimum")(_binary(np.minimum))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..program import FLOAT_TYPES, NP_DTYPES
-from ..registry import BOTH, register
+from ..registry import register
 from ._utils import erf, f32
 
 
@@ -57,7 +57,7 @@ def threshold(a):
     return np.maximum(f32(a["x"]), np.float32(a.scalar("alpha")))
 
 
-@register("cast", families=BOTH)
+@register("cast")
 def cast(a):
     target = a.scalar("dtype")
     x = np.asarray(a["x"])

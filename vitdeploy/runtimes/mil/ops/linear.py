@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BOTH, register
+from ..registry import register
 from ._utils import as_torch, f32, torch
 
 # torch's batched GEMM is much faster than numpy's matmul on stacked (rank > 2) operands.
 
 
-@register("linear", families=BOTH)
+@register("linear")
 def linear(a):
     F = torch().nn.functional
     bias = as_torch(a["bias"]) if "bias" in a else None
     return F.linear(as_torch(a["x"]), as_torch(a["weight"]), bias).numpy()
 
 
-@register("matmul", families=BOTH)
+@register("matmul")
 def matmul(a):
     x, y = as_torch(a["x"]), as_torch(a["y"])
     if a.scalar("transpose_x", False) and x.dim() >= 2:

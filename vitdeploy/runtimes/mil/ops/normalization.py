@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import LEVIT, MOBILEVIT, register
+from ..registry import register
 from ._utils import f32
 
 
@@ -19,7 +19,7 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
     return centered / np.sqrt(var + np.float32(eps))
 
 
-@register("batch_norm", families=(LEVIT,))
+@register("batch_norm")
 def batch_norm(a):
     x = f32(a["x"])
     inv_std = 1.0 / np.sqrt(f32(a["variance"]) + np.float32(a.scalar("epsilon", 1e-5)))
@@ -39,7 +39,7 @@ def instance_norm(a):
     return y
 
 
-@register("layer_norm", families=(MOBILEVIT,))
+@register("layer_norm")
 def layer_norm(a):
     x = f32(a["x"])
     axes = a.ints("axes")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BOTH, register
+from ..registry import register
 from ._utils import f32, int_range, per_axis
 
 
-@register("quantize", families=BOTH)
+@register("quantize")
 def quantize(a):
     x = f32(a["input"])
     rank, axis = x.ndim, a.scalar("axis")
@@ -19,7 +19,7 @@ def quantize(a):
     return np.clip(q, low, high)
 
 
-@register("dequantize", families=BOTH)
+@register("dequantize")
 def dequantize(a):
     x = np.asarray(a["input"]).astype(np.float32)
     rank, axis = x.ndim, a.scalar("axis")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BOTH, register
+from ..registry import register
 from ._utils import f32
 
 
@@ -55,7 +55,7 @@ def _reduce_arg(fn):
     return run
 
 
-register("reduce_mean", families=BOTH)(_reduce(np.mean))
+register("reduce_mean")(_reduce(np.mean))
 register("reduce_sum")(_reduce(np.sum))
 register("reduce_max")(_reduce(np.max))
 register("reduce_min")(_reduce(np.min))

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..registry import BOTH, MOBILEVIT, register
+from ..registry import register
 
 
 @register("identity")
@@ -21,7 +21,7 @@ def flatten2d(a):
     return x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
 
 
-@register("concat", families=(MOBILEVIT,))
+@register("concat")
 def concat(a):
     values = [np.asarray(v) for v in a["values"]]
     axis = int(a.scalar("axis"))
@@ -39,7 +39,7 @@ def stack(a):
     return np.stack([np.asarray(v) for v in a["values"]], axis=int(a.scalar("axis")))
 
 
-@register("split", families=BOTH)
+@register("split")
 def split(a):
     x = np.asarray(a["x"])
     axis = int(a.scalar("axis")) % x.ndim

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BOTH, LEVIT, register
+from ..registry import register
 
 
 def _resolve_reshape(in_shape, target) -> list[int]:
@@ -20,7 +20,7 @@ def _resolve_reshape(in_shape, target) -> list[int]:
     return out
 
 
-@register("reshape", families=BOTH)
+@register("reshape")
 def reshape(a):
     x = np.asarray(a["x"])
     return x.reshape(_resolve_reshape(x.shape, a.ints("shape")))
@@ -38,19 +38,19 @@ def reshape_like(a):
     return x.reshape(shape)
 
 
-@register("transpose", families=BOTH)
+@register("transpose")
 def transpose(a):
     return np.transpose(a["x"], a.ints("perm"))
 
 
-@register("expand_dims", families=(LEVIT,))
+@register("expand_dims")
 def expand_dims(a):
     x = np.asarray(a["x"])
     out_rank = x.ndim + len(a.ints("axes"))
     return np.expand_dims(x, tuple(ax % out_rank for ax in a.ints("axes")))
 
 
-@register("squeeze", families=(LEVIT,))
+@register("squeeze")
 def squeeze(a):
     x = np.asarray(a["x"])
     axes = a.ints("axes")
@@ -66,7 +66,7 @@ def reverse(a):
     return np.flip(x, axis=None if axes is None else tuple(axes))
 
 
-@register("slice_by_index", families=(LEVIT,))
+@register("slice_by_index")
 def slice_by_index(a):
     x = np.asarray(a["x"])
     rank = x.ndim
