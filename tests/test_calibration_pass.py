@@ -27,7 +27,7 @@ def _one_statistic(model: bytes, inputs: np.ndarray, statistic: str) -> dict:
     from ai_edge_quantizer import calibrator, recipe, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
-    from vitdeploy.quantization.tflite import _signature
+    from vitdeploy.quantization.tflite_calibration import _signature
 
     key, name = _signature(model)
     manager = recipe_manager.RecipeManager()
@@ -39,7 +39,7 @@ def _one_statistic(model: bytes, inputs: np.ndarray, statistic: str) -> dict:
 
 
 def test_one_pass_gives_each_statistic_exactly(small_tflite):
-    from vitdeploy.quantization.tflite import _calibrate_all
+    from vitdeploy.quantization.tflite_calibration import _calibrate_all
 
     rng = np.random.default_rng(0)
     # Scaled per image so min/max and the moving average really differ (a peak on one image).
