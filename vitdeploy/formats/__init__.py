@@ -29,7 +29,7 @@ LAYOUT_RAW = "NCHW-raw"  # either: already preprocessed NCHW floats, as the PyTo
 # delegates on Android, Apple's MLComputeUnits on iOS (the harness's order).
 ANDROID_UNITS = ("xnnpack", "cpu", "gpu", "nnapi")
 IOS_UNITS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
-# Precisions the options that only act on calibrated (activation-quantized) files take.
+# What --calib acts on: activation-quantized files (weight-only and float modes need no images).
 _CALIBRATED = ("w8a8", "w8a16")
 
 
