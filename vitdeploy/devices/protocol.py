@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitdeploy.formats import FORMATS, PLATFORMS, format_of, platform_units, suffixes_on
-
 from vitdeploy.devices.budget import (MAX_DEPTH, MAX_INT_DIGITS, REQUEST_MAX_BYTES, RESULT_MAX_BYTES, ProtocolError,
                                      parse_json, read_capped)
+from vitdeploy.formats import FORMATS, PLATFORMS, format_of, platform_units, suffixes_on
 
 PROTOCOL = "vitdeploy-harness"
 VERSION = 1

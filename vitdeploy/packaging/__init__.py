@@ -124,6 +124,10 @@ def _coreml_config(path: Path) -> dict | None:
     return _mlpackage_config(path, METADATA_KEY)
 
 
+# What each format (by its row's name) stores as vitdeploy's config.
+_CONFIG_READERS = {"tflite": _tflite_config, "executorch": _pte_config, "coreml": _coreml_config}
+
+
 def _mlpackage_config(path: Path, key: str) -> dict | None:
     """The vitdeploy JSON of an .mlpackage, None when absent or unreadable (inspect_mlpackage judges the rest)."""
     import json
@@ -172,6 +176,3 @@ def _check_artifact(artifact: Path, platform: str) -> None:
 def _described(fmt: Format) -> str:
     """``.tflite file``, ``Core ML .mlpackage (a folder with Manifest.json)``: what a refusal says it needs."""
     return f"{fmt.title} {fmt.suffix} (a folder with {MANIFEST})" if fmt.folder else f"{fmt.suffix} file"
-
-
-_CONFIG_READERS = {"tflite": _tflite_config, "executorch": _pte_config, "coreml": _coreml_config}
