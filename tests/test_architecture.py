@@ -7,6 +7,7 @@ Imports inside functions count: a lazy import keeps ``--help`` fast, it does not
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,49 @@ def test_input_conventions_are_declared_by_their_family():
                     and getattr(value.func, "id", None) == "Preprocessing":
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not offenders, offenders
+
+
+# Modules that still dispatch on a format themselves, while another branch moves them onto the formats table
+# (issue 29): empty this when it merges. Nothing else may be added here: a new format-dependent branch reads
+# the row (vitdeploy.formats) instead.
+FORMAT_DISPATCH_ALLOWED = ("convert.py", "targets/", "precisions.py")
+# Names compared with "coreml" that are no target: the ExecuTorch delegate and the Core ML runtime choice.
+_NOT_A_TARGET = {"delegate", "runtime"}
+
+
+def format_dispatch_offenders() -> list[str]:
+    """Every suffix literal (".pte", "model.tflite") and every comparison with a target name ("coreml") in the
+    package outside vitdeploy/formats/ and the allowlist: what the formats table exists to answer."""
+    from vitdeploy.formats import FORMATS
+
+    targets = set(FORMATS)
+    suffixes = "|".join(re.escape(s[1:]) for f in FORMATS.values() for s in (f.suffix, *f.old_suffixes))
+    file_name = re.compile(rf"^[\w.-]*\.({suffixes})$", re.IGNORECASE)  # ".pte", "model.tflite"
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("formats/") or rel.startswith(FORMAT_DISPATCH_ALLOWED):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                    and not node.value.startswith("vitdeploy.") and file_name.match(node.value)):
+                offenders.append(f"{rel}:{node.lineno}: suffix literal {node.value!r}")
+            elif isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                named = {s.id for s in sides if isinstance(s, ast.Name)}
+                values = {c.value for s in sides for c in ([s] if isinstance(s, ast.Constant) else
+                          s.elts if isinstance(s, (ast.Tuple, ast.List, ast.Set)) else []) if isinstance(c, ast.Constant)}
+                if values & targets and not named & _NOT_A_TARGET:
+                    offenders.append(f"{rel}:{node.lineno}: compares with {sorted(values & targets)}")
+    return offenders
+
+
+def test_no_format_dispatch_outside_formats():
+    """Format knowledge lives in the rows of vitdeploy.formats.FORMATS: no module outside formats/ names an
+    artifact suffix or compares anything with a target name; it asks formats.format_of(path) and reads the row."""
+    offenders = format_dispatch_offenders()
+    assert not offenders, "\n".join(offenders)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import VitdeployError
-from .formats import HOST_TIMED_TARGETS
+from .formats import FORMATS, HOST_TIMED_TARGETS
 
 REPORT_JSON = "build_report.json"
 REPORT_MD = "build_report.md"
@@ -188,7 +188,7 @@ def cell_mode(target: str, precision: str, quantize: str) -> str:
     from .precisions import label
 
     mode = label(target, quantize, precision)
-    return f"{precision} {mode}" if target == "coreml" and mode != precision else mode
+    return f"{precision} {mode}" if FORMATS[target].compute_precisions and mode != precision else mode
 
 
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:

@@ -206,10 +206,13 @@ def _profile_ops(model: str, given: list[str], *, runs, warmup, threads, as_json
 
 def _compute_units(raw: str, device: str, models) -> tuple[str, ...]:
     """--compute-units in the platform's one spelling (the device's, else the artifact's): old spellings are taken
-    with a note on stderr."""
+    with a note on stderr. A format with units of its own on that platform (a .pte: cpu, coreml) takes those,
+    as they are spelled."""
+    from .formats import format_of, platform_units
     from .options import compute_units
 
     values = [u.strip() for u in raw.split(",") if u.strip()]
+    fmt = format_of(models[0]) if models else None
     platform = None
     if device != "host":
         from .devices.catalog import lookup
@@ -217,11 +220,15 @@ def _compute_units(raw: str, device: str, models) -> tuple[str, ...]:
         spec = lookup(device)
         platform = spec.platform if spec is not None and spec.platform in COMPUTE_UNITS else None
     if platform is None:
-        from .formats import format_of
-
-        fmt = format_of(models[0]) if models else None
         platform = fmt.platforms[0] if fmt is not None and len(fmt.platforms) == 1 else None
     if platform is None:
+        return tuple(values)
+    own = fmt.compute_units.get(platform) if fmt is not None else None
+    if own is not None and set(own) != set(platform_units(platform)):
+        bad = [u for u in values if u not in own]
+        if bad:
+            raise VitdeployError(f"--compute-units {bad[0]}: not a {platform} compute unit for a {fmt.suffix}; "
+                                 f"choose from {', '.join(own)}")
         return tuple(values)
     return compute_units(platform, values, say=lambda line: echo(line, err=True))
 

@@ -184,10 +184,11 @@ def _null_model() -> bytes:
 
 
 def _read_checked(path: Path) -> bytes:
+    from .formats import FORMATS, format_of
     from .formats.tflite import require_tflite
     from .runtimes.tflite import check_loadable
 
-    if path.suffix.lower() != ".tflite":
+    if format_of(path) is not FORMATS["tflite"]:
         raise VitdeployError(f"{path}: --ops profiles a .tflite model (LiteRT), not '{path.suffix or path.name}'")
     if not path.is_file():
         raise VitdeployError(f"{path}: no such file")

@@ -1,34 +1,44 @@
 """Which conversion options do something for which (target, precision), and the CLI's shared spellings.
 
-:data:`SCOPE` is the table ``convert`` (and anything else that converts) reads to refuse an option that would
-be silently ignored: one row per option, the targets it acts on and, where it matters, the canonical
-precisions (:mod:`vitdeploy.precisions`). :data:`COMPUTE_UNITS` is the one spelling set per platform for
+Each row of the formats table (:data:`vitdeploy.formats.FORMATS`) names the options its target takes and, where
+it matters, the canonical precisions they act on (:mod:`vitdeploy.precisions`); ``convert`` (and anything else
+that converts) refuses an option that would be silently ignored with :func:`refuse_inapplicable`, and
+:data:`SCOPE` is the same table by option. :data:`COMPUTE_UNITS` is the one spelling set per platform for
 ``--compute-units``; earlier spellings stay accepted as aliases with a one-line note. A leaf: it imports
-nothing of vitdeploy's but errors and precisions.
+nothing of vitdeploy's but errors and the formats table.
 """
 
 from __future__ import annotations
 
 from .errors import VitdeployError
+from .formats import FORMATS
 
-# option -> (targets it acts on, precisions it acts on (None: any)). What it does is in each command's --help.
-SCOPE: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
-    "--deployment-target": (("coreml",), None),
-    "--compute-units": (("coreml",), None),
-    "--delegate": (("executorch",), None),
-    "--int8-io": (("tflite",), ("w8a8",)),
-    "--int8-finetune": (("tflite",), ("w8a8",)),
-    "--calib": (("tflite", "coreml", "executorch"), ("w8a8", "w8a16")),  # weight-only and float modes need no images
-}
+
+def _scope() -> dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]]:
+    """option -> (the targets whose rows take it, in table order; the precisions it acts on (None: any))."""
+    scope: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {}
+    for fmt in FORMATS.values():
+        for option, precisions in fmt.options.items():
+            targets, _ = scope.get(option, ((), None))
+            scope[option] = ((*targets, fmt.name), precisions)
+    return scope
+
+
+# What each option does is in each command's --help.
+SCOPE = _scope()
 
 
 def refuse_inapplicable(target: str, precision: str, given: list[str]) -> None:
-    """One line naming the first option in ``given`` that does nothing for ``target`` at canonical ``precision``."""
+    """One line naming the first option in ``given`` that does nothing for ``target`` at canonical ``precision``
+    (as ``target``'s row in the formats table says); options no row names are not judged here."""
+    takes = FORMATS[target].options
     for option in given:
-        targets, precisions = SCOPE.get(option, ((target,), None))
-        if target not in targets:
-            raise VitdeployError(f"{option} is for --target {' and '.join(targets)}: it does nothing for "
+        if option not in SCOPE:
+            continue
+        if option not in takes:
+            raise VitdeployError(f"{option} is for --target {' and '.join(SCOPE[option][0])}: it does nothing for "
                                  f"--target {target}; drop it")
+        precisions = takes[option]
         if precisions is not None and precision not in precisions:
             raise VitdeployError(f"{option} is for {'/'.join(precisions)}: it does nothing for {target} {precision}; "
                                  f"drop it")

@@ -25,14 +25,14 @@ def check_artifact_path(path: str | Path, target: str, option: str = "-o", force
     """``path`` can take ``target``'s artifact: its suffix, a folder for a .mlpackage, a file otherwise; one
     already there is refused unless ``force`` (a second convert must not replace a labelled model silently)."""
     p = Path(path)
-    suffix = FORMATS[target].suffix
-    if p.suffix.lower() != suffix:
-        raise VitdeployError(f"{p}: {option} for --target {target} must end in {suffix}")
-    if not force and _lexists(p) and (p.is_dir() if suffix == ".mlpackage" else p.is_file()):
+    fmt = FORMATS[target]
+    if p.suffix.lower() != fmt.suffix:
+        raise VitdeployError(f"{p}: {option} for --target {target} must end in {fmt.suffix}")
+    if not force and _lexists(p) and fmt.accepts(p):
         raise VitdeployError(f"{p}: already exists; add --force to replace it (or choose another {option})")
-    if suffix == ".mlpackage":  # a Core ML package is a folder; an existing one is replaced whole
+    if fmt.folder:  # a Core ML package is a folder; an existing one is replaced whole
         if _lexists(p) and not p.is_dir():
-            raise VitdeployError(f"{p}: exists and is not a folder; a .mlpackage is a folder")
+            raise VitdeployError(f"{p}: exists and is not a folder; a {fmt.suffix} is a folder")
         _check_parent(p, option)
         return p
     return check_output_file(p, option)

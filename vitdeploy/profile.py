@@ -30,10 +30,7 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
                 result.setdefault("warnings", []).append(warning)
         _say_warnings(result, progress)
         return result
-    from .formats import format_of
-
-    fmt = format_of(path)
-    if fmt is not None and "android" in fmt.platforms and not harness_apks:
+    if "android" in _device_platforms(path, device) and not harness_apks:
         from .devices import harness_build
 
         # --build-harness builds android_harness/ with Gradle (needs an SDK); otherwise reuse an earlier build.
@@ -44,27 +41,38 @@ def profile(model: str | Path, *, device: str = "host", runs: int = 50, warmup: 
                            server_socket=server_socket)
 
 
+def _device_platforms(path: Path, device: str) -> tuple[str, ...]:
+    """The platforms ``device`` may be that run ``path``'s format: the catalog's one for a catalog name (a
+    .pte on an iPhone needs no Android harness), every one the format runs on for a serial or UDID."""
+    from .devices.catalog import lookup
+    from .formats import format_of
+
+    fmt = format_of(path)
+    if fmt is None:
+        return ()
+    spec = lookup(device)
+    return tuple(p for p in fmt.platforms if spec is None or spec.platform == p)
+
+
 def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> dict:
     from .devices import host_info
-    from .runners import runtime_class
+    from .formats import format_of
+    from .runners import runner_class
     from .runtimes.timing import profile_runner, profile_torch
 
-    suffix = path.suffix.lower()
+    fmt = format_of(path)
     ckpt = None
-    if suffix in (".tflite", ".pte"):
+    if fmt is not None and fmt.host_latency:
         if not path.is_file():
             raise VitdeployError(f"{path}: no such file")
-        runner_class = runtime_class(suffix)
-        runner_class.load_runtime()  # its imports (~3 s for ExecuTorch's) are no part of the model's load_ms
-        stats = profile_runner(lambda: runner_class(path, threads=threads), runs=runs, warmup=warmup,
-                               progress=progress)
-        kind = "tflite" if suffix == ".tflite" else "executorch"
-    elif suffix == ".mlpackage":
+        runner = runner_class(fmt)
+        runner.load_runtime()  # its imports (~3 s for ExecuTorch's) are no part of the model's load_ms
+        stats = profile_runner(lambda: runner(path, threads=threads), runs=runs, warmup=warmup, progress=progress)
+    elif fmt is not None:  # Core ML: its runtime is Apple's
         if platform.system() != "Darwin":
             raise VitdeployError("Core ML latency needs macOS or an iPhone (--device iphone12 ...); on Linux "
                                  "vitdeploy's MIL interpreter checks numerics but is not a latency reference")
         stats = _profile_coreml_mac(path, runs=runs, warmup=warmup, progress=progress)
-        kind = "coreml"
     else:
         from . import checkpoints
 
@@ -74,11 +82,10 @@ def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> di
         stats = profile_torch(ckpt.model, ckpt.input_size, threads=threads, runs=runs, warmup=warmup,
                               progress=progress)
         stats["load_ms"] = round(load_ms, 3)
-        kind = "checkpoint"
-    if suffix != ".mlpackage":
+    if fmt is None or fmt.host_latency:
         stats.update(_output_check(_host_runner(path, ckpt, threads)))
-    return {"model": str(path), "kind": kind, "device": "host", "host": host_info(), "runs": runs, "warmup": warmup,
-            **stats}
+    return {"model": str(path), "kind": fmt.name if fmt is not None else "checkpoint", "device": "host",
+            "host": host_info(), "runs": runs, "warmup": warmup, **stats}
 
 
 def profile_many(models: list[str | Path], *, runs: int = 50, warmup: int = 5, threads: int = 2,

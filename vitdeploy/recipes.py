@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VitdeployError
+from .formats import FORMATS, TARGETS
 from .models import family_of, variant_info
 
 _REQUIRED = ("variant", "targets", "parity")
 # What the variant already fixes; older recipes repeated it, and may still, if it agrees.
 _DERIVED = ("family", "input_size", "architecture", "preprocessing")
 _TARGET_KEYS = ("quantize", "precision", "default")
-_COREML_PRECISIONS = ("fp32", "fp16")
 # The recipes that ship with vitdeploy (package data): `build` uses them when --recipes is not given.
 BUILTIN_RECIPES = Path(__file__).resolve().with_name("recipe_files")  # Core ML's compute precision (the `precision` list and default)
 
@@ -233,9 +233,11 @@ def _quantize_key(p: Path, target: str, name: str, where: str) -> str:
     """The converter's quantize key for ``name`` on ``target``, or a one-line refusal with a suggestion."""
     from .precisions import ALIASES, MODES, canonical, target_mode
 
-    if target == "coreml" and name.strip().lower() in _COREML_PRECISIONS:
-        raise VitdeployError(f"{p}: {where}: '{name}' is Core ML's compute precision; list it under "
-                             f"targets.coreml.precision and use none (or w8, w8a8) here")
+    fmt = FORMATS[target]
+    if name.strip().lower() in fmt.compute_precisions:
+        quantized = ", ".join(q for q in fmt.precisions if q not in fmt.compute_precisions)
+        raise VitdeployError(f"{p}: {where}: '{name}' is {fmt.title}'s compute precision; list it under "
+                             f"targets.{target}.precision and use none (or {quantized}) here")
     try:
         canonical(name)
         return target_mode(target, name)
@@ -245,17 +247,16 @@ def _quantize_key(p: Path, target: str, name: str, where: str) -> str:
                              f"{_did_you_mean(name, choices)}") from None
 
 
-def _check_precision(p: Path, name, where: str) -> str:
-    """A Core ML compute precision, lower-cased."""
-    if not isinstance(name, str) or name.strip().lower() not in _COREML_PRECISIONS:
-        raise VitdeployError(f"{p}: {where}: unknown Core ML precision {_show(name, True)}"
-                             f"{_did_you_mean(name, _COREML_PRECISIONS)}")
+def _check_precision(p: Path, target: str, name, where: str) -> str:
+    """A compute precision of ``target`` (Core ML: fp16, fp32), lower-cased."""
+    fmt = FORMATS[target]
+    if not isinstance(name, str) or name.strip().lower() not in fmt.compute_precisions:
+        raise VitdeployError(f"{p}: {where}: unknown {fmt.title} precision {_show(name, True)}"
+                             f"{_did_you_mean(name, fmt.compute_precisions)}")
     return name.strip().lower()
 
 
 def _check_targets(p: Path, targets) -> dict:
-    from .formats import TARGETS
-
     if not isinstance(targets, dict) or not targets:
         raise VitdeployError(f"{p}: targets must map each target ({', '.join(TARGETS)}) to its modes")
     out = {}
@@ -279,11 +280,12 @@ def _check_targets(p: Path, targets) -> dict:
                                          f"('{_show(seen[key])}' and '{_show(q)}')")
                 seen[key] = q
         if "precision" in spec:
-            if target != "coreml":
-                raise VitdeployError(f"{p}: targets.{target}.precision: only Core ML has a compute precision; "
+            if not FORMATS[target].compute_precisions:
+                having = " and ".join(f.title for f in FORMATS.values() if f.compute_precisions)
+                raise VitdeployError(f"{p}: targets.{target}.precision: only {having} has a compute precision; "
                                      f"{target}'s precision is its quantize mode")
             names = _names(p, spec["precision"], f"targets.{target}.precision")
-            spec["precision"] = [_check_precision(p, name, f"targets.{target}.precision") for name in names]
+            spec["precision"] = [_check_precision(p, target, name, f"targets.{target}.precision") for name in names]
             if len(set(spec["precision"])) != len(spec["precision"]):
                 raise VitdeployError(f"{p}: targets.{target}.precision lists the same precision twice")
         if "default" in spec:
@@ -294,11 +296,12 @@ def _check_targets(p: Path, targets) -> dict:
 
 def _check_default(p: Path, target: str, default):
     where = f"targets.{target}.default"
-    if isinstance(default, dict) and target == "coreml":
+    compute = FORMATS[target].compute_precisions  # a default may name one (Core ML), alone or with a quantize mode
+    if isinstance(default, dict) and compute:
         _check_keys(p, default, ("precision", "quantize"), f" in {where}")
         default = dict(default)
         if "precision" in default:
-            default["precision"] = _check_precision(p, default["precision"], f"{where}.precision")
+            default["precision"] = _check_precision(p, target, default["precision"], f"{where}.precision")
         if "quantize" in default:
             if not isinstance(default["quantize"], str):
                 raise VitdeployError(f"{p}: {where}.quantize must be a name, "
@@ -306,12 +309,12 @@ def _check_default(p: Path, target: str, default):
             _quantize_key(p, target, default["quantize"], f"{where}.quantize")
         return default
     elif isinstance(default, str):
-        if target == "coreml" and default.strip().lower() in _COREML_PRECISIONS:
+        if default.strip().lower() in compute:
             return default.strip().lower()
         _quantize_key(p, target, default, where)
         return default
     else:
-        form = "a mode name or {precision: ..., quantize: ...}" if target == "coreml" else "a mode name"
+        form = "a mode name or {precision: ..., quantize: ...}" if compute else "a mode name"
         raise VitdeployError(f"{p}: {where} must be {form}, got {_show(default, True)}")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .diagnostics import first_line
 from .errors import VitdeployError
-from .formats import ARTIFACT_SUFFIXES
+from .formats import EMULATED_SUFFIXES, Format, format_of
 from .runtimes.base import Runner
 from .runtimes.pytorch import TorchRunner
 
@@ -22,55 +22,51 @@ __all__ = ["Runner", "TorchRunner", "is_artifact", "open_runner", "read_inputs"]
 
 
 def is_artifact(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in ARTIFACT_SUFFIXES
-
-
-# Artifact files and the runtime runner of each: (module, class, the pip extra that installs its runtime, that runtime).
-_FILE_RUNTIMES = {
-    ".tflite": ("vitdeploy.runtimes.tflite", "TFLiteRunner", "tflite", "ai-edge-litert"),
-    ".pte": ("vitdeploy.runtimes.executorch", "ExecuTorchRunner", "executorch", "executorch"),
-}
+    return format_of(path) is not None
 
 
 def open_runner(path: str | Path, *, variant: str | None = None, threads: int = 2, runtime: str = "auto",
                 emulate: dict | None = None, require_metadata: bool = True) -> Runner:
-    """A runner for a checkpoint or an artifact, chosen by what ``path`` is.
+    """A runner for a checkpoint or an artifact, chosen by what ``path`` is (its row in the formats table).
 
-    ``emulate`` (.tflite only): ``{"cpu", "fp16", "xnnpack"}`` runs it on an emulated phone CPU
-    (:class:`vitdeploy.runtimes.tflite_arm.EmulatedTFLiteRunner`). ``require_metadata=False`` opens a
-    .tflite/.pte vitdeploy did not write (it can be timed; comparing it needs its preprocessing).
+    ``emulate`` (formats that run on an emulated CPU: .tflite): ``{"cpu", "fp16", "xnnpack"}`` runs it on an
+    emulated phone CPU (:class:`vitdeploy.runtimes.tflite_arm.EmulatedTFLiteRunner`). ``require_metadata=False``
+    opens a .tflite/.pte vitdeploy did not write (it can be timed; comparing it needs its preprocessing).
+    ``runtime``: the Core ML runtime (a folder format's runner takes it instead of ``threads``).
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if emulate and suffix != ".tflite":
-        raise VitdeployError(f"{path}: an emulated phone CPU runs .tflite artifacts only")
+    fmt = format_of(path)
+    if emulate and (fmt is None or not fmt.emulated):
+        raise VitdeployError(f"{path}: an emulated phone CPU runs {'/'.join(EMULATED_SUFFIXES)} artifacts only")
     if emulate:
         return _open_emulated_tflite(path, threads, emulate)
-    if suffix in _FILE_RUNTIMES:
-        runner = _open_file(path, suffix, threads)
+    if fmt is not None and fmt.folder:
+        return _open_folder(path, fmt, runtime)
+    if fmt is not None:
+        runner = _open_file(path, fmt, threads)
         return _with_preprocessing(runner) if require_metadata else runner
-    if suffix == ".mlpackage":
-        return _open_coreml(path, runtime)
     from . import checkpoints
 
     return TorchRunner(checkpoints.load(path, variant=variant))
 
 
-def _open_file(path: Path, suffix: str, threads: int) -> Runner:
+def _open_file(path: Path, fmt: Format, threads: int) -> Runner:
     if not path.is_file():
         raise VitdeployError(f"{path}: no such file")
-    return runtime_class(suffix)(path, threads=threads)
+    return runner_class(fmt)(path, threads=threads)
 
 
-def runtime_class(suffix: str) -> type:
-    """The runner class of an artifact suffix in :data:`_FILE_RUNTIMES` (one-line error when its runtime is missing)."""
+def runner_class(fmt: Format) -> type:
+    """The runner class the row names (``"module:Class"``, imported now); one-line error when its runtime is
+    missing."""
     import importlib
 
-    module, name, extra, package = _FILE_RUNTIMES[suffix]
+    module, _, name = fmt.runner.partition(":")
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as e:
-        raise VitdeployError(f"running {suffix} needs {package}: pip install 'vitdeploy[{extra}]' ({e})") from None
+        raise VitdeployError(f"running {fmt.suffix} needs {fmt.runtime_package}: pip install "
+                             f"'vitdeploy[{fmt.extra}]' ({e})") from None
 
 
 def _open_emulated_tflite(path: Path, threads: int, emulate: dict) -> Runner:
@@ -92,14 +88,10 @@ def _with_preprocessing(runner: Runner) -> Runner:
     return runner
 
 
-def _open_coreml(path: Path, runtime: str) -> Runner:
+def _open_folder(path: Path, fmt: Format, runtime: str) -> Runner:
     if not path.is_dir():
-        raise VitdeployError(f"{path}: not an .mlpackage directory")
-    try:
-        from .runtimes.coreml import CoreMLRunner
-    except ImportError as e:
-        raise VitdeployError(f"running .mlpackage needs coremltools: pip install 'vitdeploy[coreml]' ({e})") from None
-    return CoreMLRunner(path, runtime=runtime)
+        raise VitdeployError(f"{path}: not an {fmt.suffix} directory")
+    return runner_class(fmt)(path, runtime=runtime)
 
 
 def read_inputs(paths: list[str | Path], runner: Runner) -> np.ndarray:

@@ -23,9 +23,11 @@ from typing import Iterable, Sequence
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.files import scratch_dir
+from vitdeploy.formats import format_of
+from vitdeploy.formats.executorch import PTE_SUFFIX, is_pte
 from vitdeploy.formats.io import check_harness_dtypes, default_input, dequantized, model_input, model_io, pte_model_io
 from vitdeploy.devices.protocol import (
-    ANDROID_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id, read_tensor,
+    ANDROID_COMPUTE_UNITS, MODEL_SUFFIXES, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id, read_tensor,
     write_tensor,
 )
 
@@ -248,7 +250,7 @@ def ensure_harness(adb: Adb, apks: Iterable[str | os.PathLike], timeout: float =
 
 
 DEFAULT_DELEGATES = ("xnnpack", "gpu", "nnapi")
-DEFAULT_PTE_UNITS = PTE_COMPUTE_UNITS["android"]
+DEFAULT_PTE_UNITS = PTE_COMPUTE_UNITS["android"]  # a .pte: ExecuTorch's XNNPACK at each thread count
 
 
 def profile_android(model_path, *, serial: str | None = None, device: str | None = None, runs: int = 50,
@@ -271,14 +273,15 @@ def profile_android(model_path, *, serial: str | None = None, device: str | None
     model_path = Path(model_path)
     if not model_path.is_file():
         raise VitdeployError(f"model not found: {model_path}")
-    pte = model_path.suffix == ".pte"
-    if model_path.suffix not in (".tflite", ".pte"):
-        raise VitdeployError(f"Android profiling needs a .tflite or .pte model, got {model_path.name}")
-    delegates = list(delegates if delegates is not None else (DEFAULT_PTE_UNITS if pte else DEFAULT_DELEGATES))
-    allowed = DEFAULT_PTE_UNITS if pte else ANDROID_COMPUTE_UNITS
+    if model_path.suffix not in MODEL_SUFFIXES["android"]:
+        raise VitdeployError(f"Android profiling needs a {' or '.join(MODEL_SUFFIXES['android'])} model, "
+                             f"got {model_path.name}")
+    pte = is_pte(model_path)
+    allowed = format_of(model_path).compute_units["android"]
+    delegates = list(delegates if delegates is not None else (allowed if pte else DEFAULT_DELEGATES))
     bad = [d for d in delegates if d not in allowed]
     if bad:
-        what = "compute unit for a .pte" if pte else "delegate"
+        what = f"compute unit for a {PTE_SUFFIX}" if pte else "delegate"
         raise VitdeployError(f"unknown Android {what} {bad[0]!r}; choose from {', '.join(allowed)}")
 
     if pte:

@@ -24,9 +24,11 @@ from typing import Callable, Sequence
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.files import scratch_dir
+from vitdeploy.formats import format_of
+from vitdeploy.formats.executorch import is_pte
 from vitdeploy.formats.io import mlpackage_input
 from vitdeploy.devices.protocol import (
-    IOS_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
+    IOS_COMPUTE_UNITS, MODEL_SUFFIXES, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, new_request_id, read_tensor, write_tensor,
 )
 
 # The default app id. An explicit App ID belongs to one team, so a second user builds with their
@@ -272,12 +274,12 @@ def profile_ios(model_path, *, udid: str | None = None, device: str | None = Non
         raise VitdeployError("xcrun is not installed (xcode-select --install; iPhone profiling needs Xcode 15+ for "
                              "devicectl); " + without_a_phone(model_path))
     model_path = Path(model_path)
-    pte = model_path.suffix == ".pte"
-    if pte:
-        if not model_path.is_file():
+    fmt = format_of(model_path) if model_path.suffix in MODEL_SUFFIXES["ios"] else None  # as the harness spells it
+    if fmt is None or not fmt.accepts(model_path):
+        if fmt is not None and not fmt.folder:
             raise VitdeployError(f"model not found: {model_path}")
-    elif model_path.suffix != ".mlpackage" or not model_path.is_dir():
         raise VitdeployError(f"iPhone profiling needs an .mlpackage directory or a .pte file, got {model_path}")
+    pte = is_pte(model_path)
     bundle_id = check_bundle_id(bundle_id or os.environ.get(BUNDLE_ENV) or BUNDLE_ID)
     if pte:
         compute_units, shape = pte_units(model_path, compute_units)

@@ -117,11 +117,12 @@ class LocalIOS:
                            team=o.get("team"), bundle_id=o.get("bundle_id"))
 
 
-RUNTIMES = {".tflite": "tflite", ".pte": "executorch", ".mlpackage": "coreml"}
-
-
 def runtime_of(model: str | Path) -> str:
-    return RUNTIMES.get(Path(model).suffix.lower(), Path(model).suffix.lstrip(".") or "?")
+    """What a record says ran ``model``: its format's name (``tflite``), else its suffix."""
+    from vitdeploy.formats import format_of
+
+    fmt = format_of(model)
+    return fmt.name if fmt is not None else (Path(model).suffix.lstrip(".") or "?")
 
 
 def records_from_result(result: dict, *, backend: str | None = None, model: str | Path | None = None,

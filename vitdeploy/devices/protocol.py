@@ -20,23 +20,26 @@ from typing import Any
 
 from vitdeploy.devices.budget import (MAX_DEPTH, MAX_INT_DIGITS, REQUEST_MAX_BYTES, RESULT_MAX_BYTES, ProtocolError,
                                      parse_json, read_capped)
+from vitdeploy.formats import FORMATS, PLATFORMS, format_of, platform_units, suffixes_on
 
 PROTOCOL = "vitdeploy-harness"
 VERSION = 1
 
-ANDROID_COMPUTE_UNITS = ("xnnpack", "cpu", "gpu", "nnapi")
-IOS_COMPUTE_UNITS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
-COMPUTE_UNITS = {"android": ANDROID_COMPUTE_UNITS, "ios": IOS_COMPUTE_UNITS}
-# Models each harness runs, by suffix: its native format, and an ExecuTorch .pte on both.
-MODEL_SUFFIXES = {"android": (".tflite", ".pte"), "ios": (".mlpackage", ".pte")}
-# Compute units of a .pte: "cpu" is ExecuTorch's XNNPACK delegate (and portable kernels) on both;
-# "coreml" on iOS runs a .pte lowered with the Core ML delegate on the compute units chosen when it
-# was lowered (ExecuTorch has no per-run switch for them). The host and both harnesses also check
-# the unit against the .pte's delegates (formats.executorch.unit_mismatch), so "coreml" on a .pte without
-# CoreMLBackend is refused, not silently timed on the CPU.
-PTE_COMPUTE_UNITS = {"android": ("cpu",), "ios": ("cpu", "coreml")}
-# A .pte takes float32 tensors in the harnesses (Tensor.fromBlob(FloatArray) / Tensor<Float>).
-PTE_INPUT_DTYPES = ("float32",)
+# The compute units and the models each harness takes, read from the formats table: its platform's own format
+# and an ExecuTorch .pte on both ("cpu" is ExecuTorch's XNNPACK delegate and portable kernels; "coreml" on iOS
+# runs a .pte lowered with the Core ML delegate on the compute units chosen when it was lowered: ExecuTorch has
+# no per-run switch for them). The host and both harnesses also check the unit against the .pte's delegates
+# (formats.executorch.unit_mismatch), so "coreml" on a .pte without CoreMLBackend is refused, not silently
+# timed on the CPU.
+ANDROID_COMPUTE_UNITS = platform_units("android")
+IOS_COMPUTE_UNITS = platform_units("ios")
+COMPUTE_UNITS = {p: platform_units(p) for p in PLATFORMS}
+MODEL_SUFFIXES = {p: suffixes_on(p) for p in PLATFORMS}
+PTE_COMPUTE_UNITS = FORMATS["executorch"].compute_units
+# The tensor types a harness feeds a format that takes fewer than INPUT_DTYPES: a .pte takes float32 tensors
+# (Tensor.fromBlob(FloatArray) / Tensor<Float>).
+FORMAT_INPUT_DTYPES = {"executorch": ("float32",)}
+PTE_INPUT_DTYPES = FORMAT_INPUT_DTYPES["executorch"]
 # Android compute units whose speed depends on the CPU thread count; others run once.
 THREADED_UNITS = ("xnnpack", "cpu")
 
@@ -188,9 +191,9 @@ class HarnessRequest(_Message):
         ok_model = isinstance(self.model, str) and bool(_FILE_NAME.match(self.model)) and self.model not in (".", "..")
         _require(ok_model, w, f"'model' must be a bare file name next to request.json, got {_short(self.model)}")
         suffixes = MODEL_SUFFIXES[self.platform]
-        _require(self.model.endswith(suffixes), w,
+        fmt = format_of(self.model)
+        _require(self.model.endswith(suffixes) and fmt is not None, w,  # the harnesses match the case too
                  f"the {self.platform} harness needs a {' or '.join(suffixes)} model, got {self.model!r}")
-        pte = self.model.endswith(".pte")
         _require(_is_int(self.runs) and self.runs >= 1, w, f"'runs' must be an integer >= 1, got {_short(self.runs)}")
         _require(_is_int(self.warmup) and self.warmup >= 0, w,
                  f"'warmup' must be an integer >= 0, got {_short(self.warmup)}")
@@ -198,12 +201,13 @@ class HarnessRequest(_Message):
         _require(isinstance(self.threads, list) and bool(self.threads) and all(_is_int(t) and 1 <= t <= 64 for t in self.threads),
                  w, f"'threads' must be a non-empty list of integers 1..64, got {_short(self.threads)}")
         _require(len(set(self.threads)) == len(self.threads), w, "'threads' lists a count twice")
-        allowed = PTE_COMPUTE_UNITS[self.platform] if pte else COMPUTE_UNITS[self.platform]
+        allowed = fmt.compute_units[self.platform]
+        own = allowed == COMPUTE_UNITS[self.platform]  # the platform's own format; else named by its suffix
         units = self.compute_units
         _require(isinstance(units, list) and bool(units), w, "'compute_units' must be a non-empty list")
         bad = [u for u in units if not isinstance(u, str) or u not in allowed]
         if bad:
-            kind = f"{self.platform} .pte" if pte else self.platform
+            kind = self.platform if own else f"{self.platform} {fmt.suffix}"
             raise ProtocolError(f"{w}: unknown {kind} compute unit {_short(bad[0])}; choose from {', '.join(allowed)}")
         _require(len(set(units)) == len(units), w, "'compute_units' lists a unit twice")
         _require(isinstance(self.inputs, list) and 0 < len(self.inputs) <= MAX_OUTPUTS, w,
@@ -213,8 +217,9 @@ class HarnessRequest(_Message):
         for i, t in enumerate(self.inputs):
             _require(isinstance(t, TensorFile) and t.dtype in INPUT_DTYPES, f"{w} inputs[{i}]",
                      f"inputs must be one of {', '.join(INPUT_DTYPES)}")
-            _require(not pte or t.dtype in PTE_INPUT_DTYPES, f"{w} inputs[{i}]",
-                     f"a .pte model takes {', '.join(PTE_INPUT_DTYPES)} inputs, got {t.dtype}")
+            dtypes = FORMAT_INPUT_DTYPES.get(fmt.name, INPUT_DTYPES)
+            _require(t.dtype in dtypes, f"{w} inputs[{i}]",
+                     f"a {fmt.suffix} model takes {', '.join(dtypes)} inputs, got {t.dtype}")
         _require(self.output_dir is None or (isinstance(self.output_dir, str) and self.output_dir != ""),
                  w, "'output_dir' must be a non-empty path or null")
 

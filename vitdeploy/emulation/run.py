@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VitdeployError
+from ..formats import FORMATS
 from .environment import ArmEnvironment, check_cpu
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -28,7 +29,7 @@ def run_model(env: ArmEnvironment, model: bytes | Path, inputs: np.ndarray, *, c
     check_cpu(cpu)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-arm-") as tmp:
         tmp = Path(tmp)
-        model_path = tmp / "model.tflite"
+        model_path = tmp / f"model{FORMATS['tflite'].suffix}"
         model_path.write_bytes(model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes())
         np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs))
         request = {"model": str(model_path), "inputs": str(tmp / "inputs.npy"), "outputs": str(tmp / "outputs.npz"),

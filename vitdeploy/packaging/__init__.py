@@ -36,7 +36,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CheckFailed, VitdeployError
-from ..formats.executorch import PTE_SUFFIX
+from ..formats import Format, format_of, own_format
+from ..formats.coreml import MANIFEST
+from ..formats.executorch import PTE_SUFFIX, is_pte  # noqa: F401 (PTE_SUFFIX re-exported)
 from .android import package_android, package_android_pte
 from .codegen import class_identifier, default_class_name, helper_file_name
 from .ios import package_ios, package_ios_pte
@@ -75,7 +77,7 @@ def package(artifact, *, platform: str, into: Path | None = None, out: Path | No
     below = below_target(artifact)
     if below and not allow_below_target:
         raise CheckFailed(f"{artifact}: {below}; not packaged (package it anyway: --allow-below-target)")
-    if artifact.suffix.lower() == PTE_SUFFIX:
+    if is_pte(artifact):
         if platform == "ios":
             report = package_ios_pte(artifact, into=into, out=out, force=force, top_k=int(top_k),
                                      class_name=class_name)
@@ -96,24 +98,34 @@ def below_target(artifact: Path) -> str | None:
     """The artifact's recorded verdict in one line when it is below its accuracy target, else None."""
     from ..verdict import describe, target_of
 
-    suffix = artifact.suffix.lower()
     try:  # a damaged file is refused by the platform's own inspector, in its words: here it has no verdict
-        if suffix == PTE_SUFFIX:
-            from ..formats.executorch import read_pte_metadata
-
-            config = read_pte_metadata(artifact)["vitdeploy"]
-        elif suffix == ".tflite":
-            from ..formats.tflite import read_tflite_metadata
-
-            config = read_tflite_metadata(artifact)["vitdeploy"]
-        else:
-            from ..formats.coreml import METADATA_KEY
-
-            config = _mlpackage_config(artifact, METADATA_KEY)
+        config = _CONFIG_READERS[format_of(artifact).name](artifact)
     except VitdeployError:
         return None
     record = target_of(config)
     return describe(record) if record is not None and not record["met"] else None
+
+
+def _tflite_config(path: Path) -> dict | None:
+    from ..formats.tflite import read_tflite_metadata
+
+    return read_tflite_metadata(path)["vitdeploy"]
+
+
+def _pte_config(path: Path) -> dict | None:
+    from ..formats.executorch import read_pte_metadata
+
+    return read_pte_metadata(path)["vitdeploy"]
+
+
+def _coreml_config(path: Path) -> dict | None:
+    from ..formats.coreml import METADATA_KEY
+
+    return _mlpackage_config(path, METADATA_KEY)
+
+
+# What each format (by its row's name) stores as vitdeploy's config.
+_CONFIG_READERS = {"tflite": _tflite_config, "executorch": _pte_config, "coreml": _coreml_config}
 
 
 def _mlpackage_config(path: Path, key: str) -> dict | None:
@@ -129,32 +141,38 @@ def _mlpackage_config(path: Path, key: str) -> dict | None:
 
 
 def infer_platform(artifact) -> str:
-    """``ios`` for a .mlpackage, ``android`` for a .tflite (for a CLI whose --platform is optional)."""
-    suffix = Path(artifact).suffix.lower()
-    if suffix in (".mlpackage", ".mlmodel"):
-        return "ios"
-    if suffix == ".tflite":
-        return "android"
-    if suffix == PTE_SUFFIX:
-        raise VitdeployError(f"{artifact}: a .pte runs on ios and android; pass --platform")
-    raise VitdeployError(f"{artifact}: not a .mlpackage, .tflite or .pte; cannot tell the platform (pass --platform)")
+    """The one platform that runs ``artifact``'s format (``ios`` for a .mlpackage, ``android`` for a .tflite),
+    for a CLI whose --platform is optional."""
+    fmt = format_of(artifact, old=True)
+    if fmt is None:
+        raise VitdeployError(f"{artifact}: not a .mlpackage, .tflite or .pte; cannot tell the platform "
+                             "(pass --platform)")
+    if len(fmt.platforms) > 1:
+        on = " and ".join(p for p in PLATFORMS if p in fmt.platforms)
+        raise VitdeployError(f"{artifact}: a {fmt.suffix} runs on {on}; pass --platform")
+    return fmt.platforms[0]
+
+
+# How a refusal says a platform cannot run another platform's format.
+_CANNOT_RUN = {"ios": "iOS apps do not run here", "android": "Android cannot run"}
 
 
 def _check_artifact(artifact: Path, platform: str) -> None:
     if not artifact.exists():
         raise VitdeployError(f"{artifact}: no such file or directory")
-    suffix = artifact.suffix.lower()
-    if suffix == PTE_SUFFIX:
-        if not artifact.is_file():
-            raise VitdeployError(f"{artifact} is not a .pte file")
-        return  # both platforms; the program itself is read (and refused if broken) by inspect_pte
-    if suffix == ".tflite" and platform == "ios":
-        raise VitdeployError(f"{artifact} is a TFLite model, which iOS apps do not run here; "
-                             "package a .mlpackage (vitdeploy convert --target coreml) for ios")
-    if suffix in (".mlpackage", ".mlmodel") and platform == "android":
-        raise VitdeployError(f"{artifact} is a Core ML model, which Android cannot run; "
-                             "package a .tflite (vitdeploy convert --target tflite) for android")
-    if platform == "ios" and not (suffix == ".mlpackage" and (artifact / "Manifest.json").is_file()):
-        raise VitdeployError(f"{artifact} is not a Core ML .mlpackage (a folder with Manifest.json)")
-    if platform == "android" and not (suffix == ".tflite" and artifact.is_file()):
-        raise VitdeployError(f"{artifact} is not a .tflite file")
+    fmt = format_of(artifact, old=True)
+    if fmt is not None and platform not in fmt.platforms:
+        own = own_format(platform)
+        raise VitdeployError(f"{artifact} is a {fmt.title} model, which {_CANNOT_RUN[platform]}; "
+                             f"package a {own.suffix} (vitdeploy convert --target {own.name}) for {platform}")
+    # Its own suffix (not an older one), and a file or a folder as the row says; the program inside is read
+    # (and refused if broken) by the platform's inspector.
+    expected = fmt if fmt is not None and format_of(artifact) is fmt else own_format(platform)
+    if format_of(artifact) is not expected or not expected.accepts(artifact) or (
+            expected.folder and not (artifact / MANIFEST).is_file()):
+        raise VitdeployError(f"{artifact} is not a {_described(expected)}")
+
+
+def _described(fmt: Format) -> str:
+    """``.tflite file``, ``Core ML .mlpackage (a folder with Manifest.json)``: what a refusal says it needs."""
+    return f"{fmt.title} {fmt.suffix} (a folder with {MANIFEST})" if fmt.folder else f"{fmt.suffix} file"

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import VitdeployError
+from ..formats import FORMATS
 from ..formats.executorch import RUNTIME_VERSION
 from .codegen import (PACKAGE_NAME, class_identifier, comment_text, default_class_name, helper_file_name,
                       kotlin_helper, labels_text)
@@ -272,7 +273,8 @@ def _manifest_package(manifest: Path) -> str | None:
 
 def _keeps_tflite_uncompressed(build_text: str) -> bool:
     text = _strip_comments(build_text)
-    return any("tflite" in m.group(0) for m in re.finditer(r"noCompress[^\n]*", text))
+    extension = FORMATS["tflite"].suffix.lstrip(".")  # what noCompress names
+    return any(extension in m.group(0) for m in re.finditer(r"noCompress[^\n]*", text))
 
 
 def _app_for(into, android_package: str | None, report: PackageReport) -> dict:

@@ -11,6 +11,7 @@ import re
 from importlib import resources
 
 from ..errors import VitdeployError
+from ..formats import FORMATS
 from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
 from ..untrusted import read_side_file
 
@@ -195,7 +196,7 @@ def swift_helper(info: dict, *, model_name: str, labels_resource: str | None, to
     """Source of ``<class_name>.swift`` for a model described by :func:`inspect_mlpackage`."""
     units = ".cpuAndGPU" if info.get("precision") == "fp32" else ".all"
     return _render("VitdeployClassifier.swift.tmpl", {
-        "HEADER": helper_header(f"{swift_identifier(model_name)}.mlpackage"),
+        "HEADER": helper_header(f"{swift_identifier(model_name)}{FORMATS['coreml'].suffix}"),
         "CLASS_NAME": class_identifier(class_name, "ios"),
         "MODEL_NAME": swift_string(swift_identifier(model_name)),
         "MODEL_NAME_PLAIN": model_name,

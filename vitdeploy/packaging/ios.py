@@ -30,6 +30,7 @@ from pbxproj.pbxextensions import TreeType
 from pbxproj.pbxsections import PBXBuildFile, PBXFileReference
 
 from ..errors import VitdeployError
+from ..formats import formats_on
 from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
 from .codegen import (class_identifier, comment_text, default_class_name, helper_file_name, labels_text, plain_name,
                       swift_helper, swift_identifier, swift_pte_helper)
@@ -104,7 +105,7 @@ def package_ios_pte(artifact: Path, *, into, out, force: bool, top_k: int,
     class_name = helper_class(artifact, class_name)
     helper = helper_file_name(class_name, "ios")
     info = inspect_pte(artifact)
-    # No class is generated from a .pte's name (unlike an .mlpackage), so any file name will do.
+    # No class is generated from a program's name (unlike a Core ML package's), so any file name will do.
     labels_name = f"{artifact.stem}_labels.txt" if info["labels"] else None
     report = PackageReport(platform="ios", artifact=artifact, destination=Path(into or out),
                            mode="into" if into is not None else "out")
@@ -390,9 +391,19 @@ def dangling_references(pbx: dict) -> list[str]:
     return sorted(missing)
 
 
+def _model_file_types() -> dict[str, str]:
+    """Xcode's type of each model file iOS runs, by extension: ``folder.<ext>`` for a package (.mlpackage),
+    ``file.<ext>`` for an older single-file model Xcode knows (.mlmodel), a plain ``file`` for a program it
+    does not (.pte)."""
+    types = {}
+    for fmt in formats_on("ios"):
+        types[fmt.suffix] = f"folder{fmt.suffix}" if fmt.folder else "file"
+        types.update({old: f"file{old}" for old in fmt.old_suffixes})
+    return types
+
+
 # File types Xcode gives the files vitdeploy adds. pbxproj's own table has no ``.mlpackage``.
-_FILE_TYPES = {".swift": "sourcecode.swift", ".mlpackage": "folder.mlpackage", ".mlmodel": "file.mlmodel",
-               ".txt": "text", ".json": "text.json", ".pte": "file"}
+_FILE_TYPES = {".swift": "sourcecode.swift", **_model_file_types(), ".txt": "text", ".json": "text.json"}
 
 
 def _phase_isa(kind: str) -> str:

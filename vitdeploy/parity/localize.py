@@ -42,7 +42,11 @@ import numpy as np
 
 from ..errors import VitdeployError
 from ..similarity import cosine_rows
+from ..formats import EMULATED_SUFFIXES, LOCALIZED_SUFFIXES, format_of
 from .intermediates import ArtifactTensors, _coreml_tensors, _emulated_values, _EverySize, _tflite_tensors
+
+# How each format whose runtime keeps its intermediate tensors (the row's ``intermediates``) gives them.
+_TENSOR_READERS = {"tflite": _tflite_tensors, "coreml": _coreml_tensors}
 
 # Block relative L2 below this is "no error" when computing jump ratios (float32 noise).
 _NOISE_FLOOR = 1e-6
@@ -195,9 +199,9 @@ def first_nonfinite(artifact: str | Path, x_chw: np.ndarray, pre, model=None, em
 
     artifact = Path(artifact)
     rgb = nchw_to_rgb_pixels(np.asarray(x_chw, dtype=np.float32)[None], pre)
-    read = _tflite_tensors if artifact.suffix.lower() == ".tflite" else _coreml_tensors
-    tensors = read(artifact, rgb, pre, _EverySize())
-    if emulate and artifact.suffix.lower() == ".tflite":  # every value, as the phone computes it
+    fmt = format_of(artifact)
+    tensors = _TENSOR_READERS[fmt.name](artifact, rgb, pre, _EverySize())
+    if emulate and fmt.emulated:  # every value, as the phone computes it
         _, tensors.values, _ = _emulated_values(artifact, rgb, pre, tensors.names, emulate)
     index = next((i for i, v in enumerate(tensors.values) if not np.isfinite(v).all()), None)
     if index is None:
@@ -302,9 +306,9 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
         raise VitdeployError(f"unknown mapping '{by}'; choose auto, names or shapes")
     if n_images < 1:
         raise VitdeployError("n_images must be >= 1")
-    suffix = artifact.suffix.lower()
-    if suffix not in (".tflite", ".mlpackage"):
-        raise VitdeployError(f"{artifact}: localization takes a .tflite or .mlpackage artifact")
+    fmt = format_of(artifact)
+    if fmt is None or not fmt.intermediates:
+        raise VitdeployError(f"{artifact}: localization takes a {' or '.join(LOCALIZED_SUFFIXES)} artifact")
     if not artifact.exists():
         raise VitdeployError(f"{artifact}: no such file or directory")
     ckpt = checkpoints.load(checkpoint, variant=variant)
@@ -323,10 +327,7 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
     ref, ref_logits = reference_intermediates(model, pre.normalize(rgb), blocks)
     blocks = [b for b in blocks if b in ref]
     sizes = {int(np.prod(ref[b].shape[1:])) for b in blocks} | {int(ref_logits.shape[1])}
-    if suffix == ".tflite":
-        tensors = _tflite_tensors(artifact, rgb, pre, sizes)
-    else:
-        tensors = _coreml_tensors(artifact, rgb, pre, sizes)
+    tensors = _TENSOR_READERS[fmt.name](artifact, rgb, pre, sizes)
     if not tensors.names:
         raise VitdeployError(f"{artifact}: the runtime kept no intermediate tensors")
 
@@ -366,8 +367,8 @@ def localize(artifact: str | Path, checkpoint: str | Path, *, images_dir: str | 
 
     got_logits = tensors.logits
     if emulate:
-        if suffix != ".tflite":
-            raise VitdeployError(f"{artifact}: an emulated phone CPU runs .tflite artifacts only")
+        if not fmt.emulated:
+            raise VitdeployError(f"{artifact}: an emulated phone CPU runs {'/'.join(EMULATED_SUFFIXES)} artifacts only")
         got_logits, rows, arm = _emulated_rows(artifact, rgb, pre, tensors, matched, ref, rows, emulate)
     else:
         arm = None

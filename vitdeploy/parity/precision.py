@@ -11,15 +11,13 @@ from .tolerances import PRESETS
 
 def artifact_precision(path: str | Path) -> tuple[str, str]:
     """(preset name, where it was read from) for a .tflite, .pte or .mlpackage; checkpoints are fp32."""
+    from ..formats import format_of
+
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        return _tflite_precision(path)
-    if suffix == ".mlpackage":
-        return _coreml_precision(path)
-    if suffix == ".pte":
-        return _executorch_precision(path)
-    return "fp32", "checkpoint (PyTorch float32)"
+    fmt = format_of(path)
+    if fmt is None:
+        return "fp32", "checkpoint (PyTorch float32)"
+    return _PRECISION_READERS[fmt.name](path)
 
 
 def _tflite_precision(path: Path) -> tuple[str, str]:
@@ -128,12 +126,13 @@ def artifact_label(path: str | Path) -> str:
 
 
 def _precision_label(path: str | Path, target: str, config: dict) -> str:
+    from ..formats import FORMATS
     from ..precisions import PRECISIONS, describe
 
     quantize, precision = config.get("quantize"), config.get("precision")
     try:
-        if target == "coreml" and quantize:
-            return f"coreml {describe('coreml', quantize, str(precision or 'fp16'))}"
+        if FORMATS[target].compute_precisions and quantize:  # named with its compute precision: coreml fp16 w8
+            return f"{target} {describe(target, quantize, str(precision or 'fp16'))}"
         if isinstance(precision, str) and precision in PRECISIONS:
             return f"{target} {precision}"
         if quantize:
@@ -144,14 +143,22 @@ def _precision_label(path: str | Path, target: str, config: dict) -> str:
 
 
 def _stored_config(path: Path, target: str) -> dict:
-    if target == "tflite":
-        from ..formats.tflite import read_tflite_metadata
+    return _CONFIG_READERS[target](path)
 
-        return read_tflite_metadata(path).get("vitdeploy") or {}
-    if target == "executorch":
-        from ..formats.executorch import read_pte_metadata
 
-        return read_pte_metadata(path)["vitdeploy"] or {}
+def _tflite_config(path: Path) -> dict:
+    from ..formats.tflite import read_tflite_metadata
+
+    return read_tflite_metadata(path).get("vitdeploy") or {}
+
+
+def _executorch_config(path: Path) -> dict:
+    from ..formats.executorch import read_pte_metadata
+
+    return read_pte_metadata(path)["vitdeploy"] or {}
+
+
+def _coreml_config(path: Path) -> dict:
     import coremltools as ct
 
     from ..formats.coreml import check_package_tree
@@ -165,3 +172,8 @@ def _stored_config(path: Path, target: str) -> dict:
             except ValueError:
                 continue
     return {}
+
+
+# Per format (the formats table's names): the preset its tensors imply, and the vitdeploy config it stores.
+_PRECISION_READERS = {"tflite": _tflite_precision, "coreml": _coreml_precision, "executorch": _executorch_precision}
+_CONFIG_READERS = {"tflite": _tflite_config, "coreml": _coreml_config, "executorch": _executorch_config}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckFailed, VitdeployError
-from ..formats import LAYOUT_RAW
+from ..formats import LAYOUT_RAW, format_of
 from ..preprocessing import IMAGE_SUFFIXES, list_images  # noqa: F401  (list_images: part of this module's API)
 from . import metrics as M
 from .precision import artifact_precision  # noqa: F401 (part of this module's API)
@@ -327,7 +327,8 @@ def describe_arm(arm: dict) -> str:
 def _emulation_plan(artifact: Path, precision: str, cpu: str | None, warnings: list[str]) -> str | None:
     """The CPU to emulate: the one asked for; for an fp16-compute .tflite, an emulated Cortex-A76 when the
     emulator is set up (x86 never computes in fp16, so a host-only check would not exercise it)."""
-    if cpu or precision != "fp16-compute" or artifact.suffix.lower() != ".tflite":
+    fmt = format_of(artifact)
+    if cpu or precision != "fp16-compute" or fmt is None or not fmt.emulated:
         return cpu
     from ..emulation import find_environment
 
@@ -355,7 +356,8 @@ def _first_nonfinite_layer(artifact: Path, reference, x_one: np.ndarray, emulate
     is not a .tflite/.mlpackage or its runtime keeps no intermediates (the finding stands without it)."""
     from .localize import first_nonfinite
 
-    if artifact.suffix.lower() not in (".tflite", ".mlpackage") or not len(x_one):
+    fmt = format_of(artifact)
+    if fmt is None or not fmt.intermediates or not len(x_one):
         return None
     try:
         return first_nonfinite(artifact, x_one[0], reference.preprocessing, reference.model, emulate=emulate)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..diagnostics import first_line, native_quiet, package_version, quiet
 from ..errors import VitdeployError
-from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
+from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
 from .base import ImageArtifactRunner, image_size_of
 
@@ -42,7 +42,7 @@ class ExecuTorchRunner(ImageArtifactRunner):
     def __init__(self, path, *, threads: int = 2, model_content: bytes | None = None):
         from ..formats.executorch import read_pte_metadata
 
-        self.path, model_content = self._read_artifact(path, model_content, ".pte")
+        self.path, model_content = self._read_artifact(path, model_content, FORMATS["executorch"].suffix)
         name = path or "model"
         stored = read_pte_metadata(model_content)  # parses the whole flatbuffer in Python first: one-line errors
         if "forward" not in stored["methods"]:

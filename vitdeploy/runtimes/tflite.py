@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import VitdeployError
 from ..diagnostics import first_line, native_quiet, package_version
-from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
+from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
 from .base import ImageArtifactRunner, image_size_of
 
@@ -29,7 +29,7 @@ class TFLiteRunner(ImageArtifactRunner):
 
         from ..formats.tflite import read_tflite_metadata, require_tflite
 
-        self.path, model_content = self._read_artifact(path, model_content, ".tflite")
+        self.path, model_content = self._read_artifact(path, model_content, FORMATS["tflite"].suffix)
         name = path or "model"
         require_tflite(model_content, str(name))  # a .pte (or anything) renamed .tflite: say so before LiteRT sees it
         if self.path is not None:  # a file from the user: untrusted bytes

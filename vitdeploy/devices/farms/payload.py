@@ -20,10 +20,12 @@ from pathlib import Path, PurePosixPath
 
 from vitdeploy.devices.backend import SOURCE_HARNESS, LatencyRecord, ProfileRequest
 from vitdeploy.devices.protocol import (
-    ANDROID_COMPUTE_UNITS, IOS_COMPUTE_UNITS, PTE_COMPUTE_UNITS, HarnessRequest, HarnessResult, ProtocolError, TensorFile,
-    new_request_id, write_tensor,
+    IOS_COMPUTE_UNITS, MODEL_SUFFIXES, HarnessRequest, HarnessResult, ProtocolError, TensorFile, new_request_id,
+    write_tensor,
 )
 from vitdeploy.errors import VitdeployError
+from vitdeploy.formats import format_of
+from vitdeploy.formats.executorch import is_pte
 from vitdeploy.files import sha256_file
 
 # Deterministic zips: the same model and request give the same bytes (dry-run sha256 is stable).
@@ -31,7 +33,6 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 MARK_BEGIN, MARK_END = "@@VITDEPLOY-RESULT-BEGIN", "@@VITDEPLOY-RESULT-END"
 LOG_SUBDIR = "vitdeploy"  # under $DEVICEFARM_LOG_DIR
 THERMAL_STATUS = {0: "none", 1: "light", 2: "moderate", 3: "severe", 4: "critical", 5: "emergency", 6: "shutdown"}
-RUNTIMES = {".tflite": "tflite", ".pte": "executorch", ".mlpackage": "coreml"}
 
 
 class ArtifactError(VitdeployError):
@@ -62,7 +63,9 @@ class Payload:
 
 
 def runtime_of(model: Path | str) -> str:
-    return RUNTIMES.get(Path(model).suffix, Path(model).suffix.lstrip("."))
+    """What a record says ran ``model``: its format's name (``tflite``), else its suffix."""
+    fmt = format_of(model)
+    return fmt.name if fmt is not None else Path(model).suffix.lstrip(".")
 
 
 def _android_request_inputs(model: Path, units: list[str] | None):
@@ -71,9 +74,9 @@ def _android_request_inputs(model: Path, units: list[str] | None):
 
     from vitdeploy.devices import android
 
-    pte = model.suffix == ".pte"
-    units = list(units) if units else list(android.DEFAULT_PTE_UNITS if pte else android.DEFAULT_DELEGATES)
-    allowed = PTE_COMPUTE_UNITS["android"] if pte else ANDROID_COMPUTE_UNITS
+    pte = is_pte(model)
+    allowed = format_of(model).compute_units["android"]
+    units = list(units) if units else list(allowed if pte else android.DEFAULT_DELEGATES)
     bad = [u for u in units if u not in allowed]
     if bad:
         raise VitdeployError(f"unknown Android compute unit {bad[0]!r} for {model.name}; choose from {', '.join(allowed)}")
@@ -95,8 +98,9 @@ def build_android_payload(request: ProfileRequest, work: Path, base_id: str | No
     model = Path(request.model)
     if not model.is_file():
         raise VitdeployError(f"model not found: {model}")
-    if model.suffix not in (".tflite", ".pte"):
-        raise VitdeployError(f"an Android farm run takes a .tflite or .pte model, got {model.name}")
+    if model.suffix not in MODEL_SUFFIXES["android"]:
+        raise VitdeployError(f"an Android farm run takes a {' or '.join(MODEL_SUFFIXES['android'])} model, "
+                             f"got {model.name}")
     if not isinstance(request.repeat, int) or not 1 <= request.repeat <= 20:
         raise VitdeployError(f"--repeat must be 1..20, got {request.repeat!r}")
     arrays, units = _android_request_inputs(model, request.compute_units)
@@ -147,7 +151,7 @@ def _ios_request_inputs(model: Path, units: list[str] | None):
 
     from vitdeploy.devices import ios
 
-    if model.suffix == ".pte":
+    if is_pte(model):
         units, shape = ios.pte_units(model, units)
         first = {"name": "input", "kind": "multiArray", "shape": shape}
     else:
@@ -170,10 +174,10 @@ def build_ios_payload(request: ProfileRequest, work: Path, base_id: str | None =
     from vitdeploy.devices import ios
 
     model = Path(request.model)
-    if model.suffix == ".pte":
-        if not model.is_file():
+    fmt = format_of(model) if model.suffix in MODEL_SUFFIXES["ios"] else None  # as the harness spells it
+    if fmt is None or not fmt.accepts(model):
+        if fmt is not None and not fmt.folder:
             raise VitdeployError(f"model not found: {model}")
-    elif model.suffix != ".mlpackage" or not model.is_dir():
         raise VitdeployError(f"an iOS farm run takes an .mlpackage directory or a .pte file, got {model.name}")
     if not isinstance(request.repeat, int) or not 1 <= request.repeat <= 20:
         raise VitdeployError(f"--repeat must be 1..20, got {request.repeat!r}")

@@ -26,11 +26,19 @@ from vitdeploy.devices.backend import (
 )
 from vitdeploy.devices.protocol import new_request_id
 from vitdeploy.errors import VitdeployError
+from vitdeploy.formats import format_of
+from vitdeploy.formats.executorch import is_pte
 
 TOKEN_ENV = "QAIHUB_API_TOKEN"
-ACCEPTED = {".tflite": "tflite (AI Hub)", ".mlpackage": "coreml (AI Hub)"}
+ACCEPTED = {"tflite": "tflite (AI Hub)", "coreml": "coreml (AI Hub)"}  # the formats AI Hub profiles, by row name
 COMPUTE_UNITS = ("all", "npu", "gpu", "cpu")
 _QUEUED_STATES = ("CREATED", "PROVISIONING_DEVICE", "UNSPECIFIED")
+
+
+def _accepted(model: Path) -> str | None:
+    """How records name the runtime AI Hub profiles ``model`` with; None when it takes no such file."""
+    fmt = format_of(model)
+    return ACCEPTED.get(fmt.name) if fmt is not None and model.suffix == fmt.suffix else None
 
 
 def _no_token() -> str:
@@ -164,10 +172,10 @@ class QaiHub:
 
     def submit(self, request: ProfileRequest, devices: Sequence[DeviceRef]) -> Submission:
         model = Path(request.model)
-        if model.suffix == ".pte":
+        if is_pte(model):
             raise VitdeployError(f"Qualcomm AI Hub does not take ExecuTorch programs (.pte): profile the .tflite "
                                  f"instead ({model.name})")
-        if model.suffix not in ACCEPTED:
+        if _accepted(model) is None:
             raise VitdeployError(f"Qualcomm AI Hub profiles a .tflite or .mlpackage here, got {model.name}")
         if not model.exists():
             raise VitdeployError(f"model not found: {model}")
@@ -251,7 +259,7 @@ class QaiHub:
             dev = by_id[entry["device"]]
             queue = (entry["running_s"] - entry["submitted_s"]) if entry.get("running_s") else None
             rec = LatencyRecord(backend=self.name, device=dev.name, platform=dev.platform, model=model.name,
-                                runtime=ACCEPTED.get(model.suffix, "AI Hub"), compute_units=unit, threads=None,
+                                runtime=_accepted(model) or "AI Hub", compute_units=unit, threads=None,
                                 repeat=entry["repeat"], source=SOURCE_QAI_HUB, soc=dev.soc, vendor=dev.vendor,
                                 os=dev.os, queue_s=queue, url=entry.get("url"))
             if entry["status"] != DONE:
