@@ -123,8 +123,10 @@ def inspect_tflite(path: Path) -> dict:
         dtype = np.dtype(inputs[0]["dtype"]).name
         if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
             layout = (stored["vitdeploy"] or {}).get("input", {}).get("layout")
-            hint = "; convert without --raw-input" if layout == LAYOUT_RAW or (len(shape) == 4 and shape[1] == 3) else ""
-            raise VitdeployError(f"{path}: the app helper feeds a [1, H, W, 3] RGB pixel input, the model takes {shape}{hint}")
+            raw = layout == LAYOUT_RAW or (len(shape) == 4 and shape[1] == 3)
+            hint = "; convert without --raw-input" if raw else ""
+            raise VitdeployError(f"{path}: the app helper feeds a [1, H, W, 3] RGB pixel input, "
+                                 f"the model takes {shape}{hint}")
         if dtype not in ("float32", "int8", "uint8"):
             raise VitdeployError(f"{path}: input dtype {dtype} is not supported by the helper (float32, int8, uint8)")
         out_shape = [int(v) for v in outputs[0]["shape"]]
