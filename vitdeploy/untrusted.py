@@ -5,9 +5,8 @@ JSON, protobuf or pickle error, a ``KeyError`` while walking a damaged structure
 leaves it as one :class:`~vitdeploy.errors.InputError` naming the file (exit 2), so no reader has to list
 its parser's exceptions and a new reader names its file just by using it.
 
-Side files (labels, config.json, artifacts) are read bounded, regular files only.
-
-A FIFO would hang the read, a link to /dev/zero or /dev/urandom would fill memory, and a 2 GB
+Side files (labels, config.json, artifacts) are read bounded, regular files only: a FIFO would hang the
+read, a link to /dev/zero or /dev/urandom would fill memory, and a 2 GB
 "labels.txt" is not a labels file: each read here opens without blocking, checks on the open
 descriptor that it is a regular file, and reads at most ``limit + 1`` bytes (so a file that grows
 between the check and the read is still refused). Errors are one-line :class:`VitdeployError`.
