@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from vitdeploy.cli import main
 from vitdeploy.exits import INTERNAL_ERROR_EXIT, unexpected_error_line
+from vitdeploy.untrusted import reading
 
 BAD_KINDS = ("missing", "directory", "empty", "garbage", "symlink_loop")
 
@@ -129,8 +130,8 @@ def test_an_unexpected_exception_is_one_line_not_a_traceback(monkeypatch, tmp_pa
     import vitdeploy.api as api
 
     def inspect(path, variant=None):
-        path = str(path)  # a reader keeps the file it reads in a local: the CLI names it from there
-        raise _Boom("something nobody anticipated\nsecond line")
+        with reading(path):  # a reader says which file it reads: the CLI names it from there
+            raise _Boom("something nobody anticipated\nsecond line")
 
     monkeypatch.setattr(api, "inspect", inspect)
     monkeypatch.delenv("VITDEPLOY_DEBUG", raising=False)

@@ -10,6 +10,18 @@ class VitdeployError(Exception):
     exit_code = 2
 
 
+class InputError(VitdeployError):
+    """A file from the user (or sent back by a phone) that vitdeploy cannot interpret: exit 2, one line
+    ``<path>: <reason>``. :func:`vitdeploy.untrusted.reading` raises it for what a parser trips on."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(str(path), reason)  # both in args: it pickles back across a process boundary
+        self.path, self.reason = str(path), reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
 class CheckpointError(VitdeployError):
     """A checkpoint that cannot be read, is not LeViT/MobileViT, or has wrong keys."""
 

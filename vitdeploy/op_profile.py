@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VitdeployError
+from .untrusted import reading
 
 QDQ = ("QUANTIZE", "DEQUANTIZE")
 CLASSES = ("int8", "int16", "float", "q/dq", "other")
@@ -49,12 +50,13 @@ def profile_ops(path: str | Path, *, runs: int = 50, warmup: int = 5, threads: i
     if runs < 1 or warmup < 0 or threads < 1:
         raise VitdeployError("--runs and --threads must be >= 1, --warmup >= 0")
     path = Path(path)
-    content = _read_checked(path)
-    model = _unpack(content, path)
-    graph = model.subgraphs[0]
-    whole = _interpreter(content, threads, delegate=True, name=str(path))
-    delegated = delegated_nodes(whole)
-    values = _tensor_values(content)
+    with reading(path):
+        content = _read_checked(path)
+        model = _unpack(content, path)
+        graph = model.subgraphs[0]
+        whole = _interpreter(content, threads, delegate=True, name=str(path))
+        delegated = delegated_nodes(whole)
+        values = _tensor_values(content)
     timed = {"whole": whole.invoke}
     for kernel in ("XNNPACK", "builtin"):
         timed[f"overhead {kernel}"] = _interpreter(_null_model(), threads, kernel == "XNNPACK").invoke

@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import VitdeployError
 from .formats import FORMATS, TARGETS
 from .models import family_of, variant_info
+from .untrusted import reading
 
 _REQUIRED = ("variant", "targets", "parity")
 # What the variant already fixes; older recipes repeated it, and may still, if it agrees.
@@ -62,45 +63,48 @@ class Recipe:
         """(target, precision, quantize) for every artifact the recipe asks for; a target whose spec lists
         ``precision`` (Core ML's compute precision) gets every (precision, quantize) pair."""
         out = []
-        for target, spec in self.targets.items():
-            for precision in spec.get("precision", ["fp32"]):
-                out += [(target, precision, q) for q in spec.get("quantize", ["none"])]
+        with reading(self.path):
+            for target, spec in self.targets.items():
+                for precision in spec.get("precision", ["fp32"]):
+                    out += [(target, precision, q) for q in spec.get("quantize", ["none"])]
         return out
 
     def default_mode(self, target: str) -> tuple[str, str]:
         """(precision, quantize) the recipe uses when the command line does not say."""
-        default = (self.targets.get(target) or {}).get("default", "none")
-        if isinstance(default, dict):
-            return default.get("precision", "fp16"), default.get("quantize", "none")
-        return "fp16", default
+        with reading(self.path):
+            default = (self.targets.get(target) or {}).get("default", "none")
+            if isinstance(default, dict):
+                return default.get("precision", "fp16"), default.get("quantize", "none")
+            return "fp16", default
 
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe YAML file: every key and value is checked here, before any conversion,
     and a bad one is refused in one line naming the file (with "did you mean" for a near miss)."""
     p = Path(path)
-    data = _parse_yaml(p, _read_recipe_text(p))
-    if not isinstance(data, dict):
-        raise VitdeployError(f"{p}: a recipe is a YAML mapping")
-    _check_keys(p, data, (*_REQUIRED, *_DERIVED), "")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise VitdeployError(f"{p}: recipe lacks {', '.join(missing)}")
-    if not isinstance(data["variant"], str):
-        raise VitdeployError(f"{p}: variant must be a name (e.g. levit_128s), got {_show(data['variant'], True)}")
-    try:
-        variant = variant_info(data["variant"]).name
-    except VitdeployError:
-        from .models import VARIANTS
+    with reading(p):
+        data = _parse_yaml(p, _read_recipe_text(p))
+        if not isinstance(data, dict):
+            raise VitdeployError(f"{p}: a recipe is a YAML mapping")
+        _check_keys(p, data, (*_REQUIRED, *_DERIVED), "")
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise VitdeployError(f"{p}: recipe lacks {', '.join(missing)}")
+        if not isinstance(data["variant"], str):
+            raise VitdeployError(f"{p}: variant must be a name (e.g. levit_128s), got {_show(data['variant'], True)}")
+        try:
+            variant = variant_info(data["variant"]).name
+        except VitdeployError:
+            from .models import VARIANTS
 
-        raise VitdeployError(f"{p}: unknown variant '{_show(data['variant'])}'"
-                             f"{_did_you_mean(data['variant'], VARIANTS)}") from None
-    recipe = Recipe(path=p, variant=variant, targets=_check_targets(p, data["targets"]),
-                    parity=_check_parity(p, data["parity"]))
-    disagree = [k for k in _DERIVED if k in data and _plain(data[k]) != _plain(_derived(recipe, k, data[k]))]
-    if disagree:
-        raise VitdeployError(f"{p}: {', '.join(disagree)} disagree with variant {recipe.variant} "
-                             f"(leave them out: the variant fixes them)")
+            raise VitdeployError(f"{p}: unknown variant '{_show(data['variant'])}'"
+                                 f"{_did_you_mean(data['variant'], VARIANTS)}") from None
+        recipe = Recipe(path=p, variant=variant, targets=_check_targets(p, data["targets"]),
+                        parity=_check_parity(p, data["parity"]))
+        disagree = [k for k in _DERIVED if k in data and _plain(data[k]) != _plain(_derived(recipe, k, data[k]))]
+        if disagree:
+            raise VitdeployError(f"{p}: {', '.join(disagree)} disagree with variant {recipe.variant} "
+                                 f"(leave them out: the variant fixes them)")
     return recipe
 
 
@@ -381,9 +385,10 @@ def _plain(value):
 
 def load_recipes(directory: str | Path) -> list[Recipe]:
     d = Path(directory)
-    files = sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml"))
-    if not files:
-        raise VitdeployError(f"{d}: no recipe files (*.yaml)")
+    with reading(d):
+        files = sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml"))
+        if not files:
+            raise VitdeployError(f"{d}: no recipe files (*.yaml)")
     return [load_recipe(f) for f in files]
 
 

@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 from ..models import VARIANTS, create_model, family, variant_info
 from ..preprocessing import Preprocessing
 from .layouts import detect_layout, layout_names, to_canonical
+from ..untrusted import reading
 from .reader import RawCheckpoint, read_checkpoint, sha256_of
 
 __all__ = ["Checkpoint", "load", "detect_layout", "detect_variant", "preprocessing_for", "layout_names", "LAYOUTS"]
@@ -87,24 +88,27 @@ def preprocessing_for(family_name: str, layout: str) -> Preprocessing:
 def load(path: str | Path, variant: str | None = None, prefer_ema: bool = False) -> Checkpoint:
     """Load a checkpoint file or HF directory into a vitdeploy model (eval mode)."""
     raw = read_checkpoint(path, prefer_ema=prefer_ema)
-    layout, family_name = detect_layout(raw.state_dict)
-    sd = to_canonical(raw.state_dict, layout, family_name)
-    num_classes = _num_classes(sd, family_name)
-    if variant is not None:
-        info = variant_info(variant)
-        if info.family != family_name:
-            raise CheckpointError(f"{raw.path}: --variant {info.name} is a {info.family} model but this is a {family_name} "
-                                  f"checkpoint ({layout} layout)")
-        name, detected = info.name, False
-    else:
-        name, detected = detect_variant(sd, family_name), True
-    model = create_model(name, num_classes=num_classes)
-    _load_strict(model, sd, raw.path, name, layout)
-    labels, source, note = find_labels(raw, num_classes)
-    return Checkpoint(model=model.eval(), variant=name, family=family_name, layout=layout,
-                      preprocessing=preprocessing_for(family_name, layout), num_classes=num_classes, path=raw.path,
-                      weights_file=raw.file, wrapper=raw.wrapper, other_entries=raw.other_entries,
-                      labels=labels, variant_detected=detected, labels_source=source, labels_note=note)
+    # Layout and variant errors name no file: the block names it. It builds the model too, so a TypeError
+    # there may be vitdeploy's bug (exit 3), not the file's.
+    with reading(raw.path, data_errors=False):
+        layout, family_name = detect_layout(raw.state_dict)
+        sd = to_canonical(raw.state_dict, layout, family_name)
+        num_classes = _num_classes(sd, family_name)
+        if variant is not None:
+            info = variant_info(variant)
+            if info.family != family_name:
+                raise CheckpointError(f"{raw.path}: --variant {info.name} is a {info.family} model but this is a "
+                                      f"{family_name} checkpoint ({layout} layout)")
+            name, detected = info.name, False
+        else:
+            name, detected = detect_variant(sd, family_name), True
+        model = create_model(name, num_classes=num_classes)
+        _load_strict(model, sd, raw.path, name, layout)
+        labels, source, note = find_labels(raw, num_classes)
+        return Checkpoint(model=model.eval(), variant=name, family=family_name, layout=layout,
+                          preprocessing=preprocessing_for(family_name, layout), num_classes=num_classes, path=raw.path,
+                          weights_file=raw.file, wrapper=raw.wrapper, other_entries=raw.other_entries,
+                          labels=labels, variant_detected=detected, labels_source=source, labels_note=note)
 
 
 LABELS_FILE = "labels.txt"
@@ -253,13 +257,14 @@ def _require_sane_values(sd: dict, path: Path) -> None:
 
 
 def _hf_labels(raw: RawCheckpoint, num_classes: int) -> list[str] | None:
-    cfg = raw.hf_config or {}
-    id2label = cfg.get("id2label")
-    if not isinstance(id2label, dict) or len(id2label) != num_classes:
-        return None
-    try:
-        labels = [str(id2label.get(str(i), id2label.get(i))) for i in range(num_classes)]
-    except (TypeError, ValueError):
-        return None
-    # transformers writes LABEL_0, LABEL_1, ... when no labels were given: not worth showing.
-    return None if all(label == f"LABEL_{i}" for i, label in enumerate(labels)) else labels
+    with reading(raw.path):
+        cfg = raw.hf_config or {}
+        id2label = cfg.get("id2label")
+        if not isinstance(id2label, dict) or len(id2label) != num_classes:
+            return None
+        try:
+            labels = [str(id2label.get(str(i), id2label.get(i))) for i in range(num_classes)]
+        except (TypeError, ValueError):
+            return None
+        # transformers writes LABEL_0, LABEL_1, ... when no labels were given: not worth showing.
+        return None if all(label == f"LABEL_{i}" for i, label in enumerate(labels)) else labels

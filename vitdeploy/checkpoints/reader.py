@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from ..diagnostics import first_line
-from ..untrusted import CONFIG_LIMIT, read_side_text
+from ..untrusted import CONFIG_LIMIT, read_side_text, reading
 
 # Wrappers seen in training checkpoints, in order of preference.
 _MODEL_KEYS = ("model", "state_dict", "model_state_dict", "net", "network")
@@ -63,12 +63,14 @@ def read_checkpoint(path: str | Path, prefer_ema: bool = False) -> RawCheckpoint
     hf_config = None
     weights = path
     if path.is_dir():
-        weights, hf_config = _hf_directory_files(path)
-    _require_regular_file(weights)
-    obj = _read_safetensors(weights) if weights.suffix == ".safetensors" else _read_pickle(weights)
-    sd, wrapper, others = _unwrap(obj, weights, prefer_ema)
-    _require_plain_tensors(sd, weights)
-    return RawCheckpoint(_strip_prefixes(sd), path, weights, wrapper, others, hf_config)
+        with reading(path):
+            weights, hf_config = _hf_directory_files(path)
+    with reading(weights):
+        _require_regular_file(weights)
+        obj = _read_safetensors(weights) if weights.suffix == ".safetensors" else _read_pickle(weights)
+        sd, wrapper, others = _unwrap(obj, weights, prefer_ema)
+        _require_plain_tensors(sd, weights)
+        return RawCheckpoint(_strip_prefixes(sd), path, weights, wrapper, others, hf_config)
 
 
 def _require_regular_file(path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..diagnostics import first_line
 from ..errors import VitdeployError
+from ..untrusted import reading
 from . import LAYOUT_IMAGE, LAYOUT_RAW  # noqa: F401 (re-exported: the layouts an .mlpackage input declares)
 
 IMAGE_INPUT = "image"
@@ -151,23 +152,26 @@ def load_program(mlmodel):
 
 def read_config(path: str | Path) -> dict:
     """The ``vitdeploy`` JSON metadata of an .mlpackage written by ``vitdeploy.targets.coreml.convert_coreml``."""
-    check_package_tree(path)
-    try:
-        import coremltools as ct
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise VitdeployError(f"reading .mlpackage needs coremltools: pip install 'vitdeploy[coreml]' ({e})") from None
-    try:
-        spec = ct.utils.load_spec(str(path))
-    except Exception as e:  # noqa: BLE001 - a damaged package raises anything
-        raise VitdeployError(f"{path}: not a readable .mlpackage ({e.__class__.__name__}: {first_line(e)})") from None
-    raw = spec.description.metadata.userDefined.get(METADATA_KEY)
-    if not raw:
-        raise VitdeployError(f"{path}: no vitdeploy metadata (not converted by vitdeploy); cannot tell its input "
-                             "convention")
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise VitdeployError(f"{path}: damaged vitdeploy metadata ({e})") from None
-    if not isinstance(config, dict):
-        raise VitdeployError(f"{path}: damaged vitdeploy metadata (a JSON {type(config).__name__}, not an object)")
-    return config
+    with reading(path):
+        check_package_tree(path)
+        try:
+            import coremltools as ct
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise VitdeployError(f"reading .mlpackage needs coremltools: pip install 'vitdeploy[coreml]' "
+                                 f"({e})") from None
+        try:
+            spec = ct.utils.load_spec(str(path))
+        except Exception as e:  # noqa: BLE001 - a damaged package raises anything
+            raise VitdeployError(f"{path}: not a readable .mlpackage "
+                                 f"({e.__class__.__name__}: {first_line(e)})") from None
+        raw = spec.description.metadata.userDefined.get(METADATA_KEY)
+        if not raw:
+            raise VitdeployError(f"{path}: no vitdeploy metadata (not converted by vitdeploy); cannot tell its input "
+                                 "convention")
+        try:
+            config = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise VitdeployError(f"{path}: damaged vitdeploy metadata ({e})") from None
+        if not isinstance(config, dict):
+            raise VitdeployError(f"{path}: damaged vitdeploy metadata (a JSON {type(config).__name__}, not an object)")
+        return config

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..diagnostics import describe, quiet
 from ..errors import VitdeployError
+from ..untrusted import file_of, reading
 from . import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW  # noqa: F401 (layouts re-exported: those a .pte input declares)
 
 PTE_SUFFIX = FORMATS["executorch"].suffix
@@ -77,21 +78,22 @@ def read_pte_metadata(path_or_bytes) -> dict:
     ``vitdeploy`` is None for a program vitdeploy did not write (no ``vitdeploy_metadata`` method).
     Anything unreadable is a one-line :class:`VitdeployError`.
     """
-    plans, name = _plans(path_or_bytes)
-    config = None
-    if METADATA_METHOD in plans:
-        config = _decode_config(plans[METADATA_METHOD], name)
-    labels = config.get("labels") if isinstance(config, dict) else None
-    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
-        raise VitdeployError(f"{name}: damaged vitdeploy metadata (labels are not a list of strings)")
-    census = _census(plans["forward"]) if "forward" in plans else None
-    forward = _methods(plans, name).get("forward")
-    outputs = (forward or {}).get("outputs") or []
-    shape = outputs[0].get("shape") if len(outputs) == 1 else None
-    if labels is not None and shape and len(labels) != shape[-1]:
-        raise VitdeployError(f"{name}: damaged vitdeploy metadata ({len(labels)} labels for {shape[-1]} classes)")
-    return {"vitdeploy": config, "labels": labels, "methods": sorted(plans), "census": census,
-            "forward": forward}
+    with reading(file_of(path_or_bytes)):
+        plans, name = _plans(path_or_bytes)
+        config = None
+        if METADATA_METHOD in plans:
+            config = _decode_config(plans[METADATA_METHOD], name)
+        labels = config.get("labels") if isinstance(config, dict) else None
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            raise VitdeployError(f"{name}: damaged vitdeploy metadata (labels are not a list of strings)")
+        census = _census(plans["forward"]) if "forward" in plans else None
+        forward = _methods(plans, name).get("forward")
+        outputs = (forward or {}).get("outputs") or []
+        shape = outputs[0].get("shape") if len(outputs) == 1 else None
+        if labels is not None and shape and len(labels) != shape[-1]:
+            raise VitdeployError(f"{name}: damaged vitdeploy metadata ({len(labels)} labels for {shape[-1]} classes)")
+        return {"vitdeploy": config, "labels": labels, "methods": sorted(plans), "census": census,
+                "forward": forward}
 
 
 def read_program(path_or_bytes) -> dict:
@@ -101,7 +103,8 @@ def read_program(path_or_bytes) -> dict:
     a non-tensor argument (or a constant method's value) is ``{"shape": None, "dtype": None}``.
     One-line error for a file that is not an ExecuTorch program.
     """
-    return {"methods": _methods(*_plans(path_or_bytes))}
+    with reading(file_of(path_or_bytes)):
+        return {"methods": _methods(*_plans(path_or_bytes))}
 
 
 def _methods(plans: dict, name: str) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import VitdeployError
+from ..untrusted import reading
 
 # The Java Interpreter API's org.tensorflow.lite.DataType has no FLOAT16: the Android harness can neither
 # feed nor read such a tensor, so the host says so before touching the phone.
@@ -30,11 +31,12 @@ def model_io(model_path: Path) -> tuple[list[dict], list[dict]]:
     """Input and output tensor details of a .tflite, read with the host LiteRT runtime."""
     from ai_edge_litert.interpreter import Interpreter
 
-    try:
-        interp = Interpreter(model_path=str(model_path))
-        return interp.get_input_details(), interp.get_output_details()
-    except (ValueError, RuntimeError) as e:
-        raise VitdeployError(f"cannot read {Path(model_path).name} with LiteRT: {_last_line(str(e))}") from None
+    with reading(model_path):
+        try:
+            interp = Interpreter(model_path=str(model_path))
+            return interp.get_input_details(), interp.get_output_details()
+        except (ValueError, RuntimeError) as e:
+            raise VitdeployError(f"cannot read {Path(model_path).name} with LiteRT: {_last_line(str(e))}") from None
 
 
 def default_input(model_path: Path, seed: int = 0):
@@ -98,26 +100,27 @@ def pte_model_io(model_path: Path, platform: str = "android") -> tuple[list[dict
     from .executorch import forward_of, unit_mismatch
 
     model_path = Path(model_path)
-    fwd = forward_of(model_path)
-    why = unit_mismatch(platform, "cpu", fwd["delegates"])
-    if why:
-        raise VitdeployError(f"{model_path.name}: {why}")
+    with reading(model_path):
+        fwd = forward_of(model_path)
+        why = unit_mismatch(platform, "cpu", fwd["delegates"])
+        if why:
+            raise VitdeployError(f"{model_path.name}: {why}")
 
-    def dets(values, kind):
-        out = []
-        for i, v in enumerate(values):
-            if v["dtype"] is None:
-                raise VitdeployError(f"{model_path.name}: forward {kind} {i} is not a tensor of a type the harness "
-                                     "reads (float32/int* tensors only)")
-            out.append({"shape": np.array(v["shape"]), "dtype": np.dtype(v["dtype"]), "quantization": (0.0, 0)})
-        return out
+        def dets(values, kind):
+            out = []
+            for i, v in enumerate(values):
+                if v["dtype"] is None:
+                    raise VitdeployError(f"{model_path.name}: forward {kind} {i} is not a tensor of a type the harness "
+                                         "reads (float32/int* tensors only)")
+                out.append({"shape": np.array(v["shape"]), "dtype": np.dtype(v["dtype"]), "quantization": (0.0, 0)})
+            return out
 
-    ins, outs = dets(fwd["inputs"], "input"), dets(fwd["outputs"], "output")
-    bad = [d for d in ins if d["dtype"] != np.float32]
-    if bad:
-        raise VitdeployError(f"{model_path.name}: the harness feeds a .pte float32 inputs; forward takes "
-                             f"{bad[0]['dtype'].name}")
-    return ins, outs
+        ins, outs = dets(fwd["inputs"], "input"), dets(fwd["outputs"], "output")
+        bad = [d for d in ins if d["dtype"] != np.float32]
+        if bad:
+            raise VitdeployError(f"{model_path.name}: the harness feeds a .pte float32 inputs; forward takes "
+                                 f"{bad[0]['dtype'].name}")
+        return ins, outs
 
 
 def mlpackage_input(model_path: Path) -> dict:
@@ -129,32 +132,35 @@ def mlpackage_input(model_path: Path) -> dict:
     """
     from .coreml import check_package_tree
 
-    model_path = check_package_tree(model_path)  # untrusted: no link out of it before coremltools reads it
-    try:
-        import coremltools as ct
-    except ImportError:
-        raise VitdeployError("pass an input array (or install coremltools to read the model's input)") from None
-    try:
-        spec = ct.models.MLModel(str(model_path), skip_model_load=True).get_spec()
-    except Exception as e:  # coremltools raises RuntimeError/ValueError/... for a damaged package
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise VitdeployError(f"cannot read {model_path.name} with coremltools: {msg}") from None
-    inputs = spec.description.input
-    if not inputs:
-        raise VitdeployError(f"{model_path.name}: the model has no inputs")
-    first = inputs[0]
-    kind = first.type.WhichOneof("Type")
-    if kind == "imageType":
-        it = first.type.imageType
-        color = ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(it.colorSpace)
-        if color not in ("RGB", "BGR", "GRAYSCALE"):
-            raise VitdeployError(f"{model_path.name}: image input {first.name} has color space {color}; the harness "
-                                 "builds RGB, BGR and grayscale pixel buffers")
-        return {"name": first.name, "kind": "image",
-                "shape": [int(it.height), int(it.width), 1 if color == "GRAYSCALE" else 3], "color": color}
-    if kind == "multiArrayType":
-        return {"name": first.name, "kind": "multiArray", "shape": [int(d) for d in first.type.multiArrayType.shape]}
-    raise VitdeployError(f"{model_path.name}: input {first.name} is a {kind}; the harness feeds multi-arrays and images")
+    with reading(model_path):
+        model_path = check_package_tree(model_path)  # untrusted: no link out of it before coremltools reads it
+        try:
+            import coremltools as ct
+        except ImportError:
+            raise VitdeployError("pass an input array (or install coremltools to read the model's input)") from None
+        try:
+            spec = ct.models.MLModel(str(model_path), skip_model_load=True).get_spec()
+        except Exception as e:  # coremltools raises RuntimeError/ValueError/... for a damaged package
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise VitdeployError(f"cannot read {model_path.name} with coremltools: {msg}") from None
+        inputs = spec.description.input
+        if not inputs:
+            raise VitdeployError(f"{model_path.name}: the model has no inputs")
+        first = inputs[0]
+        kind = first.type.WhichOneof("Type")
+        if kind == "imageType":
+            it = first.type.imageType
+            color = ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(it.colorSpace)
+            if color not in ("RGB", "BGR", "GRAYSCALE"):
+                raise VitdeployError(f"{model_path.name}: image input {first.name} has color space {color}; "
+                                     "the harness builds RGB, BGR and grayscale pixel buffers")
+            return {"name": first.name, "kind": "image",
+                    "shape": [int(it.height), int(it.width), 1 if color == "GRAYSCALE" else 3], "color": color}
+        if kind == "multiArrayType":
+            return {"name": first.name, "kind": "multiArray",
+                    "shape": [int(d) for d in first.type.multiArrayType.shape]}
+        raise VitdeployError(f"{model_path.name}: input {first.name} is a {kind}; "
+                             "the harness feeds multi-arrays and images")
 
 
 def mlpackage_input_shape(model_path: Path) -> list[int]:

@@ -32,6 +32,7 @@ import numpy as np
 from ..diagnostics import describe
 from ..errors import VitdeployError
 from ..preprocessing import Preprocessing
+from ..untrusted import ARTIFACT_LIMIT, file_of, read_side_file, reading
 from . import LAYOUT_PIXELS, LAYOUT_RAW  # noqa: F401 (re-exported: the layouts a .tflite input declares)
 
 VITDEPLOY_METADATA = "vitdeploy"  # name of our JSON entry in Model.metadata
@@ -222,31 +223,30 @@ def read_tflite_metadata(path_or_bytes) -> dict:
     where ``model_metadata`` is the parsed TFLITE_METADATA (name, description, min_parser_version,
     input/output tensor metadata with normalization mean/std, colour space, associated files).
     """
-    if isinstance(path_or_bytes, (str, Path)):
-        from ..untrusted import ARTIFACT_LIMIT, read_side_file
-
-        name = str(path_or_bytes)
-        data = read_side_file(path_or_bytes, ARTIFACT_LIMIT, ".tflite model")
-    else:
-        name, data = "model", bytes(path_or_bytes)
-    require_tflite(data, name)
-    blobs = _metadata_blobs(data)
-    vitdeploy = None
-    if VITDEPLOY_METADATA in blobs:
-        try:
-            vitdeploy = json.loads(blobs[VITDEPLOY_METADATA].decode())
-        except (ValueError, RecursionError) as e:
-            raise VitdeployError(f"{name}: damaged vitdeploy metadata (not JSON: {describe(e)})") from None
-        if not isinstance(vitdeploy, dict):
-            raise VitdeployError(f"{name}: damaged vitdeploy metadata (a JSON {type(vitdeploy).__name__}, "
-                                 "not an object)")
-    model_metadata = _parse_model_metadata(blobs[TFLITE_METADATA]) if TFLITE_METADATA in blobs else None
-    labels = _read_labels(data)
-    classes = (vitdeploy or {}).get("num_classes")
-    if labels is not None and isinstance(classes, int) and not isinstance(classes, bool) and len(labels) != classes:
-        raise VitdeployError(f"{name}: damaged metadata: {len(labels)} labels in {LABELS_FILE} for "
-                             f"{classes} classes")
-    return {"vitdeploy": vitdeploy, "model_metadata": model_metadata, "labels": labels}
+    with reading(file_of(path_or_bytes)):
+        if isinstance(path_or_bytes, (str, Path)):
+            name = str(path_or_bytes)
+            data = read_side_file(path_or_bytes, ARTIFACT_LIMIT, ".tflite model")
+        else:
+            name, data = "model", bytes(path_or_bytes)
+        require_tflite(data, name)
+        blobs = _metadata_blobs(data)
+        vitdeploy = None
+        if VITDEPLOY_METADATA in blobs:
+            try:
+                vitdeploy = json.loads(blobs[VITDEPLOY_METADATA].decode())
+            except (ValueError, RecursionError) as e:
+                raise VitdeployError(f"{name}: damaged vitdeploy metadata (not JSON: {describe(e)})") from None
+            if not isinstance(vitdeploy, dict):
+                raise VitdeployError(f"{name}: damaged vitdeploy metadata (a JSON {type(vitdeploy).__name__}, "
+                                     "not an object)")
+        model_metadata = _parse_model_metadata(blobs[TFLITE_METADATA]) if TFLITE_METADATA in blobs else None
+        labels = _read_labels(data)
+        classes = (vitdeploy or {}).get("num_classes")
+        if labels is not None and isinstance(classes, int) and not isinstance(classes, bool) and len(labels) != classes:
+            raise VitdeployError(f"{name}: damaged metadata: {len(labels)} labels in {LABELS_FILE} for "
+                                 f"{classes} classes")
+        return {"vitdeploy": vitdeploy, "model_metadata": model_metadata, "labels": labels}
 
 
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier (bytes 4..8) of every TFLite model; LiteRT requires it

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import VitdeployError
 from ..formats import FORMATS
 from ..formats.executorch import RUNTIME_VERSION
+from ..untrusted import reading
 from .codegen import (PACKAGE_NAME, class_identifier, comment_text, default_class_name, helper_file_name,
                       kotlin_helper, labels_text)
 from .files import Writer, refuse_file
@@ -219,35 +220,36 @@ def find_android_app(app_dir: Path) -> dict:
     def is_module(d: Path) -> bool:
         return (d / "src" / "main" / "AndroidManifest.xml").is_file() and _build_file(d) is not None
 
-    if is_module(app_dir):
-        module = app_dir
-    else:
-        candidates = [d for d in sorted(app_dir.iterdir()) if d.is_dir() and is_module(d)]
-        apps = [d for d in candidates if "com.android.application" in _build_file(d).read_text(encoding="utf-8")]
-        if not candidates:
-            raise VitdeployError(f"{app_dir} is not an Android app: no module with src/main/AndroidManifest.xml "
-                                 "and build.gradle(.kts) in it")
-        if len(apps) == 1:
-            module = apps[0]
-        elif (app_dir / "app") in (apps or candidates):
-            module = app_dir / "app"
+    with reading(app_dir):  # the user's app: a build file that is not text is named
+        if is_module(app_dir):
+            module = app_dir
         else:
-            names = ", ".join(d.name for d in (apps or candidates))
-            raise VitdeployError(f"{app_dir} has several modules ({names}); pass the app module's folder as --into")
-    build_file = _build_file(module)
-    build_text = build_file.read_text(encoding="utf-8")
-    package_name = _namespace(build_text) or _manifest_package(module / "src" / "main" / "AndroidManifest.xml")
-    if not package_name:
-        raise VitdeployError(f"{module}: no namespace in {build_file.name} and no package in AndroidManifest.xml")
-    if not PACKAGE_NAME.fullmatch(package_name):
-        raise VitdeployError(f"{module}: '{package_name}' is not a valid package name")
-    rel = Path(*package_name.split("."))
-    java_dir, kotlin_dir = module / "src/main/java" / rel, module / "src/main/kotlin" / rel
-    source_dir = kotlin_dir if kotlin_dir.is_dir() and not java_dir.is_dir() else java_dir
-    return {"module_dir": module, "build_file": build_file, "build_text": build_text, "package": package_name,
-            "source_dir": source_dir, "no_compress": _keeps_tflite_uncompressed(build_text),
-            "litert": bool(re.search(r"com\.google\.ai\.edge\.litert:litert\b|org\.tensorflow:tensorflow-lite\b",
-                                     build_text))}
+            candidates = [d for d in sorted(app_dir.iterdir()) if d.is_dir() and is_module(d)]
+            apps = [d for d in candidates if "com.android.application" in _build_file(d).read_text(encoding="utf-8")]
+            if not candidates:
+                raise VitdeployError(f"{app_dir} is not an Android app: no module with src/main/AndroidManifest.xml "
+                                     "and build.gradle(.kts) in it")
+            if len(apps) == 1:
+                module = apps[0]
+            elif (app_dir / "app") in (apps or candidates):
+                module = app_dir / "app"
+            else:
+                names = ", ".join(d.name for d in (apps or candidates))
+                raise VitdeployError(f"{app_dir} has several modules ({names}); pass the app module's folder as --into")
+        build_file = _build_file(module)
+        build_text = build_file.read_text(encoding="utf-8")
+        package_name = _namespace(build_text) or _manifest_package(module / "src" / "main" / "AndroidManifest.xml")
+        if not package_name:
+            raise VitdeployError(f"{module}: no namespace in {build_file.name} and no package in AndroidManifest.xml")
+        if not PACKAGE_NAME.fullmatch(package_name):
+            raise VitdeployError(f"{module}: '{package_name}' is not a valid package name")
+        rel = Path(*package_name.split("."))
+        java_dir, kotlin_dir = module / "src/main/java" / rel, module / "src/main/kotlin" / rel
+        source_dir = kotlin_dir if kotlin_dir.is_dir() and not java_dir.is_dir() else java_dir
+        return {"module_dir": module, "build_file": build_file, "build_text": build_text, "package": package_name,
+                "source_dir": source_dir, "no_compress": _keeps_tflite_uncompressed(build_text),
+                "litert": bool(re.search(r"com\.google\.ai\.edge\.litert:litert\b|org\.tensorflow:tensorflow-lite\b",
+                                         build_text))}
 
 
 def _build_file(module: Path) -> Path | None:

@@ -32,6 +32,7 @@ from pbxproj.pbxsections import PBXBuildFile, PBXFileReference
 from ..errors import VitdeployError
 from ..formats import formats_on
 from ..formats.executorch import COREML_BACKEND, RUNTIME_VERSION
+from ..untrusted import reading
 from .codegen import (class_identifier, comment_text, default_class_name, helper_file_name, labels_text, plain_name,
                       swift_helper, swift_identifier, swift_pte_helper)
 from .files import Writer, refuse_file
@@ -163,9 +164,10 @@ def _write_into_project(into: Path, files: list, report: PackageReport, force: b
     file is the helper generated for the model file ``model`` (:meth:`Writer.add_helper`).
 
     The pbxproj is always ours to edit (that is what --into asks for): only the files are held to --force."""
-    for name, _, _ in files:
-        pbxproj_name(name)
-    project = find_xcode_project(into)
+    with reading(into):  # the user's Xcode project: a refusal below names it
+        for name, _, _ in files:
+            pbxproj_name(name)
+        project = find_xcode_project(into)
     report.project = {k: str(v) if isinstance(v, Path) else v for k, v in project.items() if k != "pbx_text"}
     writer = Writer(report, force)
     for name, content, kind in files:
@@ -246,38 +248,39 @@ def find_xcode_project(app_dir: Path) -> dict:
     pbxproj = xcodeproj / "project.pbxproj"
     if not pbxproj.is_file():
         raise VitdeployError(f"{xcodeproj} has no project.pbxproj")
-    try:
-        text = pbxproj.read_text(encoding="utf-8")
-        project = load_pbxproj(text)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise VitdeployError(f"{pbxproj}: cannot parse it ({_one_line(e)})") from None
-    objects = project.objects
-    root = objects[project.rootObject]
-    apps = [t for t in (objects[tid] for tid in root.get("targets", [])) if t is not None
-            and t.get("productType", None) == _APPLICATION]
-    if not apps:
-        raise VitdeployError(f"{xcodeproj.name} has no iOS application target")
-    target = next((t for t in apps if t.get("name", None) == xcodeproj.stem), apps[0])
-    target_name = str(target.get("name", ""))
-    parents = _group_parents(project)
-    project_dir = xcodeproj.parent
+    with reading(pbxproj):  # the user's project file: what is wrong in it is named
+        try:
+            text = pbxproj.read_text(encoding="utf-8")
+            project = load_pbxproj(text)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise VitdeployError(f"{pbxproj}: cannot parse it ({_one_line(e)})") from None
+        objects = project.objects
+        root = objects[project.rootObject]
+        apps = [t for t in (objects[tid] for tid in root.get("targets", [])) if t is not None
+                and t.get("productType", None) == _APPLICATION]
+        if not apps:
+            raise VitdeployError(f"{xcodeproj.name} has no iOS application target")
+        target = next((t for t in apps if t.get("name", None) == xcodeproj.stem), apps[0])
+        target_name = str(target.get("name", ""))
+        parents = _group_parents(project)
+        project_dir = xcodeproj.parent
 
-    synced = [objects[g] for g in target.get("fileSystemSynchronizedGroups", [])
-              if objects[g] is not None and objects[g].isa == "PBXFileSystemSynchronizedRootGroup"]
-    if synced:
-        group = next((g for g in synced if g.get("path", None) == target_name), synced[0])
-    else:
-        group = _app_source_group(project, parents, target)
-        if group is None:
-            raise VitdeployError(f"{xcodeproj.name}: cannot find the source folder of target "
-                                 f"'{target_name}' (no Swift file in its Sources phase)")
-    source_dir = _group_dir(parents, group, project_dir)
-    if not source_dir.is_dir():
-        raise VitdeployError(f"{xcodeproj.name}: the source folder {source_dir} of target "
-                             f"'{target_name}' does not exist")
-    return {"xcodeproj": xcodeproj, "pbxproj": pbxproj, "pbx_text": text, "target_id": str(target.get_id()),
-            "target_name": target_name, "group_id": str(group.get_id()), "source_dir": source_dir,
-            "synchronized": bool(synced)}
+        synced = [objects[g] for g in target.get("fileSystemSynchronizedGroups", [])
+                  if objects[g] is not None and objects[g].isa == "PBXFileSystemSynchronizedRootGroup"]
+        if synced:
+            group = next((g for g in synced if g.get("path", None) == target_name), synced[0])
+        else:
+            group = _app_source_group(project, parents, target)
+            if group is None:
+                raise VitdeployError(f"{xcodeproj.name}: cannot find the source folder of target "
+                                     f"'{target_name}' (no Swift file in its Sources phase)")
+        source_dir = _group_dir(parents, group, project_dir)
+        if not source_dir.is_dir():
+            raise VitdeployError(f"{xcodeproj.name}: the source folder {source_dir} of target "
+                                 f"'{target_name}' does not exist")
+        return {"xcodeproj": xcodeproj, "pbxproj": pbxproj, "pbx_text": text, "target_id": str(target.get_id()),
+                "target_name": target_name, "group_id": str(group.get_id()), "source_dir": source_dir,
+                "synchronized": bool(synced)}
 
 
 def _group_parents(project: XcodeProject) -> dict:

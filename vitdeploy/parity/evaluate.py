@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import VitdeployError
 from ..preprocessing import IMAGE_SUFFIXES
+from ..untrusted import reading
 
 
 @dataclass
@@ -38,34 +39,35 @@ def read_image_folder(data_dir: str | Path, limit_per_class: int | None = None) 
     root = Path(data_dir)
     if not root.is_dir():
         raise VitdeployError(f"{root}: not a directory (expected class subfolders with images)")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise VitdeployError(f"{root}: no class subfolders (ImageFolder layout: {root}/<class>/<image>)")
-    labels_file = root / "labels.txt"
-    if labels_file.exists() or labels_file.is_symlink():
-        lines = [line.strip() for line in _read_labels(labels_file)]
-        lookup = {}
-        for i, line in enumerate(lines):
-            if line and line not in lookup:
-                lookup[line] = i
-        unknown = [c for c in classes if c not in lookup]
-        if unknown:
-            raise VitdeployError(f"{labels_file}: class folder(s) not listed: {', '.join(unknown[:5])}"
-                                 f"{' ...' if len(unknown) > 5 else ''}")
-        index = {c: lookup[c] for c in classes}
-    else:
-        labels_file = None
-        index = {c: i for i, c in enumerate(classes)}
-    files, targets = [], []
-    for c in classes:
-        found = sorted(p for p in (root / c).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if limit_per_class:
-            found = found[:limit_per_class]
-        files += found
-        targets += [index[c]] * len(found)
-    if not files:
-        raise VitdeployError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
-    return Dataset(root, files, np.asarray(targets, dtype=np.int64), classes, index, labels_file)
+    with reading(root):
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not classes:
+            raise VitdeployError(f"{root}: no class subfolders (ImageFolder layout: {root}/<class>/<image>)")
+        labels_file = root / "labels.txt"
+        if labels_file.exists() or labels_file.is_symlink():
+            lines = [line.strip() for line in _read_labels(labels_file)]
+            lookup = {}
+            for i, line in enumerate(lines):
+                if line and line not in lookup:
+                    lookup[line] = i
+            unknown = [c for c in classes if c not in lookup]
+            if unknown:
+                raise VitdeployError(f"{labels_file}: class folder(s) not listed: {', '.join(unknown[:5])}"
+                                     f"{' ...' if len(unknown) > 5 else ''}")
+            index = {c: lookup[c] for c in classes}
+        else:
+            labels_file = None
+            index = {c: i for i, c in enumerate(classes)}
+        files, targets = [], []
+        for c in classes:
+            found = sorted(p for p in (root / c).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if limit_per_class:
+                found = found[:limit_per_class]
+            files += found
+            targets += [index[c]] * len(found)
+        if not files:
+            raise VitdeployError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
+        return Dataset(root, files, np.asarray(targets, dtype=np.int64), classes, index, labels_file)
 
 
 def _read_labels(path: Path) -> list[str]:

@@ -25,6 +25,7 @@ from ..diagnostics import first_line
 from ..formats import LAYOUT_RAW
 from ..formats.coreml import check_package_tree, read_config
 from ..preprocessing import Preprocessing
+from ..untrusted import reading
 from .base import Runner
 
 RUNTIMES = ("auto", "coreml", "interpreter")
@@ -40,30 +41,31 @@ class CoreMLRunner(Runner):
         if runtime not in RUNTIMES:
             raise VitdeployError(f"unknown Core ML runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
         self.path = Path(path)
-        check_package_tree(self.path)  # before anything reads it (read_config and the interpreter check again)
-        self.config = read_config(self.path)
-        try:  # the metadata is untrusted JSON: a missing key or a wrong type is a damaged package
-            self.preprocessing = Preprocessing.from_dict(self.config["preprocessing"])
-            shape = self.config["input"]["shape"]
-            self.input_size = (int(shape[1]), int(shape[2]), int(shape[3]))
-            self.input_name = str(self.config["input"]["name"])
-            self.raw_input = self.config["input"]["layout"] == LAYOUT_RAW
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise VitdeployError(f"{self.path}: damaged vitdeploy metadata ({type(e).__name__}: "
-                                 f"{first_line(e)})") from None
-        self.labels = self.config.get("labels")
-        self.variant = self.config.get("variant")
-        self.logits_output = self.config.get("logits_output", "logits")
-        self.fp16_emulation = fp16_emulation
-        self.runtime = _choose_runtime(runtime)
-        self._interp = None
-        self._mlmodel = None
-        if self.runtime == "interpreter":
-            self._interp = _load_interpreter(self.path)
-        else:  # pragma: no cover - macOS only
-            import coremltools as ct
+        with reading(self.path):
+            check_package_tree(self.path)  # before anything reads it (read_config and the interpreter check again)
+            self.config = read_config(self.path)
+            try:  # the metadata is untrusted JSON: a missing key or a wrong type is a damaged package
+                self.preprocessing = Preprocessing.from_dict(self.config["preprocessing"])
+                shape = self.config["input"]["shape"]
+                self.input_size = (int(shape[1]), int(shape[2]), int(shape[3]))
+                self.input_name = str(self.config["input"]["name"])
+                self.raw_input = self.config["input"]["layout"] == LAYOUT_RAW
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                raise VitdeployError(f"{self.path}: damaged vitdeploy metadata ({type(e).__name__}: "
+                                     f"{first_line(e)})") from None
+            self.labels = self.config.get("labels")
+            self.variant = self.config.get("variant")
+            self.logits_output = self.config.get("logits_output", "logits")
+            self.fp16_emulation = fp16_emulation
+            self.runtime = _choose_runtime(runtime)
+            self._interp = None
+            self._mlmodel = None
+            if self.runtime == "interpreter":
+                self._interp = _load_interpreter(self.path)
+            else:  # pragma: no cover - macOS only
+                import coremltools as ct
 
-            self._mlmodel = ct.models.MLModel(str(self.path))
+                self._mlmodel = ct.models.MLModel(str(self.path))
 
     def describe(self) -> dict:
         d = super().describe()

@@ -14,6 +14,7 @@ from ..diagnostics import first_line, native_quiet, package_version, quiet
 from ..errors import VitdeployError
 from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
+from ..untrusted import reading
 from .base import ImageArtifactRunner, image_size_of
 
 
@@ -42,41 +43,44 @@ class ExecuTorchRunner(ImageArtifactRunner):
     def __init__(self, path, *, threads: int = 2, model_content: bytes | None = None):
         from ..formats.executorch import read_pte_metadata
 
-        self.path, model_content = self._read_artifact(path, model_content, FORMATS["executorch"].suffix)
-        name = path or "model"
-        stored = read_pte_metadata(model_content)  # parses the whole flatbuffer in Python first: one-line errors
-        if "forward" not in stored["methods"]:
-            raise VitdeployError(f"{name}: the program has no forward method (methods: {', '.join(stored['methods'])})")
-        delegate = (stored["vitdeploy"] or {}).get("delegate")
-        if delegate == "coreml" and not backend_available("CoreMLBackend"):
-            raise VitdeployError(f"{name}: lowered to the Core ML delegate, which this host's ExecuTorch runtime "
-                                 "lacks (it runs on Apple devices); convert with --delegate xnnpack to run it here")
-        try:
-            with native_quiet():  # the thread pool's first use probes the CPU, logging natively
-                set_threads(threads)
-                self.program = runtime().load_program(bytes(model_content))
-                self.method = self.program.load_method("forward")
-        except Exception as e:  # RuntimeError from the loader (a missing backend or kernel, a damaged file)
-            raise VitdeployError(f"{name}: ExecuTorch cannot load it ({first_line(e)})") from None
-        meta = self.method.metadata
-        if meta.num_inputs() != 1 or meta.num_outputs() != 1:
-            raise VitdeployError(f"{name}: expected one input and one output, found {meta.num_inputs()} and "
-                                 f"{meta.num_outputs()}")
-        self._shape = [int(v) for v in meta.input_tensor_meta(0).sizes()]
-        self._out_shape = [int(v) for v in meta.output_tensor_meta(0).sizes()]
-        self.census = stored["census"]
-        self.labels: list[str] | None = stored["labels"]
-        self.config: dict = stored["vitdeploy"] or {}
-        try:  # untrusted JSON: a missing key or a wrong type is a damaged file
-            self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
-                                  if "preprocessing" in self.config else None)
-            self.input_spec = self._describe_input()
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise VitdeployError(f"{name}: damaged vitdeploy metadata ({type(e).__name__}: {first_line(e)})") from None
-        self.input_size = image_size_of(self.input_spec)
-        self.variant = self.config.get("variant") if isinstance(self.config.get("variant"), str) else None
-        self.threads = int(threads)
-        self._ready = [self._tensor(np.zeros(self._shape, np.float32))]  # run_once() works straight away
+        with reading(path):
+            self.path, model_content = self._read_artifact(path, model_content, FORMATS["executorch"].suffix)
+            name = path or "model"
+            stored = read_pte_metadata(model_content)  # parses the whole flatbuffer in Python first: one-line errors
+            if "forward" not in stored["methods"]:
+                raise VitdeployError(f"{name}: the program has no forward method "
+                                     f"(methods: {', '.join(stored['methods'])})")
+            delegate = (stored["vitdeploy"] or {}).get("delegate")
+            if delegate == "coreml" and not backend_available("CoreMLBackend"):
+                raise VitdeployError(f"{name}: lowered to the Core ML delegate, which this host's ExecuTorch runtime "
+                                     "lacks (it runs on Apple devices); convert with --delegate xnnpack to run it here")
+            try:
+                with native_quiet():  # the thread pool's first use probes the CPU, logging natively
+                    set_threads(threads)
+                    self.program = runtime().load_program(bytes(model_content))
+                    self.method = self.program.load_method("forward")
+            except Exception as e:  # RuntimeError from the loader (a missing backend or kernel, a damaged file)
+                raise VitdeployError(f"{name}: ExecuTorch cannot load it ({first_line(e)})") from None
+            meta = self.method.metadata
+            if meta.num_inputs() != 1 or meta.num_outputs() != 1:
+                raise VitdeployError(f"{name}: expected one input and one output, found {meta.num_inputs()} and "
+                                     f"{meta.num_outputs()}")
+            self._shape = [int(v) for v in meta.input_tensor_meta(0).sizes()]
+            self._out_shape = [int(v) for v in meta.output_tensor_meta(0).sizes()]
+            self.census = stored["census"]
+            self.labels: list[str] | None = stored["labels"]
+            self.config: dict = stored["vitdeploy"] or {}
+            try:  # untrusted JSON: a missing key or a wrong type is a damaged file
+                self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
+                                      if "preprocessing" in self.config else None)
+                self.input_spec = self._describe_input()
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                raise VitdeployError(f"{name}: damaged vitdeploy metadata "
+                                     f"({type(e).__name__}: {first_line(e)})") from None
+            self.input_size = image_size_of(self.input_spec)
+            self.variant = self.config.get("variant") if isinstance(self.config.get("variant"), str) else None
+            self.threads = int(threads)
+            self._ready = [self._tensor(np.zeros(self._shape, np.float32))]  # run_once() works straight away
 
     def _describe_input(self) -> dict:
         spec = dict(self.config.get("input") or {})

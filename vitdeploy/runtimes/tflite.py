@@ -17,6 +17,7 @@ from ..errors import VitdeployError
 from ..diagnostics import first_line, native_quiet, package_version
 from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
 from ..preprocessing import Preprocessing
+from ..untrusted import reading
 from .base import ImageArtifactRunner, image_size_of
 
 class TFLiteRunner(ImageArtifactRunner):
@@ -29,42 +30,45 @@ class TFLiteRunner(ImageArtifactRunner):
 
         from ..formats.tflite import read_tflite_metadata, require_tflite
 
-        self.path, model_content = self._read_artifact(path, model_content, FORMATS["tflite"].suffix)
-        name = path or "model"
-        require_tflite(model_content, str(name))  # a .pte (or anything) renamed .tflite: say so before LiteRT sees it
-        if self.path is not None:  # a file from the user: untrusted bytes
-            check_loadable(self.path, model_content)
-        try:
-            stored = read_tflite_metadata(model_content)
-        except Exception as e:  # untrusted flatbuffer: any failure to parse it is a fault of the file
-            raise VitdeployError(f"{name}: not a readable .tflite model ({first_line(e)})") from None
-        try:
-            with native_quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
-                self.interpreter = Interpreter(model_content=bytes(model_content), num_threads=int(threads))
-                self.interpreter.allocate_tensors()
-        except Exception as e:  # ValueError/RuntimeError from LiteRT's verifier and allocator, or anything else
-            raise VitdeployError(f"{name}: LiteRT cannot load it ({first_line(e)})") from None
-        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise VitdeployError(f"{path or 'model'}: expected one input and one output, "
-                                 f"found {len(inputs)} and {len(outputs)}")
-        self._input, self._output = inputs[0], outputs[0]
-        self.labels: list[str] | None = stored["labels"]
-        self.config: dict = stored["vitdeploy"] or {}
-        try:  # the metadata is untrusted JSON: a missing key or a wrong type is a damaged file
-            if not isinstance(self.config, dict):
-                raise TypeError(f"a JSON {type(self.config).__name__}, not an object")
-            self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
-                                  if "preprocessing" in self.config else None)
-            self.input_spec = self._describe_input()
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise VitdeployError(f"{name}: damaged vitdeploy metadata ({type(e).__name__}: {first_line(e)})") from None
-        self.input_size = image_size_of(self.input_spec)
-        user = self.config.get("user")
-        self.variant = user.get("variant") if isinstance(user, dict) else None
-        self.threads = int(threads)
-        # A defined input so run_once() works straight away (timing does not care about values).
-        self.interpreter.set_tensor(self._input["index"], np.zeros(self._input["shape"], self._input["dtype"]))
+        with reading(path):
+            self.path, model_content = self._read_artifact(path, model_content, FORMATS["tflite"].suffix)
+            name = path or "model"
+            # a .pte (or anything) renamed .tflite: say so before LiteRT sees it
+            require_tflite(model_content, str(name))
+            if self.path is not None:  # a file from the user: untrusted bytes
+                check_loadable(self.path, model_content)
+            try:
+                stored = read_tflite_metadata(model_content)
+            except Exception as e:  # untrusted flatbuffer: any failure to parse it is a fault of the file
+                raise VitdeployError(f"{name}: not a readable .tflite model ({first_line(e)})") from None
+            try:
+                with native_quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+                    self.interpreter = Interpreter(model_content=bytes(model_content), num_threads=int(threads))
+                    self.interpreter.allocate_tensors()
+            except Exception as e:  # ValueError/RuntimeError from LiteRT's verifier and allocator, or anything else
+                raise VitdeployError(f"{name}: LiteRT cannot load it ({first_line(e)})") from None
+            inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+            if len(inputs) != 1 or len(outputs) != 1:
+                raise VitdeployError(f"{path or 'model'}: expected one input and one output, "
+                                     f"found {len(inputs)} and {len(outputs)}")
+            self._input, self._output = inputs[0], outputs[0]
+            self.labels: list[str] | None = stored["labels"]
+            self.config: dict = stored["vitdeploy"] or {}
+            try:  # the metadata is untrusted JSON: a missing key or a wrong type is a damaged file
+                if not isinstance(self.config, dict):
+                    raise TypeError(f"a JSON {type(self.config).__name__}, not an object")
+                self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
+                                      if "preprocessing" in self.config else None)
+                self.input_spec = self._describe_input()
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                raise VitdeployError(f"{name}: damaged vitdeploy metadata "
+                                     f"({type(e).__name__}: {first_line(e)})") from None
+            self.input_size = image_size_of(self.input_spec)
+            user = self.config.get("user")
+            self.variant = user.get("variant") if isinstance(user, dict) else None
+            self.threads = int(threads)
+            # A defined input so run_once() works straight away (timing does not care about values).
+            self.interpreter.set_tensor(self._input["index"], np.zeros(self._input["shape"], self._input["dtype"]))
 
     def _describe_input(self) -> dict:
         shape = [int(v) for v in self._input["shape"]]
