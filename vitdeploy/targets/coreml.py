@@ -47,8 +47,8 @@ from typing import Callable
 
 import numpy as np
 
-from .contract import (MIN_COSINE, Conversion, ConvertRequest, accuracy_record, check_image_arguments,
-                       missed_target_line, publish, request_from, write_artifact)
+from .contract import (MIN_COSINE, Conversion, ConvertRequest, accuracy_record,  # noqa: F401 (MIN_COSINE: the bar)
+                       check_image_arguments, missed_target_line, publish, request_from, write_artifact)
 from ..diagnostics import converter_errors, one_line, quiet
 from ..errors import ConversionError, VitdeployError
 from ..formats.coreml import (IMAGE_INPUT, LABEL_OUTPUT, LAYOUT_IMAGE, LAYOUT_RAW, LOGITS_OUTPUT, METADATA_FORMAT,
