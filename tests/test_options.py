@@ -206,6 +206,7 @@ def test_coreml_default_is_fp16_through_the_real_converter(tmp_path, monkeypatch
     ("fp32", "fp16", ("none", "fp16")), ("fp32", None, ("none", "fp32")), ("fp16", None, ("none", "fp16")),
     ("none", None, ("none", "fp16")), ("w8", "fp32", ("w8", "fp32")), ("fp32", "fp32", ("none", "fp32"))])
 def test_convert_reads_core_ml_compute_words(quantize, precision, want):
-    from vitdeploy.convert import _coreml_compute_words
+    from vitdeploy.convert import _compute_words
 
-    assert _coreml_compute_words("coreml", quantize, precision) == want
+    assert _compute_words("coreml", quantize, precision) == want
+    assert _compute_words("tflite", quantize, precision) == (quantize, precision or "fp16")  # no compute words

@@ -136,7 +136,7 @@ def test_scratch_session_gathers_every_temporary_and_restores_tmpdir(tmp_path, m
 def test_a_swallowed_signal_stops_a_conversion_before_it_writes(tmp_path, monkeypatch):
     """convert asks at its stage boundaries: a Ctrl-C some converter's GC callback swallowed still stops it,
     before the (tens of seconds of) export and before anything reaches -o."""
-    from vitdeploy import checkpoints, convert as convert_module, passes
+    from vitdeploy import checkpoints, convert as convert_module, passes, targets
     from vitdeploy.synthetic import seeded_model
 
     ckpt = tmp_path / "m.pth"
@@ -152,7 +152,7 @@ def test_a_swallowed_signal_stops_a_conversion_before_it_writes(tmp_path, monkey
 
     monkeypatch.setattr(diagnostics, "_received", None)
     monkeypatch.setattr(passes, "prepare_for", prepare_then_swallowed_ctrl_c)
-    monkeypatch.setattr(convert_module, "_convert_tflite", lambda *a, **k: pytest.fail("the export started"))
+    monkeypatch.setitem(targets.CONVERTERS, "tflite", targets.Target(lambda *a, **k: pytest.fail("the export started")))
     assert checkpoints.load(ckpt).variant == "levit_128s"
     with pytest.raises(diagnostics.Interrupted) as e:
         convert_module.convert(ckpt, "tflite", out=tmp_path / "m.tflite")

@@ -63,90 +63,103 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
             compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,
             delegate: str = "xnnpack", progress=None, force: bool = False) -> dict:
-    """Convert a checkpoint to a Core ML or TFLite artifact; returns a JSON-able report.
+    """Convert a checkpoint to a Core ML, TFLite or ExecuTorch artifact; returns a JSON-able report.
 
+    The shared work happens here once, for every target: the checkpoint's passes
+    (:func:`vitdeploy.passes.prepare_for`), the request to the target's converter (:data:`vitdeploy.targets.
+    CONVERTERS`) and the writing of what it returns (:func:`vitdeploy.targets.contract.publish`): a w8a8 model
+    below the accuracy target is written aside as ``<stem>.below-target<suffix>`` (``accuracy_target_met``
+    False in the report; the CLI exits 1 on it).
     ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning of the int8 graph on
     the calibration images, written with the scales it trained with (:mod:`vitdeploy.quantization.pt2e`).
     ``quantize``: a name of :mod:`vitdeploy.precisions` (``fp32``, ``fp16``, ``w8``, ``w8a8``,
-    ``w8a16``, ``dynamic``) or an alias (``none``, ``int8``). A TFLite w8a8 model below the
-    accuracy target is written aside (``accuracy_target_met`` False in the report; see
-    :func:`vitdeploy.targets.tflite.convert_tflite`). An artifact already at ``out`` is refused before any
-    work unless ``force``.
+    ``w8a16``, ``dynamic``) or an alias (``none``, ``int8``). An artifact already at ``out`` is refused before
+    any work unless ``force``.
     """
-    from . import __version__, checkpoints
+    from . import checkpoints
     from .diagnostics import raise_if_interrupted
     from .passes import prepare_for
+    from .precisions import label, target_mode
+    from .progress import note, step
+    from .targets import converter, publish, refuse_untaken
 
     if target not in TARGETS:
         raise VitdeployError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
-    from .precisions import target_mode
-
-    quantize, precision = _coreml_compute_words(target, quantize, precision)
+    quantize, precision = _compute_words(target, quantize, precision)
     quantize = target_mode(target, quantize)
-    if int8_finetune and (target, quantize) != ("tflite", "int8"):
-        raise VitdeployError("--int8-finetune needs --target tflite --quantize w8a8")
-    if delegate != "xnnpack" and target != "executorch":
-        raise VitdeployError("--delegate is for --target executorch")
-    if int8_io and target == "executorch":
-        raise VitdeployError("--int8-io is for --target tflite (an ExecuTorch program keeps float input/output)")
+    options = {"deployment_target": deployment_target, "compute_units": compute_units, "delegate": delegate}
+    refuse_untaken(target, quantize, {"int8_finetune": int8_finetune, "int8_io": int8_io, **options})
     from .outputs import check_artifact_path
 
     # The output path is judged before the checkpoint loads: a conversion takes 20-30 s.
     out = check_artifact_path(Path(out) if out else default_output(checkpoint, target, quantize, precision), target,
                               force=force)
-    from .precisions import label
-    from .progress import note, step
-
-    said = progress
-
-    def progress(msg: str) -> None:  # the converter's stages (each int8 search attempt) show on the ticking line
-        if said:
-            said(msg)
-        note(msg.strip())
-
+    progress = _noting(progress)
     with step(f"converting {Path(checkpoint).name} -> {target} {label(target, quantize, precision)}"):
         note("loading the checkpoint")
         t0 = time.perf_counter()
         ckpt = checkpoints.load(checkpoint, variant=variant)
-        labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels
-        calib = read_calibration_images(calib_dir, ckpt.preprocessing)
-        metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
-                    "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(),
-                    "vitdeploy_version": __version__}
+        request = _request(ckpt, out, quantize, precision, calib_dir, labels_file, raw_input, int8_io, int8_finetune,
+                           options, progress)
         # BatchNorm folded once, whatever the target; then the target's (and precision's) passes (passes.PIPELINES).
         note("folding BatchNorm")
         prepared = prepare_for(target, ckpt.model, delegate, label(target, quantize, precision))
         raise_if_interrupted()  # a Ctrl-C a converter's GC callback swallowed still stops the work here
-        if target == "tflite":
-            result = _convert_tflite(prepared.model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata,
-                                     int8_finetune, progress)
-        elif target == "executorch":
-            result = _convert_executorch(prepared.model, ckpt, out, quantize, calib, labels, raw_input, metadata,
-                                         delegate, progress)
-        else:
-            result = _convert_coreml(prepared.model, ckpt, out, quantize, precision, calib, labels, raw_input,
-                                     deployment_target, compute_units, metadata, progress)
+        conversion = converter(target)(prepared.model, request)
         raise_if_interrupted()
+        result = publish(conversion, out, progress).to_dict()
         result.update(bn_folding=prepared.bn_folding, rewrites={**result.get("rewrites", {}), **prepared.rewrites})
         result.update(_precision_words(target, result))
         return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
                 "total_seconds": round(time.perf_counter() - t0, 2), **result}
 
 
-def _coreml_compute_words(target: str, quantize: str, precision: str | None) -> tuple[str, str]:
-    """(quantize, compute precision). Core ML's ``quantize`` fp16/fp32 names its compute precision when no
-    ``precision`` is given; with one given, ``fp32`` is the canonical "not quantized" (what the CLI passes for
-    ``--precision fp16`` alone: read as compute fp32 it turned the fp16 default into an fp32 model)."""
-    from .precisions import DEFAULT
+def _noting(said):
+    """The converter's progress callback: each stage (each int8 search attempt) to ``said`` and on the ticking line."""
+    from .progress import note
+
+    def progress(msg: str) -> None:
+        if said:
+            said(msg)
+        note(msg.strip())
+
+    return progress
+
+
+def _request(ckpt, out: Path, quantize: str, precision: str, calib_dir, labels_file, raw_input: bool, int8_io: bool,
+             int8_finetune: int, options: dict, progress):
+    """What the target's converter is asked (:class:`vitdeploy.targets.ConvertRequest`): the checkpoint's facts,
+    its labels and calibration images read, the metadata every artifact carries."""
+    from . import __version__
+    from .targets import ConvertRequest
+
+    labels = read_labels(labels_file, ckpt.num_classes) or ckpt.labels  # read first: its error comes first
+    calib = read_calibration_images(calib_dir, ckpt.preprocessing)
+    metadata = {"source_checkpoint": ckpt.name, "source_sha256": ckpt.sha256(), "variant": ckpt.variant,
+                "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(),
+                "vitdeploy_version": __version__}
+    return ConvertRequest(input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out, variant=ckpt.variant,
+                          source_model=ckpt.model, quantize=quantize, precision=precision, calib=calib,
+                          labels=labels, raw_input=raw_input,
+                          int8_io=int8_io, int8_finetune=int8_finetune, metadata=metadata, options=options,
+                          progress=progress)
+
+
+def _compute_words(target: str, quantize: str, precision: str | None) -> tuple[str, str]:
+    """(quantize, compute precision). On a target with a compute precision (:data:`vitdeploy.precisions.
+    COMPUTE_PRECISIONS`: Core ML) ``quantize`` fp16/fp32 names it when no ``precision`` is given; with one given,
+    ``fp32`` is the canonical "not quantized" (what the CLI passes for ``--precision fp16`` alone: read as compute
+    fp32 it turned the fp16 default into an fp32 model)."""
+    from .precisions import COMPUTE_PRECISIONS, DEFAULT
 
     word = str(quantize).strip().lower()
-    if target != "coreml" or word not in ("fp16", "fp32"):
+    if word not in COMPUTE_PRECISIONS.get(target, ()):
         return quantize, precision or "fp16"
     if precision is None:
         return "none", word
     if word == "fp16" and precision != "fp16":
         raise VitdeployError(f"quantize fp16 contradicts Core ML compute precision {precision}: give one of them")
-    return "none", precision or DEFAULT["coreml"]
+    return "none", precision or DEFAULT[target]
 
 
 def _precision_words(target: str, result: dict) -> dict:
@@ -160,39 +173,3 @@ def _precision_words(target: str, result: dict) -> dict:
     if target in COMPUTE_PRECISIONS:
         words["compute_precision"] = result.get("precision") or "fp16"
     return words
-
-
-def _convert_tflite(model, ckpt, out, quantize, calib, labels, raw_input, int8_io, metadata, int8_finetune,
-                    progress) -> dict:
-    from .targets.tflite import convert_tflite
-
-    conv = convert_tflite(model, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out,
-                          quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io,
-                          metadata=metadata, int8_finetune=int8_finetune,
-                          progress=progress)
-    return conv.to_dict()
-
-
-def _convert_executorch(model, ckpt, out, quantize, calib, labels, raw_input, metadata, delegate, progress) -> dict:
-    try:
-        from .targets.executorch import convert_executorch
-    except ImportError as e:
-        raise VitdeployError(f"the ExecuTorch target needs executorch: pip install 'vitdeploy[executorch]' ({e})") from None
-    conv = convert_executorch(model, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out,
-                              quantize=quantize, calib=calib, labels=labels, raw_input=raw_input, metadata=metadata,
-                              delegate=delegate, progress=progress)
-    return conv.to_dict()
-
-
-def _convert_coreml(model, ckpt, out, quantize, precision, calib, labels, raw_input, deployment_target, compute_units,
-                    metadata, progress) -> dict:
-    try:
-        from .targets.coreml import convert_coreml
-    except ImportError as e:
-        raise VitdeployError(f"Core ML conversion needs coremltools: pip install 'vitdeploy[coreml]' ({e})") from None
-    conv = convert_coreml(model, variant=ckpt.variant, input_size=ckpt.input_size, preprocessing=ckpt.preprocessing,
-                          out=out, precision=precision, quantize=quantize, calib=calib,
-                          deployment_target=deployment_target, compute_units=compute_units, labels=labels,
-                          raw_input=raw_input, metadata=metadata, progress=progress, prepared=True,
-                          original=ckpt.model)
-    return conv.to_dict()

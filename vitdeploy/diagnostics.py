@@ -73,14 +73,16 @@ def describe(e: BaseException, limit: int = 300) -> str:
 
 
 @contextlib.contextmanager
-def converter_errors(stage: str):
-    """Turn any exception but vitdeploy's own into ``ConversionError("<stage> failed: <one line>")``."""
+def converter_errors(stage: str, at: str | None = None):
+    """Turn any exception but vitdeploy's own into ``ConversionError("<stage> failed: <one line>")``
+    (``<stage> failed at <at>: ...`` with ``at``, the step of a longer conversion: ``torch.export``)."""
     try:
         yield
     except VitdeployError:
         raise
     except Exception as e:  # noqa: BLE001 - converter internals raise anything; report one line
-        raise ConversionError(f"{stage} failed: {one_line(e)}") from e
+        where = f" at {at}" if at else ""
+        raise ConversionError(f"{stage} failed{where}: {one_line(e)}") from e
 
 
 @contextlib.contextmanager

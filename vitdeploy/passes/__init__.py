@@ -3,15 +3,18 @@
 ``fold_batchnorm(model)`` runs the three BatchNorm folds and reports what changed;
 :data:`PIPELINES` says, as data, which passes each target's model goes through, and
 :func:`prepare_for` runs them once on a copy (``convert`` calls it for every target).
+Rewrites of torch.export graphs (:mod:`.export_graph`) are registered too, with the graph kind they apply to;
+:data:`GRAPH_PIPELINES` says where each runs (ExecuTorch's lowering, the PT2E quantizer's annotation).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import coreml, fold_bn, hardswish, xnnpack  # noqa: F401  (register the rewrites and the BatchNorm folds)
+from . import coreml, export_graph, fold_bn, hardswish, xnnpack  # noqa: F401  (register the rewrites and folds)
 from .coreml import COREML_REWRITES
-from .registry import PASSES, register_pass, run_passes  # noqa: F401  (the registry is part of this package's API)
+from .registry import (GRAPH_PASSES, PASSES, graph_passes, register_graph_pass,  # noqa: F401  (the registry is
+                       register_pass, run_passes)  # part of this package's API)
 
 BATCHNORM_FOLDS = ("fold_conv_bn", "fold_linear_bn", "fold_bn_linear")  # in this order: conv, then linear pairs
 # What each target's model goes through before export (a target, target-delegate where the delegate
@@ -26,6 +29,29 @@ PIPELINES = {
     "executorch": BATCHNORM_FOLDS + ("layernorm_as_linear",),  # XNNPACK delegate (passes.xnnpack)
     "executorch-coreml": BATCHNORM_FOLDS,  # Core ML delegate: Core ML runs layer_norm itself
 }
+
+
+# Passes on torch.export graphs (passes.export_graph), per place they run: (the graph kind, the passes in order).
+GRAPH_PIPELINES = {
+    # to_edge_transform_and_lower's transform_passes: XNNPACK has no expand or split, each left a portable
+    # kernel between two delegate calls.
+    "executorch-edge": ("edge", ("drop_noop_expand", "split_as_slices")),
+    # PT2E quantizer's transform_for_annotation: sigmoid and mul get quantized, silu would stay float.
+    "pt2e-annotation": ("aten", ("split_silu",)),
+}
+
+
+def graph_pipeline(name: str) -> list:
+    """The graph passes of :data:`GRAPH_PIPELINES` ``name``, in order (functions of a graph module)."""
+    kind, names = GRAPH_PIPELINES[name]
+    return graph_passes(names, kind)
+
+
+def run_graph_pipeline(name: str, graph):
+    """``graph`` through :data:`GRAPH_PIPELINES` ``name`` (passes that rewrite in place and return the graph)."""
+    for fn in graph_pipeline(name):
+        graph = fn(graph)
+    return graph
 
 
 def pipeline_name(target: str, delegate: str | None = None, precision: str | None = None) -> str:

@@ -11,16 +11,15 @@ the activation ranges are frozen and the weights are distilled towards the float
 ``litert_torch.convert(..., quant_config=QuantConfig(pt2e_quantizer=...))`` writes as int8 with those
 same scales. The target (:mod:`vitdeploy.targets.tflite`) converts and judges the file itself.
 
-SiLU is split into ``x * sigmoid(x)`` before annotation: the quantizer annotates ``sigmoid`` (fixed
-1/256 output scale, TFLite's LOGISTIC) and ``mul``, not ``silu``, which would stay a float island
-(trained MobileViT-XXS: 168 QUANTIZE/DEQUANTIZE ops with SiLU float, 98 split).
+SiLU is split into ``x * sigmoid(x)`` before annotation (the registered graph pass
+:func:`vitdeploy.passes.export_graph.split_silu`, ``passes.GRAPH_PIPELINES["pt2e-annotation"]``): the
+quantizer annotates ``sigmoid`` and ``mul``, not ``silu``, which would stay a float island.
 Must not import :mod:`vitdeploy.targets` (data flows one way).
 """
 
 from __future__ import annotations
 
 import copy
-import operator
 import time
 from typing import Callable
 
@@ -37,6 +36,8 @@ def quantizer(qat: bool):
 
     Its conv+BatchNorm QAT patterns are skipped: BatchNorm is folded before any target sees the model,
     and their annotator fails on torchao 0.15 ("Expected `mod` to be an instance of torch.nn.Module")."""
+    from ..passes import run_graph_pipeline
+
     with quiet():  # torchao logs about CUDA kernels it cannot load, on import
         from litert_torch.quantize import pt2e_quantizer as pq
 
@@ -44,31 +45,9 @@ def quantizer(qat: bool):
         STATIC_QAT_ONLY_OPS = []
 
         def transform_for_annotation(self, model):
-            return super().transform_for_annotation(split_silu(model))
+            return super().transform_for_annotation(run_graph_pipeline("pt2e-annotation", model))
 
     return SplitSiLUQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
-
-
-def split_silu(graph):
-    """Every ``aten.silu`` node of an exported graph as ``mul(x, sigmoid(x))`` (same function), in place."""
-    import torch
-
-    aten = torch.ops.aten
-    for node in list(graph.graph.nodes):
-        if node.op != "call_function" or node.target not in (aten.silu.default, aten.silu_.default):
-            continue
-        x = node.args[0]
-        with graph.graph.inserting_after(node):
-            sigmoid = graph.graph.call_function(aten.sigmoid.default, (x,))
-        with graph.graph.inserting_after(sigmoid):
-            mul = graph.graph.call_function(aten.mul.Tensor, (x, sigmoid))
-        for new, source in ((sigmoid, torch.sigmoid), (mul, operator.mul)):
-            new.meta = {**node.meta, "source_fn_stack": [(new.name, source)]}  # the annotators match on these
-        node.replace_all_uses_with(mul)
-        graph.graph.erase_node(node)
-    graph.graph.lint()
-    graph.recompile()
-    return graph
 
 
 def qat_int8(module, *, calib_inputs: np.ndarray, eval_inputs: np.ndarray, steps: int, lr: float = DEFAULT_LR,

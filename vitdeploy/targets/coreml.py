@@ -1,10 +1,10 @@
 """PyTorch image classifier -> Core ML ML Program (.mlpackage), optionally weight/activation quantized.
 
-Route: deepcopy of the model -> BatchNorm folded (:func:`vitdeploy.passes.fold_batchnorm`; a no-op
-when the caller already folded) -> small graph rewrites that only change float rounding (see
-:func:`restructure_for_coreml`) -> ``torch.export`` -> ``ct.convert(convert_to="mlprogram")``
--> optional ``w8`` / ``w8a8`` (:mod:`vitdeploy.quantization.coreml`) -> metadata -> written aside
-and renamed into place, so ``out`` never holds a half-written package.
+Route: the model through ``passes.PIPELINES["coreml"]`` (BatchNorm folded, small graph rewrites that only
+change float rounding; ``convert`` runs them, :func:`convert_coreml` on a deepcopy unless told it is done)
+-> ``torch.export`` -> ``ct.convert(convert_to="mlprogram")`` -> optional ``w8`` / ``w8a8``
+(:mod:`vitdeploy.quantization.coreml`) -> metadata -> saved aside and renamed into place by
+:func:`vitdeploy.targets.contract.publish`, so ``out`` never holds a half-written package.
 
 Input convention of the produced model
 --------------------------------------
@@ -39,9 +39,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,18 +47,16 @@ from typing import Callable
 
 import numpy as np
 
-from . import Conversion, check_image_arguments
-from .. import files
+from .contract import (MIN_COSINE, Conversion, ConvertRequest, accuracy_record,  # noqa: F401 (MIN_COSINE: the bar)
+                       check_image_arguments, missed_target_line, publish, request_from, write_artifact)
 from ..diagnostics import converter_errors, one_line, quiet
 from ..errors import ConversionError, VitdeployError
 from ..formats.coreml import (IMAGE_INPUT, LABEL_OUTPUT, LAYOUT_IMAGE, LAYOUT_RAW, LOGITS_OUTPUT, METADATA_FORMAT,
                               METADATA_KEY, PROBS_OUTPUT, RAW_INPUT, load_program)
 from ..preprocessing import Preprocessing
-from ..verdict import KEY as ACCURACY_TARGET, describe as describe_target, target_record
+from ..verdict import KEY as ACCURACY_TARGET, describe as describe_target
 
 PRECISIONS = ("fp16", "fp32")
-BELOW_TARGET_SUFFIX = ".below-target"  # a w8a8 model that missed MIN_COSINE is written aside, as TFLite's
-MIN_COSINE = 0.99  # the worst image's logits cosine vs float: the bar every int8 target shares
 QUANTIZE_MODES = ("none", "w8", "w8a8")
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
@@ -72,7 +67,7 @@ MAX_RANK = 5  # Core ML rejects rank > 5; the ANE wants <= 4
 
 @dataclass
 class CoreMLConversion(Conversion):
-    """What :func:`convert_coreml` produced (JSON-able through :meth:`to_dict`).
+    """What :func:`convert` produced (JSON-able through :meth:`to_dict`).
 
     ``op_counts_before``: op type -> count of the model *as passed in*, converted with coremltools'
     default pipeline but none of vitdeploy's passes (no BatchNorm folding, no restructuring).
@@ -100,6 +95,49 @@ class CoreMLConversion(Conversion):
 
 
 
+def convert(model, request: ConvertRequest) -> CoreMLConversion:
+    """``model`` (NCHW float -> logits, already through ``passes.PIPELINES["coreml"]``) as an ML Program,
+    judged when w8a8 (the contract: :mod:`vitdeploy.targets.contract`; :func:`~vitdeploy.targets.contract.publish`
+    saves it). The model is never modified.
+
+    ``request.precision``: Core ML compute precision (``fp16`` or ``fp32``). ``request.quantize``: ``none``,
+    ``w8`` (int8 per-channel symmetric weights) or ``w8a8`` (plus int8 activations calibrated on
+    ``request.calib``, uint8 NHWC RGB pixels; default the built-in natural images -- see
+    :mod:`vitdeploy.quantization.coreml`). Options: ``deployment_target`` (default: the lowest iOS that runs
+    what was asked, iOS16; iOS17 for w8a8), ``compute_units`` (default all), ``count_before`` (default True:
+    one more conversion, of ``request.source_model`` -- the checkpoint's model before the passes --, with
+    coremltools' default pipeline, counts ``op_counts_before``).
+    """
+    pre, precision, quantize = request.preprocessing, request.precision, request.quantize
+    compute_units = request.option("compute_units", "all")
+    _, height, width = _check_arguments(request.input_size, pre, precision, quantize, compute_units, request.labels,
+                                        request.calib)
+    target = _resolve_deployment_target(request.option("deployment_target"), quantize)
+    started = time.perf_counter()
+    before = _ops_before(model, request, height, width, target) if request.option("count_before", True) else None
+    wrapped = _graph_module(model, pre, request.raw_input, classifier=bool(request.labels))
+    exported = _export(wrapped, height, width, "torch.export")
+    request.say(f"converting with coremltools ({precision}, {target})")
+    mlmodel = _convert(exported, height, width, pre, request.raw_input, target, precision, compute_units,
+                       request.labels)
+    mlmodel, quant_report, warnings = _quantized(mlmodel, request, height, width)
+    verdict = _accuracy_target(quant_report, warnings) if quantize == "w8a8" else None
+    counts, max_rank = _program_stats(mlmodel)
+    checks = _graph_checks(counts, max_rank, request.variant)
+    warnings += checks.pop("warnings")
+    input_spec = _input_spec(height, width, pre, request.raw_input)
+    outputs = [LABEL_OUTPUT, PROBS_OUTPUT, LOGITS_OUTPUT] if request.labels else [LOGITS_OUTPUT]
+    _set_metadata(mlmodel, variant=request.variant, input_spec=input_spec, preprocessing=pre, precision=precision,
+                  quantize=quantize, target=target, labels=request.labels, outputs=outputs, user=request.metadata,
+                  quant_report=quant_report, accuracy_target=verdict)
+    return CoreMLConversion(path=request.out, size_bytes=0, seconds=time.perf_counter() - started,
+                            precision=precision, quantize=quantize, deployment_target=target,
+                            compute_units=compute_units, input=input_spec, outputs=outputs, op_counts_before=before,
+                            op_counts_after=counts, max_tensor_rank=max_rank, graph_checks=checks,
+                            quant_report=quant_report, warnings=warnings,
+                            accuracy_target_met=verdict is None or verdict["met"], artifact=_saver(mlmodel))
+
+
 def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, int, int],
                    preprocessing: Preprocessing, out: Path, precision: str = "fp16", quantize: str = "none",
                    calib: np.ndarray | None = None, deployment_target: str | None = None,
@@ -107,78 +145,52 @@ def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, 
                    metadata: dict | None = None, progress: Callable[[str], None] | None = None,
                    count_before: bool = True, restructure: bool = True, prepared: bool = False,
                    original=None) -> CoreMLConversion:
-    """Convert ``model`` (NCHW float -> logits) to an ML Program .mlpackage at ``out``.
+    """:func:`convert` and :func:`~vitdeploy.targets.contract.publish` in one call (the earlier spelling): the
+    .mlpackage at ``out``, or at ``<out stem>.below-target.mlpackage`` when w8a8 missed the accuracy target.
 
-    The caller's model is never modified: a deepcopy is BatchNorm-folded and restructured.
-    ``precision``: Core ML compute precision (``fp16`` or ``fp32``). ``quantize``: ``none``, ``w8``
-    (int8 per-channel symmetric weights) or ``w8a8`` (plus int8 activations calibrated on ``calib``,
-    uint8 NHWC RGB pixels; default the built-in natural images -- see
-    :mod:`vitdeploy.quantization.coreml`). ``deployment_target`` defaults to the lowest iOS that
-    runs what was asked (iOS16; iOS17 for w8a8). ``count_before=False`` skips the extra conversion
-    that measures ``op_counts_before``; ``restructure=False`` skips the op-cutting rewrites.
-    ``prepared=True``: ``model`` already went through ``passes.PIPELINES["coreml"]`` (``convert`` prepares
-    every target's model once, :func:`vitdeploy.passes.prepare_for`); ``original`` is then the model before
-    it, whose ops ``op_counts_before`` counts.
+    The caller's model is never modified: unless ``prepared`` (it already went through
+    ``passes.PIPELINES["coreml"]``; ``original`` is then the model before it, whose ops ``op_counts_before``
+    counts), a deepcopy is BatchNorm-folded and, unless ``restructure=False``, restructured.
     """
-    say = progress or (lambda _msg: None)
-    out = Path(out)
-    _, height, width = _check_arguments(input_size, preprocessing, precision, quantize, compute_units, labels, calib)
-    target = _resolve_deployment_target(deployment_target, quantize)
-    started = time.perf_counter()
-    warnings: list[str] = []
-
-    before = None
-    if count_before:
-        say("counting ops of the unmodified model (coremltools default pipeline)")
-        unmodified = _graph_module(_as_eval_copy(original if original is not None else model), preprocessing,
-                                   raw_input, classifier=bool(labels))
-        before = _count_ops(_convert_mil(_export(unmodified, height, width, "torch.export (unmodified model)"),
-                                         height, width, preprocessing, raw_input, target, precision))
-
-    folding, rewrites = {}, {}
+    folding, rewrites, source = {}, {}, original if original is not None else model
     if not prepared:
-        say("folding BatchNorm and restructuring for Core ML")
+        if progress:
+            progress("folding BatchNorm and restructuring for Core ML")
         model, folding, rewrites = prepare_model(model, restructure=restructure)
-    wrapped = _graph_module(model, preprocessing, raw_input, classifier=bool(labels))
-    exported = _export(wrapped, height, width, "torch.export")
+    request = request_from(variant=variant, input_size=input_size, preprocessing=preprocessing, out=out,
+                           precision=precision, quantize=quantize, calib=calib, deployment_target=deployment_target,
+                           compute_units=compute_units, labels=labels, raw_input=raw_input, metadata=metadata,
+                           progress=progress, count_before=count_before, source_model=source)
+    conversion = convert(model, request)
+    conversion.bn_folding, conversion.rewrites = folding, rewrites
+    return publish(conversion, request.out, progress)
 
-    say(f"converting with coremltools ({precision}, {target})")
-    mlmodel = _convert(exported, height, width, preprocessing, raw_input, target, precision, compute_units, labels)
 
-    quant_report: dict = {}
-    if quantize != "none":
-        from ..quantization.coreml import quantize_coreml
+def _ops_before(model, request: ConvertRequest, height: int, width: int, target: str) -> dict[str, int]:
+    """Op counts of the checkpoint's model as passed in, converted with coremltools' default pipeline but
+    none of vitdeploy's passes (no BatchNorm folding, no restructuring)."""
+    request.say("counting ops of the unmodified model (coremltools default pipeline)")
+    source = request.source_model if request.source_model is not None else model
+    unmodified = _graph_module(_as_eval_copy(source), request.preprocessing, request.raw_input,
+                               classifier=bool(request.labels))
+    return _count_ops(_convert_mil(_export(unmodified, height, width, "torch.export (unmodified model)"),
+                                   height, width, request.preprocessing, request.raw_input, target,
+                                   request.precision))
 
-        say(f"quantizing ({quantize})")
-        mlmodel, quant_report = quantize_coreml(mlmodel, quantize, input_name=_input_name(raw_input),
-                                                preprocessing=preprocessing, input_size=(3, height, width),
-                                                raw_input=raw_input, calib=calib, progress=say,
-                                                measure_heldout=quantize == "w8a8")  # the verdict's images
-        warnings += quant_report.pop("warnings", [])
-    verdict = _accuracy_target(quant_report, warnings) if quantize == "w8a8" else None
-    if verdict is not None and not verdict["met"]:
-        out = out.with_name(out.stem + BELOW_TARGET_SUFFIX + out.suffix)
 
-    counts, max_rank = _program_stats(mlmodel)
-    checks = _graph_checks(counts, max_rank, variant)
-    warnings += checks.pop("warnings")
+def _quantized(mlmodel, request: ConvertRequest, height: int, width: int) -> tuple[object, dict, list[str]]:
+    """(the model at ``request.quantize``, its report, its warnings); w8a8 measures the held-out images the
+    verdict is judged on."""
+    if request.quantize == "none":
+        return mlmodel, {}, []
+    from ..quantization.coreml import quantize_coreml
 
-    input_spec = _input_spec(height, width, preprocessing, raw_input)
-    outputs = [LABEL_OUTPUT, PROBS_OUTPUT, LOGITS_OUTPUT] if labels else [LOGITS_OUTPUT]
-    _set_metadata(mlmodel, variant=variant, input_spec=input_spec, preprocessing=preprocessing, precision=precision,
-                  quantize=quantize, target=target, labels=labels, outputs=outputs, user=metadata or {},
-                  quant_report=quant_report, accuracy_target=verdict)
-    say(f"writing {out}")
-    _save_atomically(mlmodel, out)
-    seconds = time.perf_counter() - started
-    size = _dir_size(out)
-    say(f"wrote {out} ({size / 1e6:.1f} MB) in {seconds:.1f} s")
-    return CoreMLConversion(path=out, size_bytes=size, seconds=round(seconds, 2), precision=precision,
-                            quantize=quantize, deployment_target=target, compute_units=compute_units,
-                            input=input_spec, outputs=outputs, op_counts_before=before, op_counts_after=counts,
-                            max_tensor_rank=max_rank, graph_checks=checks, bn_folding=folding, rewrites=rewrites,
-                            quant_report=quant_report, warnings=warnings,
-                            accuracy_target_met=verdict is None or verdict["met"])
+    request.say(f"quantizing ({request.quantize})")
+    mlmodel, report = quantize_coreml(mlmodel, request.quantize, input_name=_input_name(request.raw_input),
+                                      preprocessing=request.preprocessing, input_size=(3, height, width),
+                                      raw_input=request.raw_input, calib=request.calib, progress=request.say,
+                                      measure_heldout=request.quantize == "w8a8")
+    return mlmodel, report, report.pop("warnings", [])
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -412,16 +424,14 @@ def _accuracy_target(quant_report: dict, warnings: list[str]) -> dict | None:
     """The w8a8 verdict (:mod:`vitdeploy.verdict`), TFLite's and ExecuTorch's rule: the worst held-out image's
     logits cosine (images never calibrated on) against the bar every int8 target shares (:data:`MIN_COSINE`).
     The float-prefix search judges on calibration images, which flatter the ranges fitted on them, and aims
-    higher (0.999). A miss is warned about last (convert fails on it) and written aside as ``.below-target``."""
+    higher (0.999). A miss is warned about (convert fails on it; publish writes it aside)."""
     measured = quant_report.get("heldout_cosine_min")
     if not isinstance(measured, (int, float)):
         return None
-    images = quant_report.get("heldout_images", "?")
-    record = target_record("cosine_min", MIN_COSINE, measured, against=f"the float model, {images} held-out images")
+    record = accuracy_record(measured, quant_report.get("heldout_images", "?"))
     if not record["met"]:
-        warnings.append(f"w8a8 misses the accuracy target: worst held-out image logits cosine {measured:.4f} < "
-                        f"{MIN_COSINE} with {quant_report.get('float_prefix')} ops kept float; written aside as "
-                        ".below-target; use w8 or fp16")
+        warnings.append(missed_target_line(measured, f" with {quant_report.get('float_prefix')} ops kept float",
+                                           "w8 or fp16"))
     return record
 
 
@@ -489,22 +499,15 @@ def _describe_features(mlmodel, input_spec: dict, pre: Preprocessing, classifier
             mlmodel.output_description[name] = text
 
 
+def _saver(mlmodel) -> Callable[[Path], None]:
+    """``save(path)``: the .mlpackage written at ``path`` (what :func:`~vitdeploy.targets.contract.publish` stages)."""
+    def save(path: Path) -> None:
+        with quiet(), converter_errors("saving the .mlpackage"):
+            mlmodel.save(str(path))
+
+    return save
+
+
 def _save_atomically(mlmodel, out: Path) -> None:
     """Save next to ``out`` and rename into place; on any failure nothing appears at ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
-        staged = work / out.name
-        with quiet(), converter_errors("saving the .mlpackage"):
-            mlmodel.save(str(staged))
-        if out.is_symlink() or (out.exists() and not out.is_dir()):
-            os.replace(out, work / "previous")
-        files.publish(staged, out, aside=work / "previous")  # not after a Ctrl-C; the old package goes with ``work``
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _dir_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    write_artifact(_saver(mlmodel), out)

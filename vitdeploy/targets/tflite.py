@@ -26,20 +26,19 @@ from typing import Callable
 
 import numpy as np
 
-from . import Conversion, check_image_arguments
+from .contract import (MIN_COSINE, Conversion, ConvertRequest, accuracy_record, check_image_arguments, publish,
+                       request_from)
 from .image_input import image_hw, logits_module, model_inputs_from_pixels, pixel_input_module, pixel_input_spec
-from ..diagnostics import describe
+from ..diagnostics import converter_errors
 from ..errors import ConversionError, VitdeployError
-from ..files import write_atomically
 from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
 from ..formats.tflite import FP16_COMPUTE, REDUCED_PRECISION_KEY, add_metadata, set_reduced_precision
 from ..precisions import label
 from ..preprocessing import Preprocessing
 from ..quantization.calibration import natural_images_hw, split_calibration
-from ..verdict import KEY as ACCURACY_TARGET, target_record
+from ..verdict import KEY as ACCURACY_TARGET
 
 QUANTIZE_MODES = ("none", "fp16", "fp16-compute", "dynamic", "int8", "w8a16")  # internal keys; names: vitdeploy.precisions
-BELOW_TARGET_SUFFIX = ".below-target"  # a w8a8 model that missed the accuracy target is written aside
 # LayerNorm -> Linear scale migration is tried when a LayerNorm's largest output channel is at least
 # this many times its median one. Trained MobileViT-XXS here: at most 2.0 (median 1.57), and migration changed the worst-image cosine by +0.0002 (0.98709 -> 0.98731): not worth
 # its ~40 s of extra calibration; the outlier-channel LayerNorms it is for reach 10x and more.
@@ -48,7 +47,7 @@ SMOOTH_MIN_SPREAD = 4.0
 
 @dataclass
 class TFLiteConversion(Conversion):
-    """What :func:`convert_tflite` produced (JSON-able through :meth:`to_dict`)."""
+    """What :func:`convert` produced (JSON-able through :meth:`to_dict`)."""
 
     path: Path
     size_bytes: int
@@ -62,86 +61,95 @@ class TFLiteConversion(Conversion):
     warnings: list[str] = field(default_factory=list)
 
 
+def convert(model, request: ConvertRequest) -> TFLiteConversion:
+    """``model`` (NCHW float -> logits) as .tflite bytes with metadata, judged when w8a8 (the contract:
+    :mod:`vitdeploy.targets.contract`; :func:`~vitdeploy.targets.contract.publish` writes it).
 
-def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
-                   quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
-                   raw_input: bool = False, int8_io: bool = False, metadata: dict | None = None,
-                   int8_finetune: int = 0, progress: Callable[[str], None] | None = None) -> TFLiteConversion:
-    """Convert ``model`` (NCHW float -> logits) to a .tflite file at ``out``.
-
-    ``quantize``: ``none`` (float32), ``fp16`` (float16 weights), ``dynamic`` (int8 weights, float
-    activations) or ``int8`` (full-integer static, calibrated on ``calib`` -- uint8 NHWC RGB pixels,
+    ``request.quantize``: ``none`` (float32), ``fp16`` (float16 weights), ``dynamic`` (int8 weights, float
+    activations) or ``int8`` (full-integer static, calibrated on ``request.calib`` -- uint8 NHWC RGB pixels,
     default: built-in natural images -- with the ops that break accuracy kept float automatically,
     see :func:`vitdeploy.quantization.tflite.quantize_int8`). ``int8_io`` makes an int8 model take
     and return int8 tensors; otherwise every model keeps float input/output. ``int8_finetune``:
     that many steps of quantization-aware fine-tuning of the int8 graph on the calibration images
     (:func:`vitdeploy.quantization.pt2e.qat_int8`), written by litert-torch with the scales it trained
-    with (int8 input/output) and judged against ``model``'s own float export. ``w8a16``: int8 weights and int16 activations, only
-    when asked (no XNNPACK kernels: slow).
-    The file appears at ``out`` only when everything succeeded (written aside, then renamed). An
-    int8 model below the accuracy target is written to ``<out stem>.below-target.tflite`` instead
-    (``accuracy_target_met`` False, the measured alternatives in ``quant_report``), so nothing
-    downstream picks it up as if it passed.
+    with (int8 input/output) and judged against ``model``'s own float export. ``w8a16``: int8 weights and
+    int16 activations, only when asked (no XNNPACK kernels: slow). An int8 model below the accuracy target
+    has ``accuracy_target_met`` False, the measured alternatives in ``quant_report``.
     """
-    say = progress or (lambda _msg: None)
-    out = Path(out)
-    channels, height, width = _check_arguments(input_size, preprocessing, quantize, int8_io, calib, labels)
-    _check_finetune(int8_finetune, quantize)
+    channels, height, width = _check_request(request)
     started = time.perf_counter()
-    warnings: list[str] = []
-    input_spec = pixel_input_spec(channels, height, width, preprocessing, raw_input)
-
+    input_spec = pixel_input_spec(channels, height, width, request.preprocessing, request.raw_input)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-tflite-") as work:
-        say("exporting the float model with litert-torch")
-        float_model = _export_float(model, input_spec, preprocessing, Path(work) / "float.tflite")
-        num_classes = _check_float_model(float_model, input_spec, labels)
+        request.say("exporting the float model with litert-torch")
+        float_model = _export_float(model, input_spec, request.preprocessing, Path(work) / "float.tflite")
+        num_classes = _check_float_model(float_model, input_spec, request.labels)
+        final, quant_report = _quantized(model, float_model, input_spec, request, Path(work))
+    warnings = quant_report.pop("warnings", [])
+    int8_io = request.quantize == "int8" and (request.int8_io or bool(quant_report.get("int8_io")))  # PT2E: always
+    if int8_io:
+        input_spec = dict(input_spec, dtype="int8")
+    request.say("writing metadata")
+    config = _config(request, input_spec, num_classes, quant_report, int8_io)
+    final = add_metadata(final, config=config, preprocessing=request.preprocessing, labels=request.labels,
+                         name=str(request.metadata.get("name", "vitdeploy image classifier")))
+    return TFLiteConversion(path=request.out, size_bytes=len(final), seconds=time.perf_counter() - started,
+                            quantize=request.quantize, precision=label("tflite", request.quantize),
+                            accuracy_target_met=config.get(ACCURACY_TARGET, {}).get(
+                                "met", quant_report.get("target_met", True)),
+                            input=input_spec, float_fallback_ops=list(quant_report.get("float_fallback_ops", [])),
+                            quant_report=quant_report, warnings=warnings, artifact=final)
 
-        quant_report: dict = {}
-        float_fallback: list[str] = []
-        if quantize == "none":
-            final = float_model
-        else:
-            say(f"quantizing ({quantize})")
-            final, quant_report = _quantize(float_model, quantize, input_spec, preprocessing, calib, int8_io, say,
-                                            finetune=(model, int8_finetune, Path(work)))
-            float_fallback = list(quant_report.get("float_fallback_ops", []))
-            warnings += quant_report.pop("warnings", [])
-            int8_io = int8_io or bool(quant_report.get("int8_io"))  # a PT2E file (--int8-finetune) always is
-        if quantize == "int8" and int8_io:
-            input_spec = dict(input_spec, dtype="int8")
 
-        say("writing metadata")
-        config = {
-            "format": 1,
-            "input": input_spec,
-            "preprocessing": preprocessing.to_dict(),
-            "num_classes": num_classes,
-            "quantize": quantize,
-            "precision": label("tflite", quantize),
-            "int8_io": bool(quantize == "int8" and int8_io),
-            "float_fallback_ops": float_fallback,
-            "activations": quant_report.get("activations"),
-            "has_labels": bool(labels),
-            "user": metadata or {},
-        }
-        if "target_met" in quant_report and quant_report.get("cosine_min_after") is not None:  # verdict.KEY
-            config[ACCURACY_TARGET] = target_record(
-                "cosine_min", quant_report["min_cosine"], quant_report["cosine_min_after"],
-                against=f"the float model, {quant_report.get('eval_images', '?')} held-out images")
-        final = add_metadata(final, config=config, preprocessing=preprocessing, labels=labels,
-                             name=str((metadata or {}).get("name", "vitdeploy image classifier")))
-    met = config.get(ACCURACY_TARGET, {}).get("met", quant_report.get("target_met", True))
-    if not met:
-        out = out.with_name(out.stem + BELOW_TARGET_SUFFIX + out.suffix)
-    write_atomically(out, final)
-    seconds = time.perf_counter() - started
-    say(f"wrote {out} ({len(final) / 1e6:.1f} MB) in {seconds:.1f} s")
-    return TFLiteConversion(path=out, size_bytes=out.stat().st_size, seconds=round(seconds, 2), quantize=quantize,
-                            precision=label("tflite", quantize), accuracy_target_met=met, input=input_spec, float_fallback_ops=float_fallback, quant_report=quant_report,
-                            warnings=warnings)
+def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
+                   quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
+                   raw_input: bool = False, int8_io: bool = False, metadata: dict | None = None,
+                   int8_finetune: int = 0, progress: Callable[[str], None] | None = None) -> TFLiteConversion:
+    """:func:`convert` and :func:`~vitdeploy.targets.contract.publish` in one call (the earlier spelling): the
+    file at ``out``, or at ``<out stem>.below-target.tflite`` when an int8 model missed the accuracy target."""
+    request = request_from(input_size=input_size, preprocessing=preprocessing, out=out, quantize=quantize,
+                           calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io, metadata=metadata,
+                           int8_finetune=int8_finetune, progress=progress)
+    return publish(convert(model, request), request.out, progress)
+
+
+def _quantized(model, float_model: bytes, input_spec: dict, request: ConvertRequest, work: Path) -> tuple[bytes, dict]:
+    """(the model at ``request.quantize``, its quantization report); the float model itself for ``none``."""
+    if request.quantize == "none":
+        return float_model, {}
+    request.say(f"quantizing ({request.quantize})")
+    return _quantize(float_model, request.quantize, input_spec, request.preprocessing, request.calib,
+                     request.int8_io, request.say, finetune=(model, request.int8_finetune, work))
+
+
+def _config(request: ConvertRequest, input_spec: dict, num_classes: int, quant_report: dict, int8_io: bool) -> dict:
+    """The vitdeploy metadata the file carries (:mod:`vitdeploy.formats.tflite`), the w8a8 verdict included."""
+    config = {
+        "format": 1,
+        "input": input_spec,
+        "preprocessing": request.preprocessing.to_dict(),
+        "num_classes": num_classes,
+        "quantize": request.quantize,
+        "precision": label("tflite", request.quantize),
+        "int8_io": bool(int8_io),
+        "float_fallback_ops": list(quant_report.get("float_fallback_ops", [])),
+        "activations": quant_report.get("activations"),
+        "has_labels": bool(request.labels),
+        "user": dict(request.metadata),
+    }
+    if "target_met" in quant_report and quant_report.get("cosine_min_after") is not None:  # verdict.KEY
+        config[ACCURACY_TARGET] = accuracy_record(quant_report["cosine_min_after"], quant_report.get("eval_images", "?"),
+                                                  threshold=quant_report["min_cosine"])
+    return config
 
 
 # ----------------------------------------------------------------------------- arguments
+
+
+def _check_request(request: ConvertRequest) -> tuple[int, int, int]:
+    size = _check_arguments(request.input_size, request.preprocessing, request.quantize, request.int8_io,
+                            request.calib, request.labels)
+    _check_finetune(request.int8_finetune, request.quantize)
+    return size
 
 
 def _check_finetune(steps, quantize: str) -> None:
@@ -186,14 +194,11 @@ def _export_float(model, input_spec: dict, pre: Preprocessing, path: Path) -> by
     else:
         wrapper = pixel_input_module(model, pre)
         sample = torch.from_numpy(_sample_pixels(input_spec).astype(np.float32))
-    stage = "torch.export/lowering"
-    try:
-        with torch.no_grad(), _quiet_litert_torch():
+    with torch.no_grad(), _quiet_litert_torch():
+        with converter_errors("TFLite conversion", at="torch.export/lowering"):
             edge_model = litert_torch.convert(wrapper.eval(), (sample,))
-            stage = "flatbuffer export"
+        with converter_errors("TFLite conversion", at="flatbuffer export"):
             edge_model.export(str(path))
-    except Exception as e:  # the converter raises many unrelated types; report stage + reason
-        raise ConversionError(f"TFLite conversion failed at {stage}: {describe(e)}") from e
     return path.read_bytes()
 
 
@@ -304,7 +309,7 @@ def _smoothed_float(model, calib_pixels, input_spec: dict, pre: Preprocessing, w
 
 def _pt2e_int8(model, steps: int, float_model: bytes, calib_pixels, heldout_pixels, input_spec: dict,
                pre: Preprocessing, work: Path, say: Callable[[str], None], input_range, source: str,
-               min_cosine: float = 0.99) -> tuple[bytes, dict]:
+               min_cosine: float = MIN_COSINE) -> tuple[bytes, dict]:
     """``--int8-finetune``: the int8 graph trained in PyTorch (:mod:`vitdeploy.quantization.pt2e`) and written
     by litert-torch with its own scales, judged as a file against the float export on the held-out images.
     Trained MobileViT-XXS: see docs/int8-goals.md, "Learned ranges through PT2E"."""
@@ -324,13 +329,10 @@ def _pt2e_int8(model, steps: int, float_model: bytes, calib_pixels, heldout_pixe
     converted, quantizer, finetune = qat_int8(wrapper, calib_inputs=calib, eval_inputs=held, steps=steps,
                                               input_range=input_range, progress=say)
     say("writing the int8 graph with litert-torch (its own scales)")
-    try:
-        with torch.no_grad(), _quiet_litert_torch():
-            edge = litert_torch.convert(converted, (torch.from_numpy(held[:1]),),
-                                        quant_config=QuantConfig(pt2e_quantizer=quantizer))
-            edge.export(str(work / "pt2e.tflite"))
-    except Exception as e:  # the converter raises many unrelated types; report stage + reason
-        raise ConversionError(f"TFLite int8 conversion of the fine-tuned graph failed: {describe(e)}") from e
+    with torch.no_grad(), _quiet_litert_torch(), converter_errors("TFLite int8 conversion of the fine-tuned graph"):
+        edge = litert_torch.convert(converted, (torch.from_numpy(held[:1]),),
+                                    quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        edge.export(str(work / "pt2e.tflite"))
     model_bytes = (work / "pt2e.tflite").read_bytes()
     score = logits_agreement(run_tflite(model_bytes, held), run_tflite(float_model, held))
     met = score["cosine_min"] >= min_cosine
