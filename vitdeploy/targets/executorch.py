@@ -30,7 +30,7 @@ from .contract import (MIN_COSINE, Conversion, ConvertRequest, accuracy_record, 
 from .image_input import image_hw, logits_module, model_inputs_from_pixels, pixel_input_module, pixel_input_spec
 from ..diagnostics import converter_errors, describe, quiet
 from ..errors import ConversionError, VitdeployError
-from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
+from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
 from ..formats.executorch import constant_methods, with_metadata_in_place
 from ..precisions import label
 from ..preprocessing import Preprocessing
@@ -70,8 +70,8 @@ def convert(model, request: ConvertRequest) -> ExecuTorchConversion:
     delegate, pre = request.option("delegate", "xnnpack"), request.preprocessing
     channels, height, width = _check_arguments(request.input_size, pre, request.quantize, request.calib,
                                                request.labels, delegate)
-    if request.out.suffix.lower() != ".pte":
-        raise VitdeployError(f"{request.out}: an ExecuTorch program is written to a .pte file")
+    if request.out.suffix.lower() != FORMATS["executorch"].suffix:
+        raise VitdeployError(f"{request.out}: an ExecuTorch program is written to a {FORMATS['executorch'].suffix} file")
     started = time.perf_counter()
     input_spec = pixel_input_spec(channels, height, width, pre, request.raw_input)
     model, rewrites, always_float = _for_delegate(model, delegate)

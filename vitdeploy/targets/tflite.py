@@ -31,12 +31,14 @@ from .contract import (MIN_COSINE, Conversion, ConvertRequest, accuracy_record, 
 from .image_input import image_hw, logits_module, model_inputs_from_pixels, pixel_input_module, pixel_input_spec
 from ..diagnostics import converter_errors
 from ..errors import ConversionError, VitdeployError
-from ..formats import LAYOUT_PIXELS, LAYOUT_RAW
+from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
 from ..formats.tflite import FP16_COMPUTE, REDUCED_PRECISION_KEY, add_metadata, set_reduced_precision
 from ..precisions import label
 from ..preprocessing import Preprocessing
 from ..quantization.calibration import natural_images_hw, split_calibration
 from ..verdict import KEY as ACCURACY_TARGET
+
+SUFFIX = FORMATS["tflite"].suffix
 
 QUANTIZE_MODES = ("none", "fp16", "fp16-compute", "dynamic", "int8", "w8a16")  # internal keys; names: vitdeploy.precisions
 # LayerNorm -> Linear scale migration is tried when a LayerNorm's largest output channel is at least
@@ -81,7 +83,7 @@ def convert(model, request: ConvertRequest) -> TFLiteConversion:
     input_spec = pixel_input_spec(channels, height, width, request.preprocessing, request.raw_input)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-tflite-") as work:
         request.say("exporting the float model with litert-torch")
-        float_model = _export_float(model, input_spec, request.preprocessing, Path(work) / "float.tflite")
+        float_model = _export_float(model, input_spec, request.preprocessing, Path(work) / f"float{SUFFIX}")
         num_classes = _check_float_model(float_model, input_spec, request.labels)
         final, quant_report = _quantized(model, float_model, input_spec, request, Path(work))
     warnings = quant_report.pop("warnings", [])
@@ -304,7 +306,7 @@ def _smoothed_float(model, calib_pixels, input_spec: dict, pre: Preprocessing, w
         return {}, {**report, "tried": False}
     say(f"LayerNorm -> Linear scale migration on {report['pairs']} pairs (channel spread "
         f"{report['channel_spread_before']} -> {report['channel_spread_after']})")
-    return {"smoothed": _export_float(smoothed, input_spec, pre, work / "smoothed.tflite")}, {**report, "tried": True}
+    return {"smoothed": _export_float(smoothed, input_spec, pre, work / f"smoothed{SUFFIX}")}, {**report, "tried": True}
 
 
 def _pt2e_int8(model, steps: int, float_model: bytes, calib_pixels, heldout_pixels, input_spec: dict,
@@ -332,8 +334,8 @@ def _pt2e_int8(model, steps: int, float_model: bytes, calib_pixels, heldout_pixe
     with torch.no_grad(), _quiet_litert_torch(), converter_errors("TFLite int8 conversion of the fine-tuned graph"):
         edge = litert_torch.convert(converted, (torch.from_numpy(held[:1]),),
                                     quant_config=QuantConfig(pt2e_quantizer=quantizer))
-        edge.export(str(work / "pt2e.tflite"))
-    model_bytes = (work / "pt2e.tflite").read_bytes()
+        edge.export(str(work / f"pt2e{SUFFIX}"))
+    model_bytes = (work / f"pt2e{SUFFIX}").read_bytes()
     score = logits_agreement(run_tflite(model_bytes, held), run_tflite(float_model, held))
     met = score["cosine_min"] >= min_cosine
     floats = float_op_counts(model_bytes)
