@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import write_atomically
-from .runners import is_artifact, open_runner, read_inputs
+from .runtimes.open import is_artifact, open_runner, read_inputs
 
 
 def inspect(path: str | Path, *, variant: str | None = None) -> dict:

@@ -26,7 +26,7 @@ quiet_third_party_noise()
 
 from .errors import CheckFailed, VitdeployError
 from .formats import TARGETS
-from .exits import _Group
+from .cli_group import _Group
 from .cli_common import (data_option, echo, echo_json, check_report_dir, json_option, runtime_option,
                          threads_option, top_k_option)
 from .cli_build import build

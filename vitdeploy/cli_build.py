@@ -10,7 +10,7 @@ import click
 
 from .cli_common import data_option, echo, echo_json, json_option
 from .errors import CheckFailed
-from .exits import _Command
+from .cli_group import _Command
 from .formats import TARGETS
 
 

@@ -12,7 +12,7 @@ import json
 import click
 
 from .errors import CheckFailed, VitdeployError
-from .exits import _Group
+from .cli_group import _Group
 
 
 def state_option():
