@@ -74,7 +74,7 @@ def convert_all(variant: str, ckpt: Path, kinds: list[str], reuse: bool) -> dict
 
 def natural_parity(ckpt: Path, paths: dict, threads: int, n: int = 32) -> dict:
     from vitdeploy import checkpoints
-    from vitdeploy.runners import TorchRunner, open_runner
+    from vitdeploy.runtimes.open import TorchRunner, open_runner
     from vitdeploy.sample_images import natural_images
     from vitdeploy.similarity import logits_agreement
 
@@ -99,7 +99,7 @@ def heldout_top1(ckpt: Path, paths: dict, threads: int) -> dict:
 
 def interleaved(paths: dict, threads: int, rounds: int, warmup: int = 5) -> dict:
     """Median ms of each artifact, every round running each once; ``pte_over_tflite`` per precision."""
-    from vitdeploy.runners import open_runner
+    from vitdeploy.runtimes.open import open_runner
     from vitdeploy.runtimes.timing import interleaved as measure, median_ratio
 
     runs = measure({kind: open_runner(path, threads=threads) for kind, path in paths.items()}, rounds=rounds,

@@ -147,6 +147,107 @@ def test_every_cli_command_is_in_the_api_under_its_name():
     assert not missing, f"vitdeploy.api lacks {missing}"
 
 
+# What the command modules (vitdeploy/cli.py, cli_*.py) may import of vitdeploy: the api (every command's work goes
+# through it), the click plumbing and the exit codes, the option helpers and vocabulary (--target, --quantize), and
+# what prints or writes a result. The first set whole, the second only by these names.
+CLI_MAY_IMPORT = {"api", "cli_group", "cli_common", "errors", "exits", "options", "formats", "precisions",
+                  "progress", "outputs", "files", "reports", "reports.farm"}
+CLI_MAY_IMPORT_NAMES = {
+    "": {"__version__"},
+    "diagnostics": {"quiet_third_party_noise"},
+    "parity": {"parse_overrides"},  # --tol KEY=VALUE
+    "preprocessing": {"Preprocessing"},  # how inspect shows an input convention
+    "devices": {"format_devices"},
+    "build": {"cell_mode", "format_build_table", "format_plan"},
+    "benchmark": {"format_markdown", "format_table", "plan", "plot"},  # plan: --targets/--precisions checked first
+    "profile": {"format_many"},
+    "op_profile": {"format_ops"},
+}
+_CLI_PLUMBING = {"cli_group", "cli_common"}
+
+
+def _cli_command_modules(root: Path = PACKAGE) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(root.glob("cli*.py")) if p.stem not in _CLI_PLUMBING}
+
+
+def cli_import_offenders(root: Path = PACKAGE) -> list[str]:
+    """Every ``module[:name]`` of vitdeploy a command module imports outside CLI_MAY_IMPORT(_NAMES)."""
+    known = _modules(root)
+    package = root.name
+    commands = _cli_command_modules(root)
+    offenders = []
+    for stem, path in commands.items():
+        module = f"{package}.{stem}"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                pairs = [(a.name, None) for a in node.names if a.name.split(".")[0] == package]
+            elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == package):
+                prefix = ".".join([package] + ([node.module] if node.module else [])) if node.level == 1 else \
+                    node.module if not node.level else None
+                assert prefix is not None, f"{path.name}: import from above the package"
+                pairs = [(f"{prefix}.{a.name}", None) if f"{prefix}.{a.name}" in known else (prefix, a.name)
+                         for a in node.names]
+            else:
+                continue
+            for target, name in pairs:
+                rel = target.removeprefix(package).lstrip(".")
+                if rel in CLI_MAY_IMPORT or rel in commands or name in CLI_MAY_IMPORT_NAMES.get(rel, ()):
+                    continue
+                offenders.append(f"{path.name}:{node.lineno}: {rel or package}" + (f":{name}" if name else ""))
+    return offenders
+
+
+def test_cli_modules_import_only_the_api_and_the_cli_helpers():
+    """A command parses its options, calls ``api.<command>`` and prints: it reaches nothing else of vitdeploy."""
+    offenders = cli_import_offenders()
+    assert not offenders, "the CLI goes around vitdeploy.api:\n" + "\n".join(offenders)
+
+
+def test_cli_import_check_sees_a_direct_call(tmp_path):
+    pkg = tmp_path / "vitdeploy"
+    pkg.mkdir()
+    for name in ("__init__", "api", "convert", "cli_common", "build"):
+        (pkg / f"{name}.py").write_text("")
+    (pkg / "cli.py").write_text("from . import api\nfrom .cli_common import echo\nfrom .build import format_plan\n"
+                                "def f():\n    from .convert import convert\n    from .build import build\n")
+    assert cli_import_offenders(pkg) == ["cli.py:5: convert:convert", "cli.py:6: build:build"]
+
+
+def _api_calls(functions: dict[str, list[ast.FunctionDef]], name: str, seen: set | None = None) -> set[str]:
+    """``api.X`` names a command module function references, with those of the module functions it calls."""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return set()
+    seen.add(name)
+    found: set[str] = set()
+    for fn in functions.get(name, []):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "api":
+                found.add(node.attr)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                found |= _api_calls(functions, node.func.id, seen)
+    return found
+
+
+def test_every_cli_command_calls_the_api_function_of_its_name():
+    import click
+
+    from vitdeploy.cli import main
+
+    functions: dict[str, list[ast.FunctionDef]] = {}
+    for path in _cli_command_modules().values():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef):
+                functions.setdefault(node.name, []).append(node)
+    commands = []
+    for name, command in main.commands.items():
+        subs = command.commands.items() if isinstance(command, click.Group) else [(None, command)]
+        commands += [(f"{name}_{sub}" if sub else name, c) for sub, c in subs]
+    missing = [f"{name} ({c.callback.__name__})" for name, c in commands
+               if name not in _api_calls(functions, c.callback.__name__)]
+    assert not missing, f"commands that do not call api.<their name>: {missing}"
+
+
 def test_api_save_helpers_write_whole_files(tmp_path):
     import numpy as np
 

@@ -2,7 +2,7 @@
 artifact silently; long steps show a ticking line on a terminal (never under --json); a --json failure is a
 JSON object on stdout.
 
-The conversions are stood in for (``pipeline.build_artifact`` writes a file and returns a row): what is tested
+The conversions are stood in for (``cell.build_artifact`` writes a file and returns a row): what is tested
 is which cells are planned, how they are named and reported, not the converters (tests/test_recipes.py's slow
 test builds a real cell).
 """
@@ -36,7 +36,7 @@ def two_levits(tmp_path_factory) -> Path:
 def fake_cells(monkeypatch):
     """build_artifact writes a small file and returns an ok row; host latency is a constant."""
     import vitdeploy.build as build
-    import vitdeploy.pipeline as pipeline
+    import vitdeploy.cell as cell
 
     calls = []
 
@@ -50,7 +50,7 @@ def fake_cells(monkeypatch):
                 "status": "ok", "parity": "pass", "seconds": 0.0}
 
     fake.delay = 0.0
-    monkeypatch.setattr(pipeline, "build_artifact", fake)
+    monkeypatch.setattr(cell, "build_artifact", fake)
     monkeypatch.setattr(build, "_host_latency", lambda *_a: 1.0)
     fake.calls = calls
     return fake
@@ -239,13 +239,13 @@ def test_json_failure_is_an_error_object_on_stdout(tmp_path):
 
 
 def test_json_check_failure_after_the_document_adds_nothing(two_levits, fake_cells, tmp_path, monkeypatch):
-    import vitdeploy.pipeline as pipeline
+    import vitdeploy.cell as cell
 
     def failing(checkpoint, target, precision, quantize, path, **_kw):
         return {"target": target, "precision": precision, "quantize": quantize, "path": str(path),
                 "status": "failed", "error": "boom", "seconds": 0.0}
 
-    monkeypatch.setattr(pipeline, "build_artifact", failing)
+    monkeypatch.setattr(cell, "build_artifact", failing)
     result = _build(["--checkpoints", two_levits, "-o", tmp_path / "out", "--target", "executorch", "--json"])
     assert result.exit_code == 1
     assert json.loads(result.stdout)["failed"] == 4  # one document: the summary, not an error object after it
@@ -254,18 +254,18 @@ def test_json_check_failure_after_the_document_adds_nothing(two_levits, fake_cel
 def test_a_below_target_cell_says_below_target_like_every_other_command(two_levits, fake_cells, tmp_path):
     """build turned a w8a8 file written `.below-target` into a "failed" cell while convert, inspect, parity and eval
     say "below target": one verdict; still exit 1, counted apart from real failures."""
-    import vitdeploy.pipeline as pipeline
+    import vitdeploy.cell as cell
 
     def below(checkpoint, target, precision, quantize, path, **_kw):
         return {"target": target, "precision": precision, "quantize": quantize, "path": str(path),
                 "status": "below target", "verdict": "w8a8 logits cosine (worst image) 0.9742 is below 0.99",
                 "parity": "below target", "seconds": 0.0}
 
-    pipeline_fake, pipeline.build_artifact = pipeline.build_artifact, below
+    pipeline_fake, cell.build_artifact = cell.build_artifact, below
     try:
         result = _build(["--checkpoints", two_levits, "-o", tmp_path / "out", "--target", "executorch"])
     finally:
-        pipeline.build_artifact = pipeline_fake
+        cell.build_artifact = pipeline_fake
     assert result.exit_code == 1, result.output
     assert "0 of 4 cells failed, 4 below target" in result.stderr
     table = result.stdout.splitlines()

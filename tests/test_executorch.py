@@ -77,7 +77,7 @@ def test_metadata_round_trip_and_runner_matches_pytorch(tiny):
 
     from vitdeploy.formats.executorch import read_pte_metadata
     from vitdeploy.preprocessing import Preprocessing
-    from vitdeploy.runners import open_runner
+    from vitdeploy.runtimes.open import open_runner
     from vitdeploy.sample_images import natural_images
 
     model, pre, paths = tiny
@@ -169,7 +169,7 @@ def converted(tmp_path_factory):
 @pytest.mark.parametrize("variant", references.VARIANTS)
 def test_fp32_pte_matches_pytorch_on_natural_images(converted, variant):
     from vitdeploy import checkpoints
-    from vitdeploy.runners import TorchRunner, open_runner
+    from vitdeploy.runtimes.open import TorchRunner, open_runner
     from vitdeploy.sample_images import natural_images
 
     report = converted(variant, "fp32")
@@ -226,7 +226,7 @@ def test_coreml_delegate_lowers_and_says_it_cannot_run_here(tmp_path):
     """coremltools is installed, so the Core ML delegate lowers; the host runtime has no CoreMLBackend (Linux)."""
     pytest.importorskip("coremltools")
     from vitdeploy.formats.executorch import read_pte_metadata
-    from vitdeploy.runners import open_runner
+    from vitdeploy.runtimes.open import open_runner
     from vitdeploy.runtimes.executorch import backend_available
     from vitdeploy.targets.executorch import convert_executorch
 
@@ -289,7 +289,7 @@ def test_xnnpack_rewrites_leave_no_split_expand_or_layernorm_outside_the_delegat
     portable kernels between XNNPACK calls; with them, the same logits from fewer delegate calls."""
     import torch
 
-    from vitdeploy.runners import open_runner
+    from vitdeploy.runtimes.open import open_runner
 
     model = _tiny_attention()
     from vitdeploy.targets.executorch import convert_executorch

@@ -19,7 +19,7 @@ from vitdeploy.formats import FORMATS, format_of, own_format, platform_units, su
 
 
 def test_every_row_names_a_runner_of_its_own_kind():
-    from vitdeploy.runners import runner_class
+    from vitdeploy.runtimes.open import runner_class
     from vitdeploy.runtimes.base import Runner
 
     for fmt in FORMATS.values():

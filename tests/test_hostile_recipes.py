@@ -31,13 +31,13 @@ def no_conversion(monkeypatch):
     """Nothing here may get as far as loading a checkpoint or converting one."""
     import vitdeploy.build as build
     import vitdeploy.checkpoints as checkpoints
-    import vitdeploy.pipeline as pipeline
+    import vitdeploy.cell as cell
 
     def boom(*_a, **_k):
         pytest.fail("reached the checkpoint/converter: the refusal came too late")
 
     monkeypatch.setattr(checkpoints, "load", boom)
-    monkeypatch.setattr(pipeline, "build_artifact", boom)
+    monkeypatch.setattr(cell, "build_artifact", boom)
     monkeypatch.setattr(build, "find_checkpoints", boom)
 
 

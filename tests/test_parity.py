@@ -224,7 +224,7 @@ def test_gate_bad_input(ckpts, tmp_path):
 def _labelled_folder(root, ckpt_path, n=6):
     """An ImageFolder whose class of each image is checkpoint ``ckpt_path``'s own top-1 prediction."""
     from vitdeploy.preprocessing import load_images
-    from vitdeploy.runners import open_runner
+    from vitdeploy.runtimes.open import open_runner
     from vitdeploy.sample_images import write_image_folder
 
     files = write_image_folder(root / "unsorted", n=n, size=256, seed=3)

@@ -162,15 +162,15 @@ def test_a_swallowed_signal_stops_a_conversion_before_it_writes(tmp_path, monkey
 
 def test_a_full_disk_in_a_build_cell_stops_the_build(tmp_path, monkeypatch):
     """A full disk is not one failed cell of many (exit 1) but the user's to fix: it propagates (exit 2)."""
-    from vitdeploy import convert as convert_module, pipeline
+    from vitdeploy import cell, convert as convert_module
 
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "m.tflite"))
 
     monkeypatch.setattr(convert_module, "convert", full)
     with pytest.raises(OSError) as e:
-        pipeline.build_artifact(tmp_path / "m.pth", "tflite", "fp32", "none", tmp_path / "m.tflite")
+        cell.build_artifact(tmp_path / "m.pth", "tflite", "fp32", "none", tmp_path / "m.tflite")
     assert e.value.errno == errno.ENOSPC
     monkeypatch.setattr(convert_module, "convert", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bad graph")))
-    assert pipeline.build_artifact(tmp_path / "m.pth", "tflite", "fp32", "none", tmp_path / "m.tflite")["status"] \
+    assert cell.build_artifact(tmp_path / "m.pth", "tflite", "fp32", "none", tmp_path / "m.tflite")["status"] \
         == "failed"

@@ -167,7 +167,7 @@ def test_fp16_arithmetic_on_an_emulated_cpu_is_judged_with_the_fp16_preset(levit
     """``--fp16 force`` on an fp32 file: fp16 arithmetic's ~0.4 % logit error fails the fp32 preset (rel L2 1e-3)
     and must be judged as fp16 arithmetic. The emulated CPU is played by the host runner, its logits scaled by
     1.004 (what fp16 accumulation does to a logit, top-1 unchanged)."""
-    import vitdeploy.runners as runners
+    import vitdeploy.runtimes.open as runners
     from vitdeploy.parity import run_parity
     from vitdeploy.runtimes.tflite import TFLiteRunner
 

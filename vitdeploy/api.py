@@ -8,7 +8,9 @@
     vd.profile(report.out, device="host")
 
 Each function takes the command's options as keyword arguments (see the function it forwards to)
-and imports what it needs when called, so ``import vitdeploy.api`` stays light.
+and imports what it needs when called, so ``import vitdeploy.api`` stays light. The CLI goes through
+these functions only (tests/test_architecture.py checks): a command parses its options, calls the function
+of its name here and prints what it returns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import write_atomically
-from .runners import is_artifact, open_runner, read_inputs
+from .runtimes.open import is_artifact, open_runner, read_inputs
 
 
 def inspect(path: str | Path, *, variant: str | None = None) -> dict:
@@ -106,6 +108,13 @@ def convert(checkpoint: str | Path, target: str, **options):
     return run(checkpoint, target, **options)
 
 
+def load_recipe(path: str | Path):
+    """``vitdeploy convert --recipe``: a recipe file read and validated (:func:`vitdeploy.recipes.load_recipe`)."""
+    from .recipes import load_recipe as run
+
+    return run(path)
+
+
 def parity(artifact: str | Path, checkpoint: str | Path, **options):
     """``vitdeploy parity``: the artifact against its checkpoint (:func:`vitdeploy.parity.run_parity`)."""
     from .parity import run_parity
@@ -118,6 +127,26 @@ def localize(artifact: str | Path, checkpoint: str | Path, **options):
     from .parity import localize as run
 
     return run(artifact, checkpoint, **options)
+
+
+def emulated_cpus(cpus: tuple[str, ...] | list[str] = (), device: str | None = None) -> list[str]:
+    """``vitdeploy parity --cpu/--device``: the emulated CPUs asked for, ``cpus`` as given (each once), then the
+    stand-ins for a catalog phone's cores (:func:`vitdeploy.devices.catalog.emulated_cpus`)."""
+    chosen = list(dict.fromkeys(cpus))
+    if device:
+        from .devices.catalog import emulated_cpus as stand_ins
+        from .devices.catalog import get_device
+
+        chosen += [c for c in stand_ins(get_device(device)) if c not in chosen]
+    return chosen
+
+
+def catalog_device(name: str):
+    """The device catalog's entry (:class:`vitdeploy.devices.catalog.DeviceSpec`) for a name as users type it,
+    or None (``vitdeploy profile --device``)."""
+    from .devices.catalog import lookup
+
+    return lookup(name)
 
 
 def eval(models: list[str | Path], data_dir: str | Path, **options):  # noqa: A001 - the command's name
@@ -137,6 +166,14 @@ def profile(model, **options) -> dict:
         if len(model) > 1:
             return profile_many(list(model), **options)
         model = model[0]
+    return run(model, **options)
+
+
+def profile_ops(model: str | Path, **options) -> dict:
+    """``vitdeploy profile --ops``: a .tflite's time per op type and arithmetic on the host
+    (:func:`vitdeploy.op_profile.profile_ops`)."""
+    from .op_profile import profile_ops as run
+
     return run(model, **options)
 
 
@@ -169,12 +206,13 @@ def farm_devices(farm: str, platform: str | None = None, **backend_kwargs) -> li
     return run(farm, platform, **backend_kwargs)
 
 
-def profile_farm(farm: str, models: list[str | Path], **options) -> dict:
-    """``vitdeploy profile MODEL... --farm NAME``: submit, record, wait, collect
-    (:func:`vitdeploy.devices.farm.profile_on_farm`); ``{"submissions", "records", "done"}``."""
-    from .devices.farm import profile_on_farm
+def profile_farm(farm: str, models: list[str | Path], *, timeout_s: float | None = None, **options) -> dict:
+    """``vitdeploy profile MODEL... --farm NAME``: submit, record, wait (``timeout_s``, None: the farm default of
+    4 h), collect (:func:`vitdeploy.devices.farm.profile_on_farm`); ``{"submissions", "records", "done"}``."""
+    from .devices.farm import DEFAULT_TIMEOUT_S, profile_on_farm
 
-    return profile_on_farm(farm, list(models), **options)
+    return profile_on_farm(farm, list(models), timeout_s=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
+                           **options)
 
 
 def farm_status(ids: list[str], **options) -> list[dict]:
@@ -184,11 +222,13 @@ def farm_status(ids: list[str], **options) -> list[dict]:
     return run(list(ids), **options)
 
 
-def farm_collect(ids: list[str], **options) -> list:
-    """``vitdeploy farm collect ID...``: LatencyRecords, waiting for unfinished submissions first."""
+def farm_collect(ids: list[str], *, wait_s: float | None = None, **options) -> list:
+    """``vitdeploy farm collect ID...``: LatencyRecords, waiting for unfinished submissions first (at most
+    ``wait_s``; None: the farm default of 4 h)."""
+    from .devices.farm import DEFAULT_TIMEOUT_S
     from .devices.farm import farm_collect as run
 
-    return run(list(ids), **options)
+    return run(list(ids), wait_s=DEFAULT_TIMEOUT_S if wait_s is None else wait_s, **options)
 
 
 def farm_cancel(ids: list[str], **options) -> list[dict]:
@@ -220,11 +260,12 @@ def demo(checkpoints: list[str | Path] = (), out_dir: str | Path = "out/demo", *
     return run_demo([str(c) for c in checkpoints], out_dir, **options)
 
 
-def setup_arm(cache: str | Path | None = None, *, force: bool = False, say=print):
-    """``vitdeploy setup arm``: build (or reuse) the emulated phone CPU environment; returns it."""
+def setup_arm(cache: str | Path | None = None, *, force: bool = False, say=print, progress=None):
+    """``vitdeploy setup arm``: build (or reuse) the emulated phone CPU environment; returns it.
+    ``progress(label, total_bytes)``: a download's progress callback, or None (:func:`vitdeploy.emulation.setup_arm`)."""
     from .emulation import setup_arm as build
 
-    return build(Path(cache) if cache else None, force=force, say=say)
+    return build(Path(cache) if cache else None, force=force, say=say, progress=progress)
 
 
 def benchmark(checkpoint: str | Path, **options) -> dict:

@@ -1,7 +1,7 @@
 """``vitdeploy benchmark``: one checkpoint, every target x precision this host can run, one table.
 
 What ``yolo benchmark`` is to ultralytics users. Each cell is converted and checked by
-:func:`vitdeploy.pipeline.build_artifact` (the one conversion loop: ``demo`` and ``build`` run it too); then
+:func:`vitdeploy.cell.build_artifact` (the one conversion loop: ``demo`` and ``build`` run it too); then
 every artifact and the checkpoint read the same images: labelled accuracy on an ImageFolder (or top-1
 agreement with the checkpoint when the folder is unlabelled), the worst image's cosine with the checkpoint's
 logits; then the host-timed ones (``formats.HOST_TIMED_TARGETS``) run interleaved in one
@@ -61,7 +61,7 @@ def benchmark(checkpoint: str | Path, *, out_dir: str | Path = "out/benchmark", 
     from . import checkpoints
     from .outputs import check_output_dir
     from .convert import checkpoint_stem
-    from .pipeline import STATUS_BELOW_TARGET, artifact_path, build_artifact
+    from .cell import STATUS_BELOW_TARGET, artifact_path, build_artifact
 
     say = say or (lambda _msg: None)
     if runs < 1 or threads < 1:
@@ -179,7 +179,7 @@ def _images(checkpoint, ckpt, data_dir, n_images) -> dict:
 def _judge(ckpt, rows: list[dict], images: dict, threads: int, batch: int = 16) -> dict:
     """Accuracy (or agreement), its delta from the checkpoint and the worst image's cosine, into each row;
     returns the checkpoint's own columns."""
-    from .runners import TorchRunner, open_runner
+    from .runtimes.open import TorchRunner, open_runner
 
     x, targets = images["x"], images["targets"]
 
@@ -209,7 +209,7 @@ def _time(ckpt, rows: list[dict], runs: int, threads: int) -> dict:
     """Every host-timed artifact and the checkpoint (PyTorch eager), interleaved in one run, into each row with
     its speed-up over the same target's fp32 and a noise flag; returns the checkpoint's latency columns."""
     from .profile import TorchTimed
-    from .runners import open_runner
+    from .runtimes.open import open_runner
     from .runtimes.timing import busy_host_warning, interleaved, median_ratio, noise_warning
 
     timed = [r for r in rows if r["target"] in _timed_targets()]

@@ -82,7 +82,7 @@ def plan(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: s
     Bad input (a bad recipe, an unknown ``--variant`` or one with no checkpoint, a folder without any
     checkpoint, an artifact path that cannot be written) is refused here, before any conversion."""
     from .outputs import check_artifact_path, check_output_dir
-    from .pipeline import artifact_path
+    from .cell import artifact_path
     from .recipes import BUILTIN_RECIPES, _did_you_mean, load_recipes, precision_class
 
     recipes_dir = Path(recipes_dir) if recipes_dir else BUILTIN_RECIPES
@@ -153,7 +153,7 @@ def build(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: 
     the built-in natural-image set); ``calib_dir``: calibration images for int8/w8a8 cells (default: the
     built-in set). ``on_plan`` gets the plan before the first cell, ``on_cell`` each row as it is done.
     """
-    from .pipeline import STATUS_BELOW_TARGET, build_artifact
+    from .cell import STATUS_BELOW_TARGET, build_artifact
     from .progress import step
 
     the_plan = plan(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants)
@@ -192,7 +192,7 @@ def cell_mode(target: str, precision: str, quantize: str) -> str:
 
 
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:
-    from .runners import open_runner
+    from .runtimes.open import open_runner
     from .runtimes.timing import profile_runner
 
     return profile_runner(lambda: open_runner(artifact, threads=threads), runs=runs, warmup=3)["median_ms"]

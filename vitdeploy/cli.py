@@ -26,7 +26,7 @@ quiet_third_party_noise()
 
 from .errors import CheckFailed, VitdeployError
 from .formats import TARGETS
-from .exits import _Group
+from .cli_group import _Group
 from .cli_common import (data_option, echo, echo_json, check_report_dir, json_option, runtime_option,
                          threads_option, top_k_option)
 from .cli_build import build
@@ -168,12 +168,10 @@ def convert(ctx: click.Context, checkpoint: str, target: str, recipe: str | None
             int8_finetune: int, no_int16: bool, deployment_target: str | None, compute_units_: str,
             delegate: str, variant: str | None, force: bool, as_json: bool) -> None:
     """Convert CHECKPOINT to a Core ML .mlpackage, a .tflite or an ExecuTorch .pte (BatchNorm folded first)."""
-    from .convert import convert as run_convert
+    from . import api
 
     if recipe:
-        from .recipes import load_recipe
-
-        r = load_recipe(recipe)
+        r = api.load_recipe(recipe)
         if variant and variant != r.variant:
             raise VitdeployError(f"--variant {variant} contradicts the recipe's variant {r.variant}")
         variant = r.variant
@@ -191,7 +189,7 @@ def convert(ctx: click.Context, checkpoint: str, target: str, recipe: str | None
     units = compute_units("ios", [compute_units_], say=lambda line: _echo(line, err=True))[0]
     compute_units_ = COREML_CONVERTER_UNITS[units]
     say = None if as_json else (lambda msg: _echo(msg, err=True))
-    report = run_convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
+    report = api.convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
                          deployment_target=deployment_target, compute_units=compute_units_, variant=variant,
                          int8_finetune=int8_finetune, delegate=delegate, progress=say, force=force)
@@ -251,9 +249,10 @@ def parity(artifact: str, checkpoint: str, data_dir: str | None, n_images: int |
            tolerances: tuple[str, ...], do_localize: bool, variant: str | None, threads: int,
            runtime: str, report_dir: str | None, as_json: bool) -> None:
     """Check ARTIFACT against the PyTorch CHECKPOINT; exit 1 naming the metric that failed."""
-    from .parity import localize, parse_overrides, run_parity
+    from . import api
+    from .parity import parse_overrides
 
-    targets = _emulated_cpus(cpus, device)
+    targets = api.emulated_cpus(cpus, device)
     if (fp16 != "model" or not xnnpack) and not targets:
         raise VitdeployError("--fp16 and --no-xnnpack choose how an emulated CPU runs: add --cpu or --device")
     _check_report_dir(report_dir)
@@ -261,7 +260,7 @@ def parity(artifact: str, checkpoint: str, data_dir: str | None, n_images: int |
     for i, cpu in enumerate(targets or [None], 1):  # an emulated CPU takes minutes: a ticking line per stage
         with step(f"parity {i}/{len(targets or [None])}: {os.path.basename(artifact)} on "
                   f"{f'emulated {cpu}' if cpu else 'the host'}"):
-            results.append(run_parity(artifact, checkpoint, images_dir=data_dir, n_images=n_images,
+            results.append(api.parity(artifact, checkpoint, images_dir=data_dir, n_images=n_images,
                                       n_random=n_random, tolerances=parse_overrides(tolerances) or None,
                                       threads=threads, precision=precision, variant=variant, runtime=runtime,
                                       cpu=cpu, fp16=fp16, xnnpack=xnnpack))
@@ -273,8 +272,8 @@ def parity(artifact: str, checkpoint: str, data_dir: str | None, n_images: int |
         arm = results[0].arm  # the CPU parity ran on, asked for or chosen (an fp16-compute file)
         emulate = {"cpu": arm["cpu"], "fp16": fp16, "xnnpack": xnnpack, "threads": threads} if arm else None
         with step(f"localizing the divergence of {os.path.basename(artifact)}"):
-            loc = localize(artifact, checkpoint, images_dir=data_dir, variant=variant,
-                           precision=results[0].precision, emulate=emulate)
+            loc = api.localize(artifact, checkpoint, images_dir=data_dir, variant=variant,
+                               precision=results[0].precision, emulate=emulate)
         data["localization"] = loc.to_dict()
     if report_dir:
         from .reports import write_report
@@ -292,16 +291,6 @@ def parity(artifact: str, checkpoint: str, data_dir: str | None, n_images: int |
     failures = [(f"{r.arm['cpu']}: " if len(results) > 1 else "") + f.describe() for r in results for f in r.failures]
     if failures:
         raise CheckFailed("; ".join(failures))
-
-
-def _emulated_cpus(cpus: tuple[str, ...], device: str | None) -> list[str]:
-    """The emulated CPUs asked for: --cpu as given, then the stand-ins for a catalog phone's cores."""
-    chosen = list(dict.fromkeys(cpus))
-    if device:
-        from .devices.catalog import emulated_cpus, get_device
-
-        chosen += [c for c in emulated_cpus(get_device(device)) if c not in chosen]
-    return chosen
 
 
 @main.command("package")
@@ -324,13 +313,13 @@ def package_cmd(artifact: str, platform: str | None, into: str | None, out: str 
     """Put a converted model into an iOS or Android app, with labels and a generated Swift/Kotlin helper."""
     from pathlib import Path
 
-    from .packaging import infer_platform, package
+    from . import api
 
     if bool(into) == bool(out):
         raise VitdeployError("give exactly one of --into APP_DIR or -o DIR")
-    r = package(Path(artifact), platform=platform or infer_platform(Path(artifact)), into=Path(into) if into else None,
-                out=Path(out) if out else None, force=force, top_k=top_k, android_package=android_package,
-                allow_below_target=allow_below_target, class_name=class_name)
+    r = api.package(artifact, platform=platform, into=Path(into) if into else None, out=Path(out) if out else None,
+                    force=force, top_k=top_k, android_package=android_package,
+                    allow_below_target=allow_below_target, class_name=class_name)
     _echo(json.dumps(r.to_dict(), indent=2, default=str) if as_json else "\n".join(r.lines()))
 
 
@@ -338,9 +327,10 @@ def package_cmd(artifact: str, platform: str | None, into: str | None, out: str 
 @json_option("output")
 def devices(as_json: bool) -> None:
     """List the host, connected Android and iOS devices, and the device catalog."""
-    from .devices import format_devices, list_devices
+    from . import api
+    from .devices import format_devices
 
-    listing = list_devices()
+    listing = api.devices()
     if as_json:
         _echo_json(listing)
     else:
@@ -369,9 +359,7 @@ def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
     Downloads ~90 MB (Debian arm64 packages, trixie's static qemu when the system's cannot model a Cortex-A55
     or A710, the aarch64 ai-edge-litert and numpy wheels) into the cache; changes nothing on the system.
     """
-    from pathlib import Path
-
-    from .emulation import setup_arm
+    from . import api
 
     bars = []
 
@@ -385,7 +373,7 @@ def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
 
     say = (lambda line: None) if as_json else (lambda line: _echo(line, err=True))
     try:
-        env = setup_arm(Path(cache) if cache else None, force=force, say=say, progress=progress)
+        env = api.setup_arm(cache, force=force, say=say, progress=progress)
     finally:
         for bar in bars:
             bar.__exit__(None, None, None)
@@ -403,11 +391,11 @@ def setup_arm_cmd(cache: str | None, force: bool, as_json: bool) -> None:
 @json_option("summary")
 def demo(checkpoints: tuple[str, ...], out_dir: str, quick: bool, as_json: bool) -> None:
     """The main job end to end on the trained MobileViT-XXS and LeViT-128S references (or the given CHECKPOINTS)."""
-    from .demo import run_demo
+    from . import api
     from .outputs import check_output_dir
 
     check_output_dir(out_dir, "-o")
-    summary = run_demo(list(checkpoints), out_dir, echo=None if as_json else _echo, quick=quick)
+    summary = api.demo(list(checkpoints), out_dir, echo=None if as_json else _echo, quick=quick)
     if as_json:
         _echo_json(summary)
 

@@ -1,4 +1,4 @@
-"""``vitdeploy build``: every checkpoint in a folder through its recipe's cells (:mod:`vitdeploy.build`).
+"""``vitdeploy build``: every checkpoint in a folder through its recipe's cells (:func:`vitdeploy.api.build`).
 
 The plan (checkpoints x cells, what is skipped and why) goes to stderr before the first cell, one line per
 cell as it finishes, then the table on stdout; ``--json`` prints only the summary (plan, skipped, cells).
@@ -10,7 +10,7 @@ import click
 
 from .cli_common import data_option, echo, echo_json, json_option
 from .errors import CheckFailed
-from .exits import _Command
+from .cli_group import _Command
 from .formats import TARGETS
 
 
@@ -34,7 +34,7 @@ def build(recipes_dir: str | None, checkpoints_dir: str, out_dir: str, targets: 
           as_json: bool) -> None:
     """Convert every checkpoint in a folder to the matrix its recipe lists (targets x precisions), check parity
     and host latency, summarise (table + build_report.json/.md in the output folder)."""
-    from .build import build as run_build
+    from . import api
     from .build import cell_mode, format_build_table, format_plan
 
     def on_plan(plan: dict) -> None:
@@ -47,7 +47,7 @@ def build(recipes_dir: str | None, checkpoints_dir: str, out_dir: str, targets: 
             echo(f"[{row['status']:>6}] {click.format_filename(row['checkpoint'], shorten=True)} ({row['variant']}) "
                  f"{row['target']} {mode} ({row['seconds']} s)", err=True)
 
-    summary = run_build(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants,
+    summary = api.build(recipes_dir, checkpoints_dir, out_dir, targets=targets, variants=variants,
                         images_dir=data_dir, parity_images=n_images, calib_dir=calib_dir, on_plan=on_plan,
                         on_cell=on_cell)
     if as_json:

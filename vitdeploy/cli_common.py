@@ -31,7 +31,7 @@ class AliasOption(click.Option):
 
 def json_option(what: str = "output"):
     """``--json``; marks the context (``progress.JSON_META``): progress stays quiet, and a failure prints an error
-    object on stdout as well as its one stderr line (``exits._fail``)."""
+    object on stdout as well as its one stderr line (``exits.exit_for``)."""
     return click.option("--json", "as_json", is_flag=True, help=f"Machine-readable {what}.",
                         callback=lambda ctx, _p, v: ctx.meta.update({JSON_META: v}) or v)
 

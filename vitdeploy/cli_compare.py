@@ -1,6 +1,6 @@
 """``vitdeploy profile``, ``eval`` and ``benchmark``: the commands whose numbers people compare side by side.
 
-Thin wrappers over :mod:`vitdeploy.profile`, :mod:`vitdeploy.parity.evaluate` and :mod:`vitdeploy.benchmark`;
+Thin wrappers over :func:`vitdeploy.api.profile`, :func:`vitdeploy.api.eval` and :func:`vitdeploy.api.benchmark`;
 kept apart from ``cli.py`` (which adds them) so neither passes 600 lines. Nothing heavy at module level.
 """
 
@@ -61,7 +61,7 @@ def profile(ctx: click.Context, models: tuple[str, ...], device: str, farm: str 
     One model: load, first run, min/median/p90/mean/std. Several on the host: timed interleaved, one table
     with the speed-up over the first. A host run whose p90 passes 1.5x its median (or CV 10 %) is flagged noisy.
     """
-    from .profile import profile as run_profile
+    from . import api
 
     if per_op:
         given = [name for name, on in (("--farm", farm), ("--device", device != "host"), ("--report", report_dir),
@@ -96,7 +96,7 @@ def profile(ctx: click.Context, models: tuple[str, ...], device: str, farm: str 
     check_report_dir(report_dir)
     # The host has its own bar (timing runs); a phone's harness run is minutes of silence without this line.
     with step(f"profiling {os.path.basename(model)} on {device}") if device != "host" else contextlib.nullcontext():
-        result = run_profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
+        result = api.profile(model, device=device, runs=runs, warmup=warmup, threads=threads, variant=variant,
                              progress=not as_json, compute_units=units, device_threads=dthreads,
                              harness_apks=harness_apks, timeout_s=600.0 if timeout_s is None else timeout_s,
                              build_harness=build_harness)
@@ -161,11 +161,11 @@ def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None
              runtime: str, report_dir: str | None, as_json: bool) -> None:
     """Top-1/top-5 accuracy of MODELS side by side on a labelled image set: each named by target and precision
     (from its metadata), with its size and its top-1 difference from the first model."""
-    from .parity import evaluate
+    from . import api
 
     check_report_dir(report_dir)
     with step(f"evaluating {len(models)} model(s) on {os.path.basename(os.path.normpath(data_dir))}"):
-        result = evaluate(list(models), data_dir, threads=threads, limit_per_class=limit_per_class, variant=variant,
+        result = api.eval(list(models), data_dir, threads=threads, limit_per_class=limit_per_class, variant=variant,
                           runtime=runtime)
     if report_dir:
         from .reports import write_report
@@ -180,11 +180,12 @@ def eval_cmd(models: tuple[str, ...], data_dir: str, limit_per_class: int | None
 
 
 def _profile_host_many(models, *, runs, warmup, threads, variant, report_dir, as_json) -> None:
-    from .profile import format_many, profile_many
+    from . import api
+    from .profile import format_many
 
     if report_dir:
         raise VitdeployError("--report takes one model; several models on the host: --json")
-    result = profile_many(list(models), runs=runs, warmup=warmup, threads=threads, variant=variant)
+    result = api.profile(list(models), runs=runs, warmup=warmup, threads=threads, variant=variant)
     if as_json:
         echo_json(result)
     else:
@@ -192,12 +193,13 @@ def _profile_host_many(models, *, runs, warmup, threads, variant, report_dir, as
 
 
 def _profile_ops(model: str, given: list[str], *, runs, warmup, threads, as_json) -> None:
-    from .op_profile import format_ops, profile_ops
+    from . import api
+    from .op_profile import format_ops
 
     if given:
         raise VitdeployError(f"--ops profiles one .tflite on this host: drop {given[0]}")
     with step(f"timing each op of {os.path.basename(model)}") if not as_json else contextlib.nullcontext():
-        result = profile_ops(model, runs=runs, warmup=warmup, threads=threads)
+        result = api.profile_ops(model, runs=runs, warmup=warmup, threads=threads)
     if as_json:
         echo_json(result)
     else:
@@ -208,6 +210,7 @@ def _compute_units(raw: str, device: str, models) -> tuple[str, ...]:
     """--compute-units in the platform's one spelling (the device's, else the artifact's): old spellings are taken
     with a note on stderr. A format with units of its own on that platform (a .pte: cpu, coreml) takes those,
     as they are spelled."""
+    from . import api
     from .formats import format_of, platform_units
     from .options import compute_units
 
@@ -215,9 +218,7 @@ def _compute_units(raw: str, device: str, models) -> tuple[str, ...]:
     fmt = format_of(models[0]) if models else None
     platform = None
     if device != "host":
-        from .devices.catalog import lookup
-
-        spec = lookup(device)
+        spec = api.catalog_device(device)
         platform = spec.platform if spec is not None and spec.platform in COMPUTE_UNITS else None
     if platform is None:
         platform = fmt.platforms[0] if fmt is not None and len(fmt.platforms) == 1 else None
@@ -260,7 +261,7 @@ def benchmark(checkpoint: str, data_dir: str | None, targets: tuple[str, ...], p
               out_dir: str, markdown_path: str | None, plot_path: str | None, as_json: bool) -> None:
     """Every target x precision this host can run for CHECKPOINT, in one table: size, accuracy, worst-image
     cosine, host latency and speed-up vs fp32 measured interleaved in one run, noise flagged."""
-    from .benchmark import benchmark as run_benchmark
+    from . import api
     from .benchmark import format_markdown, format_table, plan
     from .files import write_atomically
     from .outputs import check_output_file
@@ -272,7 +273,7 @@ def benchmark(checkpoint: str, data_dir: str | None, targets: tuple[str, ...], p
         if path:
             check_output_file(path, option)
     say = None if as_json else (lambda line: echo(line, err=True))
-    summary = run_benchmark(checkpoint, out_dir=out_dir, data_dir=data_dir, targets=targets, precisions=precisions,
+    summary = api.benchmark(checkpoint, out_dir=out_dir, data_dir=data_dir, targets=targets, precisions=precisions,
                             quick=quick, n_images=n_images, runs=runs, threads=threads, calib_dir=calib_dir,
                             variant=variant, say=say)
     if markdown_path:

@@ -1,5 +1,6 @@
 """``vitdeploy farm ...`` and the ``--farm`` side of ``vitdeploy profile``: thin wrappers over
-:mod:`vitdeploy.devices.farm` (logic) and :mod:`vitdeploy.reports.farm` (table, Markdown, JSON, plot).
+:func:`vitdeploy.api.profile_farm` and ``api.farm_*`` (logic: :mod:`vitdeploy.devices.farm`) and
+:mod:`vitdeploy.reports.farm` (table, Markdown, JSON, plot).
 
 Kept apart from ``cli.py`` (which adds the group) so neither passes 600 lines; nothing heavy is imported at
 module level, so ``vitdeploy --help`` stays instant.
@@ -12,7 +13,7 @@ import json
 import click
 
 from .errors import CheckFailed, VitdeployError
-from .exits import _Group
+from .cli_group import _Group
 
 
 def state_option():
@@ -65,15 +66,14 @@ def profile_farm(ctx: click.Context, models: tuple[str, ...], *, farm: str, devi
                  harness_apks: tuple[str, ...], timeout_s: float | None, state_dir: str | None, as_json: bool,
                  plot_path: str | None, markdown_path: str | None, max_cv: float, max_repeat_spread: float) -> None:
     """``vitdeploy profile MODEL... --farm NAME``."""
-    from .devices.farm import DEFAULT_TIMEOUT_S, profile_on_farm
+    from . import api
 
     explicit = ctx.get_parameter_source("threads") not in (click.core.ParameterSource.DEFAULT, None)
     names = [n.strip() for n in (devices or "").split(",") if n.strip()]
-    out = profile_on_farm(farm, list(models), devices=names, max_devices=max_devices, runs=runs, warmup=warmup,
-                          threads=(threads,) if explicit else device_threads, compute_units=compute_units,
-                          repeat=repeat, options=_harness_options(harness_apks),
-                          wait=not no_wait, dry_run=dry_run, state=state_dir,
-                          timeout_s=timeout_s if timeout_s is not None else DEFAULT_TIMEOUT_S)
+    out = api.profile_farm(farm, list(models), devices=names, max_devices=max_devices, runs=runs, warmup=warmup,
+                           threads=(threads,) if explicit else device_threads, compute_units=compute_units,
+                           repeat=repeat, options=_harness_options(harness_apks),
+                           wait=not no_wait, dry_run=dry_run, state=state_dir, timeout_s=timeout_s)
     if dry_run:
         if as_json:
             click.echo(json.dumps(out, indent=2, default=str))
@@ -118,9 +118,9 @@ def farm() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def devices_cmd(farm_name: str, platform: str | None, as_json: bool) -> None:
     """The devices a farm offers, with their SoC (from the device catalog) and availability."""
-    from .devices.farm import farm_devices
+    from . import api
 
-    refs = farm_devices(farm_name, platform)
+    refs = api.farm_devices(farm_name, platform)
     if as_json:
         click.echo(json.dumps([d.to_json() for d in refs], indent=2))
         return
@@ -137,9 +137,9 @@ def devices_cmd(farm_name: str, platform: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(ids: tuple[str, ...], state_dir: str | None, as_json: bool) -> None:
     """Where submissions stand (polls the farm once for unfinished ones)."""
-    from .devices.farm import farm_status
+    from . import api
 
-    out = farm_status(ids, state=state_dir)
+    out = api.farm_status(ids, state=state_dir)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
         return
@@ -156,9 +156,9 @@ def status_cmd(ids: tuple[str, ...], state_dir: str | None, as_json: bool) -> No
 def collect_cmd(ids: tuple[str, ...], state_dir: str | None, timeout_s: float | None, as_json: bool,
                 plot_path: str | None, markdown_path: str | None, max_cv: float, max_repeat_spread: float) -> None:
     """Wait for submissions (resuming after Ctrl-C or --no-wait), then one comparison table of their results."""
-    from .devices.farm import DEFAULT_TIMEOUT_S, farm_collect
+    from . import api
 
-    records = farm_collect(ids, state=state_dir, wait_s=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
+    records = api.farm_collect(ids, state=state_dir, wait_s=timeout_s)
     show_records(records, as_json=as_json, plot_path=plot_path, markdown_path=markdown_path, max_cv=max_cv,
                  max_repeat_spread=max_repeat_spread)
 
@@ -168,9 +168,9 @@ def collect_cmd(ids: tuple[str, ...], state_dir: str | None, timeout_s: float | 
 @state_option()
 def cancel_cmd(ids: tuple[str, ...], state_dir: str | None) -> None:
     """Stop unfinished submissions on the farm (the record stays, marked cancelled)."""
-    from .devices.farm import farm_cancel
+    from . import api
 
-    for s in farm_cancel(ids, state=state_dir):
+    for s in api.farm_cancel(ids, state=state_dir):
         click.echo(f"{s['id']}: " + ("cancelled" if s["cancelled"] else f"already {s['status']}"))
 
 
@@ -179,9 +179,9 @@ def cancel_cmd(ids: tuple[str, ...], state_dir: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_cmd(state_dir: str | None, as_json: bool) -> None:
     """Every recorded submission, oldest first."""
-    from .devices.farm import farm_list
+    from . import api
 
-    out = farm_list(state=state_dir)
+    out = api.farm_list(state=state_dir)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
         return

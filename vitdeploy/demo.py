@@ -36,7 +36,7 @@ ARTIFACTS = (  # (target, precision, quantize, in quick mode)
 def run_demo(checkpoint_paths: list[str], out_dir: str | Path, echo: Callable[[str], None] | None = print,
              quick: bool = False, convert: bool = True) -> dict:
     """Run the demo; returns a JSON-able summary. ``echo=None`` keeps it quiet; ``convert=False`` stops after folding."""
-    from .pipeline import STATUS_BELOW_TARGET
+    from .cell import STATUS_BELOW_TARGET
 
     say = echo or (lambda _msg: None)
     out = Path(out_dir)
@@ -68,7 +68,7 @@ def run_demo(checkpoint_paths: list[str], out_dir: str | Path, echo: Callable[[s
 def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
     """Convert, then check parity (with an HTML report) of every demo artifact; failures are recorded, not fatal."""
     from .convert import checkpoint_stem
-    from .pipeline import artifact_path, build_artifact
+    from .cell import artifact_path, build_artifact
 
     rows = []
     for target, precision, quantize, in_quick in ARTIFACTS:
@@ -87,10 +87,10 @@ def _artifacts(ckpt: Path, out: Path, say, quick: bool) -> list[dict]:
 def _latency(ckpt: Path, artifacts: list[dict], out: Path, say) -> dict:
     """Host latency (2 threads): the checkpoint in PyTorch eager, then the TFLite and ExecuTorch artifacts
     interleaved (each round runs every artifact once) with each one's speed-up over TFLite fp32."""
-    from .pipeline import STATUS_BELOW_TARGET
+    from .cell import STATUS_BELOW_TARGET
     from .profile import profile
     from .reports import write_report
-    from .runners import open_runner
+    from .runtimes.open import open_runner
     from .runtimes.timing import interleaved
 
     timings = {"pytorch eager": profile(ckpt, runs=20, warmup=3)}

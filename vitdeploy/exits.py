@@ -1,23 +1,20 @@
 """How the CLI turns an exception into one line on stderr and an exit code (0 ok, 1 a check failed,
 2 bad input or usage, 3 a bug in vitdeploy), naming the user's file when the file is at fault.
 
-Every ``vitdeploy`` command is a :class:`_Command` of the :class:`_Group`, so no command can leak a
-traceback (``VITDEPLOY_DEBUG=1`` shows it, for a bug report).
+:func:`exit_for` is the mapping; every ``vitdeploy`` command reaches it through the click classes of
+:mod:`vitdeploy.cli_group`, so no command can leak a traceback (``VITDEPLOY_DEBUG=1`` shows it, for a bug report).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal
-import sys
-import threading
 
 import click
 
 from . import files
-from .diagnostics import clear_signal, first_line, note_signal, raise_if_interrupted, received_signal, visible
+from .diagnostics import first_line, received_signal, visible
 from .errors import CheckFailed, VitdeployError
 from .untrusted import file_being_read, names_file, parser_error
 
@@ -117,7 +114,7 @@ def _naming_the_file(message: str, e: BaseException, ctx: click.Context) -> str:
     return f"{where}: {message}" if where and where not in message else message
 
 
-def _exit_for(e: BaseException, ctx: click.Context) -> None:
+def exit_for(e: BaseException, ctx: click.Context) -> None:
     """The one place that turns an exception into the exit-code contract: 1 check failed, 2 bad input (one
     line naming the file; a full disk too), 3 a bug (one line), 130/143 interrupted by SIGINT/SIGTERM; never a
     traceback unless VITDEPLOY_DEBUG=1.
@@ -144,7 +141,7 @@ def _exit_for(e: BaseException, ctx: click.Context) -> None:
 def _fail(ctx: click.Context, line: str, code: int) -> None:
     """The one line on stderr, then the exit; under --json, when the command has not printed its JSON document
     yet, an error object on stdout too (``{"error": ..., "exit_code": ...}``), so stdout is always one JSON."""
-    _say(line)
+    say_error(line)
     from .progress import JSON_PRINTED_META, json_requested
 
     if json_requested(ctx) and not ctx.meta.get(JSON_PRINTED_META):
@@ -158,88 +155,6 @@ def _fail(ctx: click.Context, line: str, code: int) -> None:
     ctx.exit(code)
 
 
-def _say(line: str) -> None:
+def say_error(line: str) -> None:
     """The error line on stderr: one line, control characters made visible."""
     click.echo(visible(" ".join(str(line).splitlines()), newlines=False), err=True)
-
-
-@contextlib.contextmanager
-def signals_handled():
-    """For one CLI run: SIGINT and SIGTERM raise :class:`~vitdeploy.diagnostics.Interrupted` in the main thread
-    (so ``finally`` blocks remove temporaries and ``.partial`` files, which the default SIGTERM would not) and
-    are remembered (so an interrupt swallowed by a ``__del__`` or gc callback still stops the run before it
-    publishes). The previous handlers come back afterwards; a signal the parent ignored stays ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    clear_signal()
-
-    def handler(signum, _frame):
-        note_signal(signum)
-
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old = signal.getsignal(sig)
-        if old is signal.SIG_IGN:  # nohup, a background job: the caller chose to ignore it
-            continue
-        previous[sig] = old
-        signal.signal(sig, handler)
-    hook = sys.unraisablehook
-
-    def unraisable(u):
-        # The interrupt raised inside a __del__ or gc callback is lost there: it is recorded and the run stops
-        # at the next stage boundary; no "Exception ignored in ..." noise on the user's terminal.
-        if isinstance(u.exc_value, KeyboardInterrupt) and received_signal() is not None:
-            return
-        hook(u)
-
-    sys.unraisablehook = unraisable
-    try:
-        yield
-    finally:
-        sys.unraisablehook = hook
-        for sig, old in previous.items():
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
-
-
-class _Command(click.Command):
-    """Every subcommand: errors become one line while the command's own arguments are still known."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            rv = super().invoke(ctx)
-            raise_if_interrupted()  # a signal swallowed on the way (a __del__, a gc callback) still fails the run
-            return rv
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise  # click's own usage errors and exits already follow the contract
-        except (Exception, KeyboardInterrupt) as e:
-            _exit_for(e, ctx)
-
-
-class _Group(click.Group):
-    """Turns vitdeploy's errors into one line on stderr and the documented exit code."""
-
-    command_class = _Command  # @main.command() makes _Commands: no command can leak a traceback
-
-    def main(self, *args, **kwargs):
-        """The entry point: signals become exceptions, temporaries live in one scratch folder that goes
-        whatever happens (:func:`signals_handled`, :func:`vitdeploy.files.scratch_session`)."""
-        with signals_handled(), files.scratch_session():
-            return super().main(*args, **kwargs)
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except KeyboardInterrupt as e:  # while click parses: still "interrupted", not click's "Aborted!" (exit 1)
-            _say("interrupted")
-            raise click.exceptions.Exit(128 + (received_signal() or getattr(e, "signum", signal.SIGINT))) from None
-
-    def invoke(self, ctx: click.Context):
-        try:
-            rv = super().invoke(ctx)
-            raise_if_interrupted()
-            return rv
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except (Exception, KeyboardInterrupt) as e:
-            _exit_for(e, ctx)

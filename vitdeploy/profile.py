@@ -57,7 +57,7 @@ def _device_platforms(path: Path, device: str) -> tuple[str, ...]:
 def _profile_host(path: Path, *, runs, warmup, threads, variant, progress) -> dict:
     from .devices import host_info
     from .formats import format_of
-    from .runners import runner_class
+    from .runtimes.open import runner_class
     from .runtimes.timing import profile_runner, profile_torch
 
     fmt = format_of(path)
@@ -161,7 +161,7 @@ class TorchTimed:
 
 def _timed_runner(path: Path, threads: int, variant: str | None):
     from .formats import format_of
-    from .runners import open_runner
+    from .runtimes.open import open_runner
 
     fmt = format_of(path)
     if fmt is None:
@@ -176,7 +176,7 @@ def _timed_runner(path: Path, threads: int, variant: str | None):
 
 
 def _host_runner(path: Path, ckpt, threads: int):
-    from .runners import TorchRunner, open_runner
+    from .runtimes.open import TorchRunner, open_runner
 
     return TorchRunner(ckpt) if ckpt is not None else open_runner(path, threads=threads)
 
@@ -235,7 +235,7 @@ def _profile_device(path: Path, device: str, *, runs, warmup, compute_units, thr
                     server_socket) -> dict:
     """Run the harness on a phone, then check its output against the same artifact on the host."""
     from .devices import profile_on_device
-    from .runners import open_runner
+    from .runtimes.open import open_runner
 
     if not path.exists():
         raise VitdeployError(f"{path}: no such file or directory")

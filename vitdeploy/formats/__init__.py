@@ -41,7 +41,7 @@ class Format:
     precisions: tuple[str, ...]  # canonical precisions a file of this format can hold
     host_latency: bool  # its runtime runs on this host's CPU, so `profile`, `demo` and `build` time it here
     title: str = ""  # how messages name the format ("TFLite", "Core ML", "ExecuTorch")
-    # Its host runner, "module:Class", imported only when a file is run (runners.runner_class), and the pip
+    # Its host runner, "module:Class", imported only when a file is run (runtimes.open.runner_class), and the pip
     # package and vitdeploy extra that install that runtime (the one-line hint when it is missing).
     runner: str = ""
     runtime_package: str = ""

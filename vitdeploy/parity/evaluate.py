@@ -127,7 +127,7 @@ def evaluate(models: list[str | Path], data_dir: str | Path, *, threads: int = 2
     """Accuracy of each model on ``data_dir``; every model sees the same images in its own input convention."""
     from ..progress import note
     from ..preprocessing import load_images
-    from ..runners import open_runner
+    from ..runtimes.open import open_runner
     from .precision import artifact_label
 
     if not models:

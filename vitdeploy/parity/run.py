@@ -9,7 +9,7 @@ Inputs come in two clearly separated sets:
   noise images. Their numeric error is reported; nothing is gated on them unless a
   ``random_*`` tolerance is set (noise is far from the data an int8 model was calibrated on).
 
-Both runners take the same float32 NCHW batch (see :mod:`vitdeploy.runners`), so the artifact's
+Both runners take the same float32 NCHW batch (see :mod:`vitdeploy.runtimes.open`), so the artifact's
 own input convention (pixels in the graph, BGR flips) is part of what is checked.
 """
 
@@ -190,7 +190,7 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
     False for the built-in kernels; the host-vs-ARM difference is reported in ``result.arm``.
     Raises :class:`VitdeployError` for bad input; a failed check is ``result.passed == False``.
     """
-    from ..runners import TorchRunner, is_artifact, open_runner
+    from ..runtimes.open import TorchRunner, is_artifact, open_runner
 
     started = time.perf_counter()
     artifact, checkpoint = Path(artifact), Path(checkpoint)
@@ -298,7 +298,7 @@ def run_parity(artifact: str | Path, checkpoint: str | Path, *, images_dir: str 
 def _fp16_fix(artifact: Path, reference, x: np.ndarray, ref: np.ndarray, tol: dict, threads: int,
               arm: dict) -> tuple[dict, str]:
     """Run the artifact again on the same emulated CPU with fp32 arithmetic: does fp16 arithmetic alone break it?"""
-    from ..runners import open_runner
+    from ..runtimes.open import open_runner
 
     runner = open_runner(artifact, threads=threads, emulate={"cpu": arm["cpu"], "fp16": "off",
                                                              "xnnpack": arm.get("xnnpack", True)})

@@ -1,4 +1,5 @@
-"""One artifact through the pipeline, as ``demo`` and ``build`` both run it: convert, then parity.
+"""One build cell (checkpoint x target x precision -> one artifact), as ``demo``, ``build`` and ``benchmark`` run it:
+convert, then parity.
 
 :func:`build_artifact` converts a checkpoint to one (target, precision, quantization) cell and checks
 the artifact against the checkpoint; it returns one row (JSON-able) and never raises for a cell that

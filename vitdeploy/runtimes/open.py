@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .diagnostics import first_line
-from .errors import VitdeployError
-from .formats import EMULATED_SUFFIXES, Format, format_of
-from .runtimes.base import Runner
-from .runtimes.pytorch import TorchRunner
+from ..diagnostics import first_line
+from ..errors import VitdeployError
+from ..formats import EMULATED_SUFFIXES, Format, format_of
+from .base import Runner
+from .pytorch import TorchRunner
 
 __all__ = ["Runner", "TorchRunner", "is_artifact", "open_runner", "read_inputs"]
 
@@ -45,7 +45,7 @@ def open_runner(path: str | Path, *, variant: str | None = None, threads: int = 
     if fmt is not None:
         runner = _open_file(path, fmt, threads)
         return _with_preprocessing(runner) if require_metadata else runner
-    from . import checkpoints
+    from .. import checkpoints
 
     return TorchRunner(checkpoints.load(path, variant=variant))
 
@@ -72,7 +72,7 @@ def runner_class(fmt: Format) -> type:
 def _open_emulated_tflite(path: Path, threads: int, emulate: dict) -> Runner:
     if not path.is_file():
         raise VitdeployError(f"{path}: no such file")
-    from .runtimes.tflite_arm import EmulatedTFLiteRunner
+    from .tflite_arm import EmulatedTFLiteRunner
 
     return _with_preprocessing(EmulatedTFLiteRunner(path, threads=threads, **emulate))
 
@@ -96,7 +96,7 @@ def _open_folder(path: Path, fmt: Format, runtime: str) -> Runner:
 
 def read_inputs(paths: list[str | Path], runner: Runner) -> np.ndarray:
     """Image files (preprocessed as the runner's source expects) or one .npy NCHW float32 batch, as is."""
-    from .preprocessing import load_images
+    from ..preprocessing import load_images
 
     if not paths:
         raise VitdeployError("no input given: pass image files or one .npy NCHW batch")
