@@ -235,7 +235,7 @@ def _names(p: Path, value, where: str) -> list[str]:
 
 def _quantize_key(p: Path, target: str, name: str, where: str) -> str:
     """The converter's quantize key for ``name`` on ``target``, or a one-line refusal with a suggestion."""
-    from .precisions import ALIASES, MODES, canonical, target_mode
+    from .precisions import ALIASES, UNQUANTIZED, canonical, parse, quantize_choices
 
     fmt = FORMATS[target]
     if name.strip().lower() in fmt.compute_precisions:
@@ -243,10 +243,11 @@ def _quantize_key(p: Path, target: str, name: str, where: str) -> str:
         raise VitdeployError(f"{p}: {where}: '{name}' is {fmt.title}'s compute precision; list it under "
                              f"targets.{target}.precision and use none (or {quantized}) here")
     try:
-        canonical(name)
-        return target_mode(target, name)
+        parse(target, name)
+        return canonical(name)
     except VitdeployError:
-        choices = [*MODES[target], *(a for a, c in ALIASES.items() if c in MODES[target])]
+        modes = [n for n in quantize_choices(target) if n == UNQUANTIZED or n not in fmt.compute_precisions]
+        choices = [*modes, *(a for a, c in ALIASES.items() if c in modes)]
         raise VitdeployError(f"{p}: {where}: '{_show(name)}' is not a {target} mode"
                              f"{_did_you_mean(name, choices)}") from None
 
@@ -392,9 +393,8 @@ def load_recipes(directory: str | Path) -> list[Recipe]:
     return [load_recipe(f) for f in files]
 
 
-def precision_class(precision: str, quantize: str) -> str:
-    """Which parity tolerance preset an artifact falls under (``quantize`` in any spelling)."""
-    from .precisions import canonical, parity_preset
+def precision_class(target: str, precision: str, quantize: str) -> str:
+    """Which parity tolerance preset an artifact of a recipe cell falls under (``quantize`` in any spelling)."""
+    from .precisions import parse_call
 
-    name = canonical(quantize)
-    return parity_preset(precision if name == "fp32" and precision in ("fp16", "fp32") else name)
+    return parse_call(target, quantize, precision).parity_preset
