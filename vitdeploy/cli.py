@@ -181,7 +181,7 @@ def convert(ctx: click.Context, checkpoint: str, target: str, recipe: str | None
         compute = FORMATS[target].compute_precisions
         if quantize is None and (precision is None or compute):
             quantize = default_quantize
-        if precision is None and compute and canonical(quantize) not in compute:
+        if precision is None and compute and (quantize is None or canonical(quantize) not in compute):
             precision = default_precision  # the recipe's compute precision, unless --quantize named one
     if no_int16:
         raise VitdeployError("--no-int16 is gone: int16 activations are only used when asked, with --quantize w8a16")

@@ -43,6 +43,7 @@ _SHAPES = {"fp32": ("fp32", "fp32"), "fp16": ("fp16", "fp32"), "fp16-compute": (
            "dynamic": ("int8", "dynamic")}
 _INT8_WEIGHT_NAMES = {"int8": "w8a8", "int16": "w8a16", "dynamic": "dynamic"}  # by activations; float: w8
 UNQUANTIZED = "fp32"  # what --quantize says for "no quantization" (the old ``none``)
+OLD_SPELLINGS = ("none", "int8", "int16")  # recipes that still say them get a deprecation line (recipes.py)
 # What `convert --target T` writes when neither --quantize nor --precision is given (the --help text reads it).
 DEFAULT = {name: fmt.default_precision for name, fmt in FORMATS.items()}
 
