@@ -105,3 +105,66 @@ def test_the_object_says_what_it_computes_in():
     assert parse("tflite", "w8a16").calibrated and not parse("tflite", "dynamic").calibrated
     with pytest.raises(AttributeError):
         parse("tflite").weights = "int8"  # frozen: it travels unchanged into the target
+
+
+# ----------------------------------------------------------------------------- old spellings
+
+
+def _recipe_with_old_words(tmp_path):
+    from vitdeploy.recipes import BUILTIN_RECIPES
+
+    text = (BUILTIN_RECIPES / "levit_128s.yaml").read_text()
+    text = text.replace("[fp32, fp16, dynamic, w8a8]", "[none, fp16, dynamic, int8]").replace("[fp32, w8a8]",
+                                                                                           "[none, int8]")
+    path = tmp_path / "old.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_old_recipe_words_still_read_with_one_line_per_word_and_run(tmp_path, monkeypatch, capsys):
+    from vitdeploy import recipes
+
+    monkeypatch.setattr(recipes, "_NOTED", set())
+    path = _recipe_with_old_words(tmp_path)
+    first = recipes.load_recipe(path)
+    recipes.load_recipe(path)  # a second read in the same run says nothing more
+    lines = capsys.readouterr().err.splitlines()
+    assert sorted(lines) == sorted([f"note: {path}: targets.tflite.quantize: 'none' is deprecated, write 'fp32'",
+                                    f"note: {path}: targets.tflite.quantize: 'int8' is deprecated, write 'w8a8'"])
+    assert ("tflite", "fp32", "int8") in first.cells()  # the cell still builds the same w8a8 artifact
+    assert parse("tflite", "int8") == parse("tflite", "w8a8")
+
+
+def test_shipped_recipes_say_the_canonical_names(monkeypatch, capsys):
+    from vitdeploy import recipes
+
+    monkeypatch.setattr(recipes, "_NOTED", set())
+    for path in sorted(recipes.BUILTIN_RECIPES.glob("*.yaml")):
+        for target, _, quantize in recipes.load_recipe(path).cells():
+            assert quantize in PRECISIONS, (path.name, target, quantize)
+    assert capsys.readouterr().err == ""
+
+
+def test_parity_precision_takes_precisions_and_the_old_preset_name():
+    from vitdeploy.precisions import preset_of
+
+    assert [preset_of(w) for w in ("fp32", "fp16", "fp16-compute", "w8", "w8a8", "w8a16", "dynamic", None)] == \
+        ["fp32", "fp16", "fp16-compute", "int8", "int8", "int8", "int8", None]
+    said = []
+    assert preset_of("int8", say=said.append) == "int8"
+    assert said == ["note: parity --precision int8 is deprecated: it names a precision now; write "
+                    "--precision w8a8 (the same int8 tolerance preset)"]
+    assert preset_of("fp16", say=said.append) == "fp16" and len(said) == 1  # same word, same meaning: no note
+
+
+def test_parity_cli_prints_the_deprecation_line_once(tmp_path):
+    from click.testing import CliRunner
+
+    from vitdeploy.cli import main
+
+    result = CliRunner().invoke(main, ["parity", str(tmp_path / "missing.tflite"), "--checkpoint", str(tmp_path / "m.pth"),
+                                       "--precision", "int8"])
+    assert result.output.count("parity --precision int8 is deprecated") == 1, result.output
+    result = CliRunner().invoke(main, ["parity", str(tmp_path / "missing.tflite"), "--checkpoint", str(tmp_path / "m.pth"),
+                                       "--precision", "w8a8"])
+    assert "deprecated" not in result.output and result.exit_code == 2, result.output

@@ -33,7 +33,7 @@ from .cli_build import build
 from .cli_farm import farm
 from .progress import step
 from .options import COMPUTE_UNITS, COREML_CONVERTER_UNITS, SCOPE, compute_units, refuse_inapplicable
-from .precisions import DEFAULT, PRECISIONS, canonical, parse, quantize_choices
+from .precisions import DEFAULT, PARITY_OLD_PRESETS, PRECISIONS, canonical, parse, preset_of, quantize_choices
 from .cli_compare import compare_commands
 
 # The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
@@ -227,9 +227,9 @@ def convert(ctx: click.Context, checkpoint: str, target: str, recipe: str | None
               help="How many images (default: 16 built-in, or every image under --data; spread evenly).")
 @click.option("--n-random", default=4, show_default=True, type=click.IntRange(0, None),
               help="Seeded random tensors, reported separately.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "fp16-compute", "int8"]),
-              help="The tolerance preset to judge with, not a conversion precision (default: the artifact's, read "
-                   "from its metadata).")
+@click.option("--precision", type=click.Choice([*PRECISIONS, *PARITY_OLD_PRESETS]),
+              help="Judge with the tolerance preset of this precision (w8a8: the int8 preset), not a conversion "
+                   "precision (default: the artifact's, read from its metadata; int8 still read, deprecated).")
 @click.option("--cpu", "cpus", multiple=True, type=click.Choice(list(EMULATED_CPUS)),
               help="Run the .tflite on this emulated phone CPU (qemu + the aarch64 LiteRT; repeatable; "
                    "`vitdeploy setup arm` once first).")
@@ -258,6 +258,7 @@ def parity(artifact: str, checkpoint: str, data_dir: str | None, n_images: int |
     if (fp16 != "model" or not xnnpack) and not targets:
         raise VitdeployError("--fp16 and --no-xnnpack choose how an emulated CPU runs: add --cpu or --device")
     _check_report_dir(report_dir)
+    precision = preset_of(precision, say=lambda line: _echo(line, err=True))
     results = []
     for i, cpu in enumerate(targets or [None], 1):  # an emulated CPU takes minutes: a ticking line per stage
         with step(f"parity {i}/{len(targets or [None])}: {os.path.basename(artifact)} on "

@@ -98,6 +98,24 @@ class Precision:
         return self.name
 
 
+# `parity --precision` words that were preset names and are no canonical precision (still read, one release).
+PARITY_OLD_PRESETS = {"int8": "w8a8"}
+
+
+def preset_of(word: str | None, say=None) -> str | None:
+    """The tolerance preset ``parity --precision WORD`` judges with: a canonical precision's
+    (:attr:`vitdeploy.precisions.Precision.parity_preset`: w8a8 -> int8), or an old preset name, with one
+    deprecation line to ``say`` naming the word to write instead. None stays None (the artifact's)."""
+    if word is None:
+        return None
+    if word in PARITY_OLD_PRESETS:
+        if say is not None:
+            say(f"note: parity --precision {word} is deprecated: it names a precision now; write "
+                f"--precision {PARITY_OLD_PRESETS[word]} (the same {word} tolerance preset)")
+        return word
+    return PARITY_PRESET[word]
+
+
 def canonical(name: str) -> str:
     """``int8`` -> ``w8a8``, ``none`` -> ``fp32``; canonical names pass through; anything else is an error."""
     key = str(name).strip().lower()
