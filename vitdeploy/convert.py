@@ -61,7 +61,7 @@ def read_calibration_images(directory: str | Path | None, preprocessing, limit: 
     return np.stack([load_image_rgb(p, preprocessing) for p in files])
 
 
-def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = None, quantize="none",
+def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = None, quantize=None,
             precision: str | None = None, calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
             compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,

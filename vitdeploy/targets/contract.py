@@ -64,7 +64,7 @@ class ConvertRequest:
         return default if value is None else value
 
 
-def request_from(target: str, *, quantize="none", precision=None, **arguments) -> ConvertRequest:
+def request_from(target: str, *, quantize="fp32", precision=None, **arguments) -> ConvertRequest:
     """A request from an earlier entry point's keyword arguments (``convert_tflite(...)``): ``quantize`` and
     ``precision`` in the API's words, parsed for ``target`` (:func:`vitdeploy.precisions.parse_call`); the
     request's fields by name, everything else a target-specific option."""

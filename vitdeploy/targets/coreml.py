@@ -141,7 +141,7 @@ def convert(model, request: ConvertRequest) -> CoreMLConversion:
 
 
 def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, int, int],
-                   preprocessing: Preprocessing, out: Path, precision: str = "fp16", quantize: str = "none",
+                   preprocessing: Preprocessing, out: Path, precision: str = "fp16", quantize: str = "fp32",
                    calib: np.ndarray | None = None, deployment_target: str | None = None,
                    compute_units: str = "all", labels: list[str] | None = None, raw_input: bool = False,
                    metadata: dict | None = None, progress: Callable[[str], None] | None = None,

@@ -94,7 +94,7 @@ def convert(model, request: ConvertRequest) -> ExecuTorchConversion:
 
 
 def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
-                       quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
+                       quantize: str = "fp32", calib: np.ndarray | None = None, labels: list[str] | None = None,
                        raw_input: bool = False, metadata: dict | None = None, delegate: str = "xnnpack",
                        search: bool = True, progress: Callable[[str], None] | None = None) -> ExecuTorchConversion:
     """:func:`convert` and :func:`~vitdeploy.targets.contract.publish` in one call (the earlier spelling): the

@@ -101,7 +101,7 @@ def convert(model, request: ConvertRequest) -> TFLiteConversion:
 
 
 def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
-                   quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
+                   quantize: str = "fp32", calib: np.ndarray | None = None, labels: list[str] | None = None,
                    raw_input: bool = False, int8_io: bool = False, metadata: dict | None = None,
                    int8_finetune: int = 0, progress: Callable[[str], None] | None = None) -> TFLiteConversion:
     """:func:`convert` and :func:`~vitdeploy.targets.contract.publish` in one call (the earlier spelling): the
