@@ -330,9 +330,9 @@ def test_input_conventions_are_declared_by_their_family():
     assert not offenders, offenders
 
 
-# precisions.py still special-cases Core ML's compute precision until precision is one object (issue 29); empty
-# this then. Nothing else may be added here: a new format-dependent branch reads the row (vitdeploy.formats).
-FORMAT_DISPATCH_ALLOWED = ("precisions.py",)
+# Nothing may be added here: a format-dependent branch reads the row (vitdeploy.formats); precisions.py reads
+# the rows' precisions and compute precisions since precision is one object (issue 29).
+FORMAT_DISPATCH_ALLOWED = ()
 # Names compared with "coreml" that are no target: the ExecuTorch delegate and the Core ML runtime choice.
 _NOT_A_TARGET = {"delegate", "runtime"}
 

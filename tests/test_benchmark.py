@@ -23,7 +23,8 @@ def test_plan_is_every_target_x_precision_of_the_formats_table():
     assert {(c["target"], c["label"].split()[-1]) for c in cells} == \
         {(t, p) for t, f in FORMATS.items() for p in f.precisions}
     coreml = {c["label"]: (c["precision"], c["quantize"]) for c in cells if c["target"] == "coreml"}
-    assert coreml["fp32"] == ("fp32", "none") and coreml["fp16"] == ("fp16", "none")
+    # "fp32" beside a compute precision: not quantized (the canonical word; the old internal key was "none")
+    assert coreml["fp32"] == ("fp32", "fp32") and coreml["fp16"] == ("fp16", "fp32")
     assert coreml["fp16 w8a8"] == ("fp16", "w8a8")
     assert [(c["target"], c["label"]) for c in plan(quick=True)] == [("tflite", "fp32"), ("tflite", "w8a8")]
     assert [c["label"] for c in plan(("executorch",), ("int8",))] == ["w8a8"]  # aliases read as canonical names

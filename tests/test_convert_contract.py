@@ -41,7 +41,7 @@ def fake_converter(met: bool, seen: list):
 
         seen.append(request)
         warnings = [] if met else ["w8a8 misses the accuracy target: fake"]
-        return FakeConversion(path=request.out, size_bytes=0, seconds=0.0, quantize=request.quantize,
+        return FakeConversion(path=request.out, size_bytes=0, seconds=0.0, quantize=request.precision.name,
                               precision="fp16", accuracy_target_met=met, warnings=warnings,
                               batchnorm_seen=count_batchnorm(model), artifact=b"fake model bytes")
     return convert
@@ -77,7 +77,7 @@ def test_a_missed_target_from_any_converter_is_written_aside_by_convert(checkpoi
     # convert ran the passes once, before the converter, and asked it with the checkpoint's facts
     assert report["batchnorm_seen"] == 0 and report["bn_folding"]["batchnorm_after"] == 0
     (request,) = seen
-    assert request.quantize == "int8" and request.variant == "levit_128s" and request.out == out
+    assert request.precision.activations == "int8" and request.variant == "levit_128s" and request.out == out
     assert request.metadata["variant"] == "levit_128s" and request.source_model is not None
     assert report["precision"] == report["quantize"] == "w8a8"  # the report's words, for every target
 

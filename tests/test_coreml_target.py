@@ -168,7 +168,7 @@ def test_deployment_target_defaults_and_checks():
 
 def test_bad_arguments_are_one_line_errors(tmp_path):
     model = torch.nn.Identity()
-    with pytest.raises(VitdeployError, match="unknown Core ML quantization 'int4'"):
+    with pytest.raises(VitdeployError, match="unknown precision 'int4'"):
         target.convert_coreml(model, input_size=(3, 8, 8), preprocessing=LEVIT, out=tmp_path / "m.mlpackage",
                               quantize="int4")
     with pytest.raises(VitdeployError, match="calibration images must be"):

@@ -64,12 +64,12 @@ def test_default_output_is_stem_precision_pte():
 
 def test_format_row_and_precisions():
     from vitdeploy.formats import FORMATS, TARGETS
-    from vitdeploy.precisions import target_mode
+    from vitdeploy.precisions import parse
 
     assert "executorch" in TARGETS and FORMATS["executorch"].suffix == ".pte"
-    assert target_mode("executorch", "fp32") == "none" and target_mode("executorch", "int8") == "int8"
+    assert parse("executorch", "fp32").name == "fp32" and parse("executorch", "int8").activations == "int8"
     with pytest.raises(VitdeployError, match="not available for executorch"):
-        target_mode("executorch", "fp16")
+        parse("executorch", "fp16")
 
 
 def test_metadata_round_trip_and_runner_matches_pytorch(tiny):

@@ -161,12 +161,12 @@ def test_other_hostile_yaml(tmp_path, text, expected):
 @pytest.mark.parametrize("old,new,expected", [
     ("targets:", "targest:", "unknown key 'targest'; did you mean 'targets'?"),
     ("parity:", "parit:", "unknown key 'parit'; did you mean 'parity'?"),
-    ("    quantize: [none, fp16, dynamic, int8]", "    quantise: [none, fp16, dynamic, int8]",
+    ("    quantize: [fp32, fp16, dynamic, w8a8]", "    quantise: [fp32, fp16, dynamic, w8a8]",
      "unknown key 'quantise' in targets.tflite; did you mean 'quantize'?"),
     ("fp32: {cosine_min", "fp32: {cosine_mn", "unknown key 'cosine_mn' in parity.fp32; did you mean 'cosine_min'?"),
     ("  fp16: {cosine", "  fp61: {cosine", "unknown parity preset 'fp61'; did you mean 'fp16'?"),
     ("  tflite:", "  tflit:", "unknown target 'tflit'; did you mean 'tflite'?"),
-    ("{precision: fp16, quantize: none}", "{precison: fp16, quantize: none}",
+    ("{precision: fp16, quantize: fp32}", "{precison: fp16, quantize: none}",
      "unknown key 'precison' in targets.coreml.default; did you mean 'precision'?"),
     ("variant: levit_128s", "variant: levit_128z", "unknown variant 'levit_128z'; did you mean"),
 ], ids=["targest", "parit", "quantise", "cosine_mn", "preset", "target", "default-key", "variant"])
@@ -177,21 +177,21 @@ def test_typo_keys_are_refused_with_a_suggestion(tmp_path, old, new, expected):
 
 
 @pytest.mark.parametrize("old,new,expected", [
-    ("[none, fp16, dynamic, int8]", "[none, w8]",
+    ("[fp32, fp16, dynamic, w8a8]", "[none, w8]",
      "targets.tflite.quantize: 'w8' is not a tflite mode; did you mean 'w8a8'?"),
-    ("[none, fp16, dynamic, int8]", "[none, dynamc]", "did you mean 'dynamic'?"),
-    ("quantize: [none, int8]", "quantize: [none, dynamic]", "'dynamic' is not a executorch mode"),
-    ("[none, fp16, dynamic, int8]", "[no]", "must be names, got False (quote it"),
-    ("[none, fp16, dynamic, int8]", "[]", "must be a non-empty list"),
-    ("[none, fp16, dynamic, int8]", "[none, fp32]", "lists the same mode twice"),
-    ("quantize: [none, w8]", "quantize: [none, fp16]", "'fp16' is Core ML's compute precision"),
+    ("[fp32, fp16, dynamic, w8a8]", "[none, dynamc]", "did you mean 'dynamic'?"),
+    ("quantize: [fp32, w8a8]", "quantize: [none, dynamic]", "'dynamic' is not a executorch mode"),
+    ("[fp32, fp16, dynamic, w8a8]", "[no]", "must be names, got False (quote it"),
+    ("[fp32, fp16, dynamic, w8a8]", "[]", "must be a non-empty list"),
+    ("[fp32, fp16, dynamic, w8a8]", "[none, fp32]", "lists the same mode twice"),
+    ("quantize: [fp32, w8]", "quantize: [none, fp16]", "'fp16' is Core ML's compute precision"),
     ("precision: [fp32, fp16]", "precision: [fp32, fp61]", "unknown Core ML precision 'fp61'; did you mean 'fp16'?"),
-    ("    default: none\n  coreml", "    precision: [fp16]\n    default: none\n  coreml",
+    ("    default: fp32\n  coreml", "    precision: [fp16]\n    default: none\n  coreml",
      "targets.tflite.precision: only Core ML has a compute precision"),
-    ("    default: none\n  coreml", "    default: int4\n  coreml",
+    ("    default: fp32\n  coreml", "    default: int4\n  coreml",
      "targets.tflite.default: 'int4' is not a tflite mode"),
-    ("{precision: fp16, quantize: none}", "{precision: bf16, quantize: none}", "unknown Core ML precision 'bf16'"),
-    ("{precision: fp16, quantize: none}", "[fp16]", "targets.coreml.default must be"),
+    ("{precision: fp16, quantize: fp32}", "{precision: bf16, quantize: none}", "unknown Core ML precision 'bf16'"),
+    ("{precision: fp16, quantize: fp32}", "[fp16]", "targets.coreml.default must be"),
     ("cosine_min: 0.999,", "cosine_min: high,", "parity.fp16.cosine_min must be a number, got 'high'"),
     ("cosine_min: 0.999,", "cosine_min: .nan,", "parity.fp16.cosine_min must be a number, got nan"),
     ("cosine_min: 0.999,", "cosine_min: .inf,", "must be a number, got inf"),
@@ -227,7 +227,7 @@ def test_build_refuses_a_bad_recipe_before_any_cell(tmp_path):
 def test_what_recipes_may_still_say(tmp_path):
     """The checks refuse mistakes, not spellings YAML forces or the shipped recipes use."""
     text = (BASE.replace("cosine_min: 0.999,", "cosine_min: 0.999, rel_l2_max: 1e-3, max_abs_max: null,")
-            .replace("[none, fp16, dynamic, int8]", "int8").replace("  int8: {cosine_min: 0.99, top1_min: 0.9}",
+            .replace("[fp32, fp16, dynamic, w8a8]", "int8").replace("  int8: {cosine_min: 0.99, top1_min: 0.9}",
                                                                      "  int8:"))
     r = load_recipe(write(tmp_path, text))
     assert r.parity["fp16"]["rel_l2_max"] == 1e-3 and r.parity["fp16"]["max_abs_max"] is None

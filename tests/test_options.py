@@ -25,9 +25,10 @@ def recorded(monkeypatch, tmp_path):
     calls = []
 
     def fake_convert(checkpoint, target, **kw):
-        calls.append({"target": target, **kw})
-        return {"path": str(tmp_path / "m"), "variant": "levit_128s", "target": target, "quantize": kw["quantize"],
-                "precision": kw["precision"], "size_bytes": 1, "total_seconds": 0.0,
+        chosen = kw.pop("quantize")  # the Precision the CLI parsed: its name and compute precision recorded
+        calls.append({"target": target, **kw, "quantize": chosen.name, "precision": chosen.compute})
+        return {"path": str(tmp_path / "m"), "variant": "levit_128s", "target": target, "quantize": chosen.name,
+                "precision": chosen.name, "size_bytes": 1, "total_seconds": 0.0,
                 "bn_folding": {"total_folded": 0}}
 
     monkeypatch.setattr("vitdeploy.convert.convert", fake_convert)
@@ -40,9 +41,9 @@ def test_tflite_precision_fp16_writes_fp16(recorded):
     assert recorded[-1]["quantize"] == "fp16"
 
 
-@pytest.mark.parametrize("target,q,want", [("coreml", None, ("fp32", "fp16")), ("coreml", "fp32", ("fp32", "fp32")),
-                                           ("coreml", "fp16", ("fp32", "fp16")), ("tflite", None, ("fp32", "fp32")),
-                                           ("executorch", None, ("fp32", "fp32"))])
+@pytest.mark.parametrize("target,q,want", [("coreml", None, ("fp16", "fp16")), ("coreml", "fp32", ("fp32", "fp32")),
+                                           ("coreml", "fp16", ("fp16", "fp16")), ("tflite", None, ("fp32", None)),
+                                           ("executorch", None, ("fp32", None))])
 def test_defaults_reach_the_converter(recorded, target, q, want):
     result = run("convert", "ck.pth", "--target", target, *(["--quantize", q] if q else []))
     assert result.exit_code == 0, result.output
@@ -88,14 +89,13 @@ def test_profile_compute_units_use_the_same_ios_spelling():
 
 def test_convert_json_precision_in_one_vocabulary():
     from vitdeploy.convert import _precision_words
+    from vitdeploy.precisions import parse
 
-    assert _precision_words("tflite", {"quantize": "int8", "precision": "w8a8"}) == \
-        {"precision": "w8a8", "quantize": "w8a8"}
-    assert _precision_words("tflite", {"quantize": "none", "precision": "fp32"}) == \
-        {"precision": "fp32", "quantize": "fp32"}
-    assert _precision_words("coreml", {"quantize": "w8", "precision": "fp16"}) == \
+    assert _precision_words(parse("tflite", "int8")) == {"precision": "w8a8", "quantize": "w8a8"}
+    assert _precision_words(parse("tflite", "none")) == {"precision": "fp32", "quantize": "fp32"}
+    assert _precision_words(parse("coreml", "w8", "fp16")) == \
         {"precision": "w8", "quantize": "w8", "compute_precision": "fp16"}
-    assert _precision_words("coreml", {"quantize": "none", "precision": "fp16"})["precision"] == "fp16"
+    assert _precision_words(parse("coreml", "none", "fp16"))["precision"] == "fp16"
 
 
 def test_build_table_uses_canonical_labels():
@@ -166,12 +166,11 @@ def test_help_defaults_are_the_defaults_the_code_uses():
                 if code_default is not inspect.Parameter.empty and code_default != shown:
                     mismatched.append(f"{name} --{param.name}: help {param.default!r}, code {code_default!r}")
     assert not mismatched, mismatched
-    from vitdeploy.precisions import DEFAULT, label, resolve
+    from vitdeploy.precisions import DEFAULT, parse
 
     quantize_help = next(p for p in main.commands["convert"].params if p.name == "quantize").help
     for target, default in DEFAULT.items():
-        q, p = resolve(target)
-        assert label(target, q, p) == default and f"{target} {default}" in quantize_help
+        assert parse(target).name == default and f"{target} {default}" in quantize_help
 
 
 def test_parity_precision_help_says_tolerance_preset():
@@ -203,10 +202,14 @@ def test_coreml_default_is_fp16_through_the_real_converter(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("quantize,precision,want", [
-    ("fp32", "fp16", ("none", "fp16")), ("fp32", None, ("none", "fp32")), ("fp16", None, ("none", "fp16")),
-    ("none", None, ("none", "fp16")), ("w8", "fp32", ("w8", "fp32")), ("fp32", "fp32", ("none", "fp32"))])
+    ("fp32", "fp16", ("fp16", "fp16")), ("fp32", None, ("fp32", "fp32")), ("fp16", None, ("fp16", "fp16")),
+    ("none", None, ("fp16", "fp16")), ("w8", "fp32", ("w8", "fp32")), ("fp32", "fp32", ("fp32", "fp32"))])
 def test_convert_reads_core_ml_compute_words(quantize, precision, want):
-    from vitdeploy.convert import _compute_words
+    """The Python API's words (convert(quantize=, precision=)): fp32 beside a compute precision is "not
+    quantized"; elsewhere ``precision`` is not read (the file has one precision, ``quantize``'s)."""
+    from vitdeploy.precisions import canonical, parse_call
 
-    assert _compute_words("coreml", quantize, precision) == want
-    assert _compute_words("tflite", quantize, precision) == (quantize, precision or "fp16")  # no compute words
+    got = parse_call("coreml", quantize, precision)
+    assert (got.name, got.compute) == want
+    if canonical(quantize) != "w8":  # (TFLite holds no w8)
+        assert parse_call("tflite", quantize, precision).name == canonical(quantize)  # no compute words

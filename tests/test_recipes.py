@@ -34,7 +34,7 @@ def test_recipe_matches_registry(variant):
         expected = MOBILEVIT_BGR  # ml-cvnets / HF MobileViT: BGR in 0..1
     assert r.input_size == VARIANTS[variant].input_size
     assert r.preprocessing == expected.to_dict()
-    assert ("tflite", "fp32", "none") in r.cells() and ("coreml", "fp16", "w8") in r.cells()
+    assert ("tflite", "fp32", "fp32") in r.cells() and ("coreml", "fp16", "w8") in r.cells()
 
 
 def test_recipe_names_a_variant_instead_of_repeating_its_config(tmp_path):

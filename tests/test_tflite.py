@@ -238,7 +238,7 @@ def test_convert_rejects_bad_arguments(tmp_path, tiny):
     from vitdeploy.targets.tflite import convert_tflite
 
     out = tmp_path / "m.tflite"
-    with pytest.raises(VitdeployError, match="unknown quantization"):
+    with pytest.raises(VitdeployError, match="unknown precision .int4."):
         convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=out, quantize="int4")
     with pytest.raises(VitdeployError, match="int8 input/output"):
         convert_tflite(tiny, input_size=(3, 32, 32), preprocessing=LEVIT, out=out, quantize="dynamic", int8_io=True)

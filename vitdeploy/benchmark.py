@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import VitdeployError
 from .formats import FORMATS, HOST_TIMED_TARGETS, TARGETS
-from .precisions import COMPUTE_PRECISIONS, MODES, canonical, describe
+from .precisions import UNQUANTIZED, canonical, format_cells
 
 QUICK = (("tflite", "fp32"), ("tflite", "w8a8"))  # --quick: the float baseline and full integer, on TFLite
 NEEDS = {"coreml": "coremltools", "executorch": "executorch"}  # the library a target's converter imports
@@ -40,13 +40,12 @@ def plan(targets: tuple[str, ...] = (), precisions: tuple[str, ...] = (), quick:
     wanted = {canonical(p) for p in precisions}
     cells = []
     for target in targets or TARGETS:
-        for name in FORMATS[target].precisions:
-            if (quick and (target, name) not in QUICK) or (wanted and name not in wanted):
+        for cell in format_cells(target):
+            if (quick and (target, cell.name) not in QUICK) or (wanted and cell.name not in wanted):
                 continue
-            compute = COMPUTE_PRECISIONS.get(target, ())
-            precision, quantize = (name, "fp32") if name in compute else ((compute[0] if compute else "fp32"), name)
-            cells.append({"target": target, "precision": precision, "quantize": MODES[target].get(quantize, "none"),
-                          "label": describe(target, MODES[target].get(quantize, "none"), precision)})
+            quantize = UNQUANTIZED if cell.compute and not cell.quantized else cell.name  # Core ML: compute alone
+            cells.append({"target": target, "precision": cell.compute or "fp32", "quantize": quantize,
+                          "label": cell.describe()})
     if not cells:
         raise VitdeployError("no target x precision left to benchmark: check --targets / --precisions")
     return cells

@@ -122,7 +122,7 @@ def plan(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: s
         for target, precision, quantize in recipe_cells:
             path = artifact_path(out / e.variant, stems[e.path], target, precision, quantize, variant=e.variant)
             cells.append(Cell(e.path, e.variant, target, precision, quantize, path,
-                              recipe.parity.get(precision_class(precision, quantize)) or None))
+                              recipe.parity.get(precision_class(target, precision, quantize)) or None))
         checkpoints.append({"path": str(e.path), "variant": e.variant, "recipe": str(recipe.path),
                             "cells": len(recipe_cells)})
     # Every artifact path is checked before the first (minutes-long) conversion; build rebuilds its own folder.
@@ -185,10 +185,9 @@ def build(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: 
 def cell_mode(target: str, precision: str, quantize: str) -> str:
     """A cell's mode as the plan, the progress line and the per-cell line show it (canonical names; Core ML's
     compute precision first when it quantizes: ``fp16 w8``)."""
-    from .precisions import label
+    from .precisions import parse_call
 
-    mode = label(target, quantize, precision)
-    return f"{precision} {mode}" if FORMATS[target].compute_precisions and mode != precision else mode
+    return parse_call(target, quantize, precision).describe()
 
 
 def _host_latency(artifact: Path, runs: int, threads: int) -> float:
@@ -239,9 +238,7 @@ def format_build_table(summary: dict) -> str:
 
 
 def _build_cells(r: dict) -> tuple[str, ...]:
-    from .precisions import describe
-
-    mode = describe(r["target"], r["quantize"], r["precision"])  # the canonical words (precisions.py)
+    mode = cell_mode(r["target"], r["precision"], r["quantize"])  # the canonical words (precisions.py)
     mode += " (a16)" if r.get("activations") == "int16" else ""
     fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else "-")  # noqa: E731
     return (Path(r["checkpoint"]).name if r.get("checkpoint") else "-", r["variant"], r["target"], mode, r["status"],

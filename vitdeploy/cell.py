@@ -15,7 +15,7 @@ from typing import Callable
 
 from .errors import VitdeployError
 from .formats import artifact_name
-from .precisions import canonical, label
+from .precisions import parse_call
 
 STATUS_BELOW_TARGET = "below target"  # a w8a8 model that missed its accuracy target, written aside
 
@@ -23,7 +23,7 @@ STATUS_BELOW_TARGET = "below target"  # a w8a8 model that missed its accuracy ta
 def artifact_path(out_dir: str | Path, stem: str, target: str, precision: str, quantize: str,
                   variant: str | None = None) -> Path:
     """Where a cell's artifact goes: :func:`formats.artifact_name` (``variant``: see there) in ``out_dir``."""
-    return Path(out_dir) / artifact_name(stem, target, quantize, precision, variant=variant)
+    return Path(out_dir) / artifact_name(stem, target, parse_call(target, quantize, precision), variant=variant)
 
 
 def build_artifact(checkpoint: str | Path, target: str, precision: str, quantize: str, path: str | Path, *,
@@ -43,13 +43,13 @@ def build_artifact(checkpoint: str | Path, target: str, precision: str, quantize
     raise_if_interrupted()  # after a Ctrl-C, no further cell starts
     say = say or (lambda _msg: None)
     path = Path(path)
-    row = {"target": target, "precision": precision, "quantize": quantize,
-           "label": label(target, quantize, precision), "path": str(path)}
+    parsed = parse_call(target, quantize, precision)
+    row = {"target": target, "precision": precision, "quantize": quantize, "label": parsed.name, "path": str(path)}
     start = time.perf_counter()
     say(f"converting -> {path.name}")
     try:
-        calib = calib_dir if canonical(quantize) in ("w8a8", "w8a16") else None
-        report = convert(checkpoint, target, out=path, quantize=quantize, precision=precision, variant=variant,
+        calib = calib_dir if parsed.calibrated else None
+        report = convert(checkpoint, target, out=path, quantize=parsed, variant=variant,
                          calib_dir=calib, force=force)
         path = Path(report["path"])  # a w8a8 model below the accuracy target is written aside
         met = report.get("accuracy_target_met", True)

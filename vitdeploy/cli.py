@@ -25,7 +25,7 @@ from .diagnostics import quiet_third_party_noise  # noqa: E402
 quiet_third_party_noise()
 
 from .errors import CheckFailed, VitdeployError
-from .formats import TARGETS
+from .formats import FORMATS, TARGETS
 from .cli_group import _Group
 from .cli_common import (data_option, echo, echo_json, check_report_dir, json_option, runtime_option,
                          threads_option, top_k_option)
@@ -33,7 +33,7 @@ from .cli_build import build
 from .cli_farm import farm
 from .progress import step
 from .options import COMPUTE_UNITS, COREML_CONVERTER_UNITS, SCOPE, compute_units, refuse_inapplicable
-from .precisions import COMPUTE_PRECISIONS, DEFAULT, MODES, PRECISIONS, canonical, describe, label, resolve
+from .precisions import DEFAULT, PARITY_OLD_PRESETS, PRECISIONS, canonical, parse, preset_of, quantize_choices
 from .cli_compare import compare_commands
 
 # The emulated phone CPUs (kept here, not imported, so --help stays instant; a test checks it matches).
@@ -134,7 +134,7 @@ def predict(model: str, inputs: tuple[str, ...], variant: str | None, save_logit
 @click.option("--recipe", type=click.Path(path_type=str),
               help="A recipes/*.yaml: fixes the variant and the default precision/quantization.")
 @click.option("-o", "--out", type=click.Path(path_type=str), help="Output path (default: <checkpoint>_<mode>.<ext>).")
-@click.option("--quantize", help="; ".join(f"{t}: {'|'.join(dict.fromkeys([*MODES[t], *COMPUTE_PRECISIONS.get(t, ())]))}"
+@click.option("--quantize", help="; ".join(f"{t}: {'|'.join(quantize_choices(t))}"
                                            for t in TARGETS) + " (aliases: none=fp32, int8=w8a8)  [default: "
                                  + ", ".join(f"{t} {DEFAULT[t]}" for t in TARGETS) + "]")
 @click.option("--precision", type=click.Choice(PRECISIONS),
@@ -176,20 +176,21 @@ def convert(ctx: click.Context, checkpoint: str, target: str, recipe: str | None
             raise VitdeployError(f"--variant {variant} contradicts the recipe's variant {r.variant}")
         variant = r.variant
         default_precision, default_quantize = r.default_mode(target)
-        if quantize is None and (precision is None or target in COMPUTE_PRECISIONS):
+        compute = FORMATS[target].compute_precisions
+        if quantize is None and (precision is None or compute):
             quantize = default_quantize
-        if precision is None and target in COMPUTE_PRECISIONS and canonical(quantize) not in COMPUTE_PRECISIONS[target]:
+        if precision is None and compute and (quantize is None or canonical(quantize) not in compute):
             precision = default_precision  # the recipe's compute precision, unless --quantize named one
     if no_int16:
         raise VitdeployError("--no-int16 is gone: int16 activations are only used when asked, with --quantize w8a16")
-    quantize, precision = resolve(target, quantize, precision)  # contradictions refused, nothing overridden
+    chosen = parse(target, quantize, precision)  # parsed once here; contradictions refused, nothing overridden
     given = [p.opts[0] for p in ctx.command.params if p.opts and p.opts[0] in SCOPE and p.name
              and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
-    refuse_inapplicable(target, label(target, quantize, precision), given)
+    refuse_inapplicable(target, chosen.name, given)
     units = compute_units("ios", [compute_units_], say=lambda line: _echo(line, err=True))[0]
     compute_units_ = COREML_CONVERTER_UNITS[units]
     say = None if as_json else (lambda msg: _echo(msg, err=True))
-    report = api.convert(checkpoint, target, out=out, quantize=quantize, precision=precision, calib_dir=calib_dir,
+    report = api.convert(checkpoint, target, out=out, quantize=chosen, calib_dir=calib_dir,
                          labels_file=labels_file, raw_input=raw_input, int8_io=int8_io,
                          deployment_target=deployment_target, compute_units=compute_units_, variant=variant,
                          int8_finetune=int8_finetune, delegate=delegate, progress=say, force=force)
@@ -201,7 +202,7 @@ def convert(ctx: click.Context, checkpoint: str, target: str, recipe: str | None
             raise CheckFailed(f"{report['path']}: w8a8 below the accuracy target (see {where})")
         return
     mb = report.get("size_bytes", 0) / 1e6
-    mode = describe(target, report.get("quantize") or "fp32", report.get("compute_precision") or "fp16")
+    mode = chosen.describe()
     _echo(f"{report['path']}  {report['variant']} -> {target} ({mode}), "
                f"{mb:.1f} MB, "
                f"{report['bn_folding']['total_folded']} BatchNorm folded, {report['total_seconds']:.1f} s")
@@ -224,9 +225,9 @@ def convert(ctx: click.Context, checkpoint: str, target: str, recipe: str | None
               help="How many images (default: 16 built-in, or every image under --data; spread evenly).")
 @click.option("--n-random", default=4, show_default=True, type=click.IntRange(0, None),
               help="Seeded random tensors, reported separately.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "fp16-compute", "int8"]),
-              help="The tolerance preset to judge with, not a conversion precision (default: the artifact's, read "
-                   "from its metadata).")
+@click.option("--precision", type=click.Choice([*PRECISIONS, *PARITY_OLD_PRESETS]),
+              help="Judge with the tolerance preset of this precision (w8a8: the int8 preset), not a conversion "
+                   "precision (default: the artifact's, read from its metadata; int8 still read, deprecated).")
 @click.option("--cpu", "cpus", multiple=True, type=click.Choice(list(EMULATED_CPUS)),
               help="Run the .tflite on this emulated phone CPU (qemu + the aarch64 LiteRT; repeatable; "
                    "`vitdeploy setup arm` once first).")
@@ -256,6 +257,7 @@ def parity(artifact: str, checkpoint: str, data_dir: str | None, n_images: int |
     if (fp16 != "model" or not xnnpack) and not targets:
         raise VitdeployError("--fp16 and --no-xnnpack choose how an emulated CPU runs: add --cpu or --device")
     _check_report_dir(report_dir)
+    precision = preset_of(precision, say=lambda line: _echo(line, err=True))
     results = []
     for i, cpu in enumerate(targets or [None], 1):  # an emulated CPU takes minutes: a ticking line per stage
         with step(f"parity {i}/{len(targets or [None])}: {os.path.basename(artifact)} on "

@@ -18,9 +18,12 @@ def checkpoint_stem(checkpoint: str | Path) -> str:
     return weights_stem(Path(checkpoint).name)
 
 
-def default_output(checkpoint: str | Path, target: str, quantize: str, precision: str = "fp16") -> Path:
-    """``<checkpoint stem>_<mode>.tflite|.mlpackage|...`` in the current directory (:func:`formats.artifact_name`)."""
-    return Path(artifact_name(checkpoint_stem(checkpoint), target, quantize, precision))
+def default_output(checkpoint: str | Path, target: str, quantize="fp32", precision: str | None = None) -> Path:
+    """``<checkpoint stem>_<mode>.tflite|.mlpackage|...`` in the current directory (:func:`formats.artifact_name`);
+    ``quantize``: a :class:`~vitdeploy.precisions.Precision`, or the API's words (:func:`precisions.parse_call`)."""
+    from .precisions import parse_call
+
+    return Path(artifact_name(checkpoint_stem(checkpoint), target, parse_call(target, quantize, precision)))
 
 
 def read_labels(path: str | Path | None, num_classes: int) -> list[str] | None:
@@ -58,7 +61,7 @@ def read_calibration_images(directory: str | Path | None, preprocessing, limit: 
     return np.stack([load_image_rgb(p, preprocessing) for p in files])
 
 
-def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = None, quantize: str = "none",
+def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = None, quantize=None,
             precision: str | None = None, calib_dir: str | Path | None = None, labels_file: str | Path | None = None,
             raw_input: bool = False, int8_io: bool = False, deployment_target: str | None = None,
             compute_units: str = "all", variant: str | None = None, int8_finetune: int = 0,
@@ -72,44 +75,44 @@ def convert(checkpoint: str | Path, target: str, *, out: str | Path | None = Non
     False in the report; the CLI exits 1 on it).
     ``int8_finetune`` (TFLite int8 only): steps of quantization-aware fine-tuning of the int8 graph on
     the calibration images, written with the scales it trained with (:mod:`vitdeploy.quantization.pt2e`).
-    ``quantize``: a name of :mod:`vitdeploy.precisions` (``fp32``, ``fp16``, ``w8``, ``w8a8``,
-    ``w8a16``, ``dynamic``) or an alias (``none``, ``int8``). An artifact already at ``out`` is refused before
+    ``quantize``: a :class:`vitdeploy.precisions.Precision` (the CLI's, parsed once), or a name of
+    :mod:`vitdeploy.precisions` (``fp32``, ``fp16``, ``w8``, ``w8a8``, ``w8a16``, ``dynamic``) or an alias
+    (``none``, ``int8``), read with ``precision`` by :func:`vitdeploy.precisions.parse_call`. An artifact already at ``out`` is refused before
     any work unless ``force``.
     """
     from . import checkpoints
     from .diagnostics import raise_if_interrupted
     from .passes import prepare_for
-    from .precisions import label, target_mode
+    from .precisions import parse_call
     from .progress import note, step
     from .targets import converter, publish, refuse_untaken
 
     if target not in TARGETS:
         raise VitdeployError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
-    quantize, precision = _compute_words(target, quantize, precision)
-    quantize = target_mode(target, quantize)
+    precision = parse_call(target, quantize, precision)
     options = {"deployment_target": deployment_target, "compute_units": compute_units, "delegate": delegate}
-    refuse_untaken(target, quantize, {"int8_finetune": int8_finetune, "int8_io": int8_io, **options})
+    refuse_untaken(target, precision, {"int8_finetune": int8_finetune, "int8_io": int8_io, **options})
     from .outputs import check_artifact_path
 
     # The output path is judged before the checkpoint loads: a conversion takes 20-30 s.
-    out = check_artifact_path(Path(out) if out else default_output(checkpoint, target, quantize, precision), target,
+    out = check_artifact_path(Path(out) if out else default_output(checkpoint, target, precision), target,
                               force=force)
     progress = _noting(progress)
-    with step(f"converting {Path(checkpoint).name} -> {target} {label(target, quantize, precision)}"):
+    with step(f"converting {Path(checkpoint).name} -> {target} {precision.name}"):
         note("loading the checkpoint")
         t0 = time.perf_counter()
         ckpt = checkpoints.load(checkpoint, variant=variant)
-        request = _request(ckpt, out, quantize, precision, calib_dir, labels_file, raw_input, int8_io, int8_finetune,
+        request = _request(ckpt, out, precision, calib_dir, labels_file, raw_input, int8_io, int8_finetune,
                            options, progress)
         # BatchNorm folded once, whatever the target; then the target's (and precision's) passes (passes.PIPELINES).
         note("folding BatchNorm")
-        prepared = prepare_for(target, ckpt.model, delegate, label(target, quantize, precision))
+        prepared = prepare_for(target, ckpt.model, delegate, precision.name)
         raise_if_interrupted()  # a Ctrl-C a converter's GC callback swallowed still stops the work here
         conversion = converter(target)(prepared.model, request)
         raise_if_interrupted()
         result = publish(conversion, out, progress).to_dict()
         result.update(bn_folding=prepared.bn_folding, rewrites={**result.get("rewrites", {}), **prepared.rewrites})
-        result.update(_precision_words(target, result))
+        result.update(_precision_words(precision))
         return {"checkpoint": str(checkpoint), "variant": ckpt.variant, "layout": ckpt.layout, "target": target,
                 "total_seconds": round(time.perf_counter() - t0, 2), **result}
 
@@ -126,7 +129,7 @@ def _noting(said):
     return progress
 
 
-def _request(ckpt, out: Path, quantize: str, precision: str, calib_dir, labels_file, raw_input: bool, int8_io: bool,
+def _request(ckpt, out: Path, precision, calib_dir, labels_file, raw_input: bool, int8_io: bool,
              int8_finetune: int, options: dict, progress):
     """What the target's converter is asked (:class:`vitdeploy.targets.ConvertRequest`): the checkpoint's facts,
     its labels and calibration images read, the metadata every artifact carries."""
@@ -139,37 +142,17 @@ def _request(ckpt, out: Path, quantize: str, precision: str, calib_dir, labels_f
                 "layout": ckpt.layout, "preprocessing": ckpt.preprocessing.to_dict(),
                 "vitdeploy_version": __version__}
     return ConvertRequest(input_size=ckpt.input_size, preprocessing=ckpt.preprocessing, out=out, variant=ckpt.variant,
-                          source_model=ckpt.model, quantize=quantize, precision=precision, calib=calib,
+                          source_model=ckpt.model, precision=precision, calib=calib,
                           labels=labels, raw_input=raw_input,
                           int8_io=int8_io, int8_finetune=int8_finetune, metadata=metadata, options=options,
                           progress=progress)
 
 
-def _compute_words(target: str, quantize: str, precision: str | None) -> tuple[str, str]:
-    """(quantize, compute precision). On a target with a compute precision (:data:`vitdeploy.precisions.
-    COMPUTE_PRECISIONS`: Core ML) ``quantize`` fp16/fp32 names it when no ``precision`` is given; with one given,
-    ``fp32`` is the canonical "not quantized" (what the CLI passes for ``--precision fp16`` alone: read as compute
-    fp32 it turned the fp16 default into an fp32 model)."""
-    from .precisions import COMPUTE_PRECISIONS, DEFAULT
-
-    word = str(quantize).strip().lower()
-    if word not in COMPUTE_PRECISIONS.get(target, ()):
-        return quantize, precision or "fp16"
-    if precision is None:
-        return "none", word
-    if word == "fp16" and precision != "fp16":
-        raise VitdeployError(f"quantize fp16 contradicts Core ML compute precision {precision}: give one of them")
-    return "none", precision or DEFAULT[target]
-
-
-def _precision_words(target: str, result: dict) -> dict:
+def _precision_words(precision) -> dict:
     """The report's precision in the one vocabulary (:mod:`vitdeploy.precisions`): ``precision`` and ``quantize``
-    are both the canonical label (``w8a8``, never ``int8`` or ``none``: the ``--quantize`` that makes this file);
-    a target with a compute precision (Core ML) adds ``compute_precision`` (fp16/fp32)."""
-    from .precisions import COMPUTE_PRECISIONS, label
-
-    name = label(target, result.get("quantize") or "none", result.get("precision") or "fp16")
-    words = {"precision": name, "quantize": name}
-    if target in COMPUTE_PRECISIONS:
-        words["compute_precision"] = result.get("precision") or "fp16"
+    are both the canonical name (``w8a8``, never ``int8`` or ``none``: the ``--quantize`` that makes this file);
+    a format with a compute precision (Core ML) adds ``compute_precision`` (fp16/fp32)."""
+    words = {"precision": precision.name, "quantize": precision.name}
+    if precision.compute is not None:
+        words["compute_precision"] = precision.compute
     return words

@@ -26,7 +26,7 @@ DEFAULT_VARIANTS = ("mobilevit_xxs", "levit_128s")
 ARTIFACTS = (  # (target, precision, quantize, in quick mode)
     ("tflite", "fp32", "fp32", True),
     ("tflite", "fp32", "w8a8", False),
-    ("coreml", "fp16", "none", True),
+    ("coreml", "fp16", "fp32", True),  # fp32 beside a compute precision: not quantized
     ("coreml", "fp16", "w8", False),
     ("executorch", "fp32", "fp32", True),
     ("executorch", "fp32", "w8a8", False),

@@ -66,16 +66,22 @@ class Recipe:
         with reading(self.path):
             for target, spec in self.targets.items():
                 for precision in spec.get("precision", ["fp32"]):
-                    out += [(target, precision, q) for q in spec.get("quantize", ["none"])]
+                    out += [(target, precision, q) for q in spec.get("quantize", ["fp32"])]
         return out
 
-    def default_mode(self, target: str) -> tuple[str, str]:
-        """(precision, quantize) the recipe uses when the command line does not say."""
+    def default_mode(self, target: str) -> tuple[str, str | None]:
+        """(precision, quantize) the recipe uses when the command line does not say; quantize None: not
+        quantized, on a format whose unquantized models are named by their compute precision (Core ML)."""
+        from .precisions import UNQUANTIZED, canonical
+
         with reading(self.path):
-            default = (self.targets.get(target) or {}).get("default", "none")
-            if isinstance(default, dict):
-                return default.get("precision", "fp16"), default.get("quantize", "none")
-            return "fp16", default
+            default = (self.targets.get(target) or {}).get("default", UNQUANTIZED)
+            compute = FORMATS[target].compute_precisions
+            if isinstance(default, dict):  # {precision, quantize}: fp32 (or none) beside it is "not quantized"
+                precision, quantize = default.get("precision", "fp16"), default.get("quantize", UNQUANTIZED)
+                return precision, None if compute and canonical(quantize) == UNQUANTIZED else quantize
+            # A name alone: a compute precision names itself; "none" is not quantized at the default compute.
+            return "fp16", None if compute and default.strip().lower() == "none" else default
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -235,20 +241,38 @@ def _names(p: Path, value, where: str) -> list[str]:
 
 def _quantize_key(p: Path, target: str, name: str, where: str) -> str:
     """The converter's quantize key for ``name`` on ``target``, or a one-line refusal with a suggestion."""
-    from .precisions import ALIASES, MODES, canonical, target_mode
+    from .precisions import ALIASES, UNQUANTIZED, canonical, parse, quantize_choices
 
     fmt = FORMATS[target]
-    if name.strip().lower() in fmt.compute_precisions:
+    if name.strip().lower() in fmt.compute_precisions and name.strip().lower() != UNQUANTIZED:
         quantized = ", ".join(q for q in fmt.precisions if q not in fmt.compute_precisions)
         raise VitdeployError(f"{p}: {where}: '{name}' is {fmt.title}'s compute precision; list it under "
-                             f"targets.{target}.precision and use none (or {quantized}) here")
+                             f"targets.{target}.precision and use {UNQUANTIZED} (not quantized; or {quantized}) here")
     try:
-        canonical(name)
-        return target_mode(target, name)
+        parse(target, name)
+        note_old_spelling(p, name, where)
+        return canonical(name)
     except VitdeployError:
-        choices = [*MODES[target], *(a for a, c in ALIASES.items() if c in MODES[target])]
+        modes = [n for n in quantize_choices(target) if n == UNQUANTIZED or n not in fmt.compute_precisions]
+        choices = [*modes, *(a for a, c in ALIASES.items() if c in modes)]
         raise VitdeployError(f"{p}: {where}: '{_show(name)}' is not a {target} mode"
                              f"{_did_you_mean(name, choices)}") from None
+
+
+_NOTED: set[str] = set()  # the old spellings already noted in this run
+
+
+def note_old_spelling(p: Path, name: str, where: str) -> None:
+    """One line on stderr, once per run and word, when a recipe says ``none``/``int8``/``int16``: still read,
+    the canonical name (:mod:`vitdeploy.precisions`) is the word to write."""
+    import sys
+
+    from .precisions import OLD_SPELLINGS, canonical
+
+    word = name.strip().lower()
+    if word in OLD_SPELLINGS and word not in _NOTED:
+        _NOTED.add(word)
+        print(f"note: {p}: {where}: '{name}' is deprecated, write '{canonical(word)}'", file=sys.stderr)
 
 
 def _check_precision(p: Path, target: str, name, where: str) -> str:
@@ -392,9 +416,8 @@ def load_recipes(directory: str | Path) -> list[Recipe]:
     return [load_recipe(f) for f in files]
 
 
-def precision_class(precision: str, quantize: str) -> str:
-    """Which parity tolerance preset an artifact falls under (``quantize`` in any spelling)."""
-    from .precisions import canonical, parity_preset
+def precision_class(target: str, precision: str, quantize: str) -> str:
+    """Which parity tolerance preset an artifact of a recipe cell falls under (``quantize`` in any spelling)."""
+    from .precisions import parse_call
 
-    name = canonical(quantize)
-    return parity_preset(precision if name == "fp32" and precision in ("fp16", "fp32") else name)
+    return parse_call(target, quantize, precision).parity_preset

@@ -18,8 +18,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from ..precisions import COREML_MODES, EXECUTORCH_MODES, TFLITE_MODES, label
-
 # Input layouts an artifact declares in its metadata.
 LAYOUT_PIXELS = "NHWC-pixels"  # TFLite, ExecuTorch: RGB pixels 0..255, preprocessing inside the graph
 LAYOUT_IMAGE = "image"  # Core ML: an image input (CVPixelBuffer), preprocessing inside the model
@@ -47,8 +45,10 @@ class Format:
     runtime_package: str = ""
     extra: str = ""
     folder: bool = False  # the artifact is a folder (an .mlpackage), not one file
-    # --precision values of an unquantized model that are the model's compute precision (Core ML fp16/fp32).
+    # --precision values of an unquantized model that are the model's compute precision (Core ML fp16/fp32);
+    # a quantized model of the format computes in one of them too (precisions.Precision.compute).
     compute_precisions: tuple[str, ...] = ()
+    default_precision: str = "fp32"  # what `convert` writes when no precision is given
     # The conversion options that act on this format -> the canonical precisions they act on (None: any);
     # any other option of options.SCOPE is refused for it (options.refuse_inapplicable).
     options: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
@@ -70,21 +70,23 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {
-    "tflite": Format("tflite", ".tflite", ("android",), tuple(TFLITE_MODES), host_latency=True, title="TFLite",
+    "tflite": Format("tflite", ".tflite", ("android",),
+                     ("fp32", "fp16", "fp16-compute", "dynamic", "w8a8", "w8a16"), host_latency=True, title="TFLite",
                      runner="vitdeploy.runtimes.tflite:TFLiteRunner", runtime_package="ai-edge-litert",
                      extra="tflite", options={"--int8-io": ("w8a8",), "--int8-finetune": ("w8a8",),
                                               "--calib": _CALIBRATED},
                      compute_units={"android": ANDROID_UNITS}, intermediates=True, emulated=True),
     # Core ML's fp32/fp16 are compute precisions of an unquantized model (--precision), w8/w8a8 quantize it.
     # Core ML latency needs a Mac or an iPhone: here the MIL interpreter checks numerics, not speed.
-    "coreml": Format("coreml", ".mlpackage", ("ios",), ("fp32", "fp16", *[p for p in COREML_MODES if p != "fp32"]),
+    "coreml": Format("coreml", ".mlpackage", ("ios",), ("fp32", "fp16", "w8", "w8a8"),
                      host_latency=False, title="Core ML", runner="vitdeploy.runtimes.coreml:CoreMLRunner",
                      runtime_package="coremltools", extra="coreml", folder=True, compute_precisions=("fp16", "fp32"),
+                     default_precision="fp16",
                      options={"--deployment-target": None, "--compute-units": None, "--calib": _CALIBRATED},
                      compute_units={"ios": IOS_UNITS}, intermediates=True, old_suffixes=(".mlmodel",)),
     # "cpu" is ExecuTorch's XNNPACK delegate (and portable kernels) on both phones; "coreml" on iOS runs a
     # program lowered with the Core ML delegate on the units chosen when it was lowered (no per-run switch).
-    "executorch": Format("executorch", ".pte", ("android", "ios"), tuple(EXECUTORCH_MODES), host_latency=True,
+    "executorch": Format("executorch", ".pte", ("android", "ios"), ("fp32", "w8a8"), host_latency=True,
                          title="ExecuTorch", runner="vitdeploy.runtimes.executorch:ExecuTorchRunner",
                          runtime_package="executorch", extra="executorch",
                          options={"--delegate": None, "--calib": _CALIBRATED},
@@ -138,15 +140,11 @@ def refuse_on_platform(path, platform: str, where: str) -> None:
                              f"({platform}); convert to {' or '.join(suffixes_on(platform))}")
 
 
-def artifact_name(stem: str, target: str, quantize: str, precision: str = "fp16",
-                  variant: str | None = None) -> str:
+def artifact_name(stem: str, target: str, precision, variant: str | None = None) -> str:
     """``<stem>_<mode><suffix>``, the one naming of ``convert``, ``demo`` and ``build``: the mode is the
-    canonical precision; Core ML's names its compute precision first (``fp16``, ``fp16_w8``). ``variant``
-    (``build``: several checkpoints, maybe of one variant) joins the stem unless the stem already names it:
-    ``mine_levit_128s_fp32.tflite``, ``levit_128s_fp32.tflite``."""
+    :class:`~vitdeploy.precisions.Precision`'s canonical name; a quantized Core ML model's names its compute
+    precision first (``fp16``, ``fp16_w8``). ``variant`` (``build``: several checkpoints, maybe of one variant)
+    joins the stem unless the stem already names it: ``mine_levit_128s_fp32.tflite``, ``levit_128s_fp32.tflite``."""
     if variant and not re.search(rf"(^|[_.-]){re.escape(variant)}($|[_.-])", stem):
         stem = f"{stem}_{variant}"
-    mode = label(target, quantize, precision)
-    if FORMATS[target].compute_precisions and mode != precision:
-        mode = f"{precision}_{mode}"
-    return f"{stem}_{mode}{FORMATS[target].suffix}"
+    return f"{stem}_{precision.describe('_')}{FORMATS[target].suffix}"

@@ -127,16 +127,16 @@ def artifact_label(path: str | Path) -> str:
 
 def _precision_label(path: str | Path, target: str, config: dict) -> str:
     from ..formats import FORMATS
-    from ..precisions import PRECISIONS, describe
+    from ..precisions import PRECISIONS, parse_call
 
     quantize, precision = config.get("quantize"), config.get("precision")
     try:
         if FORMATS[target].compute_precisions and quantize:  # named with its compute precision: coreml fp16 w8
-            return f"{target} {describe(target, quantize, str(precision or 'fp16'))}"
+            return f"{target} {parse_call(target, quantize, str(precision or 'fp16')).describe()}"
         if isinstance(precision, str) and precision in PRECISIONS:
             return f"{target} {precision}"
         if quantize:
-            return f"{target} {describe(target, quantize)}"
+            return f"{target} {parse_call(target, quantize).describe()}"
     except Exception:  # noqa: BLE001 - an unknown word in metadata: fall back to what the tensors say
         pass
     return f"{target} {artifact_precision(path)[0]}"

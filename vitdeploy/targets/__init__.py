@@ -23,7 +23,7 @@ class Target:
 
     convert: str | Callable
     needs: str = ""  # the line when its module cannot be imported
-    takes: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)  # option -> the quantize it needs
+    takes: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)  # option -> the precisions it needs
     why_not: Mapping[str, str] = field(default_factory=dict)  # option -> why this target refuses it
 
     def load(self) -> Callable:
@@ -39,7 +39,7 @@ CONVERTERS: dict[str, Target] = {
     "coreml": Target("vitdeploy.targets.coreml", "Core ML conversion needs coremltools: pip install 'vitdeploy[coreml]'",
                      takes={"deployment_target": None, "compute_units": None}),
     "tflite": Target("vitdeploy.targets.tflite", "the TFLite target needs litert-torch: pip install 'vitdeploy[tflite]'",
-                     takes={"int8_io": None, "int8_finetune": ("int8",)}),
+                     takes={"int8_io": None, "int8_finetune": ("w8a8",)}),
     "executorch": Target("vitdeploy.targets.executorch",
                          "the ExecuTorch target needs executorch: pip install 'vitdeploy[executorch]'",
                          takes={"delegate": None},
@@ -59,13 +59,14 @@ def converter(target: str) -> Callable:
     return CONVERTERS[target].load()
 
 
-def refuse_untaken(target: str, quantize: str, given: Mapping[str, object]) -> None:
-    """One line for the first option in ``given`` (name -> value) that ``target`` at ``quantize`` does not take."""
+def refuse_untaken(target: str, precision, given: Mapping[str, object]) -> None:
+    """One line for the first option in ``given`` (name -> value) that ``target`` at ``precision`` (a
+    :class:`~vitdeploy.precisions.Precision`) does not take."""
     entry = CONVERTERS[target]
     for option, (default, line) in REFUSALS.items():
         if given.get(option, default) == default:
             continue
         modes = entry.takes.get(option)
-        if option not in entry.takes or (modes is not None and quantize not in modes):
+        if option not in entry.takes or (modes is not None and precision.name not in modes):
             reason = entry.why_not.get(option)
             raise VitdeployError(line + (f" ({reason})" if reason else ""))

@@ -25,6 +25,9 @@ from ..verdict import target_record
 
 BELOW_TARGET_SUFFIX = ".below-target"  # a w8a8 artifact that missed its accuracy target is written aside
 MIN_COSINE = 0.99  # the worst held-out image's logits cosine vs float: the bar every int8 target shares
+# What a TFLite or ExecuTorch file's metadata "quantize" has always said for these canonical names (the rest:
+# the name itself); readers of older files and of new ones rely on it (parity.precision, summary, packaging).
+STORED_QUANTIZE = {"fp32": "none", "w8a8": "int8"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,8 +39,7 @@ class ConvertRequest:
     out: Path  # where the artifact goes when it meets its target (publish decides)
     variant: str | None = None
     source_model: object = None  # the checkpoint's model before the passes (Core ML counts its ops); None: the same
-    quantize: str = "none"  # the target's quantize key (vitdeploy.precisions.target_mode)
-    precision: str = "fp16"  # compute precision, where the target has one (Core ML)
+    precision: object = None  # vitdeploy.precisions.Precision: weights, activations, compute (Core ML)
     calib: object = None  # uint8 NHWC RGB pixels (n, H, W, 3) or None: the built-in natural images
     labels: list[str] | None = None
     raw_input: bool = False  # preprocessed NCHW float input instead of pixels
@@ -62,12 +64,16 @@ class ConvertRequest:
         return default if value is None else value
 
 
-def request_from(**arguments) -> ConvertRequest:
-    """A request from an earlier entry point's keyword arguments (``convert_tflite(...)``): the request's
-    fields by name, everything else a target-specific option."""
+def request_from(target: str, *, quantize="fp32", precision=None, **arguments) -> ConvertRequest:
+    """A request from an earlier entry point's keyword arguments (``convert_tflite(...)``): ``quantize`` and
+    ``precision`` in the API's words, parsed for ``target`` (:func:`vitdeploy.precisions.parse_call`); the
+    request's fields by name, everything else a target-specific option."""
+    from ..precisions import parse_call
+
     known = {f.name for f in fields(ConvertRequest)}
     options = {k: v for k, v in arguments.items() if k not in known}
-    return ConvertRequest(**{k: v for k, v in arguments.items() if k in known}, options=options)
+    return ConvertRequest(**{k: v for k, v in arguments.items() if k in known}, options=options,
+                          precision=parse_call(target, quantize, precision))
 
 
 @dataclass(kw_only=True)
@@ -86,6 +92,11 @@ class Conversion:
         d.pop("artifact")
         d["path"] = str(self.path)
         return d
+
+
+def stored_quantize(precision) -> str:
+    """The metadata's ``quantize`` word for a :class:`~vitdeploy.precisions.Precision` (:data:`STORED_QUANTIZE`)."""
+    return STORED_QUANTIZE.get(precision.name, precision.name)
 
 
 def below_target_path(out: Path) -> Path:

@@ -57,11 +57,11 @@ from ..preprocessing import Preprocessing
 from ..verdict import KEY as ACCURACY_TARGET, describe as describe_target
 
 PRECISIONS = ("fp16", "fp32")
-QUANTIZE_MODES = ("none", "w8", "w8a8")
+UNQUANTIZED = "none"  # what the metadata's "quantize" has always said of an unquantized model (readers rely on it)
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
 # Lowest iOS whose Core ML runs what each quantization mode emits (w8a8: quantize/dequantize ops).
-MIN_TARGET_FOR_QUANTIZE = {"none": "iOS16", "w8": "iOS16", "w8a8": "iOS17"}
+MIN_TARGET_FOR_QUANTIZE = {"w8a8": "iOS17"}  # by canonical name; anything else: iOS16
 MAX_RANK = 5  # Core ML rejects rank > 5; the ANE wants <= 4
 
 
@@ -100,19 +100,21 @@ def convert(model, request: ConvertRequest) -> CoreMLConversion:
     judged when w8a8 (the contract: :mod:`vitdeploy.targets.contract`; :func:`~vitdeploy.targets.contract.publish`
     saves it). The model is never modified.
 
-    ``request.precision``: Core ML compute precision (``fp16`` or ``fp32``). ``request.quantize``: ``none``,
-    ``w8`` (int8 per-channel symmetric weights) or ``w8a8`` (plus int8 activations calibrated on
+    ``request.precision`` (:class:`vitdeploy.precisions.Precision`): its ``compute`` is Core ML's compute
+    precision (``fp16`` or ``fp32``); its weights float (not quantized), or int8 -- ``w8`` (int8 per-channel
+    symmetric weights) or ``w8a8`` (plus int8 activations calibrated on
     ``request.calib``, uint8 NHWC RGB pixels; default the built-in natural images -- see
     :mod:`vitdeploy.quantization.coreml`). Options: ``deployment_target`` (default: the lowest iOS that runs
     what was asked, iOS16; iOS17 for w8a8), ``compute_units`` (default all), ``count_before`` (default True:
     one more conversion, of ``request.source_model`` -- the checkpoint's model before the passes --, with
     coremltools' default pipeline, counts ``op_counts_before``).
     """
-    pre, precision, quantize = request.preprocessing, request.precision, request.quantize
+    pre, precision = request.preprocessing, request.precision.compute
+    quantize = request.precision.name if request.precision.quantized else UNQUANTIZED  # the metadata's word
     compute_units = request.option("compute_units", "all")
-    _, height, width = _check_arguments(request.input_size, pre, precision, quantize, compute_units, request.labels,
+    _, height, width = _check_arguments(request.input_size, pre, request.precision, compute_units, request.labels,
                                         request.calib)
-    target = _resolve_deployment_target(request.option("deployment_target"), quantize)
+    target = _resolve_deployment_target(request.option("deployment_target"), request.precision.name)
     started = time.perf_counter()
     before = _ops_before(model, request, height, width, target) if request.option("count_before", True) else None
     wrapped = _graph_module(model, pre, request.raw_input, classifier=bool(request.labels))
@@ -121,7 +123,7 @@ def convert(model, request: ConvertRequest) -> CoreMLConversion:
     mlmodel = _convert(exported, height, width, pre, request.raw_input, target, precision, compute_units,
                        request.labels)
     mlmodel, quant_report, warnings = _quantized(mlmodel, request, height, width)
-    verdict = _accuracy_target(quant_report, warnings) if quantize == "w8a8" else None
+    verdict = _accuracy_target(quant_report, warnings) if request.precision.activations == "int8" else None
     counts, max_rank = _program_stats(mlmodel)
     checks = _graph_checks(counts, max_rank, request.variant)
     warnings += checks.pop("warnings")
@@ -139,7 +141,7 @@ def convert(model, request: ConvertRequest) -> CoreMLConversion:
 
 
 def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, int, int],
-                   preprocessing: Preprocessing, out: Path, precision: str = "fp16", quantize: str = "none",
+                   preprocessing: Preprocessing, out: Path, precision: str = "fp16", quantize: str = "fp32",
                    calib: np.ndarray | None = None, deployment_target: str | None = None,
                    compute_units: str = "all", labels: list[str] | None = None, raw_input: bool = False,
                    metadata: dict | None = None, progress: Callable[[str], None] | None = None,
@@ -157,7 +159,7 @@ def convert_coreml(model, *, variant: str | None = None, input_size: tuple[int, 
         if progress:
             progress("folding BatchNorm and restructuring for Core ML")
         model, folding, rewrites = prepare_model(model, restructure=restructure)
-    request = request_from(variant=variant, input_size=input_size, preprocessing=preprocessing, out=out,
+    request = request_from("coreml", variant=variant, input_size=input_size, preprocessing=preprocessing, out=out,
                            precision=precision, quantize=quantize, calib=calib, deployment_target=deployment_target,
                            compute_units=compute_units, labels=labels, raw_input=raw_input, metadata=metadata,
                            progress=progress, count_before=count_before, source_model=source)
@@ -175,32 +177,30 @@ def _ops_before(model, request: ConvertRequest, height: int, width: int, target:
                                classifier=bool(request.labels))
     return _count_ops(_convert_mil(_export(unmodified, height, width, "torch.export (unmodified model)"),
                                    height, width, request.preprocessing, request.raw_input, target,
-                                   request.precision))
+                                   request.precision.compute))
 
 
 def _quantized(mlmodel, request: ConvertRequest, height: int, width: int) -> tuple[object, dict, list[str]]:
-    """(the model at ``request.quantize``, its report, its warnings); w8a8 measures the held-out images the
+    """(the model at ``request.precision``, its report, its warnings); w8a8 measures the held-out images the
     verdict is judged on."""
-    if request.quantize == "none":
+    if not request.precision.quantized:
         return mlmodel, {}, []
     from ..quantization.coreml import quantize_coreml
 
-    request.say(f"quantizing ({request.quantize})")
-    mlmodel, report = quantize_coreml(mlmodel, request.quantize, input_name=_input_name(request.raw_input),
+    request.say(f"quantizing ({request.precision.name})")
+    mlmodel, report = quantize_coreml(mlmodel, request.precision.name, input_name=_input_name(request.raw_input),
                                       preprocessing=request.preprocessing, input_size=(3, height, width),
                                       raw_input=request.raw_input, calib=request.calib, progress=request.say,
-                                      measure_heldout=request.quantize == "w8a8")
+                                      measure_heldout=request.precision.activations == "int8")
     return mlmodel, report, report.pop("warnings", [])
 
 
 # ----------------------------------------------------------------------------- arguments
 
 
-def _check_arguments(input_size, preprocessing, precision, quantize, compute_units, labels, calib):
-    if precision not in PRECISIONS:
-        raise VitdeployError(f"unknown Core ML precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
-    if quantize not in QUANTIZE_MODES:
-        raise VitdeployError(f"unknown Core ML quantization '{quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
+def _check_arguments(input_size, preprocessing, precision, compute_units, labels, calib):
+    if precision.compute not in PRECISIONS:  # a Precision parsed for another format
+        raise VitdeployError(f"Core ML needs a compute precision ({', '.join(PRECISIONS)}), got {precision.name}")
     if compute_units not in COMPUTE_UNITS:
         raise VitdeployError(f"unknown compute units '{compute_units}'; choose one of {', '.join(COMPUTE_UNITS)}")
     size = check_image_arguments(input_size, preprocessing, calib)
@@ -210,7 +210,8 @@ def _check_arguments(input_size, preprocessing, precision, quantize, compute_uni
 
 
 def _resolve_deployment_target(requested: str | None, quantize: str) -> str:
-    needed = MIN_TARGET_FOR_QUANTIZE[quantize]
+    """The deployment target: ``requested``, or the lowest that runs the canonical precision ``quantize``."""
+    needed = MIN_TARGET_FOR_QUANTIZE.get(quantize, "iOS16")
     if requested is None:
         return needed
     if requested not in DEPLOYMENT_TARGETS:

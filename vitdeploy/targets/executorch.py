@@ -26,18 +26,16 @@ from typing import Callable
 import numpy as np
 
 from .contract import (MIN_COSINE, Conversion, ConvertRequest, accuracy_record, check_image_arguments,
-                       missed_target_line, publish, request_from)
+                       missed_target_line, publish, request_from, stored_quantize)
 from .image_input import image_hw, logits_module, model_inputs_from_pixels, pixel_input_module, pixel_input_spec
 from ..diagnostics import converter_errors, describe, quiet
 from ..errors import ConversionError, VitdeployError
 from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
 from ..formats.executorch import constant_methods, with_metadata_in_place
-from ..precisions import label
 from ..preprocessing import Preprocessing
 from ..quantization.calibration import natural_images_hw, split_calibration
 from ..verdict import KEY as ACCURACY_TARGET, target_record
 
-QUANTIZE_MODES = ("none", "int8")  # internal keys; names: vitdeploy.precisions.EXECUTORCH_MODES
 DELEGATES = ("xnnpack", "coreml")
 
 
@@ -68,7 +66,7 @@ def convert(model, request: ConvertRequest) -> ExecuTorchConversion:
     misses the target.
     """
     delegate, pre = request.option("delegate", "xnnpack"), request.preprocessing
-    channels, height, width = _check_arguments(request.input_size, pre, request.quantize, request.calib,
+    channels, height, width = _check_arguments(request.input_size, pre, request.precision, request.calib,
                                                request.labels, delegate)
     if request.out.suffix.lower() != FORMATS["executorch"].suffix:
         raise VitdeployError(f"{request.out}: an ExecuTorch program is written to a {FORMATS['executorch'].suffix} file")
@@ -79,29 +77,29 @@ def convert(model, request: ConvertRequest) -> ExecuTorchConversion:
     sample = model_inputs_from_pixels(natural_images_hw(1, height, width, seed=0), input_spec, pre)
     num_classes = _num_classes(wrapper, sample, request.labels)
     to_lower, quant_report, eval_inputs = wrapper, {}, None
-    if request.quantize == "int8":
+    if request.precision.quantized:
         to_lower, quant_report, eval_inputs = _quantize(model, wrapper, sample, input_spec, request, always_float)
     config = _config(request, input_spec, num_classes, quant_report, delegate)
     request.say(f"lowering to ExecuTorch ({delegate})")
     program = _lower(to_lower, sample, delegate, config)
     warnings, met = _delegate_warnings(delegate), True
-    if request.quantize == "int8":
+    if request.precision.quantized:
         program, met, missed = _judge(program, wrapper, eval_inputs, quant_report, config, request.say,
                                       relower=lambda updated: _lower(to_lower, sample, delegate, updated))
         warnings += missed
     return ExecuTorchConversion(path=request.out, size_bytes=len(program), seconds=time.perf_counter() - started,
-                                quantize=request.quantize, precision=label("executorch", request.quantize),
+                                quantize=stored_quantize(request.precision), precision=request.precision.name,
                                 delegate=delegate, accuracy_target_met=met, input=input_spec, rewrites=rewrites,
                                 quant_report=quant_report, warnings=warnings, artifact=program)
 
 
 def convert_executorch(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
-                       quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
+                       quantize: str = "fp32", calib: np.ndarray | None = None, labels: list[str] | None = None,
                        raw_input: bool = False, metadata: dict | None = None, delegate: str = "xnnpack",
                        search: bool = True, progress: Callable[[str], None] | None = None) -> ExecuTorchConversion:
     """:func:`convert` and :func:`~vitdeploy.targets.contract.publish` in one call (the earlier spelling): the
     program at ``out``, or at ``<out stem>.below-target.pte`` when w8a8 missed the accuracy target."""
-    request = request_from(input_size=input_size, preprocessing=preprocessing, out=out, quantize=quantize,
+    request = request_from("executorch", input_size=input_size, preprocessing=preprocessing, out=out, quantize=quantize,
                            calib=calib, labels=labels, raw_input=raw_input, metadata=metadata, delegate=delegate,
                            search=search, progress=progress)
     return publish(convert(model, request), request.out, progress)
@@ -154,11 +152,11 @@ def _config(request: ConvertRequest, input_spec: dict, num_classes: int, quant_r
     """The metadata method's content (:mod:`vitdeploy.formats.executorch`); w8a8 gets room for its verdict,
     measured on the lowered program and written in place (:func:`_judge`)."""
     config = {"input": input_spec, "preprocessing": request.preprocessing.to_dict(), "num_classes": num_classes,
-              "quantize": request.quantize, "precision": label("executorch", request.quantize), "delegate": delegate,
+              "quantize": stored_quantize(request.precision), "precision": request.precision.name, "delegate": delegate,
               "labels": list(request.labels) if request.labels else None,
               "float_modules": quant_report.get("float_modules", []),
               **{k: v for k, v in request.metadata.items() if k not in ("input", "labels", ACCURACY_TARGET)}}
-    if request.quantize == "int8":
+    if request.precision.quantized:
         config[ACCURACY_TARGET] = dict(target_record("cosine_min", MIN_COSINE, 0.0, against=" " * 80),
                                        pending=" " * 40)
     return config
@@ -197,13 +195,13 @@ def _judge(program: bytes, wrapper, eval_inputs: np.ndarray, quant_report: dict,
     return with_metadata_in_place(program, config, updated) or relower(updated), record["met"], missed
 
 
-def _check_arguments(input_size, preprocessing, quantize, calib, labels, delegate) -> tuple[int, int, int]:
-    if quantize not in QUANTIZE_MODES:
-        raise VitdeployError(f"unknown quantization '{quantize}' for executorch; choose one of "
-                             f"{', '.join(QUANTIZE_MODES)}")
+def _check_arguments(input_size, preprocessing, precision, calib, labels, delegate) -> tuple[int, int, int]:
+    held = FORMATS["executorch"].precisions
+    if precision.name not in held or precision.compute is not None:
+        raise VitdeployError(f"unknown quantization '{precision.name}' for executorch; choose one of {', '.join(held)}")
     if delegate not in DELEGATES:
         raise VitdeployError(f"unknown delegate '{delegate}'; choose one of {', '.join(DELEGATES)}")
-    if delegate == "coreml" and quantize != "none":
+    if delegate == "coreml" and precision.quantized:
         raise VitdeployError("--delegate coreml takes fp32 only here (its int8 needs Core ML's own quantizer)")
     size = check_image_arguments(input_size, preprocessing, calib)
     if labels is not None and any("\n" in str(x) for x in labels):

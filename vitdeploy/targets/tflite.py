@@ -27,20 +27,18 @@ from typing import Callable
 import numpy as np
 
 from .contract import (MIN_COSINE, Conversion, ConvertRequest, accuracy_record, check_image_arguments, publish,
-                       request_from)
+                       request_from, stored_quantize)
 from .image_input import image_hw, logits_module, model_inputs_from_pixels, pixel_input_module, pixel_input_spec
 from ..diagnostics import converter_errors
 from ..errors import ConversionError, VitdeployError
 from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
 from ..formats.tflite import FP16_COMPUTE, REDUCED_PRECISION_KEY, add_metadata, set_reduced_precision
-from ..precisions import label
 from ..preprocessing import Preprocessing
 from ..quantization.calibration import natural_images_hw, split_calibration
 from ..verdict import KEY as ACCURACY_TARGET
 
 SUFFIX = FORMATS["tflite"].suffix
 
-QUANTIZE_MODES = ("none", "fp16", "fp16-compute", "dynamic", "int8", "w8a16")  # internal keys; names: vitdeploy.precisions
 # LayerNorm -> Linear scale migration is tried when a LayerNorm's largest output channel is at least
 # this many times its median one. Trained MobileViT-XXS here: at most 2.0 (median 1.57), and migration changed the worst-image cosine by +0.0002 (0.98709 -> 0.98731): not worth
 # its ~40 s of extra calibration; the outlier-channel LayerNorms it is for reach 10x and more.
@@ -67,8 +65,8 @@ def convert(model, request: ConvertRequest) -> TFLiteConversion:
     """``model`` (NCHW float -> logits) as .tflite bytes with metadata, judged when w8a8 (the contract:
     :mod:`vitdeploy.targets.contract`; :func:`~vitdeploy.targets.contract.publish` writes it).
 
-    ``request.quantize``: ``none`` (float32), ``fp16`` (float16 weights), ``dynamic`` (int8 weights, float
-    activations) or ``int8`` (full-integer static, calibrated on ``request.calib`` -- uint8 NHWC RGB pixels,
+    ``request.precision`` (:class:`vitdeploy.precisions.Precision`): ``fp32``, ``fp16`` (float16 weights),
+    ``fp16-compute``, ``dynamic`` (int8 weights, float activations) or ``w8a8`` (full-integer static, calibrated on ``request.calib`` -- uint8 NHWC RGB pixels,
     default: built-in natural images -- with the ops that break accuracy kept float automatically,
     see :func:`vitdeploy.quantization.tflite.quantize_int8`). ``int8_io`` makes an int8 model take
     and return int8 tensors; otherwise every model keeps float input/output. ``int8_finetune``:
@@ -87,7 +85,7 @@ def convert(model, request: ConvertRequest) -> TFLiteConversion:
         num_classes = _check_float_model(float_model, input_spec, request.labels)
         final, quant_report = _quantized(model, float_model, input_spec, request, Path(work))
     warnings = quant_report.pop("warnings", [])
-    int8_io = request.quantize == "int8" and (request.int8_io or bool(quant_report.get("int8_io")))  # PT2E: always
+    int8_io = request.precision.activations == "int8" and (request.int8_io or bool(quant_report.get("int8_io")))  # PT2E: always
     if int8_io:
         input_spec = dict(input_spec, dtype="int8")
     request.say("writing metadata")
@@ -95,7 +93,7 @@ def convert(model, request: ConvertRequest) -> TFLiteConversion:
     final = add_metadata(final, config=config, preprocessing=request.preprocessing, labels=request.labels,
                          name=str(request.metadata.get("name", "vitdeploy image classifier")))
     return TFLiteConversion(path=request.out, size_bytes=len(final), seconds=time.perf_counter() - started,
-                            quantize=request.quantize, precision=label("tflite", request.quantize),
+                            quantize=stored_quantize(request.precision), precision=request.precision.name,
                             accuracy_target_met=config.get(ACCURACY_TARGET, {}).get(
                                 "met", quant_report.get("target_met", True)),
                             input=input_spec, float_fallback_ops=list(quant_report.get("float_fallback_ops", [])),
@@ -103,23 +101,23 @@ def convert(model, request: ConvertRequest) -> TFLiteConversion:
 
 
 def convert_tflite(model, *, input_size: tuple[int, int, int], preprocessing: Preprocessing, out: Path,
-                   quantize: str = "none", calib: np.ndarray | None = None, labels: list[str] | None = None,
+                   quantize: str = "fp32", calib: np.ndarray | None = None, labels: list[str] | None = None,
                    raw_input: bool = False, int8_io: bool = False, metadata: dict | None = None,
                    int8_finetune: int = 0, progress: Callable[[str], None] | None = None) -> TFLiteConversion:
     """:func:`convert` and :func:`~vitdeploy.targets.contract.publish` in one call (the earlier spelling): the
     file at ``out``, or at ``<out stem>.below-target.tflite`` when an int8 model missed the accuracy target."""
-    request = request_from(input_size=input_size, preprocessing=preprocessing, out=out, quantize=quantize,
+    request = request_from("tflite", input_size=input_size, preprocessing=preprocessing, out=out, quantize=quantize,
                            calib=calib, labels=labels, raw_input=raw_input, int8_io=int8_io, metadata=metadata,
                            int8_finetune=int8_finetune, progress=progress)
     return publish(convert(model, request), request.out, progress)
 
 
 def _quantized(model, float_model: bytes, input_spec: dict, request: ConvertRequest, work: Path) -> tuple[bytes, dict]:
-    """(the model at ``request.quantize``, its quantization report); the float model itself for ``none``."""
-    if request.quantize == "none":
+    """(the model at ``request.precision``, its quantization report); the float model itself for fp32."""
+    if request.precision.weights == "fp32":
         return float_model, {}
-    request.say(f"quantizing ({request.quantize})")
-    return _quantize(float_model, request.quantize, input_spec, request.preprocessing, request.calib,
+    request.say(f"quantizing ({stored_quantize(request.precision)})")
+    return _quantize(float_model, request.precision, input_spec, request.preprocessing, request.calib,
                      request.int8_io, request.say, finetune=(model, request.int8_finetune, work))
 
 
@@ -130,8 +128,8 @@ def _config(request: ConvertRequest, input_spec: dict, num_classes: int, quant_r
         "input": input_spec,
         "preprocessing": request.preprocessing.to_dict(),
         "num_classes": num_classes,
-        "quantize": request.quantize,
-        "precision": label("tflite", request.quantize),
+        "quantize": stored_quantize(request.precision),
+        "precision": request.precision.name,
         "int8_io": bool(int8_io),
         "float_fallback_ops": list(quant_report.get("float_fallback_ops", [])),
         "activations": quant_report.get("activations"),
@@ -148,23 +146,24 @@ def _config(request: ConvertRequest, input_spec: dict, num_classes: int, quant_r
 
 
 def _check_request(request: ConvertRequest) -> tuple[int, int, int]:
-    size = _check_arguments(request.input_size, request.preprocessing, request.quantize, request.int8_io,
+    size = _check_arguments(request.input_size, request.preprocessing, request.precision, request.int8_io,
                             request.calib, request.labels)
-    _check_finetune(request.int8_finetune, request.quantize)
+    _check_finetune(request.int8_finetune, request.precision)
     return size
 
 
-def _check_finetune(steps, quantize: str) -> None:
+def _check_finetune(steps, precision) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise VitdeployError(f"--int8-finetune takes a number of steps >= 0, not {steps!r}")
-    if steps and quantize != "int8":
+    if steps and precision.activations != "int8":
         raise VitdeployError("--int8-finetune needs --quantize w8a8")
 
 
-def _check_arguments(input_size, preprocessing, quantize, int8_io, calib, labels) -> tuple[int, int, int]:
-    if quantize not in QUANTIZE_MODES:
-        raise VitdeployError(f"unknown quantization '{quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
-    if int8_io and quantize != "int8":
+def _check_arguments(input_size, preprocessing, precision, int8_io, calib, labels) -> tuple[int, int, int]:
+    if precision.name not in FORMATS["tflite"].precisions or precision.compute is not None:
+        raise VitdeployError(f"unknown quantization '{precision.name}'; choose one of "
+                             f"{', '.join(FORMATS['tflite'].precisions)}")
+    if int8_io and precision.activations != "int8":
         raise VitdeployError("int8 input/output needs --quantize w8a8")
     size = check_image_arguments(input_size, preprocessing, calib)
     if labels is not None and any("\n" in str(label) for label in labels):
@@ -251,21 +250,21 @@ def _check_float_model(model_bytes: bytes, input_spec: dict, labels: list[str] |
 
 
 
-def _quantize(float_model: bytes, mode: str, input_spec: dict, pre: Preprocessing, calib, int8_io: bool,
+def _quantize(float_model: bytes, precision, input_spec: dict, pre: Preprocessing, calib, int8_io: bool,
               say: Callable[[str], None], finetune: tuple = (None, 0, None)) -> tuple[bytes, dict]:
     from ..quantization import tflite as q
 
-    if mode == "fp16":
+    if precision.weights == "fp16" and precision.activations == "fp32":
         return q.quantize_fp16(float_model), {"recipe": "weight-only float16 (float_casting)"}
-    if mode == "fp16-compute":  # the file asks XNNPACK for fp16 arithmetic where the CPU has it
+    if precision.weights == "fp16":  # fp16 activations: the file asks XNNPACK for fp16 arithmetic where it can
         return (set_reduced_precision(q.quantize_fp16(float_model), FP16_COMPUTE),
                 {"recipe": f"weight-only float16 + {REDUCED_PRECISION_KEY}={FP16_COMPUTE}"})
-    if mode == "dynamic":
+    if precision.activations == "dynamic":
         return q.quantize_dynamic(float_model), {"recipe": "dynamic_wi8_afp32"}
     height, width = image_hw(input_spec)
     calib_pixels, heldout_pixels, source = split_calibration(calib, height, width)
     input_range = (0.0, 255.0) if input_spec["layout"] == LAYOUT_PIXELS else None
-    if mode == "w8a16":
+    if precision.activations == "int16":
         return q.quantize_w8a16(float_model, calib_inputs=model_inputs_from_pixels(calib_pixels, input_spec, pre),
                                 eval_inputs=model_inputs_from_pixels(heldout_pixels, input_spec, pre), progress=say,
                                 input_range=input_range, calib_source=source)
