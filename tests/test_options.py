@@ -201,6 +201,20 @@ def test_coreml_default_is_fp16_through_the_real_converter(tmp_path, monkeypatch
     assert result.exit_code == 2 and "levit_128s_fp32.mlpackage" in result.output, result.output
 
 
+def test_coreml_w8a8_with_fp32_compute_is_refused_in_one_line(tmp_path, monkeypatch):
+    """coremltools' activation passes fail deep inside on an fp32 program ("scale has dtype fp16 whereas input
+    has dtype fp32", seen converting the LeViT-128S reference): refused up front, nothing written."""
+    from vitdeploy.synthetic import write_seeded_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = write_seeded_checkpoint("levit_128s", tmp_path / "levit_128s.safetensors")
+    result = run("convert", ckpt, "--target", "coreml", "--quantize", "w8a8", "--precision", "fp32", "-o", "m.mlpackage")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: Core ML w8a8 needs fp16 compute (--precision fp16, the default); for fp32 compute use --quantize w8"]
+    assert not (tmp_path / "m.mlpackage").exists()
+
+
 @pytest.mark.parametrize("quantize,precision,want", [
     ("fp32", "fp16", ("fp16", "fp16")), ("fp32", None, ("fp32", "fp32")), ("fp16", None, ("fp16", "fp16")),
     ("none", None, ("fp16", "fp16")), ("w8", "fp32", ("w8", "fp32")), ("fp32", "fp32", ("fp32", "fp32"))])

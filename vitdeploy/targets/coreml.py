@@ -201,6 +201,12 @@ def _quantized(mlmodel, request: ConvertRequest, height: int, width: int) -> tup
 def _check_arguments(input_size, preprocessing, precision, compute_units, labels, calib):
     if precision.compute not in PRECISIONS:  # a Precision parsed for another format
         raise VitdeployError(f"Core ML needs a compute precision ({', '.join(PRECISIONS)}), got {precision.name}")
+    if precision.activations == "int8" and precision.compute != "fp16":
+        # coremltools 9.0's activation passes build some quantize ops with fp16 scales on an fp32 program and
+        # fail deep inside ("scale has dtype fp16 whereas input has dtype fp32"); int8 activations are for the
+        # Neural Engine, which computes in fp16 anyway.
+        raise VitdeployError(f"Core ML {precision.name} needs fp16 compute (--precision fp16, the default); "
+                             f"for fp32 compute use --quantize w8")
     if compute_units not in COMPUTE_UNITS:
         raise VitdeployError(f"unknown compute units '{compute_units}'; choose one of {', '.join(COMPUTE_UNITS)}")
     size = check_image_arguments(input_size, preprocessing, calib)
