@@ -83,7 +83,7 @@ def plan(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: s
     checkpoint, an artifact path that cannot be written) is refused here, before any conversion."""
     from .outputs import check_artifact_path, check_output_dir
     from .cell import artifact_path
-    from .recipes import BUILTIN_RECIPES, _did_you_mean, load_recipes, precision_class
+    from .recipes import BUILTIN_RECIPES, did_you_mean, load_recipes, precision_class
 
     recipes_dir = Path(recipes_dir) if recipes_dir else BUILTIN_RECIPES
     every = load_recipes(recipes_dir)
@@ -95,7 +95,7 @@ def plan(recipes_dir: str | Path | None, checkpoints_dir: str | Path, out_dir: s
     unknown = [v for v in variants if v not in by_variant]
     if unknown:
         raise VitdeployError(f"--variant {unknown[0]}: no recipe for it in {recipes_dir}"
-                             f"{_did_you_mean(unknown[0], sorted(by_variant))}")
+                             f"{did_you_mean(unknown[0], sorted(by_variant))}")
     out = check_output_dir(Path(out_dir), "-o")
     entries = find_checkpoints(checkpoints_dir)
     skipped = [{"path": str(e.path), "reason": e.reason} for e in entries if e.reason]

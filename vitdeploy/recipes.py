@@ -104,7 +104,7 @@ def load_recipe(path: str | Path) -> Recipe:
             from .models import VARIANTS
 
             raise VitdeployError(f"{p}: unknown variant '{_show(data['variant'])}'"
-                                 f"{_did_you_mean(data['variant'], VARIANTS)}") from None
+                                 f"{did_you_mean(data['variant'], VARIANTS)}") from None
         recipe = Recipe(path=p, variant=variant, targets=_check_targets(p, data["targets"]),
                         parity=_check_parity(p, data["parity"]))
         disagree = [k for k in _DERIVED if k in data and _plain(data[k]) != _plain(_derived(recipe, k, data[k]))]
@@ -213,7 +213,7 @@ def _show(value, as_repr: bool = False) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _did_you_mean(word, choices) -> str:
+def did_you_mean(word, choices) -> str:
     names = [str(c) for c in choices]
     close = difflib.get_close_matches(str(word)[:100], names, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(names)}"
@@ -222,7 +222,7 @@ def _did_you_mean(word, choices) -> str:
 def _check_keys(p: Path, mapping: dict, allowed, where: str) -> None:
     for key in mapping:
         if key not in allowed:
-            raise VitdeployError(f"{p}: unknown key '{_show(key)}'{where}{_did_you_mean(key, allowed)}")
+            raise VitdeployError(f"{p}: unknown key '{_show(key)}'{where}{did_you_mean(key, allowed)}")
 
 
 def _names(p: Path, value, where: str) -> list[str]:
@@ -256,7 +256,7 @@ def _quantize_key(p: Path, target: str, name: str, where: str) -> str:
         modes = [n for n in quantize_choices(target) if n == UNQUANTIZED or n not in fmt.compute_precisions]
         choices = [*modes, *(a for a, c in ALIASES.items() if c in modes)]
         raise VitdeployError(f"{p}: {where}: '{_show(name)}' is not a {target} mode"
-                             f"{_did_you_mean(name, choices)}") from None
+                             f"{did_you_mean(name, choices)}") from None
 
 
 _NOTED: set[str] = set()  # the old spellings already noted in this run
@@ -280,7 +280,7 @@ def _check_precision(p: Path, target: str, name, where: str) -> str:
     fmt = FORMATS[target]
     if not isinstance(name, str) or name.strip().lower() not in fmt.compute_precisions:
         raise VitdeployError(f"{p}: {where}: unknown {fmt.title} precision {_show(name, True)}"
-                             f"{_did_you_mean(name, fmt.compute_precisions)}")
+                             f"{did_you_mean(name, fmt.compute_precisions)}")
     return name.strip().lower()
 
 
@@ -290,7 +290,7 @@ def _check_targets(p: Path, targets) -> dict:
     out = {}
     for target, spec in targets.items():
         if target not in TARGETS:
-            raise VitdeployError(f"{p}: unknown target '{_show(target)}'{_did_you_mean(target, TARGETS)}")
+            raise VitdeployError(f"{p}: unknown target '{_show(target)}'{did_you_mean(target, TARGETS)}")
         if spec is None:
             spec = {}
         if not isinstance(spec, dict):
@@ -354,7 +354,7 @@ def _check_parity(p: Path, parity) -> dict:
     out = {}
     for preset, overrides in parity.items():
         if preset not in PRESETS:
-            raise VitdeployError(f"{p}: unknown parity preset '{_show(preset)}'{_did_you_mean(preset, PRESETS)}")
+            raise VitdeployError(f"{p}: unknown parity preset '{_show(preset)}'{did_you_mean(preset, PRESETS)}")
         overrides = {} if overrides is None else overrides
         if not isinstance(overrides, dict):
             raise VitdeployError(f"{p}: parity.{preset} must map tolerance names to numbers, "
