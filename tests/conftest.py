@@ -70,3 +70,19 @@ def tiny_tflite(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny.tflite"
     litert_torch.convert(tiny_torch_model(), (torch.randn(1, 3, 16, 16),)).export(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def attention_tflite(tmp_path_factory) -> bytes:
+    """One LeViT attention block (random weights: two BATCH_MATMULs per head group, SOFTMAX, hard-swish) as a
+    float .tflite, converted once per session: the int8 matmul and calibration tests' model."""
+    torch = pytest.importorskip("torch")
+    litert_torch = pytest.importorskip("litert_torch")
+    from vitdeploy.models.levit import Attention
+
+    torch.manual_seed(0)
+    block = Attention(dim=32, key_dim=8, num_heads=2, attn_ratio=2, resolution=4).eval()
+    path = tmp_path_factory.mktemp("attention") / "attention.tflite"
+    with torch.no_grad():
+        litert_torch.convert(block, (torch.randn(1, 16, 32),)).export(str(path))
+    return path.read_bytes()

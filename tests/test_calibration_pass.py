@@ -3,23 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
-
-@pytest.fixture(scope="module")
-def small_tflite(tmp_path_factory) -> bytes:
-    """A LeViT attention block (random weights) as a float .tflite: matmuls, softmax, hard-swish."""
-    import litert_torch
-    import torch
-
-    from vitdeploy.models.levit import Attention
-
-    torch.manual_seed(0)
-    block = Attention(dim=32, key_dim=8, num_heads=2, attn_ratio=2, resolution=4).eval()
-    path = tmp_path_factory.mktemp("calibration") / "attention.tflite"
-    with torch.no_grad():
-        litert_torch.convert(block, (torch.randn(1, 16, 32),)).export(str(path))
-    return path.read_bytes()
 
 
 def _one_statistic(model: bytes, inputs: np.ndarray, statistic: str) -> dict:
@@ -38,15 +21,15 @@ def _one_statistic(model: bytes, inputs: np.ndarray, statistic: str) -> dict:
     return calib.get_model_qsvs()
 
 
-def test_one_pass_gives_each_statistic_exactly(small_tflite):
+def test_one_pass_gives_each_statistic_exactly(attention_tflite):
     from vitdeploy.quantization.tflite_calibration import _calibrate_all
 
     rng = np.random.default_rng(0)
     # Scaled per image so min/max and the moving average really differ (a peak on one image).
     inputs = rng.standard_normal((6, 16, 32)).astype(np.float32) * np.array([1, 1, 9, 1, 1, 2])[:, None, None]
-    both = _calibrate_all(small_tflite, inputs, 1, ("moving_average", "min_max"))
+    both = _calibrate_all(attention_tflite, inputs, 1, ("moving_average", "min_max"))
     for statistic in ("moving_average", "min_max"):
-        alone = _one_statistic(small_tflite, inputs, statistic)
+        alone = _one_statistic(attention_tflite, inputs, statistic)
         assert set(both[statistic]) == set(alone)
         for tensor, qsv in alone.items():
             assert set(both[statistic][tensor]) == set(qsv), tensor
@@ -57,7 +40,7 @@ def test_one_pass_gives_each_statistic_exactly(small_tflite):
     assert differs, "the two statistics should differ on these inputs"
 
 
-def test_a_reused_quantizer_writes_the_bytes_a_fresh_one_writes(small_tflite):
+def test_a_reused_quantizer_writes_the_bytes_a_fresh_one_writes(attention_tflite):
     """Attempts share one parsed Quantizer per float model: each result equals a fresh quantizer's,
     whatever was quantized with it before (``quantize()`` must not change the parsed model)."""
     from ai_edge_quantizer import quantizer
@@ -66,17 +49,17 @@ def test_a_reused_quantizer_writes_the_bytes_a_fresh_one_writes(small_tflite):
     from vitdeploy.quantization.tflite_graph import fallback_candidates
 
     rng = np.random.default_rng(1)
-    qsvs = q._calibrate(small_tflite, rng.standard_normal((4, 16, 32)).astype(np.float32), 1, "min_max")
-    groups = fallback_candidates(small_tflite)
+    qsvs = q._calibrate(attention_tflite, rng.standard_normal((4, 16, 32)).astype(np.float32), 1, "min_max")
+    groups = fallback_candidates(attention_tflite)
     softmax = [g for name, g in groups.items() if name == "SOFTMAX"]
     assert softmax
     sequence = [([], 8), (softmax, 8), ([], 16), ([], 8), (softmax, 8)]
-    reused = [q._static_int8(small_tflite, qsvs, float_groups, False, bits) for float_groups, bits in sequence]
+    reused = [q._static_int8(attention_tflite, qsvs, float_groups, False, bits) for float_groups, bits in sequence]
     q._quantizer_for.cache_clear()
     original = q._quantizer_for
     try:
         q._quantizer_for = lambda model: quantizer.Quantizer(bytearray(model))
-        fresh = [q._static_int8(small_tflite, qsvs, float_groups, False, bits) for float_groups, bits in sequence]
+        fresh = [q._static_int8(attention_tflite, qsvs, float_groups, False, bits) for float_groups, bits in sequence]
     finally:
         q._quantizer_for = original
     assert reused == fresh

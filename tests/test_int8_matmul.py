@@ -7,22 +7,6 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="module")
-def attention_tflite(tmp_path_factory) -> bytes:
-    """One LeViT attention block (random weights, two BATCH_MATMULs per head group) as a float .tflite."""
-    import litert_torch
-    import torch
-
-    from vitdeploy.models.levit import Attention
-
-    torch.manual_seed(0)
-    block = Attention(dim=32, key_dim=8, num_heads=2, attn_ratio=2, resolution=4).eval()
-    path = tmp_path_factory.mktemp("int8_matmul") / "attention.tflite"
-    with torch.no_grad():
-        litert_torch.convert(block, (torch.randn(1, 16, 32),)).export(str(path))
-    return path.read_bytes()
-
-
 def _matmul_inputs(model: bytes) -> list[tuple[dict, dict, dict]]:
     """(left input, right input, output) tensor details of each BATCH_MATMUL."""
     from ai_edge_litert.interpreter import Interpreter

@@ -67,6 +67,23 @@ class ImageArtifactRunner(Runner):
             raise VitdeployError(f"{path}: empty file")
         return path, content
 
+    def _adopt_metadata(self, name, config) -> None:
+        """Set ``config``, ``preprocessing``, ``input_spec`` and ``input_size`` from the file's vitdeploy metadata:
+        untrusted JSON, so a wrong type or a missing key is a damaged file, said in one line."""
+        from ..diagnostics import first_line
+        from ..errors import VitdeployError
+
+        self.config = config
+        try:
+            if not isinstance(config, dict):
+                raise TypeError(f"a JSON {type(config).__name__}, not an object")
+            self.preprocessing = (Preprocessing.from_dict(config["preprocessing"])
+                                  if "preprocessing" in config else None)
+            self.input_spec = self._describe_input()
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise VitdeployError(f"{name}: damaged vitdeploy metadata ({type(e).__name__}: {first_line(e)})") from None
+        self.input_size = image_size_of(self.input_spec)
+
     def predict_nchw(self, x: np.ndarray) -> np.ndarray:
         """Logits ``(N, classes)`` for a preprocessed float32 NCHW batch, as the PyTorch checkpoint takes it."""
         from ..errors import VitdeployError

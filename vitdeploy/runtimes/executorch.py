@@ -13,9 +13,8 @@ import numpy as np
 from ..diagnostics import first_line, native_quiet, package_version, quiet
 from ..errors import VitdeployError
 from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
-from ..preprocessing import Preprocessing
 from ..untrusted import reading
-from .base import ImageArtifactRunner, image_size_of
+from .base import ImageArtifactRunner
 
 
 def runtime():
@@ -69,15 +68,7 @@ class ExecuTorchRunner(ImageArtifactRunner):
             self._out_shape = [int(v) for v in meta.output_tensor_meta(0).sizes()]
             self.census = stored["census"]
             self.labels: list[str] | None = stored["labels"]
-            self.config: dict = stored["vitdeploy"] or {}
-            try:  # untrusted JSON: a missing key or a wrong type is a damaged file
-                self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
-                                      if "preprocessing" in self.config else None)
-                self.input_spec = self._describe_input()
-            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-                raise VitdeployError(f"{name}: damaged vitdeploy metadata "
-                                     f"({type(e).__name__}: {first_line(e)})") from None
-            self.input_size = image_size_of(self.input_spec)
+            self._adopt_metadata(name, stored["vitdeploy"] or {})
             self.variant = self.config.get("variant") if isinstance(self.config.get("variant"), str) else None
             self.threads = int(threads)
             self._ready = [self._tensor(np.zeros(self._shape, np.float32))]  # run_once() works straight away

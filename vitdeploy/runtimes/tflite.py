@@ -16,9 +16,8 @@ import numpy as np
 from ..errors import VitdeployError
 from ..diagnostics import first_line, native_quiet, package_version
 from ..formats import FORMATS, LAYOUT_PIXELS, LAYOUT_RAW
-from ..preprocessing import Preprocessing
 from ..untrusted import reading
-from .base import ImageArtifactRunner, image_size_of
+from .base import ImageArtifactRunner
 
 class TFLiteRunner(ImageArtifactRunner):
     """One LiteRT interpreter (XNNPACK, ``threads`` CPU threads) for a converted classifier."""
@@ -53,17 +52,7 @@ class TFLiteRunner(ImageArtifactRunner):
                                      f"found {len(inputs)} and {len(outputs)}")
             self._input, self._output = inputs[0], outputs[0]
             self.labels: list[str] | None = stored["labels"]
-            self.config: dict = stored["vitdeploy"] or {}
-            try:  # the metadata is untrusted JSON: a missing key or a wrong type is a damaged file
-                if not isinstance(self.config, dict):
-                    raise TypeError(f"a JSON {type(self.config).__name__}, not an object")
-                self.preprocessing = (Preprocessing.from_dict(self.config["preprocessing"])
-                                      if "preprocessing" in self.config else None)
-                self.input_spec = self._describe_input()
-            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-                raise VitdeployError(f"{name}: damaged vitdeploy metadata "
-                                     f"({type(e).__name__}: {first_line(e)})") from None
-            self.input_size = image_size_of(self.input_spec)
+            self._adopt_metadata(name, stored["vitdeploy"] or {})
             user = self.config.get("user")
             self.variant = user.get("variant") if isinstance(user, dict) else None
             self.threads = int(threads)
