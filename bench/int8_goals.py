@@ -234,6 +234,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parity-images", type=int, default=32)
     parser.add_argument("--limit-per-class", type=int, default=None)
+    parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown file to write (default: %(default)s)")
+    parser.add_argument("--json", type=Path, default=CACHE / "int8_goals.json", help="results (default: %(default)s)")
     parser.add_argument("--latency-only", action="store_true",
                         help="re-time the artifacts of existing rows (e.g. once the machine is quiet)")
     args = parser.parse_args()
@@ -242,7 +244,8 @@ def main() -> None:
 
     data = CACHE / "photo_regions"
     build(data)
-    path = CACHE / "int8_goals.json"
+    global DOC
+    DOC, path = args.doc, args.json
     results = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     if args.latency_only:
         for variant in args.variants:
