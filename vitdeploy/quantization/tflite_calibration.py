@@ -79,63 +79,8 @@ def _untee(qsvs: dict, statistics: tuple[str, ...]) -> dict[str, dict]:
 
 
 def _set_input_range(qsvs: dict, float_model: bytes, low: float, high: float) -> None:
-    """Write the input's true range ``[low, high]`` over what calibration saw, and carry it exactly through a
-    pixel-normalizing first op (:func:`_exact_ranges_after_input`)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=bytes(float_model))
-    name = interpreter.get_input_details()[0]["name"]
+    name = Interpreter(model_content=bytes(float_model)).get_input_details()[0]["name"]
     if name in qsvs:
-        qsvs[name] = {**qsvs[name], "min": np.full_like(qsvs[name]["min"], low),
-                      "max": np.full_like(qsvs[name]["max"], high)}
-    for tensor, (lo, hi) in _exact_ranges_after_input(interpreter, low, high).items():
-        if tensor in qsvs:
-            qsvs[tensor] = {**qsvs[tensor], "min": np.full_like(qsvs[tensor]["min"], lo),
-                            "max": np.full_like(qsvs[tensor]["max"], hi)}
-
-
-# Ops that only move or pad values: the range of their output is the range of their input (and 0 for a PAD).
-_PASS_THROUGH = {"PAD", "PADV2", "RESHAPE", "TRANSPOSE"}
-
-
-def _exact_ranges_after_input(interpreter, low: float, high: float) -> dict[str, tuple[float, float]]:
-    """{tensor name: exact (min, max)} for the output of a 1x1 CONV_2D that alone reads the graph input (the
-    pixel-input module's channel order + scale + mean/std, :func:`vitdeploy.targets.image_input.pixel_input_module`)
-    and for the pass-through ops that alone follow it.
-
-    Its output is an affine image of the pixels, whose range is known without calibration; the quantizer's
-    default statistic (a moving average of per-image min/max) trims it instead: trained MobileViT-XXS, the
-    normalized image 0..1 got the int8 range 0.049..0.952, so every bright and dark pixel clipped before the
-    stem. Written exactly, its worst held-out cosine went 0.9666 -> 0.9861 (docs/int8-goals.md, "Pixel range").
-    """
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    ops = interpreter._get_ops_details()  # the public API has no op list
-    readers: dict[int, list[dict]] = {}
-    for op in ops:
-        for i in op["inputs"]:
-            readers.setdefault(int(i), []).append(op)
-    first = readers.get(int(interpreter.get_input_details()[0]["index"]), [])
-    if len(first) != 1 or first[0]["op_name"] != "CONV_2D" or len(first[0]["inputs"]) < 2:
-        return {}
-    conv = first[0]
-    try:
-        interpreter.allocate_tensors()
-        weight = np.asarray(interpreter.get_tensor(int(conv["inputs"][1])), dtype=np.float64)  # [out, kh, kw, in]
-        bias = (np.asarray(interpreter.get_tensor(int(conv["inputs"][2])), dtype=np.float64)
-                if len(conv["inputs"]) > 2 and int(conv["inputs"][2]) >= 0 else np.zeros(weight.shape[0]))
-    except (ValueError, IndexError):  # weights computed at run time, not constants: not an affine we can read
-        return {}
-    if weight.ndim != 4 or weight.shape[1:3] != (1, 1):
-        return {}
-    w = weight.reshape(weight.shape[0], -1)
-    lo = float(np.min(bias + np.minimum(w * low, w * high).sum(axis=1)))
-    hi = float(np.max(bias + np.maximum(w * low, w * high).sum(axis=1)))
-    out = int(conv["outputs"][0])
-    ranges = {tensors[out]["name"]: (lo, hi)}
-    while len(readers.get(out, [])) == 1 and readers[out][0]["op_name"] in _PASS_THROUGH:
-        op = readers[out][0]
-        if op["op_name"].startswith("PAD"):
-            lo, hi = min(lo, 0.0), max(hi, 0.0)
-        out = int(op["outputs"][0])
-        ranges[tensors[out]["name"]] = (lo, hi)
-    return ranges
+        qsvs[name] = {"min": np.full_like(qsvs[name]["min"], low), "max": np.full_like(qsvs[name]["max"], high)}
