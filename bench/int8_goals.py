@@ -227,6 +227,7 @@ def _kept_sections() -> list[str]:
 
 
 def main() -> None:
+    global DOC
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--coreml", action="store_true")
@@ -244,7 +245,6 @@ def main() -> None:
 
     data = CACHE / "photo_regions"
     build(data)
-    global DOC
     DOC, path = args.doc, args.json
     results = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     if args.latency_only:
