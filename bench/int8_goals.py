@@ -41,9 +41,11 @@ VARIANTS = ("levit_128s", "levit_128", "levit_192", "levit_256", "levit_384", "m
 GOAL = {"top1_drop_pts": 1.0, "cosine_min": 0.99, "speedup": 2.0}
 
 
-def checkpoint_for(variant: str) -> Path | None:
-    for path in (CACHE / "train_reference" / f"{variant}_photos.safetensors",
-                 ROOT / "vitdeploy" / "references" / f"{variant}_photos.safetensors"):
+def checkpoint_for(variant: str, recipe: str = "default") -> Path | None:
+    from train_reference import checkpoint_name
+
+    name = checkpoint_name(variant, recipe)
+    for path in (CACHE / "train_reference" / name, ROOT / "vitdeploy" / "references" / name):
         if path.is_file():
             return path
     return None
@@ -235,6 +237,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parity-images", type=int, default=32)
     parser.add_argument("--limit-per-class", type=int, default=None)
+    parser.add_argument("--recipe", default="default",
+                        help="which trained checkpoint of each variant (bench/train_reference.py --recipe)")
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown file to write (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=CACHE / "int8_goals.json", help="results (default: %(default)s)")
     parser.add_argument("--latency-only", action="store_true",
@@ -264,7 +268,7 @@ def main() -> None:
         write_doc(results)
         return
     for variant in args.variants:
-        ckpt = checkpoint_for(variant)
+        ckpt = checkpoint_for(variant, args.recipe)
         if ckpt is None:
             print(f"{variant}: no trained reference (bench/train_reference.py --variants {variant})", flush=True)
             continue

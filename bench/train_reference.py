@@ -38,6 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "train_reference"
+# Training recipes. "default" made the committed references. "timm": closer to timm's defaults (twice the learning
+# rate, no label smoothing, another seed) -- a second checkpoint per variant whose weights and activations were
+# not shaped by the same recipe, to judge int8 techniques on more than one (issue 27).
+RECIPES = {"default": {"lr": 1e-3, "label_smoothing": 0.1, "seed": 0},
+           "timm": {"lr": 2e-3, "label_smoothing": 0.0, "seed": 1}}
+
+
+def checkpoint_name(variant: str, recipe: str = "default") -> str:
+    return f"{variant}_photos{'' if recipe == 'default' else '_' + recipe}.safetensors"
 MOBILEVIT_TRAIN_SIDES = (160, 192)
 
 
@@ -75,7 +84,7 @@ def augment_batch(pixels: np.ndarray, side: int, rng: np.random.Generator) -> np
 
 def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batch: int = 32, lr: float = 1e-3,
           weight_decay: float = 0.05, seed: int = 0, log_every: int = 25, save_every: int = 50,
-          amp: str = "auto") -> dict:
+          amp: str = "auto", label_smoothing: float = 0.1) -> dict:
     """Train ``variant`` from scratch; save a timm-layout float32 checkpoint; return the training record.
 
     Every ``save_every`` steps the whole training state goes to ``<out>.partial.pt`` (tensors and plain
@@ -126,7 +135,7 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
         y = targets[idx].to(device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(x)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=0.1)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -150,7 +159,7 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
     partial.unlink(missing_ok=True)
     return {"variant": variant, "device": device, "steps": steps, "batch": batch, "lr": lr,
-            "weight_decay": weight_decay, "label_smoothing": 0.1, "warmup_steps": warmup,
+            "weight_decay": weight_decay, "label_smoothing": label_smoothing, "seed": seed, "warmup_steps": warmup,
             "autocast": "bf16" if use_bf16 else "off",
             "train_sides": list(MOBILEVIT_TRAIN_SIDES) if info.family == "mobilevit" else [info.img_size],
             "epochs": round(steps * batch / len(pixels), 2), "train_images": int(len(pixels)),
@@ -219,7 +228,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=["levit_128s", "mobilevit_xxs"])
     parser.add_argument("--steps", type=int, default=1500, help="AdamW steps per model (batch 32)")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default="default")
+    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                         help="bf16 autocast: auto = where the hardware has bf16 arithmetic")
@@ -235,25 +245,29 @@ def main() -> None:
     results_path = CACHE / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"models": {}}
     results["data"] = {k: v for k, v in info.items() if k != "sources"}
+    recipe = RECIPES[args.recipe]
     for variant in args.variants:
-        ckpt = CACHE / f"{variant}_photos.safetensors"
-        entry = results["models"].get(variant, {})
+        ckpt = CACHE / checkpoint_name(variant, args.recipe)
+        key = variant if args.recipe == "default" else f"{variant}@{args.recipe}"
+        entry = results["models"].get(key, {})
         if args.retrain or not ckpt.is_file():
-            print(f"training {variant} ({args.steps} steps)", flush=True)
-            entry["training"] = train(variant, data, ckpt, steps=args.steps, threads=args.threads, lr=args.lr,
-                                      amp=args.amp)
+            print(f"training {variant} ({args.steps} steps, recipe {args.recipe})", flush=True)
+            entry["training"] = train(variant, data, ckpt, steps=args.steps, threads=args.threads,
+                                      lr=args.lr or recipe["lr"], amp=args.amp, seed=recipe["seed"],
+                                      label_smoothing=recipe["label_smoothing"])
+            entry["training"]["recipe"] = args.recipe
         res = evaluate([ckpt], data / "heldout", threads=args.threads, batch_size=32)
         print(res.table(), flush=True)
         entry["float_top1"] = res.models[0].top1
         entry["heldout_images"] = res.models[0].n
         # Re-read: several variants may train in parallel processes, each adding its own entry.
         results = json.loads(results_path.read_text()) if results_path.is_file() else results
-        results.setdefault("models", {})[variant] = entry
+        results.setdefault("models", {})[key] = entry
         results["data"] = {k: v for k, v in info.items() if k != "sources"}
         CACHE.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(results, indent=1))
         if args.export:
-            print(f"  exported {export_fp16(ckpt, args.export / f'{variant}_photos.safetensors')}")
+            print(f"  exported {export_fp16(ckpt, args.export / checkpoint_name(variant, args.recipe))}")
     print(f"results: {results_path}")
 
 
