@@ -408,7 +408,7 @@ def measure_alternative_modes(float_model: bytes, reference_model: bytes | None,
     for name, judge in (("fp16", lambda: _timed_agreement(quantize_fp16(float_model), eval_inputs, reference, threads)),
                         ("dynamic", lambda: _timed_agreement(quantize_dynamic(float_model), eval_inputs, reference,
                                                              threads)),
-                        ("w8a16", lambda: _best_w8a16(float_model, ranges, eval_inputs, reference, threads))):
+                        ("w8a16", lambda: _w8a16_score(float_model, ranges, eval_inputs, reference, threads))):
         try:
             out[name] = _brief(judge())
         except ConversionError as e:
@@ -417,10 +417,10 @@ def measure_alternative_modes(float_model: bytes, reference_model: bytes | None,
     return out
 
 
-def _best_w8a16(float_model: bytes, ranges: dict, eval_inputs, reference, threads: int) -> dict:
+def _w8a16_score(float_model: bytes, ranges: dict, eval_inputs, reference, threads: int) -> dict:
     """The score (with ms/image, timed while judged) of w8a16 with full min/max ranges, the statistic that wins
     for int16 (see :func:`quantize_w8a16`), for the miss message. One statistic, one run: int16 runs on reference
-    kernels (~300 ms/image on MobileViT-XXS), and judging both statistics, then re-running the winner, took 16 s of
+    kernels (~300 ms/image on MobileViT-XXS), and judging both statistics, then re-running the winner, took 11 s of
     every missed MobileViT-XXS conversion; ``--quantize w8a16`` itself still tries both."""
     return _timed_agreement(_static_int8(float_model, ranges["min_max"], [], False, 16), eval_inputs, reference,
                             threads)
