@@ -114,6 +114,7 @@ def train(variant: str, data: Path, out: Path, *, steps: int, threads: int, batc
     rng = np.random.default_rng(seed)
     wall, curve, losses, correct, order = time.perf_counter(), [], [], [], np.array([], dtype=int)
     partial = out.with_name(out.name + ".partial.pt")
+    partial.parent.mkdir(parents=True, exist_ok=True)  # the first partial save comes before the checkpoint's
     first = 0
     if partial.is_file():
         state = torch.load(partial, map_location=device, weights_only=True)
