@@ -31,14 +31,24 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def _run_until_ready(tmp_path: Path, wait: str, sig: int) -> tuple[subprocess.CompletedProcess, Path, Path]:
+def _default_signal_dispositions() -> None:
+    """In the child, before exec: SIGINT/SIGTERM as a terminal gives them. A runner started in the background (``cmd &``
+    without job control, ``nohup``) passes SIGINT on ignored, and vitdeploy rightly keeps an ignored signal ignored
+    (:func:`test_a_signal_the_parent_ignored_stays_ignored`): these tests must not depend on how pytest was started."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _run_until_ready(tmp_path: Path, wait: str, sig: int, preexec=_default_signal_dispositions
+                     ) -> tuple[subprocess.CompletedProcess, Path, Path]:
     out_dir, private_tmp = tmp_path / "out", tmp_path / "tmp"
     out_dir.mkdir()
     private_tmp.mkdir()
     ready = tmp_path / "ready"
     p = subprocess.Popen([sys.executable, str(CHILD), "test-slow-write", str(out_dir / "model.tflite"),
                           "--ready", str(ready), "--wait", wait],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(private_tmp))
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(private_tmp),
+                         preexec_fn=preexec)
     deadline = time.monotonic() + 60
     while not ready.exists():
         if p.poll() is not None or time.monotonic() > deadline:
@@ -54,6 +64,17 @@ def _run_until_ready(tmp_path: Path, wait: str, sig: int) -> tuple[subprocess.Co
         out, err = p.communicate()
         pytest.fail(f"the signal did not stop the run: {out} {err}")
     return subprocess.CompletedProcess(p.args, p.returncode, out, err), out_dir, private_tmp
+
+
+def test_a_signal_the_parent_ignored_stays_ignored(tmp_path):
+    """``nohup vitdeploy ... &``: SIGINT arrives ignored, so Ctrl-C in the terminal must not stop the run."""
+    def ignore_sigint():
+        _default_signal_dispositions()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    r, out_dir, _ = _run_until_ready(tmp_path, "publish", signal.SIGINT, preexec=ignore_sigint)
+    assert r.returncode == 0 and r.stderr == "", (r.returncode, r.stderr)
+    assert (out_dir / "model.tflite").is_file()
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
