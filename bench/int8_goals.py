@@ -1,6 +1,6 @@
 """int8 goals on trained references: accuracy, worst-image cosine, speed, conversion time, techniques.
 
-    .venv/bin/python bench/int8_goals.py [--variants levit_128s mobilevit_xxs ...] [--coreml]
+    .venv/bin/python bench/int8_goals.py [--variants levit_128s mobilevit_xxs ...] [--coreml] [--recipe timm]
                                          [--rounds 30] [--threads 2] [--limit-per-class N]
 
 For each trained reference (``bench/train_reference.py``; the committed ones under
@@ -51,6 +51,11 @@ def checkpoint_for(variant: str, recipe: str = "default") -> Path | None:
     return None
 
 
+def out_dir(variant: str, recipe: str = "default") -> Path:
+    """Where a variant's artifacts go: one folder per (variant, recipe), so a --recipe run keeps the default's files."""
+    return OUT / (variant if recipe == "default" else f"{variant}@{recipe}")
+
+
 def interleaved_latency(paths: dict[str, Path], threads: int, rounds: int) -> dict:
     """fp32 and w8a8 side by side (:func:`vitdeploy.runtimes.timing.interleaved_tflite`)."""
     from vitdeploy.runtimes.timing import interleaved_tflite
@@ -75,7 +80,7 @@ def run_variant(variant: str, ckpt: Path, data: Path, args) -> dict:
     from vitdeploy.convert import convert
     from vitdeploy.parity import evaluate, run_parity
 
-    out = OUT / variant
+    out = out_dir(variant, args.recipe)
     out.mkdir(parents=True, exist_ok=True)
     row: dict = {"variant": variant, "checkpoint": str(ckpt.relative_to(ROOT))}
     fp32 = out / f"{variant}_fp32.tflite"
@@ -162,7 +167,7 @@ def _training_lines() -> list[str]:
               "conversions and two trainings sharing the 2 cores: read them as upper bounds."]
 
 
-def write_doc(results: dict) -> None:
+def write_doc(results: dict, doc: Path = DOC) -> None:
     rows = [results["rows"][v] for v in VARIANTS if v in results["rows"]]
     lines = [
         "# int8 on trained references: the goals of issue 15, measured",
@@ -217,19 +222,18 @@ def write_doc(results: dict) -> None:
               f"{rows[0]['heldout_images'] if rows else 0} held-out crops (positive: int8 is worse). "
               "`graph`: `smoothed` when LayerNorm -> Linear scale migration won; `ranges`: the activation-range "
               "statistic the search kept (`mse`: per-tensor MSE-optimal clipping).", ""]
-    DOC.write_text("\n".join(lines + _kept_sections()))
+    doc.write_text("\n".join(lines + _kept_sections(doc)))
 
 
-def _kept_sections() -> list[str]:
+def _kept_sections(doc: Path) -> list[str]:
     """The doc's dated sections below the generated text (each a ``## `` heading, written by hand from other
     benches): a rerun of this bench keeps them."""
-    text = DOC.read_text() if DOC.is_file() else ""
+    text = doc.read_text() if doc.is_file() else ""
     at = text.find("\n## ")
     return [text[at + 1:].rstrip("\n"), ""] if at >= 0 else []
 
 
 def main() -> None:
-    global DOC
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--coreml", action="store_true")
@@ -249,15 +253,15 @@ def main() -> None:
 
     data = CACHE / "photo_regions"
     build(data)
-    DOC, path = args.doc, args.json
+    path = args.json
     results = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     if args.latency_only:
         for variant in args.variants:
             row = results["rows"].get(variant)
             if row is None:
                 continue
-            paths = {"fp32": OUT / variant / f"{variant}_fp32.tflite",
-                     "w8a8": next((OUT / variant).glob(f"{variant}_w8a8*.tflite"))}
+            folder = out_dir(variant, args.recipe)
+            paths = {"fp32": folder / f"{variant}_fp32.tflite", "w8a8": next(folder.glob(f"{variant}_w8a8*.tflite"))}
             row["latency"] = interleaved_latency(paths, args.threads, args.rounds)
             row["census"] = census(paths["w8a8"])
             row["goals"]["speed"] = row["latency"].get("speedup", 0) >= GOAL["speedup"]
@@ -265,7 +269,7 @@ def main() -> None:
         results["latency_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results["load"] = round(__import__("os").getloadavg()[0], 2)
         path.write_text(json.dumps(results, indent=1, default=str))
-        write_doc(results)
+        write_doc(results, args.doc)
         return
     for variant in args.variants:
         ckpt = checkpoint_for(variant, args.recipe)
@@ -280,8 +284,8 @@ def main() -> None:
         results["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results["load"] = round(__import__("os").getloadavg()[0], 2)
         path.write_text(json.dumps(results, indent=1, default=str))
-        write_doc(results)
-    print(f"results: {path}\n{DOC}")
+        write_doc(results, args.doc)
+    print(f"results: {path}\n{args.doc}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Trained reference models: every variant trained from scratch on the photo-regions task.
 
     .venv/bin/python bench/train_reference.py [--variants levit_128s mobilevit_xxs ...] [--steps 1500]
-                                              [--retrain] [--threads 2] [--export DIR]
+                                              [--recipe default|timm] [--retrain] [--threads 2] [--export DIR]
 
 No pretrained weights can be downloaded here, and random stand-ins say nothing about what
 low precision costs. This trains each variant *at its native resolution* (MobileViT

@@ -176,7 +176,7 @@ def quantize_int8(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs: 
         if measure_alternatives:
             say(f"cosine {_describe(score)} < {min_cosine}: measuring fp16, dynamic and w8a16 for comparison")
             alternatives = measure_alternative_modes(float_model, reference_model or graphs["plain"], eval_inputs,
-                                                     {st: ranges[graph, st] for st in INT16_STATISTICS}, threads, say)
+                                                     ranges[graph, "min_max"], threads, say)
             alternatives = {"w8a8": {**_brief(score)}, **alternatives}
         warnings.append(missed_target_warning(_criterion(score), min_cosine, chosen,
                                               finetuned=reference_model is not None, alternatives=alternatives))
@@ -398,32 +398,25 @@ def quantize_w8a16(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs:
 
 
 def measure_alternative_modes(float_model: bytes, reference_model: bytes | None, eval_inputs: np.ndarray,
-                              ranges: dict, threads: int, say: Callable[[str], None]) -> dict:
+                              min_max_ranges: dict, threads: int, say: Callable[[str], None]) -> dict:
     """fp32, fp16, dynamic and w8a16 of ``float_model``: worst-image cosine, top-1 agreement and
-    ms/image (measured while judging, same images, same threads) against the reference float model."""
+    ms/image (measured while judging, same images, same threads) against the reference float model.
+
+    w8a16 with ``min_max_ranges`` only, the statistic that wins for int16 (see :func:`quantize_w8a16`; ``--quantize
+    w8a16`` itself tries both): int16 runs on reference kernels (~300 ms/image on MobileViT-XXS), and judging both
+    statistics, then re-running the winner, took 11 s of every missed MobileViT-XXS conversion."""
     from ..runtimes.tflite import run_tflite
 
     reference = run_tflite(reference_model or float_model, eval_inputs, threads=threads)
     out = {"fp32": _brief(_timed_agreement(float_model, eval_inputs, reference, threads))}
-    for name, judge in (("fp16", lambda: _timed_agreement(quantize_fp16(float_model), eval_inputs, reference, threads)),
-                        ("dynamic", lambda: _timed_agreement(quantize_dynamic(float_model), eval_inputs, reference,
-                                                             threads)),
-                        ("w8a16", lambda: _w8a16_score(float_model, ranges, eval_inputs, reference, threads))):
+    for name, make in (("fp16", lambda: quantize_fp16(float_model)), ("dynamic", lambda: quantize_dynamic(float_model)),
+                       ("w8a16", lambda: _static_int8(float_model, min_max_ranges, [], False, 16))):
         try:
-            out[name] = _brief(judge())
+            out[name] = _brief(_timed_agreement(make(), eval_inputs, reference, threads))
         except ConversionError as e:
             out[name] = {"error": str(e)}
         say(f"  {name}: {out[name]}")
     return out
-
-
-def _w8a16_score(float_model: bytes, ranges: dict, eval_inputs, reference, threads: int) -> dict:
-    """The score (with ms/image, timed while judged) of w8a16 with full min/max ranges, the statistic that wins
-    for int16 (see :func:`quantize_w8a16`), for the miss message. One statistic, one run: int16 runs on reference
-    kernels (~300 ms/image on MobileViT-XXS), and judging both statistics, then re-running the winner, took 11 s of
-    every missed MobileViT-XXS conversion; ``--quantize w8a16`` itself still tries both."""
-    return _timed_agreement(_static_int8(float_model, ranges["min_max"], [], False, 16), eval_inputs, reference,
-                            threads)
 
 
 def _run(model: bytes, inputs, threads: int):
