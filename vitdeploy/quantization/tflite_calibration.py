@@ -38,6 +38,11 @@ def _calibrate_all(float_model: bytes, calib_inputs: np.ndarray, threads: int,
     measures both. The quantizer's Calibrator takes one update rule; each image's per-tensor min/max
     are folded by every rule at once (:func:`_tee_updates`), so the model runs once, not once per
     statistic (12.8 s per pass for MobileViT-XXS on 32 images, 2 cores).
+
+    The quantizer's profiler-based mode: the C++ runtime records each op's output min/max while XNNPACK runs
+    the model, instead of Python copying every intermediate tensor out of an undelegated interpreter. The same
+    tensors get ranges (695 on MobileViT-XXS, 332 on LeViT-128S), equal within 4e-7 relative (XNNPACK's float
+    arithmetic vs the built-in kernels'); 8 images: 0.4 vs 2.3 s (MobileViT-XXS), 0.3 vs 0.9 s (LeViT-128S).
     """
     from ai_edge_quantizer import calibrator, recipe, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
@@ -51,6 +56,7 @@ def _calibrate_all(float_model: bytes, calib_inputs: np.ndarray, threads: int,
         with quiet():
             # Quantizer.calibrate() has no way to choose the statistic; its Calibrator does.
             calib = calibrator.Calibrator(bytearray(float_model), num_threads=threads,
+                                          mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED,
                                           qsv_update_func=_tee_updates({st: rules[st] for st in statistics}))
             calib.calibrate({key: samples}, manager)
             return _untee(calib.get_model_qsvs(), statistics)
