@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _one_statistic(model: bytes, inputs: np.ndarray, statistic: str) -> dict:
-    """The quantizer's own calibration with one update rule (what a pass per statistic computed)."""
+def _one_statistic(model: bytes, inputs: np.ndarray, statistic: str, mode: str = "CALIBRATION_PROFILER_BASED") -> dict:
+    """The quantizer's own calibration with one update rule (what a pass per statistic computed); ``mode``: its
+    calibration mode (profiler-based, what :func:`_calibrate_all` uses, or copying every tensor out to Python)."""
     from ai_edge_quantizer import calibrator, recipe, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
@@ -16,7 +17,8 @@ def _one_statistic(model: bytes, inputs: np.ndarray, statistic: str) -> dict:
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(recipe.static_wi8_ai8())
     rule = qsv_utils.min_max_update if statistic == "min_max" else qsv_utils.moving_average_update
-    calib = calibrator.Calibrator(bytearray(model), num_threads=1, qsv_update_func=rule)
+    calib = calibrator.Calibrator(bytearray(model), num_threads=1, mode=calibrator.CalibrationMode[mode],
+                                  qsv_update_func=rule)
     calib.calibrate({key: [{name: x[None].astype(np.float32)} for x in inputs]}, manager)
     return calib.get_model_qsvs()
 
@@ -38,6 +40,37 @@ def test_one_pass_gives_each_statistic_exactly(attention_tflite):
     differs = [t for t in both["min_max"]
                if not np.array_equal(both["min_max"][t]["max"], both["moving_average"][t]["max"])]
     assert differs, "the two statistics should differ on these inputs"
+
+
+def test_profiler_ranges_are_the_ranges_of_every_tensor_copied_out(attention_tflite):
+    """The runtime's own min/max (XNNPACK running the model) covers the tensors and ranges that copying every
+    intermediate tensor out of an undelegated interpreter gives (float arithmetic of another kernel: ~1e-7)."""
+    from vitdeploy.quantization.tflite_calibration import _calibrate_all
+
+    inputs = np.random.default_rng(2).standard_normal((4, 16, 32)).astype(np.float32)
+    ours = _calibrate_all(attention_tflite, inputs, 1, ("min_max",))["min_max"]
+    copied = _one_statistic(attention_tflite, inputs, "min_max", mode="CALIBRATION_PRESERVE_ALL_TENSORS")
+    assert set(ours) == set(copied) and len(ours) > 10
+    for tensor, qsv in copied.items():
+        for end in ("min", "max"):
+            np.testing.assert_allclose(np.ravel(ours[tensor][end]), np.ravel(qsv[end]), rtol=1e-5, atol=1e-6,
+                                       err_msg=tensor)
+
+
+def test_activation_samples_do_not_depend_on_the_number_of_threads(attention_tflite, monkeypatch):
+    """MSE ranges are chosen on sampled activations; images shared out among interpreters sample the same values."""
+    from vitdeploy.quantization import ranges
+    from vitdeploy.quantization.ranges import collect_activations
+    from vitdeploy.quantization.tflite_calibration import _calibrate_all
+
+    monkeypatch.setattr(ranges, "SAMPLES_PER_IMAGE", 64)  # the tiny model's tensors are sampled, not kept whole
+    inputs = np.random.default_rng(3).standard_normal((5, 16, 32)).astype(np.float32) * 4
+    names = list(_calibrate_all(attention_tflite, inputs[:1], 1, ("min_max",))["min_max"])
+    one, three = (collect_activations(attention_tflite, inputs, names, threads) for threads in (1, 3))
+    assert set(one) == set(three) == set(names)
+    for name in names:
+        np.testing.assert_array_equal(one[name], three[name], err_msg=name)
+    assert any(v.size == 5 * (64 + 2) for v in one.values())  # sampled: 64 values and the extremes per image
 
 
 def test_a_reused_quantizer_writes_the_bytes_a_fresh_one_writes(attention_tflite):

@@ -28,20 +28,42 @@ SEARCH_VALUES = 131072  # the search's own subsample (extremes kept): ~1 ms per 
 
 def collect_activations(float_model: bytes, inputs: np.ndarray, names: list[str], threads: int = 2,
                         seed: int = 0) -> dict[str, np.ndarray]:
-    """A sample of each named tensor's values over ``inputs`` (one image at a time), extremes included."""
+    """A sample of each named tensor's values over ``inputs`` (one image at a time), extremes included.
+
+    The images are shared out among ``threads`` one-thread interpreters running at once (the interpreter
+    releases the GIL while invoking; without XNNPACK most built-in float kernels and the copying out of every
+    tensor use one core). Each image is sampled with its own seed, so the result does not depend on ``threads``.
+    """
+    parts = np.array_split(np.asarray(inputs), max(1, min(threads, len(inputs))))
+    starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+    chunks = [(int(start), part) for start, part in zip(starts, parts) if len(part)]
+    if len(chunks) == 1:
+        parts = [_collect_chunk(float_model, chunks[0][1], names, chunks[0][0], seed)]
+    else:
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            parts = list(pool.map(lambda c: _collect_chunk(float_model, c[1], names, c[0], seed), chunks))
+    merged: dict[str, list[np.ndarray]] = {}
+    for part in parts:  # image order, as one interpreter would have seen them
+        for name, values in part.items():
+            merged.setdefault(name, []).extend(values)
+    return {name: np.concatenate(values) for name, values in merged.items() if values}
+
+
+def _collect_chunk(float_model: bytes, inputs: np.ndarray, names: list[str], first: int,
+                   seed: int) -> dict[str, list[np.ndarray]]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     # Without the default XNNPACK delegate: inside a delegated graph intermediate tensors are not kept.
-    interpreter = Interpreter(model_content=bytes(float_model), num_threads=threads,
+    interpreter = Interpreter(model_content=bytes(float_model), num_threads=1,
                               experimental_preserve_all_tensors=True,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     index = {t["name"]: t["index"] for t in interpreter.get_tensor_details()}
     wanted = [n for n in names if n in index]
     input_index = interpreter.get_input_details()[0]["index"]
-    rng = np.random.default_rng(seed)
     samples: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
-    for x in inputs:
+    for i, x in enumerate(inputs):
+        rng = np.random.default_rng((seed, first + i))
         interpreter.set_tensor(input_index, np.asarray(x[None], dtype=np.float32))
         interpreter.invoke()
         for name in wanted:
@@ -50,7 +72,7 @@ def collect_activations(float_model: bytes, inputs: np.ndarray, names: list[str]
                 picked = values[rng.integers(0, values.size, SAMPLES_PER_IMAGE)]
                 values = np.concatenate([picked, [values.min(), values.max()]])
             samples[name].append(values)
-    return {name: np.concatenate(parts) for name, parts in samples.items() if parts}
+    return samples
 
 
 def quantization_mse(values: np.ndarray, lo: float, hi: float, levels: int = 256) -> float:

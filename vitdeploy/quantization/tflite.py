@@ -380,7 +380,7 @@ def quantize_w8a16(float_model: bytes, *, calib_inputs: np.ndarray, eval_inputs:
         if input_range is not None:
             _set_input_range(qsvs, float_model, *input_range)
         model = _static_int8(float_model, qsvs, [], False, 16)
-        trials[statistic] = (model, _timed_agreement(model, eval_inputs, reference, threads))
+        trials[statistic] = (model, _timed_agreement(model, eval_inputs, reference, threads, reference_kernels=True))
     statistic = max(INT16_STATISTICS, key=lambda st: _criterion(trials[st][1]))
     model, score = trials[statistic]
     say(f"w8a16: logits cosine {_describe(score)} vs float ({statistic} ranges)")
@@ -412,7 +412,8 @@ def measure_alternative_modes(float_model: bytes, reference_model: bytes | None,
     for name, make in (("fp16", lambda: quantize_fp16(float_model)), ("dynamic", lambda: quantize_dynamic(float_model)),
                        ("w8a16", lambda: _static_int8(float_model, min_max_ranges, [], False, 16))):
         try:
-            out[name] = _brief(_timed_agreement(make(), eval_inputs, reference, threads))
+            out[name] = _brief(_timed_agreement(make(), eval_inputs, reference, threads,
+                                                reference_kernels=name == "w8a16"))
         except ConversionError as e:
             out[name] = {"error": str(e)}
         say(f"  {name}: {out[name]}")
@@ -425,7 +426,15 @@ def _run(model: bytes, inputs, threads: int):
     return run_tflite(model, inputs, threads=threads)
 
 
-def _timed_agreement(model: bytes, inputs, reference, threads: int) -> dict:
+def _timed_agreement(model: bytes, inputs, reference, threads: int, *, reference_kernels: bool = False) -> dict:
+    """Agreement with ``reference`` and ms per image while judging. ``reference_kernels``: the model runs on
+    TFLite's one-thread reference kernels (int16 activations), so ``threads`` interpreters share the images
+    (:func:`~vitdeploy.runtimes.tflite.run_tflite_split`)."""
+    if reference_kernels:
+        from ..runtimes.tflite import run_tflite_split
+
+        logits, ms = run_tflite_split(model, inputs, workers=threads)
+        return {**logits_agreement(logits, reference), "ms_per_image": round(ms, 1)}
     started = time.perf_counter()
     score = logits_agreement(_run(model, inputs, threads), reference)
     return {**score, "ms_per_image": round(1e3 * (time.perf_counter() - started) / len(inputs), 1)}

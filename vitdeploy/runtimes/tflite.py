@@ -130,6 +130,26 @@ def run_tflite(model_content: bytes, inputs: np.ndarray, *, threads: int = 2) ->
     return TFLiteRunner(None, threads=threads, model_content=model_content).run_batch(np.asarray(inputs))
 
 
+def run_tflite_split(model_content: bytes, inputs: np.ndarray, *, workers: int = 2) -> tuple[np.ndarray, float]:
+    """(logits, ms per image) with the images shared out among ``workers`` one-thread interpreters running at
+    once: for models on TFLite's single-threaded reference kernels (int16 activations), where a second
+    interpreter thread is the only way to use a second core (the interpreter releases the GIL while invoking).
+    ms per image: each worker's own time per image, so it is the one-thread latency, not wall / images."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = np.asarray(inputs)
+    chunks = [c for c in np.array_split(inputs, max(1, min(workers, len(inputs)))) if len(c)]
+
+    def run(chunk: np.ndarray) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        return run_tflite(model_content, chunk, threads=1), time.perf_counter() - started
+
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        done = list(pool.map(run, chunks))
+    return np.concatenate([y for y, _ in done]), 1e3 * sum(s for _, s in done) / max(len(inputs), 1)
+
+
 def delegation_census(model, *, threads: int = 1) -> dict:
     """Which ops XNNPACK takes: op counts by type, the ones it leaves out, and its partition count.
 
