@@ -1,8 +1,9 @@
 """Hard-swish as int8 ops (pass ``hardswish_scale_forward``), before and after, on the trained LeViT-128S.
 
-    .venv/bin/python bench/hardswish_int8.py [--rounds 100] [--threads 2] [--parity-images 32]
+    .venv/bin/python bench/hardswish_int8.py [--rounds 100] [--threads 2] [--parity-images 32] [--checkpoint CKPT]
 
-Converts the committed reference (``vitdeploy/references/levit_128s_photos.safetensors``) to TFLite fp32
+Converts the committed reference (``vitdeploy/references/levit_128s_photos.safetensors``; ``--checkpoint``:
+another trained LeViT of the photo-regions task, e.g. ``bench/train_reference.py --recipe timm``'s) to TFLite fp32
 and w8a8 twice, exactly as ``vitdeploy convert`` does: once with the pass taken out of every pipeline
 ("before"), once as shipped ("after"); calibration on the built-in natural images (the photo-regions
 calibration crops need Debian's wallpaper packages). Then measures top-1 on ``references/heldout``, the
@@ -26,10 +27,9 @@ sys.path.insert(0, str(ROOT))
 PASS = "hardswish_scale_forward"
 
 
-def convert_both(out: Path, with_pass: bool) -> dict:
+def convert_both(out: Path, with_pass: bool, ckpt: Path) -> dict:
     from vitdeploy import passes
     from vitdeploy.convert import convert
-    from vitdeploy.references import checkpoint
 
     saved = dict(passes.PIPELINES)
     if not with_pass:
@@ -39,7 +39,7 @@ def convert_both(out: Path, with_pass: bool) -> dict:
         files, reports = {}, {}
         for mode in ("fp32", "w8a8"):
             t = time.perf_counter()
-            report = convert(checkpoint("levit_128s"), "tflite", out=out / f"levit_128s_{mode}_{tag}.tflite",
+            report = convert(ckpt, "tflite", out=out / f"levit_{mode}_{tag}.tflite",
                              quantize=mode, force=True)
             files[f"{mode}_{tag}"] = Path(report["path"])
             reports[mode] = {"seconds": round(time.perf_counter() - t, 1), "rewrites": report["rewrites"]}
@@ -93,10 +93,11 @@ def main() -> None:
     parser.add_argument("--parity-images", type=int, default=32)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / ".cache" / "hardswish_int8")
     parser.add_argument("--latency-only", action="store_true", help="re-time the four files already in --out")
+    parser.add_argument("--checkpoint", type=Path, help="a trained LeViT (default: the committed LeViT-128S)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.latency_only:
-        files = {f"{m}_{t}": args.out / f"levit_128s_{m}_{t}.tflite"
+        files = {f"{m}_{t}": args.out / f"levit_{m}_{t}.tflite"
                  for t in ("before", "after") for m in ("fp32", "w8a8")}
         print(json.dumps(latency(files, args), indent=1))
         return
@@ -104,12 +105,12 @@ def main() -> None:
     from vitdeploy.parity import evaluate, run_parity
     from vitdeploy.references import checkpoint, heldout_dir
 
-    ckpt = checkpoint("levit_128s")
-    runs = {tag: convert_both(args.out, tag == "after") for tag in ("before", "after")}
+    ckpt = args.checkpoint or checkpoint("levit_128s")
+    runs = {tag: convert_both(args.out, tag == "after", ckpt) for tag in ("before", "after")}
     files = {**runs["before"]["files"], **runs["after"]["files"]}
     res = evaluate([ckpt, *files.values()], heldout_dir(), threads=args.threads, batch_size=32)
     top1 = {Path(m.model).name: m.top1 for m in res.models}
-    result = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    result = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "checkpoint": str(ckpt),
               "heldout_images": res.models[0].n,
               "top1_checkpoint": top1[ckpt.name]}
     for tag, run in runs.items():

@@ -1,7 +1,10 @@
 """w8a8 conversion time of the trained references: this tree against a baseline commit, interleaved.
 
     .venv/bin/python bench/int8_convert_time.py [--baseline REV] [--variants levit_128s mobilevit_xxs]
-                                                [--rounds 1] [--json out.json]
+                                                [--checkpoints CKPT ...] [--rounds 1] [--json out.json]
+
+``--checkpoints``: trained checkpoints to convert instead of the committed references of ``--variants``
+(e.g. ``bench/train_reference.py``'s under ``bench/.cache/train_reference/``), named by their file stem.
 
 Each conversion is ``python -m vitdeploy convert REF --target tflite --quantize w8a8`` in its own
 process, with ``PYTHONPATH`` pointing at this tree or at a worktree of ``--baseline`` (made once under
@@ -63,15 +66,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default="caf2ead")
     parser.add_argument("--variants", nargs="+", default=["levit_128s", "mobilevit_xxs"])
+    parser.add_argument("--checkpoints", nargs="+", type=Path, help="checkpoint files instead of --variants")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json")
     args = parser.parse_args()
     trees = {"baseline": baseline_tree(args.baseline), "this tree": ROOT}
+    checkpoints = ({path.stem: path.resolve() for path in args.checkpoints} if args.checkpoints
+                   else {variant: references.checkpoint(variant) for variant in args.variants})
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for variant in args.variants:
-                checkpoint = references.checkpoint(variant)
+            for variant, checkpoint in checkpoints.items():
                 order = list(trees) if r % 2 == 0 else list(reversed(trees))
                 for name in order:
                     out = Path(tmp) / f"{variant}_{name.replace(' ', '_')}_{r}.tflite"
@@ -79,7 +84,7 @@ def main() -> None:
                            **convert_once(trees[name], checkpoint, out)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    for variant in args.variants:
+    for variant in checkpoints:
         mine = [x for x in rows if x["variant"] == variant]
         base = {x["round"]: x for x in mine if x["tree"] == "baseline"}
         ratios = [base[x["round"]]["cpu_s"] / x["cpu_s"] for x in mine if x["tree"] == "this tree"]
