@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import time
 from typing import Callable
 
@@ -37,8 +36,8 @@ from ..errors import ConversionError
 from ..diagnostics import describe, quiet
 from ..similarity import logits_agreement
 from .tflite_calibration import _calibrate, _calibrate_all, _set_input_range  # _calibrate: tests, bench
-from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_next_to, _matmuls_fed_by, _tensor_ops,
-                           fallback_candidates, float_op_counts, int16_op_counts)
+from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_next_to, _matmuls_fed_by, _op_scopes,
+                           _tensor_ops, fallback_candidates, float_op_counts, int16_op_counts, scope_pattern)
 
 # Activation-range statistics tried for int8 calibration (see _calibrate; "mse": ranges.py), and for
 # int16 (which has resolution to spare: clipping never pays there).
@@ -300,12 +299,6 @@ def tensor_sqnr(values: dict[str, np.ndarray], qsvs: dict) -> dict[str, float]:
     return out
 
 
-def _op_scope_pattern(output_name: str) -> str:
-    """Regex for exactly the op whose first output is ``output_name`` (the quantizer matches op scopes
-    "out0;out1;...;"; names carry ";N" suffixes, so "X;" must not match "X;1;")."""
-    return "^" + re.escape(output_name) + r";(?!\d)"
-
-
 def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: np.ndarray,
                                  activations: dict[str, np.ndarray] | None, groups: dict,
                                  chosen: list[str], model: bytes, score: dict, attempt: Callable, min_cosine: float,
@@ -319,6 +312,7 @@ def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: n
     from .ranges import collect_activations
 
     producers, consumers = _tensor_ops(float_model)
+    scopes = _op_scopes(float_model)
     compute = [n for n, op in producers.items() if op not in _SKIP_IN_REPORT and op not in _LAYOUT_OPS]
     budget = int(PER_TENSOR_MAX_SHARE * len(compute))
     record = {"budget_ops": budget, "tried": {}, "kept": []}
@@ -338,7 +332,7 @@ def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: n
             if op_type in _SKIP_IN_REPORT:
                 continue
             name = f"{op_type}@{out.rsplit('/', 1)[-1][:80]}"  # op type @ its module, short
-            groups[name] = FallbackGroup(name, "tensor", _op_scope_pattern(out), ((op_type, 1),))
+            groups[name] = FallbackGroup(name, "tensor", scope_pattern([scopes[out]]), ((op_type, 1),))
             names.append(name)
         return names
 

@@ -46,6 +46,28 @@ def _tensor_ops(model: bytes) -> tuple[dict[str, str], dict[str, list[tuple[str,
     return producers, consumers
 
 
+def _op_scopes(model: bytes) -> dict[str, str]:
+    """First output tensor name -> the op's scope as ai-edge-quantizer matches recipe regexes against it
+    (``get_op_scope``: every output name followed by ";")."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(model))
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    scopes = {}
+    for op in interpreter._get_ops_details():
+        outputs = [names.get(int(i), "") for i in op["outputs"] if int(i) >= 0]
+        if outputs and outputs[0]:
+            scopes[outputs[0]] = "".join(f"{name};" for name in outputs if name)
+    return scopes
+
+
+def scope_pattern(scopes) -> str:
+    """A recipe regex matching exactly these op scopes. Anchored at both ends: litert-torch's fused tensor names
+    contain ";", so the scope of a LayerNorm's first RESHAPE ("A;") is a prefix of the FULLY_CONNECTED's after
+    it ("A;;B;1;"), and a pattern anchored at the start only kept those 18 FULLY_CONNECTED of MobileViT-XXS float."""
+    return "^(?:" + "|".join(re.escape(scope) for scope in sorted(scopes)) + ")$"
+
+
 @dataclass(frozen=True)
 class FallbackGroup:
     """Ops that can be kept float together: one op type, or every op lowered from one module class."""
@@ -113,8 +135,9 @@ def _layout_next_to(float_model: bytes, op_types: list[str]) -> FallbackGroup | 
     if not found:
         return None
     counts = Counter(producers[n] for n in found)
-    pattern = "^(?:" + "|".join(re.escape(n) + r";(?!\d)" for n in sorted(found)) + ")"
-    return FallbackGroup(LAYOUT_NEXT_TO_FLOAT, "tensor", pattern, tuple(sorted(counts.items())))
+    scopes = _op_scopes(float_model)
+    return FallbackGroup(LAYOUT_NEXT_TO_FLOAT, "tensor", scope_pattern(scopes[n] for n in found),
+                         tuple(sorted(counts.items())))
 
 
 MATMULS_FED_BY_FLOAT = "matmuls fed by float ops"
@@ -138,8 +161,9 @@ def _matmuls_fed_by(float_model: bytes, op_types: list[str]) -> FallbackGroup | 
                 stack.append(out)
     if not found:
         return None
-    pattern = "^(?:" + "|".join(re.escape(n) + r";(?!\d)" for n in sorted(found)) + ")"
-    return FallbackGroup(MATMULS_FED_BY_FLOAT, "tensor", pattern, (("BATCH_MATMUL", len(found)),))
+    scopes = _op_scopes(float_model)
+    return FallbackGroup(MATMULS_FED_BY_FLOAT, "tensor", scope_pattern(scopes[n] for n in found),
+                         (("BATCH_MATMUL", len(found)),))
 
 
 def _try_order(op_type: str) -> tuple:
