@@ -329,7 +329,7 @@ def _keep_worst_tensors_in_float(float_model: bytes, qsvs: dict, calib_inputs: n
         ops = [(producers[tensor], tensor)] + consumers.get(tensor, [])
         names = []
         for op_type, out in ops:
-            if op_type in _SKIP_IN_REPORT:
+            if op_type in _SKIP_IN_REPORT or out not in scopes:  # an unnamed output: no scope to match
                 continue
             name = f"{op_type}@{out.rsplit('/', 1)[-1][:80]}"  # op type @ its module, short
             groups[name] = FallbackGroup(name, "tensor", scope_pattern([scopes[out]]), ((op_type, 1),))

@@ -136,7 +136,7 @@ def _layout_next_to(float_model: bytes, op_types: list[str]) -> FallbackGroup | 
         return None
     counts = Counter(producers[n] for n in found)
     scopes = _op_scopes(float_model)
-    return FallbackGroup(LAYOUT_NEXT_TO_FLOAT, "tensor", scope_pattern(scopes[n] for n in found),
+    return FallbackGroup(LAYOUT_NEXT_TO_FLOAT, "tensor", scope_pattern(scopes[n] for n in found if n in scopes),
                          tuple(sorted(counts.items())))
 
 
@@ -162,7 +162,7 @@ def _matmuls_fed_by(float_model: bytes, op_types: list[str]) -> FallbackGroup | 
     if not found:
         return None
     scopes = _op_scopes(float_model)
-    return FallbackGroup(MATMULS_FED_BY_FLOAT, "tensor", scope_pattern(scopes[n] for n in found),
+    return FallbackGroup(MATMULS_FED_BY_FLOAT, "tensor", scope_pattern(scopes[n] for n in found if n in scopes),
                          (("BATCH_MATMUL", len(found)),))
 
 
