@@ -261,7 +261,9 @@ def main() -> None:
             if row is None:
                 continue
             folder = out_dir(variant, args.recipe)
-            paths = {"fp32": folder / f"{variant}_fp32.tflite", "w8a8": next(folder.glob(f"{variant}_w8a8*.tflite"))}
+            # the newest w8a8 file: a run may have written .tflite where an earlier one wrote .below-target.tflite
+            w8a8 = max(folder.glob(f"{variant}_w8a8*.tflite"), key=lambda p: p.stat().st_mtime)
+            paths = {"fp32": folder / f"{variant}_fp32.tflite", "w8a8": w8a8}
             row["latency"] = interleaved_latency(paths, args.threads, args.rounds)
             row["census"] = census(paths["w8a8"])
             row["goals"]["speed"] = row["latency"].get("speedup", 0) >= GOAL["speedup"]
