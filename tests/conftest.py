@@ -73,6 +73,22 @@ def tiny_tflite(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def transformer_tflite(tmp_path_factory) -> bytes:
+    """One MobileViT transformer block (LayerNorm -> attention -> LayerNorm -> MLP, random weights) over 2x2
+    patches as a float .tflite, converted once per session."""
+    torch = pytest.importorskip("torch")
+    litert_torch = pytest.importorskip("litert_torch")
+    from vitdeploy.models.mobilevit import TransformerBlock
+
+    torch.manual_seed(0)
+    block = TransformerBlock(dim=32, num_heads=4, mlp_ratio=2.0).eval()
+    path = tmp_path_factory.mktemp("transformer") / "transformer.tflite"
+    with torch.no_grad():
+        litert_torch.convert(block, (torch.randn(4, 16, 32),)).export(str(path))
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
 def attention_tflite(tmp_path_factory) -> bytes:
     """One LeViT attention block (random weights: two BATCH_MATMULs per head group, SOFTMAX, hard-swish) as a
     float .tflite, converted once per session: the int8 matmul and calibration tests' model."""

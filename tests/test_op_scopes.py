@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 
 def test_scope_pattern_is_anchored_at_both_ends():
     from vitdeploy.quantization.tflite_graph import scope_pattern
@@ -17,3 +19,36 @@ def test_scope_pattern_is_anchored_at_both_ends():
     assert not re.search(pattern, "a/LayerNorm_norm1;;<P>/a/Linear_qkv;1;")
     assert not re.search(pattern, "a/LayerNorm_norm1;;2;")
     assert not re.search(pattern, "b;")
+
+
+# What XNNPACK leaves to built-in kernels in a MobileViT transformer block's full int8 (the search's "slow" set).
+SLOW = ["ADD", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "BATCH_MATMUL", "SOFTMAX"]
+
+
+def test_float_islands_make_whole_layernorms_float(transformer_tflite):
+    """A LayerNorm's MEANs and MULs sat int8 between its float pieces, a QUANTIZE/DEQUANTIZE pair around each; the
+    islands group makes them float too, and no weight layer."""
+    from vitdeploy.quantization import tflite as q
+    from vitdeploy.quantization.tflite_graph import (_WEIGHT_OPS, _float_islands, _op_scopes, fallback_candidates,
+                                                     op_types)
+
+    model = transformer_tflite
+    islands = _float_islands(model, SLOW)
+    assert islands is not None
+    covered = dict(islands.op_counts)
+    assert covered.get("MEAN", 0) >= 4 and covered.get("MUL", 0) >= 4, covered  # 2 of each per LayerNorm
+    assert not _WEIGHT_OPS & set(covered)
+    layernorm_means = [s for s in _op_scopes(model).values() if "LayerNorm" in s and re.search(islands.pattern, s)]
+    assert layernorm_means
+
+    groups = fallback_candidates(model)
+    inputs = np.random.default_rng(0).standard_normal((4, 4, 16, 32)).astype(np.float32)
+    qsvs = q._calibrate(model, inputs, 1, "min_max")
+    slow = [groups[name] for name in SLOW if name in groups]
+
+    def boundaries(data: bytes) -> int:
+        ops = op_types(data)
+        return ops.get("QUANTIZE", 0) + ops.get("DEQUANTIZE", 0)
+
+    assert boundaries(q._static_int8(model, qsvs, slow + [islands], False)) < \
+        boundaries(q._static_int8(model, qsvs, slow, False))

@@ -85,11 +85,15 @@ def test_w8a8_levit_computes_its_hardswish_in_int8_ops(w8a8):
     assert report["rewrites"].get("hardswish_scale_forward") == 25
     data = Path(path).read_bytes()
     assert "HARD_SWISH" not in op_types(data)
-    assert not {"ADD", "MUL"} & set(float_op_counts(data)), float_op_counts(data)
+    # the 25 Hardswish ops' ADD (+RELU6) and MUL run int8; attention's own bias ADD and scale MUL (11 attention
+    # modules) may go float with its matmuls and softmax (tflite_graph._float_islands), so count the int8 ones
+    ops, floats = op_types(data), float_op_counts(data)
+    int8 = {op: ops.get(op, 0) - floats.get(op, 0) for op in ("ADD", "MUL")}
+    assert int8["ADD"] >= 25 and int8["MUL"] >= 25, (int8, floats)
 
 
 # MobileViT-XXS misses the goal today (issue 27 stays open): worst-image cosine 0.974 < 0.99 on the built-in
-# judging images (0.985 when calibrated on photo-region crops), top-1 -1.1 points on 440 held-out crops
+# judging images (0.983 when calibrated on photo-region crops), top-1 -1.1 points on 440 held-out crops
 # (docs/int8-goals.md, 2026-12-08). Not strict: calibration runs on the host CPU's float kernels, so the figure
 # moves with the CPU (issue 31: the .pte twin passed with ATen/oneDNN forced to AVX2); the doc tracks it.
 MISSES_TODAY = {"mobilevit_xxs": "w8a8 MobileViT-XXS: worst cosine 0.974 < 0.99 (docs/int8-goals.md)"}

@@ -36,8 +36,9 @@ from ..errors import ConversionError
 from ..diagnostics import describe, quiet
 from ..similarity import logits_agreement
 from .tflite_calibration import _calibrate, _calibrate_all, _set_input_range  # _calibrate: tests, bench
-from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _layout_next_to, _matmuls_fed_by, _op_scopes,
-                           _tensor_ops, fallback_candidates, float_op_counts, int16_op_counts, scope_pattern)
+from .tflite_graph import (FallbackGroup, _LAYOUT_OPS, _SKIP_IN_REPORT, _float_islands, _layout_next_to,
+                           _matmuls_fed_by, _op_scopes, _tensor_ops, fallback_candidates, float_op_counts,
+                           int16_op_counts, scope_pattern)
 
 # Activation-range statistics tried for int8 calibration (see _calibrate; "mse": ranges.py), and for
 # int16 (which has resolution to spare: clipping never pays there).
@@ -220,10 +221,12 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     with the layout ops float that connect to those ops through layout ops only (see ``_LAYOUT_OPS`` and
     :func:`_layout_next_to`; not every layout op: trained LeViT-128S, same accuracy, 2.21 vs 2.65 ms -- the
     stem's PAD and the head's reshapes in float cost 0.44 ms), and also with the matmuls that take those
-    ops' outputs float (:func:`_matmuls_fed_by`: attention probabilities @ V). It is accepted only if its cosine stays above
-    ``min(min_cosine, c) - max(noise, (1 - c) / 4)`` with ``c`` the full int8 cosine; when neither
-    passes, each leave-one-out subset (with the layout ops) is tried. Among acceptable sets the one
-    leaving the fewest ops outside XNNPACK wins, ties by cosine.
+    ops' outputs float (:func:`_matmuls_fed_by`: attention probabilities @ V), and with the rest of the modules
+    those ops make mostly float (:func:`_float_islands`: whole LayerNorms). It is accepted only if its cosine stays
+    above ``min(min_cosine, c) - max(noise, (1 - c) / 4)`` with ``c`` the full int8 cosine; when neither
+    passes, each leave-one-out subset (with the layout ops) is tried. Among acceptable sets (those meeting
+    ``min_cosine`` if any do) the one leaving the fewest ops outside XNNPACK wins, then the one with the fewest
+    QUANTIZE/DEQUANTIZE ops (each a pass over its tensor), then by cosine.
     """
     from ..runtimes.tflite import delegation_census
 
@@ -243,10 +246,12 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
 
     def run(subset: tuple) -> None:
         q_model, q_score = attempt(list(subset))
-        left = delegation_census(q_model)["not_delegated"]
-        trials[subset] = (q_model, q_score, sum(left.values()), left)
+        census = delegation_census(q_model)
+        left = census["not_delegated"]
+        boundaries = census["ops"].get("QUANTIZE", 0) + census["ops"].get("DEQUANTIZE", 0)
+        trials[subset] = (q_model, q_score, sum(left.values()), left, boundaries)
         record["tried"][",".join(subset)] = {"cosine_min": q_score["cosine_min"], "cosine_mean": q_score["cosine_mean"],
-                                             "not_delegated": sum(left.values())}
+                                             "not_delegated": sum(left.values()), "quantize_dequantize": boundaries}
 
     layout = ()
     group = _layout_next_to(float_model, slow)
@@ -260,6 +265,10 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     if fed is not None:  # int8 matmuls (XNNPACK's, symmetric right-hand input) except those after float ops
         groups[fed.name] = fed
         run(tuple(slow) + (fed.name,) + layout)
+    islands = _float_islands(float_model, slow)
+    if islands is not None:  # whole modules float rather than int8 pieces between float ones
+        groups[islands.name] = islands
+        run(tuple(slow) + layout + (islands.name,))
     if max(_criterion(t[1]) for t in trials.values()) < target and len(slow) > 1:
         for drop in slow:
             run(tuple(op for op in slow if op != drop) + layout)
@@ -267,8 +276,9 @@ def _keep_undelegated_in_float(model: bytes, score: dict, attempt: Callable, gro
     if not ok:
         say(f"keeping {', '.join(slow)} in float costs accuracy; left int8")
         return [], model, score, record
-    best = min(ok, key=lambda s: (trials[s][2], -_criterion(trials[s][1])))
-    q_model, q_score, _, left = trials[best]
+    ok = [s for s in ok if _criterion(trials[s][1]) >= min_cosine] or ok
+    best = min(ok, key=lambda s: (trials[s][2], trials[s][4], -_criterion(trials[s][1])))
+    q_model, q_score, _, left, _ = trials[best]
     record.update(kept_float=list(best), not_delegated_after=left,
                   partitions_after=delegation_census(q_model)["partitions"])
     say(f"keeping {', '.join(best)} in float for XNNPACK: cosine {_describe(q_score)}, "
