@@ -52,3 +52,29 @@ def test_float_islands_make_whole_layernorms_float(transformer_tflite):
 
     assert boundaries(q._static_int8(model, qsvs, slow + [islands], False)) < \
         boundaries(q._static_int8(model, qsvs, slow, False))
+
+
+def test_float_islands_leave_ops_with_large_constants_int8(tmp_path, monkeypatch):
+    """An op kept float stores its constant inputs float32: LeViT's attention-bias ADD takes a [1, 4, 196, 196]
+    table (LeViT-128S w8a8 8.3 -> 9.7 MB with it float), so islands leave ops with large constants int8."""
+    import torch
+    import litert_torch
+
+    from vitdeploy.quantization import tflite_graph
+
+    class BiasedAttention(torch.nn.Module):  # matmul, softmax, then a bias table: one module instance
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("bias", torch.randn(1, 16, 16))
+
+        def forward(self, x):
+            return (torch.softmax(x @ (x * 2).transpose(1, 2), dim=-1) + self.bias).relu() * 3
+
+    path = tmp_path / "biased.tflite"
+    litert_torch.convert(BiasedAttention().eval(), (torch.randn(2, 16, 8),)).export(str(path))
+    model = path.read_bytes()
+    islands = tflite_graph._float_islands(model, ["BATCH_MATMUL", "SOFTMAX"])
+    assert dict(islands.op_counts) == {"ADD": 1, "MUL": 1}  # the bias table's 256 values: under the threshold
+    monkeypatch.setattr(tflite_graph, "LARGE_CONSTANT", 255)
+    islands = tflite_graph._float_islands(model, ["BATCH_MATMUL", "SOFTMAX"])
+    assert dict(islands.op_counts) == {"MUL": 1}  # the scalar x * 2 still goes float, the bias ADD stays int8

@@ -85,8 +85,8 @@ def test_w8a8_levit_computes_its_hardswish_in_int8_ops(w8a8):
     assert report["rewrites"].get("hardswish_scale_forward") == 25
     data = Path(path).read_bytes()
     assert "HARD_SWISH" not in op_types(data)
-    # the 25 Hardswish ops' ADD (+RELU6) and MUL run int8; attention's own bias ADD and scale MUL (11 attention
-    # modules) may go float with its matmuls and softmax (tflite_graph._float_islands), so count the int8 ones
+    # the 25 Hardswish ops' ADD (+RELU6) and MUL run int8; attention's own scale MUL (11 attention modules) may go
+    # float with its matmuls and softmax (tflite_graph._float_islands), so count the int8 ones
     ops, floats = op_types(data), float_op_counts(data)
     int8 = {op: ops.get(op, 0) - floats.get(op, 0) for op in ("ADD", "MUL")}
     assert int8["ADD"] >= 25 and int8["MUL"] >= 25, (int8, floats)

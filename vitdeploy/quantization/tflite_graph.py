@@ -151,9 +151,10 @@ def _float_islands(float_model: bytes, op_types: list[str]) -> FallbackGroup | N
     its MEANs and MULs stayed int8 between them: trained MobileViT-XXS, 263 -> 89 QUANTIZE/DEQUANTIZE ops,
     1.047x faster (500 rounds interleaved), worst-image cosine 0.9842 -> 0.9828 (docs/int8-goals.md)."""
     producers, _ = _tensor_ops(float_model)
+    weighty = _ops_with_large_constants(float_model)
     by_instance: dict[str, list[tuple[str, str]]] = {}
     for out, op in producers.items():
-        if op in _WEIGHT_OPS or op in _LAYOUT_OPS or op in _SKIP_IN_REPORT or not out:
+        if op in _WEIGHT_OPS or op in _LAYOUT_OPS or op in _SKIP_IN_REPORT or not out or out in weighty:
             continue
         by_instance.setdefault(out.split(";", 1)[0], []).append((out, op))  # "<path>/LayerNorm_norm1;7"
     found = []
@@ -167,6 +168,28 @@ def _float_islands(float_model: bytes, op_types: list[str]) -> FallbackGroup | N
     counts = Counter(producers[n] for n in found)
     return FallbackGroup(FLOAT_ISLANDS, "tensor", scope_pattern(scopes[n] for n in found if n in scopes),
                          tuple(sorted(counts.items())))
+
+
+# A constant input this large is stored float32 when its op is kept float: LeViT's attention-bias ADD takes a
+# [1, 4, 196, 196] table (LeViT-128S w8a8: 8.3 -> 9.7 MB with those ADDs float), so such ops stay int8.
+LARGE_CONSTANT = 4096
+
+
+def _ops_with_large_constants(model: bytes) -> set[str]:
+    """First output names of the ops taking a float constant input of more than ``LARGE_CONSTANT`` values."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(model))
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    produced = {int(i) for op in ops for i in op["outputs"]} | {d["index"] for d in interpreter.get_input_details()}
+
+    def large_constant(i: int) -> bool:
+        d = details[i]
+        return i not in produced and np.dtype(d["dtype"]).kind == "f" and int(np.prod(d["shape"])) > LARGE_CONSTANT
+
+    return {details[int(op["outputs"][0])]["name"] for op in ops
+            if len(op["outputs"]) and any(int(i) >= 0 and large_constant(int(i)) for i in op["inputs"])}
 
 
 MATMULS_FED_BY_FLOAT = "matmuls fed by float ops"
