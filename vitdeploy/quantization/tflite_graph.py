@@ -144,12 +144,13 @@ FLOAT_ISLANDS = "the rest of modules mostly float"
 
 
 def _float_islands(float_model: bytes, op_types: list[str]) -> FallbackGroup | None:
-    """One group: the other compute ops of each module instance whose compute ops (weight and layout ops aside)
-    are at least half of ``op_types``, so the module runs float from its input to its output with one
+    """One group: the other compute ops of each module instance at least half of whose compute ops (weight and
+    layout ops aside) are of ``op_types``, so the module runs float from its input to its output with one
     QUANTIZE/DEQUANTIZE at each edge instead of a pair around every float piece. A MobileViT LayerNorm is MEAN,
     SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, MUL, SUB, MUL, ADD; with the op types XNNPACK cannot run in int8 float,
-    its MEANs and MULs stayed int8 between them: trained MobileViT-XXS, 263 -> 89 QUANTIZE/DEQUANTIZE ops,
-    1.047x faster (500 rounds interleaved), worst-image cosine 0.9842 -> 0.9828 (docs/int8-goals.md)."""
+    its MEANs and MULs stayed int8 between them. Trained MobileViT-XXS w8a8: 338 -> 71 QUANTIZE/DEQUANTIZE ops,
+    1.06x faster (500 rounds interleaved), worst-image cosine 0.9849 -> 0.9827 (docs/int8-goals.md, "Second pass").
+    Ops with a large float constant stay out (:data:`LARGE_CONSTANT`)."""
     producers, _ = _tensor_ops(float_model)
     weighty = _ops_with_large_constants(float_model)
     by_instance: dict[str, list[tuple[str, str]]] = {}
