@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 
 
 def test_scope_pattern_is_anchored_at_both_ends():
@@ -57,9 +58,8 @@ def test_float_islands_make_whole_layernorms_float(transformer_tflite):
 def test_float_islands_leave_ops_with_large_constants_int8(tmp_path, monkeypatch):
     """An op kept float stores its constant inputs float32: LeViT's attention-bias ADD takes a [1, 4, 196, 196]
     table (LeViT-128S w8a8 8.3 -> 9.7 MB with it float), so islands leave ops with large constants int8."""
-    import torch
-    import litert_torch
-
+    torch = pytest.importorskip("torch")
+    litert_torch = pytest.importorskip("litert_torch")
     from vitdeploy.quantization import tflite_graph
 
     class BiasedAttention(torch.nn.Module):  # matmul, softmax, then a bias table: one module instance

@@ -34,14 +34,9 @@ def collect_activations(float_model: bytes, inputs: np.ndarray, names: list[str]
     releases the GIL while invoking; without XNNPACK most built-in float kernels and the copying out of every
     tensor use one core). Each image is sampled with its own seed, so the result does not depend on ``threads``.
     """
-    parts = np.array_split(np.asarray(inputs), max(1, min(threads, len(inputs))))
-    starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
-    chunks = [(int(start), part) for start, part in zip(starts, parts) if len(part)]
-    if len(chunks) == 1:
-        parts = [_collect_chunk(float_model, chunks[0][1], names, chunks[0][0], seed)]
-    else:
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            parts = list(pool.map(lambda c: _collect_chunk(float_model, c[1], names, c[0], seed), chunks))
+    from ..runtimes.tflite import in_image_chunks
+
+    parts = in_image_chunks(lambda first, chunk: _collect_chunk(float_model, chunk, names, first, seed), inputs, threads)
     merged: dict[str, list[np.ndarray]] = {}
     for part in parts:  # image order, as one interpreter would have seen them
         for name, values in part.items():

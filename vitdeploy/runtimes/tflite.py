@@ -10,6 +10,7 @@ pixels (:meth:`TFLiteRunner.predict_pixels`), whichever convention the file was 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -130,23 +131,35 @@ def run_tflite(model_content: bytes, inputs: np.ndarray, *, threads: int = 2) ->
     return TFLiteRunner(None, threads=threads, model_content=model_content).run_batch(np.asarray(inputs))
 
 
-def run_tflite_split(model_content: bytes, inputs: np.ndarray, *, workers: int = 2) -> tuple[np.ndarray, float]:
-    """(logits, ms per image) with the images shared out among ``workers`` one-thread interpreters running at
-    once: for models on TFLite's single-threaded reference kernels (int16 activations), where a second
-    interpreter thread is the only way to use a second core (the interpreter releases the GIL while invoking).
-    ms per image: each worker's own time per image, so it is the one-thread latency, not wall / images."""
-    import time
+T = TypeVar("T")
+
+
+def in_image_chunks(work: Callable[[int, np.ndarray], T], inputs: np.ndarray, workers: int) -> list[T]:
+    """``work(first_index, chunk)`` over ``inputs`` cut into up to ``workers`` consecutive chunks, run at once in
+    threads, results in image order. For one-thread interpreters (one each): TFLite releases the GIL while
+    invoking, so a second interpreter is how work on single-threaded kernels uses a second core."""
     from concurrent.futures import ThreadPoolExecutor
 
-    inputs = np.asarray(inputs)
-    chunks = [c for c in np.array_split(inputs, max(1, min(workers, len(inputs)))) if len(c)]
+    parts = np.array_split(np.asarray(inputs), max(1, min(workers, len(inputs))))
+    starts = np.cumsum([0] + [len(part) for part in parts[:-1]])
+    chunks = [(int(start), part) for start, part in zip(starts, parts) if len(part)]
+    if len(chunks) == 1:
+        return [work(*chunks[0])]
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        return list(pool.map(lambda chunk: work(*chunk), chunks))
 
-    def run(chunk: np.ndarray) -> tuple[np.ndarray, float]:
+
+def run_tflite_split(model_content: bytes, inputs: np.ndarray, *, workers: int = 2) -> tuple[np.ndarray, float]:
+    """(logits, ms per image) with the images shared out among ``workers`` one-thread interpreters running at
+    once (:func:`in_image_chunks`): for models on TFLite's single-threaded reference kernels (int16 activations).
+    ms per image: each worker's own time per image, so it is the one-thread latency, not wall / images."""
+    import time
+
+    def run(_first: int, chunk: np.ndarray) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
         return run_tflite(model_content, chunk, threads=1), time.perf_counter() - started
 
-    with ThreadPoolExecutor(len(chunks)) as pool:
-        done = list(pool.map(run, chunks))
+    done = in_image_chunks(run, inputs, workers)
     return np.concatenate([y for y, _ in done]), 1e3 * sum(s for _, s in done) / max(len(inputs), 1)
 
 
